@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+
+interface IConsortium {
+    function isActiveHospital(address account) external view returns (bool);
+}
+
+/// @title TwinLedger consent registry
+/// @notice Records, per patient pseudonym and study, the patient's consent and its validity window.
+/// Pseudonyms are random 32-byte values; the map from pseudonym to patient stays in the hospital's
+/// database. Only the patient's own key can grant or revoke: directly, or through an EIP-712 signature
+/// that a hospital or the portal relays, so that patients need no ether.
+contract ConsentRegistry is EIP712 {
+    bytes32 public constant GRANT_TYPEHASH = keccak256(
+        "Grant(bytes32 pseudonym,bytes32 studyId,uint64 validFrom,uint64 validUntil,uint64 nonce,uint64 deadline)"
+    );
+    bytes32 public constant REVOKE_TYPEHASH =
+        keccak256("Revoke(bytes32 pseudonym,bytes32 studyId,uint64 nonce,uint64 deadline)");
+
+    struct Patient {
+        address key; // the patient's consent key
+        uint64 nonce; // next signature nonce; signatures are used in order
+    }
+
+    struct Consent {
+        uint64 validFrom; // unix seconds
+        uint64 validUntil; // unix seconds, exclusive; zero once revoked
+    }
+
+    struct Grant {
+        bytes32 pseudonym;
+        bytes32 studyId;
+        uint64 validFrom;
+        uint64 validUntil;
+        uint64 nonce;
+        uint64 deadline;
+    }
+
+    struct Revoke {
+        bytes32 pseudonym;
+        bytes32 studyId;
+        uint64 nonce;
+        uint64 deadline;
+    }
+
+    IConsortium public immutable consortium;
+
+    mapping(bytes32 pseudonym => Patient) private _patients;
+    mapping(bytes32 pseudonym => address hospital) private _enrolledBy;
+    mapping(bytes32 pseudonym => mapping(bytes32 studyId => Consent)) private _consents;
+
+    error NotAnActiveHospital(address account);
+    error AlreadyEnrolled(bytes32 pseudonym);
+    error UnknownPseudonym(bytes32 pseudonym);
+    error InvalidPatientKey();
+    error LengthMismatch();
+    error NotPatient(bytes32 pseudonym, address caller);
+    error InvalidWindow(uint64 validFrom, uint64 validUntil);
+    error SignatureExpired(uint64 deadline);
+    error WrongNonce(bytes32 pseudonym, uint64 expected, uint64 given);
+    error WrongSigner(bytes32 pseudonym);
+
+    event PatientEnrolled(bytes32 indexed pseudonym, address indexed hospital, address indexed key);
+    event ConsentGranted(
+        bytes32 indexed pseudonym, bytes32 indexed studyId, uint64 validFrom, uint64 validUntil, address relayer
+    );
+    event ConsentRevoked(bytes32 indexed pseudonym, bytes32 indexed studyId, address relayer);
+    event SignaturesCancelled(bytes32 indexed pseudonym, uint64 nextNonce);
+
+    /// @param consortium_ the consortium whose active hospitals may enrol patients
+    constructor(IConsortium consortium_) EIP712("TwinLedger Consent", "1") {
+        consortium = consortium_;
+    }
+
+    /// @notice Enrol patients: bind each new pseudonym to the patient's own consent key.
+    /// @dev Only an active hospital may enrol; a pseudonym is enrolled once and for all.
+    function enrol(bytes32[] calldata pseudonyms, address[] calldata keys) external {
+        if (!consortium.isActiveHospital(msg.sender)) revert NotAnActiveHospital(msg.sender);
+        if (pseudonyms.length != keys.length) revert LengthMismatch();
+        for (uint256 i = 0; i < pseudonyms.length; ++i) {
+            bytes32 pseudonym = pseudonyms[i];
+            if (keys[i] == address(0)) revert InvalidPatientKey();
+            if (_patients[pseudonym].key != address(0)) revert AlreadyEnrolled(pseudonym);
+            _patients[pseudonym] = Patient({key: keys[i], nonce: 0});
+            _enrolledBy[pseudonym] = msg.sender;
+            emit PatientEnrolled(pseudonym, msg.sender, keys[i]);
+        }
+    }
+
+    /// @notice Grant consent from the patient's own account.
+    /// @param pseudonym the patient's pseudonym
+    /// @param studyId the study the consent is for
+    /// @param validFrom unix seconds from which the consent holds
+    /// @param validUntil unix seconds until which (exclusive) the consent holds
+    function grant(bytes32 pseudonym, bytes32 studyId, uint64 validFrom, uint64 validUntil) external {
+        if (_patients[pseudonym].key != msg.sender) revert NotPatient(pseudonym, msg.sender);
+        _grant(pseudonym, studyId, validFrom, validUntil);
+    }
+
+    /// @notice Revoke consent from the patient's own account; takes effect from this block on.
+    function revoke(bytes32 pseudonym, bytes32 studyId) external {
+        if (_patients[pseudonym].key != msg.sender) revert NotPatient(pseudonym, msg.sender);
+        _revoke(pseudonym, studyId);
+    }
+
+    /// @notice Relay one consent grant that the patient signed (EIP-712).
+    function grantBySig(Grant calldata g, bytes calldata signature) external {
+        _useSignature(g.pseudonym, g.nonce, g.deadline, _grantDigest(g), signature);
+        _grant(g.pseudonym, g.studyId, g.validFrom, g.validUntil);
+    }
+
+    /// @notice Relay many signed grants in one transaction; reverts as a whole if any is invalid.
+    function grantBatchBySig(Grant[] calldata grants, bytes[] calldata signatures) external {
+        if (grants.length != signatures.length) revert LengthMismatch();
+        for (uint256 i = 0; i < grants.length; ++i) {
+            Grant calldata g = grants[i];
+            _useSignature(g.pseudonym, g.nonce, g.deadline, _grantDigest(g), signatures[i]);
+            _grant(g.pseudonym, g.studyId, g.validFrom, g.validUntil);
+        }
+    }
+
+    /// @notice Relay a revocation that the patient signed (EIP-712).
+    function revokeBySig(Revoke calldata r, bytes calldata signature) external {
+        bytes32 digest = _hashTypedDataV4(
+            keccak256(abi.encode(REVOKE_TYPEHASH, r.pseudonym, r.studyId, r.nonce, r.deadline))
+        );
+        _useSignature(r.pseudonym, r.nonce, r.deadline, digest, signature);
+        _revoke(r.pseudonym, r.studyId);
+    }
+
+    /// @notice Cancel every signature the patient has given and nobody has relayed yet.
+    function cancelSignatures(bytes32 pseudonym) external {
+        Patient storage patient = _patients[pseudonym];
+        if (patient.key != msg.sender) revert NotPatient(pseudonym, msg.sender);
+        uint64 next = patient.nonce + 1;
+        patient.nonce = next;
+        emit SignaturesCancelled(pseudonym, next);
+    }
+
+    /// @notice Whether the consent of `pseudonym` for `studyId` holds at the block of the call.
+    function hasConsent(bytes32 pseudonym, bytes32 studyId) public view returns (bool) {
+        Consent storage c = _consents[pseudonym][studyId];
+        return c.validFrom <= block.timestamp && block.timestamp < c.validUntil;
+    }
+
+    /// @notice Consent of many pseudonyms for `studyId` at the block of the call, as a bitmap:
+    /// bit (i % 256) of word (i / 256) is set when pseudonyms[i] holds consent.
+    function consentBitmap(bytes32 studyId, bytes32[] calldata pseudonyms) external view returns (uint256[] memory bits) {
+        bits = new uint256[]((pseudonyms.length + 255) / 256);
+        for (uint256 i = 0; i < pseudonyms.length; ++i) {
+            if (hasConsent(pseudonyms[i], studyId)) bits[i >> 8] |= uint256(1) << (i & 255);
+        }
+    }
+
+    /// @notice The consent record of `pseudonym` for `studyId`.
+    function consentOf(bytes32 pseudonym, bytes32 studyId) external view returns (Consent memory) {
+        return _consents[pseudonym][studyId];
+    }
+
+    /// @notice The patient record (consent key and next nonce) of `pseudonym`.
+    function patientOf(bytes32 pseudonym) external view returns (Patient memory) {
+        return _patients[pseudonym];
+    }
+
+    /// @notice The hospital that enrolled `pseudonym`.
+    function enrolledBy(bytes32 pseudonym) external view returns (address) {
+        return _enrolledBy[pseudonym];
+    }
+
+    /// @notice The EIP-712 domain separator of this registry on this chain.
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    function _grantDigest(Grant calldata g) private view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(GRANT_TYPEHASH, g.pseudonym, g.studyId, g.validFrom, g.validUntil, g.nonce, g.deadline))
+        );
+    }
+
+    function _useSignature(bytes32 pseudonym, uint64 nonce, uint64 deadline, bytes32 digest, bytes calldata signature)
+        private
+    {
+        if (block.timestamp > deadline) revert SignatureExpired(deadline);
+        Patient storage patient = _patients[pseudonym];
+        address key = patient.key;
+        if (key == address(0)) revert UnknownPseudonym(pseudonym);
+        if (nonce != patient.nonce) revert WrongNonce(pseudonym, patient.nonce, nonce);
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        if (err != ECDSA.RecoverError.NoError || signer != key) revert WrongSigner(pseudonym);
+        patient.nonce = nonce + 1;
+    }
+
+    function _grant(bytes32 pseudonym, bytes32 studyId, uint64 validFrom, uint64 validUntil) private {
+        if (validUntil <= validFrom || validUntil <= block.timestamp) revert InvalidWindow(validFrom, validUntil);
+        _consents[pseudonym][studyId] = Consent({validFrom: validFrom, validUntil: validUntil});
+        emit ConsentGranted(pseudonym, studyId, validFrom, validUntil, msg.sender);
+    }
+
+    function _revoke(bytes32 pseudonym, bytes32 studyId) private {
+        delete _consents[pseudonym][studyId];
+        emit ConsentRevoked(pseudonym, studyId, msg.sender);
+    }
+}
