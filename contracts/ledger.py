@@ -65,7 +65,7 @@ _ERROR_TEXT = {
     "InvalidStudyTerms": "the study terms are invalid (budget, rounds, delta and end date must be set)",
     "RoundAlreadyAnchored": "round {1} of study {0} is already anchored",
     "RoundOutOfRange": "round {1} is outside the rounds study {0} allows",
-    "PinnedBlockInFuture": "pinned block {0} is not in the past",
+    "PinnedBlockInFuture": "pinned block {0} is in the future",
     "CommitmentLengthMismatch": "hospitals and commitments differ in length",
     "NotAnActiveHospital": "account {0} is not an active hospital",
     "AlreadyEnrolled": "pseudonym {0} is already enrolled",

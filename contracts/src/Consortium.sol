@@ -151,7 +151,7 @@ contract Consortium is AccessControl {
         Study storage study = _studies[studyId];
         if (!study.exists) revert UnknownStudy(studyId);
         if (round == 0 || round > study.rounds) revert RoundOutOfRange(studyId, round);
-        if (pinnedBlock >= block.number) revert PinnedBlockInFuture(pinnedBlock);
+        if (pinnedBlock > block.number) revert PinnedBlockInFuture(pinnedBlock);
         if (hospitals.length != commitments.length) revert CommitmentLengthMismatch();
         if (_anchors[studyId][round] != bytes32(0)) revert RoundAlreadyAnchored(studyId, round);
         _anchors[studyId][round] = modelHash;

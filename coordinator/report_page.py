@@ -1,0 +1,183 @@
+"""Render a run report (the JSON the coordinator saves) as a readable HTML page with PNG plots.
+
+``write_report_page(report, json_path)`` writes ``<stem>.html`` next to ``json_path`` and three
+plots into ``<stem>-plots/``: accuracy per round, epsilon spent per hospital, patients used per
+round. The page is self-contained (inline CSS, no JavaScript, no external resources) and every
+string taken from the report is HTML-escaped. Missing optional keys render as "—".
+"""
+from __future__ import annotations
+
+import html
+import pathlib
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:1rem;color:#111;background:#fff;line-height:1.5}
+h1,h2{line-height:1.2}.wrap{overflow-x:auto}table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}
+th,td{border:1px solid #999;padding:.3rem .6rem;text-align:left;vertical-align:top}th{background:#e8e8e8}
+td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%;height:auto;display:block;margin:1rem 0}
+.ok{color:#fff;background:#17692f;padding:.5rem}.bad{color:#fff;background:#a4161a;padding:.5rem}code{word-break:break-all}
+"""
+
+MARKERS = "osD^vP"  # distinct hollow markers keep overlapping hospitals (same ε) visible
+
+
+def _e(value: Any) -> str:
+    return html.escape("—" if value is None else str(value))
+
+
+def _num(value: Any, fmt: str = "{:.3f}") -> str:
+    return html.escape(fmt.format(value)) if isinstance(value, (int, float)) else _e(value)
+
+
+def _short(pseudonym: Any) -> str:
+    """'0x' + first 10 hex digits + '…' (the full 64-hex pseudonym is not needed to read the page)."""
+    text = str(pseudonym or "")
+    return ("0x" if text.startswith("0x") else "") + text.removeprefix("0x")[:10] + "…"
+
+
+def _table(headers: list[str], rows: list[list[str]], caption: str) -> str:
+    head = "".join(f'<th scope="col">{_e(h)}</th>' for h in headers)
+    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
+    return (f'<div class="wrap"><table><caption>{_e(caption)}</caption>'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def _td(text: str, numeric: bool = False) -> str:
+    return f'<td class="n">{text}</td>' if numeric else f"<td>{text}</td>"
+
+
+def _plots(report: dict, names: list[str], out: pathlib.Path) -> list[tuple[str, str]]:
+    """Draw the three plots into ``out``; return (file name, alt text) pairs."""
+    out.mkdir(parents=True, exist_ok=True)
+    rounds = report.get("rounds") or []
+    xs = [r.get("round", i + 1) for i, r in enumerate(rounds)]
+    colours = plt.get_cmap("tab10").colors
+    made: list[tuple[str, str]] = []
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    acc = [r.get("accuracy") for r in rounds]
+    ax.plot(xs, [float("nan") if a is None else 100 * a for a in acc], "o-", color=colours[0],
+            label="global model (pooled test set)")
+    for x, a in zip(xs, acc):
+        if a is None:  # evaluation failed: leave a gap and say so
+            ax.annotate("no result", (x, 3), ha="center", fontsize="small", color="dimgray")
+    base = (report.get("baseline") or {}).get("constant_predictor_accuracy")
+    if base is not None:
+        ax.axhline(100 * base, ls="--", color=colours[7], label="constant predictor")
+    ax.set(title="Test accuracy per round", xlabel="Round", ylabel="Accuracy (%)", ylim=(0, 100))
+    made.append(("accuracy.png", "Line chart of the global model's test accuracy (%) per round"
+                 + (f", with the constant-predictor baseline at {100 * base:.1f}%" if base is not None else "")))
+    _finish(fig, ax, xs, out / made[-1][0])
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for i, name in enumerate(names):
+        eps = [(r.get("epsilon") or {}).get(name) for r in rounds]
+        ax.plot(xs, [float("nan") if e is None else e for e in eps], "-", marker=MARKERS[i % len(MARKERS)],
+                ms=11 - 2 * (i % 4), mfc="none", mew=1.6, color=colours[i % 10], label=name)
+    budgets = {h.get("name"): h.get("epsilon_budget") for h in report.get("hospitals") or []}
+    budgets = {k: v for k, v in budgets.items() if v is not None}
+    if len(set(budgets.values())) == 1:
+        ax.axhline(next(iter(budgets.values())), ls="--", color="black", label="budget")
+    else:
+        for i, name in enumerate(names):
+            if name in budgets:
+                ax.axhline(budgets[name], ls="--", color=colours[i % 10], label=f"budget ({name})")
+    ax.set(title="Cumulative privacy budget spent per hospital", xlabel="Round", ylabel="Epsilon spent (ε)")
+    ax.set_ylim(0, 1.12 * max(ax.get_ylim()[1], *budgets.values(), 0.1))
+    made.append(("epsilon.png", "Line chart of cumulative epsilon spent per hospital per round, "
+                 "with dashed lines at the epsilon budget"))
+    _finish(fig, ax, xs, out / made[-1][0])
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        used = [(r.get("used") or {}).get(name) or 0 for r in rounds]
+        ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], used, width, color=colours[i % 10], label=name)
+    revoked = [v.get("block") for v in report.get("revoked") or [] if v.get("block") is not None]
+    if revoked:
+        after = [x for x, r in zip(xs, rounds) if (r.get("block") or -1) >= min(revoked)]
+        if after:
+            ax.axvline(after[0] - 0.5, ls=":", color="black", lw=2, label="revocations")
+    ax.set(title="Consented patients used for training per round", xlabel="Round", ylabel="Patients (count)")
+    made.append(("patients.png", "Grouped bar chart of patients used per hospital per round"
+                 + (", with a dotted line before the first round after a revocation" if revoked else "")))
+    _finish(fig, ax, xs, out / made[-1][0])
+    return made
+
+
+def _finish(fig: Any, ax: Any, xs: list, path: pathlib.Path) -> None:
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report_page(report: dict, json_path: pathlib.Path) -> pathlib.Path:
+    """Write ``<stem>.html`` and ``<stem>-plots/*.png`` beside ``json_path``; return the HTML path."""
+    json_path = pathlib.Path(json_path)
+    html_path = json_path.with_suffix(".html")
+    plot_dir = json_path.parent / f"{json_path.stem}-plots"
+    study, audit = report.get("study") or {}, report.get("audit") or {}
+    hospitals, rounds = report.get("hospitals") or [], report.get("rounds") or []
+    names = [str(h.get("name")) for h in hospitals]
+    for r in rounds:  # hospitals seen only in rounds still get a line/column
+        names += [n for n in (r.get("used") or {}) if n not in names]
+    plots = _plots(report, names, plot_dir)
+
+    final = next((r.get("accuracy") for r in reversed(rounds) if r.get("accuracy") is not None), None)
+    violations = audit.get("violations")
+    summary = (f"Study purpose <strong>{_e(study.get('purpose'))}</strong>, task {_e(study.get('task'))}: "
+               f"{len(rounds)} round(s) of {_e(study.get('rounds'))} planned, last evaluated test accuracy "
+               f"{_num(final * 100 if final is not None else None, '{:.1f}%')}, "
+               f"{_e(violations)} audit violation(s).")
+
+    hosp_rows = [[_td(_e(h.get("name"))), _td(_e(h.get("patients")), True), _td(_e(h.get("consented")), True),
+                  _td(f"{_num(h.get('epsilon_spent'), '{:.2f}')} / {_num(h.get('epsilon_budget'), '{:.2f}')}", True)]
+                 for h in hospitals]
+    has_errors = any(r.get("errors") for r in rounds)
+    round_rows = []
+    for r in rounds:
+        used, errs = r.get("used") or {}, r.get("errors") or {}
+        acc = None if r.get("accuracy") is None else 100 * r["accuracy"]
+        row = [_td(_e(r.get("round")), True), _td(_e(r.get("block")), True), _td(_num(acc, "{:.1f}%"), True)]
+        row += [_td(_e(used.get(n)), True) for n in names]
+        if has_errors:
+            row.append(_td("<br>".join(f"{_e(k)}: {_e(v)}" for k, v in errs.items()) or "—"))
+        round_rows.append(row)
+    round_head = ["Round", "Pinned block", "Accuracy"] + [f"Used: {n}" for n in names] + (["Errors"] if has_errors else [])
+    rev = report.get("revoked") or []
+    rev_rows = [[_td(f"<code>{_e(_short(v.get('pseudonym')))}</code>"), _td(_e(v.get("block")), True),
+                 _td(_e(v.get("hospital")))] for v in rev]
+
+    clean = violations == 0 and not audit.get("commitment_mismatches")
+    verdict = ('<p class="ok">✔ Audit passed: no training used a patient without consent at the pinned block.</p>'
+               if clean else '<p class="bad">✘ Audit FAILED or incomplete: see the counts above.</p>')
+    title = f"TwinLedger run report — study {study.get('id', '?')}"
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
+        f"<h1>{_e(title)}</h1><p>{summary}</p>",
+        f"<p>Generated at {_e(report.get('generated_at'))}; ε budget {_e(study.get('epsilon_budget'))}, "
+        f"δ {_e(study.get('delta'))}.</p>",
+        "<h2>Hospitals</h2>" + _table(["Hospital", "Patients", "Consented", "ε spent / budget"], hosp_rows, "Hospitals"),
+        "<h2>Rounds</h2>" + _table(round_head, round_rows, "Rounds"),
+        "<h2>Revocations</h2>" + (_table(["Pseudonym", "Block", "Hospital"], rev_rows, "Consent revocations")
+                                  if rev_rows else "<p>No consent was revoked during the run.</p>"),
+        f"<h2>Audit</h2><ul><li>Violations: {_e(violations)}</li><li>Records checked: {_e(audit.get('checked'))}</li>"
+        f"<li>Commitment mismatches: {_e(audit.get('commitment_mismatches'))}</li></ul>{verdict}",
+        "<h2>Plots</h2>",
+    ]
+    parts += [f'<figure><img src="{_e(plot_dir.name)}/{_e(f)}" alt="{_e(alt)}"><figcaption>{_e(alt)}</figcaption></figure>'
+              for f, alt in plots]
+    parts.append("</main></body></html>\n")
+    html_path.write_text("\n".join(parts), encoding="utf-8")
+    return html_path

@@ -1,0 +1,278 @@
+"""One training run of a study, as the coordinator drives it over Flower's Grid.
+
+Each round pins the chain's current block, sends (study, round, block, global weights) to every node,
+aggregates the replies of the nodes that trained (FedAvg, weighted by examples), evaluates the new
+global model on every node's consented test patients at the same block, and anchors the round on
+chain: pinned block, model hash and each hospital's commitment to the pseudonyms it used. A node that
+refuses or fails is reported by name and reason; the round goes on with the others.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from eth_utils import keccak
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from contracts.ledger import Ledger, LedgerError, StudyTerms
+from federation import protocol
+from federation.protocol import RoundConfig
+from federation.tasks import get_task
+
+log = logging.getLogger("twinledger.coordinator")
+
+
+@dataclass
+class RunOptions:
+    study_id: bytes
+    num_rounds: int
+    local_epochs: int = 2
+    learning_rate: float = 0.1
+    batch_size: int = 32
+    max_grad_norm: float = 1.0
+    round_timeout_s: float = 300.0
+    min_nodes: int = 1
+    wait_for_nodes_s: float = 120.0
+    seed: int = 0
+
+
+@dataclass
+class Hospital:
+    name: str
+    account: str
+    patients: int
+    consented: int | None = None
+    epsilon_spent: float = 0.0
+    epsilon_budget: float | None = None
+
+
+@dataclass
+class RunReport:
+    """The run's report, rewritten after every round so that operators can watch it."""
+
+    path: Path
+    terms: StudyTerms
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    hospitals: dict[int, Hospital] = field(default_factory=dict)
+    rounds: list[dict] = field(default_factory=list)
+    status: str = "running"
+    message: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "message": self.message,
+            "started_at": self.started_at,
+            "study": {
+                "id": "0x" + self.terms.study_id.hex(),
+                "purpose": self.terms.purpose,
+                "task": self.terms.task_id,
+                "epsilon_budget": self.terms.epsilon_budget,
+                "delta": self.terms.delta,
+                "rounds": self.terms.rounds,
+            },
+            "hospitals": [
+                {
+                    "name": h.name,
+                    "account": h.account,
+                    "patients": h.patients,
+                    "consented": h.consented,
+                    "epsilon_spent": h.epsilon_spent,
+                    "epsilon_budget": h.epsilon_budget if h.epsilon_budget is not None else self.terms.epsilon_budget,
+                }
+                for h in self.hospitals.values()
+            ],
+            "rounds": self.rounds,
+        }
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=1))
+        tmp.replace(self.path)
+
+
+def model_hash(arrays: ArrayRecord) -> bytes:
+    buffer = io.BytesIO()
+    state = arrays.to_torch_state_dict()
+    for name in sorted(state):
+        buffer.write(name.encode())
+        buffer.write(state[name].detach().contiguous().numpy().tobytes())
+    return keccak(buffer.getvalue())
+
+
+class StudyRun:
+    def __init__(self, grid: Grid, ledger: Ledger, options: RunOptions, run_dir: Path):
+        self.grid = grid
+        self.ledger = ledger
+        self.options = options
+        self.run_dir = run_dir
+        self.terms = ledger.study(options.study_id)
+        self.task = get_task(self.terms.task_id)
+        self.report = RunReport(run_dir / "report.json", self.terms)
+        self.strategy = FedAvg(weighted_by_key="num-examples", arrayrecord_key=protocol.WEIGHTS)
+
+    def _name(self, node_id: int) -> str:
+        hospital = self.report.hospitals.get(node_id)
+        return hospital.name if hospital else f"node {node_id}"
+
+    def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str) -> list[Message]:
+        messages = [
+            Message(content, dst_node_id=node_id, message_type=message_type, group_id=group) for node_id in node_ids
+        ]
+        return list(self.grid.send_and_receive(messages, timeout=self.options.round_timeout_s))
+
+    def _split(self, node_ids: list[int], replies: list[Message], phase: str) -> tuple[list[Message], dict[str, str]]:
+        ok, errors = [], {}
+        answered = set()
+        for reply in replies:
+            node_id = reply.metadata.src_node_id
+            answered.add(node_id)
+            if reply.has_error():
+                code = reply.error.code
+                reason = reply.error.reason or "no reason given"
+                errors[self._name(node_id)] = f"{protocol.ERROR_NAMES.get(code, f'error {code}')}: {reason}"
+                log.warning("%s did not %s: %s", self._name(node_id), phase, errors[self._name(node_id)])
+            else:
+                ok.append(reply)
+        for node_id in set(node_ids) - answered:
+            errors[self._name(node_id)] = f"no reply within {self.options.round_timeout_s:g} s (node down?)"
+            log.warning("%s did not reply to %s", self._name(node_id), phase)
+        return ok, errors
+
+    def wait_for_nodes(self) -> list[int]:
+        deadline = time.monotonic() + self.options.wait_for_nodes_s
+        while True:
+            node_ids = sorted(self.grid.get_node_ids())
+            if len(node_ids) >= self.options.min_nodes or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        if len(node_ids) < self.options.min_nodes:
+            raise RuntimeError(
+                f"only {len(node_ids)} node(s) connected after {self.options.wait_for_nodes_s:g} s; "
+                f"{self.options.min_nodes} needed"
+            )
+        return node_ids
+
+    def identify(self, node_ids: list[int]) -> None:
+        replies = self._send(node_ids, f"{MessageType.QUERY}.identify", RecordDict(), "identify")
+        for reply in replies:
+            if reply.has_error():
+                log.warning("node %s could not identify itself: %s", reply.metadata.src_node_id, reply.error.reason)
+                continue
+            identity = reply.content[protocol.USAGE]
+            self.report.hospitals[reply.metadata.src_node_id] = Hospital(
+                name=str(identity["hospital"]), account=str(identity["account"]), patients=int(identity["patients"])
+            )
+        log.info("hospitals in this run: %s", ", ".join(h.name for h in self.report.hospitals.values()))
+
+    def run(self) -> ArrayRecord:
+        torch.manual_seed(self.options.seed)
+        arrays = ArrayRecord(self.task.build_model().state_dict())
+        node_ids = self.wait_for_nodes()
+        self.identify(node_ids)
+        self.report.save()
+        rounds = min(self.options.num_rounds, self.terms.rounds)
+        if rounds < self.options.num_rounds:
+            log.warning("the study allows %d rounds; running %d", self.terms.rounds, rounds)
+        for round_number in range(1, rounds + 1):
+            arrays = self.run_round(round_number, node_ids, arrays)
+        self.report.status = "finished"
+        self.report.save()
+        torch.save(arrays.to_torch_state_dict(), self.run_dir / "model.pt")
+        return arrays
+
+    def run_round(self, round_number: int, node_ids: list[int], arrays: ArrayRecord) -> ArrayRecord:
+        started = time.monotonic()
+        block = self.ledger.block_number()
+        config = RoundConfig(
+            study_id=self.options.study_id,
+            round=round_number,
+            block=block,
+            local_epochs=self.options.local_epochs,
+            learning_rate=self.options.learning_rate,
+            batch_size=self.options.batch_size,
+            max_grad_norm=self.options.max_grad_norm,
+        )
+        log.info("round %d: pinned block %d; training on %d node(s)", round_number, block, len(node_ids))
+        content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: config.to_record()})
+        trained, train_errors = self._split(node_ids, self._send(node_ids, MessageType.TRAIN, content, str(round_number)), "train")
+        record = {"round": round_number, "block": block, "accuracy": None, "loss": None, "used": {}, "test_used": {},
+                  "epsilon": {}, "errors": {}}
+        train_commitments: dict[str, bytes] = {}
+        for reply in trained:
+            usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
+            hospital = self.report.hospitals.get(reply.metadata.src_node_id)
+            name = self._name(reply.metadata.src_node_id)
+            record["used"][name] = int(usage["used"])
+            record["epsilon"][name] = float(metrics["epsilon"])
+            train_commitments[str(usage["account"])] = bytes.fromhex(str(usage["commitment"])[2:])
+            if hospital:
+                hospital.epsilon_spent = float(metrics["epsilon"])
+                hospital.epsilon_budget = float(metrics["epsilon-budget"])
+        if trained:
+            new_arrays, _ = self.strategy.aggregate_train(round_number, trained)
+            if new_arrays is not None:
+                arrays = new_arrays
+        else:
+            log.warning("round %d: no node trained; the global model is unchanged", round_number)
+        training_s = time.monotonic() - started
+
+        content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: config.to_record()})
+        evaluated, eval_errors = self._split(
+            node_ids, self._send(node_ids, MessageType.EVALUATE, content, str(round_number)), "evaluate"
+        )
+        commitments: dict[str, bytes] = {}
+        correct = examples = positives = 0
+        loss_sum = 0.0
+        for reply in evaluated:
+            usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
+            name = self._name(reply.metadata.src_node_id)
+            account = str(usage["account"])
+            record["test_used"][name] = int(usage["used"])
+            correct += int(metrics["correct"])
+            examples += int(metrics["num-examples"])
+            positives += int(metrics["positives"])
+            loss_sum += float(metrics["loss-sum"])
+            hospital = self.report.hospitals.get(reply.metadata.src_node_id)
+            if hospital:
+                hospital.consented = int(metrics["consented"])
+            evaluate_commitment = bytes.fromhex(str(usage["commitment"])[2:])
+            commitments[account] = protocol.combined_commitment(train_commitments.pop(account, b""), evaluate_commitment)
+        for account, train_commitment in train_commitments.items():  # trained but did not evaluate
+            commitments[account] = protocol.combined_commitment(train_commitment, b"")
+        if examples:
+            record["accuracy"] = correct / examples
+            record["loss"] = loss_sum / examples
+            record["constant_accuracy"] = max(positives, examples - positives) / examples
+        record["errors"] = {**{k: v for k, v in eval_errors.items()}, **train_errors}
+        record["seconds"] = round(time.monotonic() - started, 2)
+        record["training_seconds"] = round(training_s, 2)
+
+        digest = model_hash(arrays)
+        record["model_hash"] = "0x" + digest.hex()
+        try:
+            receipt = self.ledger.anchor_round(
+                self.options.study_id, round_number, pinned_block=block, model_hash=digest, commitments=commitments
+            )
+            record["anchor_block"] = receipt["blockNumber"]
+        except LedgerError as exc:
+            record["errors"]["coordinator"] = f"round not anchored: {exc}"
+            log.error("round %d could not be anchored: %s", round_number, exc)
+        self.report.rounds.append(record)
+        self.report.save()
+        accuracy = f"{record['accuracy']:.3f}" if record["accuracy"] is not None else "n/a"
+        log.info(
+            "round %d done in %.1f s: accuracy %s on %d test patients; used %s",
+            round_number, record["seconds"], accuracy, examples, record["used"],
+        )
+        return arrays

@@ -1,0 +1,272 @@
+"""The demo federation: four hospitals, a chain, a consortium study and a private federated run, all on
+this machine and all real (anvil, the Flower SuperLink and SuperNodes as processes).
+
+Each step calls the same functions the one-by-one commands use (see docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from eth_account import Account
+
+from contracts import ledger as lg
+from contracts.audit import audit_study, load_usage_logs
+from coordinator.report_page import write_report_page
+from coordinator.settings import CoordinatorSettings
+from deploy import processes
+from node import admin as node_admin
+
+log = logging.getLogger("twinledger.demo")
+
+DATA_DIR = Path(__file__).resolve().parent / "data" / "heart-disease"
+HOSPITALS = {  # node name -> UCI file
+    "cleveland": "processed.cleveland.data",
+    "hungary": "processed.hungarian.data",
+    "switzerland": "processed.switzerland.data",
+    "va": "processed.va.data",
+}
+MARKER = ".twinledger-demo"
+
+
+@dataclass
+class DemoOptions:
+    workdir: Path = Path("demo-run")
+    report: Path | None = None
+    rpc_url: str | None = None
+    rounds: int = 5
+    epsilon_budget: float = 3.0
+    delta_exponent: int = 5
+    decline_fraction: float = 0.1
+    revoke_after_round: int = 2
+    revocations_per_hospital: int = 3
+    local_epochs: int = 2
+    learning_rate: float = 0.5
+    batch_size: int = 32
+    max_grad_norm: float = 1.0
+    unreachable_chain_for: list[str] = field(default_factory=list)
+    seed: int = 7
+    timeout_s: float = 1800.0
+
+
+@dataclass
+class Patients:
+    """The demo's stand-in for patients' own wallets: kept apart from the node's files."""
+
+    keys: dict[str, str] = field(default_factory=dict)  # record number -> private key
+    consenting: list[str] = field(default_factory=list)
+
+
+def _prepare_workdir(workdir: Path) -> Path:
+    workdir = workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / MARKER).exists():
+            raise SystemExit(f"{workdir} exists and is not a demo directory: choose another --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / MARKER).write_text("created by twinledger demo; removed by the next demo run\n")
+    return workdir
+
+
+def _fresh_funded_key(w3, path: Path) -> str:
+    key = lg.write_key(path)
+    lg.fund_from_dev_account(w3, Account.from_key(key).address)
+    return key
+
+
+def run_demo(options: DemoOptions) -> dict:
+    started = time.monotonic()
+    rng = random.Random(options.seed)
+    workdir = _prepare_workdir(options.workdir)
+    logs = workdir / "logs"
+    services: list[processes.Service] = []
+    try:
+        # 1. The chain and the contracts.
+        if options.rpc_url:
+            rpc_url = options.rpc_url
+            log.info("using the chain at %s", rpc_url)
+        else:
+            anvil, rpc_url = processes.start_anvil(port=processes.free_port(), log_path=logs / "anvil.log")
+            services.append(anvil)
+            log.info("started anvil at %s", rpc_url)
+        w3 = lg.connect(rpc_url)
+        operator_key = _fresh_funded_key(w3, workdir / "operator" / "keys" / "operator.key")
+        deployment = lg.deploy(w3, operator_key)
+        deployment_file = workdir / "chain" / "deployment.json"
+        deployment.save(deployment_file)
+        operator = lg.Ledger(w3, deployment, account_key=operator_key)
+        log.info("deployed Consortium at %s and ConsentRegistry at %s", deployment.consortium, deployment.consent_registry)
+
+        # 2. The coordinator and the study (data-use agreement).
+        coordinator_home = workdir / "coordinator"
+        CoordinatorSettings(home=coordinator_home, rpc_url=rpc_url, deployment_file=deployment_file,
+                            min_nodes=len(HOSPITALS), round_timeout_s=600).save()
+        coordinator_key = _fresh_funded_key(w3, coordinator_home / "keys" / "coordinator.key")
+        operator.grant_coordinator(Account.from_key(coordinator_key).address)
+        study_id = lg.new_study_id()
+        operator.propose_study(
+            study_id, purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=options.epsilon_budget,
+            delta_exponent=options.delta_exponent, rounds=options.rounds,
+            ends_at=int(time.time()) + 30 * 24 * 3600,
+        )
+        log.info("study 0x%s… proposed: purpose HRESCH, epsilon %g per hospital, %d rounds",
+                 study_id.hex()[:12], options.epsilon_budget, options.rounds)
+
+        # 3. Four hospital nodes: records, study acceptance, patients' consent.
+        nodes, patients, hospital_ledgers = {}, {}, {}
+        for name, filename in HOSPITALS.items():
+            settings = node_admin.init_node(
+                workdir / "nodes" / name, hospital=name, rpc_url=rpc_url, deployment_file=deployment_file
+            )
+            account = node_admin.hospital_address(settings)
+            lg.fund_from_dev_account(w3, account)
+            operator.register_hospital(account, secrets.token_bytes(32))
+            report = node_admin.import_records(settings, DATA_DIR / filename)
+            ledger = node_admin.open_ledger(settings)
+            ledger.accept_study(study_id)
+            wallets = Patients()
+            for patient in ledger_patients(settings):
+                wallets.keys[patient] = "0x" + secrets.token_hex(32)
+            node_admin.enrol_patients(
+                settings, ledger, {n: Account.from_key(k).address for n, k in wallets.keys.items()}
+            )
+            wallets.consenting = [n for n in wallets.keys if rng.random() >= options.decline_fraction]
+            grants = [
+                lg.sign_grant(
+                    wallets.keys[number], deployment,
+                    pseudonym=bytes.fromhex(node_admin.pseudonym_of(settings, number)[2:]), study_id=study_id,
+                    valid_from=0, valid_until=int(time.time()) + 365 * 24 * 3600, nonce=0,
+                    deadline=int(time.time()) + 3600,
+                )
+                for number in wallets.consenting
+            ]
+            node_admin.relay_grants(ledger, grants)
+            log.info("%s: imported %d patients (%s); %d consent, %d decline",
+                     name, report.imported, report.cohorts, len(wallets.consenting),
+                     len(wallets.keys) - len(wallets.consenting))
+            nodes[name], patients[name], hospital_ledgers[name] = settings, wallets, ledger
+        for name in options.unreachable_chain_for:
+            dead = f"http://127.0.0.1:{processes.free_port()}"
+            settings = nodes[name]
+            node_admin.init_node(settings.home, hospital=name, rpc_url=dead, deployment_file=deployment_file)
+            log.info("%s: fault injected: its node talks to a chain that does not answer (%s)", name, dead)
+
+        # 4. The Flower deployment engine: one SuperLink, one SuperNode per hospital.
+        flwr_home = workdir / "flower"
+        superlink_port = processes.free_port()
+        services.append(processes.start_superlink(port=superlink_port, state_dir=workdir / "superlink", flwr_home=flwr_home))
+        for name, settings in nodes.items():
+            services.append(
+                processes.start_supernode(
+                    name=name, superlink_port=superlink_port, port=processes.free_port(), node_home=settings.home,
+                    flwr_home=flwr_home, log_path=logs / f"supernode-{name}.log",
+                )
+            )
+        processes.write_flower_federation(flwr_home, name="demo", superlink_port=superlink_port)
+        log.info("SuperLink on 127.0.0.1:%d with %d SuperNodes", superlink_port, len(nodes))
+
+        # 5. The run, watched round by round; revocations after round `revoke_after_round`.
+        run_name = "demo"
+        run = processes.flwr_run(
+            federation="demo",
+            run_config={
+                "study-id": "0x" + study_id.hex(), "coordinator-home": str(coordinator_home), "num-rounds": options.rounds,
+                "local-epochs": options.local_epochs, "learning-rate": options.learning_rate,
+                "batch-size": options.batch_size, "max-grad-norm": options.max_grad_norm, "run-name": run_name,
+                "min-nodes": len(nodes),
+            },
+            flwr_home=flwr_home,
+            log_path=logs / "flwr-run.log",
+        )
+        services.append(run)
+        run_report_path = coordinator_home / "runs" / run_name / "report.json"
+        revoked = _watch_run(run, run_report_path, options, nodes, patients, hospital_ledgers, deployment, study_id, rng,
+                             deadline=started + options.timeout_s)
+
+        # 6. The independent audit and the report.
+        usage_files = [node_admin.export_usage(settings, workdir / "audit" / f"usage-{name}.json") for name, settings in nodes.items()]
+        auditor = lg.Ledger(w3, deployment)
+        audit = audit_study(auditor, study_id, load_usage_logs(usage_files))
+        log.info("audit: %d violations over %d used pseudonyms in %d rounds", audit.violations, audit.checked, audit.rounds)
+        run_report = json.loads(run_report_path.read_text())
+        report = {
+            **run_report,
+            "revoked": revoked,
+            "audit": audit.as_dict(),
+            "baseline": {"constant_predictor_accuracy": (run_report["rounds"][-1].get("constant_accuracy")
+                                                          if run_report["rounds"] else None)},
+            "chain": {"rpc_url": rpc_url, "chain_id": deployment.chain_id, "consortium": deployment.consortium,
+                      "consent_registry": deployment.consent_registry},
+            "workdir": str(workdir),
+            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds": round(time.monotonic() - started, 1),
+        }
+        report_path = (options.report or workdir / "report.json").resolve()
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=1))
+        page = write_report_page(report, report_path)
+        log.info("report written to %s and %s", report_path, page)
+        return report
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def ledger_patients(settings) -> list[str]:
+    from node.store import Store
+
+    return [p.record_number for p in Store(settings.resolved_database_url).patients()]
+
+
+def _watch_run(run, report_path: Path, options: DemoOptions, nodes, patients, ledgers, deployment, study_id, rng, *, deadline):
+    """Follow the coordinator's report; after the chosen round, some consenting patients revoke."""
+    revoked: list[dict] = []
+    seen_rounds = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise processes.ProcessError(f"the run did not finish within {options.timeout_s:g} s")
+        state = json.loads(report_path.read_text()) if report_path.exists() else {}
+        rounds = len(state.get("rounds", []))
+        if rounds > seen_rounds:
+            seen_rounds = rounds
+            last = state["rounds"][-1]
+            log.info("round %d finished: accuracy %s, used %s", rounds, last.get("accuracy"), last.get("used"))
+            if rounds == options.revoke_after_round and not revoked:
+                revoked = _revoke_some(options, nodes, patients, ledgers, deployment, study_id, rng)
+        if state.get("status") in ("finished", "failed") or not run.alive():
+            break
+        time.sleep(0.5)
+    run.process.wait(timeout=60)
+    state = json.loads(report_path.read_text()) if report_path.exists() else {}
+    if state.get("status") != "finished":
+        raise processes.ProcessError(
+            f"the federated run did not finish (status {state.get('status')!r}: {state.get('message', '')}); "
+            f"its log ends:\n{run.tail(40)}"
+        )
+    return revoked
+
+
+def _revoke_some(options, nodes, patients, ledgers, deployment, study_id, rng) -> list[dict]:
+    revoked = []
+    for name, wallets in patients.items():
+        if name in options.unreachable_chain_for:
+            continue
+        for number in rng.sample(wallets.consenting, min(options.revocations_per_hospital, len(wallets.consenting))):
+            pseudonym = node_admin.pseudonym_of(nodes[name], number)
+            revoke = lg.sign_revoke(
+                wallets.keys[number], deployment, pseudonym=bytes.fromhex(pseudonym[2:]), study_id=study_id,
+                nonce=ledgers[name].patient_nonce(bytes.fromhex(pseudonym[2:])), deadline=int(time.time()) + 3600,
+            )
+            block = node_admin.relay_revoke(ledgers[name], revoke)
+            revoked.append({"pseudonym": pseudonym, "block": block, "hospital": name})
+    log.info("%d patients revoked their consent (blocks %d-%d)", len(revoked),
+             min(r["block"] for r in revoked), max(r["block"] for r in revoked))
+    return revoked

@@ -1,0 +1,95 @@
+"""Coronary artery disease from the UCI Heart Disease records, as in FLamby's Fed-Heart-Disease.
+
+Preprocessing (du Terrail et al., NeurIPS 2022 Datasets and Benchmarks): columns slope, ca and thal are
+not used; records missing any other value are incomplete; the label is num > 0; chest-pain type (cp)
+and resting ECG (restecg) are one-hot encoded with their first level dropped (13 features); each
+hospital splits its complete records 66/34 into train and test, stratified on the label, with
+random_state=43, and standardises features with its own training mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+UCI_COLUMNS = (
+    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
+)
+# What each field may hold; anything else is a malformed record.
+FIELD_RANGES = {
+    "age": (0, 120), "sex": (0, 1), "cp": (1, 4), "trestbps": (0, 300), "chol": (0, 1000), "fbs": (0, 1),
+    "restecg": (0, 2), "thalach": (0, 300), "exang": (0, 1), "oldpeak": (-10, 10), "slope": (1, 3),
+    "ca": (0, 4), "thal": (3, 7), "num": (0, 4),
+}
+INPUT_FIELDS = ("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak")
+FEATURE_NAMES = (
+    "age", "sex", "cp_2", "cp_3", "cp_4", "trestbps", "chol", "fbs", "restecg_1", "restecg_2", "thalach", "exang", "oldpeak",
+)
+TRAIN_FRACTION = 0.66
+SPLIT_SEED = 43
+
+
+class HeartDiseaseTask:
+    task_id = "heart-disease/v1"
+    purpose = "HRESCH"
+    fields = INPUT_FIELDS + ("num",)
+
+    def build_model(self) -> torch.nn.Module:
+        # Logistic regression, FLamby's baseline model for this data set.
+        return torch.nn.Linear(len(FEATURE_NAMES), 1)
+
+    def is_complete(self, record: dict) -> bool:
+        return all(_is_number(record.get(field)) for field in self.fields)
+
+    def examples(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        features = np.array([_encode(r) for r in records], dtype=np.float32).reshape(-1, len(FEATURE_NAMES))
+        labels = np.array([float(r["num"] > 0) for r in records], dtype=np.float32)
+        return features, labels
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1), labels.reshape(-1))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _encode(record: dict) -> list[float]:
+    cp, restecg = int(record["cp"]), int(record["restecg"])
+    return [
+        record["age"], record["sex"],
+        float(cp == 2), float(cp == 3), float(cp == 4),
+        record["trestbps"], record["chol"], record["fbs"],
+        float(restecg == 1), float(restecg == 2),
+        record["thalach"], record["exang"], record["oldpeak"],
+    ]
+
+
+def flamby_split(labels: np.ndarray) -> np.ndarray:
+    """FLamby's per-hospital split of its complete records, in file order: True where a record is a test record."""
+    n = len(labels)
+    binary = (np.asarray(labels) > 0).astype(int)
+    levels, counts = np.unique(binary, return_counts=True)
+    stratify = binary if len(levels) > 1 and all(counts > 2) else None
+    _, test_indices = train_test_split(
+        np.arange(n),
+        test_size=1.0 - TRAIN_FRACTION,
+        train_size=TRAIN_FRACTION,
+        random_state=SPLIT_SEED,
+        shuffle=True,
+        stratify=stratify,
+    )
+    is_test = np.zeros(n, dtype=bool)
+    is_test[test_indices] = True
+    return is_test
+
+
+def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of a hospital's training features (std 1 where a feature is constant)."""
+    mean = train_features.mean(axis=0)
+    std = train_features.std(axis=0)
+    std[std == 0] = 1.0
+    return mean, std

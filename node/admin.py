@@ -1,0 +1,101 @@
+"""What hospital IT does with a node: set it up, import records, accept studies, enrol patients, export
+the usage log for auditors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from eth_account import Account
+from sqlmodel import select
+
+from contracts.ledger import Ledger, SignedGrant, SignedRevoke, load_key, write_key
+from node.importer import ImportReport, import_heart_disease_csv
+from node.settings import NodeSettings
+from node.store import Patient, Store
+from node.vault import Vault, create_key_file
+
+
+def init_node(home: Path, *, hospital: str, rpc_url: str, deployment_file: Path | None, database_url: str = "") -> NodeSettings:
+    """Create a node's home: configuration, data key and hospital account key (owner-only files)."""
+    settings = NodeSettings(
+        home=Path(home).resolve(), hospital=hospital, rpc_url=rpc_url, deployment_file=deployment_file,
+        database_url=database_url,
+    )
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.save()
+    if not settings.data_key_file.exists():
+        create_key_file(settings.data_key_file)
+    if not settings.hospital_key_file.exists():
+        write_key(settings.hospital_key_file)
+    Store(settings.resolved_database_url)
+    return settings
+
+
+def hospital_address(settings: NodeSettings) -> str:
+    return Account.from_key(load_key(settings.hospital_key_file)).address
+
+
+def open_ledger(settings: NodeSettings) -> Ledger:
+    return Ledger.open(
+        settings.rpc_url, settings.deployment_file, key_path=settings.hospital_key_file, timeout_s=settings.chain_timeout_s
+    )
+
+
+def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | None = None) -> ImportReport:
+    store = Store(settings.resolved_database_url)
+    vault = Vault.open(settings.data_key_file)
+    return import_heart_disease_csv(store, vault, path, record_prefix=record_prefix or settings.hospital.upper()[:3])
+
+
+def enrol_patients(settings: NodeSettings, ledger: Ledger, consent_keys: dict[str, str]) -> int:
+    """Bind patients (by record number) to their own consent addresses on chain; returns how many."""
+    store = Store(settings.resolved_database_url)
+    with store.session() as session:
+        patients = {p.record_number: p for p in session.exec(select(Patient))}
+        unknown = sorted(set(consent_keys) - set(patients))
+        if unknown:
+            raise KeyError(f"unknown patient record number(s): {', '.join(unknown[:5])}")
+        todo = [patients[n] for n in consent_keys if patients[n].consent_key is None]
+        if todo:
+            ledger.enrol([bytes.fromhex(p.pseudonym[2:]) for p in todo], [consent_keys[p.record_number] for p in todo])
+            for patient in todo:
+                patient.consent_key = consent_keys[patient.record_number]
+                session.add(patient)
+            session.commit()
+    return len(todo)
+
+
+def relay_grants(ledger: Ledger, grants: list[SignedGrant]) -> int:
+    """Relay patients' signed consents (the hospital pays the gas; patients need no ether)."""
+    receipts = ledger.relay_grants(grants)
+    return receipts[-1]["blockNumber"] if receipts else ledger.block_number()
+
+
+def relay_revoke(ledger: Ledger, revoke: SignedRevoke) -> int:
+    return ledger.relay_revoke(revoke)["blockNumber"]
+
+
+def pseudonym_of(settings: NodeSettings, record_number: str) -> str:
+    store = Store(settings.resolved_database_url)
+    with store.session() as session:
+        patient = session.exec(select(Patient).where(Patient.record_number == record_number)).first()
+    if patient is None:
+        raise KeyError(f"no patient with record number {record_number}")
+    return patient.pseudonym
+
+
+def export_usage(settings: NodeSettings, out: Path) -> Path:
+    """The node's audit log: every pseudonym set it used, per study, round and phase."""
+    store = Store(settings.resolved_database_url)
+    entries = [
+        {
+            "study_id": u.study_id, "round": u.round, "phase": u.phase, "block": u.block,
+            "commitment": u.commitment, "pseudonyms": u.pseudonym_list,
+        }
+        for u in store.usage()
+    ]
+    document = {"hospital": settings.hospital, "account": hospital_address(settings), "entries": entries}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=1))
+    return out

@@ -1,0 +1,87 @@
+"""The consent gate: the one path by which a node reads patient data.
+
+For a study and the block a round pinned, it checks that this hospital accepted the study and that the
+study is live at that block, asks the chain in batched view calls which candidate pseudonyms hold
+consent at that block, and decrypts only those patients' records. Anything unclear fails closed: the
+gate raises a Refusal that says why, and no record is decrypted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.ledger import ChainUnavailable, ContractRejected, Ledger, LedgerError
+from federation import protocol
+from node.store import Patient, Store
+from node.vault import Vault, VaultError
+
+
+class Refusal(Exception):
+    """The node uses no data for this request; `code` is a protocol error code, the message says why."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """Patients whose consent held at the pinned block, with their decrypted clinical records."""
+
+    study_id: bytes
+    block: int
+    pseudonyms: list[bytes]
+    records: list[dict]
+
+
+class ConsentGate:
+    def __init__(self, ledger: Ledger, store: Store, vault: Vault, *, hospital_account: str):
+        self.ledger = ledger
+        self.store = store
+        self.vault = vault
+        self.hospital_account = hospital_account
+
+    def check_study(self, study_id: bytes, block: int):
+        """The study's terms at `block`, if this hospital may work on it then; otherwise a Refusal."""
+        try:
+            latest = self.ledger.block_number()
+            if block > latest:
+                raise Refusal(protocol.BAD_REQUEST, f"pinned block {block} is ahead of the chain (at {latest})")
+            terms = self.ledger.study(study_id, block=block)
+            live = self.ledger.is_study_live_for(study_id, self.hospital_account, block=block)
+        except ChainUnavailable as exc:
+            raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
+        except ContractRejected as exc:
+            raise Refusal(protocol.STUDY_NOT_ACCEPTED, f"no data used: {exc}") from exc
+        except LedgerError as exc:
+            raise Refusal(protocol.CONSENT_UNCLEAR, f"no data used: the chain's answer is unclear: {exc}") from exc
+        if not live:
+            raise Refusal(
+                protocol.STUDY_NOT_ACCEPTED,
+                f"no data used: at block {block} this hospital has not accepted study 0x{study_id.hex()[:12]}…, "
+                "or the study is suspended or has ended, or the hospital is suspended",
+            )
+        return terms
+
+    def admit(self, study_id: bytes, block: int, *, cohort: str, fields: tuple[str, ...]) -> Admitted:
+        candidates: list[Patient] = self.store.candidates(cohort)
+        pseudonyms = [bytes.fromhex(p.pseudonym[2:]) for p in candidates]
+        try:
+            answer = self.ledger.consents(study_id, pseudonyms, block=block)
+        except ChainUnavailable as exc:
+            raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
+        except LedgerError as exc:
+            raise Refusal(protocol.CONSENT_UNCLEAR, f"no data used: the consent answer is unclear: {exc}") from exc
+        if len(answer) != len(candidates) or not all(isinstance(flag, bool) for flag in answer):
+            raise Refusal(protocol.CONSENT_UNCLEAR, "no data used: the consent answer does not match the candidates")
+        admitted = [patient for patient, flag in zip(candidates, answer) if flag]
+        records = []
+        for patient in admitted:
+            try:
+                record = self.vault.open_record(patient.clinical, associated=patient.pseudonym)
+            except VaultError as exc:
+                raise Refusal(protocol.RECORD_UNCLEAR, f"no data used: {exc}") from exc
+            # Only the fields the task declared leave the gate.
+            records.append({name: record.get(name) for name in fields})
+        return Admitted(study_id, block, [bytes.fromhex(p.pseudonym[2:]) for p in admitted], records)

@@ -1,0 +1,98 @@
+"""The node's database (SQLModel): patients with encrypted clinical data, round usage, privacy spending.
+
+The pseudonym-to-patient map lives only here; deleting a patient's row is how a patient is erased.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Patient(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    record_number: str = Field(index=True, unique=True)  # the hospital's own identifier
+    pseudonym: str = Field(index=True, unique=True)  # 0x-hex of 32 random bytes; the only thing on chain
+    consent_key: str | None = None  # the patient's consent address, once enrolled on chain
+    cohort: str = Field(index=True)  # "train", "test" or "incomplete"
+    source: str = ""
+    clinical: bytes  # AES-GCM sealed JSON of the clinical fields
+    imported_at: datetime = Field(default_factory=_now)
+
+
+class RoundUsage(SQLModel, table=True):
+    """The exact set of pseudonyms a node used in one phase of a round: the node's audit log."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    study_id: str = Field(index=True)
+    round: int
+    phase: str  # "train" or "evaluate"
+    block: int
+    commitment: str
+    pseudonyms: str  # JSON list of 0x-hex pseudonyms
+    recorded_at: datetime = Field(default_factory=_now)
+
+    @property
+    def pseudonym_list(self) -> list[str]:
+        return json.loads(self.pseudonyms)
+
+
+class PrivacySpend(SQLModel, table=True):
+    """DP-SGD steps actually taken, as the accountant saw them: enough to recompute epsilon."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    study_id: str = Field(index=True)
+    round: int
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    delta: float
+    epsilon_after: float
+    recorded_at: datetime = Field(default_factory=_now)
+
+
+class Store:
+    def __init__(self, database_url: str):
+        connect_args = {"check_same_thread": False} if database_url.startswith("sqlite") else {}
+        self.engine = create_engine(database_url, connect_args=connect_args)
+        SQLModel.metadata.create_all(self.engine)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def candidates(self, cohort: str) -> list[Patient]:
+        with self.session() as session:
+            return list(session.exec(select(Patient).where(Patient.cohort == cohort).order_by(Patient.id)))
+
+    def patients(self) -> list[Patient]:
+        with self.session() as session:
+            return list(session.exec(select(Patient).order_by(Patient.id)))
+
+    def record_usage(self, usage: RoundUsage) -> None:
+        with self.session() as session:
+            session.add(usage)
+            session.commit()
+
+    def usage(self, study_id: str | None = None) -> list[RoundUsage]:
+        with self.session() as session:
+            query = select(RoundUsage).order_by(RoundUsage.id)
+            if study_id:
+                query = query.where(RoundUsage.study_id == study_id)
+            return list(session.exec(query))
+
+    def spends(self, study_id: str) -> list[PrivacySpend]:
+        with self.session() as session:
+            return list(
+                session.exec(select(PrivacySpend).where(PrivacySpend.study_id == study_id).order_by(PrivacySpend.id))
+            )
+
+    def record_spend(self, spends: list[PrivacySpend]) -> None:
+        with self.session() as session:
+            session.add_all(spends)
+            session.commit()
