@@ -257,8 +257,17 @@ def connect(rpc_url: str, *, timeout_s: float = 10.0) -> Web3:
     try:
         w3.eth.chain_id
     except Exception as exc:  # noqa: BLE001 - any transport failure means the same to the caller
-        raise ChainUnavailable(f"the chain at {rpc_url} cannot be reached: {exc}") from exc
+        raise ChainUnavailable(f"the chain at {rpc_url} cannot be reached ({_transport_reason(exc)})") from exc
     return w3
+
+
+def _transport_reason(exc: Exception) -> str:
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower() or isinstance(exc, (TimeoutError, requests.exceptions.Timeout)):
+        return "no answer in time"
+    return type(exc).__name__
 
 
 def load_key(path: Path) -> str:
@@ -505,7 +514,7 @@ class Ledger:
         except (ContractCustomError, ContractLogicError) as exc:
             raise self._rejected(exc) from exc
         except (requests.exceptions.RequestException, ProviderConnectionError, ConnectionError, TimeoutError) as exc:
-            raise ChainUnavailable(f"the chain cannot be reached: {exc}") from exc
+            raise ChainUnavailable(f"the chain cannot be reached ({_transport_reason(exc)})") from exc
         except Web3RPCError as exc:
             raise LedgerError(f"the chain refused the request: {exc}") from exc
         except Exception as exc:

@@ -226,6 +226,9 @@ class StudyRun:
         else:
             log.warning("round %d: no node trained; the global model is unchanged", round_number)
         training_s = time.monotonic() - started
+        record["status"] = "evaluating"
+        self.report.rounds.append(record)
+        self.report.save()  # operators (and the demo) see training results before evaluation ends
 
         content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: config.to_record()})
         evaluated, eval_errors = self._split(
@@ -268,7 +271,7 @@ class StudyRun:
         except LedgerError as exc:
             record["errors"]["coordinator"] = f"round not anchored: {exc}"
             log.error("round %d could not be anchored: %s", round_number, exc)
-        self.report.rounds.append(record)
+        record["status"] = "done"
         self.report.save()
         accuracy = f"{record['accuracy']:.3f}" if record["accuracy"] is not None else "n/a"
         log.info(

@@ -229,18 +229,23 @@ def ledger_patients(settings) -> list[str]:
 def _watch_run(run, report_path: Path, options: DemoOptions, nodes, patients, ledgers, deployment, study_id, rng, *, deadline):
     """Follow the coordinator's report; after the chosen round, some consenting patients revoke."""
     revoked: list[dict] = []
-    seen_rounds = 0
+    reported = 0
     while True:
         if time.monotonic() > deadline:
             raise processes.ProcessError(f"the run did not finish within {options.timeout_s:g} s")
         state = json.loads(report_path.read_text()) if report_path.exists() else {}
-        rounds = len(state.get("rounds", []))
-        if rounds > seen_rounds:
-            seen_rounds = rounds
-            last = state["rounds"][-1]
-            log.info("round %d finished: accuracy %s, used %s", rounds, last.get("accuracy"), last.get("used"))
-            if rounds == options.revoke_after_round and not revoked:
-                revoked = _revoke_some(options, nodes, patients, ledgers, deployment, study_id, rng)
+        rounds = state.get("rounds", [])
+        # Revoke as soon as the chosen round has trained: the next round pins a later block.
+        if len(rounds) >= options.revoke_after_round and not revoked and options.revocations_per_hospital:
+            revoked = _revoke_some(options, nodes, patients, ledgers, deployment, study_id, rng)
+        for record in rounds[reported:]:
+            if record.get("status") != "done":
+                break
+            reported += 1
+            accuracy = f"{record['accuracy']:.3f}" if record.get("accuracy") is not None else "n/a"
+            log.info("round %d of %d done: pinned block %d, accuracy %s, patients used %s%s", record["round"],
+                     options.rounds, record["block"], accuracy, record.get("used"),
+                     f", refused: {sorted(record['errors'])}" if record.get("errors") else "")
         if state.get("status") in ("finished", "failed") or not run.alive():
             break
         time.sleep(0.5)

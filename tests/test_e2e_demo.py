@@ -1,0 +1,82 @@
+"""The demo federation end to end on the real stack: anvil, the Flower SuperLink and four SuperNodes as
+processes, DP-SGD on each hospital's consented patients, a revocation between rounds, one hospital whose
+chain is unreachable, and the independent audit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deploy.demo import DemoOptions, run_demo
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    options = DemoOptions(
+        workdir=workdir / "run", report=workdir / "out" / "report.json", rounds=2, revoke_after_round=1,
+        unreachable_chain_for=["switzerland"], timeout_s=900,
+    )
+    report = run_demo(options)
+    usage = {}
+    for path in (workdir / "run" / "audit").glob("usage-*.json"):
+        document = json.loads(path.read_text())
+        usage[document["hospital"]] = document["entries"]
+    return report, usage, options
+
+
+def test_report_has_what_the_issue_names(demo):
+    report, _, options = demo
+    assert options.report.exists() and options.report.with_suffix(".html").exists()
+    saved = json.loads(options.report.read_text())
+    assert {"hospitals", "rounds", "revoked", "audit"} <= set(saved)
+    for hospital in saved["hospitals"]:
+        assert {"name", "patients", "consented", "epsilon_spent", "epsilon_budget"} <= set(hospital)
+    assert [r["round"] for r in saved["rounds"]] == [1, 2]
+    for record in saved["rounds"]:
+        assert {"round", "block", "accuracy", "used"} <= set(record)
+
+
+def test_revoked_patients_are_not_used_from_their_revocation_block_on(demo):
+    report, usage, _ = demo
+    assert report["revoked"], "the demo revokes some consents after round 1"
+    checked = 0
+    for revocation in report["revoked"]:
+        for entry in usage[revocation["hospital"]]:
+            if entry["block"] >= revocation["block"]:
+                assert revocation["pseudonym"] not in entry["pseudonyms"], (revocation, entry["round"], entry["phase"])
+                checked += 1
+    assert checked > 0, "some round pinned a block after the revocations"
+
+
+def test_independent_audit_finds_no_violation(demo):
+    report, _, _ = demo
+    assert report["audit"]["violations"] == 0
+    assert report["audit"]["rounds"] == 2
+    assert report["audit"]["checked"] > 0
+
+
+def test_epsilon_never_exceeds_the_budget(demo):
+    report, _, _ = demo
+    for hospital in report["hospitals"]:
+        assert hospital["epsilon_spent"] <= hospital["epsilon_budget"] + 1e-9
+    for record in report["rounds"]:
+        assert all(eps <= report["study"]["epsilon_budget"] + 1e-9 for eps in record["epsilon"].values())
+
+
+def test_global_model_beats_a_constant_predictor(demo):
+    report, _, _ = demo
+    final = report["rounds"][-1]
+    assert final["accuracy"] > report["baseline"]["constant_predictor_accuracy"]
+
+
+def test_a_hospital_without_its_chain_uses_nothing_and_the_others_go_on(demo):
+    report, usage, _ = demo
+    for record in report["rounds"]:
+        assert "chain unavailable" in record["errors"]["switzerland"]
+        assert "switzerland" not in record["used"]
+        assert all(record["used"][name] > 0 for name in ("cleveland", "hungary", "va"))
+    assert usage["switzerland"] == []
