@@ -242,6 +242,30 @@ def sign_grant(
     return SignedGrant(pseudonym, study_id, valid_from, valid_until, nonce, deadline, bytes(signed.signature))
 
 
+_CANCEL_TYPES = {
+    "Cancel": [
+        {"name": "pseudonym", "type": "bytes32"},
+        {"name": "nonce", "type": "uint64"},
+        {"name": "deadline", "type": "uint64"},
+    ]
+}
+
+
+@dataclass(frozen=True)
+class SignedCancel:
+    pseudonym: bytes
+    nonce: int
+    deadline: int
+    signature: bytes
+
+
+def sign_cancel(patient_key: bytes | str, deployment: Deployment, *, pseudonym: bytes, nonce: int, deadline: int) -> SignedCancel:
+    """The patient signs a request to void all their outstanding signatures."""
+    message = {"pseudonym": pseudonym, "nonce": nonce, "deadline": deadline}
+    signed = Account.sign_typed_data(patient_key, _consent_domain(deployment), _CANCEL_TYPES, message)
+    return SignedCancel(pseudonym, nonce, deadline, bytes(signed.signature))
+
+
 def sign_revoke(
     patient_key: bytes | str, deployment: Deployment, *, pseudonym: bytes, study_id: bytes, nonce: int, deadline: int
 ) -> SignedRevoke:
@@ -395,6 +419,11 @@ class Ledger:
             answer.extend(bool((words[i >> 8] >> (i & 255)) & 1) for i in range(len(chunk)))
         return answer
 
+    def consent_window(self, pseudonym: bytes, study_id: bytes, *, block: int | str = "latest") -> tuple[int, int]:
+        """(valid_from, valid_until) in unix seconds; (0, 0) when never granted or revoked."""
+        record = self._read(lambda: self.consent.functions.consentOf(pseudonym, study_id).call(block_identifier=block))
+        return int(record[0]), int(record[1])
+
     def patient_nonce(self, pseudonym: bytes) -> int:
         return self._read(lambda: self.consent.functions.patientOf(pseudonym).call())[1]
 
@@ -419,18 +448,23 @@ class Ledger:
             )
         return sorted(anchors, key=lambda a: a.round)
 
-    def consent_changes(self, study_id: bytes) -> list[ConsentChange]:
-        """Every grant and revocation for a study, in chain order (for caches and reports)."""
+    def consent_changes(self, study_id: bytes, *, from_block: int | None = None, to_block: int | str = "latest") -> list[ConsentChange]:
+        """Grants and revocations for a study, in chain order (for caches and reports; the authoritative
+        answer is always the view call at the pinned block)."""
+        start = self.deployment.deployed_block if from_block is None else from_block
         changes = []
         for event, granted in ((self.consent.events.ConsentGranted, True), (self.consent.events.ConsentRevoked, False)):
             logs = self._read(
-                lambda: event.get_logs(from_block=self.deployment.deployed_block, argument_filters={"studyId": study_id})
+                lambda: event.get_logs(from_block=start, to_block=to_block, argument_filters={"studyId": study_id})
             )
             changes += [
                 (log["blockNumber"], log["logIndex"], ConsentChange(bytes(log["args"]["pseudonym"]), study_id, granted, log["blockNumber"]))
                 for log in logs
             ]
         return [change for _, _, change in sorted(changes, key=lambda c: (c[0], c[1]))]
+
+    def follow_consent_changes(self, study_id: bytes, *, from_block: int | None = None) -> "ConsentFollower":
+        return ConsentFollower(self, study_id, from_block=from_block)
 
     # ---- writes ----
 
@@ -492,6 +526,14 @@ class Ledger:
                 fn = self.consent.functions.grantBatchBySig([g.as_struct() for g in chunk], [g.signature for g in chunk])
             receipts.append(self._transact(fn))
         return receipts
+
+    def cancel_signatures(self, pseudonym: bytes) -> dict:
+        return self._transact(self.consent.functions.cancelSignatures(pseudonym))
+
+    def relay_cancel(self, cancel: SignedCancel) -> dict:
+        return self._transact(
+            self.consent.functions.cancelSignaturesBySig(cancel.pseudonym, cancel.nonce, cancel.deadline, cancel.signature)
+        )
 
     def relay_revoke(self, revoke: SignedRevoke) -> dict:
         return self._transact(self.consent.functions.revokeBySig(revoke.as_struct(), revoke.signature))
@@ -563,6 +605,23 @@ class Ledger:
                 text = _ERROR_TEXT.get(name, name + " {}".format(shown)).format(*shown)
                 return ContractRejected(text, error_name=name)
         return ContractRejected(f"the contract refused the call: {exc}")
+
+
+class ConsentFollower:
+    """Follows a study's consent events block by block: `poll()` returns what changed since the last poll."""
+
+    def __init__(self, ledger: Ledger, study_id: bytes, *, from_block: int | None = None):
+        self.ledger = ledger
+        self.study_id = study_id
+        self.next_block = ledger.deployment.deployed_block if from_block is None else from_block
+
+    def poll(self) -> list[ConsentChange]:
+        latest = self.ledger.block_number()
+        if latest < self.next_block:
+            return []
+        changes = self.ledger.consent_changes(self.study_id, from_block=self.next_block, to_block=latest)
+        self.next_block = latest + 1
+        return changes
 
 
 def _error_decoder(abis: dict) -> dict[str, tuple[str, list[str]]]:

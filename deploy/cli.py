@@ -172,7 +172,8 @@ def _coordinator_superlink(args) -> int:
 
     os.execve(
         str(processes.VENV_BIN / "flower-superlink"),
-        ["flower-superlink", "--insecure", "--database", str(Path(args.database).resolve()), "--port", str(args.port)],
+        ["flower-superlink", "--insecure", "--database", str(Path(args.database).resolve()), "--port", str(args.port),
+         "--disable-runtime-dependency-installation"],
         processes.flower_env(Path(args.flwr_home)),
     )
 
@@ -180,7 +181,7 @@ def _coordinator_superlink(args) -> int:
 def _coordinator_run(args) -> int:
     from deploy import processes
 
-    flwr_home = Path(args.flwr_home)
+    flwr_home = Path(args.flwr_home).resolve()  # `flwr run` runs in the project directory, not here
     host, port = args.superlink.rsplit(":", 1)
     processes.write_flower_federation(flwr_home, name="consortium", superlink_port=int(port))
     run = processes.flwr_run(

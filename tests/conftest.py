@@ -1,7 +1,12 @@
-"""Shared fixtures: an in-process chain (eth-tester) with the TwinLedger contracts deployed."""
+"""Shared fixtures: a chain with the TwinLedger contracts deployed.
+
+Every test that takes `chain` runs twice: on the in-process chain (eth-tester) and on a real chain node
+(anvil over JSON-RPC). TWINLEDGER_TEST_CHAINS=eth-tester (or =anvil) narrows that.
+"""
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -41,10 +46,38 @@ def artifacts():
     return compile_contracts()
 
 
-@pytest.fixture
-def chain(artifacts) -> Chain:
-    """A fresh in-process chain with a consortium, two hospitals, a coordinator and one accepted study."""
-    w3 = Web3(EthereumTesterProvider())
+BACKENDS = [b for b in os.environ.get("TWINLEDGER_TEST_CHAINS", "eth-tester,anvil").split(",") if b]
+
+
+@pytest.fixture(scope="session")
+def anvil_url(tmp_path_factory):
+    from deploy import processes
+
+    service, url = processes.start_anvil(
+        port=processes.free_port(), log_path=tmp_path_factory.mktemp("anvil") / "anvil.log"
+    )
+    yield url
+    service.stop()
+
+
+def advance_time(w3: Web3, seconds: int) -> None:
+    """Move the chain's clock forward and mine a block, on either backend."""
+    if isinstance(w3.provider, EthereumTesterProvider):
+        tester = w3.provider.ethereum_tester
+        tester.time_travel(w3.eth.get_block("latest")["timestamp"] + seconds)
+        tester.mine_blocks(1)
+    else:
+        w3.provider.make_request("evm_increaseTime", [seconds])
+        w3.provider.make_request("evm_mine", [])
+
+
+@pytest.fixture(params=BACKENDS)
+def chain(request, artifacts) -> Chain:
+    """A fresh deployment with a consortium, two hospitals, a coordinator and one accepted study."""
+    if request.param == "anvil":
+        w3 = lg.connect(request.getfixturevalue("anvil_url"))
+    else:
+        w3 = Web3(EthereumTesterProvider())
     operator_key = fresh_funded_key(w3)
     deployment = lg.deploy(w3, operator_key, artifacts=artifacts)
     operator = lg.Ledger(w3, deployment, account_key=operator_key)

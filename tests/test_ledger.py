@@ -9,6 +9,7 @@ import pytest
 from eth_account import Account
 
 from contracts import ledger as lg
+from tests.conftest import advance_time
 
 FAR = int(time.time()) + 365 * 24 * 3600
 
@@ -133,3 +134,144 @@ def test_only_the_coordinator_anchors(chain):
 def test_unreachable_chain_is_a_clear_error():
     with pytest.raises(lg.ChainUnavailable, match="cannot be reached"):
         lg.connect("http://127.0.0.1:9", timeout_s=1)
+
+
+# ---- gas budgets (issue: direct grant <= 50k, relayed signed grant <= 80k, revoke <= 35k) ----
+
+
+def _enrolled_patient_with_funds(chain):
+    from tests.conftest import fresh_funded_key
+
+    key = fresh_funded_key(chain.w3)
+    pseudonym = lg.new_pseudonym()
+    chain.hospital.enrol([pseudonym], [Account.from_key(key).address])
+    return pseudonym, key, chain.ledger_for(key)
+
+
+def test_gas_direct_grant_and_revoke(chain):
+    pseudonym, _, patient = _enrolled_patient_with_funds(chain)
+    assert patient.grant(pseudonym, chain.study_id, valid_from=0, valid_until=FAR)["gasUsed"] <= 50_000
+    assert patient.revoke(pseudonym, chain.study_id)["gasUsed"] <= 35_000
+
+
+def test_gas_relayed_signed_grant_and_revoke(chain):
+    pseudonyms, keys = _patients(1)
+    chain.hospital.enrol(pseudonyms, [Account.from_key(keys[0]).address])
+    assert chain.hospital.relay_grants(_signed_grants(chain, pseudonyms, keys))[0]["gasUsed"] <= 80_000
+    revoke = lg.sign_revoke(keys[0], chain.deployment, pseudonym=pseudonyms[0], study_id=chain.study_id, nonce=1, deadline=FAR)
+    assert chain.hospital.relay_revoke(revoke)["gasUsed"] <= 80_000
+
+
+# ---- signatures: cancellation, expiry ----
+
+
+def test_cancelled_signatures_cannot_be_relayed(chain):
+    pseudonym, key, patient = _enrolled_patient_with_funds(chain)
+    outstanding = _signed_grants(chain, [pseudonym], [key])
+    patient.cancel_signatures(pseudonym)
+    with pytest.raises(lg.ContractRejected, match="replayed or out of order"):
+        chain.hospital.relay_grants(outstanding)
+    assert not chain.hospital.has_consent(pseudonym, chain.study_id)
+
+
+def test_relayed_cancellation_voids_signatures_signed_ahead(chain):
+    pseudonyms, keys = _patients(1)
+    chain.hospital.enrol(pseudonyms, [Account.from_key(keys[0]).address])
+    ahead = [_signed_grants(chain, pseudonyms, keys, nonce=n) for n in (1, 2)]
+    cancel = lg.sign_cancel(keys[0], chain.deployment, pseudonym=pseudonyms[0], nonce=0, deadline=FAR)
+    chain.hospital.relay_cancel(cancel)
+    for grant in ahead:
+        with pytest.raises(lg.ContractRejected, match="replayed or out of order"):
+            chain.hospital.relay_grants(grant)
+    assert chain.hospital.patient_nonce(pseudonyms[0]) == 2**32
+
+
+def test_expired_signature_is_rejected(chain):
+    pseudonyms, keys = _patients(1)
+    chain.hospital.enrol(pseudonyms, [Account.from_key(keys[0]).address])
+    stale = lg.sign_grant(keys[0], chain.deployment, pseudonym=pseudonyms[0], study_id=chain.study_id, valid_from=0,
+                          valid_until=FAR, nonce=0, deadline=1)
+    with pytest.raises(lg.ContractRejected, match="expired"):
+        chain.hospital.relay_grants([stale])
+
+
+def test_empty_or_past_window_is_rejected(chain):
+    pseudonym, _, patient = _enrolled_patient_with_funds(chain)
+    with pytest.raises(lg.ContractRejected, match="window"):
+        patient.grant(pseudonym, chain.study_id, valid_from=10, valid_until=5)
+
+
+# ---- studies: suspension, end, acceptance ----
+
+
+def test_suspended_study_is_not_live_and_cannot_be_accepted(chain):
+    chain.operator._transact(chain.operator.consortium.functions.setStudySuspended(chain.study_id, True))
+    assert not chain.hospital.is_study_live_for(chain.study_id, chain.hospital.address)
+    with pytest.raises(lg.ContractRejected, match="suspended or has ended"):
+        chain.other_hospital.accept_study(chain.study_id)
+
+
+def test_suspended_hospital_is_not_live(chain):
+    chain.operator._transact(chain.operator.consortium.functions.setHospitalSuspended(chain.hospital.address, True))
+    assert not chain.hospital.is_study_live_for(chain.study_id, chain.hospital.address)
+    with pytest.raises(lg.ContractRejected, match="not an active hospital"):
+        chain.hospital.enrol([lg.new_pseudonym()], [chain.hospital.address])
+
+
+def test_study_that_ended_is_not_live(chain):
+    block = chain.w3.eth.get_block("latest")
+    study = lg.new_study_id()
+    chain.operator.propose_study(study, purpose="HRESCH", task_id="t", epsilon_budget=1, delta_exponent=5, rounds=1,
+                                 ends_at=block["timestamp"] + 30)
+    chain.hospital.accept_study(study)
+    assert chain.hospital.is_study_live_for(study, chain.hospital.address)
+    advance_time(chain.w3, 60)
+    assert not chain.hospital.is_study_live_for(study, chain.hospital.address)
+
+
+def test_only_the_operator_proposes_studies(chain):
+    with pytest.raises(lg.ContractRejected, match="lacks the role"):
+        chain.hospital.propose_study(lg.new_study_id(), purpose="HRESCH", task_id="t", epsilon_budget=1,
+                                     delta_exponent=5, rounds=1, ends_at=FAR)
+
+
+# ---- events, FHIR ----
+
+
+def test_follower_sees_each_change_once(chain):
+    pseudonyms, keys = _patients(2)
+    chain.hospital.enrol(pseudonyms, [Account.from_key(k).address for k in keys])
+    follower = chain.hospital.follow_consent_changes(chain.study_id)
+    assert follower.poll() == []
+    chain.hospital.relay_grants(_signed_grants(chain, pseudonyms, keys))
+    assert [c.granted for c in follower.poll()] == [True, True]
+    revoke = lg.sign_revoke(keys[1], chain.deployment, pseudonym=pseudonyms[1], study_id=chain.study_id, nonce=1, deadline=FAR)
+    chain.hospital.relay_revoke(revoke)
+    (change,) = follower.poll()
+    assert change.pseudonym == pseudonyms[1] and not change.granted
+    assert follower.poll() == []
+
+
+def test_consent_round_trips_through_fhir(chain):
+    from contracts.fhir_consent import export_consent, import_consent
+
+    pseudonyms, keys = _patients(1)
+    chain.hospital.enrol(pseudonyms, [Account.from_key(keys[0]).address])
+    chain.hospital.relay_grants(_signed_grants(chain, pseudonyms, keys))
+    resource = export_consent(chain.hospital, pseudonyms[0], chain.study_id)
+    assert resource["resourceType"] == "Consent" and resource["status"] == "active"
+    assert resource["provision"]["purpose"][0]["code"] == "HRESCH"
+    terms = import_consent(resource)
+    assert terms.pseudonym == pseudonyms[0] and terms.study_id == chain.study_id
+    assert terms.granted and terms.valid_until == FAR
+
+
+def test_malformed_fhir_consent_says_what_is_wrong():
+    from contracts.fhir_consent import ConsentResourceError, import_consent
+
+    with pytest.raises(ConsentResourceError, match="resourceType"):
+        import_consent({"resourceType": "Patient"})
+    with pytest.raises(ConsentResourceError, match="pseudonym"):
+        import_consent({"resourceType": "Consent", "status": "active",
+                        "scope": {"coding": [{"code": "research"}]}, "category": [{"coding": [{"code": "x"}]}],
+                        "patient": {"reference": "Patient/123"}})

@@ -19,6 +19,7 @@ contract ConsentRegistry is EIP712 {
     );
     bytes32 public constant REVOKE_TYPEHASH =
         keccak256("Revoke(bytes32 pseudonym,bytes32 studyId,uint64 nonce,uint64 deadline)");
+    bytes32 public constant CANCEL_TYPEHASH = keccak256("Cancel(bytes32 pseudonym,uint64 nonce,uint64 deadline)");
 
     struct Patient {
         address key; // the patient's consent key
@@ -64,10 +65,8 @@ contract ConsentRegistry is EIP712 {
     error WrongSigner(bytes32 pseudonym);
 
     event PatientEnrolled(bytes32 indexed pseudonym, address indexed hospital, address indexed key);
-    event ConsentGranted(
-        bytes32 indexed pseudonym, bytes32 indexed studyId, uint64 validFrom, uint64 validUntil, address relayer
-    );
-    event ConsentRevoked(bytes32 indexed pseudonym, bytes32 indexed studyId, address relayer);
+    event ConsentGranted(bytes32 indexed pseudonym, bytes32 indexed studyId, uint64 validFrom, uint64 validUntil);
+    event ConsentRevoked(bytes32 indexed pseudonym, bytes32 indexed studyId);
     event SignaturesCancelled(bytes32 indexed pseudonym, uint64 nextNonce);
 
     /// @param consortium_ the consortium whose active hospitals may enrol patients
@@ -132,12 +131,22 @@ contract ConsentRegistry is EIP712 {
     }
 
     /// @notice Cancel every signature the patient has given and nobody has relayed yet.
+    /// @dev Signatures are used in nonce order; the nonce jumps to the next multiple of 2^32, which voids
+    /// every signature signed so far (nobody signs four billion ahead).
     function cancelSignatures(bytes32 pseudonym) external {
-        Patient storage patient = _patients[pseudonym];
-        if (patient.key != msg.sender) revert NotPatient(pseudonym, msg.sender);
-        uint64 next = patient.nonce + 1;
-        patient.nonce = next;
-        emit SignaturesCancelled(pseudonym, next);
+        if (_patients[pseudonym].key != msg.sender) revert NotPatient(pseudonym, msg.sender);
+        _cancel(pseudonym);
+    }
+
+    /// @notice Relay a patient's signed request to cancel all their outstanding signatures.
+    /// @param pseudonym the patient's pseudonym
+    /// @param nonce the patient's current nonce; every signature with this nonce or a later one is void
+    /// @param deadline unix seconds after which this cancellation can no longer be relayed
+    /// @param signature the patient's EIP-712 signature of Cancel(pseudonym, nonce, deadline)
+    function cancelSignaturesBySig(bytes32 pseudonym, uint64 nonce, uint64 deadline, bytes calldata signature) external {
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(CANCEL_TYPEHASH, pseudonym, nonce, deadline)));
+        _useSignature(pseudonym, nonce, deadline, digest, signature);
+        _cancel(pseudonym);
     }
 
     /// @notice Whether the consent of `pseudonym` for `studyId` holds at the block of the call.
@@ -194,14 +203,21 @@ contract ConsentRegistry is EIP712 {
         patient.nonce = nonce + 1;
     }
 
+    function _cancel(bytes32 pseudonym) private {
+        Patient storage patient = _patients[pseudonym];
+        uint64 next = (patient.nonce | 0xFFFFFFFF) + 1;
+        patient.nonce = next;
+        emit SignaturesCancelled(pseudonym, next);
+    }
+
     function _grant(bytes32 pseudonym, bytes32 studyId, uint64 validFrom, uint64 validUntil) private {
         if (validUntil <= validFrom || validUntil <= block.timestamp) revert InvalidWindow(validFrom, validUntil);
         _consents[pseudonym][studyId] = Consent({validFrom: validFrom, validUntil: validUntil});
-        emit ConsentGranted(pseudonym, studyId, validFrom, validUntil, msg.sender);
+        emit ConsentGranted(pseudonym, studyId, validFrom, validUntil);
     }
 
     function _revoke(bytes32 pseudonym, bytes32 studyId) private {
         delete _consents[pseudonym][studyId];
-        emit ConsentRevoked(pseudonym, studyId, msg.sender);
+        emit ConsentRevoked(pseudonym, studyId);
     }
 }
