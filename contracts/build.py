@@ -37,6 +37,7 @@ def _standard_input() -> dict:
         "settings": {
             "evmVersion": EVM_VERSION,
             "optimizer": {"enabled": True, "runs": OPTIMIZER_RUNS},
+            "viaIR": True,
             "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
         },
     }

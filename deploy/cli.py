@@ -6,6 +6,7 @@
     twinledger node init|import|accept-study|start|export-usage
     twinledger coordinator init|superlink|run
     twinledger audit                                check every anchored round against the chain
+    twinledger bench NAME [--json]                  benchmarks (ledger)
 """
 
 from __future__ import annotations
@@ -203,6 +204,13 @@ def _audit(args) -> int:
     return 0 if result.violations == 0 else 1
 
 
+def _bench(args) -> int:
+    from deploy import bench
+
+    kwargs = {"patients": args.patients} if args.patients else {}
+    return bench.run(args.name, as_json=args.json, **kwargs)
+
+
 def _chain_args(parser, *, operator=False) -> None:
     parser.add_argument("--rpc-url", default=os.environ.get("TWINLEDGER_RPC_URL", "http://127.0.0.1:8545"))
     parser.add_argument("--deployment-file", default=os.environ.get("TWINLEDGER_DEPLOYMENT_FILE", "deployment.json"))
@@ -308,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--flwr-home", default=".flwr")
     crun.add_argument("--log", default="flwr-run.log")
     crun.set_defaults(func=_coordinator_run)
+
+    bench = sub.add_parser("bench", help="run a benchmark; its last line is one JSON object")
+    bench.add_argument("name", help="ledger")
+    bench.add_argument("--json", action="store_true", help="print only the JSON line")
+    bench.add_argument("--patients", type=int, help="override the number of patients")
+    bench.set_defaults(func=_bench)
 
     audit = sub.add_parser("audit", help="audit a study's anchored rounds against the chain")
     _chain_args(audit)

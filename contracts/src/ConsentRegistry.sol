@@ -3,10 +3,7 @@ pragma solidity 0.8.30;
 
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-
-interface IConsortium {
-    function isActiveHospital(address account) external view returns (bool);
-}
+import {IConsortium} from "./IConsortium.sol";
 
 /// @title TwinLedger consent registry
 /// @notice Records, per patient pseudonym and study, the patient's consent and its validity window.
@@ -24,11 +21,12 @@ contract ConsentRegistry is EIP712 {
     struct Patient {
         address key; // the patient's consent key
         uint64 nonce; // next signature nonce; signatures are used in order
+        uint32 index; // enrolment order, from 1; places the patient's consent windows in storage
     }
 
     struct Consent {
         uint64 validFrom; // unix seconds
-        uint64 validUntil; // unix seconds, exclusive; zero once revoked
+        uint64 validUntil; // unix seconds, exclusive, at most 2^32 - 1 (year 2106); zero once revoked
     }
 
     struct Grant {
@@ -51,7 +49,12 @@ contract ConsentRegistry is EIP712 {
 
     mapping(bytes32 pseudonym => Patient) private _patients;
     mapping(bytes32 pseudonym => address hospital) private _enrolledBy;
-    mapping(bytes32 pseudonym => mapping(bytes32 studyId => Consent)) private _consents;
+    // Consent windows, four patients to a storage word: lane (index % 4) of word (index / 4) holds the
+    // patient's window as validFrom (low 32 bits) and validUntil (high 32 bits), in unix seconds.
+    // Patients enrolled together share words, so a hospital relaying their grants in one transaction
+    // pays for a fresh storage slot once per four patients.
+    mapping(bytes32 studyId => mapping(uint256 word => uint256 lanes)) private _windows;
+    uint32 public patientCount;
 
     error NotAnActiveHospital(address account);
     error AlreadyEnrolled(bytes32 pseudonym);
@@ -63,6 +66,7 @@ contract ConsentRegistry is EIP712 {
     error SignatureExpired(uint64 deadline);
     error WrongNonce(bytes32 pseudonym, uint64 expected, uint64 given);
     error WrongSigner(bytes32 pseudonym);
+    error TooManyPatients();
 
     event PatientEnrolled(bytes32 indexed pseudonym, address indexed hospital, address indexed key);
     event ConsentGranted(bytes32 indexed pseudonym, bytes32 indexed studyId, uint64 validFrom, uint64 validUntil);
@@ -79,14 +83,18 @@ contract ConsentRegistry is EIP712 {
     function enrol(bytes32[] calldata pseudonyms, address[] calldata keys) external {
         if (!consortium.isActiveHospital(msg.sender)) revert NotAnActiveHospital(msg.sender);
         if (pseudonyms.length != keys.length) revert LengthMismatch();
+        uint256 count = patientCount;
+        if (count + pseudonyms.length > type(uint32).max) revert TooManyPatients();
         for (uint256 i = 0; i < pseudonyms.length; ++i) {
             bytes32 pseudonym = pseudonyms[i];
             if (keys[i] == address(0)) revert InvalidPatientKey();
             if (_patients[pseudonym].key != address(0)) revert AlreadyEnrolled(pseudonym);
-            _patients[pseudonym] = Patient({key: keys[i], nonce: 0});
+            ++count;
+            _patients[pseudonym] = Patient({key: keys[i], nonce: 0, index: uint32(count)});
             _enrolledBy[pseudonym] = msg.sender;
             emit PatientEnrolled(pseudonym, msg.sender, keys[i]);
         }
+        patientCount = uint32(count);
     }
 
     /// @notice Grant consent from the patient's own account.
@@ -95,20 +103,18 @@ contract ConsentRegistry is EIP712 {
     /// @param validFrom unix seconds from which the consent holds
     /// @param validUntil unix seconds until which (exclusive) the consent holds
     function grant(bytes32 pseudonym, bytes32 studyId, uint64 validFrom, uint64 validUntil) external {
-        if (_patients[pseudonym].key != msg.sender) revert NotPatient(pseudonym, msg.sender);
-        _grant(pseudonym, studyId, validFrom, validUntil);
+        _grant(pseudonym, _ownIndex(pseudonym), studyId, validFrom, validUntil);
     }
 
     /// @notice Revoke consent from the patient's own account; takes effect from this block on.
     function revoke(bytes32 pseudonym, bytes32 studyId) external {
-        if (_patients[pseudonym].key != msg.sender) revert NotPatient(pseudonym, msg.sender);
-        _revoke(pseudonym, studyId);
+        _revoke(pseudonym, _ownIndex(pseudonym), studyId);
     }
 
     /// @notice Relay one consent grant that the patient signed (EIP-712).
     function grantBySig(Grant calldata g, bytes calldata signature) external {
-        _useSignature(g.pseudonym, g.nonce, g.deadline, _grantDigest(g), signature);
-        _grant(g.pseudonym, g.studyId, g.validFrom, g.validUntil);
+        uint256 index = _useSignature(g.pseudonym, g.nonce, g.deadline, _grantDigest(g), signature);
+        _grant(g.pseudonym, index, g.studyId, g.validFrom, g.validUntil);
     }
 
     /// @notice Relay many signed grants in one transaction; reverts as a whole if any is invalid.
@@ -116,8 +122,8 @@ contract ConsentRegistry is EIP712 {
         if (grants.length != signatures.length) revert LengthMismatch();
         for (uint256 i = 0; i < grants.length; ++i) {
             Grant calldata g = grants[i];
-            _useSignature(g.pseudonym, g.nonce, g.deadline, _grantDigest(g), signatures[i]);
-            _grant(g.pseudonym, g.studyId, g.validFrom, g.validUntil);
+            uint256 index = _useSignature(g.pseudonym, g.nonce, g.deadline, _grantDigest(g), signatures[i]);
+            _grant(g.pseudonym, index, g.studyId, g.validFrom, g.validUntil);
         }
     }
 
@@ -126,8 +132,8 @@ contract ConsentRegistry is EIP712 {
         bytes32 digest = _hashTypedDataV4(
             keccak256(abi.encode(REVOKE_TYPEHASH, r.pseudonym, r.studyId, r.nonce, r.deadline))
         );
-        _useSignature(r.pseudonym, r.nonce, r.deadline, digest, signature);
-        _revoke(r.pseudonym, r.studyId);
+        uint256 index = _useSignature(r.pseudonym, r.nonce, r.deadline, digest, signature);
+        _revoke(r.pseudonym, index, r.studyId);
     }
 
     /// @notice Cancel every signature the patient has given and nobody has relayed yet.
@@ -151,7 +157,7 @@ contract ConsentRegistry is EIP712 {
 
     /// @notice Whether the consent of `pseudonym` for `studyId` holds at the block of the call.
     function hasConsent(bytes32 pseudonym, bytes32 studyId) public view returns (bool) {
-        Consent storage c = _consents[pseudonym][studyId];
+        Consent memory c = _window(pseudonym, studyId);
         return c.validFrom <= block.timestamp && block.timestamp < c.validUntil;
     }
 
@@ -166,7 +172,7 @@ contract ConsentRegistry is EIP712 {
 
     /// @notice The consent record of `pseudonym` for `studyId`.
     function consentOf(bytes32 pseudonym, bytes32 studyId) external view returns (Consent memory) {
-        return _consents[pseudonym][studyId];
+        return _window(pseudonym, studyId);
     }
 
     /// @notice The patient record (consent key and next nonce) of `pseudonym`.
@@ -190,17 +196,27 @@ contract ConsentRegistry is EIP712 {
         );
     }
 
+    /// @dev Checks the patient's signature and uses its nonce; returns the patient's index.
     function _useSignature(bytes32 pseudonym, uint64 nonce, uint64 deadline, bytes32 digest, bytes calldata signature)
         private
+        returns (uint256 index)
     {
         if (block.timestamp > deadline) revert SignatureExpired(deadline);
-        Patient storage patient = _patients[pseudonym];
-        address key = patient.key;
-        if (key == address(0)) revert UnknownPseudonym(pseudonym);
+        Patient memory patient = _patients[pseudonym];
+        if (patient.key == address(0)) revert UnknownPseudonym(pseudonym);
         if (nonce != patient.nonce) revert WrongNonce(pseudonym, patient.nonce, nonce);
+        // slither-disable-next-line unused-return
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-        if (err != ECDSA.RecoverError.NoError || signer != key) revert WrongSigner(pseudonym);
-        patient.nonce = nonce + 1;
+        if (err != ECDSA.RecoverError.NoError || signer != patient.key) revert WrongSigner(pseudonym);
+        _patients[pseudonym].nonce = nonce + 1;
+        return patient.index;
+    }
+
+    /// @dev The caller's own patient index, or a revert if the caller is not the patient.
+    function _ownIndex(bytes32 pseudonym) private view returns (uint256) {
+        Patient memory patient = _patients[pseudonym];
+        if (patient.key != msg.sender) revert NotPatient(pseudonym, msg.sender);
+        return patient.index;
     }
 
     function _cancel(bytes32 pseudonym) private {
@@ -210,14 +226,30 @@ contract ConsentRegistry is EIP712 {
         emit SignaturesCancelled(pseudonym, next);
     }
 
-    function _grant(bytes32 pseudonym, bytes32 studyId, uint64 validFrom, uint64 validUntil) private {
-        if (validUntil <= validFrom || validUntil <= block.timestamp) revert InvalidWindow(validFrom, validUntil);
-        _consents[pseudonym][studyId] = Consent({validFrom: validFrom, validUntil: validUntil});
+    function _window(bytes32 pseudonym, bytes32 studyId) private view returns (Consent memory) {
+        uint256 index = _patients[pseudonym].index;
+        if (index == 0) return Consent(0, 0);
+        uint256 lane = (_windows[studyId][index >> 2] >> ((index & 3) * 64)) & type(uint64).max;
+        return Consent(uint64(lane & type(uint32).max), uint64(lane >> 32));
+    }
+
+    function _setWindow(uint256 index, bytes32 studyId, uint256 window) private {
+        uint256 shift = (index & 3) * 64;
+        mapping(uint256 => uint256) storage words = _windows[studyId];
+        uint256 word = words[index >> 2];
+        words[index >> 2] = (word & ~(uint256(type(uint64).max) << shift)) | (window << shift);
+    }
+
+    function _grant(bytes32 pseudonym, uint256 index, bytes32 studyId, uint64 validFrom, uint64 validUntil) private {
+        if (validUntil <= validFrom || validUntil <= block.timestamp || validUntil > type(uint32).max) {
+            revert InvalidWindow(validFrom, validUntil);
+        }
+        _setWindow(index, studyId, (uint256(validUntil) << 32) | validFrom);
         emit ConsentGranted(pseudonym, studyId, validFrom, validUntil);
     }
 
-    function _revoke(bytes32 pseudonym, bytes32 studyId) private {
-        delete _consents[pseudonym][studyId];
+    function _revoke(bytes32 pseudonym, uint256 index, bytes32 studyId) private {
+        _setWindow(index, studyId, 0);
         emit ConsentRevoked(pseudonym, studyId);
     }
 }

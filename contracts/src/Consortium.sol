@@ -2,12 +2,13 @@
 pragma solidity 0.8.30;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IConsortium} from "./IConsortium.sol";
 
 /// @title TwinLedger consortium: hospitals, studies (data-use agreements) and round anchors
 /// @notice The operator registers hospitals and proposes studies; each hospital accepts a study with
 /// its own account; the coordinator anchors every finished training round. Nothing here identifies a
 /// patient: studies and hospitals are named by opaque 32-byte identifiers.
-contract Consortium is AccessControl {
+contract Consortium is AccessControl, IConsortium {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
 
@@ -128,12 +129,12 @@ contract Consortium is AccessControl {
 
     /// @notice Accept a study on behalf of the calling hospital.
     function acceptStudy(bytes32 studyId) external {
-        Hospital storage hospital = _hospitals[msg.sender];
-        if (!hospital.registered) revert UnknownHospital(msg.sender);
-        if (hospital.suspended) revert HospitalSuspended(msg.sender);
-        Study storage study = _studies[studyId];
-        if (!study.exists) revert UnknownStudy(studyId);
-        if (study.suspended || block.timestamp >= study.endsAt) revert StudyNotLive(studyId);
+        Hospital storage caller = _hospitals[msg.sender];
+        if (!caller.registered) revert UnknownHospital(msg.sender);
+        if (caller.suspended) revert HospitalSuspended(msg.sender);
+        Study storage terms = _studies[studyId];
+        if (!terms.exists) revert UnknownStudy(studyId);
+        if (terms.suspended || block.timestamp >= terms.endsAt) revert StudyNotLive(studyId);
         _accepted[studyId][msg.sender] = true;
         emit StudyAccepted(studyId, msg.sender);
     }
@@ -148,9 +149,9 @@ contract Consortium is AccessControl {
         address[] calldata hospitals,
         bytes32[] calldata commitments
     ) external onlyRole(COORDINATOR_ROLE) {
-        Study storage study = _studies[studyId];
-        if (!study.exists) revert UnknownStudy(studyId);
-        if (round == 0 || round > study.rounds) revert RoundOutOfRange(studyId, round);
+        Study storage terms = _studies[studyId];
+        if (!terms.exists) revert UnknownStudy(studyId);
+        if (round == 0 || round > terms.rounds) revert RoundOutOfRange(studyId, round);
         if (pinnedBlock > block.number) revert PinnedBlockInFuture(pinnedBlock);
         if (hospitals.length != commitments.length) revert CommitmentLengthMismatch();
         if (_anchors[studyId][round] != bytes32(0)) revert RoundAlreadyAnchored(studyId, round);
@@ -158,16 +159,16 @@ contract Consortium is AccessControl {
         emit RoundAnchored(studyId, round, pinnedBlock, modelHash, hospitals, commitments);
     }
 
-    /// @notice Whether `hospital` may use patient data for `studyId` now (at the block of the call).
-    function isStudyLiveFor(bytes32 studyId, address hospital) external view returns (bool) {
-        Study storage study = _studies[studyId];
-        Hospital storage h = _hospitals[hospital];
-        return study.exists && !study.suspended && block.timestamp < study.endsAt && h.registered
-            && !h.suspended && _accepted[studyId][hospital];
+    /// @notice Whether the hospital `account` may use patient data for `studyId` now (at the block of the call).
+    function isStudyLiveFor(bytes32 studyId, address account) external view returns (bool) {
+        Study storage terms = _studies[studyId];
+        Hospital storage h = _hospitals[account];
+        return terms.exists && !terms.suspended && block.timestamp < terms.endsAt && h.registered && !h.suspended
+            && _accepted[studyId][account];
     }
 
     /// @notice Whether `account` is a registered hospital that is not suspended.
-    function isActiveHospital(address account) external view returns (bool) {
+    function isActiveHospital(address account) external view override returns (bool) {
         return _hospitals[account].registered && !_hospitals[account].suspended;
     }
 
@@ -182,9 +183,9 @@ contract Consortium is AccessControl {
         return _studies[studyId];
     }
 
-    /// @notice Whether `hospital` accepted `studyId`.
-    function hasAccepted(bytes32 studyId, address hospital) external view returns (bool) {
-        return _accepted[studyId][hospital];
+    /// @notice Whether the hospital `account` accepted `studyId`.
+    function hasAccepted(bytes32 studyId, address account) external view returns (bool) {
+        return _accepted[studyId][account];
     }
 
     /// @notice The model hash anchored for a round, or zero if the round is not anchored.
