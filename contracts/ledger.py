@@ -306,7 +306,7 @@ def load_key(path: Path) -> str:
 def write_key(path: Path, key_hex: str | None = None) -> str:
     """Create a key file readable by its owner only; returns the key."""
     key_hex = key_hex or "0x" + secrets.token_hex(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(key_hex + "\n")
@@ -384,6 +384,9 @@ class Ledger:
     def block_number(self) -> int:
         return self._read(lambda: self.w3.eth.block_number)
 
+    def block_timestamp(self, block: int | str = "latest") -> int:
+        return int(self._read(lambda: self.w3.eth.get_block(block)["timestamp"]))
+
     def study(self, study_id: bytes, *, block: int | str = "latest") -> StudyTerms:
         raw = self._read(lambda: self.consortium.functions.study(study_id).call(block_identifier=block))
         purpose, task, categories, eps_milli, delta_exp, rounds, ends_at, _exists, suspended = raw
@@ -427,6 +430,11 @@ class Ledger:
 
     def patient_nonce(self, pseudonym: bytes) -> int:
         return self._read(lambda: self.consent.functions.patientOf(pseudonym).call())[1]
+
+    def anchor_of(self, study_id: bytes, round_number: int) -> bytes | None:
+        """The model hash anchored for a round, or None if the round is not anchored yet."""
+        digest = self._read(lambda: self.consortium.functions.anchorOf(study_id, round_number).call())
+        return bytes(digest) if any(digest) else None
 
     def round_anchors(self, study_id: bytes) -> list[RoundAnchor]:
         logs = self._read(

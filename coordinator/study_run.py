@@ -1,7 +1,8 @@
 """One training run of a study, as the coordinator drives it over Flower's Grid.
 
 Each round pins the chain's current block, sends (study, round, block, global weights) to every node,
-aggregates the replies of the nodes that trained (FedAvg, weighted by examples), evaluates the new
+aggregates the replies of the nodes that trained (FedAvg, weighted by examples, or the server optimiser of
+FedAdam or FedYogi applied to that average: run config `strategy`), evaluates the new
 global model on every node's consented test patients at the same block, and anchors the round on
 chain: pinned block, model hash and each hospital's commitment to the pseudonyms it used. A node that
 refuses or fails is reported by name and reason; the round goes on with the others.
@@ -21,7 +22,7 @@ import torch
 from eth_utils import keccak
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedOpt, FedYogi
 
 from contracts.ledger import Ledger, LedgerError, StudyTerms
 from federation import protocol
@@ -43,6 +44,21 @@ class RunOptions:
     min_nodes: int = 1
     wait_for_nodes_s: float = 120.0
     seed: int = 0
+    strategy: str = "fedavg"  # "fedavg", "fedadam" or "fedyogi"
+    server_learning_rate: float = 0.1  # eta of FedAdam and FedYogi; unused by FedAvg
+
+
+STRATEGIES = {"fedavg": FedAvg, "fedadam": FedAdam, "fedyogi": FedYogi}
+
+
+def make_strategy(options: RunOptions) -> FedAvg:
+    """Flower's strategy of that name; only its aggregate_train is used (weighted by `num-examples`)."""
+    try:
+        strategy = STRATEGIES[options.strategy]
+    except KeyError:
+        raise ValueError(f"unknown strategy {options.strategy!r}; known: {', '.join(STRATEGIES)}") from None
+    kwargs = {"eta": options.server_learning_rate} if issubclass(strategy, FedOpt) else {}
+    return strategy(weighted_by_key="num-examples", arrayrecord_key=protocol.WEIGHTS, **kwargs)
 
 
 @dataclass
@@ -89,7 +105,7 @@ class RunReport:
                     "epsilon_spent": h.epsilon_spent,
                     "epsilon_budget": h.epsilon_budget if h.epsilon_budget is not None else self.terms.epsilon_budget,
                 }
-                for h in self.hospitals.values()
+                for h in sorted(self.hospitals.values(), key=lambda h: h.name)
             ],
             "rounds": self.rounds,
         }
@@ -119,7 +135,7 @@ class StudyRun:
         self.terms = ledger.study(options.study_id)
         self.task = get_task(self.terms.task_id)
         self.report = RunReport(run_dir / "report.json", self.terms)
-        self.strategy = FedAvg(weighted_by_key="num-examples", arrayrecord_key=protocol.WEIGHTS)
+        self.strategy = make_strategy(options)
 
     def _name(self, node_id: int) -> str:
         hospital = self.report.hospitals.get(node_id)
@@ -184,6 +200,13 @@ class StudyRun:
         rounds = min(self.options.num_rounds, self.terms.rounds)
         if rounds < self.options.num_rounds:
             log.warning("the study allows %d rounds; running %d", self.terms.rounds, rounds)
+        anchored = [r for r in range(1, rounds + 1) if self.ledger.anchor_of(self.options.study_id, r)]
+        if anchored:
+            # Checked before any node spends privacy budget on a round that could not be anchored.
+            raise RuntimeError(
+                f"rounds {anchored} of this study are already anchored on chain: a study's rounds run once; "
+                "propose a new study to train again"
+            )
         for round_number in range(1, rounds + 1):
             arrays = self.run_round(round_number, node_ids, arrays)
         self.report.status = "finished"
@@ -220,9 +243,15 @@ class StudyRun:
                 hospital.epsilon_spent = float(metrics["epsilon"])
                 hospital.epsilon_budget = float(metrics["epsilon-budget"])
         if trained:
+            if isinstance(self.strategy, FedOpt):
+                # FedOpt keeps the global model it sent in configure_train, which StudyRun does not call.
+                self.strategy.current_arrays = {key: array.numpy() for key, array in arrays.items()}
             new_arrays, _ = self.strategy.aggregate_train(round_number, trained)
             if new_arrays is not None:
-                arrays = new_arrays
+                # FedOpt's update can come back as float64: keep the model's own dtypes (and model hash).
+                model = self.task.build_model()
+                model.load_state_dict(new_arrays.to_torch_state_dict())
+                arrays = ArrayRecord(model.state_dict())
         else:
             log.warning("round %d: no node trained; the global model is unchanged", round_number)
         training_s = time.monotonic() - started
@@ -257,20 +286,20 @@ class StudyRun:
             record["accuracy"] = correct / examples
             record["loss"] = loss_sum / examples
             record["constant_accuracy"] = max(positives, examples - positives) / examples
-        record["errors"] = {**{k: v for k, v in eval_errors.items()}, **train_errors}
+        record["errors"] = {
+            name: "; ".join(f"{phase}: {errors[name]}" for phase, errors in (("train", train_errors), ("evaluate", eval_errors)) if name in errors)
+            for name in sorted(set(train_errors) | set(eval_errors))
+        }
         record["seconds"] = round(time.monotonic() - started, 2)
         record["training_seconds"] = round(training_s, 2)
 
         digest = model_hash(arrays)
         record["model_hash"] = "0x" + digest.hex()
-        try:
-            receipt = self.ledger.anchor_round(
-                self.options.study_id, round_number, pinned_block=block, model_hash=digest, commitments=commitments
-            )
-            record["anchor_block"] = receipt["blockNumber"]
-        except LedgerError as exc:
-            record["errors"]["coordinator"] = f"round not anchored: {exc}"
-            log.error("round %d could not be anchored: %s", round_number, exc)
+        if not commitments:
+            record["errors"]["coordinator"] = "round not anchored: no node used any data"
+            log.warning("round %d: no node used any data; nothing to anchor", round_number)
+        else:
+            self._anchor(record, round_number, block, digest, commitments)
         record["status"] = "done"
         self.report.save()
         accuracy = f"{record['accuracy']:.3f}" if record["accuracy"] is not None else "n/a"
@@ -279,3 +308,13 @@ class StudyRun:
             round_number, record["seconds"], accuracy, examples, record["used"],
         )
         return arrays
+
+    def _anchor(self, record: dict, round_number: int, block: int, digest: bytes, commitments: dict[str, bytes]) -> None:
+        try:
+            receipt = self.ledger.anchor_round(
+                self.options.study_id, round_number, pinned_block=block, model_hash=digest, commitments=commitments
+            )
+            record["anchor_block"] = receipt["blockNumber"]
+        except LedgerError as exc:
+            record["errors"]["coordinator"] = f"round not anchored: {exc}"
+            log.error("round %d could not be anchored: %s", round_number, exc)

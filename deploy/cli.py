@@ -340,10 +340,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("web3", "urllib3", "asyncio", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from coordinator.settings import SettingsError as CoordinatorSettingsError
+    from node.importer import RecordFileError
+    from node.settings import SettingsError as NodeSettingsError
+    from node.vault import VaultError
+
     try:
         return args.func(args) or 0
-    except lg.LedgerError as exc:
+    except (lg.LedgerError, RecordFileError, NodeSettingsError, CoordinatorSettingsError, VaultError) as exc:
         print(f"twinledger: {exc}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError) as exc:
+        print(f"twinledger: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 
 

@@ -136,7 +136,10 @@ def start_superlink(*, port: int, state_dir: Path, flwr_home: Path) -> Service:
     state_dir.mkdir(parents=True, exist_ok=True)
     service = start(
         "superlink",
-        [str(VENV_BIN / "flower-superlink"), "--insecure", "--database", str(state_dir / "state.db"), "--port", str(port)],
+        # Without the flag, flwr 1.41 runs `uv sync` for every run and installs the app's dependencies
+        # (a CUDA torch among them) into a fresh environment: the apps use this project's venv instead.
+        [str(VENV_BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+         "--database", str(state_dir / "state.db"), "--port", str(port)],
         log_path=state_dir / "superlink.log",
         env=flower_env(flwr_home),
         cwd=state_dir,

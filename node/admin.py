@@ -29,6 +29,10 @@ def init_node(home: Path, *, hospital: str, rpc_url: str, deployment_file: Path 
     if not settings.hospital_key_file.exists():
         write_key(settings.hospital_key_file)
     Store(settings.resolved_database_url)
+    database = settings.home / "node.db"
+    if not settings.database_url and database.exists():
+        database.chmod(0o600)  # it holds the map from record numbers to pseudonyms
+    settings.home.chmod(0o700)
     return settings
 
 

@@ -36,11 +36,14 @@ class Admitted:
 
 
 class ConsentGate:
-    def __init__(self, ledger: Ledger, store: Store, vault: Vault, *, hospital_account: str):
+    def __init__(
+        self, ledger: Ledger, store: Store, vault: Vault, *, hospital_account: str, max_pinned_block_age_s: float = 900.0
+    ):
         self.ledger = ledger
         self.store = store
         self.vault = vault
         self.hospital_account = hospital_account
+        self.max_pinned_block_age_s = max_pinned_block_age_s
 
     def check_study(self, study_id: bytes, block: int):
         """The study's terms at `block`, if this hospital may work on it then; otherwise a Refusal."""
@@ -48,6 +51,13 @@ class ConsentGate:
             latest = self.ledger.block_number()
             if block > latest:
                 raise Refusal(protocol.BAD_REQUEST, f"pinned block {block} is ahead of the chain (at {latest})")
+            age_s = self.ledger.block_timestamp(latest) - self.ledger.block_timestamp(block)
+            if age_s > self.max_pinned_block_age_s:
+                raise Refusal(
+                    protocol.BAD_REQUEST,
+                    f"no data used: pinned block {block} is {age_s} s old; this node accepts blocks at most "
+                    f"{self.max_pinned_block_age_s:g} s old, so that no round can predate recent revocations",
+                )
             terms = self.ledger.study(study_id, block=block)
             live = self.ledger.is_study_live_for(study_id, self.hospital_account, block=block)
         except ChainUnavailable as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -19,10 +20,9 @@ from federation.protocol import RoundConfig
 from federation.tasks import get_task
 from federation.tasks.heart_disease import standardiser
 from node.consent_gate import Admitted, ConsentGate, Refusal
-from node.privacy import BudgetSpent, PrivacyBudget
 from node.settings import NodeSettings
 from node.store import RoundUsage, Store
-from node.trainer import evaluate, steps_per_epoch, train_private
+from node.trainer import evaluate, steps_per_epoch
 from node.vault import Vault, VaultError
 
 log = logging.getLogger("twinledger.node")
@@ -81,11 +81,21 @@ class HospitalNode:
             vault = Vault.open(self.settings.data_key_file)
         except VaultError as exc:
             raise Refusal(protocol.RECORD_UNCLEAR, f"no data used: {exc}") from exc
-        return ConsentGate(self.ledger, self.store, vault, hospital_account=self.account)
+        return ConsentGate(
+            self.ledger, self.store, vault, hospital_account=self.account,
+            max_pinned_block_age_s=self.settings.max_pinned_block_age_s,
+        )
 
     def _admit(self, config: RoundConfig, cohort: str):
         gate = self._gate()
         terms = gate.check_study(config.study_id, config.block)
+        if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON and not self.settings.allow_non_private_studies:
+            raise Refusal(
+                protocol.STUDY_NOT_ACCEPTED,
+                f"no data used: the study is recorded as non-private (epsilon budget {terms.epsilon_budget:g} >= "
+                f"{protocol.NON_PRIVATE_EPSILON:g}) and this node does not allow non-private studies "
+                "(allow-non-private-studies in node.toml)",
+            )
         try:
             task = get_task(terms.task_id)
         except KeyError as exc:
@@ -111,8 +121,14 @@ class HospitalNode:
         return commitment
 
     def train(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> TrainOutcome:
+        # Opacus takes seconds to import; every Flower message starts a fresh process, and only training needs it.
+        from node.privacy import BudgetSpent, PrivacyBudget
+        from node.trainer import train_private
+
         terms, task, train, _ = self._admit(config, "train")
         study = "0x" + config.study_id.hex()
+        if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON:  # _admit let it through: this node opted in
+            return self._train_non_private(config, terms, task, train, global_state)
         budget = PrivacyBudget(self.store, study_id=study, epsilon_budget=terms.epsilon_budget, delta=terms.delta)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
@@ -149,6 +165,28 @@ class HospitalNode:
             terms.epsilon_budget,
         )
         return TrainOutcome(result.state, len(labels), epsilon, terms.epsilon_budget, commitment, result.mean_loss)
+
+    def _train_non_private(self, config: RoundConfig, terms, task, train, global_state) -> TrainOutcome:
+        """Plain SGD for a study recorded as non-private; epsilon is reported as infinity (no DP guarantee)."""
+        from node.trainer import train_plain
+
+        study = "0x" + config.study_id.hex()
+        if any(u.round == config.round and u.phase == "train" for u in self.store.usage(study)):
+            raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
+        features, labels = task.examples(train.records)
+        mean, std = standardiser(features)
+        model = task.build_model()
+        model.load_state_dict(global_state)
+        result = train_plain(
+            model, task.loss, (features - mean) / std, labels, epochs=config.local_epochs,
+            learning_rate=config.learning_rate, batch_size=config.batch_size,
+        )
+        commitment = self._record_usage(config, "train", train.pseudonyms)
+        log.info(
+            "%s round %d: trained WITHOUT differential privacy (non-private study) on %d consented patients at block %d",
+            self.settings.hospital, config.round, len(labels), config.block,
+        )
+        return TrainOutcome(result.state, len(labels), math.inf, terms.epsilon_budget, commitment, result.mean_loss)
 
     def evaluate(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> EvaluateOutcome:
         _, task, train, test = self._admit(config, "test")

@@ -27,6 +27,11 @@ class NodeSettings:
     deployment_file: Path | None = None
     database_url: str = ""
     chain_timeout_s: float = 10.0
+    # A round's pinned block must be recent: an older one could predate revocations.
+    max_pinned_block_age_s: float = 900.0
+    # Opt-in to studies recorded as non-private (epsilon budget >= federation.protocol.NON_PRIVATE_EPSILON), which
+    # train with plain SGD; meant for benchmark baselines. Without it such a study is refused.
+    allow_non_private_studies: bool = False
 
     @property
     def data_key_file(self) -> Path:
@@ -60,6 +65,8 @@ class NodeSettings:
                 deployment_file=Path(deployment) if deployment else None,
                 database_url=env.get("TWINLEDGER_DATABASE_URL", data.get("database-url", "")),
                 chain_timeout_s=float(env.get("TWINLEDGER_CHAIN_TIMEOUT_S", data.get("chain-timeout-s", 10.0))),
+                max_pinned_block_age_s=float(data.get("max-pinned-block-age-s", cls.max_pinned_block_age_s)),
+                allow_non_private_studies=_boolean(data.get("allow-non-private-studies", False)),
             )
         except (KeyError, ValueError) as exc:
             raise SettingsError(f"{path} is incomplete or malformed: {exc}") from None
@@ -72,7 +79,15 @@ class NodeSettings:
             "deployment-file": str(self.deployment_file) if self.deployment_file else "",
             "database-url": self.database_url,
             "chain-timeout-s": self.chain_timeout_s,
+            "max-pinned-block-age-s": self.max_pinned_block_age_s,
+            "allow-non-private-studies": self.allow_non_private_studies,
         }
         path = self.home / CONFIG_NAME
         path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in lines.items()))
         return path
+
+
+def _boolean(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"allow-non-private-studies must be true or false, got {value!r}")
+    return value

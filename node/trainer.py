@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from torch.utils.data import DataLoader, TensorDataset
 
 
@@ -32,6 +31,8 @@ def train_private(
     seed: int | None = None,
 ) -> TrainingResult:
     """DP-SGD with Poisson sampling; the privacy spending is read back from Opacus's accountant."""
+    from opacus import PrivacyEngine
+
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     dataset = TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
     loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), generator=generator)
@@ -63,6 +64,35 @@ def train_private(
     # The wrapped module shares its parameters with `model`, whose state dict has no `_module.` prefix.
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     return TrainingResult(state, list(engine.accountant.history), float(np.mean(losses)) if losses else float("nan"))
+
+
+def train_plain(
+    model: torch.nn.Module,
+    loss_fn,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int | None = None,
+) -> TrainingResult:
+    """Plain mini-batch SGD, no clipping and no noise: only for studies recorded as non-private."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    dataset = TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
+    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, generator=generator)
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    losses = []
+    model.train()
+    for _ in range(epochs):
+        for batch_features, batch_labels in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(batch_features), batch_labels)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    return TrainingResult(state, [], float(np.mean(losses)) if losses else float("nan"))
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> tuple[float, int]:

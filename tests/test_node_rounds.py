@@ -226,3 +226,13 @@ def test_audit_finds_no_violation_in_honest_rounds_and_finds_a_forged_log(hospit
     result = audit_study(auditor, chain.study_id, {chain.hospital.address: forged})
     assert result.violations >= 2  # the unconsented pseudonym, and the commitment no longer matches
     assert any("used without consent" in f for f in result.findings)
+
+
+def test_refuses_a_pinned_block_older_than_it_accepts(hospital):
+    from tests.conftest import advance_time
+
+    old = hospital.chain.hospital.block_number()
+    advance_time(hospital.chain.w3, int(hospital.settings.max_pinned_block_age_s) + 60)
+    with pytest.raises(Refusal, match="s old"):
+        hospital.node.train(hospital.config(1, block=old), fresh_state())
+    _uses_nothing(hospital)

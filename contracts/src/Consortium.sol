@@ -155,6 +155,9 @@ contract Consortium is AccessControl, IConsortium {
         if (pinnedBlock > block.number) revert PinnedBlockInFuture(pinnedBlock);
         if (hospitals.length != commitments.length) revert CommitmentLengthMismatch();
         if (_anchors[studyId][round] != bytes32(0)) revert RoundAlreadyAnchored(studyId, round);
+        for (uint256 i = 0; i < hospitals.length; ++i) {
+            if (!_hospitals[hospitals[i]].registered) revert UnknownHospital(hospitals[i]);
+        }
         _anchors[studyId][round] = modelHash;
         emit RoundAnchored(studyId, round, pinnedBlock, modelHash, hospitals, commitments);
     }

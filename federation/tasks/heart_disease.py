@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 UCI_COLUMNS = (
     "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
@@ -70,6 +69,8 @@ def _encode(record: dict) -> list[float]:
 
 def flamby_split(labels: np.ndarray) -> np.ndarray:
     """FLamby's per-hospital split of its complete records, in file order: True where a record is a test record."""
+    from sklearn.model_selection import train_test_split  # only at import time: keeps ClientApp start-up light
+
     n = len(labels)
     binary = (np.asarray(labels) > 0).astype(int)
     levels, counts = np.unique(binary, return_counts=True)
