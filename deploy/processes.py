@@ -114,37 +114,46 @@ def rpc_answers(url: str) -> bool:
     return reply.ok and "result" in reply.json()
 
 
-def start_anvil(*, port: int, log_path: Path, chain_id: int = 31337) -> tuple[Service, str]:
-    """A local development chain on loopback; returns the service and its JSON-RPC URL."""
-    url = f"http://127.0.0.1:{port}"
+def _reachable_host(host: str) -> str:
+    """Where this machine reaches a service bound to `host`: loopback for the wildcard addresses."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def start_anvil(*, port: int, log_path: Path, chain_id: int = 31337, host: str = "127.0.0.1") -> tuple[Service, str]:
+    """A local development chain listening on `host` (loopback by default); returns the service and its JSON-RPC URL."""
+    url = f"http://{_reachable_host(host)}:{port}"
     service = start(
         "anvil",
-        [anvil_binary(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id), "--accounts", "2"],
+        [anvil_binary(), "--host", host, "--port", str(port), "--chain-id", str(chain_id), "--accounts", "2"],
         log_path=log_path,
     )
     wait_until(service, lambda: rpc_answers(url), timeout_s=30, what=f"JSON-RPC on {url}")
     return service, url
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
-def start_superlink(*, port: int, state_dir: Path, flwr_home: Path) -> Service:
+def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = "127.0.0.1") -> Service:
     state_dir.mkdir(parents=True, exist_ok=True)
     service = start(
         "superlink",
         # Without the flag, flwr 1.41 runs `uv sync` for every run and installs the app's dependencies
         # (a CUDA torch among them) into a fresh environment: the apps use this project's venv instead.
         [str(VENV_BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-         "--database", str(state_dir / "state.db"), "--port", str(port)],
+         "--database", str(state_dir / "state.db"), "--host", host, "--port", str(port)],
         log_path=state_dir / "superlink.log",
         env=flower_env(flwr_home),
         cwd=state_dir,
     )
-    wait_until(service, lambda: _port_open(port), timeout_s=60, what=f"port {port}")
+    wait_until(service, lambda: _port_open(port, _reachable_host(host).strip("[]")), timeout_s=60, what=f"port {port}")
     return service
 
 
@@ -168,11 +177,11 @@ def start_supernode(
     return service
 
 
-def write_flower_federation(flwr_home: Path, *, name: str, superlink_port: int) -> None:
-    """The `flwr` CLI's connection to a SuperLink, in $FLWR_HOME/config.toml."""
+def write_flower_federation(flwr_home: Path, *, name: str, superlink_port: int, host: str = "127.0.0.1") -> None:
+    """The `flwr` CLI's connection to a SuperLink at `host`:`superlink_port`, in $FLWR_HOME/config.toml."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     (flwr_home / "config.toml").write_text(
-        f'[superlink.{name}]\naddress = "127.0.0.1:{superlink_port}"\ninsecure = true\n'
+        f'[superlink.{name}]\naddress = "{host}:{superlink_port}"\ninsecure = true\n'
     )
 
 

@@ -1,0 +1,271 @@
+"""The `twinledger` command line: argument parsing, clear errors (exit status 2, no traceback), the
+coordinator run's outcome, and `chain start` stopping anvil on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from deploy import cli, processes
+
+STUDY = "0x" + "ab" * 32
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _subcommands(parser: argparse.ArgumentParser, path=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _subcommands(child, path + (name,))
+            return
+    yield path, parser
+
+
+# ---- parsing ----
+
+def test_docstring_lists_every_subcommand():
+    for path, _ in _subcommands(cli.build_parser()):
+        assert "twinledger " + " ".join(path) in cli.__doc__, path
+
+
+def test_every_option_has_help():
+    for path, parser in _subcommands(cli.build_parser()):
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, (path, action.option_strings or action.dest)
+
+
+def test_hosts_default_to_loopback():
+    parser = cli.build_parser()
+    assert parser.parse_args(["chain", "start"]).host == "127.0.0.1"
+    assert parser.parse_args(["chain", "start", "--host", "0.0.0.0"]).host == "0.0.0.0"
+    assert parser.parse_args(["coordinator", "superlink"]).host == "127.0.0.1"
+    assert parser.parse_args(["coordinator", "superlink", "--host", "10.0.0.5"]).host == "10.0.0.5"
+
+
+def test_rpc_url_defaults_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TWINLEDGER_RPC_URL", "http://127.0.0.1:18545")
+    parser = cli.build_parser()
+    for argv in (
+        ["chain", "deploy"],
+        ["chain", "fund", "0x" + "11" * 20],
+        ["node", "init", "--home", "h", "--hospital", "x"],
+        ["coordinator", "init", "--home", "h", "--deployment-file", "d.json"],
+        ["study", "propose"],
+        ["audit", "--study", STUDY, "u.json"],
+    ):
+        assert parser.parse_args(argv).rpc_url == "http://127.0.0.1:18545", argv
+    monkeypatch.delenv("TWINLEDGER_RPC_URL")
+    assert cli.build_parser().parse_args(["chain", "deploy"]).rpc_url == "http://127.0.0.1:8545"
+
+
+def test_coordinator_run_leaves_defaults_to_the_configuration():
+    args = cli.build_parser().parse_args(["coordinator", "run", "--home", "h", "--study", STUDY])
+    assert args.min_nodes is None
+    assert (args.local_epochs, args.learning_rate, args.batch_size, args.max_grad_norm) == (None, None, None, None)
+    args = cli.build_parser().parse_args(
+        ["coordinator", "run", "--home", "h", "--study", STUDY, "--min-nodes", "3", "--learning-rate", "0.5"]
+    )
+    assert (args.min_nodes, args.learning_rate) == (3, 0.5)
+
+
+def test_chain_fund_parses_address_and_ether():
+    args = cli.build_parser().parse_args(["chain", "fund", "0x" + "11" * 20, "--ether", "3"])
+    assert (args.address, args.ether) == ("0x" + "11" * 20, 3)
+    assert cli.build_parser().parse_args(["chain", "fund", "0x" + "11" * 20]).ether == 10
+
+
+# ---- error paths: a clear message and exit status 2 ----
+
+@pytest.fixture
+def node_home(tmp_path, capsys):
+    home = tmp_path / "node-home"
+    assert cli.main(["node", "init", "--home", str(home), "--hospital", "cleveland",
+                     "--rpc-url", "http://127.0.0.1:1", "--deployment-file", str(tmp_path / "deployment.json")]) == 0
+    out = capsys.readouterr().out
+    assert "twinledger chain fund 0x" in out  # the account needs gas
+    return home
+
+
+def test_malformed_csv_is_refused_with_its_lines(node_home, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    good = "63,1,1,145,233,1,2,150,0,2.3,3,0,6,0"
+    bad.write_text(f"{good}\n{good}\n63,1,1,145,233,1,2,150,0,2.3,3,0,6,7\n63,1\n")
+    assert cli.main(["node", "import", "--home", str(node_home), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("twinledger: ")
+    assert "nothing imported" in err
+    assert "line 3: num = 7 is outside [0, 4]" in err
+    assert "line 4" in err
+    assert "Traceback" not in err
+
+
+def test_missing_csv_file(node_home, tmp_path, capsys):
+    assert cli.main(["node", "import", "--home", str(node_home), str(tmp_path / "absent.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_missing_node_home(tmp_path, capsys):
+    for argv in (["node", "import", "--home", str(tmp_path / "nowhere"), "x.csv"],
+                 ["node", "export-usage", "--home", str(tmp_path / "nowhere"), "--out", str(tmp_path / "u.json")],
+                 ["node", "accept-study", "--home", str(tmp_path / "nowhere"), STUDY]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "no node configuration at" in err and "twinledger node init" in err, argv
+
+
+@pytest.mark.parametrize("study", ["0x1234", "ab" * 31, "0x" + "ab" * 33, "0x" + "zz" * 32])
+def test_study_id_of_the_wrong_length(node_home, tmp_path, capsys, study):
+    for argv in (["node", "accept-study", "--home", str(node_home), study],
+                 ["audit", "--rpc-url", "http://127.0.0.1:1", "--study", study, "u.json"],
+                 ["coordinator", "run", "--home", str(tmp_path), "--study", study, "--min-nodes", "1"]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "a study id is 32 bytes" in err, argv
+
+
+def test_fund_refuses_a_malformed_address(capsys):
+    assert cli.main(["chain", "fund", "0x123", "--rpc-url", "http://127.0.0.1:1"]) == 2
+    assert "not an account address" in capsys.readouterr().err
+
+
+def test_coordinator_run_without_home_and_min_nodes(tmp_path, capsys):
+    assert cli.main(["coordinator", "run", "--home", str(tmp_path / "nowhere"), "--study", STUDY]) == 2
+    err = capsys.readouterr().err
+    assert "no coordinator configuration" in err and "--min-nodes" in err
+
+
+def test_coordinator_run_rejects_a_superlink_without_port(tmp_path, capsys):
+    assert cli.main(["coordinator", "run", "--home", str(tmp_path), "--study", STUDY, "--min-nodes", "1",
+                     "--superlink", "coordinator.example.org"]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+# ---- coordinator run: run config, SuperLink address and the report's outcome (flwr run faked) ----
+
+class _FakeRun:
+    def __init__(self, calls, report: dict | None, runs_dir: Path, run_name: str):
+        self.calls, self.report, self.runs_dir, self.run_name = calls, report, runs_dir, run_name
+
+    def __call__(self, *, federation, run_config, flwr_home, log_path, **_):
+        self.calls.append({"federation": federation, "run_config": run_config, "flwr_home": flwr_home})
+        if self.report is not None:
+            path = self.runs_dir / (self.run_name or "run-42") / "report.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.report))
+
+        class _Process:
+            @staticmethod
+            def wait():
+                return 0
+
+        return type("Service", (), {"process": _Process()})()
+
+
+@pytest.fixture
+def coordinator_home(tmp_path, capsys):
+    home = tmp_path / "coordinator-home"
+    assert cli.main(["coordinator", "init", "--home", str(home), "--rpc-url", "http://127.0.0.1:1",
+                     "--deployment-file", str(tmp_path / "deployment.json"), "--min-nodes", "3"]) == 0
+    assert "twinledger chain fund 0x" in capsys.readouterr().out
+    return home
+
+
+def _run(monkeypatch, tmp_path, home, report, extra=(), run_name="run"):
+    calls = []
+    monkeypatch.setattr(processes, "flwr_run", _FakeRun(calls, report, home / "runs", run_name))
+    code = cli.main(["coordinator", "run", "--home", str(home), "--study", STUDY, "--superlink", "10.1.2.3:18000",
+                     "--flwr-home", str(tmp_path / ".flwr"), "--log", str(tmp_path / "flwr-run.log"),
+                     "--run-name", run_name, *extra])
+    return code, calls
+
+
+def test_coordinator_run_uses_the_configured_min_nodes_and_host(monkeypatch, tmp_path, coordinator_home, capsys):
+    code, calls = _run(monkeypatch, tmp_path, coordinator_home, {"status": "finished", "rounds": [{"anchor_block": 7}]})
+    assert code == 0
+    config = calls[0]["run_config"]
+    assert config["min-nodes"] == 3  # from coordinator.toml
+    assert config["study-id"] == STUDY and config["coordinator-home"] == str(coordinator_home.resolve())
+    assert not {"local-epochs", "learning-rate", "batch-size", "max-grad-norm"} & set(config)
+    assert 'address = "10.1.2.3:18000"' in (tmp_path / ".flwr" / "config.toml").read_text()
+    out = capsys.readouterr().out
+    assert "1 round(s), 1 anchored" in out
+    assert f"Report: {coordinator_home.resolve() / 'runs' / 'run' / 'report.json'}" in out
+
+
+def test_coordinator_run_passes_training_options_when_given(monkeypatch, tmp_path, coordinator_home):
+    code, calls = _run(monkeypatch, tmp_path, coordinator_home, {"status": "finished", "rounds": []},
+                       extra=["--min-nodes", "2", "--local-epochs", "1", "--learning-rate", "0.5", "--batch-size", "16",
+                              "--max-grad-norm", "2.0"])
+    assert code == 0
+    config = calls[0]["run_config"]
+    assert (config["min-nodes"], config["local-epochs"], config["learning-rate"], config["batch-size"],
+            config["max-grad-norm"]) == (2, 1, 0.5, 16, 2.0)
+
+
+def test_coordinator_run_fails_when_the_report_is_not_finished(monkeypatch, tmp_path, coordinator_home, capsys):
+    report = {"status": "failed", "message": "only 1 node(s) connected after 120 s; 3 needed", "rounds": []}
+    code, _ = _run(monkeypatch, tmp_path, coordinator_home, report)
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "the run is failed: only 1 node(s) connected after 120 s; 3 needed" in captured.err
+    assert "Report: " in captured.out
+
+
+def test_coordinator_run_fails_when_no_report_was_written(monkeypatch, tmp_path, coordinator_home, capsys):
+    code, _ = _run(monkeypatch, tmp_path, coordinator_home, None)
+    assert code == 1
+    assert "the run wrote no report" in capsys.readouterr().err
+
+
+def test_coordinator_run_finds_the_report_of_an_unnamed_run(monkeypatch, tmp_path, coordinator_home, capsys):
+    code, _ = _run(monkeypatch, tmp_path, coordinator_home, {"status": "finished", "rounds": []}, run_name="")
+    assert code == 0
+    assert str(coordinator_home.resolve() / "runs" / "run-42" / "report.json") in capsys.readouterr().out
+
+
+# ---- chain start as a real process: fund an account, then SIGTERM stops anvil ----
+
+def test_chain_start_funds_and_stops_anvil_on_sigterm(tmp_path, capsys):
+    port = processes.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "chain", "start", "--port", str(port), "--log", str(tmp_path / "anvil.log")],
+        cwd=processes.PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = process.stdout.readline()  # printed once anvil answers JSON-RPC
+        assert f"anvil serving JSON-RPC at http://127.0.0.1:{port}" in line, line + process.stdout.read()
+        assert _port_open(port)
+
+        address = Account.create().address
+        url = f"http://127.0.0.1:{port}"
+        assert cli.main(["chain", "fund", address, "--ether", "2", "--rpc-url", url]) == 0
+        assert f"sent 2 ether to {address}; its balance is 2 ether" in capsys.readouterr().out
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while _port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _port_open(port), "anvil still listens after SIGTERM"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
