@@ -1,7 +1,8 @@
 """The coordinator's Flower ServerApp: runs one study's training rounds.
 
 Run config (pyproject.toml [tool.flwr.app.config], overridable with `flwr run --run-config`):
-study-id, coordinator-home, num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, run-name.
+study-id, coordinator-home, num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, run-name,
+min-nodes, strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main(grid: Grid, context: Context) -> None:
         round_timeout_s=settings.round_timeout_s,
         min_nodes=int(config.get("min-nodes", settings.min_nodes)),
         wait_for_nodes_s=settings.wait_for_nodes_s,
+        strategy=str(config.get("strategy", "fedavg")),
+        server_learning_rate=float(config.get("server-learning-rate", 0.1)),
     )
     run = StudyRun(grid, ledger, options, settings.runs_dir / run_name)
     try:

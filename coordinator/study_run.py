@@ -11,6 +11,7 @@ refuses or fails is reported by name and reason; the round goes on with the othe
 from __future__ import annotations
 
 import io
+import math
 import json
 import logging
 import time
@@ -22,7 +23,8 @@ import torch
 from eth_utils import keccak
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedOpt, FedYogi
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
+from flwr.serverapp.strategy.fedopt import FedOpt
 
 from contracts.ledger import Ledger, LedgerError, StudyTerms
 from federation import protocol
@@ -115,6 +117,11 @@ class RunReport:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.as_dict(), indent=1))
         tmp.replace(self.path)
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A non-private study reports epsilon as infinity; JSON has no infinity, so the report says null."""
+    return value if math.isfinite(value) else None
 
 
 def model_hash(arrays: ArrayRecord) -> bytes:
@@ -237,10 +244,10 @@ class StudyRun:
             hospital = self.report.hospitals.get(reply.metadata.src_node_id)
             name = self._name(reply.metadata.src_node_id)
             record["used"][name] = int(usage["used"])
-            record["epsilon"][name] = float(metrics["epsilon"])
+            record["epsilon"][name] = _finite_or_none(float(metrics["epsilon"]))
             train_commitments[str(usage["account"])] = bytes.fromhex(str(usage["commitment"])[2:])
             if hospital:
-                hospital.epsilon_spent = float(metrics["epsilon"])
+                hospital.epsilon_spent = _finite_or_none(float(metrics["epsilon"]))
                 hospital.epsilon_budget = float(metrics["epsilon-budget"])
         if trained:
             if isinstance(self.strategy, FedOpt):

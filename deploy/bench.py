@@ -1,6 +1,7 @@
 """Benchmarks: each measures ratios side by side in one run and prints, as its last line, one JSON object.
 
     twinledger bench ledger --json     batched vs one-call-per-patient consent reads on anvil; gas figures
+    twinledger bench training --json   local, pooled, FedAvg and FedAdam with and without DP-SGD (FLamby heart disease)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.progress import track
 
 from contracts import ledger as lg
 from deploy import processes
+from deploy.bench_training import bench_training
 
 console = Console(stderr=True)
 
@@ -108,7 +110,7 @@ def bench_ledger(*, patients: int = 10_000, consent_share: float = 0.7, seed: in
     }
 
 
-BENCHMARKS = {"ledger": bench_ledger}
+BENCHMARKS = {"ledger": bench_ledger, "training": bench_training}
 
 
 def run(name: str, *, as_json: bool, **kwargs) -> int:

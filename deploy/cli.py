@@ -16,7 +16,7 @@
     twinledger coordinator superlink                run the Flower SuperLink
     twinledger coordinator run                      run a study's training on the SuperLink
     twinledger audit                                check every anchored round against the chain
-    twinledger bench NAME [--json]                  benchmarks (ledger)
+    twinledger bench NAME [--json]                  benchmarks (ledger, training)
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ def _gas_hint(address: str) -> str:
     return f"it needs ether for gas: on a dev chain, twinledger chain fund {address}"
 
 
+def _hospital_round(value: str) -> tuple[str, int]:
+    hospital, _, round_number = value.partition(":")
+    if not hospital or not round_number.isdigit():
+        raise ValueError(f"--stop-node-after-round takes HOSPITAL:ROUND, got {value!r}")
+    return hospital, int(round_number)
+
+
 def _demo(args) -> int:
     from deploy.demo import DemoOptions, run_demo
 
@@ -70,6 +77,7 @@ def _demo(args) -> int:
         workdir=Path(args.workdir), report=Path(args.report) if args.report else None, rpc_url=args.rpc_url,
         rounds=args.rounds, epsilon_budget=args.epsilon, revoke_after_round=args.revoke_after_round,
         unreachable_chain_for=args.unreachable_chain_for or [], timeout_s=args.timeout_s,
+        stop_node_after_round=dict(_hospital_round(v) for v in args.stop_node_after_round or []),
     )
     report = run_demo(options)
     final = report["rounds"][-1] if report["rounds"] else {}
@@ -332,6 +340,8 @@ def _bench(args) -> int:
     from deploy import bench
 
     kwargs = {"patients": args.patients} if args.patients else {}
+    if args.seeds:
+        kwargs["seeds"] = args.seeds
     return bench.run(args.name, as_json=args.json, **kwargs)
 
 
@@ -362,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epsilon", type=float, default=3.0, help="privacy budget per hospital (delta 1e-5)")
     demo.add_argument("--revoke-after-round", type=int, default=2,
                       help="after this round some patients revoke their consent (default 2)")
+    demo.add_argument("--stop-node-after-round", action="append", metavar="HOSPITAL:ROUND",
+                      help="fault injection: stop this hospital's SuperNode once that round has trained")
     demo.add_argument("--unreachable-chain-for", action="append", metavar="HOSPITAL",
                       help="fault injection: this hospital's node gets a chain URL that does not answer")
     demo.add_argument("--timeout-s", type=float, default=1800.0, help="give up after this many seconds (default 1800)")
@@ -465,8 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     crun.set_defaults(func=_coordinator_run)
 
     bench = sub.add_parser("bench", help="run a benchmark; its last line is one JSON object")
-    bench.add_argument("name", help="ledger")
+    bench.add_argument("name", help="ledger or training")
     bench.add_argument("--json", action="store_true", help="print only the JSON line")
+    bench.add_argument("--seeds", type=int, help="training: number of seeds (default 5)")
     bench.add_argument("--patients", type=int, help="override the number of patients")
     bench.set_defaults(func=_bench)
 

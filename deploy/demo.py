@@ -48,11 +48,14 @@ class DemoOptions:
     decline_fraction: float = 0.1
     revoke_after_round: int = 2
     revocations_per_hospital: int = 3
-    local_epochs: int = 2
-    learning_rate: float = 0.5
-    batch_size: int = 32
-    max_grad_norm: float = 1.0
+    # Tuned by `twinledger bench training` (docs/benchmarks.md): full batches, few clipped steps.
+    local_epochs: int = 3
+    learning_rate: float = 1.0
+    batch_size: int = 1024
+    max_grad_norm: float = 0.5
     unreachable_chain_for: list[str] = field(default_factory=list)
+    # Fault injection: stop this hospital's SuperNode once this round has trained (mid-round).
+    stop_node_after_round: dict[str, int] = field(default_factory=dict)
     seed: int = 7
     timeout_s: float = 1800.0
 
@@ -163,13 +166,13 @@ def run_demo(options: DemoOptions) -> dict:
         flwr_home = workdir / "flower"
         superlink_port = processes.free_port()
         services.append(processes.start_superlink(port=superlink_port, state_dir=workdir / "superlink", flwr_home=flwr_home))
+        supernodes = {}
         for name, settings in nodes.items():
-            services.append(
-                processes.start_supernode(
-                    name=name, superlink_port=superlink_port, port=processes.free_port(), node_home=settings.home,
-                    flwr_home=flwr_home, log_path=logs / f"supernode-{name}.log",
-                )
+            supernodes[name] = processes.start_supernode(
+                name=name, superlink_port=superlink_port, port=processes.free_port(), node_home=settings.home,
+                flwr_home=flwr_home, log_path=logs / f"supernode-{name}.log",
             )
+            services.append(supernodes[name])
         processes.write_flower_federation(flwr_home, name="demo", superlink_port=superlink_port)
         log.info("SuperLink on 127.0.0.1:%d with %d SuperNodes", superlink_port, len(nodes))
 
@@ -189,7 +192,7 @@ def run_demo(options: DemoOptions) -> dict:
         services.append(run)
         run_report_path = coordinator_home / "runs" / run_name / "report.json"
         revoked = _watch_run(run, run_report_path, options, nodes, patients, hospital_ledgers, deployment, study_id, rng,
-                             deadline=started + options.timeout_s)
+                             supernodes=supernodes, deadline=started + options.timeout_s)
 
         # 6. The independent audit and the report.
         usage_files = [node_admin.export_usage(settings, workdir / "audit" / f"usage-{name}.json") for name, settings in nodes.items()]
@@ -197,6 +200,7 @@ def run_demo(options: DemoOptions) -> dict:
         audit = audit_study(auditor, study_id, load_usage_logs(usage_files))
         log.info("audit: %d violations over %d used pseudonyms in %d rounds", audit.violations, audit.checked, audit.rounds)
         run_report = json.loads(run_report_path.read_text())
+        _mark_exclusions(revoked, run_report["rounds"], usage_files)
         report = {
             **run_report,
             "revoked": revoked,
@@ -226,7 +230,9 @@ def ledger_patients(settings) -> list[str]:
     return [p.record_number for p in Store(settings.resolved_database_url).patients()]
 
 
-def _watch_run(run, report_path: Path, options: DemoOptions, nodes, patients, ledgers, deployment, study_id, rng, *, deadline):
+def _watch_run(
+    run, report_path: Path, options: DemoOptions, nodes, patients, ledgers, deployment, study_id, rng, *, supernodes, deadline
+):
     """Follow the coordinator's report; after the chosen round, some consenting patients revoke."""
     revoked: list[dict] = []
     reported = 0
@@ -238,6 +244,10 @@ def _watch_run(run, report_path: Path, options: DemoOptions, nodes, patients, le
         # Revoke as soon as the chosen round has trained: the next round pins a later block.
         if len(rounds) >= options.revoke_after_round and not revoked and options.revocations_per_hospital:
             revoked = _revoke_some(options, nodes, patients, ledgers, deployment, study_id, rng)
+        for name, after in options.stop_node_after_round.items():
+            if len(rounds) >= after and supernodes[name].alive():
+                supernodes[name].stop()
+                log.info("%s: fault injected: its SuperNode stopped during round %d", name, after)
         for record in rounds[reported:]:
             if record.get("status") != "done":
                 break
@@ -259,10 +269,24 @@ def _watch_run(run, report_path: Path, options: DemoOptions, nodes, patients, le
     return revoked
 
 
+def _mark_exclusions(revoked: list[dict], rounds: list[dict], usage_files: list[Path]) -> None:
+    """For each revocation: the rounds that pinned a later block, and how often the node used the patient
+    in them (from the node's own usage log; the audit checks the same against the chain)."""
+    used_in: dict[str, set[int]] = {}
+    for path in usage_files:
+        for entry in json.loads(path.read_text())["entries"]:
+            for pseudonym in entry["pseudonyms"]:
+                used_in.setdefault(pseudonym, set()).add(entry["round"])
+    for revocation in revoked:
+        later = [r["round"] for r in rounds if r["block"] >= revocation["block"]]
+        revocation["rounds_after"] = later
+        revocation["used_after_revocation"] = len(used_in.get(revocation["pseudonym"], set()) & set(later))
+
+
 def _revoke_some(options, nodes, patients, ledgers, deployment, study_id, rng) -> list[dict]:
     revoked = []
     for name, wallets in patients.items():
-        if name in options.unreachable_chain_for:
+        if name in options.unreachable_chain_for or name in options.stop_node_after_round:
             continue
         for number in rng.sample(wallets.consenting, min(options.revocations_per_hospital, len(wallets.consenting))):
             pseudonym = node_admin.pseudonym_of(nodes[name], number)

@@ -21,7 +21,20 @@ NO_CONSENTED_PATIENTS = 4005
 RECORD_UNCLEAR = 4006
 BAD_REQUEST = 4007
 
-ERROR_NAMES = {
+# Flower's own error codes (flwr.common.constant.ErrorCode), as the coordinator reports them.
+FLOWER_ERROR_NAMES = {
+    0: "unknown Flower error",
+    1: "the ClientApp could not be loaded",
+    2: "the ClientApp raised an exception",
+    3: "message unavailable",
+    4: "reply unavailable",
+    5: "node unavailable (stopped or lost its connection)",
+    6: "a mod's precondition failed",
+    7: "invalid app bundle",
+    8: "the ClientApp crashed",
+}
+
+ERROR_NAMES = {**FLOWER_ERROR_NAMES,
     CHAIN_UNAVAILABLE: "chain unavailable",
     STUDY_NOT_ACCEPTED: "study not accepted",
     CONSENT_UNCLEAR: "consent unclear",
@@ -30,6 +43,12 @@ ERROR_NAMES = {
     RECORD_UNCLEAR: "record unclear",
     BAD_REQUEST: "bad request",
 }
+
+
+# A study whose on-chain epsilon budget is at least this is recorded as "no privacy" (a benchmark baseline):
+# nodes that opted in (allow-non-private-studies) train it with plain SGD and report epsilon as infinity;
+# other nodes refuse it. The contract rejects a budget of 0, so this is how such a study is recorded on chain.
+NON_PRIVATE_EPSILON = 1e6
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The demo federation end to end on the real stack: anvil, the Flower SuperLink and four SuperNodes as
 processes, DP-SGD on each hospital's consented patients, a revocation between rounds, one hospital whose
-chain is unreachable, and the independent audit."""
+chain is unreachable, one whose SuperNode dies in the middle of round 1, and the independent audit."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def demo(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
     options = DemoOptions(
         workdir=workdir / "run", report=workdir / "out" / "report.json", rounds=2, revoke_after_round=1,
-        unreachable_chain_for=["switzerland"], timeout_s=900,
+        unreachable_chain_for=["switzerland"], stop_node_after_round={"va": 1}, timeout_s=900,
     )
     report = run_demo(options)
     usage = {}
@@ -50,6 +50,8 @@ def test_revoked_patients_are_not_used_from_their_revocation_block_on(demo):
                 assert revocation["pseudonym"] not in entry["pseudonyms"], (revocation, entry["round"], entry["phase"])
                 checked += 1
     assert checked > 0, "some round pinned a block after the revocations"
+    assert all(r["used_after_revocation"] == 0 for r in report["revoked"])
+    assert any(r["rounds_after"] for r in report["revoked"])
 
 
 def test_independent_audit_finds_no_violation(demo):
@@ -78,5 +80,15 @@ def test_a_hospital_without_its_chain_uses_nothing_and_the_others_go_on(demo):
     for record in report["rounds"]:
         assert "chain unavailable" in record["errors"]["switzerland"]
         assert "switzerland" not in record["used"]
-        assert all(record["used"][name] > 0 for name in ("cleveland", "hungary", "va"))
+        assert all(record["used"][name] > 0 for name in ("cleveland", "hungary"))
     assert usage["switzerland"] == []
+
+
+def test_a_node_that_dies_mid_round_is_reported_and_the_run_finishes(demo):
+    report, usage, _ = demo
+    first, second = report["rounds"]
+    assert first["used"]["va"] > 0  # it trained in round 1, then its SuperNode was stopped
+    assert "va" in second["errors"] and "va" not in second["used"]
+    assert "node unavailable" in second["errors"]["va"] or "no reply" in second["errors"]["va"]
+    assert all(entry["round"] == 1 for entry in usage["va"])
+    assert second["accuracy"] is not None

@@ -275,3 +275,57 @@ def test_malformed_fhir_consent_says_what_is_wrong():
         import_consent({"resourceType": "Consent", "status": "active",
                         "scope": {"coding": [{"code": "research"}]}, "category": [{"coding": [{"code": "x"}]}],
                         "patient": {"reference": "Patient/123"}})
+
+
+# ---- every custom error, in the domain's words ----
+
+
+def _transact(ledger, fn):
+    return ledger._transact(fn)
+
+
+def test_every_remaining_revert_reads_in_domain_words(chain):
+    c, op, h = chain.operator.consortium, chain.operator, chain.hospital
+    pseudonyms, keys = _patients(1)
+    address = Account.from_key(keys[0]).address
+    h.enrol(pseudonyms, [address])
+    cases = [
+        ("already registered", lambda: op.register_hospital(h.address, b"\x01" * 32)),
+        ("not a registered hospital", lambda: _transact(op, c.functions.setHospitalSuspended(address, True))),
+        ("already exists", lambda: op.propose_study(chain.study_id, purpose="HRESCH", task_id="t", epsilon_budget=1,
+                                                     delta_exponent=5, rounds=1, ends_at=FAR)),
+        ("terms are invalid", lambda: op.propose_study(lg.new_study_id(), purpose="HRESCH", task_id="t",
+                                                        epsilon_budget=0, delta_exponent=5, rounds=1, ends_at=FAR)),
+        ("not known to the consortium", lambda: _transact(op, c.functions.setStudySuspended(b"\x05" * 32, True))),
+        ("outside the rounds", lambda: chain.coordinator.anchor_round(chain.study_id, 6, pinned_block=1,
+                                                                      model_hash=b"\x01" * 32, commitments={})),
+        ("in the future", lambda: chain.coordinator.anchor_round(chain.study_id, 1, pinned_block=10**9,
+                                                                 model_hash=b"\x01" * 32, commitments={})),
+        ("differ in length", lambda: _transact(chain.coordinator, c.functions.anchorRound(
+            chain.study_id, 1, 1, b"\x01" * 32, [h.address], []))),
+        ("not a registered hospital", lambda: chain.coordinator.anchor_round(
+            chain.study_id, 1, pinned_block=1, model_hash=b"\x01" * 32, commitments={address: b"\x02" * 32})),
+        ("already enrolled", lambda: h.enrol(pseudonyms, [address])),
+        ("zero address", lambda: h.enrol([lg.new_pseudonym()], ["0x" + "00" * 20])),
+        ("differ in length", lambda: _transact(h, h.consent.functions.enrol([lg.new_pseudonym()], []))),
+        ("not enrolled", lambda: h.relay_grants(_signed_grants(chain, [lg.new_pseudonym()], keys))),
+        ("differ in length", lambda: _transact(h, h.consent.functions.grantBatchBySig(
+            [g.as_struct() for g in _signed_grants(chain, pseudonyms, keys)], []))),
+    ]
+    for expected, call in cases:
+        with pytest.raises(lg.ContractRejected, match=expected):
+            call()
+
+
+def test_suspended_hospital_cannot_accept_a_study(chain):
+    _transact(chain.operator, chain.operator.consortium.functions.setHospitalSuspended(chain.other_hospital.address, True))
+    with pytest.raises(lg.ContractRejected, match="is suspended"):
+        chain.other_hospital.accept_study(chain.study_id)
+
+
+def test_unregistered_account_cannot_accept_a_study(chain):
+    from tests.conftest import fresh_funded_key
+
+    stranger = chain.ledger_for(fresh_funded_key(chain.w3))
+    with pytest.raises(lg.ContractRejected, match="not a registered hospital"):
+        stranger.accept_study(chain.study_id)

@@ -1,0 +1,95 @@
+"""Training variants: studies recorded as non-private (fail closed without the node's opt-in), the
+coordinator's choice of strategy, and a smoke run of the training benchmark."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
+
+from contracts import ledger as lg
+from coordinator.study_run import RunOptions, make_strategy
+from federation import protocol
+from node.consent_gate import Refusal
+from node.service import HospitalNode
+from node.settings import NodeSettings
+from tests.test_node_rounds import FAR, Hospital, fresh_state
+
+
+def _non_private_study(chain, hospital: Hospital) -> bytes:
+    """A study recorded with epsilon budget NON_PRIVATE_EPSILON, accepted, every patient consenting."""
+    study_id = lg.new_study_id()
+    chain.operator.propose_study(study_id, purpose="HRESCH", task_id="heart-disease/v1",
+                                 epsilon_budget=protocol.NON_PRIVATE_EPSILON, delta_exponent=5, rounds=2, ends_at=FAR)
+    chain.hospital.accept_study(study_id)
+    grants = [
+        lg.sign_grant(hospital.keys[n], chain.deployment, pseudonym=hospital.pseudonyms[n], study_id=study_id,
+                      valid_from=0, valid_until=FAR, nonce=chain.hospital.patient_nonce(hospital.pseudonyms[n]),
+                      deadline=FAR)
+        for n in hospital.consenting
+    ]
+    chain.hospital.relay_grants(grants)
+    return study_id
+
+
+@pytest.fixture
+def hospital(chain, tmp_path):
+    return Hospital(chain, tmp_path / "cleveland")
+
+
+def test_refuses_a_non_private_study_without_the_node_opt_in(chain, hospital):
+    study_id = _non_private_study(chain, hospital)
+    assert not hospital.settings.allow_non_private_studies  # the default
+    for work in (hospital.node.train, hospital.node.evaluate):
+        with pytest.raises(Refusal) as refusal:
+            work(hospital.config(1, study_id=study_id), fresh_state())
+        assert refusal.value.code == protocol.STUDY_NOT_ACCEPTED
+        assert "non-private" in refusal.value.reason and "allow-non-private-studies" in refusal.value.reason
+    assert hospital.store.usage() == []
+    assert hospital.store.spends("0x" + study_id.hex()) == []
+
+
+def test_an_opted_in_node_trains_a_non_private_study_without_noise_and_reports_infinite_epsilon(chain, hospital):
+    study_id = _non_private_study(chain, hospital)
+    settings = dataclasses.replace(hospital.settings, allow_non_private_studies=True)
+    settings.save()
+    node = HospitalNode(NodeSettings.load(settings.home), ledger=chain.hospital)
+    assert node.settings.allow_non_private_studies
+    outcome = node.train(hospital.config(1, study_id=study_id), fresh_state())
+    assert math.isinf(outcome.epsilon_spent) and outcome.num_examples > 0
+    assert hospital.store.spends("0x" + study_id.hex()) == []  # no DP steps were taken
+    (usage,) = hospital.store.usage("0x" + study_id.hex())
+    assert usage.phase == "train" and len(usage.pseudonym_list) == outcome.num_examples
+    with pytest.raises(Refusal, match="replayed"):
+        node.train(hospital.config(1, study_id=study_id), fresh_state())
+
+
+@pytest.mark.parametrize("name, kind", [("fedavg", FedAvg), ("fedadam", FedAdam), ("fedyogi", FedYogi)])
+def test_strategy_is_chosen_by_name(name, kind):
+    strategy = make_strategy(RunOptions(study_id=b"\x01" * 32, num_rounds=1, strategy=name, server_learning_rate=0.5))
+    assert type(strategy) is kind
+    if kind is not FedAvg:
+        assert strategy.eta == 0.5
+
+
+def test_an_unknown_strategy_is_rejected():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        make_strategy(RunOptions(study_id=b"\x01" * 32, num_rounds=1, strategy="fedsgd"))
+
+
+def test_training_benchmark_smoke():
+    """Every variant once, 2 rounds, one epsilon, on anvil through StudyRun and the ClientApp."""
+    from deploy.bench_training import TrainingSettings, bench_training
+
+    settings = TrainingSettings(local_epochs=1, dp_local_epochs=1)
+    result = bench_training(seeds=1, epsilons=(3.0,), rounds=2, settings=settings, write_docs=False)
+    methods = {(row["method"], row["epsilon"]) for row in result["table"]}
+    assert {("pooled", None), ("fedavg", None), ("fedavg", 3.0), ("fedadam", 3.0), ("local:cleveland", None)} <= methods
+    for key in ("dp3_mean_accuracy", "dp3_pooled_accuracy", "pooled_nonprivate_mean_accuracy",
+                "pooled_nonprivate_pooled_accuracy"):
+        assert 0 <= result[key] <= 1
+    assert 0 < result["epsilon_reported"] <= 3.0 + 1e-9
+    assert result["epsilon_agree"] and result["epsilon_recomputed"] > 0
+    assert result["coordinator_accuracy_mismatches"] == 0
