@@ -1,0 +1,96 @@
+"""Patient-twin benchmark: the UVA/Padova model (node/twins) over a cohort of 1,000 patient-days.
+
+    twinledger bench twin --json
+
+- **Cohort**: 1,000 virtual patients, each one of the 30 published parameter sets (cycled: 33 or 34 copies
+  of each), simulated for one day (1,440 one-minute steps) from their basal steady state, all at once.
+- **Scenario**: three meals a day, each patient's own (seeded): breakfast 30-60 g around 07:00, lunch
+  50-90 g around 12:30, dinner 50-100 g around 19:00, each eaten over 15 minutes, with a bolus of
+  carbs / CR (the patient's carbohydrate ratio) at the start of the meal, rounded by an Insulet pump;
+  basal insulin at each patient's steady-state rate u2ss, also through the pump.
+- **Batched**: `node.twins.uva_padova.simulate`, RK4 at 1-minute steps on numpy arrays (patients, 13).
+- **Loop**: one patient at a time with scipy's adaptive `solve_ivp` (RK45, rtol = atol = 1e-6) over each
+  stretch of constant input, the way a per-patient simulator runs. The loop is timed on a subset (one
+  patient of each of the 30 parameter sets, with their own scenarios) and scaled to the cohort: the
+  output says so (`loop_timed_patients`, `loop_s_scaled_to_cohort`).
+- **Speed vs real time**: simulated patient-time (1,000 patient-days) over wall time; `cohort_days_per_s`
+  counts calendar time of the whole cohort instead (1 day of 1,000 patients per ... seconds).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from node.twins.devices import InsulinPump
+from node.twins.uva_padova import Cohort, Scenario, patient_names, simulate, simulate_one_patient_solve_ivp
+
+DAY_MIN = 24 * 60
+
+
+def _cohort_scenario(cohort: Cohort, days: int, rng: np.random.Generator) -> Scenario:
+    patients, minutes = len(cohort), days * DAY_MIN
+    pump = InsulinPump.load("Insulet")
+    carbs = np.zeros((patients, minutes))
+    insulin = np.zeros((patients, minutes)) + (pump.basal_u_per_h(cohort.basal_rate_u_per_h) / 60.0)[:, None]
+    meals = [(7 * 60, 30, 30, 60), (12 * 60 + 30, 30, 50, 90), (19 * 60, 45, 50, 100)]  # time, spread, g range
+    rows = np.arange(patients)
+    for day in range(days):
+        for time_min, spread_min, low_g, high_g in meals:
+            start = day * DAY_MIN + time_min + rng.integers(-spread_min, spread_min + 1, patients)
+            carbs_g = rng.uniform(low_g, high_g, patients).round()
+            for k in range(15):
+                carbs[rows, start + k] += carbs_g / 15
+            insulin[rows, start] += pump.bolus_u(carbs_g / cohort.carb_ratio_g_per_u)
+    return Scenario(carbs_g_per_min=carbs, insulin_u_per_min=insulin)
+
+
+def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, seed: int = 1) -> dict:
+    """Simulate `patients` x `days` batched, and a subset one patient at a time with solve_ivp."""
+    names = patient_names()
+    cohort = Cohort.load([names[i % len(names)] for i in range(patients)])
+    scenario = _cohort_scenario(cohort, days, np.random.default_rng(seed))
+    minutes = days * DAY_MIN
+
+    simulate(Cohort.load(names[:2]), Scenario.build(Cohort.load(names[:2]), 10))  # warm-up
+    started = time.perf_counter()
+    batched = simulate(cohort, scenario)
+    batched_s = time.perf_counter() - started
+
+    loop_patients = min(loop_patients, patients)
+    started = time.perf_counter()
+    loop_glucose = [
+        simulate_one_patient_solve_ivp(cohort.patients[i], scenario.carbs_g_per_min[i], scenario.insulin_u_per_min[i],
+                                       rtol=1e-6, atol=1e-6)
+        for i in range(loop_patients)
+    ]
+    loop_s = time.perf_counter() - started
+    loop_scaled_s = loop_s * patients / loop_patients
+    difference_mgdl = float(np.abs(np.array(loop_glucose) - batched.plasma_glucose_mgdl[:loop_patients]).max())
+
+    glucose = batched.plasma_glucose_mgdl
+    patient_days = patients * days
+    return {
+        "benchmark": "twin",
+        "model": "UVA/Padova T1D, 13 states, RK4 at 1 min (numpy, batched)",
+        "patients": patients,
+        "parameter_sets": len(names),
+        "days": days,
+        "patients_days_simulated": patient_days,
+        "steps_per_patient": minutes,
+        "batched_s": round(batched_s, 3),
+        "sim_speed_vs_realtime": round(patient_days * DAY_MIN * 60 / batched_s),
+        "cohort_days_per_s": round(days / batched_s, 3),
+        "loop_method": "scipy solve_ivp RK45 rtol=atol=1e-6, one patient at a time",
+        "loop_timed_patients": loop_patients,
+        "loop_s_timed": round(loop_s, 3),
+        "loop_s_scaled_to_cohort": round(loop_scaled_s, 1),
+        "loop_scaled_from_subset": loop_patients < patients,
+        "loop_sim_speed_vs_realtime": round(loop_patients * days * DAY_MIN * 60 / loop_s),
+        "batched_vs_loop_ratio": round(loop_scaled_s / batched_s, 1),
+        "max_glucose_difference_mgdl": round(difference_mgdl, 4),
+        "cohort_mean_glucose_mgdl": round(float(glucose.mean()), 1),
+        "cohort_time_in_range_70_180": round(float(((glucose >= 70) & (glucose <= 180)).mean()), 3),
+        "cohort_time_below_70": round(float((glucose < 70).mean()), 3),
+    }

@@ -1,0 +1,578 @@
+"""The UVA/Padova type 1 diabetes model (academic version, 13 states), batched over a cohort of patients.
+
+Written from the publications, not from any simulator package:
+
+- C. Dalla Man, R. A. Rizza, C. Cobelli, "Meal simulation model of the glucose-insulin system",
+  IEEE Trans Biomed Eng 54(10):1740-1749, 2007 (gastro-intestinal tract with the nonlinear gastric
+  emptying k_empt, glucose and insulin kinetics, endogenous production, utilisation, renal excretion);
+- B. P. Kovatchev, M. Breton, C. Dalla Man, C. Cobelli, "In silico preclinical trials: a proof of concept
+  in closed-loop control of type 1 diabetes", J Diabetes Sci Technol 3(1):44-55, 2009 (the type 1 model:
+  subcutaneous insulin in two compartments, no endogenous insulin secretion, subcutaneous glucose);
+- C. Dalla Man, F. Micheletto, D. Lv, M. Breton, B. Kovatchev, C. Cobelli, "The UVA/PADOVA type 1
+  diabetes simulator: new features", J Diabetes Sci Technol 8(1):26-34, 2014 (NOT implemented here:
+  glucagon kinetics and secretion, the hypoglycaemia-dependent increase of insulin action; see docs/twins.md).
+
+The 30 in-silico patients' parameter sets come with simglucose (Copyright (c) 2017 Jinyu Xie, MIT),
+copied into deploy/data/uva-padova/.
+
+States (index: symbol, unit), for one patient; a cohort holds them as an array of shape (patients, 13):
+
+     0 Qsto1  stomach, solid phase                         mg
+     1 Qsto2  stomach, liquid phase (triturated)           mg
+     2 Qgut   gut (intestine)                              mg
+     3 Gp     glucose in plasma and fast tissues           mg/kg
+     4 Gt     glucose in slowly equilibrating tissues      mg/kg
+     5 Ip     insulin in plasma                            pmol/kg
+     6 X      insulin action on glucose utilisation        pmol/L
+     7 I1     delayed insulin for production, 1st stage    pmol/L
+     8 Id     delayed insulin for production, 2nd stage    pmol/L
+     9 Il     insulin in the liver                         pmol/kg
+    10 Isc1   subcutaneous insulin, non-monomeric          pmol/kg
+    11 Isc2   subcutaneous insulin, monomeric              pmol/kg
+    12 Gs     subcutaneous (interstitial) glucose          mg/kg  (divide by Vg for mg/dL)
+
+Inputs, per minute: carbohydrate ingestion (mg/min, from g) and subcutaneous insulin infusion
+(pmol/kg/min, from U/min and body weight: 1 U = 6000 pmol).
+
+Equations (t in minutes):
+
+    Gastro-intestinal tract
+      dQsto1/dt = -kmax Qsto1 + meal_mg_per_min
+      dQsto2/dt =  kmax Qsto1 - k_empt(Qsto) Qsto2
+      dQgut/dt  =  k_empt(Qsto) Qsto2 - kabs Qgut
+      Ra        =  f kabs Qgut / BW                                        mg/kg/min
+      k_empt(Qsto) = kmin + (kmax - kmin)/2 [tanh(alpha (Qsto - b D)) - tanh(beta (Qsto - d D)) + 2]
+      alpha = 5 / (2 D (1 - b)),  beta = 5 / (2 D d),  Qsto = Qsto1 + Qsto2,
+      D = amount in the stomach when the current meal started + that meal's carbohydrate (mg);
+      before any meal (D = 0), k_empt = kmax.
+    Glucose
+      EGP  = max(0, kp1 - kp2 Gp - kp3 Id)                                 mg/kg/min
+      Uid  = (Vm0 + Vmx X) Gt / (Km0 + Gt)                                 mg/kg/min
+      E    = ke1 (Gp - ke2) if Gp > ke2 else 0                             mg/kg/min (renal)
+      dGp/dt = EGP + Ra - Fsnc - E - k1 Gp + k2 Gt
+      dGt/dt = -Uid + k1 Gp - k2 Gt
+      plasma glucose G = Gp / Vg                                           mg/dL
+    Insulin
+      dIp/dt  = -(m2 + m4) Ip + m1 Il + ka1 Isc1 + ka2 Isc2
+      dIl/dt  = -(m1 + m30) Il + m2 Ip
+      I = Ip / Vi                                                          pmol/L
+      dX/dt   = -p2u X + p2u (I - Ib)
+      dI1/dt  = -ki (I1 - I)
+      dId/dt  = -ki (Id - I1)
+      dIsc1/dt = insulin_pmol_per_kg_min - (kd + ka1) Isc1
+      dIsc2/dt = kd Isc1 - ka2 Isc2
+    Subcutaneous glucose (what a CGM sensor sees)
+      dGs/dt  = -ksc Gs + ksc Gp,   CGM glucose = Gs / Vg                  mg/dL
+
+Non-negativity: a mass state already at or below zero does not decrease further (as in the published
+simulator code), which never triggers in physiological runs.
+
+Integrator: classical Runge-Kutta (RK4) at fixed 1-minute steps, inputs held constant over each minute.
+Stability: along a meal-and-bolus day of all 30 patients the largest |eigenvalue| of the Jacobian is
+1.24 /min (the gut's kabs of one adolescent), inside RK4's real stability interval |lambda h| < 2.78 at
+h = 1 min, and every decaying mode has |R(lambda h)| <= 1 (see `rk4_stability`, checked by the tests).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "deploy" / "data" / "uva-padova"
+PMOL_PER_U = 6000.0  # 1 U of insulin = 6000 pmol
+MG_PER_G = 1000.0
+STEP_MIN = 1.0
+
+STATE_NAMES = (
+    "stomach_solid_mg",
+    "stomach_liquid_mg",
+    "gut_mg",
+    "plasma_glucose_mg_per_kg",
+    "tissue_glucose_mg_per_kg",
+    "plasma_insulin_pmol_per_kg",
+    "insulin_action_utilisation_pmol_per_l",
+    "insulin_action_production_1_pmol_per_l",
+    "insulin_action_production_2_pmol_per_l",
+    "liver_insulin_pmol_per_kg",
+    "subcutaneous_insulin_1_pmol_per_kg",
+    "subcutaneous_insulin_2_pmol_per_kg",
+    "subcutaneous_glucose_mg_per_kg",
+)
+N_STATES = len(STATE_NAMES)
+
+# The model's parameters, with units, in the order of the CSV's columns that the model uses.
+PARAMETER_UNITS = {
+    "BW": "kg",  # body weight
+    "EGPb": "mg/kg/min",  # basal endogenous glucose production
+    "Gb": "mg/dL",  # basal plasma glucose
+    "Ib": "pmol/L",  # basal plasma insulin
+    "kabs": "1/min",
+    "kmax": "1/min",
+    "kmin": "1/min",
+    "b": "1",
+    "d": "1",
+    "Vg": "dL/kg",
+    "Vi": "L/kg",
+    "Vmx": "mg/kg/min per pmol/L",
+    "Km0": "mg/kg",
+    "Vm0": "mg/kg/min",
+    "k1": "1/min",
+    "k2": "1/min",
+    "p2u": "1/min",
+    "m1": "1/min",
+    "m2": "1/min",
+    "m4": "1/min",
+    "m30": "1/min",
+    "ki": "1/min",
+    "kp1": "mg/kg/min",
+    "kp2": "1/min",
+    "kp3": "mg/kg/min per pmol/L",
+    "f": "1",
+    "ke1": "1/min",
+    "ke2": "mg/kg",
+    "Fsnc": "mg/kg/min",
+    "kd": "1/min",
+    "ksc": "1/min",
+    "ka1": "1/min",
+    "ka2": "1/min",
+    "u2ss": "pmol/kg/min",  # steady-state (basal) insulin infusion
+    "Gpb": "mg/kg",
+    "Ipb": "pmol/kg",
+}
+MODEL_PARAMETERS = tuple(PARAMETER_UNITS)
+
+
+@dataclass(frozen=True)
+class PatientParameters:
+    """One in-silico patient: the model's parameters (symbols as published, units in PARAMETER_UNITS),
+    the 13 initial (basal steady) states, and the clinical figures from Quest.csv."""
+
+    name: str
+    values: dict  # symbol -> float
+    initial_states: np.ndarray  # (13,)
+    carb_ratio_g_per_u: float
+    correction_factor_mgdl_per_u: float
+    age_years: float
+    total_daily_insulin_u: float
+
+    def __getattr__(self, symbol: str) -> float:
+        try:
+            return self.__dict__["values"][symbol]
+        except KeyError:
+            raise AttributeError(symbol) from None
+
+    @property
+    def body_weight_kg(self) -> float:
+        return self.values["BW"]
+
+    @property
+    def basal_glucose_mgdl(self) -> float:
+        return self.values["Gb"]
+
+    @property
+    def basal_insulin_pmol_per_l(self) -> float:
+        return self.values["Ib"]
+
+    @property
+    def basal_insulin_pmol_per_kg_min(self) -> float:
+        return self.values["u2ss"]
+
+    @property
+    def basal_rate_u_per_h(self) -> float:
+        return basal_rate_u_per_h(self.values["u2ss"], self.values["BW"])
+
+
+def basal_rate_u_per_h(u2ss_pmol_per_kg_min, body_weight_kg):
+    """The basal infusion in U/h that holds the patient at steady state."""
+    return np.asarray(u2ss_pmol_per_kg_min) * np.asarray(body_weight_kg) / PMOL_PER_U * 60.0
+
+
+def _read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as handle:
+        return {row["Name"].strip(): row for row in csv.DictReader(handle)}
+
+
+def patient_names(data_dir: Path = DATA_DIR) -> list[str]:
+    """The 30 patients: adolescent#001..010, adult#001..010, child#001..010."""
+    return list(_read_csv(data_dir / "vpatient_params.csv"))
+
+
+def load_patient(name: str, data_dir: Path = DATA_DIR) -> PatientParameters:
+    rows = _read_csv(data_dir / "vpatient_params.csv")
+    if name not in rows:
+        raise KeyError(f"unknown patient {name!r}; known: {', '.join(rows)}")
+    row = rows[name]
+    quest = _read_csv(data_dir / "Quest.csv")[name]
+    values = {symbol: float(row[symbol]) for symbol in MODEL_PARAMETERS}
+    initial = np.array([float(row[f"x0_{i:2d}"]) for i in range(1, N_STATES + 1)])
+    return PatientParameters(
+        name=name,
+        values=values,
+        initial_states=initial,
+        carb_ratio_g_per_u=float(quest["CR"]),
+        correction_factor_mgdl_per_u=float(quest["CF"]),
+        age_years=float(quest["Age"]),
+        total_daily_insulin_u=float(quest["TDI"]),
+    )
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Several patients' parameters stacked: each symbol maps to an array of shape (patients,)."""
+
+    patients: tuple[PatientParameters, ...]
+    arrays: dict = field(repr=False)
+
+    @classmethod
+    def of(cls, patients) -> "Cohort":
+        patients = tuple(load_patient(p) if isinstance(p, str) else p for p in patients)
+        arrays = {s: np.array([p.values[s] for p in patients]) for s in MODEL_PARAMETERS}
+        return cls(patients=patients, arrays=arrays)
+
+    @classmethod
+    def load(cls, names=None, data_dir: Path = DATA_DIR) -> "Cohort":
+        names = patient_names(data_dir) if names is None else names
+        cache = {n: load_patient(n, data_dir) for n in dict.fromkeys(names)}
+        return cls.of([cache[n] for n in names])
+
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def __getattr__(self, symbol: str) -> np.ndarray:
+        try:
+            return self.__dict__["arrays"][symbol]
+        except KeyError:
+            raise AttributeError(symbol) from None
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.patients]
+
+    @property
+    def initial_states(self) -> np.ndarray:
+        return np.stack([p.initial_states for p in self.patients])
+
+    @property
+    def body_weight_kg(self) -> np.ndarray:
+        return self.arrays["BW"]
+
+    @property
+    def basal_glucose_mgdl(self) -> np.ndarray:
+        return self.arrays["Gb"]
+
+    @property
+    def basal_rate_u_per_h(self) -> np.ndarray:
+        return basal_rate_u_per_h(self.arrays["u2ss"], self.arrays["BW"])
+
+    @property
+    def carb_ratio_g_per_u(self) -> np.ndarray:
+        return np.array([p.carb_ratio_g_per_u for p in self.patients])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def insulin_u_per_min_to_pmol_per_kg_min(insulin_u_per_min, body_weight_kg):
+    return np.asarray(insulin_u_per_min) * PMOL_PER_U / np.asarray(body_weight_kg)
+
+
+@dataclass
+class Scenario:
+    """Inputs of a cohort, minute by minute, each of shape (patients, minutes): carbohydrate eaten in each
+    minute (g/min) and subcutaneous insulin delivered in each minute (U/min, basal and boluses).
+
+    A meal is a run of consecutive minutes with carbohydrate; its amount D (for gastric emptying) is the
+    sum over that run, known when it starts (`meal_dose_g` holds it at the meal's first minute)."""
+
+    carbs_g_per_min: np.ndarray
+    insulin_u_per_min: np.ndarray
+    meal_dose_g: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.carbs_g_per_min = np.asarray(self.carbs_g_per_min, dtype=float)
+        self.insulin_u_per_min = np.asarray(self.insulin_u_per_min, dtype=float)
+        if self.carbs_g_per_min.shape != self.insulin_u_per_min.shape or self.carbs_g_per_min.ndim != 2:
+            raise ValueError("carbs_g_per_min and insulin_u_per_min must both have shape (patients, minutes)")
+        if (self.carbs_g_per_min < 0).any() or (self.insulin_u_per_min < 0).any():
+            raise ValueError("inputs must be non-negative")
+        eating = self.carbs_g_per_min > 0
+        before = np.zeros_like(eating)
+        before[:, 1:] = eating[:, :-1]
+        after = np.zeros_like(eating)
+        after[:, :-1] = eating[:, 1:]
+        starts = np.flatnonzero(eating & ~before)  # row-major: runs pair up with their ends in order
+        ends = np.flatnonzero(eating & ~after)
+        cumulative = np.cumsum(self.carbs_g_per_min.ravel())
+        dose = np.zeros(self.carbs_g_per_min.size)
+        dose[starts] = cumulative[ends] - cumulative[starts] + self.carbs_g_per_min.ravel()[starts]
+        self.meal_dose_g = dose.reshape(self.carbs_g_per_min.shape)
+
+    @property
+    def minutes(self) -> int:
+        return self.carbs_g_per_min.shape[1]
+
+    @classmethod
+    def build(
+        cls,
+        cohort: Cohort,
+        minutes: int,
+        *,
+        meals: list[tuple[float, float]] = (),
+        meal_duration_min: int = 15,
+        basal_u_per_h=None,
+        boluses: list[tuple[float, float]] = (),
+    ) -> "Scenario":
+        """Same schedule for every patient. `meals`: (start time_min, carbs_g), eaten evenly over
+        `meal_duration_min`; `basal_u_per_h`: scalar or per patient (default: each patient's steady-state
+        basal u2ss); `boluses`: (time_min, units_u, scalar or per patient), each delivered within one minute."""
+        patients = len(cohort)
+        carbs = np.zeros((patients, minutes))
+        for start_min, carbs_g in meals:
+            start = int(start_min)
+            carbs[:, start : start + meal_duration_min] += carbs_g / meal_duration_min
+        basal = cohort.basal_rate_u_per_h if basal_u_per_h is None else basal_u_per_h
+        insulin = np.zeros((patients, minutes)) + (np.broadcast_to(basal, (patients,)) / 60.0)[:, None]
+        for time_min, units_u in boluses:
+            insulin[:, int(time_min)] += np.broadcast_to(units_u, (patients,))
+        return cls(carbs_g_per_min=carbs, insulin_u_per_min=insulin)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+
+
+def gastric_emptying_per_min(stomach_mg, meal_dose_mg, kmax, kmin, b, d):
+    """k_empt (1/min) of Dalla Man 2007, vectorised; kmax where no meal has been eaten (D = 0)."""
+    has_meal = meal_dose_mg > 0
+    dose = np.where(has_meal, meal_dose_mg, 1.0)
+    alpha = 5.0 / (2.0 * dose * (1.0 - b))
+    beta = 5.0 / (2.0 * dose * d)
+    k = kmin + (kmax - kmin) / 2.0 * (np.tanh(alpha * (stomach_mg - b * dose)) - np.tanh(beta * (stomach_mg - d * dose)) + 2.0)
+    return np.where(has_meal, k, kmax)
+
+
+def rhs(states, cohort: Cohort, carbs_mg_per_min, insulin_pmol_per_kg_min, meal_dose_mg):
+    """d(states)/dt for a cohort: states (patients, 13) -> (patients, 13), per minute."""
+    p = cohort.arrays
+    x = states
+    qsto1, qsto2, qgut = x[:, 0], x[:, 1], x[:, 2]
+    gp, gt, ip, x_act, i1, i_d, il, isc1, isc2, gs = (x[:, i] for i in range(3, 13))
+    out = np.empty_like(x)
+
+    k_empt = gastric_emptying_per_min(qsto1 + qsto2, meal_dose_mg, p["kmax"], p["kmin"], p["b"], p["d"])
+    out[:, 0] = -p["kmax"] * qsto1 + carbs_mg_per_min
+    out[:, 1] = p["kmax"] * qsto1 - k_empt * qsto2
+    out[:, 2] = k_empt * qsto2 - p["kabs"] * qgut
+    ra = p["f"] * p["kabs"] * qgut / p["BW"]
+
+    egp = np.maximum(p["kp1"] - p["kp2"] * gp - p["kp3"] * i_d, 0.0)
+    renal = p["ke1"] * np.maximum(gp - p["ke2"], 0.0)
+    uid = (p["Vm0"] + p["Vmx"] * x_act) * gt / (p["Km0"] + gt)
+    out[:, 3] = egp + ra - p["Fsnc"] - renal - p["k1"] * gp + p["k2"] * gt
+    out[:, 4] = -uid + p["k1"] * gp - p["k2"] * gt
+
+    out[:, 5] = -(p["m2"] + p["m4"]) * ip + p["m1"] * il + p["ka1"] * isc1 + p["ka2"] * isc2
+    insulin_pmol_per_l = ip / p["Vi"]
+    out[:, 6] = p["p2u"] * (insulin_pmol_per_l - p["Ib"] - x_act)
+    out[:, 7] = -p["ki"] * (i1 - insulin_pmol_per_l)
+    out[:, 8] = -p["ki"] * (i_d - i1)
+    out[:, 9] = -(p["m1"] + p["m30"]) * il + p["m2"] * ip
+    out[:, 10] = insulin_pmol_per_kg_min - (p["kd"] + p["ka1"]) * isc1
+    out[:, 11] = p["kd"] * isc1 - p["ka2"] * isc2
+    out[:, 12] = p["ksc"] * (gp - gs)
+
+    # Mass states at or below zero do not decrease further.
+    for i in (3, 4, 5, 9, 10, 11, 12):
+        np.copyto(out[:, i], 0.0, where=(x[:, i] < 0) & (out[:, i] < 0))
+    return out
+
+
+@dataclass
+class Trajectories:
+    """Outputs at every minute 0..minutes, each of shape (patients, minutes + 1)."""
+
+    time_min: np.ndarray
+    plasma_glucose_mgdl: np.ndarray
+    subcutaneous_glucose_mgdl: np.ndarray
+    plasma_insulin_pmol_per_l: np.ndarray
+    states: np.ndarray | None = None  # (patients, minutes + 1, 13) if asked for
+    final_states: np.ndarray | None = None  # (patients, 13)
+
+
+def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, initial_states=None,
+             keep_states: bool = False) -> Trajectories:
+    """Integrate the cohort over `minutes` (default: the scenario's length) with RK4 at 1-minute steps,
+    all patients at once. Starts from each patient's basal steady state unless `initial_states` is given."""
+    minutes = scenario.minutes if minutes is None else int(minutes)
+    if minutes > scenario.minutes or scenario.carbs_g_per_min.shape[0] != len(cohort):
+        raise ValueError("the scenario must cover the cohort and at least `minutes` minutes")
+    x = (cohort.initial_states if initial_states is None else np.array(initial_states, dtype=float)).copy()
+    patients = len(cohort)
+    bw = cohort.body_weight_kg
+    vg, vi = cohort.Vg, cohort.Vi
+    glucose = np.empty((patients, minutes + 1))
+    cgm = np.empty((patients, minutes + 1))
+    insulin = np.empty((patients, minutes + 1))
+    states = np.empty((patients, minutes + 1, N_STATES)) if keep_states else None
+
+    def record(m):
+        glucose[:, m] = x[:, 3] / vg
+        cgm[:, m] = x[:, 12] / vg
+        insulin[:, m] = x[:, 5] / vi
+        if keep_states:
+            states[:, m] = x
+
+    meal_dose_mg = np.zeros(patients)
+    carbs_mg = scenario.carbs_g_per_min * MG_PER_G
+    insulin_pmol = insulin_u_per_min_to_pmol_per_kg_min(scenario.insulin_u_per_min, bw[:, None])
+    dose_mg = scenario.meal_dose_g * MG_PER_G
+    h = STEP_MIN
+    record(0)
+    for m in range(minutes):
+        starting = dose_mg[:, m] > 0
+        if starting.any():
+            meal_dose_mg = np.where(starting, x[:, 0] + x[:, 1] + dose_mg[:, m], meal_dose_mg)
+        u_carbs, u_ins = carbs_mg[:, m], insulin_pmol[:, m]
+        k1 = rhs(x, cohort, u_carbs, u_ins, meal_dose_mg)
+        k2 = rhs(x + (h / 2) * k1, cohort, u_carbs, u_ins, meal_dose_mg)
+        k3 = rhs(x + (h / 2) * k2, cohort, u_carbs, u_ins, meal_dose_mg)
+        k4 = rhs(x + h * k3, cohort, u_carbs, u_ins, meal_dose_mg)
+        x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+        record(m + 1)
+    return Trajectories(time_min=np.arange(minutes + 1, dtype=float), plasma_glucose_mgdl=glucose,
+                        subcutaneous_glucose_mgdl=cgm, plasma_insulin_pmol_per_l=insulin, states=states,
+                        final_states=x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reference: one patient at a time with scipy's adaptive solve_ivp (for the tests and the benchmark).
+
+
+def rhs_one_patient(t, x, p: dict, carbs_mg_per_min: float, insulin_pmol_per_kg_min: float, meal_dose_mg: float):
+    """The same equations written out for a single patient with Python floats (as a per-patient simulator
+    would), used as the independent reference for the batched integrator."""
+    qsto1, qsto2, qgut, gp, gt, ip, x_act, i1, i_d, il, isc1, isc2, gs = x
+    qsto = qsto1 + qsto2
+    if meal_dose_mg > 0:
+        alpha = 5.0 / (2.0 * meal_dose_mg * (1.0 - p["b"]))
+        beta = 5.0 / (2.0 * meal_dose_mg * p["d"])
+        k_empt = p["kmin"] + (p["kmax"] - p["kmin"]) / 2.0 * (
+            math.tanh(alpha * (qsto - p["b"] * meal_dose_mg)) - math.tanh(beta * (qsto - p["d"] * meal_dose_mg)) + 2.0)
+    else:
+        k_empt = p["kmax"]
+    ra = p["f"] * p["kabs"] * qgut / p["BW"]
+    egp = max(p["kp1"] - p["kp2"] * gp - p["kp3"] * i_d, 0.0)
+    renal = p["ke1"] * (gp - p["ke2"]) if gp > p["ke2"] else 0.0
+    uid = (p["Vm0"] + p["Vmx"] * x_act) * gt / (p["Km0"] + gt)
+    insulin = ip / p["Vi"]
+    dx = [
+        -p["kmax"] * qsto1 + carbs_mg_per_min,
+        p["kmax"] * qsto1 - k_empt * qsto2,
+        k_empt * qsto2 - p["kabs"] * qgut,
+        egp + ra - p["Fsnc"] - renal - p["k1"] * gp + p["k2"] * gt,
+        -uid + p["k1"] * gp - p["k2"] * gt,
+        -(p["m2"] + p["m4"]) * ip + p["m1"] * il + p["ka1"] * isc1 + p["ka2"] * isc2,
+        -p["p2u"] * x_act + p["p2u"] * (insulin - p["Ib"]),
+        -p["ki"] * (i1 - insulin),
+        -p["ki"] * (i_d - i1),
+        -(p["m1"] + p["m30"]) * il + p["m2"] * ip,
+        insulin_pmol_per_kg_min - (p["kd"] + p["ka1"]) * isc1,
+        p["kd"] * isc1 - p["ka2"] * isc2,
+        -p["ksc"] * gs + p["ksc"] * gp,
+    ]
+    for i in (3, 4, 5, 9, 10, 11, 12):
+        if x[i] < 0 and dx[i] < 0:
+            dx[i] = 0.0
+    return dx
+
+
+def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, insulin_u_per_min,
+                                   minutes: int | None = None, *, rtol: float = 1e-8, atol: float = 1e-8,
+                                   method: str = "RK45"):
+    """Plasma glucose (mg/dL) at minutes 0..minutes for one patient, integrated with scipy's solve_ivp over
+    each stretch of constant input (a new stretch at every change of input), to tight tolerances."""
+    from scipy.integrate import solve_ivp
+
+    carbs = np.asarray(carbs_g_per_min, dtype=float)
+    insulin = np.asarray(insulin_u_per_min, dtype=float)
+    minutes = len(carbs) if minutes is None else int(minutes)
+    dose_g = Scenario(carbs[None, :minutes], insulin[None, :minutes]).meal_dose_g[0]
+    p = patient.values
+    carbs_mg = carbs * MG_PER_G
+    insulin_pmol = insulin * PMOL_PER_U / p["BW"]
+    changes = [0] + [m for m in range(1, minutes)
+                     if carbs_mg[m] != carbs_mg[m - 1] or insulin_pmol[m] != insulin_pmol[m - 1] or dose_g[m] > 0]
+    changes.append(minutes)
+    x = patient.initial_states.astype(float).copy()
+    glucose = np.empty(minutes + 1)
+    glucose[0] = x[3] / p["Vg"]
+    meal_dose_mg = 0.0
+    for start, end in zip(changes[:-1], changes[1:]):
+        if dose_g[start] > 0:
+            meal_dose_mg = x[0] + x[1] + dose_g[start] * MG_PER_G
+        args = (p, float(carbs_mg[start]), float(insulin_pmol[start]), meal_dose_mg)
+        sol = solve_ivp(rhs_one_patient, (start, end), x, method=method, args=args, rtol=rtol, atol=atol,
+                        t_eval=np.arange(start + 1, end + 1, dtype=float))
+        if not sol.success:
+            raise RuntimeError(sol.message)
+        glucose[start + 1 : end + 1] = sol.y[3] / p["Vg"]
+        x = sol.y[:, -1]
+    return glucose
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stability of the fixed-step integrator
+
+
+def jacobian(states, cohort: Cohort, carbs_mg_per_min, insulin_pmol_per_kg_min, meal_dose_mg, eps: float = 1e-6):
+    """Finite-difference Jacobians, (patients, 13, 13)."""
+    base = rhs(states, cohort, carbs_mg_per_min, insulin_pmol_per_kg_min, meal_dose_mg)
+    jac = np.empty((len(cohort), N_STATES, N_STATES))
+    for j in range(N_STATES):
+        step = eps * np.maximum(np.abs(states[:, j]), 1.0)
+        moved = states.copy()
+        moved[:, j] += step
+        jac[:, :, j] = (rhs(moved, cohort, carbs_mg_per_min, insulin_pmol_per_kg_min, meal_dose_mg) - base) / step[:, None]
+    return jac
+
+
+def rk4_amplification(z):
+    """RK4's amplification factor R(z) for the test equation y' = lambda y, z = lambda h."""
+    return 1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24
+
+
+def rk4_stability(cohort: Cohort, trajectory_states: np.ndarray, scenario: Scenario, every_min: int = 5) -> dict:
+    """Eigenvalues of the Jacobian along a stored trajectory (every `every_min` minutes), checked against
+    RK4's stability region at h = 1 min: `max_abs_eigenvalue_per_min` (RK4 is stable on the negative real
+    axis down to -2.785/min) and `max_rk4_amplification_of_decaying_modes` (must stay <= 1: every mode that
+    decays in the model decays in the integrator). Modes that grow in the model (a positive real eigenvalue
+    appears briefly while the stomach empties, where k_empt rises with falling Qsto) grow in RK4 too."""
+    worst_eig, worst_amp = 0.0, 0.0
+    dose = np.zeros(len(cohort))
+    for m in range(scenario.minutes):
+        starting = scenario.meal_dose_g[:, m] > 0
+        x = trajectory_states[:, m]
+        dose = np.where(starting, x[:, 0] + x[:, 1] + scenario.meal_dose_g[:, m] * MG_PER_G, dose)
+        if m % every_min:
+            continue
+        jac = jacobian(x, cohort, scenario.carbs_g_per_min[:, m] * MG_PER_G,
+                       insulin_u_per_min_to_pmol_per_kg_min(scenario.insulin_u_per_min[:, m], cohort.BW), dose)
+        eig = np.linalg.eigvals(jac) * STEP_MIN
+        worst_eig = max(worst_eig, float(np.abs(eig).max()))
+        decaying = eig[eig.real < 0]
+        if decaying.size:
+            worst_amp = max(worst_amp, float(np.abs(rk4_amplification(decaying)).max()))
+    return {"max_abs_eigenvalue_per_min": worst_eig, "max_rk4_amplification_of_decaying_modes": worst_amp}
+
+
+__all__ = [
+    "Cohort", "PatientParameters", "Scenario", "Trajectories", "STATE_NAMES", "PARAMETER_UNITS", "DATA_DIR",
+    "basal_rate_u_per_h", "gastric_emptying_per_min", "insulin_u_per_min_to_pmol_per_kg_min", "load_patient",
+    "rk4_stability", "patient_names", "rhs", "rhs_one_patient", "simulate",
+    "simulate_one_patient_solve_ivp",
+]
