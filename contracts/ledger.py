@@ -423,6 +423,20 @@ class Ledger:
             answer.extend(bool((words[i >> 8] >> (i & 255)) & 1) for i in range(len(chunk)))
         return answer
 
+    def accepted_studies(self, hospital: str) -> list[bytes]:
+        """The studies `hospital` accepted, from the StudyAccepted events, in the order it accepted them."""
+        logs = self._read(
+            lambda: self.consortium.events.StudyAccepted.get_logs(
+                from_block=self.deployment.deployed_block, argument_filters={"hospital": hospital}
+            )
+        )
+        seen: list[bytes] = []
+        for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
+            study = bytes(log["args"]["studyId"])
+            if study not in seen:
+                seen.append(study)
+        return seen
+
     def consent_window(self, pseudonym: bytes, study_id: bytes, *, block: int | str = "latest") -> tuple[int, int]:
         """(valid_from, valid_until) in unix seconds; (0, 0) when never granted or revoked."""
         record = self._read(lambda: self.consent.functions.consentOf(pseudonym, study_id).call(block_identifier=block))

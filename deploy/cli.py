@@ -12,11 +12,14 @@
     twinledger node accept-study STUDY              accept a study with the hospital's account
     twinledger node start                           run the node's Flower SuperNode
     twinledger node export-usage                    export the node's usage log for auditors
+    twinledger portal serve                         run the hospital's patient portal (127.0.0.1)
+    twinledger portal staff-token                   print the token hospital staff use on the portal
+    twinledger portal enrolment-code RECORD         issue a patient a one-time enrolment code
     twinledger coordinator init                     create the coordinator's home and key
     twinledger coordinator superlink                run the Flower SuperLink
     twinledger coordinator run                      run a study's training on the SuperLink
     twinledger audit                                check every anchored round against the chain
-    twinledger bench NAME [--json]                  benchmarks (ledger, training)
+    twinledger bench NAME [--json]                  benchmarks (ledger, training, overhead, twin)
 """
 
 from __future__ import annotations
@@ -214,6 +217,34 @@ def _node_start(args) -> int:
          "--node-config", f'node-home="{settings.home}"'],
         processes.flower_env(Path(args.flwr_home)),
     )
+
+
+def _portal_serve(args) -> int:
+    from node.portal.admin import serve
+
+    serve(Path(args.home), port=args.port)
+    return 0
+
+
+def _portal_staff_token(args) -> int:
+    from node.portal.admin import staff_token
+
+    print(staff_token(Path(args.home)))
+    return 0
+
+
+def _portal_code(args) -> int:
+    from node.portal.accounts import PortalError
+    from node.portal.admin import issue_enrolment_code
+
+    try:
+        issued = issue_enrolment_code(Path(args.home), args.record_number)
+    except PortalError as exc:
+        print(f"twinledger: {exc}", file=sys.stderr)
+        return 2
+    print(f"{issued.code}  (for record {issued.record_number}; valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC; "
+          "shown once)")
+    return 0
 
 
 def _node_export(args) -> int:
@@ -446,6 +477,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the JSON file to write")
     export.set_defaults(func=_node_export)
 
+    portal = sub.add_parser("portal", help="the hospital's patient portal").add_subparsers(dest="action", required=True)
+    pserve = portal.add_parser("serve", help="run the patient portal on 127.0.0.1 (put a TLS proxy in front)")
+    pserve.add_argument("--home", required=True, help=home_help)
+    pserve.add_argument("--port", type=int, default=8800, help="local port (default 8800)")
+    pserve.set_defaults(func=_portal_serve)
+    ptoken = portal.add_parser("staff-token", help="print the staff token (created in <home>/keys/staff.token)")
+    ptoken.add_argument("--home", required=True, help=home_help)
+    ptoken.set_defaults(func=_portal_staff_token)
+    pcode = portal.add_parser("enrolment-code", help="issue a one-time enrolment code for a patient")
+    pcode.add_argument("--home", required=True, help=home_help)
+    pcode.add_argument("record_number", help="the patient's record number")
+    pcode.set_defaults(func=_portal_code)
+
     coord = sub.add_parser("coordinator", help="the consortium's coordinator").add_subparsers(dest="action", required=True)
     cinit = coord.add_parser("init", help="create a coordinator home with its key")
     cinit.add_argument("--home", required=True, help="the coordinator's home directory (created if missing)")
@@ -477,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     crun.set_defaults(func=_coordinator_run)
 
     bench = sub.add_parser("bench", help="run a benchmark; its last line is one JSON object")
-    bench.add_argument("name", help="ledger or training")
+    bench.add_argument("name", help="ledger, training, overhead or twin")
     bench.add_argument("--json", action="store_true", help="print only the JSON line")
     bench.add_argument("--seeds", type=int, help="training: number of seeds (default 5)")
     bench.add_argument("--patients", type=int, help="override the number of patients")

@@ -1,0 +1,233 @@
+"""What the portal does with accounts, as plain functions (the routers and hospital IT's tools call them):
+staff token, enrolment codes, redeeming a code, login with rate limiting, sessions."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from eth_account import Account
+from sqlmodel import Session, delete, func, select
+
+from contracts.ledger import Ledger
+from node import admin
+from node.portal import security
+from node.portal.models import EnrolmentCode, LoginFailure, PortalAccount, PortalSession, now
+from node.portal.settings import PortalSettings
+from node.store import Patient
+
+
+class PortalError(Exception):
+    """A request the portal refuses; `status` is the HTTP status to answer with."""
+
+    status = 400
+
+    def __init__(self, message: str, *, status: int | None = None, headers: dict | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite gives naive datetimes back; every stored time is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+# ---- the staff token ----
+
+def create_staff_token(settings: PortalSettings) -> str:
+    """Create `keys/staff.token` (owner-only) if missing; returns the token hospital IT uses."""
+    path = settings.staff_token_file
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def staff_token_matches(settings: PortalSettings, given: str) -> bool:
+    try:
+        expected = settings.staff_token_file.read_text().strip()
+    except FileNotFoundError:
+        return False
+    return bool(expected) and security.same(given, expected)
+
+
+# ---- enrolment ----
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code: str
+    record_number: str
+    expires_at: datetime
+
+
+def create_enrolment_code(session: Session, settings: PortalSettings, record_number: str) -> IssuedCode:
+    """A one-time code a patient redeems to open their portal account; only its hash is stored."""
+    patient = session.exec(select(Patient).where(Patient.record_number == record_number)).first()
+    if patient is None:
+        raise PortalError(f"no patient with record number {record_number!r}", status=404)
+    if session.exec(select(PortalAccount).where(PortalAccount.record_number == record_number)).first():
+        raise PortalError(f"patient {record_number!r} already has a portal account", status=409)
+    if patient.consent_key is not None:
+        raise PortalError(f"patient {record_number!r} is already enrolled on chain with another consent key", status=409)
+    code = security.new_enrolment_code()
+    expires = now() + timedelta(seconds=settings.enrolment_code_ttl_s)
+    session.add(EnrolmentCode(code_hash=security.token_hash(security.normalise_code(code)), record_number=record_number,
+                              expires_at=expires))
+    session.commit()
+    return IssuedCode(code, record_number, expires)
+
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+
+
+def redeem_enrolment_code(
+    session: Session, settings: PortalSettings, ledger: Ledger | Callable[[], Ledger], *, code: str, username: str,
+    password: str,
+) -> PortalAccount:
+    """Open the patient's account: new consent key sealed under the password, pseudonym enrolled on chain.
+
+    `ledger` may be a function giving it, so that a bad code is refused before the chain is reached."""
+    entry = session.exec(
+        select(EnrolmentCode).where(EnrolmentCode.code_hash == security.token_hash(security.normalise_code(code)))
+    ).first()
+    if entry is None or entry.used_at is not None or _aware(entry.expires_at) <= now():
+        raise PortalError("this enrolment code is unknown, already used or expired: ask the hospital for a new one",
+                          status=400)
+    if session.exec(select(PortalAccount).where(PortalAccount.username == username)).first():
+        raise PortalError(f"the user name {username!r} is taken: choose another", status=409)
+    patient = session.exec(select(Patient).where(Patient.record_number == entry.record_number)).first()
+    if patient is None:
+        raise PortalError("the patient record of this code no longer exists", status=410)
+    if patient.consent_key is not None:
+        raise PortalError("this patient is already enrolled on chain with another consent key", status=409)
+    key = Account.create()
+    salt, hashed = security.hash_password(password)
+    key_salt, sealed = security.seal_key(bytes(key.key), password, associated=patient.pseudonym)
+    account = PortalAccount(
+        username=username, record_number=patient.record_number, pseudonym=patient.pseudonym,
+        consent_address=key.address, password_salt=salt, password_hash=hashed, key_salt=key_salt, sealed_key=sealed,
+    )
+    entry.used_at = now()
+    session.add(entry)
+    session.add(account)
+    session.commit()  # the code is spent before the chain is asked: a second redemption cannot race this one
+    try:
+        admin.enrol_patients(settings.node, ledger() if callable(ledger) else ledger, {patient.record_number: key.address})
+    except Exception:
+        session.delete(account)
+        entry.used_at = None
+        session.add(entry)
+        session.commit()
+        raise
+    session.refresh(account)
+    return account
+
+
+# ---- login, rate limits, sessions ----
+
+def _failures(session: Session, settings: PortalSettings, kind: str, subject: str) -> int:
+    since = now() - timedelta(seconds=settings.login_window_s)
+    return session.exec(
+        select(func.count()).select_from(LoginFailure).where(
+            LoginFailure.kind == kind, LoginFailure.subject == subject, LoginFailure.at > since
+        )
+    ).one()
+
+
+def check_rate_limit(session: Session, settings: PortalSettings, *, username: str, client_ip: str) -> None:
+    if (_failures(session, settings, "account", username) >= settings.max_failures_per_account
+            or _failures(session, settings, "ip", client_ip) >= settings.max_failures_per_ip):
+        minutes = settings.login_window_s // 60
+        raise PortalError(f"too many failed attempts: try again in {minutes} minutes", status=429,
+                          headers={"Retry-After": str(settings.login_window_s)})
+
+
+def record_failure(session: Session, *, username: str, client_ip: str) -> None:
+    session.add(LoginFailure(kind="account", subject=username))
+    session.add(LoginFailure(kind="ip", subject=client_ip))
+    session.commit()
+
+
+def authenticate(session: Session, settings: PortalSettings, *, username: str, password: str, client_ip: str) -> PortalAccount:
+    check_rate_limit(session, settings, username=username, client_ip=client_ip)
+    account = session.exec(select(PortalAccount).where(PortalAccount.username == username)).first()
+    if account is None:
+        security.burn_password_time(password)
+        ok = False
+    else:
+        ok = security.verify_password(password, account.password_salt, account.password_hash)
+    if not ok:
+        record_failure(session, username=username, client_ip=client_ip)
+        raise PortalError("user name or password is not correct", status=401)
+    session.exec(delete(LoginFailure).where(LoginFailure.kind == "account", LoginFailure.subject == username))
+    session.commit()
+    return account
+
+
+def unlock_key(session: Session, settings: PortalSettings, account: PortalAccount, password: str, *, client_ip: str) -> bytes:
+    """The patient's consent key, decrypted in memory for one request; wrong passwords count as failures."""
+    check_rate_limit(session, settings, username=account.username, client_ip=client_ip)
+    try:
+        return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
+    except security.WrongPassword:
+        record_failure(session, username=account.username, client_ip=client_ip)
+        raise PortalError("the password is not correct", status=403) from None
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str
+    csrf_token: str
+    expires_at: datetime
+
+
+def open_session(session: Session, settings: PortalSettings, account: PortalAccount) -> NewSession:
+    token, csrf = security.new_token(), security.new_token()
+    expires = now() + timedelta(seconds=settings.session_ttl_s)
+    session.add(PortalSession(token_hash=security.token_hash(token), account_id=account.id, csrf_token=csrf,
+                              expires_at=expires))
+    session.commit()
+    return NewSession(token, csrf, expires)
+
+
+def session_for(session: Session, settings: PortalSettings, token: str) -> tuple[PortalSession, PortalAccount] | None:
+    row = session.exec(select(PortalSession).where(PortalSession.token_hash == security.token_hash(token))).first()
+    if row is None:
+        return None
+    moment = now()
+    if _aware(row.expires_at) <= moment or _aware(row.last_seen) + timedelta(seconds=settings.session_idle_s) <= moment:
+        session.delete(row)
+        session.commit()
+        return None
+    account = session.get(PortalAccount, row.account_id)
+    if account is None:
+        return None
+    row.last_seen = moment
+    session.add(row)
+    session.commit()
+    return row, account
+
+
+def close_session(session: Session, row: PortalSession) -> None:
+    session.delete(row)
+    session.commit()
+
+
+def change_password(session: Session, settings: PortalSettings, account: PortalAccount, *, password: str,
+                    new_password: str, client_ip: str) -> None:
+    """Re-seal the consent key under a new password (the key and its address stay the same)."""
+    key = unlock_key(session, settings, account, password, client_ip=client_ip)
+    account.password_salt, account.password_hash = security.hash_password(new_password)
+    account.key_salt, account.sealed_key = security.seal_key(key, new_password, associated=account.pseudonym)
+    session.add(account)
+    session.commit()

@@ -1,0 +1,33 @@
+"""Hospital IT's portal commands as functions (for `twinledger portal ...`), and the server's start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.portal import accounts
+from node.portal.deps import PortalState
+from node.portal.settings import PortalSettings
+
+
+def staff_token(home: Path | str) -> str:
+    """The staff token (created on first use in <home>/keys/staff.token, mode 600)."""
+    return accounts.create_staff_token(PortalSettings.load(home))
+
+
+def issue_enrolment_code(home: Path | str, record_number: str) -> accounts.IssuedCode:
+    """A one-time enrolment code for the patient with this record number (same rules as the staff endpoint)."""
+    settings = PortalSettings.load(home)
+    state = PortalState(settings)
+    with state.store.session() as session:
+        return accounts.create_enrolment_code(session, settings, record_number)
+
+
+def serve(home: Path | str, *, port: int = 8800, host: str = "127.0.0.1") -> None:
+    """Run the portal with uvicorn (one worker: consent relays are serialised in-process)."""
+    import uvicorn
+
+    from node.portal.app import create_app
+
+    settings = PortalSettings.load(home)
+    accounts.create_staff_token(settings)
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, server_header=False, log_level="info")

@@ -1,0 +1,83 @@
+"""The portal application: `create_app(settings)`; errors become 4xx/503 answers with a readable `detail`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts.ledger import ChainUnavailable, ContractRejected, Ledger, LedgerError
+from node.portal.accounts import PortalError
+from node.portal.deps import PortalState
+from node.portal.routers import enrolment, pages, session, staff, studies
+from node.portal.settings import PortalSettings
+
+log = logging.getLogger("twinledger.portal")
+
+
+def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> FastAPI:
+    # No /docs or /redoc: they load scripts from a CDN, which the CSP forbids; /openapi.json describes the API.
+    app = FastAPI(title=f"TwinLedger patient portal ({settings.node.hospital})", version="1", docs_url=None, redoc_url=None)
+    app.state.portal = PortalState(settings, ledger=ledger)
+    for module in (staff, enrolment, session, studies, pages):
+        app.include_router(module.router)
+
+    def answer(request: Request, message: str, status: int, headers: dict | None = None):
+        """JSON under /api, an HTML page elsewhere (a page that needs a login sends the browser there)."""
+        if request.url.path.startswith("/api"):
+            return JSONResponse({"detail": message}, status_code=status, headers=headers)
+        if status == 401:
+            return RedirectResponse("/login", status_code=303)
+        return pages.error_page(request, settings, message, status)
+
+    @app.exception_handler(PortalError)
+    async def portal_error(request: Request, exc: PortalError):
+        return answer(request, str(exc), exc.status, exc.headers)
+
+    @app.exception_handler(ContractRejected)
+    async def rejected(request: Request, exc: ContractRejected):
+        return answer(request, f"the ledger refused: {exc}", 409)
+
+    @app.exception_handler(ChainUnavailable)
+    async def unavailable(request: Request, exc: ChainUnavailable):
+        log.warning("chain unavailable: %s", exc)
+        return answer(request, "the consent ledger cannot be reached: try again later", 503)
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, exc: LedgerError):
+        log.warning("ledger error: %s", exc)
+        return answer(request, "the consent ledger could not answer: try again later", 503)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        if request.url.path.startswith("/api"):
+            return await request_validation_exception_handler(request, exc)
+        error = exc.errors()[0]
+        return answer(request, f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}", 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if request.url.path.startswith("/api"):
+            return await http_exception_handler(request, exc)
+        return answer(request, str(exc.detail), exc.status_code)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+        return response
+
+    return app
+
+
+def app_from_home(home: str) -> FastAPI:
+    """For uvicorn: `create_app(PortalSettings.load(home))`."""
+    return create_app(PortalSettings.load(home))

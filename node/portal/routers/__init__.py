@@ -1,0 +1,1 @@
+"""The portal's routers, one per resource."""

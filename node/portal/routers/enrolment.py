@@ -1,0 +1,20 @@
+"""The patient redeems an enrolment code: account, password, consent key, enrolment on chain."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from node.portal import accounts
+from node.portal.deps import Db, Settings, State
+from node.portal.schemas import AccountOut, RedeemRequest
+
+router = APIRouter(prefix="/api", tags=["enrolment"])
+
+
+@router.post("/enrolment", response_model=AccountOut, status_code=201)
+def redeem(body: RedeemRequest, db: Db, settings: Settings, state: State) -> AccountOut:
+    with state.chain_lock:
+        account = accounts.redeem_enrolment_code(db, settings, lambda: state.ledger, code=body.code, username=body.username,
+                                                 password=body.password)
+    return AccountOut(username=account.username, pseudonym=account.pseudonym, consent_address=account.consent_address,
+                      hospital=settings.node.hospital)

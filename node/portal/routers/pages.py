@@ -1,0 +1,228 @@
+"""Server-rendered pages (Jinja2) over the same functions as the JSON API.
+
+Forms are parsed here (application/x-www-form-urlencoded, standard library), so no multipart parser is
+needed. Every POST carries a CSRF token in a hidden field: the session's token once logged in, a
+double-submit cookie before (login and enrolment forms).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path as FilePath
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from node.portal import accounts, security, studies
+from node.portal.accounts import PortalError
+from node.portal.deps import Chain, Current, Db, Settings, State, client_ip
+from node.portal.routers.studies import _study_out
+from node.portal.schemas import STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut, StudyOut
+
+HERE = FilePath(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+FORM_COOKIE = "twinledger_form"
+MAX_FORM_BYTES = 16 * 1024
+
+StudyId = Annotated[str, Path(pattern=STUDY_ID_PATTERN)]
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise PortalError("send the form as application/x-www-form-urlencoded", status=415)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise PortalError("the form is too large", status=413)
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise PortalError("the form could not be read", status=400) from None
+    return {name: values[0] for name, values in fields.items()}
+
+
+def render(request: Request, name: str, settings, *, status: int = 200, **context) -> HTMLResponse:
+    context.setdefault("title", "")
+    return templates.TemplateResponse(request, name, {"hospital": settings.node.hospital, **context}, status_code=status)
+
+
+def error_page(request: Request, settings, message: str, status: int) -> HTMLResponse:
+    return render(request, "error.html", settings, status=status, title="Something went wrong", error=message)
+
+
+def _session(request: Request, db, settings) -> Current | None:
+    token = request.cookies.get(settings.cookie_name)
+    found = accounts.session_for(db, settings, token) if token else None
+    return Current(found[1], found[0]) if found else None
+
+
+def _logged_in(request: Request, db, settings, form: dict | None = None) -> Current:
+    current = _session(request, db, settings)
+    if current is None:
+        raise PortalError("your session has ended: log in again", status=401)
+    if form is not None and not security.same(form.get("csrf_token", ""), current.session.csrf_token):
+        raise PortalError("this form is out of date or was not sent from the portal: reload the page and try again",
+                          status=403)
+    return current
+
+
+def _form_page(request: Request, settings, template: str, *, status: int = 200, **context) -> HTMLResponse:
+    token = request.cookies.get(FORM_COOKIE) or security.new_token()
+    response = render(request, template, settings, status=status, csrf_token=token, **context)
+    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=settings.cookie_secure, path="/")
+    return response
+
+
+def _check_form_token(request: Request, form: dict) -> None:
+    cookie = request.cookies.get(FORM_COOKIE, "")
+    if not cookie or not security.same(form.get("csrf_token", ""), cookie):
+        raise PortalError("this form is out of date or was not sent from the portal: reload the page and try again",
+                          status=403)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"])
+    return f"{field}: {error['msg']}"
+
+
+@router.get("/static/portal.css")
+def stylesheet() -> Response:
+    return FileResponse(HERE / "static" / "portal.css", media_type="text/css")
+
+
+@router.get("/")
+def home(request: Request, db: Db, settings: Settings) -> Response:
+    return RedirectResponse("/studies" if _session(request, db, settings) else "/login", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, settings: Settings) -> HTMLResponse:
+    return _form_page(request, settings, "login.html", title="Log in")
+
+
+@router.post("/login")
+async def login(request: Request, db: Db, settings: Settings) -> Response:
+    form = await read_form(request)
+    _check_form_token(request, form)
+    try:
+        body = LoginRequest(username=form.get("username", ""), password=form.get("password", ""))
+        account = accounts.authenticate(db, settings, username=body.username, password=body.password,
+                                        client_ip=client_ip(request))
+    except ValidationError as exc:
+        return _form_page(request, settings, "login.html", status=422, title="Log in", error=_first_error(exc))
+    except PortalError as exc:
+        return _form_page(request, settings, "login.html", status=exc.status, title="Log in", error=str(exc),
+                          username=form.get("username", ""))
+    opened = accounts.open_session(db, settings, account)
+    response = RedirectResponse("/studies", status_code=303)
+    response.set_cookie(settings.cookie_name, opened.token, max_age=settings.session_ttl_s, httponly=True,
+                        samesite="strict", secure=settings.cookie_secure, path="/")
+    return response
+
+
+@router.get("/enrol", response_class=HTMLResponse)
+def enrol_page(request: Request, settings: Settings) -> HTMLResponse:
+    return _form_page(request, settings, "enrol.html", title="Open your account")
+
+
+@router.post("/enrol")
+async def enrol(request: Request, db: Db, settings: Settings, state: State) -> Response:
+    form = await read_form(request)
+    _check_form_token(request, form)
+    again = dict(title="Open your account", username=form.get("username", ""))
+    if form.get("password", "") != form.get("password2", ""):
+        return _form_page(request, settings, "enrol.html", status=422, error="the two passwords differ", **again)
+    try:
+        body = RedeemRequest(code=form.get("code", ""), username=form.get("username", ""), password=form.get("password", ""))
+        with state.chain_lock:
+            accounts.redeem_enrolment_code(db, settings, lambda: state.ledger, code=body.code, username=body.username,
+                                           password=body.password)
+    except ValidationError as exc:
+        return _form_page(request, settings, "enrol.html", status=422, error=_first_error(exc), **again)
+    except PortalError as exc:
+        return _form_page(request, settings, "enrol.html", status=exc.status, error=str(exc), **again)
+    return _form_page(request, settings, "login.html", title="Log in", username=body.username,
+                      notice="Your account is open and your consent key is recorded. Log in to make your choices.")
+
+
+@router.post("/logout")
+async def logout(request: Request, db: Db, settings: Settings) -> Response:
+    form = await read_form(request)
+    current = _logged_in(request, db, settings, form)
+    accounts.close_session(db, current.session)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(settings.cookie_name, path="/", httponly=True, samesite="strict", secure=settings.cookie_secure)
+    return response
+
+
+@router.get("/studies", response_class=HTMLResponse)
+def studies_page(request: Request, db: Db, settings: Settings, ledger: Chain) -> Response:
+    current = _session(request, db, settings)
+    if current is None:
+        return RedirectResponse("/login", status_code=303)
+    pseudonym = bytes.fromhex(current.account.pseudonym[2:])
+    rows = [StudyOut(**_study_out(ledger, ledger.study(s), pseudonym)) for s in studies.accepted_studies(ledger)]
+    return render(request, "studies.html", settings, title="Your studies", studies=rows, user=current.account.username,
+                  csrf_token=current.session.csrf_token)
+
+
+def _study_page(request, settings, ledger, state, current: Current, study_id: str, *, status=200, **extra) -> HTMLResponse:
+    sid = bytes.fromhex(study_id[2:])
+    terms = studies.require_study(ledger, sid)
+    pseudonym = bytes.fromhex(current.account.pseudonym[2:])
+    history = [ConsentChangeOut(granted=g, block=b) for g, b in studies.consent_history(ledger, pseudonym, sid)]
+    detail = StudyDetailOut(**_study_out(ledger, terms, pseudonym), history=history)
+    rounds = studies.rounds_using(ledger, state.store, current.account.pseudonym, sid)
+    return render(request, "study.html", settings, status=status, title=f"Study for {detail.purpose}", s=detail,
+                  rounds=rounds, user=current.account.username, csrf_token=current.session.csrf_token, **extra)
+
+
+@router.get("/studies/{study_id}", response_class=HTMLResponse)
+def study_page(study_id: StudyId, request: Request, db: Db, settings: Settings, ledger: Chain, state: State) -> Response:
+    current = _session(request, db, settings)
+    if current is None:
+        return RedirectResponse("/login", status_code=303)
+    notice = {"granted": "Your consent is recorded on the ledger.", "revoked": "Your withdrawal is recorded on the ledger."}
+    done = request.query_params.get("done")
+    block = request.query_params.get("block", "")
+    text = f"{notice[done]} (block {int(block)})" if done in notice and block.isdigit() else None
+    return _study_page(request, settings, ledger, state, current, study_id, notice=text)
+
+
+@router.post("/studies/{study_id}/{action}")
+async def change(study_id: StudyId, action: str, request: Request, db: Db, settings: Settings, ledger: Chain,
+                 state: State) -> Response:
+    if action not in ("grant", "revoke"):
+        raise PortalError("no such page", status=404)
+    form = await read_form(request)
+    current = _logged_in(request, db, settings, form)
+    sid = bytes.fromhex(study_id[2:])
+    terms = studies.require_study(ledger, sid)
+    pseudonym = bytes.fromhex(current.account.pseudonym[2:])
+    try:
+        until = None
+        if action == "grant" and form.get("valid_until"):
+            try:
+                day = datetime.strptime(form["valid_until"], "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            except ValueError:
+                raise PortalError("the end date must be a date such as 2027-12-31", status=422) from None
+            until = int(day.timestamp())
+        key = accounts.unlock_key(db, settings, current.account, form.get("password", "")[:256], client_ip=client_ip(request))
+        with state.chain_lock:
+            if action == "grant":
+                block, _, _ = studies.grant(ledger, key, pseudonym, terms, valid_until=until,
+                                            deadline_s=settings.signature_deadline_s)
+            else:
+                block = studies.revoke(ledger, key, pseudonym, sid, deadline_s=settings.signature_deadline_s)
+        del key
+    except PortalError as exc:
+        if exc.status in (401, 404):
+            raise
+        return _study_page(request, settings, ledger, state, current, study_id, status=exc.status, error=str(exc))
+    done = "granted" if action == "grant" else "revoked"
+    return RedirectResponse(f"/studies/{study_id}?done={done}&block={block}", status_code=303)

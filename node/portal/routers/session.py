@@ -1,0 +1,49 @@
+"""Login, the current session, logout."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from node.portal import accounts
+from node.portal.deps import CurrentPatient, Db, Settings, client_ip
+from node.portal.models import PortalSession
+from node.portal.schemas import AccountOut, LoginRequest, Message, PasswordChange, SessionOut
+
+router = APIRouter(prefix="/api", tags=["session"])
+
+
+@router.post("/session", response_model=SessionOut, status_code=201)
+def login(body: LoginRequest, request: Request, response: Response, db: Db, settings: Settings) -> SessionOut:
+    account = accounts.authenticate(db, settings, username=body.username, password=body.password,
+                                    client_ip=client_ip(request))
+    opened = accounts.open_session(db, settings, account)
+    response.set_cookie(settings.cookie_name, opened.token, max_age=settings.session_ttl_s, httponly=True,
+                        samesite="strict", secure=settings.cookie_secure, path="/")
+    return SessionOut(username=account.username, csrf_token=opened.csrf_token, expires_at=opened.expires_at)
+
+
+@router.get("/session", response_model=SessionOut)
+def current(patient: CurrentPatient) -> SessionOut:
+    row: PortalSession = patient.session
+    return SessionOut(username=patient.account.username, csrf_token=row.csrf_token, expires_at=row.expires_at)
+
+
+@router.delete("/session", response_model=Message)
+def logout(patient: CurrentPatient, response: Response, db: Db, settings: Settings) -> Message:
+    accounts.close_session(db, patient.session)
+    response.delete_cookie(settings.cookie_name, path="/", httponly=True, samesite="strict", secure=settings.cookie_secure)
+    return Message(detail="logged out")
+
+
+@router.get("/me", response_model=AccountOut)
+def me(patient: CurrentPatient, settings: Settings) -> AccountOut:
+    a = patient.account
+    return AccountOut(username=a.username, pseudonym=a.pseudonym, consent_address=a.consent_address,
+                      hospital=settings.node.hospital)
+
+
+@router.post("/me/password", response_model=Message)
+def change_password(body: PasswordChange, request: Request, patient: CurrentPatient, db: Db, settings: Settings) -> Message:
+    accounts.change_password(db, settings, patient.account, password=body.password, new_password=body.new_password,
+                             client_ip=client_ip(request))
+    return Message(detail="password changed; your consent key is now sealed under the new password")

@@ -1,0 +1,73 @@
+"""Passwords, the patient's sealed consent key, tokens: standard library scrypt and AES-256-GCM."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SALT_BYTES = 16
+NONCE_BYTES = 12
+
+
+class WrongPassword(Exception):
+    """The password does not open the patient's key."""
+
+
+def _scrypt(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+
+
+def hash_password(password: str) -> tuple[bytes, bytes]:
+    salt = secrets.token_bytes(SALT_BYTES)
+    return salt, _scrypt(password, salt)
+
+
+def verify_password(password: str, salt: bytes, expected: bytes) -> bool:
+    return hmac.compare_digest(_scrypt(password, salt), expected)
+
+
+def burn_password_time(password: str) -> None:
+    """Spend the time of one password check, so that unknown usernames answer as slowly as known ones."""
+    _scrypt(password, b"\0" * SALT_BYTES)
+
+
+def seal_key(private_key: bytes, password: str, *, associated: str) -> tuple[bytes, bytes]:
+    """Encrypt a consent key under a key derived from the password; returns (key_salt, sealed)."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return salt, nonce + AESGCM(_scrypt(password, salt)).encrypt(nonce, private_key, associated.encode())
+
+
+def open_key(sealed: bytes, salt: bytes, password: str, *, associated: str) -> bytes:
+    try:
+        return AESGCM(_scrypt(password, salt)).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated.encode())
+    except (InvalidTag, ValueError):
+        raise WrongPassword("the password is not correct") from None
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def new_enrolment_code() -> str:
+    """Twenty characters in groups of five, from an alphabet without look-alikes (about 100 bits)."""
+    alphabet = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+    raw = "".join(secrets.choice(alphabet) for _ in range(20))
+    return "-".join(raw[i : i + 5] for i in range(0, 20, 5))
+
+
+def normalise_code(code: str) -> str:
+    return code.strip().upper().replace(" ", "").replace("-", "")
