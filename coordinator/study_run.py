@@ -237,7 +237,7 @@ class StudyRun:
         content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: config.to_record()})
         trained, train_errors = self._split(node_ids, self._send(node_ids, MessageType.TRAIN, content, str(round_number)), "train")
         record = {"round": round_number, "block": block, "accuracy": None, "loss": None, "used": {}, "test_used": {},
-                  "epsilon": {}, "errors": {}}
+                  "epsilon": {}, "train_seconds": {}, "errors": {}}
         train_commitments: dict[str, bytes] = {}
         for reply in trained:
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
@@ -245,6 +245,8 @@ class StudyRun:
             name = self._name(reply.metadata.src_node_id)
             record["used"][name] = int(usage["used"])
             record["epsilon"][name] = _finite_or_none(float(metrics["epsilon"]))
+            if "train-seconds" in metrics:  # the node's wall time around its training (gate, budget, DP-SGD)
+                record["train_seconds"][name] = round(float(metrics["train-seconds"]), 3)
             train_commitments[str(usage["account"])] = bytes.fromhex(str(usage["commitment"])[2:])
             if hospital:
                 hospital.epsilon_spent = _finite_or_none(float(metrics["epsilon"]))

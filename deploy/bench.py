@@ -2,6 +2,8 @@
 
     twinledger bench ledger --json     batched vs one-call-per-patient consent reads on anvil; gas figures
     twinledger bench training --json   local, pooled, FedAvg and FedAdam with and without DP-SGD (FLamby heart disease)
+    twinledger bench overhead --json   DP-SGD step, consent-gated epoch and Flower round vs their plain counterparts
+    twinledger bench twin --json       UVA/Padova patient twins: 1,000 patient-days batched vs one patient at a time
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from rich.progress import track
 
 from contracts import ledger as lg
 from deploy import processes
+from deploy.bench_overhead import bench_overhead
 from deploy.bench_training import bench_training
+from deploy.bench_twin import bench_twin
 
 console = Console(stderr=True)
 
@@ -110,7 +114,7 @@ def bench_ledger(*, patients: int = 10_000, consent_share: float = 0.7, seed: in
     }
 
 
-BENCHMARKS = {"ledger": bench_ledger, "training": bench_training}
+BENCHMARKS = {"ledger": bench_ledger, "training": bench_training, "overhead": bench_overhead, "twin": bench_twin}
 
 
 def run(name: str, *, as_json: bool, **kwargs) -> int:

@@ -75,15 +75,23 @@ FLAMBY = {
 
 @dataclass
 class TrainingSettings:
-    """Hyperparameters. The DP ones were tuned at epsilon 3 (3 seeds, grid over rounds, local epochs, learning
-    rate and clipping norm): full-batch DP-SGD (sample rate 1) suits hospitals of 30 to 200 training patients,
-    and its accounting is cheap, which keeps each node's per-round noise planning fast."""
+    """Hyperparameters, every variant tuned with the same kind of grid (learning rate, epochs or local epochs,
+    batch size or clipping norm; 3 seeds) on a validation split carved from the hospitals' training data, never
+    on the test sets: `python -m deploy.tune_training` (see its docstring). DP-SGD uses full batches (sample
+    rate 1): it suits hospitals of 30 to 200 training patients, and its accounting is cheap."""
 
     rounds: int = 5
-    # Non-private variants (local, pooled, FedAvg): plain mini-batch SGD.
-    local_epochs: int = 2
-    learning_rate: float = 0.1
-    batch_size: int = 8
+    # Non-private FedAvg: plain mini-batch SGD at each node.
+    local_epochs: int = 5
+    learning_rate: float = 0.3
+    batch_size: int = 1024
+    # Pooled baseline (all training data in one place) and local baselines (each hospital alone).
+    central_epochs: int = 40
+    central_learning_rate: float = 0.01
+    central_batch_size: int = 32
+    silo_epochs: int = 10
+    silo_learning_rate: float = 0.1
+    silo_batch_size: int = 32
     # DP variants: DP-SGD (Opacus); a batch larger than any hospital's training set means full batches.
     dp_rounds: int = 5
     dp_local_epochs: int = 3
@@ -200,14 +208,17 @@ def evaluate_model(state: dict[str, torch.Tensor], data: dict[str, HospitalData]
     }
 
 
-def train_centrally(x: np.ndarray, y: np.ndarray, settings: TrainingSettings, seed: int) -> dict[str, torch.Tensor]:
-    """The node's plain SGD, for as many epochs as a federated run's rounds x local epochs."""
+def train_centrally(x: np.ndarray, y: np.ndarray, settings: TrainingSettings, seed: int, *,
+                    pooled: bool = True) -> dict[str, torch.Tensor]:
+    """The node's plain SGD in one place, with the pooled (or, pooled=False, the local) baseline's settings."""
     from node.trainer import train_plain
 
+    epochs, lr, batch = ((settings.central_epochs, settings.central_learning_rate, settings.central_batch_size)
+                         if pooled else (settings.silo_epochs, settings.silo_learning_rate, settings.silo_batch_size))
     torch.manual_seed(seed)
     model = HeartDiseaseTask().build_model()
-    return train_plain(model, HeartDiseaseTask().loss, x, y, epochs=settings.rounds * settings.local_epochs,
-                       learning_rate=settings.learning_rate, batch_size=settings.batch_size, seed=seed).state
+    return train_plain(model, HeartDiseaseTask().loss, x, y, epochs=epochs, learning_rate=lr, batch_size=batch,
+                       seed=seed).state
 
 
 # ---- the federation: chain, contracts, four nodes, patients ----
@@ -318,6 +329,11 @@ def federated_run(fed: Federation, *, strategy: str, epsilon: float | None, seed
         raise RuntimeError(f"{strategy} run (epsilon {epsilon}) had errors: {errors}")
     result = evaluate_model(arrays.to_torch_state_dict(), data)
     result["coordinator_accuracy"] = report["rounds"][-1]["accuracy"]
+    # Every node reported its own training wall time, and the coordinator recorded it per round.
+    result["train_seconds_recorded"] = all(
+        set(r.get("train_seconds", {})) == set(fed.nodes) and all(v >= 0 for v in r["train_seconds"].values())
+        for r in report["rounds"]
+    )
     if private:
         study_hex = "0x" + study_id.hex()
         delta = 10.0 ** -settings.delta_exponent
@@ -352,7 +368,8 @@ def bench_training(
         settings = dataclasses.replace(settings, rounds=rounds, dp_rounds=rounds)
     data = load_hospital_data()
     runs: dict[str, list[dict]] = {}
-    checks = {"epsilon_reported": [], "epsilon_recomputed": [], "coordinator_accuracy_mismatches": 0}
+    checks = {"epsilon_reported": [], "epsilon_recomputed": [], "coordinator_accuracy_mismatches": 0,
+              "train_seconds_missing": 0}
     with tempfile.TemporaryDirectory(prefix="twinledger-bench-") as scratch:
         workdir = Path(scratch)
         anvil = None
@@ -363,7 +380,7 @@ def bench_training(
             log.info("federation set up in %.1f s", time.monotonic() - started)
             for seed in range(seeds):
                 for name, d in data.items():
-                    state = train_centrally(d.train_x, d.train_y, settings, seed)
+                    state = train_centrally(d.train_x, d.train_y, settings, seed, pooled=False)
                     runs.setdefault(f"local:{name}", []).append(evaluate_model(state, data))
                 pooled_x = np.concatenate([d.train_x for d in data.values()])
                 pooled_y = np.concatenate([d.train_y for d in data.values()])
@@ -378,6 +395,8 @@ def bench_training(
                     runs.setdefault(key, []).append(result)
                     if result["coordinator_accuracy"] is None or abs(result["coordinator_accuracy"] - result["pooled_accuracy"]) > 1e-9:
                         checks["coordinator_accuracy_mismatches"] += 1
+                    if not result["train_seconds_recorded"]:
+                        checks["train_seconds_missing"] += 1
                     if eps is not None:
                         checks["epsilon_reported"] += [result["epsilon_reported"][h] for h in sorted(data)]
                         checks["epsilon_recomputed"] += [result["epsilon_recomputed"][h] for h in sorted(data)]
@@ -423,6 +442,7 @@ def bench_training(
         "epsilon_max_relative_difference": round(worst, 6),
         "epsilon_agree": worst <= 0.10,
         "coordinator_accuracy_mismatches": checks["coordinator_accuracy_mismatches"],
+        "train_seconds_missing": checks["train_seconds_missing"],
         "table": table,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
@@ -453,8 +473,15 @@ def write_benchmarks_page(result: dict, path: Path = DOCS_PAGE) -> Path:
         "contracts deployed and every patient consenting; only the message transport is in-process (see the "
         "module docstring). Local and pooled rows train the same model with the node's plain SGD in one process.",
         "",
-        f"Non-private: {s['rounds']} rounds × {s['local_epochs']} local epochs, learning rate {s['learning_rate']:g}, "
-        f"batch {s['batch_size']} (local and pooled: {s['rounds'] * s['local_epochs']} epochs). "
+        "Every variant's settings were tuned with grids of the same kind (learning rate, epochs or local epochs, "
+        "batch size or clipping norm; 3 seeds) on a validation split carved from the hospitals' training data "
+        "(75/25 stratified), never on the test sets: `python -m deploy.tune_training`.",
+        "",
+        f"Local: {s['silo_epochs']} epochs, learning rate {s['silo_learning_rate']:g}, batch {s['silo_batch_size']}. "
+        f"Pooled: {s['central_epochs']} epochs, learning rate {s['central_learning_rate']:g}, batch "
+        f"{s['central_batch_size']}. "
+        f"FedAvg non-private: {s['rounds']} rounds × {s['local_epochs']} local epochs, learning rate "
+        f"{s['learning_rate']:g}, batch {s['batch_size']}. "
         f"DP-SGD: {s['dp_rounds']} rounds × {s['dp_local_epochs']} local epochs, learning rate "
         f"{s['dp_learning_rate']:g}, expected batch {s['dp_batch_size']} (Poisson), clipping norm "
         f"{s['dp_max_grad_norm']:g}; {s['adaptive_strategy']} server learning rate {s['server_learning_rate']:g}.",
@@ -477,6 +504,23 @@ def write_benchmarks_page(result: dict, path: Path = DOCS_PAGE) -> Path:
         f"reported {result['epsilon_reported']:g}, largest recomputed {result['epsilon_recomputed']:g}, largest "
         f"relative difference {result['epsilon_max_relative_difference']:.2%}.",
         "",
+        "Tuning (`python -m deploy.tune_training`, November 2026; validation pooled accuracy, 3 seeds): pooled "
+        "0.802 (48 settings), local 0.664 (48, mean over the four hospitals' models), FedAvg non-private 0.791 "
+        "(36), FedAvg DP-SGD at epsilon 3 0.786 (27), FedAdam/FedYogi server learning rate over those DP settings "
+        "0.808 (8; FedAdam 0.3). The DP settings used before had been chosen with this benchmark, which evaluates "
+        "on the test sets; re-tuned on the validation split, the same DP settings win. The non-private rows "
+        "used to run untuned settings; they are now tuned the same way. Trying to raise DP accuracy further "
+        "(FedAvg DP at epsilon 3 with 5, 10 or 20 rounds and per-round learning-rate decay 1, 0.9 or 0.8; the "
+        "noise grows with the rounds at a fixed budget) gave at best the same validation accuracy (0.786, 20 rounds, "
+        "decay 0.8) as 5 rounds without decay, so the benchmark keeps 5 rounds.",
+        "",
+        "Reading the table: with every variant tuned the same way, the DP rows still match or slightly exceed the "
+        "non-private federated and pooled rows on the test sets (November 2026 run: pooled accuracy 0.753 for FedAvg "
+        "DP-SGD at epsilon 3 against 0.744 for FedAvg and 0.741 for pooled training). The differences are within about "
+        "one standard deviation over seeds, one pooled test patient is 0.4 % of pooled accuracy, and the validation "
+        "split (123 patients) cannot separate settings more finely than that; with a 14-parameter model, clipping "
+        "acts much like regularisation. Neither reaches FLamby's best non-private federated pooled accuracy (0.779).",
+        "",
         "FLamby's figures: du Terrail et al., *FLamby: Datasets and Benchmarks for Cross-Silo Federated Learning "
         "in Realistic Healthcare Settings*, NeurIPS 2022 Datasets and Benchmarks (logistic regression, mean of "
         "5 seeds; their hyperparameters and number of updates differ from ours). FLamby's DP-SGD example "
@@ -484,5 +528,12 @@ def write_benchmarks_page(result: dict, path: Path = DOCS_PAGE) -> Path:
         "about 1.5 to 4.1. Data: UCI Heart Disease (Janosi, Steinbrunn, Pfisterer, Detrano, 1988), CC BY 4.0.",
         "",
     ]
-    path.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    # Other benchmarks' sections (`## Overhead ...`, written by deploy/bench_overhead.py) are kept.
+    if path.exists():
+        old = path.read_text()
+        marker = old.find("\n## Overhead")
+        if marker >= 0:
+            text = text.rstrip("\n") + "\n" + old[marker:]
+    path.write_text(text)
     return path

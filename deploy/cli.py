@@ -372,6 +372,8 @@ def _bench(args) -> int:
 
     kwargs = {"patients": args.patients} if args.patients else {}
     if args.seeds:
+        if args.name != "training":
+            raise ValueError("--seeds applies to the training benchmark only")
         kwargs["seeds"] = args.seeds
     return bench.run(args.name, as_json=args.json, **kwargs)
 

@@ -7,6 +7,7 @@ needs (hospital, chain, keys, database) is in that home's node.toml.
 from __future__ import annotations
 
 import logging
+import time
 
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -54,7 +55,9 @@ def _usage(node: HospitalNode, commitment: bytes, used: int, phase: str):
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     def work(node: HospitalNode, config: RoundConfig, state) -> RecordDict:
+        started = time.perf_counter()
         outcome = node.train(config, state)
+        train_seconds = time.perf_counter() - started  # the node's own wall time: gate, budget, training
         return RecordDict(
             {
                 protocol.WEIGHTS: ArrayRecord(outcome.state),
@@ -64,6 +67,7 @@ def train(msg: Message, context: Context) -> Message:
                         "epsilon": outcome.epsilon_spent,
                         "epsilon-budget": outcome.epsilon_budget,
                         "train-loss": outcome.mean_loss,
+                        "train-seconds": train_seconds,
                     }
                 ),
                 protocol.USAGE: _usage(node, outcome.commitment, outcome.num_examples, "train"),
