@@ -562,6 +562,25 @@ class ConsentMachine(RuleBasedStateMachine):
         assert self._latest_ts() == before + seconds + extra_blocks
         assert self.w3.eth.block_number == block + 1 + extra_blocks
 
+    def _window_edges(self) -> list[int]:
+        """Seconds (within ten days) at which some consent window starts or ends, and the second before."""
+        latest = self._latest_ts()
+        edges = set()
+        for window in self.model.consents.values():
+            if window is not None:
+                edges.update(t for edge in window for t in (edge - 1, edge) if latest < t <= latest + 10 * DAY)
+        return sorted(edges)
+
+    @precondition(lambda self: self._window_edges())
+    @rule(index=st.integers(0, 10**6))
+    @on_chain_thread
+    def advance_time_to_a_window_edge(self, index):
+        """Time passes to exactly the first second of a window, its last second, or the second it ends."""
+        edges = self._window_edges()
+        target = edges[index % len(edges)]
+        self.tester.time_travel(target + 1)  # mines a block stamped `target`
+        assert self._latest_ts() == target
+
     # ---- invariants ----
 
     @invariant()
