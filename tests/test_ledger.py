@@ -329,3 +329,26 @@ def test_unregistered_account_cannot_accept_a_study(chain):
     stranger = chain.ledger_for(fresh_funded_key(chain.w3))
     with pytest.raises(lg.ContractRejected, match="not a registered hospital"):
         stranger.accept_study(chain.study_id)
+
+
+def test_relaying_an_outstanding_grant_first_does_not_defeat_a_cancellation(chain):
+    pseudonyms, keys = _patients(1)
+    chain.hospital.enrol(pseudonyms, [Account.from_key(keys[0]).address])
+    first, second = (_signed_grants(chain, pseudonyms, keys, nonce=n) for n in (0, 1))
+    cancel = lg.sign_cancel(keys[0], chain.deployment, pseudonym=pseudonyms[0], nonce=0, deadline=FAR)
+    chain.hospital.relay_grants(first)  # somebody holding the signatures relays one before the cancel
+    chain.hospital.relay_cancel(cancel)
+    with pytest.raises(lg.ContractRejected, match="replayed or out of order"):
+        chain.hospital.relay_grants(second)
+    with pytest.raises(lg.ContractRejected, match="replayed or out of order"):
+        chain.hospital.relay_cancel(cancel)
+
+
+def test_a_direct_revocation_voids_grants_signed_earlier(chain):
+    pseudonym, key, patient = _enrolled_patient_with_funds(chain)
+    patient.grant(pseudonym, chain.study_id, valid_from=0, valid_until=FAR)
+    held = _signed_grants(chain, [pseudonym], [key])
+    patient.revoke(pseudonym, chain.study_id)
+    with pytest.raises(lg.ContractRejected, match="replayed or out of order"):
+        chain.hospital.relay_grants(held)
+    assert not chain.hospital.has_consent(pseudonym, chain.study_id)

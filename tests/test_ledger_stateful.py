@@ -288,7 +288,12 @@ class ConsentMachine(RuleBasedStateMachine):
             return "SignatureExpired"
         if sig.patient is None:
             return "UnknownPseudonym"
-        if sig.nonce != self.model.nonces[sig.patient]:
+        current = self.model.nonces[sig.patient]
+        if sig.kind == "cancel":
+            # A cancellation holds for any nonce of the current run of 2^32 up to the current one.
+            if sig.nonce >> 32 != current >> 32 or sig.nonce > current:
+                return "WrongNonce"
+        elif sig.nonce != current:
             return "WrongNonce"
         if not sig.signer_ok:
             return "WrongSigner"
@@ -312,7 +317,8 @@ class ConsentMachine(RuleBasedStateMachine):
             return error
         receipt = self._expect_success(lambda: self._send(sig, relayer), ts)
         p = sig.patient
-        self.model.nonces[p] = sig.nonce + 1
+        if sig.kind != "cancel":
+            self.model.nonces[p] = sig.nonce + 1
         if sig.kind == "grant":
             self._check_events(receipt, granted=[self._granted(receipt, p, sig.study, sig.valid_from, sig.valid_until)])
         elif sig.kind == "revoke":
@@ -345,7 +351,8 @@ class ConsentMachine(RuleBasedStateMachine):
     def revoke_directly(self, s):
         ts = self._next_ts()
         receipt = self._expect_success(lambda: self.patient0.revoke(self.pseudonyms[0], self.studies[s]), ts)
-        self._check_events(receipt, revoked=[self._revoked(receipt, 0, s)])
+        # A direct revocation also voids the patient's outstanding signatures.
+        self._check_events(receipt, revoked=[self._revoked(receipt, 0, s)], cancelled=[self._cancelled(0)])
 
     # ---- rules: relayed signatures ----
 

@@ -107,8 +107,11 @@ contract ConsentRegistry is EIP712 {
     }
 
     /// @notice Revoke consent from the patient's own account; takes effect from this block on.
+    /// @dev Also voids every signature the patient gave and nobody relayed yet: a grant signed earlier
+    /// must not bring the consent back after the patient revoked it.
     function revoke(bytes32 pseudonym, bytes32 studyId) external {
         _revoke(pseudonym, _ownIndex(pseudonym), studyId);
+        _cancel(pseudonym);
     }
 
     /// @notice Relay one consent grant that the patient signed (EIP-712).
@@ -146,12 +149,21 @@ contract ConsentRegistry is EIP712 {
 
     /// @notice Relay a patient's signed request to cancel all their outstanding signatures.
     /// @param pseudonym the patient's pseudonym
-    /// @param nonce the patient's current nonce; every signature with this nonce or a later one is void
+    /// @param nonce a nonce of the patient's current run of 2^32 (the current one or an earlier one, so that
+    /// relaying an outstanding signature first cannot defeat the cancellation); all of that run is void
     /// @param deadline unix seconds after which this cancellation can no longer be relayed
     /// @param signature the patient's EIP-712 signature of Cancel(pseudonym, nonce, deadline)
     function cancelSignaturesBySig(bytes32 pseudonym, uint64 nonce, uint64 deadline, bytes calldata signature) external {
+        if (block.timestamp > deadline) revert SignatureExpired(deadline);
+        Patient memory patient = _patients[pseudonym];
+        if (patient.key == address(0)) revert UnknownPseudonym(pseudonym);
+        if (nonce >> 32 != patient.nonce >> 32 || nonce > patient.nonce) {
+            revert WrongNonce(pseudonym, patient.nonce, nonce);
+        }
         bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(CANCEL_TYPEHASH, pseudonym, nonce, deadline)));
-        _useSignature(pseudonym, nonce, deadline, digest, signature);
+        // slither-disable-next-line unused-return
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        if (err != ECDSA.RecoverError.NoError || signer != patient.key) revert WrongSigner(pseudonym);
         _cancel(pseudonym);
     }
 
