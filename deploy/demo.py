@@ -65,6 +65,7 @@ class Patients:
     """The demo's stand-in for patients' own wallets: kept apart from the node's files."""
 
     keys: dict[str, str] = field(default_factory=dict)  # record number -> private key
+    pseudonyms: dict[str, str] = field(default_factory=dict)  # record number -> 0x-hex pseudonym (the node's)
     consenting: list[str] = field(default_factory=list)
 
 
@@ -135,8 +136,8 @@ def run_demo(options: DemoOptions) -> dict:
             report = node_admin.import_records(settings, DATA_DIR / filename)
             ledger = node_admin.open_ledger(settings)
             ledger.accept_study(study_id)
-            wallets = Patients()
-            for patient in ledger_patients(settings):
+            wallets = Patients(pseudonyms=node_admin.pseudonyms_by_record(settings))
+            for patient in wallets.pseudonyms:
                 wallets.keys[patient] = "0x" + secrets.token_hex(32)
             node_admin.enrol_patients(
                 settings, ledger, {n: Account.from_key(k).address for n, k in wallets.keys.items()}
@@ -145,7 +146,7 @@ def run_demo(options: DemoOptions) -> dict:
             grants = [
                 lg.sign_grant(
                     wallets.keys[number], deployment,
-                    pseudonym=bytes.fromhex(node_admin.pseudonym_of(settings, number)[2:]), study_id=study_id,
+                    pseudonym=bytes.fromhex(wallets.pseudonyms[number][2:]), study_id=study_id,
                     valid_from=0, valid_until=int(time.time()) + 365 * 24 * 3600, nonce=0,
                     deadline=int(time.time()) + 3600,
                 )
@@ -224,12 +225,6 @@ def run_demo(options: DemoOptions) -> dict:
             service.stop()
 
 
-def ledger_patients(settings) -> list[str]:
-    from node.store import Store
-
-    return [p.record_number for p in Store(settings.resolved_database_url).patients()]
-
-
 def _watch_run(
     run, report_path: Path, options: DemoOptions, nodes, patients, ledgers, deployment, study_id, rng, *, supernodes, deadline
 ):
@@ -243,7 +238,7 @@ def _watch_run(
         rounds = state.get("rounds", [])
         # Revoke as soon as the chosen round has trained: the next round pins a later block.
         if len(rounds) >= options.revoke_after_round and not revoked and options.revocations_per_hospital:
-            revoked = _revoke_some(options, nodes, patients, ledgers, deployment, study_id, rng)
+            revoked = _revoke_some(options, patients, ledgers, deployment, study_id, rng)
         for name, after in options.stop_node_after_round.items():
             if len(rounds) >= after and supernodes[name].alive():
                 supernodes[name].stop()
@@ -283,13 +278,13 @@ def _mark_exclusions(revoked: list[dict], rounds: list[dict], usage_files: list[
         revocation["used_after_revocation"] = len(used_in.get(revocation["pseudonym"], set()) & set(later))
 
 
-def _revoke_some(options, nodes, patients, ledgers, deployment, study_id, rng) -> list[dict]:
+def _revoke_some(options, patients, ledgers, deployment, study_id, rng) -> list[dict]:
     revoked = []
     for name, wallets in patients.items():
         if name in options.unreachable_chain_for or name in options.stop_node_after_round:
             continue
         for number in rng.sample(wallets.consenting, min(options.revocations_per_hospital, len(wallets.consenting))):
-            pseudonym = node_admin.pseudonym_of(nodes[name], number)
+            pseudonym = wallets.pseudonyms[number]
             revoke = lg.sign_revoke(
                 wallets.keys[number], deployment, pseudonym=bytes.fromhex(pseudonym[2:]), study_id=study_id,
                 nonce=ledgers[name].patient_nonce(bytes.fromhex(pseudonym[2:])), deadline=int(time.time()) + 3600,

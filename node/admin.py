@@ -80,13 +80,9 @@ def relay_revoke(ledger: Ledger, revoke: SignedRevoke) -> int:
     return ledger.relay_revoke(revoke)["blockNumber"]
 
 
-def pseudonym_of(settings: NodeSettings, record_number: str) -> str:
-    store = Store(settings.resolved_database_url)
-    with store.session() as session:
-        patient = session.exec(select(Patient).where(Patient.record_number == record_number)).first()
-    if patient is None:
-        raise KeyError(f"no patient with record number {record_number}")
-    return patient.pseudonym
+def pseudonyms_by_record(settings: NodeSettings) -> dict[str, str]:
+    """Every patient's pseudonym (0x-hex) by record number, in import order, from one database read."""
+    return {p.record_number: p.pseudonym for p in Store(settings.resolved_database_url).patients()}
 
 
 def export_usage(settings: NodeSettings, out: Path) -> Path:

@@ -17,6 +17,16 @@ class TrainingResult:
     mean_loss: float
 
 
+def _loader(
+    features: np.ndarray, labels: np.ndarray, *, batch_size: int, seed: int | None, shuffle: bool
+) -> tuple[DataLoader, torch.Generator | None]:
+    """A loader over the examples (batches no larger than the data set) and its seeded generator."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    dataset = TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
+    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle, generator=generator)
+    return loader, generator
+
+
 def train_private(
     model: torch.nn.Module,
     loss_fn,
@@ -33,9 +43,7 @@ def train_private(
     """DP-SGD with Poisson sampling; the privacy spending is read back from Opacus's accountant."""
     from opacus import PrivacyEngine
 
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    dataset = TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
-    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), generator=generator)
+    loader, generator = _loader(features, labels, batch_size=batch_size, seed=seed, shuffle=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     engine = PrivacyEngine(accountant="rdp", secure_mode=False)
     with warnings.catch_warnings():
@@ -78,9 +86,7 @@ def train_plain(
     seed: int | None = None,
 ) -> TrainingResult:
     """Plain mini-batch SGD, no clipping and no noise: only for studies recorded as non-private."""
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    dataset = TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
-    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, generator=generator)
+    loader, _ = _loader(features, labels, batch_size=batch_size, seed=seed, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     losses = []
     model.train()
