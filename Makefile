@@ -9,9 +9,14 @@ BIN := $(VENV)/bin
 REPORT ?= demo-run/report.json
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 install: $(VENV)/.installed node_modules/.installed
+
+# The browser tests drive Debian's Chromium (a browser download would fail here); installed once, as root.
+browser:
+	@command -v chromium >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +32,7 @@ node_modules/.installed: package.json package-lock.json
 demo: install
 	$(BIN)/twinledger demo --report $(REPORT)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
