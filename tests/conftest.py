@@ -99,3 +99,43 @@ def chain(request, artifacts) -> Chain:
     )
     hospital.accept_study(study_id)
     return Chain(w3, deployment, operator, hospital, other, coordinator, study_id)
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps calling Google's hosts, which this network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (`make test` installs the package)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (own cookies) and page; phone-sized when a test asks with `page_size`."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+SCREENSHOTS = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots")
+
+
+def save_screenshot(page, name: str) -> None:
+    """Keep a screenshot of a main page for docs/ (overwritten on every run, so the docs stay current)."""
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
