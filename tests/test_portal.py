@@ -354,3 +354,163 @@ def test_an_unreachable_chain_is_a_503_not_a_500(portal, tmp_path):
     # The code was not spent by the failed attempt.
     again = portal.client().post("/api/enrolment", json={"code": code, "username": "alice", "password": PASSWORD["alice"]})
     assert again.status_code == 201
+
+
+# ---- wallet-owned keys, relays followed until recorded, rounds checked against the chain ----
+
+def _wallet_sign(key: str, typed: dict) -> str:
+    """What a wallet does with eth_signTypedData_v4."""
+    return "0x" + bytes(Account.sign_typed_data(key, full_message=typed).signature).hex()
+
+
+def test_a_wallet_owned_key_signs_and_the_portal_checks_the_signer_before_relaying(portal):
+    wallet = Account.create()
+    client = portal.client()
+    code = portal.staff(client, portal.records[0]).json()["code"]
+    me = client.post("/api/enrolment", json={"code": code, "username": "alice", "password": PASSWORD["alice"],
+                                             "wallet_address": wallet.address.lower()})
+    assert me.status_code == 201, me.text
+    assert me.json()["key_custody"] == "wallet" and me.json()["consent_address"] == wallet.address
+    pseudonym = bytes.fromhex(me.json()["pseudonym"][2:])
+    assert portal.chain.hospital.consent.functions.patientOf(pseudonym).call()[0] == wallet.address
+    with portal.store.session() as session:
+        account = session.exec(select(PortalAccount)).one()
+    assert account.sealed_key == b"" and account.key_salt == b""  # the hospital holds nothing it could sign with
+    client, csrf = portal.login("alice")
+    study = portal.study
+    refused = client.post(f"/api/studies/{study}/grant", json={"password": PASSWORD["alice"]}, headers=csrf)
+    assert refused.status_code == 409 and "wallet" in refused.json()["detail"]
+
+    typed = client.get(f"/api/studies/{study}/grant/typed-data").json()
+    assert typed["primaryType"] == "Grant" and typed["domain"]["verifyingContract"] == portal.chain.deployment.consent_registry
+    m = typed["message"]
+    # The portal's typed data is exactly what the contract verifies: same signature as the ledger client's.
+    expected = lg.sign_grant(wallet.key, portal.chain.deployment, pseudonym=pseudonym, study_id=portal.chain.study_id,
+                             valid_from=m["validFrom"], valid_until=m["validUntil"], nonce=m["nonce"], deadline=m["deadline"])
+    assert _wallet_sign(wallet.key, typed) == "0x" + expected.signature.hex()
+    body = {"valid_from": m["validFrom"], "valid_until": m["validUntil"], "nonce": m["nonce"], "deadline": m["deadline"]}
+    # A signature by any other key (the hospital's, say) is refused before anything is sent.
+    forged = client.post(f"/api/studies/{study}/grant/signed", headers=csrf,
+                         json={**body, "signature": _wallet_sign(Account.create().key, typed)})
+    assert forged.status_code == 403 and wallet.address in forged.json()["detail"]
+    assert client.post(f"/api/studies/{study}/grant/signed", json={**body, "signature": _wallet_sign(wallet.key, typed)}
+                       ).status_code == 403  # no CSRF token
+    stretched = client.post(f"/api/studies/{study}/grant/signed", headers=csrf,
+                            json={**body, "valid_until": m["validUntil"] + 1, "signature": _wallet_sign(wallet.key, typed)})
+    assert stretched.status_code == 403  # the signature covers the window: changing it changes the signer
+    assert not portal.chain.hospital.has_consent(pseudonym, portal.chain.study_id)
+
+    granted = client.post(f"/api/studies/{study}/grant/signed", headers=csrf,
+                          json={**body, "signature": _wallet_sign(wallet.key, typed)})
+    assert granted.status_code == 200, granted.text
+    result = granted.json()
+    assert result["status"] == "recorded" and result["consent"]["granted"]
+    assert portal.chain.hospital.has_consent(pseudonym, portal.chain.study_id, block=result["block"])
+    change = client.get(f"/api/changes/{result['change_id']}").json()
+    assert change["status"] == "recorded" and change["block"] == result["block"] and change["on_chain"] is True
+    replayed = client.post(f"/api/studies/{study}/grant/signed", headers=csrf,
+                           json={**body, "signature": _wallet_sign(wallet.key, typed)})
+    assert replayed.status_code == 409 and "nonce" in replayed.json()["detail"]
+
+    typed = client.get(f"/api/studies/{study}/revoke/typed-data").json()
+    revoked = client.post(f"/api/studies/{study}/revoke/signed", headers=csrf, json={
+        "nonce": typed["message"]["nonce"], "deadline": typed["message"]["deadline"],
+        "signature": _wallet_sign(wallet.key, typed)})
+    assert revoked.status_code == 200 and revoked.json()["consent"]["granted"] is False
+    assert not portal.chain.hospital.has_consent(pseudonym, portal.chain.study_id, block=revoked.json()["block"])
+    explained = client.get(f"/api/changes/{revoked.json()['change_id']}").json()["explanation"]
+    assert "From the next training round on" in explained
+
+    # Another patient sees none of it.
+    portal.enrol("bob", portal.records[1])
+    bob, _ = portal.login("bob")
+    assert bob.get(f"/api/changes/{result['change_id']}").status_code == 404
+    assert bob.get(f"/api/studies/{study}/grant/typed-data").status_code == 409  # Bob's key is held by the portal
+
+
+def test_wallet_enrolment_refuses_bad_addresses(portal):
+    client = portal.client()
+    code = portal.staff(client, portal.records[0]).json()["code"]
+    good = Account.create().address
+    bad_checksum = good[:2] + (good[2:3].swapcase() if good[2:3].isalpha() else good[2:3]) + good[3:]
+    for address in ("0x1234", "0x" + "00" * 20, "not an address", bad_checksum if bad_checksum != good else "0x" + "g" * 40):
+        answer = client.post("/api/enrolment", json={"code": code, "username": "alice", "password": PASSWORD["alice"],
+                                                     "wallet_address": address})
+        assert answer.status_code == 422 and answer.json()["detail"], address
+    # The code was not spent by the refused attempts.
+    assert client.post("/api/enrolment", json={"code": code, "username": "alice", "password": PASSWORD["alice"],
+                                               "wallet_address": good}).status_code == 201
+
+
+def test_a_change_is_followed_until_the_chain_records_it(portal):
+    from dataclasses import replace
+
+    app = create_app(replace(portal.settings, relay_wait_s=0.2), ledger=portal.chain.hospital)
+    portal.app = app
+    me = portal.enrol("alice", portal.records[0])
+    client, csrf = portal.login("alice")
+    state = app.state.portal
+    with state.chain_lock:  # the chain is busy with someone else's transaction
+        sent = client.post(f"/api/studies/{portal.study}/grant", json={"password": PASSWORD["alice"]}, headers=csrf)
+        assert sent.status_code == 202 and sent.json()["status"] == "sent" and sent.json()["block"] is None
+        change = client.get(f"/api/changes/{sent.json()['change_id']}").json()
+        assert change["status"] == "sent" and "Until it is recorded" in change["explanation"]
+        again = client.post(f"/api/studies/{portal.study}/revoke", json={"password": PASSWORD["alice"]}, headers=csrf)
+        assert again.status_code == 409 and "still on its way" in again.json()["detail"]
+    for _ in range(100):
+        change = client.get(f"/api/changes/{sent.json()['change_id']}").json()
+        if change["status"] != "sent":
+            break
+        import time
+        time.sleep(0.05)
+    assert change["status"] == "recorded" and change["on_chain"] is True and change["confirmations"] >= 1
+    pseudonym = bytes.fromhex(me["pseudonym"][2:])
+    assert portal.chain.hospital.has_consent(pseudonym, portal.chain.study_id, block=change["block"])
+    assert client.get("/api/changes/999999").status_code == 404
+
+
+def test_a_round_that_used_the_patient_can_be_checked_against_the_chain(two):
+    portal, people = two
+    alice, bob = people["alice"][2]["pseudonym"], people["bob"][2]["pseudonym"]
+    chain = portal.chain
+    block = chain.hospital.block_number()
+    used = sorted([alice, bob])
+    commitments = {}
+    for phase in ("train", "evaluate"):
+        commitments[phase] = lg.pseudonym_commitment([bytes.fromhex(p[2:]) for p in used])
+        portal.store.record_usage(RoundUsage(study_id=portal.study, round=1, phase=phase, block=block,
+                                             pseudonyms=json.dumps(used), commitment="0x" + commitments[phase].hex()))
+    client, _, _ = people["alice"]
+    before = client.get(f"/api/studies/{portal.study}/rounds/1").json()
+    assert before["anchored_block"] is None and before["matches"] is False and before["commitment_on_chain"] is None
+    chain.coordinator.anchor_round(chain.study_id, 1, pinned_block=block, model_hash=b"\x07" * 32, commitments={
+        chain.hospital.address: protocol.combined_commitment(commitments["train"], commitments["evaluate"])})
+    proof = client.get(f"/api/studies/{portal.study}/rounds/1").json()
+    assert proof["matches"] is True and proof["anchored_block"] > block and proof["model_hash"] == "0x" + "07" * 32
+    assert proof["consortium"] == chain.deployment.consortium and proof["hospital_account"] == chain.hospital.address
+    page = client.get(f"/studies/{portal.study}/rounds/1").text
+    assert "Checked:" in page and proof["commitment_from_log"] in page
+    assert client.get(f"/api/studies/{portal.study}/rounds/2").status_code == 404
+    assert client.get(f"/api/studies/{portal.study}/rounds/0").status_code == 422
+
+
+def test_a_restart_marks_changes_left_on_their_way_and_old_databases_get_the_new_column(portal, tmp_path):
+    from sqlalchemy import create_engine, inspect, text
+
+    from node.portal.models import ConsentRelay, upgrade
+
+    with portal.store.session() as session:
+        session.add(ConsentRelay(account_id=1, study_id=portal.study, action="grant"))
+        session.commit()
+    create_app(portal.settings, ledger=portal.chain.hospital)  # the server starts again on the same home
+    with portal.store.session() as session:
+        (row,) = session.exec(select(ConsentRelay)).all()
+    assert row.status == "failed" and "restarted" in row.reason
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE portalaccount (id INTEGER PRIMARY KEY, username VARCHAR)"))
+        connection.execute(text("INSERT INTO portalaccount (username) VALUES ('old')"))
+    upgrade(engine)
+    assert "key_custody" in {c["name"] for c in inspect(engine).get_columns("portalaccount")}
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT key_custody FROM portalaccount")).scalar() == "portal"

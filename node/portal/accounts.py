@@ -92,9 +92,11 @@ USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 
 def redeem_enrolment_code(
     session: Session, settings: PortalSettings, ledger: Ledger | Callable[[], Ledger], *, code: str, username: str,
-    password: str,
+    password: str, wallet_address: str | None = None,
 ) -> PortalAccount:
-    """Open the patient's account: new consent key sealed under the password, pseudonym enrolled on chain.
+    """Open the patient's account and enrol the pseudonym on chain with the patient's consent key: a new key
+    sealed under the password, or, with `wallet_address`, the key the patient's own wallet holds (the portal
+    then keeps no key at all and can never sign for the patient).
 
     `ledger` may be a function giving it, so that a bad code is refused before the chain is reached."""
     entry = session.exec(
@@ -110,19 +112,25 @@ def redeem_enrolment_code(
         raise PortalError("the patient record of this code no longer exists", status=410)
     if patient.consent_key is not None:
         raise PortalError("this patient is already enrolled on chain with another consent key", status=409)
-    key = Account.create()
     salt, hashed = security.hash_password(password)
-    key_salt, sealed = security.seal_key(bytes(key.key), password, associated=patient.pseudonym)
+    if wallet_address:
+        address, custody, key_salt, sealed = wallet_address, "wallet", b"", b""
+    else:
+        key = Account.create()
+        address, custody = key.address, "portal"
+        key_salt, sealed = security.seal_key(bytes(key.key), password, associated=patient.pseudonym)
+        del key
     account = PortalAccount(
         username=username, record_number=patient.record_number, pseudonym=patient.pseudonym,
-        consent_address=key.address, password_salt=salt, password_hash=hashed, key_salt=key_salt, sealed_key=sealed,
+        consent_address=address, key_custody=custody, password_salt=salt, password_hash=hashed, key_salt=key_salt,
+        sealed_key=sealed,
     )
     entry.used_at = now()
     session.add(entry)
     session.add(account)
     session.commit()  # the code is spent before the chain is asked: a second redemption cannot race this one
     try:
-        admin.enrol_patients(settings.node, ledger() if callable(ledger) else ledger, {patient.record_number: key.address})
+        admin.enrol_patients(settings.node, ledger() if callable(ledger) else ledger, {patient.record_number: address})
     except Exception:
         session.delete(account)
         entry.used_at = None
@@ -176,6 +184,9 @@ def authenticate(session: Session, settings: PortalSettings, *, username: str, p
 
 def unlock_key(session: Session, settings: PortalSettings, account: PortalAccount, password: str, *, client_ip: str) -> bytes:
     """The patient's consent key, decrypted in memory for one request; wrong passwords count as failures."""
+    if account.key_custody == "wallet":
+        raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
+                          status=409)
     check_rate_limit(session, settings, username=account.username, client_ip=client_ip)
     try:
         return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
@@ -226,6 +237,15 @@ def close_session(session: Session, row: PortalSession) -> None:
 def change_password(session: Session, settings: PortalSettings, account: PortalAccount, *, password: str,
                     new_password: str, client_ip: str) -> None:
     """Re-seal the consent key under a new password (the key and its address stay the same)."""
+    if account.key_custody == "wallet":
+        check_rate_limit(session, settings, username=account.username, client_ip=client_ip)
+        if not security.verify_password(password, account.password_salt, account.password_hash):
+            record_failure(session, username=account.username, client_ip=client_ip)
+            raise PortalError("the password is not correct", status=403)
+        account.password_salt, account.password_hash = security.hash_password(new_password)
+        session.add(account)
+        session.commit()
+        return
     key = unlock_key(session, settings, account, password, client_ip=client_ip)
     account.password_salt, account.password_hash = security.hash_password(new_password)
     account.key_salt, account.sealed_key = security.seal_key(key, new_password, associated=account.pseudonym)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -13,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from contracts.ledger import ChainUnavailable, ContractRejected, Ledger, LedgerError
 from node.portal.accounts import PortalError
 from node.portal.deps import PortalState
-from node.portal.routers import enrolment, pages, session, staff, studies
+from node.portal.routers import changes, enrolment, pages, session, staff, studies
 from node.portal.settings import PortalSettings
 
 log = logging.getLogger("twinledger.portal")
@@ -23,7 +24,8 @@ def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> Fas
     # No /docs or /redoc: they load scripts from a CDN, which the CSP forbids; /openapi.json describes the API.
     app = FastAPI(title=f"TwinLedger patient portal ({settings.node.hospital})", version="1", docs_url=None, redoc_url=None)
     app.state.portal = PortalState(settings, ledger=ledger)
-    for module in (staff, enrolment, session, studies, pages):
+    app.state.portal.relayer.forget_interrupted()  # one server per node home (docs/portal.md)
+    for module in (staff, enrolment, session, studies, changes, pages):
         app.include_router(module.router)
 
     def answer(request: Request, message: str, status: int, headers: dict | None = None):
@@ -54,10 +56,13 @@ def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> Fas
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
+        error = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "the request is malformed"}
+        message = f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
         if request.url.path.startswith("/api"):
-            return await request_validation_exception_handler(request, exc)
-        error = exc.errors()[0]
-        return answer(request, f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}", 422)
+            # One readable sentence in `detail`, every error in `errors` (FastAPI's own list).
+            errors = json.loads((await request_validation_exception_handler(request, exc)).body)["detail"]
+            return JSONResponse({"detail": message, "errors": errors}, status_code=422)
+        return answer(request, message, 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -14,7 +14,8 @@ from contracts.ledger import Ledger, LedgerError
 from node import admin
 from node.portal import accounts, security
 from node.portal.accounts import PortalError
-from node.portal.models import PortalAccount, PortalSession
+from node.portal.models import PortalAccount, PortalSession, upgrade
+from node.portal.relays import Relayer
 from node.portal.settings import PortalSettings
 from node.store import Store
 
@@ -25,8 +26,10 @@ class PortalState:
     def __init__(self, settings: PortalSettings, *, ledger: Ledger | None = None):
         self.settings = settings
         self.store = Store(settings.node.resolved_database_url)  # create_all covers node.portal.models too
+        upgrade(self.store.engine)
         self._ledger = ledger
         self.chain_lock = threading.Lock()  # one relayed transaction at a time: nonces stay in order
+        self.relayer = Relayer(self.store, lambda: self.ledger, self.chain_lock)
 
     @property
     def ledger(self) -> Ledger:

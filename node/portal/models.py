@@ -21,10 +21,12 @@ class PortalAccount(SQLModel, table=True):
     record_number: str = Field(index=True, unique=True)  # node.store.Patient.record_number
     pseudonym: str = Field(index=True, unique=True)
     consent_address: str  # the address of the patient's consent key, enrolled on chain
+    # "portal": the key is sealed below under the password; "wallet": only the patient's wallet holds it.
+    key_custody: str = Field(default="portal")
     password_salt: bytes
     password_hash: bytes  # scrypt(password, password_salt)
-    key_salt: bytes  # scrypt(password, key_salt) is the AES-256-GCM key that seals the consent key
-    sealed_key: bytes  # 12-byte nonce + AES-256-GCM(consent private key), associated data: the pseudonym
+    key_salt: bytes  # scrypt(password, key_salt) is the AES-256-GCM key that seals the consent key (empty: wallet)
+    sealed_key: bytes  # 12-byte nonce + AES-256-GCM(consent private key), associated data: the pseudonym (empty: wallet)
     created_at: datetime = Field(default_factory=now)
 
 
@@ -51,3 +53,29 @@ class LoginFailure(SQLModel, table=True):
     kind: str = Field(index=True)  # "account" or "ip"
     subject: str = Field(index=True)  # the username tried, or the client address
     at: datetime = Field(default_factory=now, index=True)
+
+
+class ConsentRelay(SQLModel, table=True):
+    """A grant or revocation the patient signed, on its way to the chain: "sent", then "recorded" or "failed"."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(index=True)
+    study_id: str
+    action: str  # "grant" or "revoke"
+    status: str = Field(default="sent", index=True)
+    block: int | None = None
+    tx_hash: str | None = None
+    reason: str | None = None  # why it failed, in words a patient can read
+    failure_status: int | None = None  # the HTTP status the failure maps to (409 refused, 503 chain unavailable)
+    created_at: datetime = Field(default_factory=now)
+    finished_at: datetime | None = None
+
+
+def upgrade(engine) -> None:
+    """Bring a portal database created before wallet-held keys up to date (create_all adds no columns)."""
+    from sqlalchemy import inspect, text
+
+    columns = {c["name"] for c in inspect(engine).get_columns("portalaccount")}
+    if "key_custody" not in columns:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE portalaccount ADD COLUMN key_custody VARCHAR NOT NULL DEFAULT 'portal'"))

@@ -3,14 +3,54 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from eth_utils import is_checksum_address, to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 STUDY_ID_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+SIGNATURE_PATTERN = r"^0x[0-9a-fA-F]{130}$"
+UINT64 = 2**64 - 1
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _encodable(cls, value):
+        # JSON admits lone surrogates ("\ud800"); they cannot be hashed or stored, so they are bad input.
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode text") from None
+        return value
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="what was wrong, in words a person can read")
+
+
+class ValidationProblem(Problem):
+    errors: list[dict] = Field(default_factory=list, description="every field that was wrong, as pydantic reports it")
+
+
+# Every error answer of the API has a readable `detail`.
+ERRORS = {
+    400: {"model": Problem, "description": "the request cannot be used"},
+    401: {"model": Problem, "description": "not logged in (or a wrong staff token)"},
+    403: {"model": Problem, "description": "a wrong password or CSRF token"},
+    404: {"model": Problem, "description": "no such study, round or change for this patient"},
+    409: {"model": Problem, "description": "refused in the current state, or refused by the ledger"},
+    410: {"model": Problem, "description": "gone"},
+    413: {"model": Problem, "description": "too large"},
+    415: {"model": Problem, "description": "wrong content type"},
+    422: {"model": ValidationProblem, "description": "a field is missing or malformed"},
+    429: {"model": Problem, "description": "too many failed attempts"},
+    503: {"model": Problem, "description": "the consent ledger cannot be reached"},
+}
 
 
 class EnrolmentCodeRequest(Strict):
@@ -28,12 +68,29 @@ class RedeemRequest(Strict):
     username: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{2,63}$",
                           description="3 to 64 characters: lower-case letters, digits, '.', '_' or '-'")
     password: str = Field(min_length=10, max_length=256)
+    wallet_address: str | None = Field(
+        default=None, pattern=ADDRESS_PATTERN,
+        description="your own wallet's address (0x and 40 hex digits): your wallet then signs every change, and the "
+                    "portal keeps no key for you. Leave it out to have the portal keep a key locked by your password")
+
+    @field_validator("wallet_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value[2:] != value[2:].lower() and value[2:] != value[2:].upper() and not is_checksum_address(value):
+            raise ValueError("the address has mixed case but a wrong checksum (EIP-55): check it for a typo")
+        if int(value, 16) == 0:
+            raise ValueError("the zero address cannot be a consent key")
+        return to_checksum_address(value)
 
 
 class AccountOut(BaseModel):
     username: str
     pseudonym: str
     consent_address: str
+    key_custody: Literal["portal", "wallet"] = Field(
+        description="'portal': the portal keeps the key locked by your password; 'wallet': only your wallet holds it")
     hospital: str
 
 
@@ -68,12 +125,20 @@ class ConsentChangeOut(BaseModel):
     block: int
 
 
+class HospitalOut(BaseModel):
+    account: str
+    name: str | None = Field(description="the hospital's name, when the portal knows it")
+    this_hospital: bool
+
+
 class StudyOut(BaseModel):
     study_id: str
     purpose_code: str
     purpose: str = Field(description="the purpose in plain language")
     task_id: str
-    task: str
+    task: str = Field(description="what the model learns, in plain language")
+    data_used: str = Field(description="which of your data it uses")
+    hospitals: list[HospitalOut] = Field(description="the hospitals that accepted the study")
     epsilon_budget: float
     delta: float
     rounds: int
@@ -95,11 +160,65 @@ class RevokeRequest(Strict):
     password: str = Field(min_length=1, max_length=256)
 
 
+ChangeStatus = Literal["sent", "recorded", "failed"]
+
+
 class ConsentChangeResult(BaseModel):
     study_id: str
-    granted: bool
-    block: int = Field(description="the block at which the chain recorded the change")
+    granted: bool = Field(description="the choice asked for: true to agree, false to withdraw")
+    change_id: int = Field(description="follow it at GET /api/changes/{change_id}")
+    status: ChangeStatus = Field(description="'recorded' once the chain holds it; 'sent' while it is on its way")
+    block: int | None = Field(description="the block at which the chain recorded the change")
     consent: ConsentOut
+
+
+class ChangeOut(BaseModel):
+    change_id: int
+    study_id: str
+    action: Literal["grant", "revoke"]
+    status: ChangeStatus
+    block: int | None = Field(description="the block that recorded it")
+    tx_hash: str | None
+    reason: str | None = Field(description="why it failed")
+    latest_block: int | None = Field(description="the chain's latest block when you asked")
+    confirmations: int | None = Field(description="blocks since (and including) the recording block")
+    on_chain: bool | None = Field(description="whether the chain, asked at that block, shows the choice")
+    explanation: str = Field(description="what the status means, in plain language")
+
+
+class Eip712Field(BaseModel):
+    name: str
+    type: str
+
+
+class Eip712Domain(BaseModel):
+    name: str
+    version: str
+    chainId: int
+    verifyingContract: str
+
+
+class TypedDataOut(BaseModel):
+    """EIP-712 typed data, as a wallet's eth_signTypedData_v4 takes it."""
+
+    types: dict[str, list[Eip712Field]]
+    primaryType: Literal["Grant", "Revoke"]
+    domain: Eip712Domain
+    message: dict[str, int | str]
+
+
+class SignedGrantRequest(Strict):
+    valid_from: int = Field(ge=0, le=UINT64)
+    valid_until: int = Field(ge=0, le=UINT64)
+    nonce: int = Field(ge=0, le=UINT64)
+    deadline: int = Field(ge=0, le=UINT64)
+    signature: str = Field(pattern=SIGNATURE_PATTERN, description="the wallet's 65-byte signature, 0x-hex")
+
+
+class SignedRevokeRequest(Strict):
+    nonce: int = Field(ge=0, le=UINT64)
+    deadline: int = Field(ge=0, le=UINT64)
+    signature: str = Field(pattern=SIGNATURE_PATTERN, description="the wallet's 65-byte signature, 0x-hex")
 
 
 class RoundOut(BaseModel):
@@ -108,3 +227,16 @@ class RoundOut(BaseModel):
     pinned_block: int
     anchored_block: int | None
     model_hash: str | None
+
+
+class RoundProofOut(RoundOut):
+    """How to check a round against the chain: the anchor, and this hospital's commitment recomputed."""
+
+    study_id: str
+    chain_id: int
+    consortium: str = Field(description="the Consortium contract that holds the anchor")
+    hospital_account: str
+    commitment_on_chain: str | None = Field(description="this hospital's commitment in the anchor")
+    commitment_from_log: str = Field(description="the same, recomputed from the hospital's usage log")
+    matches: bool = Field(description="whether the two are equal")
+    explorer_url: str | None = Field(description="the anchoring block in a block explorer, when one is configured")

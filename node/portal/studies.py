@@ -6,7 +6,14 @@ import json
 import time
 from dataclasses import dataclass
 
-from contracts.ledger import Ledger, StudyTerms, sign_grant, sign_revoke
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from contracts.ledger import (
+    CONSENT_DOMAIN_NAME, CONSENT_DOMAIN_VERSION, Ledger, LedgerError, SignedGrant, SignedRevoke, StudyTerms,
+    pseudonym_commitment, sign_grant, sign_revoke,
+)
+from federation.protocol import combined_commitment
 from node.portal.accounts import PortalError
 from node.store import RoundUsage, Store
 
@@ -29,9 +36,14 @@ PURPOSES = {
     "HTEST": "testing health information systems",
     "MLTRAINING": "training machine-learning models",
 }
+# What each federated task learns, and which of the patient's data it reads, in plain language.
 TASKS = {
-    "heart-disease/v1": "predicting coronary artery disease from heart examination results "
-                        "(age, sex, chest pain, blood pressure, cholesterol, blood sugar, ECG, heart rate, exercise test)",
+    "heart-disease/v1": (
+        "predicting coronary artery disease from heart examination results",
+        "your age and sex, and results of your heart examination: type of chest pain, resting blood pressure, "
+        "cholesterol, fasting blood sugar, resting ECG, maximum heart rate, chest pain during exercise, ST depression "
+        "and slope, major vessels seen by fluoroscopy, thallium scan, and the diagnosis",
+    ),
 }
 MAX_VALID_UNTIL = 2**32 - 1
 
@@ -41,7 +53,25 @@ def purpose_text(code: str) -> str:
 
 
 def task_text(task_id: str) -> str:
-    return TASKS.get(task_id, task_id)
+    return TASKS[task_id][0] if task_id in TASKS else f"the federated task {task_id}"
+
+
+def data_text(task_id: str) -> str:
+    return TASKS[task_id][1] if task_id in TASKS else "the fields its task declares (ask the hospital)"
+
+
+def study_hospitals(ledger: Ledger, study_id: bytes) -> list[str]:
+    """Accounts of the hospitals that accepted the study, in the order they did (StudyAccepted events)."""
+    try:
+        logs = ledger.consortium.events.StudyAccepted.get_logs(
+            from_block=ledger.deployment.deployed_block, argument_filters={"studyId": study_id})
+    except Exception as exc:  # noqa: BLE001 - any failure to read events means the same here
+        raise LedgerError(f"the study's hospitals could not be read: {type(exc).__name__}") from exc
+    seen: list[str] = []
+    for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
+        if log["args"]["hospital"] not in seen:
+            seen.append(log["args"]["hospital"])
+    return seen
 
 
 def study_hex(study_id: bytes) -> str:
@@ -105,10 +135,40 @@ def rounds_using(ledger: Ledger, store: Store, pseudonym: str, study_id: bytes) 
     return result
 
 
-def grant(ledger: Ledger, key: bytes, pseudonym: bytes, study: StudyTerms, *, valid_until: int | None,
-          deadline_s: int) -> tuple[int, int, int]:
-    """Sign a grant with the patient's key and relay it; returns (block, valid_from, valid_until)."""
+# ---- signing: by the portal with the password-sealed key, or by the patient's wallet ----
+
+_DOMAIN_TYPES = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                 {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}]
+_TYPES = {
+    "Grant": [{"name": "pseudonym", "type": "bytes32"}, {"name": "studyId", "type": "bytes32"},
+              {"name": "validFrom", "type": "uint64"}, {"name": "validUntil", "type": "uint64"},
+              {"name": "nonce", "type": "uint64"}, {"name": "deadline", "type": "uint64"}],
+    "Revoke": [{"name": "pseudonym", "type": "bytes32"}, {"name": "studyId", "type": "bytes32"},
+               {"name": "nonce", "type": "uint64"}, {"name": "deadline", "type": "uint64"}],
+}
+
+
+def typed_data(ledger: Ledger, primary: str, message: dict) -> dict:
+    """The EIP-712 typed data of a Grant or Revoke, as eth_signTypedData_v4 takes it (bytes as 0x-hex)."""
+    deployment = ledger.deployment
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPES, primary: _TYPES[primary]},
+        "primaryType": primary,
+        "domain": {"name": CONSENT_DOMAIN_NAME, "version": CONSENT_DOMAIN_VERSION, "chainId": deployment.chain_id,
+                   "verifyingContract": deployment.consent_registry},
+        "message": {k: "0x" + v.hex() if isinstance(v, bytes) else v for k, v in message.items()},
+    }
+
+
+def _deadline(ledger: Ledger, deadline_s: int) -> tuple[int, int]:
     chain_now = ledger.block_timestamp()
+    return chain_now, max(int(time.time()), chain_now) + deadline_s
+
+
+def grant_message(ledger: Ledger, pseudonym: bytes, study: StudyTerms, *, valid_until: int | None,
+                  deadline_s: int) -> dict:
+    """What the patient signs to agree: from now (the chain's clock) until `valid_until` (default: the study's end)."""
+    chain_now, deadline = _deadline(ledger, deadline_s)
     until = study.ends_at if valid_until is None else valid_until
     if until <= chain_now:
         raise PortalError("the consent must end in the future", status=422)
@@ -116,15 +176,75 @@ def grant(ledger: Ledger, key: bytes, pseudonym: bytes, study: StudyTerms, *, va
         raise PortalError("the consent cannot end after 7 February 2106", status=422)
     if study.suspended or study.ends_at <= chain_now:
         raise PortalError("this study is suspended or has ended: it takes no new consent", status=409)
-    signed = sign_grant(key, ledger.deployment, pseudonym=pseudonym, study_id=study.study_id, valid_from=chain_now,
-                        valid_until=until, nonce=ledger.patient_nonce(pseudonym),
-                        deadline=max(int(time.time()), chain_now) + deadline_s)
-    receipt = ledger.relay_grants([signed])[-1]
-    return receipt["blockNumber"], chain_now, until
+    return {"pseudonym": pseudonym, "studyId": study.study_id, "validFrom": chain_now, "validUntil": until,
+            "nonce": ledger.patient_nonce(pseudonym), "deadline": deadline}
 
 
-def revoke(ledger: Ledger, key: bytes, pseudonym: bytes, study_id: bytes, *, deadline_s: int) -> int:
-    chain_now = ledger.block_timestamp()
-    signed = sign_revoke(key, ledger.deployment, pseudonym=pseudonym, study_id=study_id,
-                         nonce=ledger.patient_nonce(pseudonym), deadline=max(int(time.time()), chain_now) + deadline_s)
-    return ledger.relay_revoke(signed)["blockNumber"]
+def revoke_message(ledger: Ledger, pseudonym: bytes, study_id: bytes, *, deadline_s: int) -> dict:
+    _, deadline = _deadline(ledger, deadline_s)
+    return {"pseudonym": pseudonym, "studyId": study_id, "nonce": ledger.patient_nonce(pseudonym), "deadline": deadline}
+
+
+def sign_with_key(ledger: Ledger, key: bytes, message: dict) -> SignedGrant | SignedRevoke:
+    """The portal signs for a patient who typed their password (the key lives only in this request)."""
+    fields = dict(pseudonym=message["pseudonym"], study_id=message["studyId"], nonce=message["nonce"],
+                  deadline=message["deadline"])
+    if "validUntil" in message:
+        return sign_grant(key, ledger.deployment, valid_from=message["validFrom"], valid_until=message["validUntil"],
+                          **fields)
+    return sign_revoke(key, ledger.deployment, **fields)
+
+
+def from_wallet(ledger: Ledger, consent_address: str, message: dict, signature: str, *,
+                deadline_s: int) -> SignedGrant | SignedRevoke:
+    """A change the patient's wallet signed, checked before the hospital relays it: the signer must be the
+    patient's consent key, the nonce the current one, the deadline near."""
+    primary = "Grant" if "validUntil" in message else "Revoke"
+    raw = bytes.fromhex(signature[2:])
+    try:
+        signer = Account.recover_message(encode_typed_data(full_message=typed_data(ledger, primary, message)),
+                                         signature=raw)
+    except Exception:  # noqa: BLE001 - a malformed signature (bad v, s out of range) is the patient's input
+        raise PortalError("the signature is malformed: sign again with your wallet", status=422) from None
+    if signer != consent_address:
+        raise PortalError(f"the signature is not from your consent key {consent_address} (it is from {signer}): "
+                          "sign with the wallet account you gave at enrolment", status=403)
+    current = ledger.patient_nonce(message["pseudonym"])
+    if message["nonce"] != current:
+        raise PortalError(f"the signature is for an earlier state of your consent (nonce {message['nonce']}, now "
+                          f"{current}): reload the page and sign again", status=409)
+    chain_now, latest = _deadline(ledger, deadline_s)
+    if not chain_now < message["deadline"] <= latest + 300:
+        raise PortalError("the signature's deadline has passed or is too far ahead: reload the page and sign again",
+                          status=409)
+    if primary == "Grant":
+        if not (message["validFrom"] <= chain_now + 300 and chain_now < message["validUntil"] <= MAX_VALID_UNTIL):
+            raise PortalError("the consent window is not valid: it must start now and end in the future", status=422)
+        return SignedGrant(message["pseudonym"], message["studyId"], message["validFrom"], message["validUntil"],
+                           message["nonce"], message["deadline"], raw)
+    return SignedRevoke(message["pseudonym"], message["studyId"], message["nonce"], message["deadline"], raw)
+
+
+# ---- checking a round against the chain ----
+
+@dataclass(frozen=True)
+class RoundProof:
+    use: RoundUse
+    hospital_account: str
+    commitment_on_chain: str | None
+    commitment_from_log: str
+
+
+def round_proof(ledger: Ledger, store: Store, pseudonym: str, study_id: bytes, round_number: int) -> RoundProof:
+    """A round that used the patient: its anchor, and this hospital's commitment recomputed from the usage log."""
+    use = next((u for u in rounds_using(ledger, store, pseudonym, study_id) if u.round == round_number), None)
+    if use is None:
+        raise PortalError(f"round {round_number} of this study did not use your data", status=404)
+    phases = {u.phase: [bytes.fromhex(p[2:]) for p in json.loads(u.pseudonyms)]
+              for u in store.usage(study_hex(study_id)) if u.round == round_number}
+    recomputed = combined_commitment(
+        pseudonym_commitment(phases["train"]) if "train" in phases else b"",
+        pseudonym_commitment(phases["evaluate"]) if "evaluate" in phases else b"")
+    anchor = next((a for a in ledger.round_anchors(study_id) if a.round == round_number), None)
+    on_chain = anchor.commitments.get(ledger.address) if anchor else None
+    return RoundProof(use, ledger.address, "0x" + on_chain.hex() if on_chain else None, "0x" + recomputed.hex())

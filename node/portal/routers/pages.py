@@ -7,29 +7,34 @@ double-submit cookie before (login and enrolment forms).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from pathlib import Path as FilePath
 from typing import Annotated
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from node.portal import accounts, security, studies
+from node.portal import accounts, relays, security, studies, views
 from node.portal.accounts import PortalError
 from node.portal.deps import Chain, Current, Db, Settings, State, client_ip
-from node.portal.routers.studies import _study_out
-from node.portal.schemas import STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut, StudyOut
+from node.portal.routers.studies import password_change
+from node.portal.schemas import STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut
 
 HERE = FilePath(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters["sentence"] = lambda text: str(text)[:1].upper() + str(text)[1:]  # keeps "ECG" as it is
+templates.env.filters["phase"] = lambda phase: {"train": "training", "evaluate": "evaluation"}.get(phase, phase)
 router = APIRouter(include_in_schema=False)
 FORM_COOKIE = "twinledger_form"
 MAX_FORM_BYTES = 16 * 1024
 
 StudyId = Annotated[str, Path(pattern=STUDY_ID_PATTERN)]
+RoundNumber = Annotated[int, Path(ge=1, le=2**32 - 1)]
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -95,6 +100,12 @@ def stylesheet() -> Response:
     return FileResponse(HERE / "static" / "portal.css", media_type="text/css")
 
 
+@router.get("/static/portal.js")
+def script() -> Response:
+    """The portal's only script (first-party, no inline code): wallet signing and waiting for the chain."""
+    return FileResponse(HERE / "static" / "portal.js", media_type="text/javascript")
+
+
 @router.get("/")
 def home(request: Request, db: Db, settings: Settings) -> Response:
     return RedirectResponse("/studies" if _session(request, db, settings) else "/login", status_code=303)
@@ -134,20 +145,28 @@ def enrol_page(request: Request, settings: Settings) -> HTMLResponse:
 async def enrol(request: Request, db: Db, settings: Settings, state: State) -> Response:
     form = await read_form(request)
     _check_form_token(request, form)
-    again = dict(title="Open your account", username=form.get("username", ""))
+    wallet = form.get("key_custody") == "wallet"
+    again = dict(title="Open your account", username=form.get("username", ""), wallet=wallet,
+                 wallet_address=form.get("wallet_address", ""))
     if form.get("password", "") != form.get("password2", ""):
         return _form_page(request, settings, "enrol.html", status=422, error="the two passwords differ", **again)
+    if wallet and not form.get("wallet_address", "").strip():
+        return _form_page(request, settings, "enrol.html", status=422,
+                          error="wallet_address: give your wallet's address, or let the portal keep your key", **again)
     try:
-        body = RedeemRequest(code=form.get("code", ""), username=form.get("username", ""), password=form.get("password", ""))
+        body = RedeemRequest(code=form.get("code", ""), username=form.get("username", ""), password=form.get("password", ""),
+                             wallet_address=form.get("wallet_address", "").strip() if wallet else None)
         with state.chain_lock:
             accounts.redeem_enrolment_code(db, settings, lambda: state.ledger, code=body.code, username=body.username,
-                                           password=body.password)
+                                           password=body.password, wallet_address=body.wallet_address)
     except ValidationError as exc:
         return _form_page(request, settings, "enrol.html", status=422, error=_first_error(exc), **again)
     except PortalError as exc:
         return _form_page(request, settings, "enrol.html", status=exc.status, error=str(exc), **again)
+    key = ("your wallet's address is recorded as your consent key" if body.wallet_address
+           else "your consent key is recorded")
     return _form_page(request, settings, "login.html", title="Log in", username=body.username,
-                      notice="Your account is open and your consent key is recorded. Log in to make your choices.")
+                      notice=f"Your account is open and {key}. Log in to make your choices.")
 
 
 @router.post("/logout")
@@ -160,26 +179,37 @@ async def logout(request: Request, db: Db, settings: Settings) -> Response:
     return response
 
 
+def _patient_page(request: Request, settings, current: Current, template: str, **context) -> HTMLResponse:
+    return render(request, template, settings, user=current.account.username, csrf_token=current.session.csrf_token,
+                  **context)
+
+
 @router.get("/studies", response_class=HTMLResponse)
 def studies_page(request: Request, db: Db, settings: Settings, ledger: Chain) -> Response:
     current = _session(request, db, settings)
     if current is None:
         return RedirectResponse("/login", status_code=303)
-    pseudonym = bytes.fromhex(current.account.pseudonym[2:])
-    rows = [StudyOut(**_study_out(ledger, ledger.study(s), pseudonym)) for s in studies.accepted_studies(ledger)]
-    return render(request, "studies.html", settings, title="Your studies", studies=rows, user=current.account.username,
-                  csrf_token=current.session.csrf_token)
+    rows = views.all_studies(ledger, settings, bytes.fromhex(current.account.pseudonym[2:]))
+    return _patient_page(request, settings, current, "studies.html", title="Your studies", studies=rows)
 
 
-def _study_page(request, settings, ledger, state, current: Current, study_id: str, *, status=200, **extra) -> HTMLResponse:
+def _study_page(request, db, settings, ledger, state, current: Current, study_id: str, *, status=200,
+                change_id: int | None = None, **extra) -> HTMLResponse:
     sid = bytes.fromhex(study_id[2:])
     terms = studies.require_study(ledger, sid)
     pseudonym = bytes.fromhex(current.account.pseudonym[2:])
     history = [ConsentChangeOut(granted=g, block=b) for g, b in studies.consent_history(ledger, pseudonym, sid)]
-    detail = StudyDetailOut(**_study_out(ledger, terms, pseudonym), history=history)
+    detail = StudyDetailOut(**views.study_out(ledger, settings, terms, pseudonym), history=history)
     rounds = studies.rounds_using(ledger, state.store, current.account.pseudonym, sid)
-    return render(request, "study.html", settings, status=status, title=f"Study for {detail.purpose}", s=detail,
-                  rounds=rounds, user=current.account.username, csrf_token=current.session.csrf_token, **extra)
+    change = None
+    if change_id is not None:
+        row = relays.change_of(db, current.account, change_id)
+        if row.study_id == study_id.lower():
+            change = views.change_out(ledger, row, pseudonym)
+    return _patient_page(request, settings, current, "study.html", status=status, title=f"Study for {detail.purpose}",
+                         s=detail, rounds=rounds, change=change, wallet=current.account.key_custody == "wallet",
+                         consent_address=current.account.consent_address,
+                         explorer=lambda block: views.explorer_url(settings, block), **extra)
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
@@ -187,23 +217,19 @@ def study_page(study_id: StudyId, request: Request, db: Db, settings: Settings, 
     current = _session(request, db, settings)
     if current is None:
         return RedirectResponse("/login", status_code=303)
-    notice = {"granted": "Your consent is recorded on the ledger.", "revoked": "Your withdrawal is recorded on the ledger."}
-    done = request.query_params.get("done")
-    block = request.query_params.get("block", "")
-    text = f"{notice[done]} (block {int(block)})" if done in notice and block.isdigit() else None
-    return _study_page(request, settings, ledger, state, current, study_id, notice=text)
+    change = request.query_params.get("change", "")
+    change_id = int(change) if change.isdigit() and len(change) < 18 else None
+    return _study_page(request, db, settings, ledger, state, current, study_id, change_id=change_id)
 
 
 @router.post("/studies/{study_id}/{action}")
 async def change(study_id: StudyId, action: str, request: Request, db: Db, settings: Settings, ledger: Chain,
                  state: State) -> Response:
+    """Grant or revoke with the password-sealed key; the page then follows the change until the chain records it."""
     if action not in ("grant", "revoke"):
         raise PortalError("no such page", status=404)
     form = await read_form(request)
     current = _logged_in(request, db, settings, form)
-    sid = bytes.fromhex(study_id[2:])
-    terms = studies.require_study(ledger, sid)
-    pseudonym = bytes.fromhex(current.account.pseudonym[2:])
     try:
         until = None
         if action == "grant" and form.get("valid_until"):
@@ -211,18 +237,32 @@ async def change(study_id: StudyId, action: str, request: Request, db: Db, setti
                 day = datetime.strptime(form["valid_until"], "%Y-%m-%d").replace(tzinfo=timezone.utc)
             except ValueError:
                 raise PortalError("the end date must be a date such as 2027-12-31", status=422) from None
-            until = int(day.timestamp())
-        key = accounts.unlock_key(db, settings, current.account, form.get("password", "")[:256], client_ip=client_ip(request))
-        with state.chain_lock:
-            if action == "grant":
-                block, _, _ = studies.grant(ledger, key, pseudonym, terms, valid_until=until,
-                                            deadline_s=settings.signature_deadline_s)
-            else:
-                block = studies.revoke(ledger, key, pseudonym, sid, deadline_s=settings.signature_deadline_s)
-        del key
+            until = views.seconds_of(day)
+        # scrypt and the chain's answers take a while: off the event loop
+        row, future = await run_in_threadpool(
+            password_change, db, settings, ledger, state, current, study_id, action,
+            password=form.get("password", "")[:256], valid_until=until, ip=client_ip(request))
     except PortalError as exc:
         if exc.status in (401, 404):
             raise
-        return _study_page(request, settings, ledger, state, current, study_id, status=exc.status, error=str(exc))
-    done = "granted" if action == "grant" else "revoked"
-    return RedirectResponse(f"/studies/{study_id}?done={done}&block={block}", status_code=303)
+        return _study_page(request, db, settings, ledger, state, current, study_id, status=exc.status, error=str(exc))
+    try:  # a quick chain answers before the page shows; a slow one is followed by the page
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=settings.page_relay_wait_s)
+    except TimeoutError:
+        pass
+    return RedirectResponse(f"/studies/{study_id}?change={row.id}", status_code=303)
+
+
+@router.get("/studies/{study_id}/rounds/{round_number}", response_class=HTMLResponse)
+def round_page(study_id: StudyId, round_number: RoundNumber, request: Request, db: Db, settings: Settings,
+               ledger: Chain, state: State) -> Response:
+    """One round that used the patient's data: its anchor on the chain and how to check it."""
+    current = _session(request, db, settings)
+    if current is None:
+        return RedirectResponse("/login", status_code=303)
+    sid = bytes.fromhex(study_id[2:])
+    terms = studies.require_study(ledger, sid)
+    proof = studies.round_proof(ledger, state.store, current.account.pseudonym, sid, round_number)
+    return _patient_page(request, settings, current, "round.html", title=f"Round {round_number}",
+                         r=views.round_proof_out(ledger, settings, proof, study_id), purpose=studies.purpose_text(terms.purpose),
+                         registry=ledger.deployment.consent_registry, pseudonym=current.account.pseudonym)

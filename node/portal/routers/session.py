@@ -7,9 +7,9 @@ from fastapi import APIRouter, Request, Response
 from node.portal import accounts
 from node.portal.deps import CurrentPatient, Db, Settings, client_ip
 from node.portal.models import PortalSession
-from node.portal.schemas import AccountOut, LoginRequest, Message, PasswordChange, SessionOut
+from node.portal.schemas import ERRORS, AccountOut, LoginRequest, Message, PasswordChange, SessionOut
 
-router = APIRouter(prefix="/api", tags=["session"])
+router = APIRouter(prefix="/api", tags=["session"], responses=ERRORS)
 
 
 @router.post("/session", response_model=SessionOut, status_code=201)
@@ -39,7 +39,7 @@ def logout(patient: CurrentPatient, response: Response, db: Db, settings: Settin
 def me(patient: CurrentPatient, settings: Settings) -> AccountOut:
     a = patient.account
     return AccountOut(username=a.username, pseudonym=a.pseudonym, consent_address=a.consent_address,
-                      hospital=settings.node.hospital)
+                      key_custody=a.key_custody, hospital=settings.node.hospital)
 
 
 @router.post("/me/password", response_model=Message)

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends
 
 from node.portal import accounts
 from node.portal.deps import Db, Settings, require_staff
-from node.portal.schemas import EnrolmentCodeOut, EnrolmentCodeRequest
+from node.portal.schemas import ERRORS, EnrolmentCodeOut, EnrolmentCodeRequest
 
-router = APIRouter(prefix="/api/staff", tags=["staff"], dependencies=[Depends(require_staff)])
+router = APIRouter(prefix="/api/staff", tags=["staff"], dependencies=[Depends(require_staff)],
+                   responses=ERRORS)
 
 
 @router.post("/enrolment-codes", response_model=EnrolmentCodeOut, status_code=201)

@@ -1,105 +1,199 @@
-"""The patient's studies: terms in plain language, their consent, grant, revoke, rounds, FHIR export."""
+"""The patient's studies: terms in plain language, their consent, grant, revoke (signed by the portal with the
+password-sealed key, or by the patient's own wallet), rounds and how to check them, FHIR export."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 
 from contracts.fhir_consent import export_consent
-from contracts.ledger import Ledger, StudyTerms
-from node.portal import accounts, studies
-from node.portal.deps import Chain, CurrentPatient, Db, Settings, State, client_ip
+from contracts.ledger import Ledger, SignedGrant, SignedRevoke
+from node.portal import accounts, studies, views
+from node.portal.accounts import PortalError
+from node.portal.deps import Chain, Current, CurrentPatient, Db, Settings, State, client_ip
 from node.portal.schemas import (
-    STUDY_ID_PATTERN, ConsentChangeOut, ConsentChangeResult, ConsentOut, GrantRequest, RevokeRequest, RoundOut,
-    StudyDetailOut, StudyOut,
+    ERRORS, STUDY_ID_PATTERN, ConsentChangeOut, ConsentChangeResult, GrantRequest, RevokeRequest, RoundOut,
+    RoundProofOut, SignedGrantRequest, SignedRevokeRequest, StudyDetailOut, StudyOut, TypedDataOut,
 )
+from node.portal.settings import PortalSettings
 
-router = APIRouter(prefix="/api/studies", tags=["studies"])
+router = APIRouter(prefix="/api/studies", tags=["studies"], responses=ERRORS)
 
 StudyId = Annotated[str, Path(pattern=STUDY_ID_PATTERN, description="0x and 64 hex digits")]
+RoundNumber = Annotated[int, Path(ge=1, le=2**32 - 1, description="the round's number, from 1")]
+CHANGE_RESPONSES = {202: {"model": ConsentChangeResult, "description": "sent, not recorded yet: follow change_id"}}
 
 
-def _time(seconds: int) -> datetime | None:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc) if seconds else None
-
-
-def _consent(state: studies.ConsentState) -> ConsentOut:
-    return ConsentOut(granted=state.granted, valid_from=_time(state.valid_from), valid_until=_time(state.valid_until))
-
-
-def _pseudonym(patient) -> bytes:
+def _pseudonym(patient: Current) -> bytes:
     return bytes.fromhex(patient.account.pseudonym[2:])
 
 
-def _study_out(ledger: Ledger, terms: StudyTerms, pseudonym: bytes) -> dict:
-    return dict(
-        study_id=studies.study_hex(terms.study_id), purpose_code=terms.purpose, purpose=studies.purpose_text(terms.purpose),
-        task_id=terms.task_id, task=studies.task_text(terms.task_id), epsilon_budget=terms.epsilon_budget,
-        delta=terms.delta, rounds=terms.rounds, ends_at=_time(terms.ends_at) or datetime.fromtimestamp(0, timezone.utc),
-        suspended=terms.suspended, consent=_consent(studies.consent_state(ledger, pseudonym, terms.study_id)),
-    )
+def _sid(study_id: str) -> bytes:
+    return bytes.fromhex(study_id[2:])
 
+
+def _wallet_only(patient: Current) -> None:
+    if patient.account.key_custody != "wallet":
+        raise PortalError("the portal holds your consent key under your password: send your password to "
+                          "POST /api/studies/{id}/grant or /revoke instead", status=409)
+
+
+# ---- one change, from signature to relay (shared with the pages) ----
+
+def password_change(db: Session, settings: PortalSettings, ledger: Ledger, state, patient: Current, study_id: str,
+                    action: str, *, password: str, valid_until: int | None, ip: str):
+    """Unlock the sealed key with the password, sign, hand the signature to the relay; returns (row, future)."""
+    sid, pseudonym = _sid(study_id), _pseudonym(patient)
+    terms = studies.require_study(ledger, sid)
+    if patient.account.key_custody == "wallet":
+        raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
+                          status=409)
+    if action == "grant":
+        message = studies.grant_message(ledger, pseudonym, terms, valid_until=valid_until,
+                                        deadline_s=settings.signature_deadline_s)
+    else:
+        message = studies.revoke_message(ledger, pseudonym, sid, deadline_s=settings.signature_deadline_s)
+    key = accounts.unlock_key(db, settings, patient.account, password, client_ip=ip)
+    signed = studies.sign_with_key(ledger, key, message)
+    del key
+    return state.relayer.submit(db, patient.account, study_id, signed)
+
+
+def _result(db: Session, settings: PortalSettings, ledger: Ledger, patient: Current, study_id: str, row, future,
+            response: Response) -> ConsentChangeResult:
+    """Wait up to relay_wait_s for the chain; 200 once recorded, 202 while still on its way, the reason if refused."""
+    try:
+        future.result(timeout=settings.relay_wait_s)
+    except TimeoutError:
+        pass
+    db.refresh(row)
+    if row.status == "failed":
+        raise PortalError(row.reason or "the change was not recorded", status=row.failure_status or 409)
+    if row.status == "sent":
+        response.status_code = 202
+    return ConsentChangeResult(
+        study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id, status=row.status, block=row.block,
+        consent=views.consent_out(studies.consent_state(ledger, _pseudonym(patient), _sid(study_id))))
+
+
+# ---- reading ----
 
 @router.get("", response_model=list[StudyOut])
-def list_studies(patient: CurrentPatient, ledger: Chain) -> list[StudyOut]:
-    pseudonym = _pseudonym(patient)
-    return [StudyOut(**_study_out(ledger, ledger.study(s), pseudonym)) for s in studies.accepted_studies(ledger)]
+def list_studies(patient: CurrentPatient, ledger: Chain, settings: Settings) -> list[StudyOut]:
+    return views.all_studies(ledger, settings, _pseudonym(patient))
 
 
 @router.get("/{study_id}", response_model=StudyDetailOut)
-def get_study(study_id: StudyId, patient: CurrentPatient, ledger: Chain) -> StudyDetailOut:
-    sid = bytes.fromhex(study_id[2:])
+def get_study(study_id: StudyId, patient: CurrentPatient, ledger: Chain, settings: Settings) -> StudyDetailOut:
+    sid = _sid(study_id)
     terms = studies.require_study(ledger, sid)
     pseudonym = _pseudonym(patient)
     history = [ConsentChangeOut(granted=g, block=b) for g, b in studies.consent_history(ledger, pseudonym, sid)]
-    return StudyDetailOut(**_study_out(ledger, terms, pseudonym), history=history)
+    return StudyDetailOut(**views.study_out(ledger, settings, terms, pseudonym), history=history)
 
 
-@router.post("/{study_id}/grant", response_model=ConsentChangeResult)
-def grant(study_id: StudyId, body: GrantRequest, request: Request, patient: CurrentPatient, db: Db,
+# ---- changing the consent with the password-sealed key ----
+
+@router.post("/{study_id}/grant", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
+def grant(study_id: StudyId, body: GrantRequest, request: Request, response: Response, patient: CurrentPatient, db: Db,
           settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
-    sid = bytes.fromhex(study_id[2:])
-    terms = studies.require_study(ledger, sid)
-    until = None
-    if body.valid_until is not None:
-        moment = body.valid_until if body.valid_until.tzinfo else body.valid_until.replace(tzinfo=timezone.utc)
-        until = int(moment.timestamp())
-    key = accounts.unlock_key(db, settings, patient.account, body.password, client_ip=client_ip(request))
-    with state.chain_lock:
-        block, _, _ = studies.grant(ledger, key, _pseudonym(patient), terms, valid_until=until,
+    until = views.seconds_of(body.valid_until) if body.valid_until is not None else None
+    row, future = password_change(db, settings, ledger, state, patient, study_id, "grant", password=body.password,
+                                  valid_until=until, ip=client_ip(request))
+    return _result(db, settings, ledger, patient, study_id, row, future, response)
+
+
+@router.post("/{study_id}/revoke", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
+def revoke(study_id: StudyId, body: RevokeRequest, request: Request, response: Response, patient: CurrentPatient,
+           db: Db, settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
+    row, future = password_change(db, settings, ledger, state, patient, study_id, "revoke", password=body.password,
+                                  valid_until=None, ip=client_ip(request))
+    return _result(db, settings, ledger, patient, study_id, row, future, response)
+
+
+# ---- changing the consent with the patient's wallet ----
+
+@router.get("/{study_id}/grant/typed-data", response_model=TypedDataOut)
+def grant_typed_data(study_id: StudyId, patient: CurrentPatient, ledger: Chain, settings: Settings,
+                     valid_until: Annotated[datetime | None, Query(description="default: the study's end")] = None
+                     ) -> TypedDataOut:
+    """What the wallet signs to agree (EIP-712, for eth_signTypedData_v4); nothing is stored."""
+    _wallet_only(patient)
+    terms = studies.require_study(ledger, _sid(study_id))
+    until = views.seconds_of(valid_until) if valid_until is not None else None
+    message = studies.grant_message(ledger, _pseudonym(patient), terms, valid_until=until,
                                     deadline_s=settings.signature_deadline_s)
-    del key
-    return ConsentChangeResult(study_id=study_id.lower(), granted=True, block=block,
-                               consent=_consent(studies.consent_state(ledger, _pseudonym(patient), sid)))
+    return TypedDataOut(**studies.typed_data(ledger, "Grant", message))
 
 
-@router.post("/{study_id}/revoke", response_model=ConsentChangeResult)
-def revoke(study_id: StudyId, body: RevokeRequest, request: Request, patient: CurrentPatient, db: Db,
-           settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
-    sid = bytes.fromhex(study_id[2:])
+@router.get("/{study_id}/revoke/typed-data", response_model=TypedDataOut)
+def revoke_typed_data(study_id: StudyId, patient: CurrentPatient, ledger: Chain, settings: Settings) -> TypedDataOut:
+    """What the wallet signs to withdraw (EIP-712, for eth_signTypedData_v4); nothing is stored."""
+    _wallet_only(patient)
+    sid = _sid(study_id)
     studies.require_study(ledger, sid)
-    key = accounts.unlock_key(db, settings, patient.account, body.password, client_ip=client_ip(request))
-    with state.chain_lock:
-        block = studies.revoke(ledger, key, _pseudonym(patient), sid, deadline_s=settings.signature_deadline_s)
-    del key
-    return ConsentChangeResult(study_id=study_id.lower(), granted=False, block=block,
-                               consent=_consent(studies.consent_state(ledger, _pseudonym(patient), sid)))
+    message = studies.revoke_message(ledger, _pseudonym(patient), sid, deadline_s=settings.signature_deadline_s)
+    return TypedDataOut(**studies.typed_data(ledger, "Revoke", message))
 
+
+def _relay_signed(db, settings, ledger, state, patient: Current, study_id: str, message: dict, signature: str
+                  ) -> tuple:
+    _wallet_only(patient)
+    studies.require_study(ledger, _sid(study_id))
+    signed: SignedGrant | SignedRevoke = studies.from_wallet(ledger, patient.account.consent_address, message, signature,
+                                                            deadline_s=settings.signature_deadline_s)
+    return state.relayer.submit(db, patient.account, study_id, signed)
+
+
+@router.post("/{study_id}/grant/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
+def grant_signed(study_id: StudyId, body: SignedGrantRequest, response: Response, patient: CurrentPatient, db: Db,
+                 settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
+    """Relay a grant the patient's wallet signed; the signer must be the patient's consent key."""
+    message = {"pseudonym": _pseudonym(patient), "studyId": _sid(study_id), "validFrom": body.valid_from,
+               "validUntil": body.valid_until, "nonce": body.nonce, "deadline": body.deadline}
+    row, future = _relay_signed(db, settings, ledger, state, patient, study_id, message, body.signature)
+    return _result(db, settings, ledger, patient, study_id, row, future, response)
+
+
+@router.post("/{study_id}/revoke/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
+def revoke_signed(study_id: StudyId, body: SignedRevokeRequest, response: Response, patient: CurrentPatient, db: Db,
+                  settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
+    """Relay a revocation the patient's wallet signed; the signer must be the patient's consent key."""
+    message = {"pseudonym": _pseudonym(patient), "studyId": _sid(study_id), "nonce": body.nonce,
+               "deadline": body.deadline}
+    row, future = _relay_signed(db, settings, ledger, state, patient, study_id, message, body.signature)
+    return _result(db, settings, ledger, patient, study_id, row, future, response)
+
+
+# ---- rounds and export ----
 
 @router.get("/{study_id}/rounds", response_model=list[RoundOut])
 def rounds(study_id: StudyId, patient: CurrentPatient, ledger: Chain, state: State) -> list[RoundOut]:
-    sid = bytes.fromhex(study_id[2:])
+    sid = _sid(study_id)
     studies.require_study(ledger, sid)
     return [RoundOut(**use.__dict__) for use in studies.rounds_using(ledger, state.store, patient.account.pseudonym, sid)]
 
 
+@router.get("/{study_id}/rounds/{round_number}", response_model=RoundProofOut)
+def round_proof(study_id: StudyId, round_number: RoundNumber, patient: CurrentPatient, ledger: Chain, state: State,
+                settings: Settings) -> RoundProofOut:
+    """A round that used the patient's data, with its anchor and this hospital's commitment recomputed from the
+    usage log, so that anyone can check it against the chain."""
+    sid = _sid(study_id)
+    studies.require_study(ledger, sid)
+    proof = studies.round_proof(ledger, state.store, patient.account.pseudonym, sid, round_number)
+    return views.round_proof_out(ledger, settings, proof, study_id)
+
+
 @router.get("/{study_id}/consent.fhir.json", response_class=JSONResponse,
-            responses={200: {"content": {"application/fhir+json": {}}, "description": "a FHIR R4 Consent resource"}})
+            responses={200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}},
+                             "description": "a FHIR R4 Consent resource"}})
 def fhir_consent(study_id: StudyId, patient: CurrentPatient, ledger: Chain) -> JSONResponse:
-    sid = bytes.fromhex(study_id[2:])
+    sid = _sid(study_id)
     studies.require_study(ledger, sid)
     resource = export_consent(ledger, _pseudonym(patient), sid)
     return JSONResponse(resource, media_type="application/fhir+json", headers={
