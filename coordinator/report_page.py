@@ -1,8 +1,8 @@
 """Render a run report (the JSON the coordinator saves) as a readable HTML page with PNG plots.
 
 ``write_report_page(report, json_path)`` writes ``<stem>.html`` next to ``json_path`` and three
-plots into ``<stem>-plots/``: accuracy per round, epsilon spent per hospital, patients used per
-round. The page is self-contained (inline CSS, no JavaScript, no external resources) and every
+plots into ``<stem>-plots/``: the task's headline metric per round (``study.metric`` in the report;
+test accuracy when absent), epsilon spent per hospital, patients used per round. The page is self-contained (inline CSS, no JavaScript, no external resources) and every
 string taken from the report is HTML-escaped. Missing optional keys render as "—".
 """
 from __future__ import annotations
@@ -52,6 +52,21 @@ def _td(text: str, numeric: bool = False) -> str:
     return f'<td class="n">{text}</td>' if numeric else f"<td>{text}</td>"
 
 
+ACCURACY = {"name": "accuracy", "label": "Test accuracy", "unit": "%", "scale": 100.0}
+
+
+def _metric(report: dict) -> dict:
+    """The headline metric the task declared (federation/tasks/base.py Metric); accuracy for older reports."""
+    metric = (report.get("study") or {}).get("metric")
+    return {**ACCURACY, **metric} if isinstance(metric, dict) and metric.get("name") else ACCURACY
+
+
+def _value(record: dict, metric: dict) -> float | None:
+    """A round's headline value as shown (scaled), or None when the round has none."""
+    value = (record.get("metrics") or {}).get(metric["name"], record.get(metric["name"]))
+    return None if not isinstance(value, (int, float)) else value * float(metric.get("scale") or 1.0)
+
+
 def _plots(report: dict, names: list[str], out: pathlib.Path) -> list[tuple[str, str]]:
     """Draw the three plots into ``out``; return (file name, alt text) pairs."""
     out.mkdir(parents=True, exist_ok=True)
@@ -60,18 +75,26 @@ def _plots(report: dict, names: list[str], out: pathlib.Path) -> list[tuple[str,
     colours = plt.get_cmap("tab10").colors
     made: list[tuple[str, str]] = []
 
+    metric = _metric(report)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    acc = [r.get("accuracy") for r in rounds]
-    ax.plot(xs, [float("nan") if a is None else 100 * a for a in acc], "o-", color=colours[0],
+    acc = [_value(r, metric) for r in rounds]
+    ax.plot(xs, [float("nan") if a is None else a for a in acc], "o-", color=colours[0],
             label="global model (pooled test set)")
     for x, a in zip(xs, acc):
         if a is None:  # evaluation failed: leave a gap and say so
             ax.annotate("no result", (x, 3), ha="center", fontsize="small", color="dimgray")
-    base = (report.get("baseline") or {}).get("constant_predictor_accuracy")
+    is_accuracy = metric["name"] == "accuracy"
+    base = (report.get("baseline") or {}).get("constant_predictor_accuracy") if is_accuracy else None
     if base is not None:
         ax.axhline(100 * base, ls="--", color=colours[7], label="constant predictor")
-    ax.set(title="Test accuracy per round", xlabel="Round", ylabel="Accuracy (%)", ylim=(0, 100))
-    made.append(("accuracy.png", "Line chart of the global model's test accuracy (%) per round"
+    unit = f" ({metric['unit']})" if metric.get("unit") else ""
+    ax.set(title=f"{metric['label']} per round", xlabel="Round", ylabel=f"{metric['label']}{unit}")
+    if is_accuracy:
+        ax.set_ylim(0, 100)
+    else:
+        ax.set_ylim(bottom=0)
+    made.append(("accuracy.png" if is_accuracy else "metric.png",
+                 f"Line chart of the global model's {metric['label'].lower()}{unit} per round"
                  + (f", with the constant-predictor baseline at {100 * base:.1f}%" if base is not None else "")))
     _finish(fig, ax, xs, out / made[-1][0])
 
@@ -132,11 +155,13 @@ def write_report_page(report: dict, json_path: pathlib.Path) -> pathlib.Path:
         names += [n for n in (r.get("used") or {}) if n not in names]
     plots = _plots(report, names, plot_dir)
 
-    final = next((r.get("accuracy") for r in reversed(rounds) if r.get("accuracy") is not None), None)
+    metric = _metric(report)
+    shown = "{:.1f}" + (metric.get("unit") if metric.get("unit") == "%" else f" {metric.get('unit') or ''}".rstrip())
+    final = next((_value(r, metric) for r in reversed(rounds) if _value(r, metric) is not None), None)
     violations = audit.get("violations")
     summary = (f"Study purpose <strong>{_e(study.get('purpose'))}</strong>, task {_e(study.get('task'))}: "
-               f"{len(rounds)} round(s) of {_e(study.get('rounds'))} planned, last evaluated test accuracy "
-               f"{_num(final * 100 if final is not None else None, '{:.1f}%')}, "
+               f"{len(rounds)} round(s) of {_e(study.get('rounds'))} planned, last evaluated "
+               f"{_e(metric['label'].lower())} {_num(final, shown)}, "
                f"{_e(violations)} audit violation(s).")
 
     hosp_rows = [[_td(_e(h.get("name"))), _td(_e(h.get("patients")), True), _td(_e(h.get("consented")), True),
@@ -146,13 +171,12 @@ def write_report_page(report: dict, json_path: pathlib.Path) -> pathlib.Path:
     round_rows = []
     for r in rounds:
         used, errs = r.get("used") or {}, r.get("errors") or {}
-        acc = None if r.get("accuracy") is None else 100 * r["accuracy"]
-        row = [_td(_e(r.get("round")), True), _td(_e(r.get("block")), True), _td(_num(acc, "{:.1f}%"), True)]
+        row = [_td(_e(r.get("round")), True), _td(_e(r.get("block")), True), _td(_num(_value(r, metric), shown), True)]
         row += [_td(_e(used.get(n)), True) for n in names]
         if has_errors:
             row.append(_td("<br>".join(f"{_e(k)}: {_e(v)}" for k, v in errs.items()) or "—"))
         round_rows.append(row)
-    round_head = ["Round", "Pinned block", "Accuracy"] + [f"Used: {n}" for n in names] + (["Errors"] if has_errors else [])
+    round_head = ["Round", "Pinned block", (metric["label"][5:].capitalize() if metric["label"].startswith("Test ") else metric["label"])] + [f"Used: {n}" for n in names] + (["Errors"] if has_errors else [])
     rev = report.get("revoked") or []
     rev_rows = [[_td(f"<code>{_e(_short(v.get('pseudonym')))}</code>"), _td(_e(v.get("block")), True),
                  _td(_e(v.get("hospital")))] for v in rev]

@@ -30,6 +30,7 @@ from contracts.ledger import Ledger, LedgerError, StudyTerms
 from federation import protocol
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
+from federation.tasks.base import add_sums
 
 log = logging.getLogger("twinledger.coordinator")
 
@@ -82,6 +83,7 @@ class RunReport:
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     hospitals: dict[int, Hospital] = field(default_factory=dict)
     rounds: list[dict] = field(default_factory=list)
+    metric: dict | None = None  # the task's headline metric (name, label, unit, scale), for the report page
     status: str = "running"
     message: str = ""
 
@@ -97,6 +99,7 @@ class RunReport:
                 "epsilon_budget": self.terms.epsilon_budget,
                 "delta": self.terms.delta,
                 "rounds": self.terms.rounds,
+                "metric": self.metric,
             },
             "hospitals": [
                 {
@@ -141,7 +144,7 @@ class StudyRun:
         self.run_dir = run_dir
         self.terms = ledger.study(options.study_id)
         self.task = get_task(self.terms.task_id)
-        self.report = RunReport(run_dir / "report.json", self.terms)
+        self.report = RunReport(run_dir / "report.json", self.terms, metric=self.task.headline.as_dict())
         self.strategy = make_strategy(options)
 
     def _name(self, node_id: int) -> str:
@@ -236,8 +239,8 @@ class StudyRun:
         log.info("round %d: pinned block %d; training on %d node(s)", round_number, block, len(node_ids))
         content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: config.to_record()})
         trained, train_errors = self._split(node_ids, self._send(node_ids, MessageType.TRAIN, content, str(round_number)), "train")
-        record = {"round": round_number, "block": block, "accuracy": None, "loss": None, "used": {}, "test_used": {},
-                  "epsilon": {}, "train_seconds": {}, "errors": {}}
+        record = {"round": round_number, "block": block, **{key: None for key in self.task.report_keys},
+                  "metrics": {}, "used": {}, "test_used": {}, "epsilon": {}, "train_seconds": {}, "errors": {}}
         train_commitments: dict[str, bytes] = {}
         for reply in trained:
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
@@ -273,17 +276,15 @@ class StudyRun:
             node_ids, self._send(node_ids, MessageType.EVALUATE, content, str(round_number)), "evaluate"
         )
         commitments: dict[str, bytes] = {}
-        correct = examples = positives = 0
-        loss_sum = 0.0
+        examples = 0
+        node_sums = []
         for reply in evaluated:
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
             name = self._name(reply.metadata.src_node_id)
             account = str(usage["account"])
             record["test_used"][name] = int(usage["used"])
-            correct += int(metrics["correct"])
             examples += int(metrics["num-examples"])
-            positives += int(metrics["positives"])
-            loss_sum += float(metrics["loss-sum"])
+            node_sums.append(dict(metrics))
             hospital = self.report.hospitals.get(reply.metadata.src_node_id)
             if hospital:
                 hospital.consented = int(metrics["consented"])
@@ -291,14 +292,17 @@ class StudyRun:
             commitments[account] = protocol.combined_commitment(train_commitments.pop(account, b""), evaluate_commitment)
         for account, train_commitment in train_commitments.items():  # trained but did not evaluate
             commitments[account] = protocol.combined_commitment(train_commitment, b"")
-        if examples:
-            record["accuracy"] = correct / examples
-            record["loss"] = loss_sum / examples
-            record["constant_accuracy"] = max(positives, examples - positives) / examples
         record["errors"] = {
             name: "; ".join(f"{phase}: {errors[name]}" for phase, errors in (("train", train_errors), ("evaluate", eval_errors)) if name in errors)
             for name in sorted(set(train_errors) | set(eval_errors))
         }
+        if examples:
+            # Every node's sums added up, then the task's metrics: weighted by examples, exactly.
+            try:
+                record["metrics"] = self.task.summarise(add_sums(node_sums))
+            except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
+                record["errors"]["coordinator"] = f"evaluation replies lack the task's sums: {exc!r}"
+            record.update({key: record["metrics"].get(key) for key in self.task.report_keys})
         record["seconds"] = round(time.monotonic() - started, 2)
         record["training_seconds"] = round(training_s, 2)
 
@@ -311,10 +315,12 @@ class StudyRun:
             self._anchor(record, round_number, block, digest, commitments)
         record["status"] = "done"
         self.report.save()
-        accuracy = f"{record['accuracy']:.3f}" if record["accuracy"] is not None else "n/a"
+        headline = self.task.headline.name
+        value = record["metrics"].get(headline)
         log.info(
-            "round %d done in %.1f s: accuracy %s on %d test patients; used %s",
-            round_number, record["seconds"], accuracy, examples, record["used"],
+            "round %d done in %.1f s: %s %s on %d test patients; used %s",
+            round_number, record["seconds"], headline, f"{value:.3f}" if value is not None else "n/a", examples,
+            record["used"],
         )
         return arrays
 

@@ -10,7 +10,7 @@ from eth_account import Account
 from sqlmodel import select
 
 from contracts.ledger import Ledger, SignedGrant, SignedRevoke, load_key, write_key
-from node.importer import ImportReport, import_heart_disease_csv
+from node.importer import ImportReport, import_file
 from node.settings import NodeSettings
 from node.store import Patient, Store
 from node.vault import Vault, create_key_file
@@ -46,10 +46,13 @@ def open_ledger(settings: NodeSettings) -> Ledger:
     )
 
 
-def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | None = None) -> ImportReport:
+def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | None = None,
+                   cohort: str | None = None) -> ImportReport:
+    """Heart-disease CSV or Bundle, or twins' (type 1 diabetes) CSV or Bundle: node/importer.py import_file."""
     store = Store(settings.resolved_database_url)
     vault = Vault.open(settings.data_key_file)
-    return import_heart_disease_csv(store, vault, path, record_prefix=record_prefix or settings.hospital.upper()[:3])
+    return import_file(store, vault, Path(path), record_prefix=record_prefix or settings.hospital.upper()[:3],
+                       cohort=cohort)
 
 
 def enrol_patients(settings: NodeSettings, ledger: Ledger, consent_keys: dict[str, str]) -> int:

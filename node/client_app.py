@@ -86,10 +86,8 @@ def evaluate(msg: Message, context: Context) -> Message:
                 protocol.METRICS: MetricRecord(
                     {
                         "num-examples": outcome.num_examples,
-                        "correct": outcome.correct,
-                        "loss-sum": outcome.loss_sum,
                         "consented": outcome.consented,
-                        "positives": outcome.positives,
+                        **outcome.sums,  # the task's additive statistics, e.g. correct, loss-sum, positives
                     }
                 ),
                 protocol.USAGE: _usage(node, outcome.commitment, outcome.num_examples, "evaluate"),

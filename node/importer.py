@@ -1,5 +1,6 @@
 """Import patient records from CSV: the UCI Heart Disease layout (14 columns, no header) or a CSV with a
-header naming those columns (and optionally `record_number`).
+header naming those columns (and optionally `record_number`); and type 1 diabetes records for the twins
+(node/twins/csv_import.py, node/twins/fhir_import.py): `import_file` picks the importer by the file.
 
 An import is all or nothing: a malformed line rejects the whole file with every bad line listed, and
 nothing is written. Records missing a value are kept but marked incomplete; no task uses them.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from federation.tasks.heart_disease import FIELD_RANGES, UCI_COLUMNS, HeartDiseaseTask, flamby_split
+from federation.tasks.heart_disease import FIELD_RANGES, SPLIT_SEED, UCI_COLUMNS, HeartDiseaseTask, flamby_split
 from node.store import Patient, Store
 from node.vault import Vault
 
@@ -24,6 +25,9 @@ MISSING = {"", "?", "nan", "NaN", "NA"}
 
 class RecordFileError(ValueError):
     """The file cannot be imported; the message lists every problem with its line number."""
+
+
+TWIN_TEST_FRACTION = 1 / 3
 
 
 @dataclass
@@ -116,5 +120,69 @@ def import_heart_disease_csv(store: Store, vault: Vault, path: Path, *, record_p
             report.imported += 1
             report.incomplete += cohort == "incomplete"
             report.cohorts[cohort] = report.cohorts.get(cohort, 0) + 1
+        session.commit()
+    return report
+
+
+def import_file(store: Store, vault: Vault, path: Path, *, record_prefix: str, cohort: str | None = None) -> ImportReport:
+    """A FHIR Bundle (.json) or a twins' CSV (header with patient_id, time, cgm_mgdl) holds diabetes records;
+    any other file is read as heart-disease records. `cohort` ("train" or "test") applies to diabetes records."""
+    from node.twins.csv_import import is_twin_csv, read_twin_csv
+    from node.twins.fhir_import import is_twin_bundle, read_twin_bundle
+
+    path = Path(path)
+    if path.suffix.lower() == ".json" and is_twin_bundle(path):
+        return import_twin_records(store, vault, read_twin_bundle(path), source=path.name, cohort=cohort)
+    if path.suffix.lower() != ".json" and is_twin_csv(path):
+        return import_twin_records(store, vault, read_twin_csv(path), source=path.name, cohort=cohort)
+    if cohort is not None:
+        raise RecordFileError(f"{path}: heart-disease records are split as FLamby does; a cohort cannot be given")
+    if path.suffix.lower() == ".json":
+        from node.fhir_records import import_bundle_file  # heart-disease Observations
+
+        return import_bundle_file(store, vault, path, record_prefix=record_prefix)
+    return import_heart_disease_csv(store, vault, path, record_prefix=record_prefix)
+
+
+def import_twin_records(store: Store, vault: Vault, records, *, source: str, cohort: str | None = None) -> ImportReport:
+    """Store type 1 diabetes records (node/twins/records.py), sealed, one pseudonym per patient.
+
+    Cohorts: `cohort` for all of them if given; otherwise a third of the file's usable patients (at least one
+    when there are two or more) are `test`, chosen by a random permutation seeded as FLamby's split (43) in
+    file order. A record with no complete forecasting window is `incomplete`."""
+    from federation.tasks.glucose_forecast import GlucoseForecastTask
+    from node.twins.records import KIND
+
+    if cohort not in (None, "train", "test"):
+        raise RecordFileError(f"{source}: cohort must be train or test, not {cohort!r}")
+    task = GlucoseForecastTask()
+    clinical = [r.to_clinical() for r in records]
+    usable = [i for i, c in enumerate(clinical) if task.is_complete(c)]
+    cohorts = ["incomplete"] * len(records)
+    for i in usable:
+        cohorts[i] = cohort or "train"
+    if cohort is None and len(usable) >= 2:
+        import numpy as np
+
+        n_test = max(1, round(len(usable) * TWIN_TEST_FRACTION))
+        for i in np.random.default_rng(SPLIT_SEED).permutation(usable)[:n_test]:
+            cohorts[int(i)] = "test"
+    report = ImportReport(source=source)
+    with store.session() as session:
+        existing = set(session.exec(select(Patient.record_number)))
+        for record, sealed_fields, patient_cohort in zip(records, clinical, cohorts):
+            if record.patient_id in existing:
+                report.already_present += 1
+                continue
+            pseudonym = "0x" + secrets.token_hex(32)
+            session.add(
+                Patient(
+                    record_number=record.patient_id, pseudonym=pseudonym, cohort=patient_cohort, kind=KIND,
+                    source=source, clinical=vault.seal(sealed_fields, associated=pseudonym),
+                )
+            )
+            report.imported += 1
+            report.incomplete += patient_cohort == "incomplete"
+            report.cohorts[patient_cohort] = report.cohorts.get(patient_cohort, 0) + 1
         session.commit()
     return report

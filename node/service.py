@@ -11,18 +11,16 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
 import torch
 
 from contracts.ledger import ChainUnavailable, Ledger, LedgerError, load_key, pseudonym_commitment
 from federation import protocol
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
-from federation.tasks.heart_disease import standardiser
 from node.consent_gate import Admitted, ConsentGate, Refusal
 from node.settings import NodeSettings
 from node.store import RoundUsage, Store
-from node.trainer import evaluate, steps_per_epoch
+from node.trainer import steps_per_epoch
 from node.vault import Vault, VaultError
 
 log = logging.getLogger("twinledger.node")
@@ -40,12 +38,19 @@ class TrainOutcome:
 
 @dataclass
 class EvaluateOutcome:
-    num_examples: int
-    correct: int
-    loss_sum: float
+    num_examples: int  # test patients evaluated
+    sums: dict[str, float]  # the task's additive statistics (federation/tasks/base.py), added up by the coordinator
+    metrics: dict[str, float]  # this node's own metrics from those sums, for its log
     commitment: bytes
-    consented: int  # training and test patients whose consent held at the pinned block
-    positives: int  # test patients with the condition: lets the coordinator report a constant predictor
+    consented: int  # training and test patients whose consent held at the pinned block (those read)
+
+    def __getattr__(self, name: str):
+        # outcome.correct, outcome.loss_sum, ...: the task's sums by attribute
+        sums = self.__dict__.get("sums", {})
+        key = name.replace("_", "-")
+        if key in sums:
+            return sums[key]
+        raise AttributeError(name)
 
 
 class HospitalNode:
@@ -76,18 +81,20 @@ class HospitalNode:
     def account(self) -> str:
         return self.ledger.address
 
-    def _gate(self) -> ConsentGate:
+    def _gate(self, store: Store) -> ConsentGate:
         try:
             vault = Vault.open(self.settings.data_key_file)
         except VaultError as exc:
             raise Refusal(protocol.RECORD_UNCLEAR, f"no data used: {exc}") from exc
         return ConsentGate(
-            self.ledger, self.store, vault, hospital_account=self.account,
+            self.ledger, store, vault, hospital_account=self.account,
             max_pinned_block_age_s=self.settings.max_pinned_block_age_s,
         )
 
     def _admit(self, config: RoundConfig, cohort: str):
-        gate = self._gate()
+        """The study's terms, its task, and the consented patients: training ones (if the phase reads them,
+        else None) and those of `cohort`. Only patients of the kind the task reads are candidates."""
+        gate = self._gate(self.store)
         terms = gate.check_study(config.study_id, config.block)
         if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON and not self.settings.allow_non_private_studies:
             raise Refusal(
@@ -100,7 +107,15 @@ class HospitalNode:
             task = get_task(terms.task_id)
         except KeyError as exc:
             raise Refusal(protocol.STUDY_NOT_ACCEPTED, f"no data used: {exc.args[0]}") from exc
-        train = gate.admit(config.study_id, config.block, cohort="train", fields=task.fields)
+        if terms.purpose != task.purpose:
+            raise Refusal(
+                protocol.STUDY_NOT_ACCEPTED,
+                f"no data used: the study's purpose {terms.purpose!r} is not the purpose task {task.task_id} serves "
+                f"({task.purpose!r})",
+            )
+        gate = self._gate(self.store.for_kind(task.record_kind))
+        reads_train = cohort == "train" or task.evaluation_reads_training_data
+        train = gate.admit(config.study_id, config.block, cohort="train", fields=task.fields) if reads_train else None
         admitted = train if cohort == "train" else gate.admit(config.study_id, config.block, cohort=cohort, fields=task.fields)
         if not admitted.pseudonyms:
             raise Refusal(protocol.NO_CONSENTED_PATIENTS, f"no {cohort} patient holds consent at block {config.block}")
@@ -132,9 +147,9 @@ class HospitalNode:
         budget = PrivacyBudget(self.store, study_id=study, epsilon_budget=terms.epsilon_budget, delta=terms.delta)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
-        features, labels = task.examples(train.records)
-        mean, std = standardiser(features)
-        features = (features - mean) / std
+        features, labels = task.training_examples(train.records)
+        shift, scale = task.normaliser(features)
+        features = ((features - shift) / scale).astype("float32")
         sample_rate, steps = steps_per_epoch(len(labels), config.batch_size)
         try:
             plan = budget.plan(
@@ -173,12 +188,12 @@ class HospitalNode:
         study = "0x" + config.study_id.hex()
         if any(u.round == config.round and u.phase == "train" for u in self.store.usage(study)):
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
-        features, labels = task.examples(train.records)
-        mean, std = standardiser(features)
+        features, labels = task.training_examples(train.records)
+        shift, scale = task.normaliser(features)
         model = task.build_model()
         model.load_state_dict(global_state)
         result = train_plain(
-            model, task.loss, (features - mean) / std, labels, epochs=config.local_epochs,
+            model, task.loss, ((features - shift) / scale).astype("float32"), labels, epochs=config.local_epochs,
             learning_rate=config.learning_rate, batch_size=config.batch_size,
         )
         commitment = self._record_usage(config, "train", train.pseudonyms)
@@ -190,20 +205,24 @@ class HospitalNode:
 
     def evaluate(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> EvaluateOutcome:
         _, task, train, test = self._admit(config, "test")
-        if not train.pseudonyms:
-            raise Refusal(protocol.NO_CONSENTED_PATIENTS, "no consented training patients to standardise with")
-        train_features, _ = task.examples(train.records)
-        mean, std = standardiser(train_features)
-        features, labels = task.examples(test.records)
+        features, labels = task.evaluation_examples(test.records)
+        used = list(test.pseudonyms)
+        if task.evaluation_reads_training_data:
+            if not train.pseudonyms:
+                raise Refusal(protocol.NO_CONSENTED_PATIENTS, "no consented training patients to standardise with")
+            shift, scale = task.normaliser(task.training_examples(train.records)[0])
+            # Evaluation reads the training patients too (for the normalisation): both are recorded.
+            used += train.pseudonyms
+        else:
+            shift, scale = task.normaliser(features)
         model = task.build_model()
         model.load_state_dict(global_state)
-        correct, loss_sum = evaluate(model, task.loss, (features - mean) / std, labels)
-        # Evaluation reads the training patients too (for the standardisation): both are recorded.
-        commitment = self._record_usage(config, "evaluate", test.pseudonyms + train.pseudonyms)
+        sums = task.evaluation_sums(model, ((features - shift) / scale).astype("float32"), labels)
+        metrics = task.summarise(sums)
+        commitment = self._record_usage(config, "evaluate", used)
         log.info(
-            "%s round %d: evaluated on %d consented test patients at block %d: accuracy %.3f",
-            self.settings.hospital, config.round, len(labels), config.block, correct / len(labels),
+            "%s round %d: evaluated on %d consented test patients at block %d: %s %s",
+            self.settings.hospital, config.round, len(test.pseudonyms), config.block, task.headline.name,
+            f"{metrics.get(task.headline.name, float('nan')):.3f}",
         )
-        return EvaluateOutcome(
-            len(labels), correct, loss_sum, commitment, len(train.pseudonyms) + len(test.pseudonyms), int(labels.sum())
-        )
+        return EvaluateOutcome(len(test.pseudonyms), sums, metrics, commitment, len(used))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from sqlalchemy import inspect, text
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 
@@ -21,6 +22,7 @@ class Patient(SQLModel, table=True):
     pseudonym: str = Field(index=True, unique=True)  # 0x-hex of 32 random bytes; the only thing on chain
     consent_key: str | None = None  # the patient's consent address, once enrolled on chain
     cohort: str = Field(index=True)  # "train", "test" or "incomplete"
+    kind: str = Field(default="heart-disease", index=True)  # which tasks can read it: a task's record_kind
     source: str = ""
     clinical: bytes  # AES-GCM sealed JSON of the clinical fields
     imported_at: datetime = Field(default_factory=_now)
@@ -58,17 +60,32 @@ class PrivacySpend(SQLModel, table=True):
 
 
 class Store:
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, *, kind: str | None = None):
         connect_args = {"check_same_thread": False} if database_url.startswith("sqlite") else {}
         self.engine = create_engine(database_url, connect_args=connect_args)
         SQLModel.metadata.create_all(self.engine)
+        _add_kind_column(self.engine)
+        self.kind = kind
+
+    @classmethod
+    def _sharing(cls, engine, kind: str | None) -> "Store":
+        store = cls.__new__(cls)
+        store.engine, store.kind = engine, kind
+        return store
+
+    def for_kind(self, kind: str) -> "Store":
+        """The same database, whose `candidates` are only patients of this kind (what one task may read)."""
+        return Store._sharing(self.engine, kind)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
     def candidates(self, cohort: str) -> list[Patient]:
+        query = select(Patient).where(Patient.cohort == cohort)
+        if self.kind is not None:
+            query = query.where(Patient.kind == self.kind)
         with self.session() as session:
-            return list(session.exec(select(Patient).where(Patient.cohort == cohort).order_by(Patient.id)))
+            return list(session.exec(query.order_by(Patient.id)))
 
     def patients(self) -> list[Patient]:
         with self.session() as session:
@@ -96,3 +113,11 @@ class Store:
         with self.session() as session:
             session.add_all(spends)
             session.commit()
+
+
+def _add_kind_column(engine) -> None:
+    """Databases made before patients had a kind hold only heart-disease records: add the column so."""
+    columns = {c["name"] for c in inspect(engine).get_columns("patient")}
+    if "kind" not in columns:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE patient ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'heart-disease'"))

@@ -6,9 +6,10 @@ A task is a plug-in: adding one touches neither the node's nor the coordinator's
 from __future__ import annotations
 
 from federation.tasks.base import FederatedTask
+from federation.tasks.glucose_forecast import GlucoseForecastTask
 from federation.tasks.heart_disease import HeartDiseaseTask
 
-TASKS: dict[str, FederatedTask] = {task.task_id: task for task in (HeartDiseaseTask(),)}
+TASKS: dict[str, FederatedTask] = {task.task_id: task for task in (HeartDiseaseTask(), GlucoseForecastTask())}
 
 
 def get_task(task_id: str) -> FederatedTask:

@@ -1,24 +1,122 @@
-"""The shape every federated task has."""
+"""The shape every federated task has: what the node's and the coordinator's core call, and nothing else.
+
+A task turns the records the consent gate admitted into examples and their normalisation, builds its
+model, defines its loss, and evaluates a model as additive sums that the coordinator adds up over the
+nodes and turns into metrics (every metric is therefore weighted by examples, and exact: an RMSE is the
+root of the pooled mean squared error, not a mean of the nodes' RMSEs). docs/tasks.md explains how to
+add one.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+# Metric keys of an evaluate reply that belong to the protocol, not to any task.
+RESERVED_METRIC_KEYS = frozenset({"num-examples", "consented"})
 
-class FederatedTask(Protocol):
+
+@dataclass(frozen=True)
+class Metric:
+    """How a run report and its page show a task's headline metric."""
+
+    name: str  # key in a round's "metrics", e.g. "accuracy" or "rmse_30min_mgdl"
+    label: str  # for people, e.g. "Test accuracy"
+    unit: str = ""  # as shown, e.g. "%" or "mg/dL"
+    scale: float = 1.0  # shown value = value * scale (accuracy 0.8 is shown as 80 %)
+    higher_is_better: bool = True
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class FederatedTask:
+    """Base of every task. Subclasses set the class attributes and implement the methods that raise."""
+
     task_id: str  # as recorded on chain in the study, e.g. "heart-disease/v1"
-    purpose: str  # HL7 v3 PurposeOfUse code the task serves, e.g. "HRESCH"
-    fields: tuple[str, ...]  # the clinical fields of a patient record the task reads
+    purpose: str  # HL7 v3 PurposeOfUse code a study of this task must carry, e.g. "HRESCH"
+    record_kind: str  # which of a node's patients it reads (node/store.py Patient.kind), e.g. "heart-disease"
+    fields: tuple[str, ...]  # the fields of a patient record the task reads; the gate passes only these
+    headline: Metric  # the metric a report leads with
+    report_keys: tuple[str, ...] = ()  # metrics also written at the top level of a round's report record
+    # Whether evaluation needs the consented training patients too (to fit the normalisation).
+    evaluation_reads_training_data: bool = True
 
-    def build_model(self) -> torch.nn.Module: ...
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def is_complete(self, record: dict) -> bool:
+        raise NotImplementedError
 
     def examples(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         """Raw features and labels of complete records (callers pass only complete ones)."""
-        ...
+        raise NotImplementedError
 
-    def is_complete(self, record: dict) -> bool: ...
+    def training_examples(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels for DP-SGD. The first axis is the unit of privacy: one entry per patient,
+        so that Poisson sampling, clipping and the accountant all count patients."""
+        return self.examples(records)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+    def evaluation_examples(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        return self.examples(records)
+
+    def normaliser(self, train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shift, scale): features are used as (features - shift) / scale. Default: the training patients'
+        mean and standard deviation per feature (scale 1 where a feature is constant)."""
+        flat = train_features.reshape(-1, train_features.shape[-1])
+        mean, std = flat.mean(axis=0), flat.std(axis=0)
+        std[std == 0] = 1.0
+        return mean.astype(np.float32), std.astype(np.float32)
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluation_sums(self, model: torch.nn.Module, features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """Additive statistics of a model on (normalised) examples: the coordinator adds them over nodes."""
+        raise NotImplementedError
+
+    def summarise(self, sums: dict[str, float]) -> dict[str, float]:
+        """Metrics from sums (one node's, or all nodes' added up); {} when nothing was evaluated."""
+        raise NotImplementedError
+
+
+def add_sums(replies: list[dict[str, float]]) -> dict[str, float]:
+    """Add up the task's sums of several evaluate replies (protocol keys left out)."""
+    total: dict[str, float] = {}
+    for reply in replies:
+        for key, value in reply.items():
+            if key not in RESERVED_METRIC_KEYS:
+                total[key] = total.get(key, 0.0) + float(value)
+    return total
+
+
+class BinaryClassificationTask(FederatedTask):
+    """A task whose model outputs one logit per example and whose label is 0 or 1."""
+
+    headline = Metric("accuracy", "Test accuracy", unit="%", scale=100.0)
+    report_keys = ("accuracy", "loss", "constant_accuracy")
+
+    @torch.no_grad()
+    def evaluation_sums(self, model, features, labels):
+        model.eval()
+        x, y = torch.from_numpy(features), torch.from_numpy(labels).reshape(-1)
+        logits = model(x).reshape(-1)
+        return {
+            "examples": len(y),
+            "correct": int(((logits > 0).float() == y).sum()),
+            "loss-sum": float(self.loss(logits, y)) * len(y),
+            "positives": int(y.sum()),  # lets the coordinator report a constant predictor
+        }
+
+    def summarise(self, sums):
+        n = sums.get("examples", 0)
+        if not n:
+            return {}
+        positives = sums["positives"]
+        return {
+            "accuracy": sums["correct"] / n,
+            "loss": sums["loss-sum"] / n,
+            "constant_accuracy": max(positives, n - positives) / n,
+        }

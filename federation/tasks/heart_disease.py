@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+from federation.tasks.base import BinaryClassificationTask
+
 UCI_COLUMNS = (
     "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
 )
@@ -31,9 +33,10 @@ TRAIN_FRACTION = 0.66
 SPLIT_SEED = 43
 
 
-class HeartDiseaseTask:
+class HeartDiseaseTask(BinaryClassificationTask):
     task_id = "heart-disease/v1"
     purpose = "HRESCH"
+    record_kind = "heart-disease"
     fields = INPUT_FIELDS + ("num",)
 
     def build_model(self) -> torch.nn.Module:
@@ -47,6 +50,9 @@ class HeartDiseaseTask:
         features = np.array([_encode(r) for r in records], dtype=np.float32).reshape(-1, len(FEATURE_NAMES))
         labels = np.array([float(r["num"] > 0) for r in records], dtype=np.float32)
         return features, labels
+
+    def normaliser(self, train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return standardiser(train_features)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1), labels.reshape(-1))
@@ -89,8 +95,11 @@ def flamby_split(labels: np.ndarray) -> np.ndarray:
 
 
 def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of a hospital's training features (std 1 where a feature is constant)."""
+    """Mean and standard deviation of a hospital's training features (std 1 where a feature is constant).
+
+    The sample standard deviation (ddof=1), as FLamby computes it (torch's default).
+    """
     mean = train_features.mean(axis=0)
-    std = train_features.std(axis=0)
+    std = train_features.std(axis=0, ddof=1) if len(train_features) > 1 else np.zeros_like(mean)
     std[std == 0] = 1.0
     return mean, std

@@ -8,9 +8,22 @@ shape; calibration, forecasting and the federated forecaster consume it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
+
+from federation.tasks.glucose_forecast import decode
+
+KIND = "diabetes"  # node/store.py Patient.kind of these records; the glucose task reads this kind
+# What a value may be; anything else is a malformed record (importers say which and where).
+RANGES = {
+    "cgm_mgdl": (20.0, 600.0),  # sensors report 39-400 (Dexcom) or 40-500; beyond this is no reading
+    "carbs_g": (0.0, 500.0),  # one intake
+    "bolus_u": (0.0, 50.0),  # one bolus
+    "basal_u_per_h": (0.0, 15.0),
+    "body_weight_kg": (1.0, 400.0),
+}
+MAX_RECORD_DAYS = 366
 
 
 @dataclass(frozen=True)
@@ -47,3 +60,107 @@ class DiabetesRecord:
             basal_u_per_h=self.basal_u_per_h[part],
             body_weight_kg=self.body_weight_kg,
         )
+
+    def to_clinical(self) -> dict:
+        """The JSON the node seals in its store: sparse [minute, value] series (what the glucose task reads)."""
+
+        def pairs(values: np.ndarray, keep) -> list[list[float]]:
+            at = np.flatnonzero(keep)
+            return [[int(m), round(float(values[m]), 4)] for m in at]
+
+        basal = np.asarray(self.basal_u_per_h, dtype=float)
+        changes = np.ones(len(basal), dtype=bool)
+        changes[1:] = basal[1:] != basal[:-1]
+        start = self.start if self.start.tzinfo else self.start.replace(tzinfo=timezone.utc)
+        return {
+            "start": start.astimezone(timezone.utc).isoformat(),
+            "minutes": self.minutes,
+            "cgm_mgdl": pairs(self.cgm_mgdl, np.isfinite(self.cgm_mgdl)),
+            "carbs_g": pairs(self.carbs_g, np.asarray(self.carbs_g) > 0),
+            "bolus_u": pairs(self.bolus_u, np.asarray(self.bolus_u) > 0),
+            "basal_u_per_h": pairs(basal, changes),
+            "body_weight_kg": self.body_weight_kg,
+        }
+
+    @classmethod
+    def from_clinical(cls, patient_id: str, clinical: dict) -> "DiabetesRecord":
+        series = decode(clinical)
+        return cls(
+            patient_id=patient_id,
+            start=datetime.fromisoformat(clinical["start"]),
+            body_weight_kg=clinical.get("body_weight_kg"),
+            **series,
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One value read from a file, before it is put on a patient's minute grid."""
+
+    time: datetime  # timezone-aware
+    field: str  # one of RANGES
+    value: float
+    where: str  # "line 12" or "entry 7 (Observation/abc)", for error messages
+
+
+def check_range(field: str, value: float) -> str | None:
+    """Why `value` cannot be a `field`, or None if it can."""
+    low, high = RANGES[field]
+    if not np.isfinite(value):
+        return f"{field} is not a finite number"
+    if not low <= value <= high:
+        return f"{field} = {value:g} is outside [{low:g}, {high:g}]"
+    return None
+
+
+def build_record(patient_id: str, events: list[Event], problems: list[str]) -> DiabetesRecord | None:
+    """A patient's events on a minute grid from the first event's minute; problems are appended, not raised."""
+    timed = [e for e in events if e.field != "body_weight_kg"]
+    if not timed:
+        problems.append(f"patient {patient_id}: no CGM, carbohydrate or insulin values")
+        return None
+    start = min(e.time for e in timed).replace(second=0, microsecond=0)
+    minutes = int((max(e.time for e in timed) - start).total_seconds() // 60) + 1
+    if minutes > MAX_RECORD_DAYS * 24 * 60:
+        problems.append(f"patient {patient_id}: the values span {minutes / 1440:.0f} days; at most {MAX_RECORD_DAYS} per import")
+        return None
+    cgm = np.full(minutes, np.nan)
+    carbs, bolus = np.zeros(minutes), np.zeros(minutes)
+    basal_changes: dict[int, tuple[float, str]] = {}
+    weight = None
+    for e in sorted(events, key=lambda e: e.time):
+        if e.field == "body_weight_kg":
+            weight = e.value
+            continue
+        minute = int((e.time - start).total_seconds() // 60)
+        if e.field == "cgm_mgdl":
+            if np.isfinite(cgm[minute]) and cgm[minute] != e.value:
+                problems.append(f"{e.where}: patient {patient_id} has two different CGM readings in minute {e.time:%Y-%m-%dT%H:%M}Z")
+            cgm[minute] = e.value
+        elif e.field == "carbs_g":
+            carbs[minute] += e.value
+        elif e.field == "bolus_u":
+            bolus[minute] += e.value
+        else:
+            previous = basal_changes.get(minute)
+            if previous is not None and previous[0] != e.value:
+                problems.append(f"{e.where}: patient {patient_id} has two different basal rates from {e.time:%Y-%m-%dT%H:%M}Z "
+                                f"(also {previous[1]})")
+            basal_changes[minute] = (e.value, e.where)
+    basal = np.zeros(minutes)
+    for minute in sorted(basal_changes):
+        basal[minute:] = basal_changes[minute][0]
+    return DiabetesRecord(patient_id=patient_id, start=start.astimezone(timezone.utc), cgm_mgdl=cgm, carbs_g=carbs,
+                          bolus_u=bolus, basal_u_per_h=basal, body_weight_kg=weight)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 date-time with a time zone (Z or an offset); ValueError says why not."""
+    text = str(text).strip()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone (add Z for UTC or an offset such as +01:00)")
+    return moment.astimezone(timezone.utc)
