@@ -41,8 +41,13 @@ TASKS = {
     "heart-disease/v1": (
         "predicting coronary artery disease from heart examination results",
         "your age and sex, and results of your heart examination: type of chest pain, resting blood pressure, "
-        "cholesterol, fasting blood sugar, resting ECG, maximum heart rate, chest pain during exercise, ST depression "
-        "and slope, major vessels seen by fluoroscopy, thallium scan, and the diagnosis",
+        "cholesterol, fasting blood sugar, resting ECG, maximum heart rate, chest pain during exercise, ST depression, "
+        "and the diagnosis",
+    ),
+    "glucose-forecast/v1": (
+        "forecasting blood glucose 30 minutes ahead from continuous glucose monitor readings, meals and insulin doses",
+        "your continuous glucose monitor readings, the carbohydrates you ate and the insulin you took (bolus doses "
+        "and basal rates), with their times",
     ),
 }
 MAX_VALID_UNTIL = 2**32 - 1

@@ -1,0 +1,66 @@
+"""The node's privacy budget per study: spent (from the node's own accounts) against the budget (from the chain)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlmodel import select
+
+from contracts.ledger import LedgerError
+from node.console.deps import ConsoleState
+from node.console.schemas import StudiesOut, StudyBudget
+from node.store import PrivacySpend, RoundUsage
+
+
+def _refusals(state: ConsoleState, study_id: str) -> int | None:
+    # Refusals are counted only where the node's store records them (Store.refusals); older stores do not.
+    counter = getattr(state.store, "refusals", None)
+    return len(counter(study_id)) if callable(counter) else None
+
+
+def studies(state: ConsoleState) -> StudiesOut:
+    with state.store.session() as db:
+        spends = list(db.exec(select(PrivacySpend).order_by(PrivacySpend.id)))
+        usage = list(db.exec(select(RoundUsage.study_id, RoundUsage.round, RoundUsage.phase)))
+    local = list(dict.fromkeys([s.study_id for s in spends] + [u[0] for u in usage]))
+    accepted: list[str] = []
+    chain_ok, detail, ledger = True, "", None
+    try:
+        ledger = state.ledger()
+        accepted = ["0x" + s.hex() for s in ledger.accepted_studies(state.hospital_account())]
+    except (LedgerError, OSError, ValueError) as exc:
+        chain_ok, detail = False, f"the chain did not answer, budgets shown from the node's own accounts: {exc}"
+    out = []
+    for study_id in list(dict.fromkeys(accepted + local)):
+        rows = [s for s in spends if s.study_id == study_id]
+        terms, live = None, None
+        if ledger is not None and chain_ok:
+            try:
+                terms = ledger.study(bytes.fromhex(study_id[2:]))
+                live = ledger.is_study_live_for(bytes.fromhex(study_id[2:]), state.hospital_account())
+            except (LedgerError, ValueError):
+                terms = None
+        if terms is not None:
+            from node.privacy import PrivacyBudget  # imports Opacus: only when a budget is shown
+
+            spent = PrivacyBudget(state.store, study_id=study_id, epsilon_budget=terms.epsilon_budget,
+                                  delta=terms.delta).spent()
+        else:
+            spent = rows[-1].epsilon_after if rows else 0.0
+        out.append(StudyBudget(
+            study_id=study_id,
+            accepted=(study_id in accepted) if chain_ok else None,
+            live=live,
+            purpose=terms.purpose if terms else None,
+            task_id=terms.task_id if terms else None,
+            epsilon_spent=spent,
+            epsilon_budget=terms.epsilon_budget if terms else None,
+            delta=terms.delta if terms else (rows[-1].delta if rows else None),
+            rounds_allowed=terms.rounds if terms else None,
+            rounds_contributed=len({u[1] for u in usage if u[0] == study_id and u[2] == "train"}),
+            rounds_evaluated=len({u[1] for u in usage if u[0] == study_id and u[2] == "evaluate"}),
+            refusals=_refusals(state, study_id),
+            ends_at=datetime.fromtimestamp(terms.ends_at, timezone.utc) if terms else None,
+            suspended=terms.suspended if terms else None,
+        ))
+    return StudiesOut(chain_ok=chain_ok, detail=detail or f"studies this hospital accepted on chain: {len(accepted)}", studies=out)

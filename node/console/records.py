@@ -1,0 +1,97 @@
+"""Imports from an upload (CSV or FHIR R4 Bundle), the patient list and enrolment codes, for the console."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from datetime import timezone
+from pathlib import Path
+
+from sqlmodel import Session, func, select
+
+from node import admin
+from node.console.deps import ConsoleError, ConsoleState
+from node.console.schemas import ImportOut, OutstandingCode, PatientOut, PatientPage
+from node.portal.models import EnrolmentCode, PortalAccount, now
+from node.store import Patient
+from node.vault import VaultError
+
+CSV_TYPES = {"text/csv", "text/plain", "application/csv"}
+FHIR_TYPES = {"application/fhir+json", "application/json"}
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def upload_format(content_type: str) -> str:
+    media = content_type.split(";")[0].strip().lower()
+    if media in CSV_TYPES:
+        return "csv"
+    if media in FHIR_TYPES:
+        return "fhir"
+    shown = repr(media) if media else "no content type"
+    raise ConsoleError(f"send a CSV file (text/csv) or a FHIR R4 Bundle (application/fhir+json), not {shown}",
+                       status=415)
+
+
+def source_name(filename: str | None, fmt: str) -> str:
+    """A safe file name for the upload, whose ending tells node/importer.py how to read it (.json: a Bundle)."""
+    name = SAFE_NAME.sub("_", Path(filename or "").name).strip("._")[:100]
+    name = name or ("upload.csv" if fmt == "csv" else "upload.json")
+    is_json = name.lower().endswith(".json")
+    if fmt == "fhir" and not is_json:
+        return name + ".json"
+    return name + ".csv" if fmt == "csv" and is_json else name
+
+
+def import_upload(state: ConsoleState, data: bytes, *, fmt: str, filename: str | None,
+                  record_prefix: str | None) -> ImportOut:
+    """As `twinledger node import` (node/importer.py import_file: heart-disease or twins' records, CSV or Bundle):
+    all or nothing; a RecordFileError names every problem and nothing is written."""
+    node = state.settings.node
+    source = source_name(filename, fmt)
+    if not data.strip():
+        raise ConsoleError(f"{source}: the upload is empty", status=422)
+    with state.import_lock:
+        # The importers read files: the upload stays in an owner-only directory inside the node home for the
+        # length of the import, and is deleted with it.
+        with tempfile.TemporaryDirectory(dir=node.home, prefix=".import-") as folder:
+            path = Path(folder) / source
+            path.write_bytes(data)
+            try:
+                report = admin.import_records(node, path, record_prefix=record_prefix)
+            except VaultError as exc:
+                raise ConsoleError(f"the node's data key cannot be used: {exc}", status=409) from None
+            except ValueError as exc:  # RecordFileError and the twins' importers' errors
+                raise ConsoleError(str(exc).replace(str(path), source), status=422) from None
+    return ImportOut(source=report.source, format=fmt, imported=report.imported, incomplete=report.incomplete,
+                     already_present=report.already_present, cohorts=report.cohorts)
+
+
+def patient_page(db: Session, *, offset: int, limit: int, cohort: str | None) -> PatientPage:
+    query = select(Patient)
+    count = select(func.count()).select_from(Patient)
+    if cohort:
+        query, count = query.where(Patient.cohort == cohort), count.where(Patient.cohort == cohort)
+    total = db.exec(count).one()
+    rows = list(db.exec(query.order_by(Patient.id).offset(offset).limit(limit)))
+    numbers = [p.record_number for p in rows]
+    with_account = set(db.exec(select(PortalAccount.record_number).where(PortalAccount.record_number.in_(numbers))))
+    return PatientPage(total=total, offset=offset, patients=[
+        PatientOut(record_number=p.record_number, kind=getattr(p, "kind", "heart-disease"), cohort=p.cohort,
+                   source=p.source,
+                   imported_at=p.imported_at.replace(tzinfo=p.imported_at.tzinfo or timezone.utc),
+                   enrolled=p.consent_key is not None, portal_account=p.record_number in with_account)
+        for p in rows
+    ])
+
+
+def outstanding_codes(db: Session) -> list[OutstandingCode]:
+    """Codes not yet redeemed and not expired (the codes themselves are not stored, only their hashes)."""
+    rows = db.exec(select(EnrolmentCode).where(EnrolmentCode.used_at.is_(None)).order_by(EnrolmentCode.id.desc()))
+    moment = now()
+    out = []
+    for row in rows:
+        expires = row.expires_at.replace(tzinfo=row.expires_at.tzinfo or timezone.utc)
+        if expires > moment:
+            out.append(OutstandingCode(record_number=row.record_number, expires_at=expires,
+                                       created_at=row.created_at.replace(tzinfo=row.created_at.tzinfo or timezone.utc)))
+    return out

@@ -1,0 +1,170 @@
+"""Server-rendered pages (Jinja2) over the same functions as the JSON API.
+
+Forms are application/x-www-form-urlencoded, parsed here; each POST carries a CSRF token in a hidden field
+(the session's once logged in, a double-submit cookie on the login form). The record upload is the one
+piece of JavaScript (static/console.js): it sends the file to POST /api/imports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path as FilePath
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from sqlmodel import select
+
+from federation.web import auth
+from federation.web.models import ActionLog
+from node.console import budget, records
+from node.console.deps import ConsoleError, Db, Staff, State, client_ip, record, staff_from_request
+from node.console.health import node_health
+from node.console.routers.actions import action_list
+from node.console.routers.enrolment import issue
+from node.console.routers.session import login, set_cookie
+from node.console.schemas import EnrolmentCodeRequest
+
+HERE = FilePath(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+FORM_COOKIE = "twinledger_console_form"
+MAX_FORM_BYTES = 8 * 1024
+PAGE_SIZE = 100
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise ConsoleError("send the form as application/x-www-form-urlencoded", status=415)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise ConsoleError("the form is too large", status=413)
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=10, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise ConsoleError("the form could not be read", status=400) from None
+    return {name: values[0] for name, values in fields.items()}
+
+
+def render(request: Request, name: str, *, status: int = 200, staff: Staff | None = None, **context) -> HTMLResponse:
+    state = request.app.state.console
+    context.setdefault("title", "")
+    context.setdefault("error", None)
+    context.setdefault("notice", None)
+    return templates.TemplateResponse(request, name, {
+        "hospital": state.settings.node.hospital, "staff": staff,
+        "csrf_token": staff.session.csrf_token if staff and staff.session else context.pop("csrf_token", ""),
+        "path": request.url.path, **context,
+    }, status_code=status)
+
+
+def error_page(request: Request, message: str, status: int) -> HTMLResponse:
+    return render(request, "error.html", status=status, title="Something went wrong", error=message)
+
+
+def _staff(request: Request, db, state, form: dict | None = None) -> Staff:
+    staff = staff_from_request(request, db, state.settings)
+    if staff is None or staff.session is None:
+        raise ConsoleError("log in first", status=401)
+    if form is not None and not auth.csrf_ok(form.get("csrf_token"), staff.session):
+        raise ConsoleError("this form is out of date or was not sent from the console: reload the page and try again",
+                           status=403)
+    return staff
+
+
+def _admin(staff: Staff) -> None:
+    if staff.role != "it-admin":
+        raise ConsoleError(f"{staff.name} has the role {staff.role!r}: only an it-admin can do this", status=403)
+
+
+@router.get("/login")
+def login_page(request: Request, state: State) -> HTMLResponse:
+    token = request.cookies.get(FORM_COOKIE) or auth.new_secret()
+    response = render(request, "login.html", title="Log in", form_token=token)
+    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=state.settings.cookie_secure,
+                        path="/login")
+    return response
+
+
+@router.post("/login")
+async def login_form(request: Request, db: Db, state: State) -> Response:
+    form = await read_form(request)
+    expected = request.cookies.get(FORM_COOKIE, "")
+    if not expected or not auth.same(form.get("form_token", ""), expected):
+        return render(request, "login.html", status=403, title="Log in", form_token=expected or auth.new_secret(),
+                      error="this form is out of date: reload the page and try again")
+    try:
+        _, opened = login(db, state, token=form.get("token", ""), client=client_ip(request))
+    except ConsoleError as exc:
+        return render(request, "login.html", status=exc.status, title="Log in", form_token=expected, error=str(exc))
+    response = RedirectResponse("/", status_code=303)
+    set_cookie(response, state, opened)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, db: Db, state: State) -> Response:
+    staff = _staff(request, db, state, await read_form(request))
+    auth.close_session(db, staff.session)
+    record(db, staff, "logout")
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(state.settings.cookie_name, path="/", httponly=True, samesite="strict",
+                           secure=state.settings.cookie_secure)
+    return response
+
+
+@router.get("/")
+def health_page(request: Request, db: Db, state: State) -> HTMLResponse:
+    staff = _staff(request, db, state)
+    return render(request, "health.html", staff=staff, title="Node health", health=node_health(state))
+
+
+@router.get("/patients")
+def patients_page(request: Request, db: Db, state: State, page: int = 1) -> HTMLResponse:
+    staff = _staff(request, db, state)
+    page = max(1, min(page, 100_000))
+    listing = records.patient_page(db, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE, cohort=None)
+    last_import = None
+    if request.query_params.get("imported"):
+        last_import = db.exec(select(ActionLog).where(ActionLog.actor == staff.name, ActionLog.action == "records.import",
+                                                      ActionLog.outcome == "ok").order_by(ActionLog.id.desc())).first()
+    pages = max(1, -(-listing.total // PAGE_SIZE))
+    return render(request, "patients.html", staff=staff, title="Patients", listing=listing, page=page, pages=pages,
+                  notice=f"Imported {last_import.target}: {last_import.detail}." if last_import else None)
+
+
+@router.get("/enrolment")
+def enrolment_page(request: Request, db: Db, state: State) -> HTMLResponse:
+    staff = _staff(request, db, state)
+    return render(request, "enrolment.html", staff=staff, title="Enrolment codes", codes=records.outstanding_codes(db))
+
+
+@router.post("/enrolment")
+async def enrolment_form(request: Request, db: Db, state: State) -> HTMLResponse:
+    form = await read_form(request)
+    staff = _staff(request, db, state, form)
+    _admin(staff)
+    number = form.get("record_number", "").strip()
+    issued, error, status = None, None, 201
+    try:
+        EnrolmentCodeRequest(record_number=number)
+        issued = issue(db, state, staff, number)
+    except ValidationError:
+        error, status = "type the patient's record number (1 to 64 characters)", 422
+    except ConsoleError as exc:
+        error, status = str(exc), exc.status
+    return render(request, "enrolment.html", status=status, staff=staff, title="Enrolment codes", issued=issued,
+                  error=error, record_number=number if error else "", codes=records.outstanding_codes(db))
+
+
+@router.get("/studies")
+def studies_page(request: Request, db: Db, state: State) -> HTMLResponse:
+    staff = _staff(request, db, state)
+    return render(request, "studies.html", staff=staff, title="Studies and privacy budget", studies=budget.studies(state))
+
+
+@router.get("/actions")
+def actions_page(request: Request, db: Db, state: State) -> HTMLResponse:
+    staff = _staff(request, db, state)
+    return render(request, "actions.html", staff=staff, title="Action log", actions=action_list(db, limit=200, offset=0))

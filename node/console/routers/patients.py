@@ -1,0 +1,72 @@
+"""Patients: the list (no clinical data), and imports of CSV files or FHIR R4 Bundles."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from node.console import records
+from node.console.deps import ConsoleError, Db, ItAdmin, CurrentStaff, State, record
+from node.console.schemas import ImportOut, PatientPage, errors
+
+router = APIRouter(prefix="/api", tags=["patients"])
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the file itself: a heart-disease CSV (docs/node.md) or a FHIR R4 Bundle of Patient and "
+                       "Observation resources",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/fhir+json": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+@router.get("/patients", response_model=PatientPage, responses=errors(401, 422))
+def patients(
+    staff: CurrentStaff, db: Db,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cohort: Annotated[Literal["train", "test", "incomplete"] | None, Query()] = None,
+) -> PatientPage:
+    return records.patient_page(db, offset=offset, limit=limit, cohort=cohort)
+
+
+async def read_upload(request: Request, *, limit_bytes: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise ConsoleError(f"the file is larger than {limit_bytes // (1024 * 1024)} MiB", status=413)
+    data = bytearray()
+    async for chunk in request.stream():
+        data.extend(chunk)
+        if len(data) > limit_bytes:
+            raise ConsoleError(f"the file is larger than {limit_bytes // (1024 * 1024)} MiB", status=413)
+    return bytes(data)
+
+
+@router.post("/imports", response_model=ImportOut, status_code=201, openapi_extra=UPLOAD_BODY,
+             responses=errors(401, 403, 409, 413, 415, 422))
+async def import_records(
+    request: Request, staff: ItAdmin, db: Db, state: State,
+    filename: Annotated[str | None, Query(max_length=200, description="the file's name, kept as the records' source")] = None,
+    record_prefix: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{1,10}$",
+                                               description="for records without a record number")] = None,
+) -> ImportOut:
+    try:
+        fmt = records.upload_format(request.headers.get("content-type", ""))
+        data = await read_upload(request, limit_bytes=state.settings.max_upload_bytes)
+        # The import itself is synchronous work (parsing, encryption, one transaction): off the event loop.
+        from starlette.concurrency import run_in_threadpool
+
+        report = await run_in_threadpool(records.import_upload, state, data, fmt=fmt, filename=filename,
+                                         record_prefix=record_prefix)
+    except ConsoleError as exc:
+        record(db, staff, "records.import", target=filename or "", outcome="refused", detail=str(exc))
+        raise
+    record(db, staff, "records.import", target=report.source,
+           detail=f"{report.format}: {report.imported} imported ({report.incomplete} incomplete), "
+                  f"{report.already_present} already present")
+    return report

@@ -1,0 +1,156 @@
+"""Request and response models of every console endpoint."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STUDY_ID_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="what went wrong, for a person to read")
+
+
+class LoginRequest(Strict):
+    token: str = Field(min_length=1, max_length=200, description="a console token (twinledger node console-token)")
+
+
+class SessionOut(BaseModel):
+    name: str
+    role: str
+    csrf_token: str = Field(description="send it back in the X-CSRF-Token header of every POST and DELETE")
+    expires_at: datetime
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: str
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class ChainCheck(Check):
+    rpc_url: str
+    latest_block: int | None = None
+    hospital_account: str | None = None
+
+
+class SuperLinkCheck(Check):
+    address: str
+
+
+class LastRound(BaseModel):
+    study_id: str
+    round: int
+    phase: str
+    block: int
+    patients_used: int
+    recorded_at: datetime
+
+
+class HealthOut(BaseModel):
+    hospital: str
+    ok: bool = Field(description="true when every check passed")
+    chain: ChainCheck
+    superlink: SuperLinkCheck
+    database: Check
+    keys: Check
+    patients: int
+    last_round: LastRound | None = Field(description="the newest entry of the node's usage log")
+
+
+class ImportOut(BaseModel):
+    source: str
+    format: Literal["csv", "fhir"]
+    imported: int
+    incomplete: int
+    already_present: int
+    cohorts: dict[str, int]
+
+
+class PatientOut(BaseModel):
+    record_number: str
+    kind: str = Field(description="which tasks can read the record: heart-disease or diabetes")
+    cohort: str = Field(description="train, test or incomplete")
+    source: str
+    imported_at: datetime
+    enrolled: bool = Field(description="bound to a consent key on chain")
+    portal_account: bool
+
+
+class PatientPage(BaseModel):
+    total: int
+    offset: int
+    patients: list[PatientOut]
+
+
+class EnrolmentCodeRequest(Strict):
+    record_number: str = Field(min_length=1, max_length=64, description="the hospital's record number of the patient")
+
+
+class EnrolmentCodeOut(BaseModel):
+    code: str = Field(description="give this to the patient; it is shown only once")
+    record_number: str
+    expires_at: datetime
+
+
+class OutstandingCode(BaseModel):
+    record_number: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class StudyBudget(BaseModel):
+    study_id: str
+    accepted: bool | None = Field(description="accepted by this hospital on chain (null: the chain did not answer)")
+    live: bool | None = Field(description="study live for this hospital now (null: unknown)")
+    purpose: str | None
+    task_id: str | None
+    epsilon_spent: float
+    epsilon_budget: float | None
+    delta: float | None
+    rounds_allowed: int | None
+    rounds_contributed: int = Field(description="rounds this node trained in")
+    rounds_evaluated: int
+    refusals: int | None = Field(description="rounds this node refused (null: this node does not record refusals)")
+    ends_at: datetime | None
+    suspended: bool | None
+
+
+class StudiesOut(BaseModel):
+    chain_ok: bool
+    detail: str
+    studies: list[StudyBudget]
+
+
+class ActionOut(BaseModel):
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    outcome: str
+    detail: str
+
+
+def errors(*statuses: int) -> dict:
+    """The error answers a route documents (every error body is a Problem); any route may answer a malformed
+    request with 400 or 422."""
+    meaning = {400: "malformed request", 401: "not logged in", 403: "wrong role or CSRF token", 404: "not found",
+               409: "conflicts with the node's state", 413: "too large", 415: "unsupported content type",
+               422: "invalid input", 429: "too many failed logins", 503: "the chain cannot be reached"}
+    return {status: {"model": Problem, "description": meaning[status]} for status in sorted({400, 422, *statuses})}
