@@ -1,6 +1,6 @@
 """`twinledger`: the command line for the demo and for running each part on its own.
 
-    twinledger demo [--report PATH]                 the whole federation on this machine
+    twinledger demo [--report PATH] [--serve ...]   the whole federation on this machine, then its web pages
     twinledger chain start                          a local development chain (anvil)
     twinledger chain deploy                         compile and deploy the contracts
     twinledger chain fund ADDRESS [--ether N]       send ether for gas from a dev chain's unlocked account
@@ -8,16 +8,20 @@
     twinledger study register-hospital ACCOUNT      the operator registers a hospital's account
     twinledger study grant-coordinator ACCOUNT      the operator lets an account anchor rounds
     twinledger node init                            create a hospital node's home and keys
-    twinledger node import FILE                     import patient records (CSV)
+    twinledger node import FILE                     import patient records (CSV or FHIR R4 Bundle)
     twinledger node accept-study STUDY              accept a study with the hospital's account
     twinledger node start                           run the node's Flower SuperNode
     twinledger node export-usage                    export the node's usage log for auditors
+    twinledger node console                         run the hospital IT console (web, 127.0.0.1)
+    twinledger node console-token                   create or revoke a hospital staff member's console token
     twinledger portal serve                         run the hospital's patient portal (127.0.0.1)
     twinledger portal staff-token                   print the token hospital staff use on the portal
     twinledger portal enrolment-code RECORD         issue a patient a one-time enrolment code
     twinledger coordinator init                     create the coordinator's home and key
     twinledger coordinator superlink                run the Flower SuperLink
     twinledger coordinator run                      run a study's training on the SuperLink
+    twinledger console serve                        run the operator console (web, 127.0.0.1)
+    twinledger console token                        create an operator's or observer's console token
     twinledger audit                                check every anchored round against the chain
     twinledger bench NAME [--json]                  benchmarks (ledger, training, overhead, twin)
 """
@@ -82,7 +86,13 @@ def _demo(args) -> int:
         unreachable_chain_for=args.unreachable_chain_for or [], timeout_s=args.timeout_s,
         stop_node_after_round=dict(_hospital_round(v) for v in args.stop_node_after_round or []),
     )
+    options.serve_web = args.serve == "always" or (args.serve == "auto" and sys.stdin.isatty())
+    options.on_report = _print_demo_summary
     report = run_demo(options)
+    return 0 if report["audit"]["violations"] == 0 else 1
+
+
+def _print_demo_summary(report: dict, report_path: Path) -> None:
     final = report["rounds"][-1] if report["rounds"] else {}
     print()
     print(f"Demo finished in {report['wall_seconds']} s: {len(report['rounds'])} rounds, "
@@ -90,10 +100,8 @@ def _demo(args) -> int:
     for hospital in report["hospitals"]:
         print(f"  {hospital['name']:<12} patients {hospital['patients']:>4}  consented {hospital['consented']}  "
               f"epsilon {hospital['epsilon_spent']:.2f} of {hospital['epsilon_budget']:g}")
-    report_path = Path(args.report or Path(args.workdir) / "report.json").resolve()
     print(f"Report: {report_path}")
-    print(f"Page:   {report_path.with_suffix('.html')}")
-    return 0 if report["audit"]["violations"] == 0 else 1
+    print(f"Page:   {report_path.with_suffix('.html')}", flush=True)
 
 
 class _Terminated(Exception):
@@ -192,7 +200,8 @@ def _node_settings(args):
 def _node_import(args) -> int:
     from node import admin
 
-    report = admin.import_records(_node_settings(args), Path(args.file), record_prefix=args.record_prefix)
+    report = admin.import_records(_node_settings(args), Path(args.file), record_prefix=args.record_prefix,
+                                  cohort=args.cohort)
     print(f"imported {report.imported} patients from {report.source} ({report.cohorts}); "
           f"{report.already_present} already present")
     return 0
@@ -410,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--unreachable-chain-for", action="append", metavar="HOSPITAL",
                       help="fault injection: this hospital's node gets a chain URL that does not answer")
     demo.add_argument("--timeout-s", type=float, default=1800.0, help="give up after this many seconds (default 1800)")
+    demo.add_argument("--serve", choices=("auto", "always", "never"), default="auto",
+                      help="after the run, serve the patient portal, the hospital IT console and the operator console "
+                           "and print their addresses, until Ctrl-C (auto: only when run from a terminal)")
     demo.set_defaults(func=_demo)
 
     chain = sub.add_parser("chain", help="a local chain and the contracts").add_subparsers(dest="action", required=True)
@@ -459,10 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--deployment-file", help="the consortium's deployment.json (the node refuses every round without it)")
     init.add_argument("--database-url", default="", help="any SQLAlchemy URL; default SQLite in the home")
     init.set_defaults(func=_node_init)
-    imp = node.add_parser("import", help="import patient records (CSV)")
+    imp = node.add_parser("import", help="import patient records (CSV or FHIR Bundle: heart disease, or twins' type 1 diabetes data)")
     imp.add_argument("--home", required=True, help=home_help)
     imp.add_argument("--record-prefix", help="prefix of generated record numbers (default: first three letters of the hospital)")
-    imp.add_argument("file", help="UCI Heart Disease file or CSV with a header row")
+    imp.add_argument("--cohort", choices=("train", "test"),
+                     help="twins' records only: every patient of the file in this cohort (default: a third test)")
+    imp.add_argument("file", help="UCI Heart Disease file, CSV with a header row, twins' CSV, or FHIR Bundle (.json)")
     imp.set_defaults(func=_node_import)
     accept = node.add_parser("accept-study", help="accept a study with the hospital's account")
     accept.add_argument("--home", required=True, help=home_help)
@@ -478,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--home", required=True, help=home_help)
     export.add_argument("--out", required=True, help="the JSON file to write")
     export.set_defaults(func=_node_export)
+    from node.console.cli import add_node_console_commands
+
+    add_node_console_commands(node)
 
     portal = sub.add_parser("portal", help="the hospital's patient portal").add_subparsers(dest="action", required=True)
     pserve = portal.add_parser("serve", help="run the patient portal on 127.0.0.1 (put a TLS proxy in front)")
@@ -521,6 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--flwr-home", default=".flwr", help="Flower's home for flwr run (default .flwr)")
     crun.add_argument("--log", default="flwr-run.log", help="where to stream the run's log (default flwr-run.log)")
     crun.set_defaults(func=_coordinator_run)
+
+    from coordinator.console.cli import add_console_commands
+
+    add_console_commands(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark; its last line is one JSON object")
     bench.add_argument("name", help="ledger, training, overhead or twin")

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from eth_account import Account
 
@@ -35,6 +36,7 @@ HOSPITALS = {  # node name -> UCI file
     "va": "processed.va.data",
 }
 MARKER = ".twinledger-demo"
+WEB_HOSPITAL = "cleveland"
 
 
 @dataclass
@@ -58,6 +60,11 @@ class DemoOptions:
     stop_node_after_round: dict[str, int] = field(default_factory=dict)
     seed: int = 7
     timeout_s: float = 1800.0
+    # After the run: start the patient portal and the hospital console of WEB_HOSPITAL and the operator
+    # console, print their addresses, and keep everything up until Ctrl-C.
+    serve_web: bool = False
+    portal_patients: int = 3  # WEB_HOSPITAL patients left unenrolled, each with a portal enrolment code
+    on_report: Callable[[dict, Path], None] | None = None  # called with the report before the web pages start
 
 
 @dataclass
@@ -126,6 +133,7 @@ def run_demo(options: DemoOptions) -> dict:
 
         # 3. Four hospital nodes: records, study acceptance, patients' consent.
         nodes, patients, hospital_ledgers = {}, {}, {}
+        portal_patients: list[str] = []
         for name, filename in HOSPITALS.items():
             settings = node_admin.init_node(
                 workdir / "nodes" / name, hospital=name, rpc_url=rpc_url, deployment_file=deployment_file
@@ -137,6 +145,11 @@ def run_demo(options: DemoOptions) -> dict:
             ledger = node_admin.open_ledger(settings)
             ledger.accept_study(study_id)
             wallets = Patients(pseudonyms=node_admin.pseudonyms_by_record(settings))
+            if options.serve_web and name == WEB_HOSPITAL:
+                # Left for a newcomer to enrol in the portal, with a key of their own.
+                for number in sorted(wallets.pseudonyms)[: options.portal_patients]:
+                    portal_patients.append(number)
+                    del wallets.pseudonyms[number]
             for patient in wallets.pseudonyms:
                 wallets.keys[patient] = "0x" + secrets.token_hex(32)
             node_admin.enrol_patients(
@@ -219,6 +232,16 @@ def run_demo(options: DemoOptions) -> dict:
         report_path.write_text(json.dumps(report, indent=1))
         page = write_report_page(report, report_path)
         log.info("report written to %s and %s", report_path, page)
+        if options.on_report:
+            options.on_report(report, report_path)
+        if options.serve_web:
+            report["web"] = _serve_web(
+                services, workdir, node_home=nodes[WEB_HOSPITAL].home, coordinator_home=coordinator_home,
+                operator_key=workdir / "operator" / "keys" / "operator.key", superlink_port=superlink_port,
+                portal_patients=portal_patients,
+            )
+            _print_web(report["web"])
+            _wait_for_interrupt()
         return report
     finally:
         for service in reversed(services):
@@ -294,3 +317,62 @@ def _revoke_some(options, patients, ledgers, deployment, study_id, rng) -> list[
     log.info("%d patients revoked their consent (blocks %d-%d)", len(revoked),
              min(r["block"] for r in revoked), max(r["block"] for r in revoked))
     return revoked
+
+
+def _serve_web(services: list, workdir: Path, *, node_home: Path, coordinator_home: Path, operator_key: Path,
+               superlink_port: int, portal_patients: list[str]) -> dict:
+    """Start the three web servers as processes (as `twinledger portal serve`, `node console` and `console serve`
+    would be started by hand) with a token for each console and enrolment codes for the held-back patients."""
+    from coordinator.console.cli import create_token as create_operator_token
+    from node.console.cli import create_console_token
+    from node.portal.admin import issue_enrolment_code
+
+    superlink = f"127.0.0.1:{superlink_port}"
+    (coordinator_home / "console.toml").write_text(
+        f'superlink = "{superlink}"\noperator-key-file = "{operator_key}"\n'
+    )
+    web = {
+        "hospital": WEB_HOSPITAL,
+        "enrolment_codes": {number: issue_enrolment_code(node_home, number).code for number in portal_patients},
+        "node_console_token": create_console_token(node_home, name="demo-it", role="it-admin"),
+        "operator_token": create_operator_token(coordinator_home, name="demo-operator", role="operator"),
+    }
+    twinledger = str(processes.VENV_BIN / "twinledger")
+    commands = {
+        "portal": [twinledger, "portal", "serve", "--home", str(node_home)],
+        "node_console": [twinledger, "node", "console", "--home", str(node_home), "--superlink", superlink],
+        "operator_console": [twinledger, "console", "serve", "--home", str(coordinator_home)],
+    }
+    for name, command in commands.items():
+        port = processes.free_port()
+        service = processes.start(name, [*command, "--port", str(port)], log_path=workdir / "logs" / f"{name}.log")
+        services.append(service)
+        processes.wait_until(service, lambda port=port: _port_answers(port), timeout_s=60, what=f"{name} on port {port}")
+        web[name] = f"http://localhost:{port}/"
+    return web
+
+
+def _port_answers(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _print_web(web: dict) -> None:
+    codes = ", ".join(f"{code} (record {number})" for number, code in web["enrolment_codes"].items())
+    print(f"""
+Click through (everything stays up until Ctrl-C):
+  Patient portal of {web['hospital']}:  {web['portal']}enrol   enrolment codes: {codes or 'none'}
+  Hospital IT console ({web['hospital']}): {web['node_console']}   token: {web['node_console_token']}
+  Operator console:               {web['operator_console']}   token: {web['operator_token']}
+""", flush=True)
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        log.info("stopping the demo's processes")
