@@ -219,9 +219,10 @@ class StudyRun:
             )
         for round_number in range(1, rounds + 1):
             arrays = self.run_round(round_number, node_ids, arrays)
+        # The model first: a report that says "finished" always has its model next to it.
+        torch.save(arrays.to_torch_state_dict(), self.run_dir / "model.pt")
         self.report.status = "finished"
         self.report.save()
-        torch.save(arrays.to_torch_state_dict(), self.run_dir / "model.pt")
         return arrays
 
     def run_round(self, round_number: int, node_ids: list[int], arrays: ArrayRecord) -> ArrayRecord:

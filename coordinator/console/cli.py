@@ -1,0 +1,68 @@
+"""`twinledger console serve|token`: `add_console_commands(subparsers)` adds them to the twinledger command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from coordinator.console.settings import ROLES, ConsoleSettings
+
+
+def create_token(home: Path | str, *, name: str, role: str) -> str:
+    """A new role token for `name` (only its hash is kept in <home>/console.db); returns the token."""
+    from sqlmodel import Session, create_engine
+
+    from coordinator.console.models import create_tables
+    from federation.web import auth
+
+    settings = ConsoleSettings.load(home)
+    engine = create_engine(settings.database_url)
+    create_tables(engine)
+    with Session(engine) as db:
+        token = auth.create_token(db, name=name, role=role, roles=ROLES)
+        auth.record(db, actor="cli", action="token.create", target=name, detail=f"role {role}")
+    return token
+
+
+def serve(home: Path | str, *, port: int = 8900, host: str = "127.0.0.1") -> None:
+    """Run the console with uvicorn (one worker: it keeps the `flwr run` processes it started)."""
+    import uvicorn
+
+    from coordinator.console.app import create_app
+
+    uvicorn.run(create_app(ConsoleSettings.load(home)), host=host, port=port, proxy_headers=False,
+                server_header=False, log_level="info")
+
+
+def _serve(args) -> int:
+    print(f"operator console at http://127.0.0.1:{args.port}/ (log in with a token from 'twinledger console token')",
+          flush=True)
+    serve(Path(args.home), port=args.port)
+    return 0
+
+
+def _token(args) -> int:
+    from federation.web.auth import TokenError
+
+    try:
+        token = create_token(Path(args.home), name=args.name, role=args.role)
+    except TokenError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"{token}\n(token for {args.name}, role {args.role}; shown only this once: keep it in a password manager)")
+    return 0
+
+
+def add_console_commands(subparsers) -> None:
+    """`twinledger console serve --home H --port N` and `twinledger console token --home H --name N --role R`."""
+    console = subparsers.add_parser("console", help="the consortium's operator console (web)")
+    actions = console.add_subparsers(dest="action", required=True)
+    home_help = "the coordinator's home directory (twinledger coordinator init)"
+    serve_parser = actions.add_parser("serve", help="run the operator console on 127.0.0.1 (put a TLS proxy in front)")
+    serve_parser.add_argument("--home", required=True, help=home_help)
+    serve_parser.add_argument("--port", type=int, default=8900, help="local port (default 8900)")
+    serve_parser.set_defaults(func=_serve)
+    token = actions.add_parser("token", help="create a role token for a person; prints it once")
+    token.add_argument("--home", required=True, help=home_help)
+    token.add_argument("--name", required=True, help="who holds the token, e.g. alice")
+    token.add_argument("--role", required=True, choices=ROLES, help="operator: create studies, launch and stop runs; "
+                       "observer: watch only")
+    token.set_defaults(func=_token)

@@ -1,0 +1,1 @@
+"""The console's routers, by resource: session, studies, runs, activity (JSON API) and pages (HTML)."""

@@ -1,0 +1,82 @@
+"""Schemathesis fuzzes the operator console's OpenAPI schema (in-process ASGI app, eth-tester chain, the
+stand-in `flwr`): every answer, to good and bad input alike, is never a 5xx and conforms to the schema."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import checks
+from sqlmodel import Session
+from web3 import Web3
+from web3.providers.eth_tester import EthereumTesterProvider
+
+from contracts import ledger as lg
+from coordinator.console.app import create_app
+from federation.web import auth
+from tests.conftest import fresh_funded_key
+from tests.test_console import FakeSuperLink, console_settings, write_fake_flwr
+
+CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
+          checks.response_schema_conformance, checks.response_headers_conformance]
+TOKENS: dict[str, str] = {}
+
+
+def build_console():
+    """The console on an in-process chain with one live study; built at import, as schemathesis needs the app."""
+    from contracts.build import compile_contracts
+
+    w3 = Web3(EthereumTesterProvider())
+    operator_key = fresh_funded_key(w3)
+    deployment = lg.deploy(w3, operator_key, artifacts=compile_contracts())
+    operator = lg.Ledger(w3, deployment, account_key=operator_key)
+    operator.propose_study(lg.new_study_id(), purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=3.0,
+                           delta_exponent=5, rounds=5, ends_at=int(time.time()) + 86400 * 30)
+    home = Path(tempfile.mkdtemp(prefix="console-schema-"))
+    link = FakeSuperLink()
+    app = create_app(console_settings(home / "coordinator", superlink=link.address, flwr=write_fake_flwr(home)),
+                     reader=lg.Ledger(w3, deployment), operator=operator)
+    with Session(app.state.console.engine) as db:
+        TOKENS["operator"] = auth.create_token(db, name="olivia", role="operator")
+        TOKENS["observer"] = auth.create_token(db, name="oscar", role="observer")
+    return app, home, link
+
+
+APP, HOME, LINK = build_console()
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cleanup():
+    yield
+    LINK.close()
+    shutil.rmtree(HOME, ignore_errors=True)
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_5xx_and_answers_conform_as_operator(case):
+    case.call_and_validate(headers={"Authorization": f"Bearer {TOKENS['operator']}"}, checks=CHECKS)
+
+
+@schema.parametrize()
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_5xx_and_answers_conform_as_observer_or_anonymous(case):
+    case.call_and_validate(headers={"Authorization": f"Bearer {TOKENS['observer']}"}, checks=CHECKS)
+    case.call_and_validate(checks=CHECKS)
+
+
+def test_the_schema_types_every_endpoint():
+    document = APP.openapi()
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            assert "200" in operation["responses"] or "201" in operation["responses"], (method, path)
+            ok = operation["responses"].get("200") or operation["responses"]["201"]
+            assert ok.get("content"), f"{method} {path} has no typed response"
+            if method in ("post", "put", "patch") and not path.endswith("/stop"):
+                assert "requestBody" in operation, f"{method} {path} has no typed request"
