@@ -17,6 +17,7 @@ from federation.protocol import RoundConfig
 from node.consent_gate import Refusal
 from node.service import HospitalNode
 from node.settings import NodeSettings, SettingsError
+from node.store import RoundRefusal
 
 app = ClientApp()
 log = logging.getLogger("twinledger.node")
@@ -38,12 +39,26 @@ def _handle(msg: Message, context: Context, work) -> Message:
         state = msg.content[protocol.WEIGHTS].to_torch_state_dict()
     except (KeyError, ValueError, TypeError) as exc:
         return Message(Error(protocol.BAD_REQUEST, f"bad request, no data used: {exc}"), reply_to=msg)
+    node = None
     try:
         node = _node(context)
         return Message(work(node, config, state), reply_to=msg)
     except Refusal as refusal:
         log.warning("refused: %s", refusal.reason)
+        if node is not None:
+            _record_refusal(node, config, msg.metadata.message_type.split(".")[0], refusal)
         return Message(Error(refusal.code, refusal.reason), reply_to=msg)
+
+
+def _record_refusal(node: HospitalNode, config: RoundConfig, phase: str, refusal: Refusal) -> None:
+    """Keep the refusal for hospital IT (node console); the coordinator is answered either way."""
+    try:
+        node.store.record_refusal(RoundRefusal(
+            study_id="0x" + config.study_id.hex(), round=config.round, phase=phase, code=refusal.code,
+            reason=refusal.reason[:500],
+        ))
+    except Exception as exc:  # noqa: BLE001 - a full disk must not turn a refusal into a crash
+        log.warning("could not record the refusal: %s", exc)
 
 
 def _usage(node: HospitalNode, commitment: bytes, used: int, phase: str):

@@ -59,6 +59,18 @@ class PrivacySpend(SQLModel, table=True):
     recorded_at: datetime = Field(default_factory=_now)
 
 
+class RoundRefusal(SQLModel, table=True):
+    """A round phase the node refused (it used no data), with the protocol error code and the reason."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    study_id: str = Field(index=True)
+    round: int
+    phase: str  # "train", "evaluate" or "query"
+    code: int
+    reason: str
+    recorded_at: datetime = Field(default_factory=_now)
+
+
 class Store:
     def __init__(self, database_url: str, *, kind: str | None = None):
         connect_args = {"check_same_thread": False} if database_url.startswith("sqlite") else {}
@@ -113,6 +125,16 @@ class Store:
         with self.session() as session:
             session.add_all(spends)
             session.commit()
+
+    def record_refusal(self, refusal: RoundRefusal) -> None:
+        with self.session() as session:
+            session.add(refusal)
+            session.commit()
+
+    def refusals(self, study_id: str) -> list[RoundRefusal]:
+        with self.session() as session:
+            query = select(RoundRefusal).where(RoundRefusal.study_id == study_id).order_by(RoundRefusal.id)
+            return list(session.exec(query))
 
 
 def _add_kind_column(engine) -> None:

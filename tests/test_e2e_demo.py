@@ -82,6 +82,15 @@ def test_a_hospital_without_its_chain_uses_nothing_and_the_others_go_on(demo):
         assert "switzerland" not in record["used"]
         assert all(record["used"][name] > 0 for name in ("cleveland", "hungary"))
     assert usage["switzerland"] == []
+    # ...and keeps every refusal, with its reason, for hospital IT (node console, budget page).
+    from node.settings import NodeSettings
+    from node.store import Store
+
+    _, _, options = demo
+    store = Store(NodeSettings.load(options.workdir / "nodes" / "switzerland").resolved_database_url)
+    refusals = store.refusals(report["study"]["id"])
+    assert {(r.round, r.phase) for r in refusals} >= {(1, "train"), (2, "train")}
+    assert all("chain unavailable" in r.reason for r in refusals)
 
 
 def test_a_node_that_dies_mid_round_is_reported_and_the_run_finishes(demo):
