@@ -15,6 +15,14 @@
   output says so (`loop_timed_patients`, `loop_s_scaled_to_cohort`).
 - **Speed vs real time**: simulated patient-time (1,000 patient-days) over wall time; `cohort_days_per_s`
   counts calendar time of the whole cohort instead (1 day of 1,000 patients per ... seconds).
+- **Calibration and forecast** (`node.twins.validation.validate`): each of the 30 virtual patients lives
+  4 days at home (meals, carb-counted boluses, pump, CGM noise); its twin is calibrated on days 1-3 with
+  a prior from the other 29 (its own parameters hidden), then forecasts 30 and 60 min ahead every 30 min
+  of day 4 from what is known at each origin. `param_recovery_error` is the median relative error of the
+  fitted parameters (Vmx, kp3, kabs, Gb) over patients and parameters; `rmse_30min_mgdl` and
+  `rmse_60min_mgdl` are against the CGM readings (noise included, as published figures are).
+- **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (deploy/twin_federation.py, one
+  study end to end on anvil) when it is there; null, with the reason, when it is not or fails.
 """
 
 from __future__ import annotations
@@ -46,8 +54,24 @@ def _cohort_scenario(cohort: Cohort, days: int, rng: np.random.Generator) -> Sce
     return Scenario(carbs_g_per_min=carbs, insulin_u_per_min=insulin)
 
 
-def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, seed: int = 1) -> dict:
-    """Simulate `patients` x `days` batched, and a subset one patient at a time with solve_ivp."""
+def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
+    try:
+        try:
+            from federation.tasks.glucose_forecast import federated_forecaster_rmse_30min_mgdl
+        except ImportError:
+            from deploy.twin_federation import federated_forecaster_rmse_30min_mgdl
+    except ImportError:
+        return None, "no federated glucose forecaster in this tree"
+    try:
+        return round(float(federated_forecaster_rmse_30min_mgdl()), 1), None
+    except Exception as exc:  # the figure is optional: report why it is missing rather than fail the bench
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, seed: int = 1,
+               validation_patients: int = 30, federated: bool = True) -> dict:
+    """Simulate `patients` x `days` batched, and a subset one patient at a time with solve_ivp; calibrate
+    and forecast `validation_patients` virtual patients; the federated forecaster's RMSE if asked."""
     names = patient_names()
     cohort = Cohort.load([names[i % len(names)] for i in range(patients)])
     scenario = _cohort_scenario(cohort, days, np.random.default_rng(seed))
@@ -71,6 +95,25 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
 
     glucose = batched.plasma_glucose_mgdl
     patient_days = patients * days
+
+    from node.twins.validation import validate
+
+    started = time.perf_counter()
+    validation = validate(patient_names()[:validation_patients], seed=seed) if validation_patients else None
+    validation_s = time.perf_counter() - started
+    federated_rmse, federated_note = _federated_rmse_30min_mgdl() if federated else (None, "not run (federated=False)")
+    twin_figures = {} if validation is None else {
+        "validation_patients": validation["patients"],
+        "validation_s": round(validation_s, 1),
+        "fitted_parameters": validation["fitted"],
+        "param_recovery_error_by_parameter": validation["param_recovery_error_by_parameter"],
+        "prior_only_recovery_error": validation["prior_median_recovery_error"],
+        "rmse_30min_vs_true_glucose_mgdl": validation["rmse_30min_vs_true_glucose_mgdl"],
+        "rmse_60min_vs_true_glucose_mgdl": validation["rmse_60min_vs_true_glucose_mgdl"],
+        "rmse_30min_last_value_mgdl": validation["rmse_30min_last_value_mgdl"],
+        "rmse_60min_last_value_mgdl": validation["rmse_60min_last_value_mgdl"],
+        "forecast_origins": validation["forecast_origins"],
+    }
     return {
         "benchmark": "twin",
         "model": "UVA/Padova T1D, 13 states, RK4 at 1 min (numpy, batched)",
@@ -93,4 +136,10 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
         "cohort_mean_glucose_mgdl": round(float(glucose.mean()), 1),
         "cohort_time_in_range_70_180": round(float(((glucose >= 70) & (glucose <= 180)).mean()), 3),
         "cohort_time_below_70": round(float((glucose < 70).mean()), 3),
+        **twin_figures,
+        "federated_note": federated_note,
+        "param_recovery_error": validation and validation["param_recovery_error"],
+        "rmse_30min_mgdl": validation and validation["rmse_30min_mgdl"],
+        "rmse_60min_mgdl": validation and validation["rmse_60min_mgdl"],
+        "federated_rmse_30min_mgdl": federated_rmse,
     }

@@ -402,12 +402,15 @@ class Trajectories:
     plasma_insulin_pmol_per_l: np.ndarray
     states: np.ndarray | None = None  # (patients, minutes + 1, 13) if asked for
     final_states: np.ndarray | None = None  # (patients, 13)
+    final_meal_dose_mg: np.ndarray | None = None  # (patients,) D of the meal being emptied, to continue a run
 
 
 def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, initial_states=None,
-             keep_states: bool = False) -> Trajectories:
+             keep_states: bool = False, initial_meal_dose_mg=None) -> Trajectories:
     """Integrate the cohort over `minutes` (default: the scenario's length) with RK4 at 1-minute steps,
-    all patients at once. Starts from each patient's basal steady state unless `initial_states` is given."""
+    all patients at once. Starts from each patient's basal steady state unless `initial_states` is given.
+    To continue a run in pieces, pass the previous piece's `final_states` and `final_meal_dose_mg` (the D
+    of a meal still being emptied; without it a piece starting mid-meal empties the stomach at kmax)."""
     minutes = scenario.minutes if minutes is None else int(minutes)
     if minutes > scenario.minutes or scenario.carbs_g_per_min.shape[0] != len(cohort):
         raise ValueError("the scenario must cover the cohort and at least `minutes` minutes")
@@ -427,7 +430,8 @@ def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, 
         if keep_states:
             states[:, m] = x
 
-    meal_dose_mg = np.zeros(patients)
+    meal_dose_mg = np.zeros(patients) if initial_meal_dose_mg is None else np.broadcast_to(
+        np.asarray(initial_meal_dose_mg, dtype=float), (patients,)).copy()
     carbs_mg = scenario.carbs_g_per_min * MG_PER_G
     insulin_pmol = insulin_u_per_min_to_pmol_per_kg_min(scenario.insulin_u_per_min, bw[:, None])
     dose_mg = scenario.meal_dose_g * MG_PER_G
@@ -446,7 +450,25 @@ def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, 
         record(m + 1)
     return Trajectories(time_min=np.arange(minutes + 1, dtype=float), plasma_glucose_mgdl=glucose,
                         subcutaneous_glucose_mgdl=cgm, plasma_insulin_pmol_per_l=insulin, states=states,
-                        final_states=x)
+                        final_states=x, final_meal_dose_mg=meal_dose_mg)
+
+
+def steady_state(values: dict) -> tuple[dict, np.ndarray]:
+    """Complete a parameter set so that the basal infusion u2ss holds the patient at Gb, as the published
+    patients are built: from Gb, EGPb, u2ss and the kinetic constants derive Gpb, Gtb, Vm0, Ipb, Ib, kp1
+    and the 13 basal states. Returns (values with the derived symbols replaced, initial states)."""
+    p = dict(values)
+    p["Gpb"] = gpb = p["Gb"] * p["Vg"]
+    gtb = (p["Fsnc"] - p["EGPb"] + p["k1"] * gpb) / p["k2"]
+    p["Vm0"] = (p["EGPb"] - p["Fsnc"]) * (p["Km0"] + gtb) / gtb
+    p["Ipb"] = ipb = p["u2ss"] / (p["m2"] + p["m4"] - p["m1"] * p["m2"] / (p["m1"] + p["m30"]))
+    p["Ib"] = ib = ipb / p["Vi"]
+    p["kp1"] = p["EGPb"] + p["kp2"] * gpb + p["kp3"] * ib
+    ilb = p["m2"] * ipb / (p["m1"] + p["m30"])
+    isc1 = p["u2ss"] / (p["kd"] + p["ka1"])
+    isc2 = p["kd"] * isc1 / p["ka2"]
+    states = np.array([0.0, 0.0, 0.0, gpb, gtb, ipb, 0.0, ib, ib, ilb, isc1, isc2, gpb])
+    return p, states
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -574,5 +596,5 @@ __all__ = [
     "Cohort", "PatientParameters", "Scenario", "Trajectories", "STATE_NAMES", "PARAMETER_UNITS", "DATA_DIR",
     "basal_rate_u_per_h", "gastric_emptying_per_min", "insulin_u_per_min_to_pmol_per_kg_min", "load_patient",
     "rk4_stability", "patient_names", "rhs", "rhs_one_patient", "simulate",
-    "simulate_one_patient_solve_ivp",
+    "simulate_one_patient_solve_ivp", "steady_state",
 ]

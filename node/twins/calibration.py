@@ -1,0 +1,459 @@
+"""Personalise a UVA/Padova twin to one patient's own CGM, meals and insulin (a DiabetesRecord).
+
+Method: maximum a posteriori with population priors, then a Laplace approximation of the posterior.
+
+- **Fitted parameters** (FITTED): Vmx (peripheral insulin sensitivity), kp3 (hepatic insulin sensitivity),
+  kabs (meal absorption from the gut) and Gb (the glucose the patient's own basal rate holds them at).
+  Insulin sensitivity and meal absorption set the size and timing of every post-meal and post-bolus
+  excursion; Gb sets the level between meals. Every other parameter is the population median, body
+  weight comes from the record, and u2ss from the record's basal rate (the standard assumption of simulator
+  cloning: the patient's basal holds them at steady state); Gpb, Gtb, Vm0, Ipb, Ib, kp1 and the basal
+  states are then derived so the twin is at steady state (`uva_padova.steady_state`).
+  This follows the Bayesian cloning of Visentin, Dalla Man, Cobelli, "One-day Bayesian cloning of type 1
+  diabetes subjects", IEEE TBME 63(11), 2016, with fewer free parameters (a few days of CGM with
+  announced meals cannot identify more).
+- **Prior**: multivariate log-normal, mean and covariance of log(theta) over the same published patients
+  (the validation leaves the patient under test out), covariance shrunk 20% to its diagonal.
+- **Likelihood**: CGM reading = Gs/Vg + error, Gaussian with standard deviation sigma; CGM error is
+  autocorrelated, so the log-likelihood is divided by (1 + rho)/(1 - rho) (the variance inflation of an
+  AR(1) mean), with sigma and the lag-1 autocorrelation rho re-estimated from the residuals once.
+- **Search**: Levenberg-Marquardt in whitened coordinates z (theta = mu + L z, L L^T = prior covariance),
+  finite-difference Jacobians. Each iteration is ONE batched simulation: for several damping values the
+  candidate step and its d finite-difference neighbours are simulated side by side (and across patients
+  when several are calibrated together), so the accepted candidate's Jacobian is already there.
+- **Uncertainty**: Laplace: posterior covariance in z = (J^T J)^-1 at the MAP (Gauss-Newton Hessian
+  including the prior); an ensemble is drawn from the log-normal posterior for forecasts and what-ifs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from node.twins.records import DiabetesRecord
+from node.twins.uva_padova import (
+    MODEL_PARAMETERS, PARAMETER_UNITS, PMOL_PER_U, Cohort, PatientParameters, Scenario, load_patient,
+    patient_names, simulate, steady_state,
+)
+
+FITTED = ("Vmx", "kp3", "kabs", "Gb")
+MEAL_DURATION_MIN = 15  # a recorded meal is eaten evenly over this many minutes, as in the model's validation
+CGM_VALID_MGDL = (40.0, 400.0)  # readings at the sensor's limits are censored: left out of the likelihood
+PRIOR_SHRINKAGE = 0.2
+NEAREST_BY_WEIGHT = None  # all patients: on the 30, the 12 nearest in weight gave a worse fit (docs/twins.md)
+
+
+class CalibrationError(ValueError):
+    """The record cannot be calibrated (too short, no CGM, no insulin ...): a clear message for the user."""
+
+
+@dataclass(frozen=True)
+class PopulationPrior:
+    fitted: tuple[str, ...]
+    mean_log: np.ndarray  # (d,)
+    cov_log: np.ndarray  # (d, d)
+    base_values: dict  # population medians of every model parameter
+    population: tuple[str, ...]
+    members: tuple = ()  # the population's full parameter sets, in the order of `population`
+
+    @classmethod
+    def from_patients(cls, names=None, *, exclude=(), fitted=FITTED, body_weight_kg: float | None = None,
+                      nearest: int | None = NEAREST_BY_WEIGHT) -> "PopulationPrior":
+        """From the named patients (default all 30) less `exclude`; with a body weight and `nearest`, from the
+        `nearest` of them in log body weight only."""
+        names = [n for n in (names or patient_names()) if n not in set(exclude)]
+        if body_weight_kg is not None and nearest and nearest < len(names):
+            gap = {n: abs(math.log(load_patient(n).body_weight_kg / body_weight_kg)) for n in names}
+            names = sorted(names, key=gap.__getitem__)[:nearest]
+        if len(names) < len(fitted) + 2:
+            raise ValueError("the prior needs more patients than fitted parameters")
+        values = [load_patient(n).values for n in names]
+        logs = np.log([[v[s] for s in fitted] for v in values])
+        cov = np.cov(logs, rowvar=False)
+        cov = (1 - PRIOR_SHRINKAGE) * cov + PRIOR_SHRINKAGE * np.diag(np.diag(cov))
+        base = {s: float(np.median([v[s] for v in values])) for s in MODEL_PARAMETERS}
+        return cls(tuple(fitted), logs.mean(axis=0), cov, base, tuple(names), tuple(values))
+
+    @property
+    def cholesky(self) -> np.ndarray:
+        return np.linalg.cholesky(self.cov_log)
+
+
+@dataclass(frozen=True)
+class Therapy:
+    """The patient's current treatment as read from their record."""
+
+    basal_u_per_h: float
+    carb_ratio_g_per_u: float
+    correction_factor_mgdl_per_u: float
+    body_weight_kg: float
+
+
+def infer_therapy(record: DiabetesRecord, *, body_weight_kg: float | None = None) -> Therapy:
+    basal = float(np.median(record.basal_u_per_h))
+    carbs, bolus = float(record.carbs_g.sum()), float(record.bolus_u.sum())
+    carb_ratio = carbs / bolus if bolus > 0 and carbs > 0 else 10.0
+    weight = body_weight_kg or record.body_weight_kg
+    if not weight:
+        raise CalibrationError("the record has no body weight (kg): the model's volumes are per kg")
+    total_daily_u = basal * 24 + bolus * 1440 / max(record.minutes, 1)
+    # The 1800 rule (mg/dL per U = 1800 / total daily insulin) when no correction factor is recorded.
+    return Therapy(basal_u_per_h=basal, carb_ratio_g_per_u=carb_ratio,
+                   correction_factor_mgdl_per_u=1800.0 / max(total_daily_u, 1.0), body_weight_kg=float(weight))
+
+
+def check_record(record: DiabetesRecord, *, min_minutes: int = 12 * 60) -> None:
+    if record.minutes < min_minutes:
+        raise CalibrationError(f"the record covers {record.minutes} min; calibration needs at least {min_minutes} min")
+    readings = np.isfinite(record.cgm_mgdl).sum()
+    if readings < min_minutes / 15:
+        raise CalibrationError(f"the record has {readings} CGM readings; calibration needs at least {min_minutes // 15}")
+    for name in ("carbs_g", "bolus_u", "basal_u_per_h"):
+        values = np.asarray(getattr(record, name), dtype=float)
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise CalibrationError(f"{name} must be finite and non-negative at every minute")
+    if not (np.asarray(record.basal_u_per_h) > 0).any():
+        raise CalibrationError("the record has no basal insulin: the twin needs the patient's basal rate")
+
+
+def spread_meals(carbs_g: np.ndarray, *, meal_duration_min: int = MEAL_DURATION_MIN) -> np.ndarray:
+    """Carbohydrate per minute from carbs recorded at a meal's first minute, eaten over meal_duration_min."""
+    carbs_g = np.atleast_2d(np.asarray(carbs_g, dtype=float))
+    out = np.zeros_like(carbs_g)
+    for k in range(meal_duration_min):
+        out[:, k:] += carbs_g[:, : carbs_g.shape[1] - k] / meal_duration_min
+    return out
+
+
+def record_inputs(record: DiabetesRecord) -> tuple[np.ndarray, np.ndarray]:
+    """(carbs_g_per_min, insulin_u_per_min) of a record, each (minutes,)."""
+    carbs = spread_meals(record.carbs_g)[0]
+    insulin = np.asarray(record.bolus_u, dtype=float) + np.asarray(record.basal_u_per_h, dtype=float) / 60.0
+    return carbs, insulin
+
+
+@dataclass
+class CalibratedTwin:
+    patient_id: str
+    prior: PopulationPrior
+    therapy: Therapy
+    map_log: np.ndarray  # (d,) log of the fitted parameters at the MAP
+    cov_log: np.ndarray  # (d, d) Laplace posterior covariance of log(theta)
+    residual_sd_mgdl: float
+    residual_autocorrelation: float
+    iterations: int
+    converged: bool
+    calibrated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    calibration_minutes: int = 0
+    reference_patient: str = ""  # the population patient whose other parameters the twin shares
+    reference_values: dict | None = None
+
+
+    @property
+    def fitted(self) -> tuple[str, ...]:
+        return self.prior.fitted
+
+    def values(self, theta_log) -> dict:
+        """A full, steady-state-consistent parameter set for fitted log-parameters theta_log."""
+        base = dict(self.reference_values or self.prior.base_values)
+        base["BW"] = self.therapy.body_weight_kg
+        base["u2ss"] = self.therapy.basal_u_per_h / 60.0 * PMOL_PER_U / self.therapy.body_weight_kg
+        for symbol, value in zip(self.fitted, np.exp(np.asarray(theta_log, dtype=float))):
+            base[symbol] = float(value)
+        return steady_state(base)[0]
+
+    def patients(self, theta_logs, name: str | None = None) -> list[PatientParameters]:
+        return [_patient(self.values(t), name or self.patient_id, self.therapy) for t in np.atleast_2d(theta_logs)]
+
+    def with_reference(self, values: dict, name: str) -> "CalibratedTwin":
+        import dataclasses
+
+        return dataclasses.replace(self, reference_values=dict(values), reference_patient=name)
+
+    def cohort(self, theta_logs) -> Cohort:
+        return Cohort.of(self.patients(theta_logs))
+
+    def ensemble_log(self, members: int = 32, *, seed: int = 0) -> np.ndarray:
+        """The MAP followed by members - 1 draws from the Laplace posterior, (members, d)."""
+        rng = np.random.default_rng(seed)
+        draws = rng.multivariate_normal(self.map_log, self.cov_log, size=max(members - 1, 0))
+        return np.vstack([self.map_log[None, :], draws])
+
+    def parameter_table(self) -> list[dict]:
+        sd = np.sqrt(np.diag(self.cov_log))
+        rows = []
+        for i, symbol in enumerate(self.fitted):
+            rows.append({
+                "symbol": symbol,
+                "unit": PARAMETER_UNITS[symbol],
+                "map": float(np.exp(self.map_log[i])),
+                "low_95": float(np.exp(self.map_log[i] - 1.96 * sd[i])),
+                "high_95": float(np.exp(self.map_log[i] + 1.96 * sd[i])),
+                "posterior_sd_log": float(sd[i]),
+                "prior_median": float(np.exp(self.prior.mean_log[i])),
+                "prior_sd_log": float(np.sqrt(self.prior.cov_log[i, i])),
+            })
+        return rows
+
+
+def _patient(values: dict, name: str, therapy: Therapy) -> PatientParameters:
+    values, states = steady_state(values)
+    return PatientParameters(name=name, values=values, initial_states=states,
+                             carb_ratio_g_per_u=therapy.carb_ratio_g_per_u,
+                             correction_factor_mgdl_per_u=therapy.correction_factor_mgdl_per_u,
+                             age_years=float("nan"), total_daily_insulin_u=float("nan"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The fit
+
+
+@dataclass
+class _Problem:
+    twin: CalibratedTwin  # holds prior and therapy; map/cov filled in at the end
+    carbs: np.ndarray
+    insulin: np.ndarray
+    first_cgm_mgdl: float
+    reading_minutes: np.ndarray
+    readings_mgdl: np.ndarray
+    chol: np.ndarray
+    sigma_mgdl: float = 15.0
+    inflation: float = 10.0
+    z: np.ndarray | None = None
+    residuals: np.ndarray | None = None
+    jacobian: np.ndarray | None = None
+    cost: float = math.inf
+    damping: float = 1.0
+    converged: bool = False
+    iterations: int = 0
+
+    def theta(self, z):
+        return self.twin.prior.mean_log + self.chol @ z
+
+
+def _initial_states(patients: list[PatientParameters], first_cgm_mgdl: float) -> np.ndarray:
+    """Basal steady state with the glucose compartments scaled to the first CGM reading."""
+    states = np.stack([p.initial_states for p in patients])
+    ratio = first_cgm_mgdl / np.array([p.values["Gb"] for p in patients])
+    states[:, 3:5] *= ratio[:, None]
+    states[:, 12] *= ratio
+    return states
+
+
+def _simulate_candidates(jobs: list[tuple[_Problem, np.ndarray]], minutes: int, twins=None) -> list[np.ndarray]:
+    """Simulate every (problem, z-matrix) job in one batch; returns CGM-model residuals per job, (k, readings).
+    `twins` (one per job) overrides the problem's twin, e.g. to try another reference patient."""
+    patients, carbs, insulin, starts = [], [], [], []
+    for k, (problem, zs) in enumerate(jobs):
+        twin = twins[k] if twins else problem.twin
+        found = twin.patients([problem.theta(z) for z in zs])
+        patients += found
+        n = len(found)
+        pad = minutes - len(problem.carbs)
+        carbs.append(np.repeat(np.pad(problem.carbs, (0, pad))[None, :], n, axis=0))
+        basal_tail = np.full(pad, problem.insulin[-1] if len(problem.insulin) else 0.0)
+        insulin.append(np.repeat(np.concatenate([problem.insulin, basal_tail])[None, :], n, axis=0))
+        starts.append(_initial_states(found, problem.first_cgm_mgdl))
+    cohort = Cohort.of(patients)
+    out = simulate(cohort, Scenario(np.vstack(carbs), np.vstack(insulin)), initial_states=np.vstack(starts))
+    residuals, row = [], 0
+    for problem, zs in jobs:
+        model = out.subcutaneous_glucose_mgdl[row : row + len(zs)][:, problem.reading_minutes]
+        residuals.append(problem.readings_mgdl[None, :] - model)
+        row += len(zs)
+    return residuals
+
+
+def _cost(problem: _Problem, residuals: np.ndarray, z: np.ndarray) -> float:
+    scale = problem.sigma_mgdl**2 * problem.inflation
+    return float(0.5 * (residuals**2).sum() / scale + 0.5 * z @ z)
+
+
+def calibrate_many(records: list[DiabetesRecord], *, priors: list[PopulationPrior] | None = None,
+                   max_iterations: int = 15, burn_in_min: int = 60, fd_step: float = 0.02,
+                   dampings=(0.1, 1.0, 10.0), choose_reference: bool = False) -> list[CalibratedTwin]:
+    """Calibrate several patients' twins together (one batched simulation per iteration for all).
+    The unfitted parameters are the population medians, or with `choose_reference` those of the population
+    patient that fits the record best (on the 30 virtual patients this did not lower recovery error)."""
+    if not records:
+        return []
+    priors = priors or [PopulationPrior.from_patients(body_weight_kg=r.body_weight_kg) for r in records]
+    problems = []
+    for record, prior in zip(records, priors):
+        check_record(record)
+        therapy = infer_therapy(record)
+        carbs, insulin = record_inputs(record)
+        cgm = np.asarray(record.cgm_mgdl, dtype=float)
+        minutes = np.arange(record.minutes)
+        valid = np.isfinite(cgm) & (cgm > CGM_VALID_MGDL[0]) & (cgm < CGM_VALID_MGDL[1])
+        first = float(cgm[np.flatnonzero(np.isfinite(cgm))[0]])
+        use = valid & (minutes >= burn_in_min)
+        twin = CalibratedTwin(record.patient_id, prior, therapy, prior.mean_log.copy(), prior.cov_log.copy(),
+                              math.nan, math.nan, 0, False, calibration_minutes=record.minutes)
+        problems.append(_Problem(twin, carbs, insulin, first, minutes[use], cgm[use], prior.cholesky))
+    horizon = max(r.minutes for r in records)
+    d = len(priors[0].fitted)
+    steps = np.eye(d) * fd_step
+
+    def neighbours(z):
+        return np.vstack([z[None, :], z[None, :] + steps])
+
+    # Reference patient: every population member as it is (its own fitted parameters, the record's body
+    # weight and basal), one batch; the best by posterior cost lends the twin its unfitted parameters.
+    jobs, twins = [], []
+    for p in problems if choose_reference else ():
+        prior = p.twin.prior
+        for name, values in zip(prior.population, prior.members):
+            theta = np.log([values[s] for s in prior.fitted])
+            jobs.append((p, np.linalg.solve(p.chol, theta - prior.mean_log)[None, :]))
+            twins.append(p.twin.with_reference(values, name))
+    results = _simulate_candidates(jobs, horizon, twins) if jobs else []
+    for p in problems if choose_reference else ():
+        mine = [(j, t, r) for j, t, r in zip(jobs, twins, results) if j[0] is p]
+        (_, z), twin, _ = min(mine, key=lambda item: _cost(p, item[2][0], item[0][1][0]))
+        p.twin = twin
+        p.z = z[0]
+    for p in problems:
+        p.z = np.zeros(d) if p.z is None else p.z
+    # Iteration 0: the chosen start and its finite-difference neighbours.
+    results = _simulate_candidates([(p, neighbours(p.z)) for p in problems], horizon)
+    for p, r in zip(problems, results):
+        _accept(p, p.z, r, fd_step)
+    for iteration in range(1, max_iterations + 1):
+        active = [p for p in problems if not p.converged]
+        if not active:
+            break
+        if iteration == 4:  # re-estimate the error model once the fit is close
+            for p in active:
+                _update_error_model(p)
+                p.cost = _cost(p, p.residuals, p.z)
+        jobs = []
+        for p in active:
+            for factor in dampings:
+                jobs.append((p, neighbours(p.z + _lm_step(p, p.damping * factor))))
+        results = _simulate_candidates(jobs, horizon)
+        for p in active:
+            p.iterations = iteration
+            tried = [(j, r) for j, r in zip(jobs, results) if j[0] is p]
+            costs = [_cost(p, r[0], zs[0]) for (_, zs), r in tried]
+            best = int(np.argmin(costs))
+            if costs[best] < p.cost:
+                improvement = (p.cost - costs[best]) / max(p.cost, 1e-12)
+                step = np.linalg.norm(tried[best][0][1][0] - p.z)
+                p.damping = max(p.damping * dampings[best] / 3.0, 1e-4)
+                _accept(p, tried[best][0][1][0], tried[best][1], fd_step)
+                if iteration > 4 and (improvement < 1e-4 or step < 1e-3):
+                    p.converged = True
+            else:
+                p.damping *= 100.0
+                if p.damping > 1e6:
+                    p.converged = True
+    twins = []
+    for p in problems:
+        j = np.vstack([p.jacobian / math.sqrt(p.sigma_mgdl**2 * p.inflation), np.eye(d)])
+        cov_z = np.linalg.inv(j.T @ j)
+        t = p.twin
+        t.map_log = p.theta(p.z)
+        t.cov_log = p.chol @ cov_z @ p.chol.T
+        residual = p.residuals
+        t.residual_sd_mgdl = float(np.sqrt(np.mean(residual**2)))
+        t.residual_autocorrelation = _lag1(p)
+        t.iterations, t.converged = p.iterations, p.converged
+        twins.append(t)
+    return twins
+
+
+def calibrate(record: DiabetesRecord, *, prior: PopulationPrior | None = None, **options) -> CalibratedTwin:
+    """Personalise a twin to one patient's record (a few days of CGM, meals, boluses and basal)."""
+    return calibrate_many([record], priors=[prior] if prior else None, **options)[0]
+
+
+def _accept(p: _Problem, z: np.ndarray, residuals: np.ndarray, fd_step: float) -> None:
+    p.z = z
+    p.residuals = residuals[0]
+    # d(residual)/dz; residual = reading - model
+    p.jacobian = ((residuals[1:] - residuals[0][None, :]) / fd_step).T
+    p.cost = _cost(p, p.residuals, z)
+
+
+def _lm_step(p: _Problem, damping: float) -> np.ndarray:
+    scale = math.sqrt(p.sigma_mgdl**2 * p.inflation)
+    j = np.vstack([p.jacobian / scale, np.eye(len(p.z))])
+    f = np.concatenate([p.residuals / scale, p.z])
+    return -np.linalg.solve(j.T @ j + damping * np.eye(len(p.z)), j.T @ f)
+
+
+def _lag1(p: _Problem) -> float:
+    r = p.residuals - p.residuals.mean()
+    adjacent = np.diff(p.reading_minutes) <= 10  # consecutive readings of one sensor, not across a gap
+    if adjacent.sum() < 10 or r.var() == 0:
+        return 0.0
+    return float(np.corrcoef(r[:-1][adjacent], r[1:][adjacent])[0, 1])
+
+
+def _update_error_model(p: _Problem) -> None:
+    p.sigma_mgdl = max(float(np.sqrt(np.mean(p.residuals**2))), 5.0)
+    rho = min(max(_lag1(p), 0.0), 0.98)
+    p.inflation = min((1 + rho) / (1 - rho), 50.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Virtual patients with known parameters, for validation (and demos)
+
+
+DAY_MIN = 24 * 60
+# (time of day min, spread min, carbs g low, high, probability)
+MEAL_PLAN = ((7 * 60, 30, 40, 70, 1.0), (12 * 60 + 30, 30, 50, 90, 1.0), (16 * 60, 30, 10, 30, 0.5),
+             (19 * 60, 45, 50, 100, 1.0))
+
+
+def virtual_patient_record(name: str, **options) -> tuple[DiabetesRecord, PatientParameters]:
+    """(record, true parameters) of `virtual_patient`."""
+    record, truth, _ = virtual_patient(name, **options)
+    return record, truth
+
+
+def virtual_patient(name: str, *, days: int = 4, seed: int = 0, sensor: str = "GuardianRT",
+                    carb_count_error_sd: float = 0.15) -> tuple[DiabetesRecord, PatientParameters, np.ndarray]:
+    """Several days of one virtual patient at home: meals with jittered times and sizes, a bolus of
+    estimated carbs / CR (carb-counting error carb_count_error_sd) through an Insulet pump, the pump's
+    basal, CGM readings with the sensor's noise. Returns (record, true parameters, true interstitial glucose
+    in mg/dL at every minute)."""
+    from node.twins.devices import CGMSensor, InsulinPump
+
+    patient = load_patient(name)
+    rng = np.random.default_rng(seed)
+    minutes = days * DAY_MIN
+    pump = InsulinPump.load("Insulet")
+    carbs_g = np.zeros(minutes)
+    bolus_u = np.zeros(minutes)
+    for day in range(days):
+        for time_min, spread_min, low_g, high_g, probability in MEAL_PLAN:
+            if rng.random() > probability:
+                continue
+            start = day * DAY_MIN + time_min + int(rng.integers(-spread_min, spread_min + 1))
+            grams = float(round(rng.uniform(low_g, high_g)))
+            carbs_g[start] += grams
+            estimate = grams * max(0.3, 1 + carb_count_error_sd * rng.standard_normal())
+            bolus_u[start] += float(pump.bolus_u(estimate / patient.carb_ratio_g_per_u))
+    basal = float(pump.basal_u_per_h(patient.basal_rate_u_per_h))
+    cohort = Cohort.of([patient])
+    scenario = Scenario(spread_meals(carbs_g), (bolus_u + basal / 60.0)[None, :])
+    out = simulate(cohort, scenario)
+    cgm_sensor = CGMSensor.load(sensor)
+    times, readings = cgm_sensor.read(out.subcutaneous_glucose_mgdl[:, :minutes], rng)
+    cgm = np.full(minutes, np.nan)
+    keep = times < minutes
+    cgm[times[keep].astype(int)] = readings[0][keep]
+    record = DiabetesRecord(patient_id=name, start=datetime(2026, 1, 5, tzinfo=timezone.utc), cgm_mgdl=cgm,
+                            carbs_g=carbs_g, bolus_u=bolus_u, basal_u_per_h=np.full(minutes, basal),
+                            body_weight_kg=patient.body_weight_kg)
+    return record, patient, out.subcutaneous_glucose_mgdl[0, :minutes]
+
+
+def recovery_errors(twin: CalibratedTwin, truth: PatientParameters) -> dict[str, float]:
+    """|estimate - truth| / truth of each fitted parameter."""
+    return {s: abs(math.exp(twin.map_log[i]) - truth.values[s]) / truth.values[s] for i, s in enumerate(twin.fitted)}

@@ -1,0 +1,160 @@
+"""Glucose over the next hours from a calibrated twin's current state, with bands from its posterior.
+
+State estimation: the twin's ensemble (the MAP and draws from the Laplace posterior) is run over the
+recent history of the patient's record (24 h by default, from basal steady state scaled to the first CGM
+reading) with every recorded meal, bolus and basal, and nudged towards each CGM reading as it arrives:
+at a reading y, with model CGM g = Gs/Vg and innovation e = y - g,
+
+    Gs += k e Vg,   Gp += k e Vg,   Gt += k e Vg Gt/Gp          (constant gain k, NUDGING_GAIN)
+
+A constant-gain observer (nudging) rather than an ensemble Kalman filter: CGM observes one state through
+autocorrelated noise; the unobserved disturbances that matter (carbohydrate counting errors, the twin's
+structural mismatch) show up as a glucose offset, which a gain on the glucose compartments corrects
+without letting noise leak into the insulin states; it is deterministic, costs nothing over the batched
+run, and its one gain was chosen on virtual patients (docs/twins.md). Forecasts use only what is known at
+their origin: inputs recorded up to it (a meal already announced is still being eaten and absorbed) and
+the basal rate in effect, plus any plan the caller adds (`planned_carbs_g`, `planned_bolus_u`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from node.twins.calibration import MEAL_DURATION_MIN, CalibratedTwin, spread_meals
+from node.twins.records import DiabetesRecord
+from node.twins.uva_padova import Cohort, Scenario, simulate
+
+NUDGING_GAIN = 0.6
+HISTORY_MIN = 24 * 60
+
+
+@dataclass
+class StateEstimate:
+    cohort: Cohort  # one row per ensemble member
+    theta_logs: np.ndarray  # (members, d)
+    minutes: list[int]  # record minutes at which states were kept
+    states: np.ndarray  # (len(minutes), members, 13)
+    meal_dose_mg: np.ndarray  # (len(minutes), members)
+
+
+def _scenario_slice(full: Scenario, first: int, last: int) -> Scenario:
+    part = Scenario(full.carbs_g_per_min[:, first:last], full.insulin_u_per_min[:, first:last])
+    part.meal_dose_g = full.meal_dose_g[:, first:last]  # a meal begun before `first` keeps its own D
+    return part
+
+
+def estimate_states(twin: CalibratedTwin, record: DiabetesRecord, *, at_minutes, theta_logs=None,
+                    history_min: int = HISTORY_MIN, gain: float = NUDGING_GAIN) -> StateEstimate:
+    """The ensemble's states at each of `at_minutes` (record minutes, the reading at that minute included),
+    from one run that starts `history_min` before the first of them."""
+    at_minutes = sorted(int(m) for m in at_minutes)
+    if not at_minutes or at_minutes[0] < 0 or at_minutes[-1] > record.minutes:
+        raise ValueError(f"state minutes must lie within the record's {record.minutes} minutes")
+    theta_logs = np.atleast_2d(twin.map_log if theta_logs is None else theta_logs)
+    cohort = twin.cohort(theta_logs)
+    members = len(cohort)
+    first = max(0, at_minutes[0] - history_min)
+    cgm = np.asarray(record.cgm_mgdl, dtype=float)
+    readings = [m for m in np.flatnonzero(np.isfinite(cgm)) if first <= m <= at_minutes[-1]]
+    if not readings:
+        raise ValueError("no CGM reading in the history before the forecast")
+    carbs = spread_meals(record.carbs_g)[0]
+    insulin = np.asarray(record.bolus_u, dtype=float) + np.asarray(record.basal_u_per_h, dtype=float) / 60.0
+    full = Scenario(np.repeat(carbs[None, first:], members, 0), np.repeat(insulin[None, first:], members, 0))
+    full.meal_dose_g = np.repeat(Scenario(carbs[None, :], insulin[None, :]).meal_dose_g[:, first:], members, 0)
+
+    x = np.stack([p.initial_states for p in cohort.patients])
+    ratio = cgm[readings[0]] / cohort.Gb
+    x[:, 3:5] *= ratio[:, None]
+    x[:, 12] *= ratio
+    dose = np.zeros(members)
+    vg = cohort.Vg
+    keep = set(at_minutes)
+    kept_states, kept_doses = [], []
+    now = first
+    for boundary in sorted(set(readings) | keep):
+        if boundary > now:
+            out = simulate(cohort, _scenario_slice(full, now - first, boundary - first), initial_states=x,
+                           initial_meal_dose_mg=dose)
+            x, dose, now = out.final_states, out.final_meal_dose_mg, boundary
+        if boundary < record.minutes and np.isfinite(cgm[boundary]):
+            innovation_mg_per_kg = gain * (cgm[boundary] - x[:, 12] / vg) * vg
+            share = x[:, 4] / np.maximum(x[:, 3], 1e-9)
+            x = x.copy()
+            x[:, 12] = np.maximum(x[:, 12] + innovation_mg_per_kg, 0.0)
+            x[:, 3] = np.maximum(x[:, 3] + innovation_mg_per_kg, 0.0)
+            x[:, 4] = np.maximum(x[:, 4] + innovation_mg_per_kg * share, 0.0)
+        if boundary in keep:
+            kept_states.append(x.copy())
+            kept_doses.append(dose.copy())
+    return StateEstimate(cohort, theta_logs, at_minutes, np.array(kept_states), np.array(kept_doses))
+
+
+def known_inputs(record: DiabetesRecord, origin_min: int, horizon_min: int, *, planned_carbs_g=None,
+                 planned_bolus_u=None, basal_u_per_h: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(carbs_g_per_min, insulin_u_per_min) over [origin, origin + horizon) from what is known at the origin:
+    meals and boluses recorded up to it, the basal rate in effect (or `basal_u_per_h`), plus a plan."""
+    lookback = MEAL_DURATION_MIN
+    first = max(0, origin_min - lookback)
+    carbs_g = np.zeros(origin_min - first + horizon_min)
+    seen = min(origin_min + 1, record.minutes)
+    carbs_g[: seen - first] = record.carbs_g[first:seen]
+    bolus_u = np.zeros(horizon_min)
+    if origin_min < record.minutes:
+        bolus_u[0] = record.bolus_u[origin_min]
+    if planned_carbs_g is not None:
+        carbs_g[origin_min - first :] += np.asarray(planned_carbs_g, dtype=float)[:horizon_min]
+    if planned_bolus_u is not None:
+        bolus_u += np.asarray(planned_bolus_u, dtype=float)[:horizon_min]
+    carbs = spread_meals(carbs_g)[0][origin_min - first :]
+    if basal_u_per_h is None:
+        basal_u_per_h = float(record.basal_u_per_h[min(origin_min, record.minutes - 1)])
+    return carbs, bolus_u + basal_u_per_h / 60.0
+
+
+@dataclass
+class Forecast:
+    patient_id: str
+    origin: datetime
+    time_min: np.ndarray  # (horizon + 1,) minutes after the origin
+    map_mgdl: np.ndarray  # the MAP member's CGM glucose
+    median_mgdl: np.ndarray
+    low_mgdl: np.ndarray  # 5th percentile of the ensemble
+    high_mgdl: np.ndarray  # 95th percentile
+    members_mgdl: np.ndarray  # (members, horizon + 1)
+    method: str = "mechanistic twin (UVA/Padova, calibrated, nudged to CGM)"
+
+
+def forecast(twin: CalibratedTwin, record: DiabetesRecord, *, horizon_min: int = 120, members: int = 32,
+             origin_min: int | None = None, seed: int = 0, **plan) -> Forecast:
+    """Glucose (CGM, mg/dL) from `origin_min` (default: the record's end) over `horizon_min`."""
+    if not 5 <= horizon_min <= 24 * 60:
+        raise ValueError("horizon_min must be between 5 and 1440")
+    origin_min = record.minutes if origin_min is None else int(origin_min)
+    thetas = twin.ensemble_log(members, seed=seed)
+    estimate = estimate_states(twin, record, at_minutes=[origin_min], theta_logs=thetas)
+    carbs, insulin = known_inputs(record, origin_min, horizon_min, **plan)
+    n = len(thetas)
+    out = simulate(estimate.cohort, Scenario(np.repeat(carbs[None], n, 0), np.repeat(insulin[None], n, 0)),
+                   initial_states=estimate.states[0], initial_meal_dose_mg=estimate.meal_dose_mg[0])
+    glucose = out.subcutaneous_glucose_mgdl
+    return Forecast(
+        patient_id=twin.patient_id, origin=record.start + timedelta(minutes=origin_min), time_min=out.time_min,
+        map_mgdl=glucose[0], median_mgdl=np.median(glucose, axis=0), low_mgdl=np.percentile(glucose, 5, axis=0),
+        high_mgdl=np.percentile(glucose, 95, axis=0), members_mgdl=glucose)
+
+
+def forecast_many_origins(twin: CalibratedTwin, record: DiabetesRecord, origins_min, *, horizon_min: int = 60,
+                          gain: float = NUDGING_GAIN) -> np.ndarray:
+    """MAP forecasts from many origins at once (for validation): (origins, horizon + 1) CGM glucose."""
+    origins = sorted(int(o) for o in origins_min)
+    estimate = estimate_states(twin, record, at_minutes=origins, gain=gain)
+    rows = [known_inputs(record, o, horizon_min) for o in origins]
+    patients = [estimate.cohort.patients[0]] * len(origins)
+    out = simulate(Cohort.of(patients),
+                   Scenario(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])),
+                   initial_states=estimate.states[:, 0], initial_meal_dose_mg=estimate.meal_dose_mg[:, 0])
+    return out.subcutaneous_glucose_mgdl
