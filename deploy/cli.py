@@ -22,6 +22,10 @@
     twinledger coordinator run                      run a study's training on the SuperLink
     twinledger console serve                        run the operator console (web, 127.0.0.1)
     twinledger console token                        create an operator's or observer's console token
+    twinledger twin calibrate                       calibrate a patient's twin (--virtual-patient NAME | --csv FILE)
+    twinledger twin forecast                        a patient's glucose over the next hours, with bands
+    twinledger twin whatif                          compare treatment plans; --plot writes a PNG
+    twinledger twin heart                           a heart-disease patient's risk at treatment targets (associational)
     twinledger audit                                check every anchored round against the chain
     twinledger bench NAME [--json]                  benchmarks (ledger, training, overhead, twin)
 """
@@ -542,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     from coordinator.console.cli import add_console_commands
 
     add_console_commands(sub)
+
+    from node.twins.cli import add_twin_commands
+
+    add_twin_commands(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark; its last line is one JSON object")
     bench.add_argument("name", help="ledger, training, overhead or twin")

@@ -371,6 +371,13 @@ Click through (everything stays up until Ctrl-C):
 
 
 def _wait_for_interrupt() -> None:
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)  # a service manager's stop, like Ctrl-C
+    signal.signal(signal.SIGINT, _stop)  # also when started in the background, where SIGINT is ignored
     try:
         while True:
             time.sleep(3600)
