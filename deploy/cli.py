@@ -224,9 +224,10 @@ def _node_start(args) -> int:
     from deploy import processes
 
     settings = _node_settings(args)
+    command = processes.supernode_command(warm=not args.stock_supernode)
     os.execve(
-        str(processes.VENV_BIN / "flower-supernode"),
-        ["flower-supernode", "--insecure", "--superlink", args.superlink, "--port", str(args.port),
+        command[0],
+        [*command, "--insecure", "--superlink", args.superlink, "--port", str(args.port),
          "--node-config", f'node-home="{settings.home}"'],
         processes.flower_env(Path(args.flwr_home)),
     )
@@ -491,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     nstart.add_argument("--superlink", default="127.0.0.1:8000", help="the coordinator's SuperLink, HOST:PORT (default 127.0.0.1:8000)")
     nstart.add_argument("--port", type=int, default=9101, help="local port for the SuperNode's ClientApp processes (default 9101)")
     nstart.add_argument("--flwr-home", default=".flwr", help="Flower's home for this SuperNode (default .flwr)")
+    nstart.add_argument("--stock-supernode", action="store_true",
+                        help="Flower's flower-supernode as is (a fresh ClientApp process per message, 3 s idle poll)")
     nstart.set_defaults(func=_node_start)
     export = node.add_parser("export-usage", help="export the node's usage log for auditors")
     export.add_argument("--home", required=True, help=home_help)

@@ -157,13 +157,25 @@ def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = 
     return service
 
 
+def supernode_command(*, warm: bool = True) -> list[str]:
+    """Flower's SuperNode; `warm`: with warm ClientApp processes and a short idle poll (deploy/supernode.py)."""
+    # -c rather than -m: the fork server then has no __main__ module to re-run in every ClientApp process.
+    if warm:
+        return [sys.executable, "-c", "from deploy.supernode import main; main()"]
+    return [str(VENV_BIN / "flower-supernode")]
+
+
 def start_supernode(
-    *, name: str, superlink_port: int, port: int, node_home: Path, flwr_home: Path, log_path: Path
+    *, name: str, superlink_port: int, port: int, node_home: Path, flwr_home: Path, log_path: Path,
+    warm: bool | None = None,
 ) -> Service:
+    """A hospital's SuperNode; `warm` None: as TWINLEDGER_WARM_SUPERNODE says (default warm, "0": stock Flower)."""
+    if warm is None:
+        warm = os.environ.get("TWINLEDGER_WARM_SUPERNODE", "1") != "0"
     service = start(
         f"supernode {name}",
         [
-            str(VENV_BIN / "flower-supernode"),
+            *supernode_command(warm=warm),
             "--insecure",
             "--superlink", f"127.0.0.1:{superlink_port}",
             "--port", str(port),

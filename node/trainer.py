@@ -62,13 +62,13 @@ def train_private(
     for _ in range(epochs):
         for batch_features, batch_labels in loader:
             optimizer.zero_grad()
-            if len(batch_labels) == 0:  # Poisson sampling can draw an empty batch: still a step
-                optimizer.step()
-                continue
             loss = loss_fn(private_model(batch_features), batch_labels)
+            # Poisson sampling can draw an empty batch: it is still a step (noise only, counted by the
+            # accountant), and Opacus needs the backward pass to see its empty per-example gradients.
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
+            if len(batch_labels):
+                losses.append(loss.item())
     # The wrapped module shares its parameters with `model`, whose state dict has no `_module.` prefix.
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     return TrainingResult(state, list(engine.accountant.history), float(np.mean(losses)) if losses else float("nan"))
