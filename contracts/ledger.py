@@ -33,6 +33,7 @@ CONSENT_DOMAIN_VERSION = "1"
 # One eth_call answers this many pseudonyms; each costs a cold storage read (~2,100 gas) in the view,
 # and nodes cap eth_call gas near the block gas limit.
 CONSENT_BATCH = 4096
+CONSENT_BITMAP_SELECTOR = keccak(text="consentBitmap(bytes32,bytes32[])")[:4]
 ENROL_BATCH = 200
 GRANT_BATCH = 100
 MILLI = 1000
@@ -278,7 +279,10 @@ def sign_revoke(
 
 def connect(rpc_url: str, *, timeout_s: float = 10.0) -> Web3:
     """A Web3 connection to a JSON-RPC chain node; raises ChainUnavailable if it does not answer."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+    # web3 asks eth_chainId around every eth_call; an endpoint's chain id does not change, so only it is cached
+    # (blocks, "latest" above all, never are: the consent gate's freshness check depends on them).
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, cache_allowed_requests=True,
+                                cacheable_requests={"eth_chainId"}))
     try:
         w3.eth.chain_id
     except Exception as exc:  # noqa: BLE001 - any transport failure means the same to the caller
@@ -415,9 +419,14 @@ class Ledger:
         answer: list[bool] = []
         for start in range(0, len(pseudonyms), CONSENT_BATCH):
             chunk = list(pseudonyms[start : start + CONSENT_BATCH])
-            words = self._read(
-                lambda: self.consent.functions.consentBitmap(study_id, chunk).call(block_identifier=block)
-            )
+            # Encoded with eth_abi directly: web3's contract layer validates each of thousands of arguments in
+            # Python (about 8 ms for 200 pseudonyms, against 0.1 ms).
+            data = CONSENT_BITMAP_SELECTOR + eth_abi.encode(["bytes32", "bytes32[]"], [study_id, chunk])
+            raw = self._read(lambda: self.w3.eth.call({"to": self.consent.address, "data": data}, block))
+            try:
+                (words,) = eth_abi.decode(["uint256[]"], bytes(raw))
+            except Exception as exc:  # noqa: BLE001 - any undecodable answer is unclear
+                raise LedgerError(f"the consent answer for {len(chunk)} pseudonyms does not decode: {exc}") from exc
             if not isinstance(words, (list, tuple)) or len(words) != (len(chunk) + 255) // 256:
                 raise LedgerError(f"the consent answer for {len(chunk)} pseudonyms is malformed")
             answer.extend(bool((words[i >> 8] >> (i & 255)) & 1) for i in range(len(chunk)))

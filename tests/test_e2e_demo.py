@@ -9,6 +9,7 @@ import json
 import pytest
 
 from deploy.demo import DemoOptions, run_demo
+from federation import protocol
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -90,7 +91,7 @@ def test_a_hospital_without_its_chain_uses_nothing_and_the_others_go_on(demo):
     store = Store(NodeSettings.load(options.workdir / "nodes" / "switzerland").resolved_database_url)
     refusals = store.refusals(report["study"]["id"])
     assert {(r.round, r.phase) for r in refusals} >= {(1, "train"), (2, "train")}
-    assert all("chain unavailable" in r.reason for r in refusals)
+    assert all(r.code == protocol.CHAIN_UNAVAILABLE and "cannot be reached" in r.reason for r in refusals)
 
 
 def test_a_node_that_dies_mid_round_is_reported_and_the_run_finishes(demo):
