@@ -18,6 +18,7 @@ from federation import protocol
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
 from node.consent_gate import Admitted, ConsentGate, Refusal
+from node.models_store import save_model
 from node.settings import NodeSettings
 from node.store import RoundUsage, Store
 from node.trainer import steps_per_epoch
@@ -220,9 +221,20 @@ class HospitalNode:
         sums = task.evaluation_sums(model, ((features - shift) / scale).astype("float32"), labels)
         metrics = task.summarise(sums)
         commitment = self._record_usage(config, "evaluate", used)
+        self._keep_model(config, task, global_state, shift, scale)
         log.info(
             "%s round %d: evaluated on %d consented test patients at block %d: %s %s",
             self.settings.hospital, config.round, len(test.pseudonyms), config.block, task.headline.name,
             f"{metrics.get(task.headline.name, float('nan')):.3f}",
         )
         return EvaluateOutcome(len(test.pseudonyms), sums, metrics, commitment, len(used))
+
+    def _keep_model(self, config: RoundConfig, task, global_state, shift, scale) -> None:
+        """Keep the round's global model and the normaliser this evaluation used (node/models_store.py), for the
+        twins. Reached only after the consent-checked evaluation succeeded; a failure to write is logged, not raised:
+        the coordinator's reply does not depend on it."""
+        try:
+            save_model(self.settings.home, task_id=task.task_id, study_id="0x" + config.study_id.hex(),
+                       round=config.round, block=config.block, state=global_state, shift=shift, scale=scale)
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk
+            log.warning("%s round %d: could not keep the global model: %s", self.settings.hospital, config.round, exc)

@@ -20,7 +20,7 @@ from node.console.settings import ConsoleSettings
 from node.fhir_records import bundle_from_records
 from node.importer import read_heart_disease_csv
 from node.settings import NodeSettings
-from node.store import PrivacySpend, RoundUsage, Store
+from node.store import PrivacySpend, RoundRefusal, RoundUsage, Store
 
 DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease"
 CSV_TYPE = {"Content-Type": "text/csv"}
@@ -291,13 +291,16 @@ def test_token_names_and_roles_are_checked(tmp_path):
         create_console_token(console.node.home, name="ada", role="viewer")
 
 
-def test_refusals_are_counted_where_the_store_records_them(console):
+def test_refusals_the_node_recorded_are_counted_per_study(console):
     study = "0x" + "ab" * 32
     console.store.record_usage(RoundUsage(study_id=study, round=1, phase="train", block=1, commitment="0x00",
                                           pseudonyms="[]"))
-    assert console.viewer().get("/api/studies").json()["studies"][0]["refusals"] is None
-    state = console.app.state.console
-    state.store.refusals = lambda study_id: ["4004 budget spent", "4005 no consent"] if study_id == study else []
+    assert console.viewer().get("/api/studies").json()["studies"][0]["refusals"] == 0
+    for round_number, code in ((2, 4004), (3, 4005)):
+        console.store.record_refusal(RoundRefusal(study_id=study, round=round_number, phase="train", code=code,
+                                                  reason="no data used"))
+    console.store.record_refusal(RoundRefusal(study_id="0x" + "cd" * 32, round=1, phase="train", code=4001,
+                                              reason="another study"))
     assert console.viewer().get("/api/studies").json()["studies"][0]["refusals"] == 2
 
 

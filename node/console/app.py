@@ -19,12 +19,14 @@ from federation.web import SECURITY_HEADERS, STYLESHEET
 from node.console.deps import ConsoleError, ConsoleState
 from node.console.routers import actions, enrolment, health, pages, patients, session, studies
 from node.console.settings import ConsoleSettings
+from node.console.twins import pages_router as twin_pages
+from node.console.twins import twins_api
 
 log = logging.getLogger("twinledger.console")
 STATIC = Path(__file__).resolve().parent / "static"
 
-# The console's JSON API, by resource. Further routers join here or through `create_app(routers=...)`,
-# e.g. the twins API: create_app(settings, routers=[node.twins.api.router]).
+# The console's JSON API, by resource. Further routers join here or through `create_app(routers=...)`.
+# The twins' API (node/console/twins.py, /api/twins/...) needs the app's state and joins in create_app.
 API_ROUTERS: list[APIRouter] = [session.router, health.router, patients.router, enrolment.router, studies.router,
                                 actions.router]
 
@@ -35,7 +37,7 @@ def create_app(settings: ConsoleSettings, *, ledger: Ledger | None = None,
     app = FastAPI(title=f"TwinLedger node console ({settings.node.hospital})", version="1", docs_url=None,
                   redoc_url=None)
     app.state.console = ConsoleState(settings, ledger=ledger)
-    for router in [*API_ROUTERS, *routers, pages.router]:
+    for router in [*API_ROUTERS, twins_api(app.state.console), *routers, twin_pages, pages.router]:
         app.include_router(router)
 
     @app.get("/static/web.css", include_in_schema=False)

@@ -9,20 +9,20 @@ from sqlmodel import select
 from contracts.ledger import LedgerError
 from node.console.deps import ConsoleState
 from node.console.schemas import StudiesOut, StudyBudget
-from node.store import PrivacySpend, RoundUsage
+from node.store import PrivacySpend, RoundRefusal, RoundUsage
 
 
-def _refusals(state: ConsoleState, study_id: str) -> int | None:
-    # Refusals are counted only where the node's store records them (Store.refusals); older stores do not.
-    counter = getattr(state.store, "refusals", None)
-    return len(counter(study_id)) if callable(counter) else None
+def _refusals(state: ConsoleState, study_id: str) -> int:
+    return len(state.store.refusals(study_id))
 
 
 def studies(state: ConsoleState) -> StudiesOut:
     with state.store.session() as db:
         spends = list(db.exec(select(PrivacySpend).order_by(PrivacySpend.id)))
         usage = list(db.exec(select(RoundUsage.study_id, RoundUsage.round, RoundUsage.phase)))
-    local = list(dict.fromkeys([s.study_id for s in spends] + [u[0] for u in usage]))
+        refused = list(db.exec(select(RoundRefusal.study_id)))
+    # A study this node only ever refused (chain unreachable, budget spent...) is listed too.
+    local = list(dict.fromkeys([s.study_id for s in spends] + [u[0] for u in usage] + list(refused)))
     accepted: list[str] = []
     chain_ok, detail, ledger = True, "", None
     try:

@@ -126,7 +126,7 @@ class StudyBudget(BaseModel):
     rounds_allowed: int | None
     rounds_contributed: int = Field(description="rounds this node trained in")
     rounds_evaluated: int
-    refusals: int | None = Field(description="rounds this node refused (null: this node does not record refusals)")
+    refusals: int = Field(description="round phases this node refused (it used no data in them)")
     ends_at: datetime | None
     suspended: bool | None
 
