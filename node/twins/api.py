@@ -17,20 +17,31 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from node.twins.calibration import DAY_MIN, CalibratedTwin, CalibrationError, calibrate
-from node.twins.forecast import forecast
+from node.twins.forecast import Backtest, backtest_30min, choose_point_30min, forecast, latest_federated_30min
 from node.twins.glycemia import METRIC_NAMES
 from node.twins.heart_risk import HeartRecordError, HeartRiskModel, heart_whatif
 from node.twins.records import DiabetesRecord
 from node.twins.whatif import TreatmentPlan, run_whatif
 
 CALIBRATION_DAYS = 3  # the most recent days of a record a twin is calibrated on
+
+
+@dataclass(frozen=True)
+class FederatedForecaster:
+    """A federated glucose forecaster (federation/tasks/glucose_forecast.py) and where it came from."""
+
+    model: object  # torch module on the task's raw features (node/models_store.py SavedModel.module())
+    task_id: str
+    study_id: str
+    round: int
+    block: int
 
 
 @dataclass
@@ -40,6 +51,8 @@ class TwinSources:
     heart_patients: Callable[[], list[str]] = lambda: []
     heart_record: Callable[[str], Optional[dict]] = lambda patient_id: None
     heart_model: Callable[[], Optional[HeartRiskModel]] = lambda: None
+    # The node's latest federated glucose forecaster, if any: forecasts use it where it beats the twin.
+    glucose_forecaster: Callable[[], Optional[FederatedForecaster]] = lambda: None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -79,10 +92,40 @@ class TwinResponse(BaseModel):
     method: str = "MAP with population log-normal priors (30 UVA/Padova virtual patients), Laplace posterior"
 
 
+class PointForecastModel(BaseModel):
+    method: Literal["twin", "federated"] = Field(
+        description="which forecaster gave this point: the one with the lower backtest RMSE on the patient's last day")
+    made_at: datetime = Field(description="the twin's origin, or the federated forecaster's last CGM reading")
+    at: datetime = Field(description="made_at + 30 minutes")
+    glucose_mgdl: float
+    twin_glucose_mgdl: float = Field(description="the twin's MAP member, 30 minutes after the twin's origin")
+    federated_glucose_mgdl: Optional[float] = None
+    reason: str
+
+
+class BacktestModel(BaseModel):
+    origins: int = Field(description="forecast origins scored, every 5 minutes of the day before the origin")
+    first_origin: datetime
+    last_origin: datetime
+    twin_rmse_30min_mgdl: float
+    federated_rmse_30min_mgdl: float
+
+
+class FederatedModelInfo(BaseModel):
+    task_id: str
+    study_id: str
+    round: int
+    block: int = Field(description="the round's pinned block")
+
+
 class ForecastResponse(BaseModel):
     patient_id: str
     origin: datetime
-    method: str
+    method: str = Field(description="the forecaster of the curve and its bands (always the calibrated twin)")
+    point_30min: PointForecastModel
+    backtest: Optional[BacktestModel] = Field(None, description="both forecasters scored on the patient's last day; "
+                                                                "null without a federated glucose forecaster")
+    federated_model: Optional[FederatedModelInfo] = None
     time_min: list[float]
     median_mgdl: list[float]
     low_mgdl: list[float] = Field(description="5th percentile over the calibration ensemble")
@@ -238,24 +281,55 @@ def twin_router(sources: TwinSources, *, cache: CalibrationCache | None = None) 
         record = record_of(patient_id)
         twin = twin_of(record)
         try:
-            return record, forecast(twin, record, horizon_min=horizon_min)
+            return record, twin, forecast(twin, record, horizon_min=horizon_min)
         except ValueError as exc:  # e.g. no CGM reading in the last 24 h
             raise HTTPException(422, f"cannot forecast for this patient: {exc}") from None
 
+    backtests: OrderedDict[tuple, Optional[Backtest]] = OrderedDict()
+    backtests_lock = threading.Lock()
+
+    def backtest_of(twin: CalibratedTwin, record: DiabetesRecord, forecaster: FederatedForecaster):
+        key = (record.patient_id, cache.fingerprint(record), forecaster.study_id, forecaster.round, forecaster.block)
+        with backtests_lock:
+            if key in backtests:
+                backtests.move_to_end(key)
+                return backtests[key]
+        try:
+            result = backtest_30min(twin, record, forecaster.model)
+        except ValueError:  # e.g. no CGM in the history: the twin alone
+            result = None
+        with backtests_lock:
+            backtests[key] = result
+            while len(backtests) > cache.size:
+                backtests.popitem(last=False)
+        return result
+
     @router.get("/diabetes/{patient_id}/forecast", response_model=ForecastResponse)
     def glucose_forecast(patient_id: str, horizon_min: int = Query(120, ge=5, le=720)) -> ForecastResponse:
-        _, result = make_forecast(patient_id, horizon_min)
+        record, twin, result = make_forecast(patient_id, max(horizon_min, 30))  # the point forecast is at 30 min
+        forecaster = sources.glucose_forecaster()
+        backtest = latest = None
+        if forecaster is not None:
+            backtest = backtest_of(twin, record, forecaster)
+            latest = latest_federated_30min(record, forecaster.model)
+        point = choose_point_30min(result, record, backtest, latest)
+        shown = slice(0, horizon_min + 1)
         return ForecastResponse(
-            patient_id=patient_id, origin=result.origin, method=result.method, time_min=result.time_min.tolist(),
-            median_mgdl=_rounded(result.median_mgdl), low_mgdl=_rounded(result.low_mgdl),
-            high_mgdl=_rounded(result.high_mgdl))
+            patient_id=patient_id, origin=result.origin, method=result.method,
+            point_30min=PointForecastModel(**{k: getattr(point, k) for k in PointForecastModel.model_fields}),
+            backtest=None if backtest is None else BacktestModel(**vars(backtest)),
+            federated_model=None if forecaster is None else FederatedModelInfo(
+                task_id=forecaster.task_id, study_id=forecaster.study_id, round=forecaster.round,
+                block=forecaster.block),
+            time_min=result.time_min[shown].tolist(), median_mgdl=_rounded(result.median_mgdl[shown]),
+            low_mgdl=_rounded(result.low_mgdl[shown]), high_mgdl=_rounded(result.high_mgdl[shown]))
 
     @router.get("/diabetes/{patient_id}/forecast.png", response_class=Response,
                 responses={200: {"content": {"image/png": {}}}})
     def forecast_plot(patient_id: str, horizon_min: int = Query(120, ge=5, le=720)) -> Response:
         from node.twins.plots import forecast_png
 
-        record, result = make_forecast(patient_id, horizon_min)
+        record, _, result = make_forecast(patient_id, horizon_min)
         return Response(forecast_png(result, history_mgdl=record.cgm_mgdl), media_type="image/png")
 
     def make_whatif(patient_id: str, request: WhatIfRequest):
@@ -295,7 +369,8 @@ def twin_router(sources: TwinSources, *, cache: CalibrationCache | None = None) 
             raise HTTPException(404, f"no heart-disease record for patient {patient_id!r}")
         model = sources.heart_model()
         if model is None:
-            raise HTTPException(503, "this node has no federated heart-disease model yet (no finished training run)")
+            raise HTTPException(503, "this node has no federated heart-disease model yet: it keeps one when it has "
+                                     "evaluated a round of a heart-disease/v1 study with consented patients")
         try:
             result = heart_whatif(model, record, patient_id=patient_id,
                                   targets={"trestbps": trestbps_target_mmhg, "chol": chol_target_mgdl})

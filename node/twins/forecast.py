@@ -158,3 +158,105 @@ def forecast_many_origins(twin: CalibratedTwin, record: DiabetesRecord, origins_
                    Scenario(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])),
                    initial_states=estimate.states[:, 0], initial_meal_dose_mg=estimate.meal_dose_mg[:, 0])
     return out.subcutaneous_glucose_mgdl
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The twin against a federated forecaster, on the patient's own recent history
+
+BACKTEST_MIN = 24 * 60  # the history before the forecast origin both forecasters are scored on
+POINT_HORIZON_MIN = 30  # the federated glucose forecaster's horizon (federation/tasks/glucose_forecast.py)
+MIN_BACKTEST_ORIGINS = 12
+
+
+@dataclass
+class Backtest:
+    origins: int  # forecast origins scored (every 5 minutes where both forecasters and the outcome are known)
+    first_origin: datetime
+    last_origin: datetime
+    twin_rmse_30min_mgdl: float  # the twin's MAP member, nudged to CGM up to each origin
+    federated_rmse_30min_mgdl: float
+
+
+@dataclass
+class PointForecast:
+    method: str  # "twin" or "federated": whichever had the lower backtest RMSE
+    made_at: datetime  # the twin's origin, or the federated forecaster's last CGM window
+    at: datetime  # made_at + 30 min
+    glucose_mgdl: float
+    twin_glucose_mgdl: float  # the twin's MAP member at the twin's origin + 30 min
+    federated_glucose_mgdl: float | None
+    reason: str
+
+
+def backtest_30min(twin: CalibratedTwin, record: DiabetesRecord, forecaster, *,
+                   backtest_min: int = BACKTEST_MIN, origin_min: int | None = None) -> Backtest | None:
+    """Both forecasters from the same origins in the `backtest_min` before `origin_min` (default: the record's end),
+    30 minutes ahead, scored against the CGM (interpolated across gaps of at most 15 minutes, as the federated task's
+    labels); None when fewer than MIN_BACKTEST_ORIGINS origins have both forecasts and an outcome.
+
+    `forecaster` is a torch module taking the federated task's raw features (node/models_store.py Normalised).
+    The twin's parameters were fitted on a window that includes this history: the comparison favours the twin."""
+    from federation.tasks.glucose_forecast import forecast_mgdl, interpolate_cgm
+
+    end = record.minutes if origin_min is None else int(origin_min)
+    series = {name: np.asarray(getattr(record, name), dtype=float)[:end]
+              for name in ("cgm_mgdl", "carbs_g", "bolus_u", "basal_u_per_h")}
+    times, federated = forecast_mgdl(forecaster, series, horizon_min=POINT_HORIZON_MIN)
+    truth = interpolate_cgm(series["cgm_mgdl"])
+    keep = (times >= end - backtest_min) & (times + POINT_HORIZON_MIN < end)
+    times, federated = times[keep], federated[keep]
+    outcome = truth[times + POINT_HORIZON_MIN] if len(times) else np.zeros(0)
+    known = np.isfinite(outcome) & np.isfinite(federated)
+    times, federated, outcome = times[known], federated[known], outcome[known]
+    if len(times) < MIN_BACKTEST_ORIGINS:
+        return None
+    twin_mgdl = forecast_many_origins(twin, record, times, horizon_min=POINT_HORIZON_MIN)[:, POINT_HORIZON_MIN]
+    rmse = lambda forecast_mgdl_: float(np.sqrt(np.mean((forecast_mgdl_ - outcome) ** 2)))  # noqa: E731
+    return Backtest(len(times), record.start + timedelta(minutes=int(times[0])),
+                    record.start + timedelta(minutes=int(times[-1])), rmse(twin_mgdl), rmse(federated))
+
+
+def latest_federated_30min(record: DiabetesRecord, forecaster, *, origin_min: int | None = None,
+                           max_age_min: int = 5) -> tuple[int, float] | None:
+    """(minute t, forecast of CGM at t + 30) from the federated forecaster's last window ending at the last CGM
+    reading before `origin_min`; None when that reading is more than `max_age_min` old or lacks an hour of CGM."""
+    from federation.tasks.glucose_forecast import FIRST_MIN, STEP_MIN, forecast_mgdl
+
+    end = record.minutes if origin_min is None else int(origin_min)
+    readings = np.flatnonzero(np.isfinite(np.asarray(record.cgm_mgdl[:end], dtype=float)))
+    if not len(readings) or end - 1 - readings[-1] > max_age_min or readings[-1] < FIRST_MIN:
+        return None
+    last = int(readings[-1])
+    offset = (last - FIRST_MIN) % STEP_MIN  # the task's windows lie every STEP_MIN minutes from FIRST_MIN: align
+    series = {name: np.asarray(getattr(record, name), dtype=float)[offset : last + 1]
+              for name in ("cgm_mgdl", "carbs_g", "bolus_u", "basal_u_per_h")}
+    times, forecasts = forecast_mgdl(forecaster, series, horizon_min=POINT_HORIZON_MIN)
+    if not len(times) or times[-1] + offset != last:
+        return None
+    return last, float(forecasts[-1])
+
+
+def choose_point_30min(twin_forecast: Forecast, record: DiabetesRecord, backtest: Backtest | None,
+                       latest: tuple[int, float] | None) -> PointForecast:
+    """The 30-minute point forecast from the forecaster with the lower backtest RMSE (the twin on a tie, or when
+    the federated one cannot be scored or has no current window)."""
+    twin_value = float(twin_forecast.map_mgdl[min(POINT_HORIZON_MIN, len(twin_forecast.map_mgdl) - 1)])
+    twin_point = dict(made_at=twin_forecast.origin, at=twin_forecast.origin + timedelta(minutes=POINT_HORIZON_MIN),
+                      glucose_mgdl=twin_value, twin_glucose_mgdl=twin_value)
+    federated_value = None if latest is None else latest[1]
+    if backtest is None:
+        return PointForecast("twin", **twin_point, federated_glucose_mgdl=federated_value,
+                             reason="no federated glucose forecaster could be scored on this patient's last day")
+    if latest is None:
+        return PointForecast("twin", **twin_point, federated_glucose_mgdl=None,
+                             reason="the federated forecaster needs a CGM reading within 5 minutes of the origin "
+                                    "and the hour before it")
+    scores = (f"backtest RMSE at 30 min over {backtest.origins} origins: twin {backtest.twin_rmse_30min_mgdl:.1f}, "
+              f"federated {backtest.federated_rmse_30min_mgdl:.1f} mg/dL")
+    if backtest.federated_rmse_30min_mgdl < backtest.twin_rmse_30min_mgdl:
+        made_at = record.start + timedelta(minutes=latest[0])
+        return PointForecast("federated", made_at=made_at, at=made_at + timedelta(minutes=POINT_HORIZON_MIN),
+                             glucose_mgdl=latest[1], twin_glucose_mgdl=twin_value, federated_glucose_mgdl=latest[1],
+                             reason=f"the federated forecaster did better: {scores}")
+    return PointForecast("twin", **twin_point, federated_glucose_mgdl=latest[1],
+                         reason=f"the twin did at least as well: {scores}")
