@@ -92,8 +92,61 @@ def test_training_benchmark_smoke():
         assert 0 <= result[key] <= 1
     assert 0 < result["epsilon_reported"] <= 3.0 + 1e-9
     assert result["epsilon_agree"] and result["epsilon_recomputed"] > 0
+    # At least one DP figure comes from Poisson-subsampled training, and the two accountants agree there too.
+    assert result["epsilon_subsampled_checked"] > 0
+    assert result["epsilon_subsampled_max_relative_difference"] <= 0.10
     assert result["coordinator_accuracy_mismatches"] == 0
     assert result["train_seconds_missing"] == 0  # each node's train-seconds, recorded per hospital per round
+
+
+def test_the_split_holds_flambys_published_patient_counts():
+    from deploy.bench_training import load_hospital_data
+
+    data = load_hospital_data()
+    counts = {name: (len(d.train_y), len(d.test_y)) for name, d in data.items()}
+    assert counts == {"cleveland": (199, 104), "hungary": (172, 89), "switzerland": (30, 16), "va": (85, 45)}
+
+
+def test_standardiser_uses_the_sample_standard_deviation_like_flamby():
+    import numpy as np
+    import torch
+
+    from federation.tasks.heart_disease import standardiser
+
+    x = np.array([[1.0, 5.0], [2.0, 5.0], [4.0, 5.0]], dtype=np.float32)
+    mean, std = standardiser(x)
+    assert np.allclose(std[0], torch.from_numpy(x).std(axis=0)[0].item())  # torch's default is unbiased
+    assert std[1] == 1.0  # a constant feature is left as it is
+    assert np.all(standardiser(x[:1])[1] == 1.0)  # one patient: nothing to divide by
+
+
+def test_pooled_sets_use_the_pooled_training_statistics():
+    import numpy as np
+
+    from deploy.bench_training import load_hospital_data, pooled_set
+
+    data = load_hospital_data()
+    train_x, train_y = pooled_set(data, "train")
+    test_x, test_y = pooled_set(data, "test")
+    assert len(train_y) == 486 and len(test_y) == 254
+    assert np.allclose(train_x.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(train_x.std(axis=0, ddof=1), 1, atol=1e-4)
+    # Not the hospitals' own standardisation, which would centre each hospital's training data on its own.
+    own = np.concatenate([d.train_x for d in data.values()])
+    assert not np.allclose(own, train_x)
+
+
+def test_the_harness_reproduces_flambys_pooled_figures():
+    """FLamby's own pooled recipe, FLamby's evaluation: within 0.02 of the published 0.735 / 0.795 (5 seeds)."""
+    import statistics
+
+    from deploy.bench_training import evaluate_model, load_hospital_data, pooled_set, train_flamby_recipe
+
+    data = load_hospital_data()
+    x, y = pooled_set(data, "train")
+    results = [evaluate_model(train_flamby_recipe(x, y, seed), data) for seed in range(5)]
+    assert abs(statistics.fmean(r["mean_accuracy"] for r in results) - 0.735) < 0.02
+    assert abs(statistics.fmean(r["pooled_accuracy"] for r in results) - 0.795) < 0.02
 
 
 def test_overhead_benchmark_parts():
