@@ -302,8 +302,9 @@ def _coordinator_superlink(args) -> int:
 
 
 # Training parameters that `coordinator run` passes on only when given (else pyproject.toml's run config applies).
-TRAINING_OPTIONS = {"local_epochs": "local-epochs", "learning_rate": "learning-rate", "batch_size": "batch-size",
-                    "max_grad_norm": "max-grad-norm"}
+TRAINING_OPTIONS = {"rounds": "num-rounds", "local_epochs": "local-epochs", "learning_rate": "learning-rate",
+                    "batch_size": "batch-size", "max_grad_norm": "max-grad-norm", "strategy": "strategy",
+                    "server_learning_rate": "server-learning-rate"}
 
 
 def _superlink_address(text: str) -> tuple[str, int]:
@@ -327,8 +328,7 @@ def _coordinator_run(args) -> int:
             raise SettingsError(f"{exc} (or pass --min-nodes if the coordinator home is on another machine)") from None
         settings = None  # the home is on the SuperLink's machine: its report is there too
     run_config = {
-        "study-id": "0x" + study_id.hex(), "coordinator-home": str(home), "num-rounds": args.rounds,
-        "run-name": args.run_name,
+        "study-id": "0x" + study_id.hex(), "coordinator-home": str(home), "run-name": args.run_name,
         "min-nodes": args.min_nodes if args.min_nodes is not None else settings.min_nodes,
     }
     for option, key in TRAINING_OPTIONS.items():
@@ -534,12 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--home", required=True, help="the coordinator's home (a path on the SuperLink's machine)")
     crun.add_argument("--study", required=True, help="the study id (0x and 64 hex digits)")
     crun.add_argument("--superlink", default="127.0.0.1:8000", help="the SuperLink, HOST:PORT (default 127.0.0.1:8000)")
-    crun.add_argument("--rounds", type=int, default=5, help="rounds to run, at most the study's (default 5)")
+    crun.add_argument("--rounds", type=int, help="rounds to run, at most the study's (default 10)")
     crun.add_argument("--min-nodes", type=int, help="SuperNodes to wait for (default: min-nodes in coordinator.toml)")
-    crun.add_argument("--local-epochs", type=int, help="epochs each node trains per round (default 2)")
-    crun.add_argument("--learning-rate", type=float, help="SGD learning rate at the nodes (default 0.1)")
-    crun.add_argument("--batch-size", type=int, help="expected batch size at the nodes (default 32)")
+    crun.add_argument("--local-epochs", type=int, help="epochs each node trains per round (default 3)")
+    crun.add_argument("--learning-rate", type=float, help="SGD learning rate at the nodes (default 1.0)")
+    crun.add_argument("--batch-size", type=int, help="expected batch size at the nodes (default 1024: full batches)")
     crun.add_argument("--max-grad-norm", type=float, help="DP-SGD per-example clipping norm (default 1.0)")
+    crun.add_argument("--strategy", choices=("fedavg", "fedadam", "fedyogi"), help="server aggregation (default fedadam)")
+    crun.add_argument("--server-learning-rate", type=float, help="FedAdam's and FedYogi's server learning rate (default 0.1)")
     crun.add_argument("--run-name", default="run",
                       help="report folder under <home>/runs/ (default run; an existing report of that name is replaced)")
     crun.add_argument("--flwr-home", default=".flwr", help="Flower's home for flwr run (default .flwr)")
