@@ -78,7 +78,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", PORTAL.app)
 def cleanup():
     yield
     PORTAL.app.state.portal.relayer.shutdown()
-    shutil.rmtree(PORTAL.settings.node.home.parent, ignore_errors=True)
+    shutil.rmtree(PORTAL.settings.node.home, ignore_errors=True)  # the mkdtemp directory itself, nothing above it
 
 
 def _logged_in(username: str) -> tuple[dict, dict]:
