@@ -103,8 +103,10 @@ class ConsentState:
 
 
 def consent_state(ledger: Ledger, pseudonym: bytes, study_id: bytes) -> ConsentState:
-    valid_from, valid_until = ledger.consent_window(pseudonym, study_id)
-    return ConsentState(ledger.has_consent(pseudonym, study_id), valid_from, valid_until)
+    # Both at one block: a relayed change landing between two "latest" reads would pair a grant with no window.
+    block = ledger.block_number()
+    valid_from, valid_until = ledger.consent_window(pseudonym, study_id, block=block)
+    return ConsentState(ledger.has_consent(pseudonym, study_id, block=block), valid_from, valid_until)
 
 
 def consent_history(ledger: Ledger, pseudonym: bytes, study_id: bytes) -> list[tuple[bool, int]]:
