@@ -228,6 +228,32 @@ def test_audit_finds_no_violation_in_honest_rounds_and_finds_a_forged_log(hospit
     assert any("used without consent" in f for f in result.findings)
 
 
+def test_audit_reports_a_lost_reply_apart_and_still_checks_its_patients(hospital, tmp_path):
+    """A node that evaluated but whose reply never arrived: the anchor has its training set and an empty
+    evaluation. That is reported as an unanchored phase, not a violation, unless a patient in it lacked consent."""
+    chain = hospital.chain
+    block = chain.hospital.block_number()
+    hospital.node.train(hospital.config(1, block=block), fresh_state())
+    hospital.node.evaluate(hospital.config(1, block=block), fresh_state())
+    entries = {u.phase: u for u in hospital.store.usage()}
+    chain.coordinator.anchor_round(chain.study_id, 1, pinned_block=block, model_hash=b"\x01" * 32, commitments={
+        chain.hospital.address: protocol.combined_commitment(bytes.fromhex(entries["train"].commitment[2:]), b"")})
+    document = json.loads(admin.export_usage(hospital.settings, tmp_path / "usage.json").read_text())
+    document["account"] = chain.hospital.address
+    auditor = lg.Ledger(chain.w3, chain.deployment)
+    lost = audit_study(auditor, chain.study_id, {chain.hospital.address: document})
+    assert lost.violations == 0 and lost.unanchored_phases == 1 and lost.commitment_mismatches == 0
+    assert any("evaluate: logged but not anchored" in f for f in lost.findings)
+    assert lost.checked == len(set(entries["train"].pseudonym_list) | set(entries["evaluate"].pseudonym_list))
+
+    outsider = next(n for n in hospital.keys if n not in hospital.consenting)
+    forged = json.loads(json.dumps(document))
+    evaluate = next(e for e in forged["entries"] if e["phase"] == "evaluate")
+    evaluate["pseudonyms"].append("0x" + hospital.pseudonyms[outsider].hex())
+    result = audit_study(auditor, chain.study_id, {chain.hospital.address: forged})
+    assert any("used without consent" in f for f in result.findings) and result.violations >= 1
+
+
 def test_refuses_a_pinned_block_older_than_it_accepts(hospital):
     from tests.conftest import advance_time
 
