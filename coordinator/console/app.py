@@ -16,7 +16,7 @@ from coordinator.console.routers import activity, pages, runs, session, studies
 from coordinator.console.runs import RunError
 from coordinator.console.settings import ConsoleSettings
 from coordinator.console.studies import StudyError
-from federation.web import SECURITY_HEADERS
+from federation.web import add_security_headers
 
 log = logging.getLogger("twinledger.console")
 
@@ -76,11 +76,6 @@ def create_app(settings: ConsoleSettings, *, reader: Ledger | None = None, opera
             return await http_exception_handler(request, exc)
         return answer(request, str(exc.detail), exc.status_code)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    add_security_headers(app)
 
     return app

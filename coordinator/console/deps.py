@@ -14,17 +14,8 @@ from contracts.ledger import Ledger, LedgerError
 from coordinator.console.models import create_tables
 from coordinator.console.runs import RunManager
 from coordinator.console.settings import ConsoleSettings
-from federation.web import auth
+from federation.web import ConsoleError, auth
 from federation.web.models import AccessToken, WebSession
-
-
-class ConsoleError(Exception):
-    """A request the console refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, *, status: int = 400, headers: dict | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
 
 
 class ConsoleState:

@@ -23,3 +23,23 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+class ConsoleError(Exception):
+    """A request a web app refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, status: int = 400, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+def add_security_headers(app, headers: dict[str, str] = SECURITY_HEADERS) -> None:
+    """Give every response of `app` these headers, unless the route set its own."""
+
+    @app.middleware("http")
+    async def security_headers(request, call_next):
+        response = await call_next(request)
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+        return response

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.ledger import Ledger
-from federation.web import SECURITY_HEADERS, STYLESHEET
+from federation.web import STYLESHEET, add_security_headers
 from node.console.deps import ConsoleError, ConsoleState
 from node.console.routers import actions, enrolment, health, pages, patients, session, studies
 from node.console.settings import ConsoleSettings
@@ -69,12 +69,7 @@ def create_app(settings: ConsoleSettings, *, ledger: Ledger | None = None,
             return await http_exception_handler(request, exc)
         return answer(request, str(exc.detail), exc.status_code)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    add_security_headers(app)
 
     return app
 

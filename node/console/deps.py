@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from contracts.ledger import Ledger, LedgerError
-from federation.web import auth
+from federation.web import ConsoleError, auth
 from federation.web.models import AccessToken, WebSession, create_tables
 from node import admin
 from node.console.settings import ROLES, ConsoleSettings
@@ -21,15 +21,6 @@ from node.store import Store
 
 BEARER = HTTPBearer(auto_error=False, scheme_name="console token",
                     description="a console token (twinledger node console-token); browsers use the session cookie")
-
-
-class ConsoleError(Exception):
-    """A request the console refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, *, status: int = 400, headers: dict | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
 
 
 class ConsoleState:

@@ -12,10 +12,20 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.ledger import ChainUnavailable, ContractRejected, Ledger, LedgerError
+from federation.web import add_security_headers
 from node.portal.accounts import PortalError
 from node.portal.deps import PortalState
 from node.portal.routers import changes, enrolment, pages, session, staff, studies
 from node.portal.settings import PortalSettings
+
+# The portal's pages carry no inline images, so its policy is stricter than the consoles' (no data: images).
+PORTAL_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+}
 
 log = logging.getLogger("twinledger.portal")
 
@@ -70,15 +80,7 @@ def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> Fas
             return await http_exception_handler(request, exc)
         return answer(request, str(exc.detail), exc.status_code)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-        return response
+    add_security_headers(app, PORTAL_HEADERS)
 
     return app
 

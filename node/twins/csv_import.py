@@ -38,6 +38,21 @@ def report_problems(path: Path, problems: list[str]) -> TwinFileError:
     return TwinFileError(f"{path}: {len(problems)} problem(s), nothing imported:\n  {shown}")
 
 
+def records_from_events(path: Path, events: dict[str, list[Event]], problems: list[str], *, empty: str
+                        ) -> list[DiabetesRecord]:
+    """Every patient's record from their events, all or nothing: any problem, or no value at all, refuses the file."""
+    records = []
+    for patient, patient_events in events.items():
+        record = build_record(patient, patient_events, problems)
+        if record is not None:
+            records.append(record)
+    if problems:
+        raise report_problems(path, problems)
+    if not records:
+        raise TwinFileError(f"{path}: {empty}")
+    return records
+
+
 def is_twin_csv(path: Path) -> bool:
     """Whether a CSV file's header is this layout's (rather than the heart-disease one)."""
     try:
@@ -97,16 +112,7 @@ def read_twin_csv(path: Path) -> list[DiabetesRecord]:
                 problems.append(f"line {line}: {why}")
                 continue
             events.setdefault(patient, []).append(Event(moment, column, value, f"line {line}"))
-    records = []
-    for patient, patient_events in events.items():
-        record = build_record(patient, patient_events, problems)
-        if record is not None:
-            records.append(record)
-    if problems:
-        raise report_problems(path, problems)
-    if not records:
-        raise TwinFileError(f"{path}: the file holds no values")
-    return records
+    return records_from_events(path, events, problems, empty="the file holds no values")
 
 
 def write_twin_csv(records: list[DiabetesRecord], path: Path) -> Path:

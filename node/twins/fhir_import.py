@@ -25,8 +25,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from node.twins.csv_import import TwinFileError, report_problems
-from node.twins.records import DiabetesRecord, Event, build_record, check_range
+from node.twins.csv_import import TwinFileError, records_from_events
+from node.twins.records import DiabetesRecord, Event, check_range
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -198,16 +198,9 @@ def read_twin_bundle(path: Path) -> list[DiabetesRecord]:
             continue
         if found:
             events.setdefault(patients[reference], []).extend(found)
-    records = []
-    for patient, patient_events in events.items():
-        record = build_record(patient, patient_events, problems)
-        if record is not None:
-            records.append(record)
-    if problems:
-        raise report_problems(path, problems)
-    if not records:
-        raise TwinFileError(f"{path}: the Bundle holds no CGM, carbohydrate or insulin values of its patients")
-    return records
+    return records_from_events(
+        path, events, problems, empty="the Bundle holds no CGM, carbohydrate or insulin values of its patients"
+    )
 
 
 def write_twin_bundle(records: list[DiabetesRecord], path: Path) -> Path:
