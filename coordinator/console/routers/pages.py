@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path as FilePath
 from typing import Annotated
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -36,15 +36,7 @@ RunName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-        raise ConsoleError("send the form as application/x-www-form-urlencoded", status=415)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ConsoleError("the form is too large", status=413)
-    try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=40, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise ConsoleError("the form could not be read", status=400) from None
+    return await web.read_form(request, max_bytes=MAX_FORM_BYTES, max_fields=40)
 
 
 def one(form: dict[str, list[str]], name: str) -> str:

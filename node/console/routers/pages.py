@@ -8,7 +8,6 @@ piece of JavaScript (static/console.js): it sends the file to POST /api/imports.
 from __future__ import annotations
 
 from pathlib import Path as FilePath
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -16,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlmodel import select
 
+from federation import web
 from federation.web import auth
 from federation.web.models import ActionLog
 from node.console import budget, records
@@ -35,15 +35,7 @@ PAGE_SIZE = 100
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-        raise ConsoleError("send the form as application/x-www-form-urlencoded", status=415)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ConsoleError("the form is too large", status=413)
-    try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=10, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise ConsoleError("the form could not be read", status=400) from None
+    fields = await web.read_form(request, max_bytes=MAX_FORM_BYTES, max_fields=10)
     return {name: values[0] for name, values in fields.items()}
 
 

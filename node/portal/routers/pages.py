@@ -11,7 +11,6 @@ import asyncio
 from datetime import datetime, timezone
 from pathlib import Path as FilePath
 from typing import Annotated
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -19,6 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from federation import web
 from node.portal import accounts, relays, security, studies, views
 from node.portal.accounts import PortalError
 from node.portal.deps import Chain, Current, Db, Settings, State, client_ip
@@ -38,15 +38,7 @@ RoundNumber = Annotated[int, Path(ge=1, le=2**32 - 1)]
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-        raise PortalError("send the form as application/x-www-form-urlencoded", status=415)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise PortalError("the form is too large", status=413)
-    try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise PortalError("the form could not be read", status=400) from None
+    fields = await web.read_form(request, max_bytes=MAX_FORM_BYTES, max_fields=20, refuse=PortalError)
     return {name: values[0] for name, values in fields.items()}
 
 
