@@ -136,6 +136,9 @@ SCREENSHOTS = os.path.join(os.path.dirname(__file__), "..", "docs", "screenshots
 
 
 def save_screenshot(page, name: str) -> None:
-    """Keep a screenshot of a main page for docs/ (overwritten on every run, so the docs stay current)."""
+    """Keep a screenshot of a main page for docs/, only when asked: TWINLEDGER_SCREENSHOTS=1 (a test run
+    must not rewrite tracked files)."""
+    if os.environ.get("TWINLEDGER_SCREENSHOTS", "") not in ("1", "true", "yes"):
+        return
     os.makedirs(SCREENSHOTS, exist_ok=True)
     page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
