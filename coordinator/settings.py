@@ -1,28 +1,39 @@
 """One settings object for the coordinator, read from `<home>/coordinator.toml` and the environment.
 
-Environment variables override the file: TWINLEDGER_RPC_URL, TWINLEDGER_DEPLOYMENT_FILE.
+The mechanism is federation.settings (pydantic-settings); docs/configuration.md has the table.
+
+| key in coordinator.toml | default               | environment variable                   |
+|-------------------------|-----------------------|----------------------------------------|
+| rpc-url                 | http://127.0.0.1:8545 | TWINLEDGER_RPC_URL                     |
+| deployment-file         | none                  | TWINLEDGER_DEPLOYMENT_FILE             |
+| chain-timeout-s         | 10.0                  | TWINLEDGER_CHAIN_TIMEOUT_S             |
+| round-timeout-s         | 300.0                 | TWINLEDGER_COORDINATOR_ROUND_TIMEOUT_S |
+| min-nodes               | 1                     | TWINLEDGER_COORDINATOR_MIN_NODES       |
+| wait-for-nodes-s        | 120.0                 | TWINLEDGER_COORDINATOR_WAIT_FOR_NODES_S|
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from federation.settings import ComponentSettings, OptionalPath, SettingsError
+
+__all__ = ["CONFIG_NAME", "CoordinatorSettings", "SettingsError"]
 
 CONFIG_NAME = "coordinator.toml"
 
 
-class SettingsError(Exception):
-    """The coordinator's configuration is missing or malformed."""
+class CoordinatorSettings(ComponentSettings):
+    model_config = SettingsConfigDict(env_prefix="TWINLEDGER_COORDINATOR_")
+    config_name = CONFIG_NAME
+    fixed = frozenset({"home"})
+    missing_file = "no coordinator configuration at {path}: run 'twinledger coordinator init'"
 
-
-@dataclass(frozen=True)
-class CoordinatorSettings:
     home: Path
     rpc_url: str = "http://127.0.0.1:8545"
-    deployment_file: Path | None = None
+    deployment_file: OptionalPath = None
     chain_timeout_s: float = 10.0
     round_timeout_s: float = 300.0
     min_nodes: int = 1
@@ -39,38 +50,7 @@ class CoordinatorSettings:
     @classmethod
     def load(cls, home: Path | str) -> "CoordinatorSettings":
         home = Path(home).expanduser().resolve()
-        path = home / CONFIG_NAME
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise SettingsError(f"no coordinator configuration at {path}: run 'twinledger coordinator init'") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{path} is not valid TOML: {exc}") from None
-        env = os.environ
-        deployment = env.get("TWINLEDGER_DEPLOYMENT_FILE", data.get("deployment-file"))
-        try:
-            return cls(
-                home=home,
-                rpc_url=env.get("TWINLEDGER_RPC_URL", data.get("rpc-url", cls.rpc_url)),
-                deployment_file=Path(deployment) if deployment else None,
-                chain_timeout_s=float(data.get("chain-timeout-s", cls.chain_timeout_s)),
-                round_timeout_s=float(data.get("round-timeout-s", cls.round_timeout_s)),
-                min_nodes=int(data.get("min-nodes", cls.min_nodes)),
-                wait_for_nodes_s=float(data.get("wait-for-nodes-s", cls.wait_for_nodes_s)),
-            )
-        except ValueError as exc:
-            raise SettingsError(f"{path} is malformed: {exc}") from None
+        return cls.load_file(home / CONFIG_NAME, home=home)
 
     def save(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
-        values = {
-            "rpc-url": self.rpc_url,
-            "deployment-file": str(self.deployment_file) if self.deployment_file else "",
-            "chain-timeout-s": self.chain_timeout_s,
-            "round-timeout-s": self.round_timeout_s,
-            "min-nodes": self.min_nodes,
-            "wait-for-nodes-s": self.wait_for_nodes_s,
-        }
-        path = self.home / CONFIG_NAME
-        path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
-        return path
+        return self.save_to(self.home)

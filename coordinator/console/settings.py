@@ -1,32 +1,64 @@
 """Console settings in one place: the coordinator home (coordinator.settings) plus the console's own options.
 
-Optional file `<home>/console.toml` (flat keys) and environment variables override the defaults:
-TWINLEDGER_CONSOLE_SUPERLINK (HOST:PORT), TWINLEDGER_CONSOLE_COOKIE_SECURE (true/false),
-TWINLEDGER_CONSOLE_OPERATOR_KEY (path of the operator's key file).
+Optional file `<home>/console.toml` (hyphenated keys, as in coordinator.toml); the environment overrides it.
+The mechanism is federation.settings (pydantic-settings); docs/configuration.md has the table.
+
+| key in console.toml           | default                  | environment variable                           |
+|-------------------------------|--------------------------|------------------------------------------------|
+| superlink                     | 127.0.0.1:8000           | TWINLEDGER_CONSOLE_SUPERLINK                   |
+| operator-key-file             | <home>/keys/operator.key | TWINLEDGER_CONSOLE_OPERATOR_KEY_FILE (formerly TWINLEDGER_CONSOLE_OPERATOR_KEY) |
+| flwr-executable               | flwr beside Python       | TWINLEDGER_CONSOLE_FLWR_EXECUTABLE             |
+| app-dir                       | the project root         | TWINLEDGER_CONSOLE_APP_DIR                     |
+| cookie-secure                 | true                     | TWINLEDGER_CONSOLE_COOKIE_SECURE               |
+| session-ttl-s                 | 28800                    | TWINLEDGER_CONSOLE_SESSION_TTL_S               |
+| session-idle-s                | 3600                     | TWINLEDGER_CONSOLE_SESSION_IDLE_S              |
+| login-window-s                | 900                      | TWINLEDGER_CONSOLE_LOGIN_WINDOW_S              |
+| max-login-failures-per-client | 20                       | TWINLEDGER_CONSOLE_MAX_LOGIN_FAILURES_PER_CLIENT |
+| stop-timeout-s                | 30.0                     | TWINLEDGER_CONSOLE_STOP_TIMEOUT_S              |
+
+The former name TWINLEDGER_CONSOLE_OPERATOR_KEY is still read (after the new one): docs/console.md names it.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import tomllib
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated
 
-from coordinator.settings import CoordinatorSettings, SettingsError
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from coordinator.settings import CoordinatorSettings
+from federation.settings import ComponentSettings, SettingsError
+
+__all__ = ["CONSOLE_CONFIG_NAME", "ConsoleSettings", "PROJECT_ROOT", "ROLES", "SettingsError", "superlink_address"]
 
 CONSOLE_CONFIG_NAME = "console.toml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent  # the Flower app (pyproject.toml) `flwr run` submits
 ROLES = ("operator", "observer")  # operator: create studies, launch and stop runs; observer: watch only
 
+ResolvedPath = Annotated[Path, AfterValidator(lambda path: path.expanduser().resolve())]
 
-@dataclass(frozen=True)
-class ConsoleSettings:
+
+def superlink_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"the SuperLink address must be HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+class ConsoleSettings(ComponentSettings):
+    model_config = SettingsConfigDict(env_prefix="TWINLEDGER_CONSOLE_")
+    config_name = CONSOLE_CONFIG_NAME
+    fixed = frozenset({"coordinator", "cookie_name"})
+    legacy_env = {"operator_key_file": ("TWINLEDGER_CONSOLE_OPERATOR_KEY",)}
+
     coordinator: CoordinatorSettings
     superlink: str = "127.0.0.1:8000"  # the SuperLink's Control API, HOST:PORT
-    operator_key_file: Path | None = None  # default <home>/keys/operator.key
-    flwr_executable: Path = field(default_factory=lambda: Path(sys.executable).parent / "flwr")
-    app_dir: Path = PROJECT_ROOT
+    # default <home>/keys/operator.key; an empty string in the file means the default
+    operator_key_file: Annotated[ResolvedPath | None, BeforeValidator(lambda value: value or None)] = None
+    flwr_executable: Path = Field(default_factory=lambda: Path(sys.executable).parent / "flwr")
+    app_dir: ResolvedPath = PROJECT_ROOT
     # Browsers send a Secure cookie only over HTTPS and to localhost: keep it true behind a TLS proxy.
     cookie_secure: bool = True
     cookie_name: str = "twinledger_console"
@@ -59,47 +91,10 @@ class ConsoleSettings:
     @classmethod
     def load(cls, home: Path | str) -> "ConsoleSettings":
         coordinator = CoordinatorSettings.load(home)
-        path = coordinator.home / CONSOLE_CONFIG_NAME
-        data: dict = {}
-        if path.exists():
-            try:
-                data = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise SettingsError(f"{path} is not valid TOML: {exc}") from None
-        env = os.environ
-        try:
-            values = {
-                "superlink": str(env.get("TWINLEDGER_CONSOLE_SUPERLINK", data.get("superlink", cls.superlink))),
-                "cookie_secure": _boolean(env.get("TWINLEDGER_CONSOLE_COOKIE_SECURE", data.get("cookie-secure", True))),
-                "session_ttl_s": int(data.get("session-ttl-s", cls.session_ttl_s)),
-                "session_idle_s": int(data.get("session-idle-s", cls.session_idle_s)),
-            }
-            key = env.get("TWINLEDGER_CONSOLE_OPERATOR_KEY", data.get("operator-key-file"))
-            if key:
-                values["operator_key_file"] = Path(key).expanduser().resolve()
-            if data.get("flwr-executable"):
-                values["flwr_executable"] = Path(data["flwr-executable"])
-            if data.get("app-dir"):
-                values["app_dir"] = Path(data["app-dir"]).expanduser().resolve()
-            superlink_address(values["superlink"])
-        except ValueError as exc:
-            raise SettingsError(f"console settings in {path} or the environment are malformed: {exc}") from None
-        return replace(cls(coordinator=coordinator), **values)
+        return cls.load_file(coordinator.home / CONSOLE_CONFIG_NAME, coordinator=coordinator)
 
-
-def superlink_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"the SuperLink address must be HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
-def _boolean(value) -> bool:
-    if isinstance(value, bool):
+    @field_validator("superlink")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        superlink_address(value)
         return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")

@@ -1,25 +1,45 @@
 """Console settings in one place: the node home (node.settings.NodeSettings) plus the console's own options.
 
-Optional `<home>/console.toml` (flat keys, as in node.toml); environment variables override it:
-TWINLEDGER_SUPERLINK (host:port of the coordinator's SuperLink the node connects to),
-TWINLEDGER_CONSOLE_COOKIE_SECURE (true/false).
+Optional `<home>/console.toml` (hyphenated keys, as in node.toml); the environment overrides it, and
+`load(home, superlink=...)` (the command line's --superlink) overrides both. The mechanism is
+federation.settings (pydantic-settings); docs/configuration.md has the table.
+
+| key in console.toml       | default  | environment variable                              |
+|---------------------------|----------|---------------------------------------------------|
+| superlink                 | ""       | TWINLEDGER_NODE_CONSOLE_SUPERLINK (formerly TWINLEDGER_SUPERLINK) |
+| cookie-secure             | true     | TWINLEDGER_NODE_CONSOLE_COOKIE_SECURE (formerly TWINLEDGER_CONSOLE_COOKIE_SECURE) |
+| session-ttl-s             | 28800    | TWINLEDGER_NODE_CONSOLE_SESSION_TTL_S             |
+| session-idle-s            | 1800     | TWINLEDGER_NODE_CONSOLE_SESSION_IDLE_S            |
+| login-window-s            | 900      | TWINLEDGER_NODE_CONSOLE_LOGIN_WINDOW_S            |
+| max-login-failures-per-ip | 10       | TWINLEDGER_NODE_CONSOLE_MAX_LOGIN_FAILURES_PER_IP |
+| max-upload-bytes          | 20971520 | TWINLEDGER_NODE_CONSOLE_MAX_UPLOAD_BYTES          |
+| health-timeout-s          | 3.0      | TWINLEDGER_NODE_CONSOLE_HEALTH_TIMEOUT_S          |
+
+The former names are still read (after the new ones) because docs/node-console.md and the command-line help
+name them.
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from node.settings import NodeSettings, SettingsError
+from pydantic_settings import SettingsConfigDict
+
+from federation.settings import ComponentSettings, SettingsError
+from node.settings import NodeSettings
+
+__all__ = ["CONSOLE_CONFIG_NAME", "ConsoleSettings", "ROLES", "SettingsError"]
 
 CONSOLE_CONFIG_NAME = "console.toml"
 ROLES = ("it-admin", "viewer")  # it-admin imports records and issues codes; viewer only looks
 
 
-@dataclass(frozen=True)
-class ConsoleSettings:
+class ConsoleSettings(ComponentSettings):
+    model_config = SettingsConfigDict(env_prefix="TWINLEDGER_NODE_CONSOLE_")
+    config_name = CONSOLE_CONFIG_NAME
+    fixed = frozenset({"node", "cookie_name"})
+    legacy_env = {"superlink": ("TWINLEDGER_SUPERLINK",), "cookie_secure": ("TWINLEDGER_CONSOLE_COOKIE_SECURE",)}
+
     node: NodeSettings
     superlink: str = ""  # host:port; empty: not configured, the health page says so
     # Browsers send a Secure cookie only over HTTPS (and to http://localhost): false only for plain-HTTP tests.
@@ -35,31 +55,5 @@ class ConsoleSettings:
     @classmethod
     def load(cls, home: Path | str, *, superlink: str | None = None) -> "ConsoleSettings":
         node = NodeSettings.load(home)
-        path = node.home / CONSOLE_CONFIG_NAME
-        data: dict = {}
-        if path.exists():
-            try:
-                data = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise SettingsError(f"{path} is not valid TOML: {exc}") from None
-        known = {f.name.replace("_", "-"): f for f in fields(cls) if f.name not in ("node", "cookie_name")}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = {}
-        try:
-            for key, value in data.items():
-                kind = known[key].type
-                if kind == "bool" and not isinstance(value, bool):
-                    raise ValueError(f"{key} must be true or false, got {value!r}")
-                values[known[key].name] = {"str": str, "int": int, "float": float, "bool": bool}[kind](value)
-        except ValueError as exc:
-            raise SettingsError(f"{path} is malformed: {exc}") from None
-        env = os.environ
-        if "TWINLEDGER_SUPERLINK" in env:
-            values["superlink"] = env["TWINLEDGER_SUPERLINK"]
-        if "TWINLEDGER_CONSOLE_COOKIE_SECURE" in env:
-            values["cookie_secure"] = env["TWINLEDGER_CONSOLE_COOKIE_SECURE"].strip().lower() not in ("0", "false", "no")
-        if superlink is not None:
-            values["superlink"] = superlink
-        return replace(cls(node=node), **values)
+        given = {"superlink": superlink} if superlink is not None else {}
+        return cls.load_file(node.home / CONSOLE_CONFIG_NAME, node=node, **given)

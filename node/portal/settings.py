@@ -1,23 +1,44 @@
 """Portal settings in one place: the node home (node.settings.NodeSettings) plus the portal's own options.
 
-Optional file `<home>/portal.toml` (flat keys, as in node.toml) and environment variables override the
-defaults: TWINLEDGER_PORTAL_COOKIE_SECURE (true/false), TWINLEDGER_PORTAL_EXPLORER_BLOCK_URL.
+Optional file `<home>/portal.toml` (hyphenated keys, as in node.toml); the environment overrides it. The
+mechanism is federation.settings (pydantic-settings); docs/configuration.md has the table.
+
+| key in portal.toml         | default | environment variable                         |
+|----------------------------|---------|----------------------------------------------|
+| cookie-secure              | true    | TWINLEDGER_PORTAL_COOKIE_SECURE              |
+| session-ttl-s              | 3600    | TWINLEDGER_PORTAL_SESSION_TTL_S              |
+| session-idle-s             | 900     | TWINLEDGER_PORTAL_SESSION_IDLE_S             |
+| enrolment-code-ttl-s       | 604800  | TWINLEDGER_PORTAL_ENROLMENT_CODE_TTL_S       |
+| login-window-s             | 900     | TWINLEDGER_PORTAL_LOGIN_WINDOW_S             |
+| max-failures-per-account   | 5       | TWINLEDGER_PORTAL_MAX_FAILURES_PER_ACCOUNT   |
+| max-failures-per-ip        | 20      | TWINLEDGER_PORTAL_MAX_FAILURES_PER_IP        |
+| signature-deadline-s       | 3600    | TWINLEDGER_PORTAL_SIGNATURE_DEADLINE_S       |
+| relay-wait-s               | 30.0    | TWINLEDGER_PORTAL_RELAY_WAIT_S               |
+| page-relay-wait-s          | 2.0     | TWINLEDGER_PORTAL_PAGE_RELAY_WAIT_S          |
+| explorer-block-url         | ""      | TWINLEDGER_PORTAL_EXPLORER_BLOCK_URL         |
+| hospital-names             | {}      | TWINLEDGER_PORTAL_HOSPITAL_NAMES (JSON)      |
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from node.settings import NodeSettings, SettingsError
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from federation.settings import ComponentSettings, SettingsError
+from node.settings import NodeSettings
+
+__all__ = ["PORTAL_CONFIG_NAME", "PortalSettings", "SettingsError"]
 
 PORTAL_CONFIG_NAME = "portal.toml"
 
 
-@dataclass(frozen=True)
-class PortalSettings:
+class PortalSettings(ComponentSettings):
+    model_config = SettingsConfigDict(env_prefix="TWINLEDGER_PORTAL_")
+    config_name = PORTAL_CONFIG_NAME
+    fixed = frozenset({"node", "cookie_name"})
+
     node: NodeSettings
     # Browsers send a Secure cookie only over HTTPS (and to http://localhost). Keep it true in production,
     # behind a TLS-terminating proxy; false only for plain-HTTP testing on another host name.
@@ -35,7 +56,7 @@ class PortalSettings:
     # A block explorer's page for a block, e.g. "https://explorer.example/block/{block}"; empty: none
     explorer_block_url: str = ""
     # Names of the consortium's hospitals by account, for the study pages ({"0xAbc...": "Hungary"})
-    hospital_names: dict = field(default_factory=dict)
+    hospital_names: dict[str, str] = Field(default_factory=dict)
 
     @property
     def staff_token_file(self) -> Path:
@@ -44,51 +65,16 @@ class PortalSettings:
     @classmethod
     def load(cls, home: Path | str) -> "PortalSettings":
         node = NodeSettings.load(home)
-        path = node.home / PORTAL_CONFIG_NAME
-        data: dict = {}
-        if path.exists():
-            try:
-                data = tomllib.loads(path.read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise SettingsError(f"{path} is not valid TOML: {exc}") from None
-        settings = cls(node=node)
-        try:
-            values = {
-                "cookie_secure": _boolean(data.get("cookie-secure", True), "cookie-secure"),
-                "session_ttl_s": int(data.get("session-ttl-s", cls.session_ttl_s)),
-                "session_idle_s": int(data.get("session-idle-s", cls.session_idle_s)),
-                "enrolment_code_ttl_s": int(data.get("enrolment-code-ttl-s", cls.enrolment_code_ttl_s)),
-                "max_failures_per_account": int(data.get("max-failures-per-account", cls.max_failures_per_account)),
-                "max_failures_per_ip": int(data.get("max-failures-per-ip", cls.max_failures_per_ip)),
-                "relay_wait_s": float(data.get("relay-wait-s", cls.relay_wait_s)),
-                "page_relay_wait_s": float(data.get("page-relay-wait-s", cls.page_relay_wait_s)),
-                "explorer_block_url": _explorer(data.get("explorer-block-url", "")),
-                "hospital_names": _names(data.get("hospital-names", {})),
-            }
-            env_explorer = os.environ.get("TWINLEDGER_PORTAL_EXPLORER_BLOCK_URL")
-            if env_explorer is not None:
-                values["explorer_block_url"] = _explorer(env_explorer)
-            env = os.environ.get("TWINLEDGER_PORTAL_COOKIE_SECURE")
-            if env is not None:
-                values["cookie_secure"] = env.strip().lower() not in ("0", "false", "no")
-        except ValueError as exc:
-            raise SettingsError(f"{path} is malformed: {exc}") from None
-        return replace(settings, **values)
+        return cls.load_file(node.home / PORTAL_CONFIG_NAME, node=node)
 
+    @field_validator("explorer_block_url")
+    @classmethod
+    def _explorer(cls, value: str) -> str:
+        if value and (not value.startswith(("https://", "http://")) or "{block}" not in value):
+            raise ValueError("must be an http(s) address containing {block}")
+        return value
 
-def _boolean(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _explorer(value) -> str:
-    if not isinstance(value, str) or (value and (not value.startswith(("https://", "http://")) or "{block}" not in value)):
-        raise ValueError(f"explorer-block-url must be an http(s) address containing {{block}}, got {value!r}")
-    return value
-
-
-def _names(value) -> dict:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise ValueError("hospital-names must be a table of account = \"name\"")
-    return {k.lower(): v for k, v in value.items()}
+    @field_validator("hospital_names")
+    @classmethod
+    def _accounts_in_lower_case(cls, value: dict[str, str]) -> dict[str, str]:
+        return {account.lower(): name for account, name in value.items()}
