@@ -206,3 +206,12 @@ def test_the_configuration_page_lists_every_key_and_variable():
 def test_every_component_uses_the_one_mechanism():
     assert all(issubclass(cls, ComponentSettings) for cls in ALL)
     assert len({cls.model_config["env_prefix"] for cls in ALL}) == len(ALL)
+
+
+def test_an_app_file_written_by_save_to_loads_back(node_home):
+    portal = PortalSettings.load(node_home).model_copy(update={"hospital_names": {"0xab": "Hungary"},
+                                                               "explorer_block_url": "https://x.example/b/{block}"})
+    assert portal.save_to(node_home) == node_home / "portal.toml"
+    assert PortalSettings.load(node_home) == portal
+    NodeConsoleSettings.load(node_home).save_to(node_home)
+    assert NodeConsoleSettings.load(node_home).superlink == ""
