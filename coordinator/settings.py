@@ -2,14 +2,14 @@
 
 The mechanism is federation.settings (pydantic-settings); docs/configuration.md has the table.
 
-| key in coordinator.toml | default               | environment variable                   |
-|-------------------------|-----------------------|----------------------------------------|
-| rpc-url                 | http://127.0.0.1:8545 | TWINLEDGER_RPC_URL                     |
-| deployment-file         | none                  | TWINLEDGER_DEPLOYMENT_FILE             |
-| chain-timeout-s         | 10.0                  | TWINLEDGER_CHAIN_TIMEOUT_S             |
-| round-timeout-s         | 300.0                 | TWINLEDGER_COORDINATOR_ROUND_TIMEOUT_S |
-| min-nodes               | 1                     | TWINLEDGER_COORDINATOR_MIN_NODES       |
-| wait-for-nodes-s        | 120.0                 | TWINLEDGER_COORDINATOR_WAIT_FOR_NODES_S|
+| key in coordinator.toml | default               | environment variable                    |
+|-------------------------|-----------------------|-----------------------------------------|
+| rpc-url                 | http://127.0.0.1:8545 | TWINLEDGER_RPC_URL                      |
+| deployment-file         | none                  | TWINLEDGER_DEPLOYMENT_FILE              |
+| chain-timeout-s         | 10.0                  | TWINLEDGER_CHAIN_TIMEOUT_S              |
+| round-timeout-s         | 300.0                 | TWINLEDGER_COORDINATOR_ROUND_TIMEOUT_S  |
+| min-nodes               | 1                     | TWINLEDGER_COORDINATOR_MIN_NODES        |
+| wait-for-nodes-s        | 120.0                 | TWINLEDGER_COORDINATOR_WAIT_FOR_NODES_S |
 """
 
 from __future__ import annotations

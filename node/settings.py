@@ -2,15 +2,15 @@
 
 The mechanism is federation.settings (pydantic-settings); docs/configuration.md has the table.
 
-| key in node.toml            | default                  | environment variable                     |
-|-----------------------------|--------------------------|------------------------------------------|
-| hospital                    | (required)               | TWINLEDGER_NODE_HOSPITAL                 |
-| rpc-url                     | http://127.0.0.1:8545    | TWINLEDGER_RPC_URL                       |
-| deployment-file             | none                     | TWINLEDGER_DEPLOYMENT_FILE               |
-| database-url                | sqlite:///<home>/node.db | TWINLEDGER_DATABASE_URL                  |
-| chain-timeout-s             | 10.0                     | TWINLEDGER_CHAIN_TIMEOUT_S               |
-| max-pinned-block-age-s      | 900.0                    | TWINLEDGER_NODE_MAX_PINNED_BLOCK_AGE_S   |
-| allow-non-private-studies   | false                    | TWINLEDGER_NODE_ALLOW_NON_PRIVATE_STUDIES|
+| key in node.toml          | default                  | environment variable                      |
+|---------------------------|--------------------------|-------------------------------------------|
+| hospital                  | (required)               | TWINLEDGER_NODE_HOSPITAL                  |
+| rpc-url                   | http://127.0.0.1:8545    | TWINLEDGER_RPC_URL                        |
+| deployment-file           | none                     | TWINLEDGER_DEPLOYMENT_FILE                |
+| database-url              | sqlite:///<home>/node.db | TWINLEDGER_DATABASE_URL                   |
+| chain-timeout-s           | 10.0                     | TWINLEDGER_CHAIN_TIMEOUT_S                |
+| max-pinned-block-age-s    | 900.0                    | TWINLEDGER_NODE_MAX_PINNED_BLOCK_AGE_S    |
+| allow-non-private-studies | false                    | TWINLEDGER_NODE_ALLOW_NON_PRIVATE_STUDIES |
 """
 
 from __future__ import annotations

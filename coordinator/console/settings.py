@@ -3,20 +3,20 @@
 Optional file `<home>/console.toml` (hyphenated keys, as in coordinator.toml); the environment overrides it.
 The mechanism is federation.settings (pydantic-settings); docs/configuration.md has the table.
 
-| key in console.toml           | default                  | environment variable                           |
-|-------------------------------|--------------------------|------------------------------------------------|
-| superlink                     | 127.0.0.1:8000           | TWINLEDGER_CONSOLE_SUPERLINK                   |
-| operator-key-file             | <home>/keys/operator.key | TWINLEDGER_CONSOLE_OPERATOR_KEY_FILE (formerly TWINLEDGER_CONSOLE_OPERATOR_KEY) |
-| flwr-executable               | flwr beside Python       | TWINLEDGER_CONSOLE_FLWR_EXECUTABLE             |
-| app-dir                       | the project root         | TWINLEDGER_CONSOLE_APP_DIR                     |
-| cookie-secure                 | true                     | TWINLEDGER_CONSOLE_COOKIE_SECURE               |
-| session-ttl-s                 | 28800                    | TWINLEDGER_CONSOLE_SESSION_TTL_S               |
-| session-idle-s                | 3600                     | TWINLEDGER_CONSOLE_SESSION_IDLE_S              |
-| login-window-s                | 900                      | TWINLEDGER_CONSOLE_LOGIN_WINDOW_S              |
+| key in console.toml           | default                  | environment variable                             |
+|-------------------------------|--------------------------|--------------------------------------------------|
+| superlink                     | 127.0.0.1:8000           | TWINLEDGER_CONSOLE_SUPERLINK                     |
+| operator-key-file             | <home>/keys/operator.key | TWINLEDGER_CONSOLE_OPERATOR_KEY_FILE (*)         |
+| flwr-executable               | flwr beside Python       | TWINLEDGER_CONSOLE_FLWR_EXECUTABLE               |
+| app-dir                       | the project root         | TWINLEDGER_CONSOLE_APP_DIR                       |
+| cookie-secure                 | true                     | TWINLEDGER_CONSOLE_COOKIE_SECURE                 |
+| session-ttl-s                 | 28800                    | TWINLEDGER_CONSOLE_SESSION_TTL_S                 |
+| session-idle-s                | 3600                     | TWINLEDGER_CONSOLE_SESSION_IDLE_S                |
+| login-window-s                | 900                      | TWINLEDGER_CONSOLE_LOGIN_WINDOW_S                |
 | max-login-failures-per-client | 20                       | TWINLEDGER_CONSOLE_MAX_LOGIN_FAILURES_PER_CLIENT |
-| stop-timeout-s                | 30.0                     | TWINLEDGER_CONSOLE_STOP_TIMEOUT_S              |
+| stop-timeout-s                | 30.0                     | TWINLEDGER_CONSOLE_STOP_TIMEOUT_S                |
 
-The former name TWINLEDGER_CONSOLE_OPERATOR_KEY is still read (after the new one): docs/console.md names it.
+(*) The former name TWINLEDGER_CONSOLE_OPERATOR_KEY is still read, after the new one: docs/console.md names it.
 """
 
 from __future__ import annotations

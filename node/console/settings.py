@@ -6,8 +6,8 @@ federation.settings (pydantic-settings); docs/configuration.md has the table.
 
 | key in console.toml       | default  | environment variable                              |
 |---------------------------|----------|---------------------------------------------------|
-| superlink                 | ""       | TWINLEDGER_NODE_CONSOLE_SUPERLINK (formerly TWINLEDGER_SUPERLINK) |
-| cookie-secure             | true     | TWINLEDGER_NODE_CONSOLE_COOKIE_SECURE (formerly TWINLEDGER_CONSOLE_COOKIE_SECURE) |
+| superlink                 | ""       | TWINLEDGER_NODE_CONSOLE_SUPERLINK (*)             |
+| cookie-secure             | true     | TWINLEDGER_NODE_CONSOLE_COOKIE_SECURE (*)         |
 | session-ttl-s             | 28800    | TWINLEDGER_NODE_CONSOLE_SESSION_TTL_S             |
 | session-idle-s            | 1800     | TWINLEDGER_NODE_CONSOLE_SESSION_IDLE_S            |
 | login-window-s            | 900      | TWINLEDGER_NODE_CONSOLE_LOGIN_WINDOW_S            |
@@ -15,8 +15,8 @@ federation.settings (pydantic-settings); docs/configuration.md has the table.
 | max-upload-bytes          | 20971520 | TWINLEDGER_NODE_CONSOLE_MAX_UPLOAD_BYTES          |
 | health-timeout-s          | 3.0      | TWINLEDGER_NODE_CONSOLE_HEALTH_TIMEOUT_S          |
 
-The former names are still read (after the new ones) because docs/node-console.md and the command-line help
-name them.
+(*) The former names TWINLEDGER_SUPERLINK and TWINLEDGER_CONSOLE_COOKIE_SECURE are still read, after the new
+ones, because docs/node-console.md and the command-line help name them.
 """
 
 from __future__ import annotations

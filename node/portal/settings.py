@@ -3,20 +3,20 @@
 Optional file `<home>/portal.toml` (hyphenated keys, as in node.toml); the environment overrides it. The
 mechanism is federation.settings (pydantic-settings); docs/configuration.md has the table.
 
-| key in portal.toml         | default | environment variable                         |
-|----------------------------|---------|----------------------------------------------|
-| cookie-secure              | true    | TWINLEDGER_PORTAL_COOKIE_SECURE              |
-| session-ttl-s              | 3600    | TWINLEDGER_PORTAL_SESSION_TTL_S              |
-| session-idle-s             | 900     | TWINLEDGER_PORTAL_SESSION_IDLE_S             |
-| enrolment-code-ttl-s       | 604800  | TWINLEDGER_PORTAL_ENROLMENT_CODE_TTL_S       |
-| login-window-s             | 900     | TWINLEDGER_PORTAL_LOGIN_WINDOW_S             |
-| max-failures-per-account   | 5       | TWINLEDGER_PORTAL_MAX_FAILURES_PER_ACCOUNT   |
-| max-failures-per-ip        | 20      | TWINLEDGER_PORTAL_MAX_FAILURES_PER_IP        |
-| signature-deadline-s       | 3600    | TWINLEDGER_PORTAL_SIGNATURE_DEADLINE_S       |
-| relay-wait-s               | 30.0    | TWINLEDGER_PORTAL_RELAY_WAIT_S               |
-| page-relay-wait-s          | 2.0     | TWINLEDGER_PORTAL_PAGE_RELAY_WAIT_S          |
-| explorer-block-url         | ""      | TWINLEDGER_PORTAL_EXPLORER_BLOCK_URL         |
-| hospital-names             | {}      | TWINLEDGER_PORTAL_HOSPITAL_NAMES (JSON)      |
+| key in portal.toml       | default | environment variable                       |
+|--------------------------|---------|--------------------------------------------|
+| cookie-secure            | true    | TWINLEDGER_PORTAL_COOKIE_SECURE            |
+| session-ttl-s            | 3600    | TWINLEDGER_PORTAL_SESSION_TTL_S            |
+| session-idle-s           | 900     | TWINLEDGER_PORTAL_SESSION_IDLE_S           |
+| enrolment-code-ttl-s     | 604800  | TWINLEDGER_PORTAL_ENROLMENT_CODE_TTL_S     |
+| login-window-s           | 900     | TWINLEDGER_PORTAL_LOGIN_WINDOW_S           |
+| max-failures-per-account | 5       | TWINLEDGER_PORTAL_MAX_FAILURES_PER_ACCOUNT |
+| max-failures-per-ip      | 20      | TWINLEDGER_PORTAL_MAX_FAILURES_PER_IP      |
+| signature-deadline-s     | 3600    | TWINLEDGER_PORTAL_SIGNATURE_DEADLINE_S     |
+| relay-wait-s             | 30.0    | TWINLEDGER_PORTAL_RELAY_WAIT_S             |
+| page-relay-wait-s        | 2.0     | TWINLEDGER_PORTAL_PAGE_RELAY_WAIT_S        |
+| explorer-block-url       | ""      | TWINLEDGER_PORTAL_EXPLORER_BLOCK_URL       |
+| hospital-names           | {}      | TWINLEDGER_PORTAL_HOSPITAL_NAMES (JSON)    |
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,14 @@ def test_the_configuration_page_lists_every_key_and_variable():
             assert re.search(rf"`{re.escape(key)}`", text), (cls.__name__, key)
             for variable in cls.env_names(field):
                 assert f"`{variable}`" in text, (cls.__name__, variable)
+
+
+def test_each_settings_module_names_its_file_keys_and_variables():
+    for cls in ALL:
+        doc = sys.modules[cls.__module__].__doc__
+        assert cls.config_name in doc, cls.__module__
+        for key, field in cls.keys().items():
+            assert re.search(rf"\b{re.escape(key)}\b", doc) and cls.env_names(field)[0] in doc, (cls.__module__, key)
 
 
 def test_every_component_uses_the_one_mechanism():
