@@ -242,6 +242,8 @@ def test_coordinator_run_finds_the_report_of_an_unnamed_run(monkeypatch, tmp_pat
 
 # ---- chain start as a real process: fund an account, then SIGTERM stops anvil ----
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_chain_start_funds_and_stops_anvil_on_sigterm(tmp_path, capsys):
     port = processes.free_port()
     process = subprocess.Popen(

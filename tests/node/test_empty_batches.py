@@ -3,12 +3,14 @@
 import warnings
 
 import numpy as np
+import pytest
 import torch
 
 from federation.tasks.heart_disease import HeartDiseaseTask
 from node.trainer import steps_per_epoch, train_private
 
 
+@pytest.mark.slow
 def test_empty_poisson_batches_are_noise_only_steps_that_the_accountant_counts():
     task = HeartDiseaseTask()
     rng = np.random.default_rng(0)
