@@ -7,8 +7,8 @@
     twinledger study grant-coordinator ACCOUNT      the operator lets an account anchor rounds
     twinledger audit                                check every anchored round against the chain
 
-`add_chain_commands(subparsers)` returns the `chain` group (deploy/cli.py adds `chain start`, which starts
-anvil); `add_operator_commands` adds `study` and `audit`. The options every chain client shares
+`add_chain_commands(subparsers, add_start=...)` adds the `chain` group (deploy/cli.py adds `chain start`, which
+starts anvil), `add_study_commands` and `add_audit_command` the operator's and the auditor's. The options every chain client shares
 (`add_rpc_url`, `add_chain_options`) and `gas_hint` are used by the node's and the coordinator's commands too.
 """
 
@@ -119,10 +119,12 @@ def _audit(args) -> int:
     return 0 if result.violations == 0 else 1
 
 
-def add_chain_commands(subparsers):
-    """`twinledger chain deploy|fund`; returns the `chain` group for more actions."""
+def add_chain_commands(subparsers, *, add_start=None) -> None:
+    """`twinledger chain deploy|fund`, after `chain start` if `add_start(chain_group)` adds it (deploy/cli.py)."""
     chain = subparsers.add_parser("chain", help="a local chain and the contracts").add_subparsers(dest="action",
                                                                                                  required=True)
+    if add_start is not None:
+        add_start(chain)
     deploy = chain.add_parser("deploy", help="compile and deploy the contracts")
     add_rpc_url(deploy)
     deploy.add_argument("--operator-key", default="operator.key", help="the operator's key file; created if missing")
@@ -134,7 +136,6 @@ def add_chain_commands(subparsers):
     fund.add_argument("--ether", type=int, default=10, help="how much ether to send (default 10)")
     add_rpc_url(fund)
     fund.set_defaults(func=_chain_fund)
-    return chain
 
 
 def add_study_commands(subparsers) -> None:

@@ -28,12 +28,12 @@
     twinledger twin heart                           a heart-disease patient's risk at treatment targets (associational)
     twinledger audit                                check every anchored round against the chain
     twinledger bench NAME [--json]                  benchmarks (ledger, training, overhead, twin)
-
-Each side owns its commands: contracts/cli.py (chain, study, audit), node/cli.py (node, portal; the twins'
-node/twins/cli.py, the IT console's node/console/cli.py), coordinator/cli.py (coordinator; the operator
-console's coordinator/console/cli.py). This module assembles them and adds what starts a whole deployment on
-one machine: the demo, `chain start` (anvil) and the benchmarks.
 """
+
+# Each side owns its commands: contracts/cli.py (chain, study, audit), node/cli.py (node, portal; the twins'
+# node/twins/cli.py, the IT console's node/console/cli.py), coordinator/cli.py (coordinator; the operator
+# console's coordinator/console/cli.py). This module (the docstring above is `twinledger --help`) assembles
+# them and adds what starts a whole deployment on one machine: the demo, `chain start` (anvil), the benchmarks.
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo_command(sub)
-    _add_chain_start(contracts_cli.add_chain_commands(sub))
+    contracts_cli.add_chain_commands(sub, add_start=_add_chain_start)
     contracts_cli.add_study_commands(sub)
     node_cli.add_node_commands(sub)
     node_cli.add_portal_commands(sub)
