@@ -1,5 +1,6 @@
-"""Training runs: launch `flwr run` against the SuperLink as a subprocess (as `twinledger coordinator run`
-does), follow its report, stop it with `flwr stop`, and find its files.
+"""Training runs: launch `flwr run` of the packaged Flower app against the SuperLink as a subprocess (with
+coordinator/processes.py, as `twinledger coordinator run` does), follow its report, stop it with `flwr stop`,
+and find its files.
 
 A run's truth is its report (`<home>/runs/<name>/report.json`, rewritten by the ServerApp after every
 round) plus what the console knows: who launched it, whether an operator stopped it, and whether the
@@ -9,9 +10,7 @@ round) plus what the console knows: who launched it, whether an operator stopped
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -19,8 +18,10 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
+from coordinator import processes
 from coordinator.console.models import ConsoleRun
 from coordinator.console.settings import ConsoleSettings, superlink_address
+from federation.ids import hex0x
 from federation.web.models import now
 
 FEDERATION = "consortium"
@@ -46,31 +47,18 @@ class TrainingOptions:
 
 
 def flower_env(settings: ConsoleSettings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"FLWR_HOME": str(settings.flwr_home), "FLWR_TELEMETRY_ENABLED": "0",
-                "FLWR_DISABLE_UPDATE_CHECK": "1", "PYTHONUNBUFFERED": "1"})
-    env["PATH"] = f"{settings.flwr_executable.parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    return processes.flower_env(settings.flwr_home, bin_dir=settings.flwr_executable.parent)
 
 
 def write_federation(settings: ConsoleSettings) -> None:
     """The `flwr` CLI's connection to the SuperLink, in $FLWR_HOME/config.toml."""
     host, port = superlink_address(settings.superlink)
-    settings.flwr_home.mkdir(parents=True, exist_ok=True)
-    (settings.flwr_home / "config.toml").write_text(f'[superlink.{FEDERATION}]\naddress = "{host}:{port}"\ninsecure = true\n')
+    processes.write_flower_federation(settings.flwr_home, name=FEDERATION, superlink_port=port, host=host)
 
 
 def superlink_answers(settings: ConsoleSettings, *, timeout_s: float = 1.0) -> bool:
     host, port = superlink_address(settings.superlink)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def run_config_overrides(config: dict) -> str:
-    return " ".join(f"{k}={v}" if isinstance(v, (int, float)) else f'{k}="{v}"' for k, v in config.items())
+    return processes.port_open(port, host, timeout_s=timeout_s)
 
 
 class RunManager:
@@ -97,7 +85,7 @@ class RunManager:
             if not superlink_answers(self.settings):
                 raise RunError(f"the SuperLink at {self.settings.superlink} does not answer: start it "
                                "(twinledger coordinator superlink) or fix the console's superlink setting", status=409)
-            config = {"study-id": "0x" + study_id.hex(), "coordinator-home": str(self.settings.home),
+            config = {"study-id": hex0x(study_id), "coordinator-home": str(self.settings.home),
                       "num-rounds": rounds, "run-name": name, "min-nodes": min_nodes}
             for key, value in (("local-epochs", options.local_epochs), ("learning-rate", options.learning_rate),
                                ("batch-size", options.batch_size), ("max-grad-norm", options.max_grad_norm),
@@ -108,13 +96,13 @@ class RunManager:
             self.run_dir(name).mkdir(parents=True)
             with open(self.log_path(name), "ab") as log:
                 process = subprocess.Popen(
-                    [str(self.settings.flwr_executable), "run", str(self.settings.app_dir), FEDERATION, "--stream",
-                     "--run-config", run_config_overrides(config)],
-                    stdout=log, stderr=subprocess.STDOUT, env=flower_env(self.settings), cwd=self.settings.app_dir,
+                    processes.flwr_run_command(federation=FEDERATION, run_config=config,
+                                               flwr=self.settings.flwr_executable),
+                    stdout=log, stderr=subprocess.STDOUT, env=flower_env(self.settings), cwd=processes.FLOWER_APP_DIR,
                     start_new_session=True,
                 )
             self._processes[name] = process
-            row = ConsoleRun(name=name, study_id="0x" + study_id.hex(), rounds=rounds, launched_by=launched_by)
+            row = ConsoleRun(name=name, study_id=hex0x(study_id), rounds=rounds, launched_by=launched_by)
             db.add(row)
             db.commit()
             db.refresh(row)
@@ -150,7 +138,7 @@ class RunManager:
         try:
             answer = subprocess.run(
                 [str(self.settings.flwr_executable), "stop", run_id, FEDERATION], capture_output=True, text=True,
-                env=flower_env(self.settings), cwd=self.settings.app_dir, timeout=self.settings.stop_timeout_s,
+                env=flower_env(self.settings), cwd=processes.FLOWER_APP_DIR, timeout=self.settings.stop_timeout_s,
             )
         except subprocess.TimeoutExpired:
             raise RunError(f"flwr stop did not answer within {self.settings.stop_timeout_s:g} s", status=504) from None

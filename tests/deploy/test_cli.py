@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from coordinator import processes as coordinator_processes
 from deploy import cli, processes
 
 STUDY = "0x" + "ab" * 32
@@ -188,7 +189,7 @@ def coordinator_home(tmp_path, capsys):
 
 def _run(monkeypatch, tmp_path, home, report, extra=(), run_name="run"):
     calls = []
-    monkeypatch.setattr(processes, "flwr_run", _FakeRun(calls, report, home / "runs", run_name))
+    monkeypatch.setattr(coordinator_processes, "flwr_run", _FakeRun(calls, report, home / "runs", run_name))
     code = cli.main(["coordinator", "run", "--home", str(home), "--study", STUDY, "--superlink", "10.1.2.3:18000",
                      "--flwr-home", str(tmp_path / ".flwr"), "--log", str(tmp_path / "flwr-run.log"),
                      "--run-name", run_name, *extra])
@@ -241,6 +242,8 @@ def test_coordinator_run_finds_the_report_of_an_unnamed_run(monkeypatch, tmp_pat
 
 # ---- chain start as a real process: fund an account, then SIGTERM stops anvil ----
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_chain_start_funds_and_stops_anvil_on_sigterm(tmp_path, capsys):
     port = processes.free_port()
     process = subprocess.Popen(

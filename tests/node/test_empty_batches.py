@@ -1,17 +1,16 @@
-"""The overhead cuts of `twinledger bench overhead`: empty Poisson batches, the warm SuperNode launcher."""
+"""An overhead cut of `twinledger bench overhead` in node/trainer.py: empty Poisson batches are noise-only steps."""
 
-import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from deploy import processes, supernode
 from federation.tasks.heart_disease import HeartDiseaseTask
 from node.trainer import steps_per_epoch, train_private
 
 
+@pytest.mark.slow
 def test_empty_poisson_batches_are_noise_only_steps_that_the_accountant_counts():
     task = HeartDiseaseTask()
     rng = np.random.default_rng(0)
@@ -31,29 +30,3 @@ def test_empty_poisson_batches_are_noise_only_steps_that_the_accountant_counts()
             assert torch.isfinite(after).all() and not torch.equal(before, after)
             empty_seen += int(np.isnan(result.mean_loss))  # every batch of the run empty: no loss to report
     assert empty_seen < 12
-
-
-def test_idle_poll_is_shortened_only_in_flowers_main_loop(monkeypatch):
-    from flwr.supernode import start_client_internal as loop
-
-    monkeypatch.setattr(loop, "time", time)
-    assert supernode._shorten_idle_poll(0.01)
-    started = time.perf_counter()
-    loop.time.sleep(3)
-    assert time.perf_counter() - started < 1.0
-    assert loop.time.monotonic is time.monotonic
-    assert time.sleep is not loop.time.sleep  # the time module itself is untouched
-
-
-@pytest.mark.parametrize("warm", [True, False])
-def test_supernode_command(warm):
-    command = processes.supernode_command(warm=warm)
-    if warm:
-        assert command[-1] == "from deploy.supernode import main; main()"
-    else:
-        assert command[0].endswith("flower-supernode")
-
-
-def test_launcher_sets_the_isolation_itself():
-    with pytest.raises(SystemExit):
-        supernode.main(["--insecure", "--isolation", "subprocess"])

@@ -1,9 +1,9 @@
 """A hospital's Flower SuperNode with warm ClientApp processes.
 
-    python -c 'from deploy.supernode import main; main()' --insecure --superlink HOST:PORT --port RUNTIME_PORT \
+    python -c 'from node.supernode import main; main()' --insecure --superlink HOST:PORT --port RUNTIME_PORT \
         --node-config 'node-home="..."'
 
-(`python -m deploy.supernode` works too, but then every forked process re-runs this module as `__mp_main__`.)
+(`python -m node.supernode` works too, but then every forked process re-runs this module as `__mp_main__`.)
 
 Takes the arguments of `flower-supernode` and runs Flower's own SuperNode (flwr 1.41) in this process, with
 two changes that cut the time a round spends outside training:
@@ -32,12 +32,13 @@ import sys
 import threading
 import time
 import types
+from pathlib import Path
 
 log = logging.getLogger("twinledger.supernode")
 
 # What every ClientApp process needs, imported once in the fork server instead of once per message.
 PRELOAD = (
-    "deploy.supernode",
+    "node.supernode",
     "flwr.supernode.runtime.run_clientapp",
     "node.client_app",
     "node.privacy",
@@ -82,7 +83,7 @@ def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threadin
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
 
-    from deploy.supernode import _run_clientapp as run_task  # by its module's name, also when this file runs as __main__
+    from node.supernode import _run_clientapp as run_task  # by its module's name, also when this file runs as __main__
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
@@ -145,6 +146,23 @@ def main(argv: list[str] | None = None) -> None:
         flower_supernode()
     finally:
         stop.set()
+
+
+def command(*, warm: bool = True) -> list[str]:
+    """How to start a hospital's SuperNode: this launcher (`warm`), else Flower's stock `flower-supernode`."""
+    # -c rather than -m: the fork server then has no __main__ module to re-run in every ClientApp process.
+    if warm:
+        return [sys.executable, "-c", "from node.supernode import main; main()"]
+    return [str(Path(sys.executable).parent / "flower-supernode")]
+
+
+def environment(flwr_home: Path) -> dict[str, str]:
+    """This process's environment for the SuperNode: its FLWR_HOME, no telemetry, no update check."""
+    env = dict(os.environ)
+    env.update({"FLWR_HOME": str(flwr_home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                "PYTHONUNBUFFERED": "1"})
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 if __name__ == "__main__":

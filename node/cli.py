@@ -1,0 +1,172 @@
+"""A hospital's commands of `twinledger`: its node, its patient portal, its IT console and the patient twins.
+
+    twinledger node init                            create a hospital node's home and keys
+    twinledger node import FILE                     import patient records (CSV or FHIR R4 Bundle)
+    twinledger node accept-study STUDY              accept a study with the hospital's account
+    twinledger node start                           run the node's Flower SuperNode
+    twinledger node export-usage                    export the node's usage log for auditors
+    twinledger node console                         run the hospital IT console (web, 127.0.0.1)
+    twinledger node console-token                   create or revoke a hospital staff member's console token
+    twinledger portal serve                         run the hospital's patient portal (127.0.0.1)
+    twinledger portal staff-token                   print the token hospital staff use on the portal
+    twinledger portal enrolment-code RECORD         issue a patient a one-time enrolment code
+
+`add_node_commands(subparsers)` and `add_portal_commands(subparsers)` add the groups to the twinledger command;
+the `twin` commands are node/twins/cli.py's, the IT console's node/console/cli.py's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from contracts.cli import add_rpc_url, gas_hint
+from federation.ids import StudyId
+
+HOME_HELP = "the node's home directory"
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix: printed as one line, exit status 2."""
+    from node.importer import RecordFileError
+    from node.settings import SettingsError
+    from node.vault import VaultError
+
+    return (RecordFileError, SettingsError, VaultError)
+
+
+def _settings(args):
+    from node.settings import NodeSettings
+
+    return NodeSettings.load(args.home)
+
+
+def _node_init(args) -> int:
+    from node import admin
+
+    settings = admin.init_node(Path(args.home), hospital=args.hospital, rpc_url=args.rpc_url,
+                               deployment_file=Path(args.deployment_file).resolve() if args.deployment_file else None,
+                               database_url=args.database_url)
+    address = admin.hospital_address(settings)
+    print(f"node home {settings.home}; hospital account {address} "
+          f"(ask the consortium operator to register it; {gas_hint(address)})")
+    return 0
+
+
+def _node_import(args) -> int:
+    from node import admin
+
+    report = admin.import_records(_settings(args), Path(args.file), record_prefix=args.record_prefix, cohort=args.cohort)
+    print(f"imported {report.imported} patients from {report.source} ({report.cohorts}); "
+          f"{report.already_present} already present")
+    return 0
+
+
+def _node_accept(args) -> int:
+    from node import admin
+
+    study_id = StudyId.parse(args.study)
+    admin.open_ledger(_settings(args)).accept_study(study_id)
+    print(f"accepted study {args.study}")
+    return 0
+
+
+def _node_start(args) -> int:
+    from node import supernode
+
+    settings = _settings(args)
+    command = supernode.command(warm=not args.stock_supernode)
+    os.execve(
+        command[0],
+        [*command, "--insecure", "--superlink", args.superlink, "--port", str(args.port),
+         "--node-config", f'node-home="{settings.home}"'],
+        supernode.environment(Path(args.flwr_home)),
+    )
+
+
+def _node_export(args) -> int:
+    from node import admin
+
+    print(admin.export_usage(_settings(args), Path(args.out)))
+    return 0
+
+
+def _portal_serve(args) -> int:
+    from node.portal.admin import serve
+
+    serve(Path(args.home), port=args.port)
+    return 0
+
+
+def _portal_staff_token(args) -> int:
+    from node.portal.admin import staff_token
+
+    print(staff_token(Path(args.home)))
+    return 0
+
+
+def _portal_code(args) -> int:
+    from node.portal.accounts import PortalError
+    from node.portal.admin import issue_enrolment_code
+
+    try:
+        issued = issue_enrolment_code(Path(args.home), args.record_number)
+    except PortalError as exc:
+        print(f"twinledger: {exc}", file=sys.stderr)
+        return 2
+    print(f"{issued.code}  (for record {issued.record_number}; valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC; "
+          "shown once)")
+    return 0
+
+
+def add_node_commands(subparsers) -> None:
+    node = subparsers.add_parser("node", help="a hospital node").add_subparsers(dest="action", required=True)
+    init = node.add_parser("init", help="create a node home with its keys")
+    init.add_argument("--home", required=True, help=HOME_HELP + " (created if missing)")
+    init.add_argument("--hospital", required=True, help="the hospital's name, as reported to the coordinator")
+    add_rpc_url(init)
+    init.add_argument("--deployment-file", help="the consortium's deployment.json (the node refuses every round without it)")
+    init.add_argument("--database-url", default="", help="any SQLAlchemy URL; default SQLite in the home")
+    init.set_defaults(func=_node_init)
+    imp = node.add_parser("import", help="import patient records (CSV or FHIR Bundle: heart disease, or twins' type 1 diabetes data)")
+    imp.add_argument("--home", required=True, help=HOME_HELP)
+    imp.add_argument("--record-prefix", help="prefix of generated record numbers (default: first three letters of the hospital)")
+    imp.add_argument("--cohort", choices=("train", "test"),
+                     help="twins' records only: every patient of the file in this cohort (default: a third test)")
+    imp.add_argument("file", help="UCI Heart Disease file, CSV with a header row, twins' CSV, or FHIR Bundle (.json)")
+    imp.set_defaults(func=_node_import)
+    accept = node.add_parser("accept-study", help="accept a study with the hospital's account")
+    accept.add_argument("--home", required=True, help=HOME_HELP)
+    accept.add_argument("study", help="the study id (0x and 64 hex digits)")
+    accept.set_defaults(func=_node_accept)
+    start = node.add_parser("start", help="run the node's Flower SuperNode")
+    start.add_argument("--home", required=True, help=HOME_HELP)
+    start.add_argument("--superlink", default="127.0.0.1:8000", help="the coordinator's SuperLink, HOST:PORT (default 127.0.0.1:8000)")
+    start.add_argument("--port", type=int, default=9101, help="local port for the SuperNode's ClientApp processes (default 9101)")
+    start.add_argument("--flwr-home", default=".flwr", help="Flower's home for this SuperNode (default .flwr)")
+    start.add_argument("--stock-supernode", action="store_true",
+                       help="Flower's flower-supernode as is (a fresh ClientApp process per message, 3 s idle poll)")
+    start.set_defaults(func=_node_start)
+    export = node.add_parser("export-usage", help="export the node's usage log for auditors")
+    export.add_argument("--home", required=True, help=HOME_HELP)
+    export.add_argument("--out", required=True, help="the JSON file to write")
+    export.set_defaults(func=_node_export)
+    from node.console.cli import add_node_console_commands
+
+    add_node_console_commands(node)
+
+
+def add_portal_commands(subparsers) -> None:
+    portal = subparsers.add_parser("portal", help="the hospital's patient portal").add_subparsers(dest="action", required=True)
+    serve = portal.add_parser("serve", help="run the patient portal on 127.0.0.1 (put a TLS proxy in front)")
+    serve.add_argument("--home", required=True, help=HOME_HELP)
+    serve.add_argument("--port", type=int, default=8800, help="local port (default 8800)")
+    serve.set_defaults(func=_portal_serve)
+    token = portal.add_parser("staff-token", help="print the staff token (created in <home>/keys/staff.token)")
+    token.add_argument("--home", required=True, help=HOME_HELP)
+    token.set_defaults(func=_portal_staff_token)
+    code = portal.add_parser("enrolment-code", help="issue a one-time enrolment code for a patient")
+    code.add_argument("--home", required=True, help=HOME_HELP)
+    code.add_argument("record_number", help="the patient's record number")
+    code.set_defaults(func=_portal_code)
