@@ -1,0 +1,225 @@
+"""Flower 1.41 with TLS from the consortium CA and SuperNode authentication: the recipe, proven on real processes.
+
+Starts `flower-superlink` and `flower-supernode` directly (no launcher of ours) the way a production
+deployment must: TLS on the SuperLink's one port (Fleet, Control and Runtime APIs), certificates from
+`coordinator.ca`, `--enable-supernode-auth`, node keys from `node.node_keys` registered with
+`flwr supernode register`. See /work/plan/flower-trust.md (issue 11) for the facts behind each step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flwr.proto.control_pb2 import RegisterNodeRequest, UnregisterNodeRequest  # pylint: disable=E0611
+from flwr.supercore.control import ControlHttpClient
+from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+from coordinator import ca as cax
+from node import node_keys
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(flwr_home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the SuperLink starts `flower-superexec`
+        "PYTHONPATH": str(REPO),
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+    }
+
+
+def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+                                start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def _wait(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@dataclass
+class Federation:
+    """A TLS SuperLink with SuperNode authentication, and what a test needs to reach it."""
+
+    root: Path
+    ca: cax.CertificateAuthority
+    port: int
+    database: Path
+    env: dict[str, str]
+    log: Path
+    processes: list[subprocess.Popen[bytes]]
+
+    def flwr(self, *args: str) -> dict:
+        """Run `flwr ... <args> secure --format json` as the operator and return its JSON answer."""
+        done = subprocess.run([str(BIN / "flwr"), *args, "secure", "--format", "json"], env=self.env,
+                              capture_output=True, timeout=60, check=False)
+        return json.loads(done.stdout[done.stdout.index(b"{"):])
+
+    def register(self, keys: node_keys.NodeKeys, name: str) -> int:
+        answer = self.flwr("supernode", "register", str(keys.public_key), "--name", name)
+        assert answer["success"], answer
+        return int(answer["node-id"])
+
+    def start_supernode(self, keys: node_keys.NodeKeys, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        proc = _start([
+            str(BIN / "flower-supernode"), "--root-certificates", str(self.ca.cert_path),
+            "--superlink", f"127.0.0.1:{self.port}", "--auth-supernode-private-key", str(keys.private_key),
+            "--port", str(_free_port()), "--node-config", f'hospital-id="{name}"', *extra,
+        ], self.root / f"supernode-{name}.log", self.env)
+        self.processes.append(proc)
+        return proc
+
+    def control(self) -> ControlHttpClient:
+        """A Control API client as any caller trusting the CA could build one (no credentials: none exist)."""
+        return ControlHttpClient.from_server_address(
+            server_address=f"127.0.0.1:{self.port}", insecure=False,
+            root_certificates=self.ca.cert_path.read_bytes(),
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
+        )
+
+    def node_row(self, node_id: int) -> tuple[str, bytes] | None:
+        """(status, public key PEM) of a node in the SuperLink's state DB (signed 64-bit ids there)."""
+        signed = node_id - (1 << 64) if node_id >= (1 << 63) else node_id
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as db:
+            return db.execute("SELECT status, public_key FROM node WHERE node_id = ?", (signed,)).fetchone()
+
+
+def _https_health(port: int, ca_path: Path) -> bool:
+    context = ssl.create_default_context(cafile=str(ca_path))
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/health", context=context, timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("trust")
+    authority = cax.create_ca(root / "ca")
+    tls = cax.issue_server_certificate(authority, root / "tls", "superlink",
+                                       dns_names=["localhost"], ip_addresses=["127.0.0.1"], valid_days=1)
+    port = _free_port()
+    flwr_home = root / "flwr"
+    flwr_home.mkdir()
+    # The operator's `flwr` trusts the consortium CA: `root-certificates` in its SuperLink connection.
+    (flwr_home / "config.toml").write_text(
+        f'[superlink.secure]\naddress = "127.0.0.1:{port}"\nroot-certificates = "{authority.cert_path}"\n'
+    )
+    env = _env(flwr_home)
+    database = root / "state" / "link.db"
+    database.parent.mkdir()
+    log = root / "superlink.log"
+    superlink = _start([
+        str(BIN / "flower-superlink"), "--ssl-certfile", str(tls.cert_path), "--ssl-keyfile", str(tls.key_path),
+        "--ssl-ca-certfile", str(authority.cert_path), "--enable-supernode-auth",
+        "--database", str(database), "--port", str(port), "--disable-runtime-dependency-installation",
+    ], log, env)
+    fed = Federation(root, authority, port, database, env, log, [superlink])
+    try:
+        _wait(lambda: _https_health(port, authority.cert_path) or superlink.poll() is not None,
+              timeout_s=30, what="the SuperLink's HTTPS health endpoint")
+        assert superlink.poll() is None, log.read_text()[-2000:]
+        yield fed
+    finally:
+        for proc in reversed(fed.processes):
+            _stop(proc)
+
+
+def test_a_registered_node_connects_over_tls_and_is_shut_out_once_unregistered(federation: Federation) -> None:
+    keys = node_keys.generate_node_keys(federation.root / "h1-keys")
+    node_id = federation.register(keys, "h1")
+    assert federation.node_row(node_id)[0] == "registered"
+    node = federation.start_supernode(keys, "h1")
+    _wait(lambda: federation.node_row(node_id)[0] == "online" or node.poll() is not None,
+          timeout_s=40, what="the registered SuperNode to come online")
+    assert node.poll() is None, (federation.root / "supernode-h1.log").read_text()[-2000:]
+    status, stored_key = federation.node_row(node_id)
+    assert status == "online"
+    # What the SuperLink stores (and hands the ServerApp in grid.get_nodes()) is the key the hospital made.
+    assert node_keys.key_fingerprint(stored_key) == node_keys.key_fingerprint(
+        node_keys.load_public_key(keys.public_key))
+
+    federation.control().UnregisterNode(UnregisterNodeRequest(node_id=node_id))
+    # Its next signed request names a node id its key no longer holds: 401, and the SuperNode stops.
+    _wait(lambda: node.poll() is not None, timeout_s=20, what="the unregistered SuperNode to stop")
+    assert federation.node_row(node_id)[0] == "unregistered"
+
+
+def test_a_node_whose_key_is_not_registered_is_refused(federation: Federation) -> None:
+    keys = node_keys.generate_node_keys(federation.root / "rogue-keys")
+    rogue = federation.start_supernode(keys, "rogue", "--max-retries", "1", "--max-wait-time", "5")
+    _wait(lambda: rogue.poll() is not None, timeout_s=45, what="the unregistered SuperNode to give up")
+    output = (federation.root / "supernode-rogue.log").read_text()
+    assert rogue.returncode != 0
+    assert "Failed to activate SuperNode" in output
+    assert "activate-node HTTP/1.1\" 412" in federation.log.read_text()
+
+
+def test_a_plain_http_client_gets_no_answer_from_the_superlink(federation: Federation) -> None:
+    for path in ("/health", "/v1/control/list-runs", "/v1/fleet/pull-messages"):
+        with socket.create_connection(("127.0.0.1", federation.port), timeout=5) as raw:
+            raw.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
+            try:
+                answer = raw.recv(1024)
+            except ConnectionResetError:
+                answer = b""
+        assert not answer.startswith(b"HTTP/"), answer
+
+
+def test_a_tls_client_that_does_not_trust_the_consortium_ca_is_refused(federation: Federation) -> None:
+    with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"https://127.0.0.1:{federation.port}/health",
+                               context=ssl.create_default_context(), timeout=5)
+
+
+def test_flower_alone_lets_whoever_reaches_the_port_register_a_key(federation: Federation) -> None:
+    """The gap TwinLedger must close itself: flwr 1.41's Control API has no authentication without a licence
+    (OIDC is Flower's enterprise build), and it shares the Fleet port. A hospital that trusts the CA (it must,
+    to reach the Fleet API) can register any key, submit runs, and stop runs. Hence the Fleet-only gateway
+    of /work/plan/flower-trust.md. When this test fails, Flower has started authenticating its Control API."""
+    keys = node_keys.generate_node_keys(federation.root / "self-registered")
+    key = node_keys.public_key_pem(node_keys.load_public_key(keys.public_key))
+    answer = federation.control().RegisterNode(RegisterNodeRequest(public_key=key, name="anyone"))
+    assert federation.node_row(answer.node_id)[0] == "registered"
