@@ -3,7 +3,8 @@
 Starts `flower-superlink` and `flower-supernode` directly (no launcher of ours) the way a production
 deployment must: TLS on the SuperLink's one port (Fleet, Control and Runtime APIs), certificates from
 `coordinator.ca`, `--enable-supernode-auth`, node keys from `node.node_keys` registered with
-`flwr supernode register`. See /work/plan/flower-trust.md (issue 11) for the facts behind each step.
+`flwr supernode register`, and SuperNodes dialling the Fleet-only gateway (`coordinator.fleet_gateway`)
+rather than the SuperLink, whose Control API has no authentication. See /work/plan/flower-trust.md (issue 11) for the facts behind each step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -85,6 +87,7 @@ class Federation:
     root: Path
     ca: cax.CertificateAuthority
     port: int
+    gateway_port: int
     database: Path
     env: dict[str, str]
     log: Path
@@ -104,16 +107,16 @@ class Federation:
     def start_supernode(self, keys: node_keys.NodeKeys, name: str, *extra: str) -> subprocess.Popen[bytes]:
         proc = _start([
             str(BIN / "flower-supernode"), "--root-certificates", str(self.ca.cert_path),
-            "--superlink", f"127.0.0.1:{self.port}", "--auth-supernode-private-key", str(keys.private_key),
+            "--superlink", f"127.0.0.1:{self.gateway_port}", "--auth-supernode-private-key", str(keys.private_key),
             "--port", str(_free_port()), "--node-config", f'hospital-id="{name}"', *extra,
         ], self.root / f"supernode-{name}.log", self.env)
         self.processes.append(proc)
         return proc
 
-    def control(self) -> ControlHttpClient:
+    def control(self, port: int | None = None) -> ControlHttpClient:
         """A Control API client as any caller trusting the CA could build one (no credentials: none exist)."""
         return ControlHttpClient.from_server_address(
-            server_address=f"127.0.0.1:{self.port}", insecure=False,
+            server_address=f"127.0.0.1:{port or self.port}", insecure=False,
             root_certificates=self.ca.cert_path.read_bytes(),
             interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
         )
@@ -156,11 +159,21 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         "--ssl-ca-certfile", str(authority.cert_path), "--enable-supernode-auth",
         "--database", str(database), "--port", str(port), "--disable-runtime-dependency-installation",
     ], log, env)
-    fed = Federation(root, authority, port, database, env, log, [superlink])
+    # Hospitals dial the Fleet-only gateway; the SuperLink itself stays on loopback for the coordinator.
+    gateway_tls = cax.issue_server_certificate(authority, root / "tls", "fleet-gateway",
+                                               dns_names=["localhost"], ip_addresses=["127.0.0.1"], valid_days=1)
+    gateway_port = _free_port()
+    gateway = _start([
+        sys.executable, "-m", "coordinator.fleet_gateway", "--listen", f"127.0.0.1:{gateway_port}",
+        "--upstream", f"127.0.0.1:{port}", "--certfile", str(gateway_tls.cert_path),
+        "--keyfile", str(gateway_tls.key_path), "--upstream-ca", str(authority.cert_path),
+    ], root / "gateway.log", env)
+    fed = Federation(root, authority, port, gateway_port, database, env, log, [superlink, gateway])
     try:
-        _wait(lambda: _https_health(port, authority.cert_path) or superlink.poll() is not None,
-              timeout_s=30, what="the SuperLink's HTTPS health endpoint")
-        assert superlink.poll() is None, log.read_text()[-2000:]
+        for proc, where, what in ((superlink, port, "SuperLink"), (gateway, gateway_port, "gateway")):
+            _wait(lambda: _https_health(where, authority.cert_path) or proc.poll() is not None,  # noqa: B023
+                  timeout_s=30, what=f"the {what}'s HTTPS health endpoint")
+            assert proc.poll() is None, (log if what == "SuperLink" else root / "gateway.log").read_text()[-2000:]
         yield fed
     finally:
         for proc in reversed(fed.processes):
@@ -197,9 +210,11 @@ def test_a_node_whose_key_is_not_registered_is_refused(federation: Federation) -
     assert "activate-node HTTP/1.1\" 412" in federation.log.read_text()
 
 
-def test_a_plain_http_client_gets_no_answer_from_the_superlink(federation: Federation) -> None:
+@pytest.mark.parametrize("which", ["superlink", "gateway"])
+def test_a_plain_http_client_gets_no_answer_from_either_port(federation: Federation, which: str) -> None:
+    port = federation.port if which == "superlink" else federation.gateway_port
     for path in ("/health", "/v1/control/list-runs", "/v1/fleet/pull-messages"):
-        with socket.create_connection(("127.0.0.1", federation.port), timeout=5) as raw:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
             raw.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
             try:
                 answer = raw.recv(1024)
@@ -208,10 +223,26 @@ def test_a_plain_http_client_gets_no_answer_from_the_superlink(federation: Feder
         assert not answer.startswith(b"HTTP/"), answer
 
 
-def test_a_tls_client_that_does_not_trust_the_consortium_ca_is_refused(federation: Federation) -> None:
+@pytest.mark.parametrize("which", ["superlink", "gateway"])
+def test_a_tls_client_that_does_not_trust_the_consortium_ca_is_refused(federation: Federation, which: str) -> None:
+    port = federation.port if which == "superlink" else federation.gateway_port
     with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
-        urllib.request.urlopen(f"https://127.0.0.1:{federation.port}/health",
-                               context=ssl.create_default_context(), timeout=5)
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/health", context=ssl.create_default_context(), timeout=5)
+
+
+def test_the_gateway_serves_no_control_or_runtime_api(federation: Federation) -> None:
+    keys = node_keys.generate_node_keys(federation.root / "via-gateway")
+    key = node_keys.public_key_pem(node_keys.load_public_key(keys.public_key))
+    with pytest.raises(Exception, match="404|Not Found|not found"):
+        federation.control(federation.gateway_port).RegisterNode(RegisterNodeRequest(public_key=key, name="x"))
+    context = ssl.create_default_context(cafile=str(federation.ca.cert_path))
+    for method, path in (("POST", "/v1/control/list-runs"), ("POST", "/v1/runtime/acquire-task"),
+                         ("GET", "/docs"), ("GET", "/openapi.json"), ("POST", "/v1/fleet/../control/list-runs")):
+        request = urllib.request.Request(f"https://127.0.0.1:{federation.gateway_port}{path}", method=method,
+                                         data=b"" if method == "POST" else None)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, context=context, timeout=5)
+        assert refused.value.code == 404, path
 
 
 def test_flower_alone_lets_whoever_reaches_the_port_register_a_key(federation: Federation) -> None:
