@@ -24,6 +24,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+# DER prefix of a P-256 SubjectPublicKeyInfo before its 65-byte uncompressed point (RFC 5480): with it a
+# contract computes `sha256(P256_SPKI_PREFIX || nodeKey)` = `key_fingerprint` without parsing ASN.1.
+P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
 PRIVATE_KEY = "supernode_auth"
 PUBLIC_KEY = "supernode_auth.pub"
 
@@ -97,3 +100,14 @@ def key_fingerprint(public_key: bytes | ec.EllipticCurvePublicKey) -> bytes:
     key = serialization.load_pem_public_key(public_key) if isinstance(public_key, bytes) else public_key
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).digest()
+
+
+def chain_node_key(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The key as the hospital records it on chain: the 65-byte uncompressed SEC1 point (0x04 || X || Y).
+
+    Requires a P-256 key. `sha256(P256_SPKI_PREFIX + chain_node_key(key)) == key_fingerprint(key)`, and the
+    operator rebuilds the PEM to register with `ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)`.
+    """
+    if not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("the chain records P-256 node keys only")
+    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)

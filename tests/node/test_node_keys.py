@@ -46,3 +46,19 @@ def test_a_key_that_is_not_nist_ec_is_refused(tmp_path: Path) -> None:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
     with pytest.raises(ValueError, match="EC key"):
         node_keys.load_public_key(path)
+
+
+def test_the_chain_form_is_the_uncompressed_point_whose_spki_hash_is_the_fingerprint(tmp_path: Path) -> None:
+    import hashlib
+
+    key = node_keys.load_public_key(node_keys.generate_node_keys(tmp_path).public_key)
+    point = node_keys.chain_node_key(key)
+    assert len(point) == 65 and point[0] == 4
+    assert hashlib.sha256(node_keys.P256_SPKI_PREFIX + point).digest() == node_keys.key_fingerprint(key)
+    rebuilt = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    assert node_keys.public_key_pem(rebuilt) == node_keys.public_key_pem(key)
+
+
+def test_the_chain_form_refuses_other_curves() -> None:
+    with pytest.raises(ValueError, match="P-256"):
+        node_keys.chain_node_key(ec.generate_private_key(ec.SECP384R1()).public_key())
