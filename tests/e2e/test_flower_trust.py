@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from flwr.proto.control_pb2 import RegisterNodeRequest, UnregisterNodeRequest  # pylint: disable=E0611
+from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=E0611
 from flwr.supercore.control import ControlHttpClient
 from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
+from coordinator import admission
 from coordinator import ca as cax
 from node import node_keys
 
@@ -180,24 +181,29 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
             _stop(proc)
 
 
-def test_a_registered_node_connects_over_tls_and_is_shut_out_once_unregistered(federation: Federation) -> None:
+def test_an_admitted_node_connects_through_the_gateway_and_is_shut_out_once_suspended(
+    federation: Federation,
+) -> None:
     keys = node_keys.generate_node_keys(federation.root / "h1-keys")
-    node_id = federation.register(keys, "h1")
-    assert federation.node_row(node_id)[0] == "registered"
-    node = federation.start_supernode(keys, "h1")
-    _wait(lambda: federation.node_row(node_id)[0] == "online" or node.poll() is not None,
-          timeout_s=40, what="the registered SuperNode to come online")
-    assert node.poll() is None, (federation.root / "supernode-h1.log").read_text()[-2000:]
-    status, stored_key = federation.node_row(node_id)
-    assert status == "online"
-    # What the SuperLink stores (and hands the ServerApp in grid.get_nodes()) is the key the hospital made.
-    assert node_keys.key_fingerprint(stored_key) == node_keys.key_fingerprint(
-        node_keys.load_public_key(keys.public_key))
+    on_chain = {"0xH1": node_keys.chain_node_key(node_keys.load_public_key(keys.public_key))}
+    admin = admission.ControlAdmin(f"127.0.0.1:{federation.port}", federation.ca.cert_path)
+    try:
+        node_id = admission.sync(admin, on_chain).registered["0xH1"]
+        assert federation.node_row(node_id)[0] == "registered"
+        node = federation.start_supernode(keys, "h1")
+        _wait(lambda: federation.node_row(node_id)[0] == "online" or node.poll() is not None,
+              timeout_s=40, what="the admitted SuperNode to come online")
+        assert node.poll() is None, (federation.root / "supernode-h1.log").read_text()[-2000:]
+        # The link keeps the key the hospital made; the coordinator maps the node to its hospital by that key.
+        assert admission.hospitals_of(admin.nodes(), on_chain) == {node_id: "0xH1"}
+        assert admission.sync(admin, on_chain).registered == {}
 
-    federation.control().UnregisterNode(UnregisterNodeRequest(node_id=node_id))
-    # Its next signed request names a node id its key no longer holds: 401, and the SuperNode stops.
-    _wait(lambda: node.poll() is not None, timeout_s=20, what="the unregistered SuperNode to stop")
-    assert federation.node_row(node_id)[0] == "unregistered"
+        admission.sync(admin, {})  # the hospital is suspended on chain
+        # Its next signed request names a node id its key no longer holds: 401, and the SuperNode stops.
+        _wait(lambda: node.poll() is not None, timeout_s=20, what="the suspended hospital's SuperNode to stop")
+        assert federation.node_row(node_id)[0] == "unregistered"
+    finally:
+        admin.close()
 
 
 def test_a_node_whose_key_is_not_registered_is_refused(federation: Federation) -> None:
@@ -249,8 +255,8 @@ def test_flower_alone_lets_whoever_reaches_the_port_register_a_key(federation: F
     """The gap TwinLedger must close itself: flwr 1.41's Control API has no authentication without a licence
     (OIDC is Flower's enterprise build), and it shares the Fleet port. A hospital that trusts the CA (it must,
     to reach the Fleet API) can register any key, submit runs, and stop runs. Hence the Fleet-only gateway
-    of /work/plan/flower-trust.md. When this test fails, Flower has started authenticating its Control API."""
+    (and `admission.sync` removing keys the chain does not name). When this test fails, Flower has started
+    authenticating its Control API."""
     keys = node_keys.generate_node_keys(federation.root / "self-registered")
-    key = node_keys.public_key_pem(node_keys.load_public_key(keys.public_key))
-    answer = federation.control().RegisterNode(RegisterNodeRequest(public_key=key, name="anyone"))
-    assert federation.node_row(answer.node_id)[0] == "registered"
+    node_id = federation.register(keys, "anyone")  # `flwr supernode register`, with nothing but the public CA cert
+    assert federation.node_row(node_id)[0] == "registered"
