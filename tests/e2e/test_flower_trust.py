@@ -17,6 +17,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +32,7 @@ from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
 from coordinator import admission
 from coordinator import ca as cax
-from node import node_keys
+from node import app_gate, node_keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -105,11 +106,12 @@ class Federation:
         assert answer["success"], answer
         return int(answer["node-id"])
 
-    def start_supernode(self, keys: node_keys.NodeKeys, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    def start_supernode(self, keys: node_keys.NodeKeys, name: str, *extra: str,
+                        runtime_port: int | None = None) -> subprocess.Popen[bytes]:
         proc = _start([
             str(BIN / "flower-supernode"), "--root-certificates", str(self.ca.cert_path),
             "--superlink", f"127.0.0.1:{self.gateway_port}", "--auth-supernode-private-key", str(keys.private_key),
-            "--port", str(_free_port()), "--node-config", f'hospital-id="{name}"', *extra,
+            "--port", str(runtime_port or _free_port()), "--node-config", f'hospital-id="{name}"', *extra,
         ], self.root / f"supernode-{name}.log", self.env)
         self.processes.append(proc)
         return proc
@@ -260,3 +262,117 @@ def test_flower_alone_lets_whoever_reaches_the_port_register_a_key(federation: F
     keys = node_keys.generate_node_keys(federation.root / "self-registered")
     node_id = federation.register(keys, "anyone")  # `flwr supernode register`, with nothing but the public CA cert
     assert federation.node_row(node_id)[0] == "registered"
+
+
+APP_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "{name}"
+version = "1.0.0"
+dependencies = ["flwr==1.41.0"]
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "twinledger-test"
+
+[tool.flwr.app.components]
+serverapp = "{name}.app:server"
+clientapp = "{name}.app:client"
+
+[tool.flwr.app.config]
+result = ""
+marker = ""
+"""
+
+APP_CODE = """\
+\"\"\"A one-message Flower app: the ServerApp queries every node and writes what came back.\"\"\"
+
+import json
+import time
+from pathlib import Path
+
+from flwr.app import Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+server = ServerApp()
+client = ClientApp()
+
+
+@server.main()
+def main(grid, context) -> None:
+    deadline, nodes = time.time() + 30, []
+    while not nodes and time.time() < deadline:
+        nodes = list(grid.get_node_ids())
+        time.sleep(0.3)
+    replies = grid.send_and_receive(
+        [Message(RecordDict(), dst_node_id=node, message_type="query") for node in nodes], timeout=40)
+    Path(str(context.run_config["result"])).write_text(json.dumps([
+        {{"node": reply.metadata.src_node_id,
+          "error": reply.error.code if reply.has_error() else None,
+          "metrics": None if reply.has_error() else dict(reply.content["m"])}}
+        for reply in replies]))
+
+
+@client.query()
+def query(msg, context):
+    Path(str(context.run_config["marker"])).write_text("{name}'s ClientApp ran here")
+    return Message(RecordDict({{"m": MetricRecord({{"answer": 1}})}}), reply_to=msg)
+"""
+
+
+def _write_app(directory: Path, name: str) -> Path:
+    (directory / name).mkdir(parents=True)
+    (directory / "pyproject.toml").write_text(APP_PYPROJECT.format(name=name))
+    (directory / name / "__init__.py").write_text("")
+    (directory / name / "app.py").write_text(APP_CODE.format(name=name))
+    return directory
+
+
+def _run_app(federation: Federation, app: Path, result: Path, marker: Path) -> list[dict]:
+    done = subprocess.run(
+        [str(BIN / "flwr"), "run", str(app), "secure", "--run-config", f'result="{result}" marker="{marker}"'],
+        env=federation.env, capture_output=True, timeout=90, check=False, cwd=app,
+    )
+    assert done.returncode == 0, done.stdout.decode()[-2000:] + done.stderr.decode()[-2000:]
+    _wait(result.exists, timeout_s=90, what=f"the ServerApp of {app.name} to write its result")
+    return json.loads(result.read_text())
+
+
+def test_a_node_runs_only_the_approved_app_and_never_code_from_the_fab_it_is_sent(
+    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    approved_app = _write_app(tmp_path / "approved", "trustapproved")
+    foreign_app = _write_app(tmp_path / "foreign", "trustforeign")
+    approved = app_gate.installed_app_digest(approved_app)
+    monkeypatch.syspath_prepend(str(approved_app))  # "installed at the hospital"
+    keys = node_keys.generate_node_keys(tmp_path / "h3-keys")
+    admin = admission.ControlAdmin(f"127.0.0.1:{federation.port}", federation.ca.cert_path)
+    try:
+        admission.sync(admin, {"0xH3": node_keys.chain_node_key(node_keys.load_public_key(keys.public_key))})
+    finally:
+        admin.close()
+    runtime_port = _free_port()
+    federation.start_supernode(keys, "h3", "--isolation", "process", runtime_port=runtime_port)
+    stop = threading.Event()
+    executor = threading.Thread(target=app_gate.serve_gated_tasks, args=(f"127.0.0.1:{runtime_port}", stop), kwargs={
+        "installed_app": "trustapproved.app:client", "installed_digest": approved,
+        "approved_digest": lambda context: approved,  # the study's digest on chain, once the contract holds it
+    }, daemon=True)
+    executor.start()
+    try:
+        foreign = _run_app(federation, foreign_app, tmp_path / "foreign.json", tmp_path / "foreign-ran")
+        assert [reply["error"] for reply in foreign] == [app_gate.APP_NOT_APPROVED]
+        assert not (tmp_path / "foreign-ran").exists()
+
+        accepted = _run_app(federation, approved_app, tmp_path / "approved.json", tmp_path / "approved-ran")
+        assert [reply["metrics"] for reply in accepted] == [{"answer": 1}]
+        assert (tmp_path / "approved-ran").read_text() == "trustapproved's ClientApp ran here"
+    finally:
+        stop.set()
+        executor.join(timeout=10)
