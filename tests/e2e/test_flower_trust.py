@@ -312,11 +312,12 @@ def main(grid, context) -> None:
         time.sleep(0.3)
     replies = grid.send_and_receive(
         [Message(RecordDict(), dst_node_id=node, message_type="query") for node in nodes], timeout=40)
-    Path(str(context.run_config["result"])).write_text(json.dumps([
-        {{"node": reply.metadata.src_node_id,
-          "error": reply.error.code if reply.has_error() else None,
-          "metrics": None if reply.has_error() else dict(reply.content["m"])}}
-        for reply in replies]))
+    Path(str(context.run_config["result"])).write_text(json.dumps({{
+        "replies": [{{"node": reply.metadata.src_node_id,
+                     "error": reply.error.code if reply.has_error() else None,
+                     "metrics": None if reply.has_error() else dict(reply.content["m"])}} for reply in replies],
+        "keys": {{str(info.node_id): info.public_key.decode() for info in grid.get_nodes()}},
+    }}))
 
 
 @client.query()
@@ -334,7 +335,7 @@ def _write_app(directory: Path, name: str) -> Path:
     return directory
 
 
-def _run_app(federation: Federation, app: Path, result: Path, marker: Path) -> list[dict]:
+def _run_app(federation: Federation, app: Path, result: Path, marker: Path) -> dict:
     done = subprocess.run(
         [str(BIN / "flwr"), "run", str(app), "secure", "--run-config", f'result="{result}" marker="{marker}"'],
         env=federation.env, capture_output=True, timeout=90, check=False, cwd=app,
@@ -367,12 +368,16 @@ def test_a_node_runs_only_the_approved_app_and_never_code_from_the_fab_it_is_sen
     executor.start()
     try:
         foreign = _run_app(federation, foreign_app, tmp_path / "foreign.json", tmp_path / "foreign-ran")
-        assert [reply["error"] for reply in foreign] == [app_gate.APP_NOT_APPROVED]
+        assert [reply["error"] for reply in foreign["replies"]] == [app_gate.APP_NOT_APPROVED]
         assert not (tmp_path / "foreign-ran").exists()
 
         accepted = _run_app(federation, approved_app, tmp_path / "approved.json", tmp_path / "approved-ran")
-        assert [reply["metrics"] for reply in accepted] == [{"answer": 1}]
+        assert [reply["metrics"] for reply in accepted["replies"]] == [{"answer": 1}]
         assert (tmp_path / "approved-ran").read_text() == "trustapproved's ClientApp ran here"
+        # The ServerApp's grid.get_nodes() names the key each node authenticated with: its hospital follows.
+        (node_id,) = [reply["node"] for reply in accepted["replies"]]
+        assert node_keys.key_fingerprint(accepted["keys"][str(node_id)].encode()) == node_keys.key_fingerprint(
+            node_keys.load_public_key(keys.public_key))
     finally:
         stop.set()
         executor.join(timeout=10)
