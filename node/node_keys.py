@@ -1,0 +1,113 @@
+"""A hospital SuperNode's authentication key pair, in the formats Flower 1.41 reads.
+
+Flower 1.41 SuperNode authentication (checked in the installed flwr source):
+- the SuperNode reads `--auth-supernode-private-key PATH`: an **OpenSSH** private key
+  (`serialization.load_ssh_private_key`, no passphrase) that must be an EC key
+  (flwr/supernode/cli/flower_supernode.py `_try_setup_client_authentication`);
+- the SuperLink (`--enable-supernode-auth`) admits only nodes registered through the Control API:
+  `flwr supernode register PUBLIC_KEY_FILE SUPERLINK` reads an **OpenSSH** public key on a NIST curve
+  (flwr/cli/supernode/register.py `try_load_public_key`) and sends it as SubjectPublicKeyInfo PEM;
+- the SuperLink keeps that PEM as the node's `public_key` (its state DB `node` table) and hands it to
+  the ServerApp in `grid.get_nodes()` (`NodeInfo.public_key`): `public_key_pem` and `key_fingerprint`
+  below give the same bytes, so the coordinator can match a Flower node to the key a hospital registered.
+
+The key here is EC P-256 (any NIST curve passes; P-256 keeps the on-chain record small).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+# DER prefix of a P-256 SubjectPublicKeyInfo before its 65-byte uncompressed point (RFC 5480): with it a
+# contract computes `sha256(P256_SPKI_PREFIX || nodeKey)` = `key_fingerprint` without parsing ASN.1.
+P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+PRIVATE_KEY = "supernode_auth"
+PUBLIC_KEY = "supernode_auth.pub"
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write `data` to `path` created with mode 0600 (never readable by others, not even briefly), atomically.
+
+    (coordinator.ca has the same helper; node and coordinator never import each other.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    """Where a SuperNode's key pair lies: give `private_key` to the SuperNode, `public_key` to the operator."""
+
+    private_key: Path
+    public_key: Path
+
+
+def generate_node_keys(directory: Path, *, comment: str = "twinledger-supernode") -> NodeKeys:
+    """Create an EC P-256 key pair in `directory`: `supernode_auth` (OpenSSH private key, mode 0600) and
+    `supernode_auth.pub` (one OpenSSH public-key line, `ecdsa-sha2-nistp256 AAAA... comment`).
+
+    Requires: no key there yet (a node's key is its identity: replacing it means registering anew).
+    Returns both paths.
+    """
+    private_path, public_path = directory / PRIVATE_KEY, directory / PUBLIC_KEY
+    if private_path.exists():
+        raise FileExistsError(f"{private_path} exists; a SuperNode key is replaced only by re-registering")
+    key = ec.generate_private_key(ec.SECP256R1())
+    write_secret(private_path, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ))
+    line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    public_path.write_bytes(line + b" " + comment.encode("ascii") + b"\n")
+    return NodeKeys(private_path, public_path)
+
+
+def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    """Read an OpenSSH public key file (or a PEM SubjectPublicKeyInfo file) holding an EC key on a NIST curve.
+
+    Raises ValueError for anything else (Flower refuses those too).
+    """
+    data = path.read_bytes()
+    key = (serialization.load_pem_public_key(data) if data.lstrip().startswith(b"-----BEGIN")
+           else serialization.load_ssh_public_key(data))
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+        key.curve, (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+    ):
+        raise ValueError(f"{path}: a SuperNode key must be an EC key on P-256, P-384 or P-521")
+    return key
+
+
+def public_key_pem(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The key as the SuperLink stores it and `grid.get_nodes()` returns it: SubjectPublicKeyInfo PEM."""
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_fingerprint(public_key: bytes | ec.EllipticCurvePublicKey) -> bytes:
+    """SHA-256 of the key's DER SubjectPublicKeyInfo: 32 bytes, the value to record on chain with the hospital.
+
+    Accepts a key object or the PEM bytes Flower hands out (`NodeInfo.public_key`).
+    """
+    key = serialization.load_pem_public_key(public_key) if isinstance(public_key, bytes) else public_key
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).digest()
+
+
+def chain_node_key(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The key as the hospital records it on chain: the 65-byte uncompressed SEC1 point (0x04 || X || Y).
+
+    Requires a P-256 key. `sha256(P256_SPKI_PREFIX + chain_node_key(key)) == key_fingerprint(key)`, and the
+    operator rebuilds the PEM to register with `ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)`.
+    """
+    if not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("the chain records P-256 node keys only")
+    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
