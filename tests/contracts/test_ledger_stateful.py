@@ -37,6 +37,9 @@ from contracts import ledger as lg
 from contracts.build import compile_contracts
 from tests.conftest import advance_time, fresh_funded_key
 
+# Minutes on the in-process chain: the state machine (about 200 s) and the bitmap test (about 45 s).
+pytestmark = [pytest.mark.slow]
+
 ARTIFACTS = compile_contracts()
 
 N_PATIENTS = 4
