@@ -1,7 +1,7 @@
 """Slither on the Solidity contracts: no High-impact finding is allowed.
 
 Slither runs from its own venv (``.venv-slither``, created on first use, which takes a minute or so)
-and compiles through the solc-js shim, offline; see ``contracts/static_analysis.py``.
+and compiles through the solc-js shim, offline; see ``tests/contracts/slither.py``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from contracts import static_analysis as sa
+from tests.contracts import slither as sa
 
 # Below the tests' own timeout, so that a slow run fails with Slither's error rather than pytest's.
 RUN_TIMEOUT_S = 840
+
+pytestmark = [pytest.mark.slow]  # a minute or more: Slither, and its venv on first use
 
 # A classic reentrancy (Slither: reentrancy-eth, High), which also imports from OpenZeppelin.
 VULNERABLE_SOL = """\
@@ -58,7 +60,7 @@ def test_slither_finds_no_high_impact_issue_in_the_contracts():
 @pytest.mark.timeout(900)
 def test_slither_reports_high_impact_issue_in_vulnerable_contract(tmp_path: Path):
     """The same pipeline, on a project laid out like ours, does report a High finding."""
-    project_root = Path(__file__).resolve().parents[1]
+    project_root = sa.PROJECT_ROOT
     (tmp_path / "contracts" / "src").mkdir(parents=True)
     # A copy of the shim takes its root from its own location: tmp_path, with our node_modules.
     shutil.copy2(sa.SOLC_SHIM, tmp_path / "contracts" / "solc")

@@ -5,8 +5,8 @@ virtual environment of its own (``.venv-slither`` at the project root by default
 :func:`ensure_venv` creates on first use from PyPI with pinned versions.
 
 Nothing else is downloaded, and solc-select is never used: Slither compiles through crytic-compile's
-standard-JSON platform (``--solc-standard-json``) with ``--solc`` pointing at the solc-js shim next to
-this file, which answers ``solc --version`` and ``solc --standard-json`` (crytic-compile's extra
+standard-JSON platform (``--solc-standard-json``) with ``--solc`` pointing at the solc-js shim
+(``contracts/solc``), which answers ``solc --version`` and ``solc --standard-json`` (crytic-compile's extra
 ``--allow-paths DIR`` argument is ignored by the shim). Slither runs in the sources directory on the
 target ``.``, so the source names it sends (``./Consortium.sol``) resolve against the shim's
 ``--base-path`` (``contracts/src``); ``@openzeppelin/...`` imports resolve through the shim's
@@ -18,7 +18,8 @@ sources directory). This drops findings that lie wholly inside OpenZeppelin (``n
 unlike ``--filter-paths node_modules`` (which drops a finding as soon as *any* of its elements is in
 ``node_modules``), keeps a finding in our code that also points into a dependency.
 
-Command line: ``python -m contracts.static_analysis`` prints a summary and exits 1 on a High finding.
+A test tool, not part of the shipped package. Command line: ``python -m tests.contracts.slither`` prints a
+summary and exits 1 on a High finding.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-CONTRACTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = CONTRACTS_DIR.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS_DIR = PROJECT_ROOT / "contracts"
 SOURCES_DIR = CONTRACTS_DIR / "src"
 SOLC_SHIM = CONTRACTS_DIR / "solc"
 DEFAULT_VENV = PROJECT_ROOT / ".venv-slither"

@@ -37,6 +37,9 @@ from contracts import ledger as lg
 from contracts.build import compile_contracts
 from tests.conftest import advance_time, fresh_funded_key
 
+# Minutes on the in-process chain: the state machine (about 200 s) and the bitmap test (about 45 s).
+pytestmark = [pytest.mark.slow]
+
 ARTIFACTS = compile_contracts()
 
 N_PATIENTS = 4
@@ -729,5 +732,5 @@ def _batch_answers_equal_single_answers(chain, monkeypatch):
         assert sum(word << (256 * k) for k, word in enumerate(words)) == sum(int(bit) << i for i, bit in enumerate(expected[:n]))
     # Chunked by the client at sizes that cut words in the middle.
     for chunk in (100, 257):
-        monkeypatch.setattr(lg, "CONSENT_BATCH", chunk)
+        monkeypatch.setattr(lg.client, "CONSENT_BATCH", chunk)  # read where Ledger.consents reads it
         assert chain.hospital.consents(chain.study_id, pseudonyms, block=block) == single
