@@ -15,6 +15,7 @@ from typing import Any
 import matplotlib
 
 from coordinator.report import RoundRecord, RunReport
+from federation.ids import Pseudonym
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,8 +41,10 @@ def _num(value: Any, fmt: str = "{:.3f}") -> str:
 
 def _short(pseudonym: Any) -> str:
     """'0x' + first 10 hex digits + '…' (the full 64-hex pseudonym is not needed to read the page)."""
-    text = str(pseudonym or "")
-    return ("0x" if text.startswith("0x") else "") + text.removeprefix("0x")[:10] + "…"
+    try:
+        return Pseudonym.parse(pseudonym).short(10)
+    except ValueError:
+        return str(pseudonym or "")[:12] + "…"
 
 
 def _table(headers: list[str], rows: list[list[str]], caption: str) -> str:
