@@ -193,3 +193,40 @@ def test_server_app_options_default_to_the_training_defaults(tmp_path):
     assert run_options({"study-id": str(study), "num-rounds": 3, "strategy": "fedyogi"}, settings).num_rounds == 3
     with pytest.raises(ValueError, match="study id"):
         run_options({"study-id": "0x1234"}, settings)
+
+
+def test_the_server_app_runs_a_study_from_its_run_config_and_reports_a_failed_run(chain, tmp_path):
+    """The ServerApp's main as Flower calls it: settings from the coordinator's home, the chain over JSON-RPC."""
+    from eth_account import Account
+    from flwr.app import Context
+    from web3.providers.eth_tester import EthereumTesterProvider
+
+    from contracts.ledger import write_key
+    from coordinator import server_app
+    from tests.conftest import fresh_funded_key
+
+    if isinstance(chain.w3.provider, EthereumTesterProvider):
+        pytest.skip("the ServerApp opens the chain over JSON-RPC: anvil only")
+    home = tmp_path / "coordinator"
+    settings = CoordinatorSettings(home=home, rpc_url=chain.w3.provider.endpoint_uri,
+                                   deployment_file=home / "deployment.json", round_timeout_s=0.5, wait_for_nodes_s=0)
+    settings.save()
+    chain.deployment.save(settings.deployment_file)
+    key = fresh_funded_key(chain.w3)
+    chain.operator.grant_coordinator(Account.from_key(key).address)
+    write_key(settings.key_file, key)
+
+    def context(run_name: str) -> Context:
+        run_config = {"study-id": str(StudyId(chain.study_id)), "coordinator-home": str(home), "num-rounds": 1,
+                      "strategy": "fedavg", "run-name": run_name}
+        return Context(run_id=9, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+
+    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital.address)})
+    server_app.main(grid, context("first"))
+    first = RunReport.load(settings.runs_dir / "first" / "report.json")
+    assert first.status == "finished" and first.rounds[0].anchor_block is not None
+
+    with pytest.raises(RuntimeError, match="already anchored"):
+        server_app.main(grid, context("again"))
+    again = RunReport.load(settings.runs_dir / "again" / "report.json")
+    assert again.status == "failed" and "already anchored" in again.message
