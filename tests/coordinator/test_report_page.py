@@ -48,3 +48,17 @@ def test_minimal_report(tmp_path):
     report = {"study": {}, "hospitals": [{"name": "va"}], "rounds": [{"round": 1, "accuracy": None}]}
     page = write_report_page(report, tmp_path / "r.json").read_text(encoding="utf-8")
     assert "va" in page and "No consent was revoked" in page
+
+
+def test_a_saved_run_report_reads_back_typed_and_renders(tmp_path):
+    """The report page takes the typed RunReport as it is loaded from report.json, the demo's keys kept."""
+    from coordinator.report import RunReport
+
+    json_path = tmp_path / "report.json"
+    RunReport.model_validate(_report()).save(json_path)
+    report = RunReport.load(json_path)
+    assert report.rounds[0].value("accuracy") == 0.70 and report.rounds[1].value("accuracy") is None
+    assert report.extra("audit") == {"violations": 0, "checked": 1000, "commitment_mismatches": 0}
+    assert report.as_dict()["revoked"] == _report()["revoked"]
+    page = write_report_page(report, json_path).read_text(encoding="utf-8")
+    assert "Audit passed" in page and "70.0%" in page
