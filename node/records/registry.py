@@ -1,9 +1,10 @@
 """The registry of record readers: each reads one format of one record kind; `import_file` picks the first
 reader that accepts the file, lets the kind split the records into cohorts and hands them to the one writer.
 
-Readers are tried in the order registered, so a reader that recognises its files by their content comes
-before a fallback (heart-disease CSV takes any file no other reader accepts). A new kind of record registers
-its kind (node/records/kinds.py) and its readers here (docs/tasks.md, "Adding a task").
+Readers are tried in the order registered, readers that recognise their files by content first; the fallbacks
+come last (heart-disease FHIR takes any other `.json` file, heart-disease CSV any other file). A new kind of
+record registers its kind (node/records/kinds.py) and its readers, which `register` puts ahead of the
+fallbacks (docs/tasks.md, "Adding a task").
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Reader:
     format: str  # "csv" or "fhir"
     accepts: Callable[[Path], bool]  # whether the file is this reader's (cheap: suffix, header, resource types)
     read: Callable[[Path, str], Records]  # (path, record prefix); RecordFileError lists every problem
+    fallback: bool = False  # takes what no other reader takes: tried after every other reader
 
 
 KINDS: dict[str, RecordKind] = {}
@@ -42,7 +44,8 @@ def register_kind(kind: RecordKind) -> RecordKind:
 def register(reader: Reader) -> Reader:
     if reader.kind not in KINDS:
         raise ValueError(f"register the record kind {reader.kind!r} before its readers")
-    READERS.append(reader)
+    first_fallback = next((i for i, known in enumerate(READERS) if known.fallback), len(READERS))
+    READERS.insert(len(READERS) if reader.fallback else first_fallback, reader)
     return reader
 
 
@@ -81,6 +84,8 @@ register(Reader(DIABETES.name, "fhir", lambda path: _is_json(path) and twin_fhir
 register(Reader(DIABETES.name, "csv", lambda path: not _is_json(path) and twin_csv.is_twin_csv(path),
                 _diabetes(twin_csv.read_twin_csv)))
 register(Reader(HEART_DISEASE.name, "fhir", _is_json,
-                lambda path, record_prefix: heart_fhir.read_bundle_file(path, record_prefix=record_prefix)))
+                lambda path, record_prefix: heart_fhir.read_bundle_file(path, record_prefix=record_prefix),
+                fallback=True))
 register(Reader(HEART_DISEASE.name, "csv", lambda path: True,
-                lambda path, record_prefix: heart_csv.read_heart_disease_csv(path, record_prefix=record_prefix)))
+                lambda path, record_prefix: heart_csv.read_heart_disease_csv(path, record_prefix=record_prefix),
+                fallback=True))
