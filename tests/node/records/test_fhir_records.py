@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from node import admin
-from node.records.heart_fhir import LOCAL_SYSTEM, BundleError, import_bundle, import_bundle_file, read_bundle
-from node.records.heart_fhir_export import bundle_from_records, export_csv_as_bundle
 from node.records import RecordFileError
 from node.records.heart_csv import read_heart_disease_csv
+from node.records.heart_fhir import LOCAL_SYSTEM, BundleError, import_bundle, import_bundle_file, read_bundle
+from node.records.heart_fhir_export import bundle_from_records, export_csv_as_bundle
 from node.store import Store
 from node.vault import Vault
 
