@@ -17,10 +17,10 @@ from node.twins.uva_padova import (
     basal_rate_u_per_h,
     load_patient,
     patient_names,
-    rk4_stability,
     simulate,
     simulate_one_patient_solve_ivp,
 )
+from node.twins.stability import rk4_stability
 
 DAY_MIN = 24 * 60
 UNIT_SUFFIX = re.compile(r"_(mg|mgdl|g|u|min|kg|pmol_per_kg|pmol_per_l|pmol_per_kg_min|g_per_min|u_per_min|u_per_h|"

@@ -1,4 +1,4 @@
-"""FHIR R4 Bundle import (node/fhir_records.py): the round trip CSV -> Bundle -> store equals the CSV import, and
+"""FHIR R4 Bundle import (node/records/heart_fhir.py, heart_fhir_export.py): the round trip CSV -> Bundle -> store equals the CSV import, and
 every kind of bad input is refused with its entry, resource and field named, nothing written."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from node import admin
-from node.fhir_records import (
-    LOCAL_SYSTEM, BundleError, bundle_from_records, export_csv_as_bundle, import_bundle, import_bundle_file, read_bundle,
-)
-from node.importer import RecordFileError, read_heart_disease_csv
+from node.records import RecordFileError
+from node.records.heart_csv import read_heart_disease_csv
+from node.records.heart_fhir import LOCAL_SYSTEM, BundleError, import_bundle, import_bundle_file, read_bundle
+from node.records.heart_fhir_export import bundle_from_records, export_csv_as_bundle
 from node.store import Store
 from node.vault import Vault
 
-DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 
 
 def _node(home: Path):

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from node.importer import RecordFileError, import_heart_disease_csv
+from node.records import RecordFileError
+from node.records.heart_csv import import_heart_disease_csv
 from node.store import Store
 from node.vault import Vault, VaultError, create_key_file
 
-DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 
 
 @pytest.fixture

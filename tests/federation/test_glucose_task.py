@@ -14,6 +14,7 @@ from eth_account import Account
 
 from contracts import ledger as lg
 from federation import protocol
+from federation.ids import Pseudonym, StudyId, hex0x
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
 from federation.tasks.base import add_sums
@@ -48,14 +49,14 @@ class DiabetesHospital:
                          "37,1,3,130,250,0,0,187,0,3.5,3,0,3,0\n41,0,2,130,204,0,2,172,0,1.4,1,0,3,0\n")
         admin.import_records(self.settings, heart)
         self.store = Store(self.settings.resolved_database_url)
-        self.study = lg.new_study_id()
+        self.study = StudyId.new()
         chain.operator.propose_study(self.study, purpose="HRESCH", task_id=TASK, epsilon_budget=3.0, delta_exponent=5,
                                      rounds=3, ends_at=FAR)
         chain.hospital.accept_study(self.study)
         patients = self.store.patients()
-        self.keys = keys = {p.record_number: "0x" + secrets.token_hex(32) for p in patients}
+        self.keys = keys = {p.record_number: hex0x(secrets.token_bytes(32)) for p in patients}
         admin.enrol_patients(self.settings, chain.hospital, {n: Account.from_key(k).address for n, k in keys.items()})
-        self.pseudonyms = {p.record_number: bytes.fromhex(p.pseudonym[2:]) for p in patients}
+        self.pseudonyms = {p.record_number: Pseudonym.parse(p.pseudonym) for p in patients}
         self.refusing = twins[0].patient_id
         grants = [lg.sign_grant(keys[n], chain.deployment, pseudonym=self.pseudonyms[n], study_id=self.study,
                                 valid_from=0, valid_until=FAR, nonce=0, deadline=FAR)
@@ -68,7 +69,7 @@ class DiabetesHospital:
                            local_epochs=1, learning_rate=0.3, batch_size=64, max_grad_norm=0.5)
 
     def hex_of(self, numbers) -> set[str]:
-        return {"0x" + self.pseudonyms[n].hex() for n in numbers}
+        return {str(self.pseudonyms[n]) for n in numbers}
 
 
 @pytest.fixture
@@ -81,6 +82,7 @@ def fresh_state():
     return get_task(TASK).build_model().state_dict()
 
 
+@pytest.mark.slow  # a node on a chain with imported twins: 5 to 17 s each
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 def test_trains_on_consented_diabetes_patients_only(hospital, twins):
     outcome = hospital.node.train(hospital.config(1), fresh_state())
@@ -89,11 +91,12 @@ def test_trains_on_consented_diabetes_patients_only(hospital, twins):
     assert used == hospital.hex_of(r.patient_id for r in twins[1:4])  # not the refusing one, no heart patient
     assert outcome.num_examples == 3  # the unit of privacy is the patient, not the window
     assert 0 < outcome.epsilon_spent <= 3.0 and math.isfinite(outcome.mean_loss)
-    (spend,) = hospital.store.spends("0x" + hospital.study.hex())
+    (spend,) = hospital.store.spends(str(hospital.study))
     assert spend.sample_rate == 1.0  # a batch of 64 covers the 3 patients: each step samples patients
     assert set(outcome.state) == set(fresh_state())
 
 
+@pytest.mark.slow  # a node on a chain with imported twins: 5 to 17 s each
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 def test_evaluates_rmse_on_consented_test_patients_without_reading_training_patients(hospital, twins):
     outcome = hospital.node.evaluate(hospital.config(1), fresh_state())
@@ -106,9 +109,10 @@ def test_evaluates_rmse_on_consented_test_patients_without_reading_training_pati
     assert 5 < metrics["rmse_30min_mgdl"] < 60 and outcome.sums["windows"] > 200
 
 
+@pytest.mark.slow  # a node on a chain with imported twins: 5 to 17 s each
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 def test_a_study_whose_purpose_is_not_the_tasks_is_refused(chain, hospital):
-    other = lg.new_study_id()
+    other = StudyId.new()
     chain.operator.propose_study(other, purpose="TREAT", task_id=TASK, epsilon_budget=3.0, delta_exponent=5,
                                  rounds=2, ends_at=FAR)
     chain.hospital.accept_study(other)
@@ -118,6 +122,7 @@ def test_a_study_whose_purpose_is_not_the_tasks_is_refused(chain, hospital):
     assert hospital.store.usage() == []
 
 
+@pytest.mark.slow  # a node on a chain with imported twins: 5 to 17 s each
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 def test_no_consenting_test_patient_fails_closed(chain, hospital, twins):
     pseudonym = hospital.pseudonyms[twins[4].patient_id]  # the only test patient withdraws

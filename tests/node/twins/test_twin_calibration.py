@@ -47,6 +47,7 @@ def test_a_run_continued_in_pieces_equals_one_run_even_mid_meal():
     assert np.abs(joined - whole.plasma_glucose_mgdl).max() < 1e-9
 
 
+@pytest.mark.slow  # the calibrated hidden patient takes about 20 s
 def test_recovers_a_hidden_virtual_patient(hidden_patient):
     record, truth, _, prior, twin = hidden_patient
     errors = recovery_errors(twin, truth)
@@ -64,6 +65,7 @@ def test_recovers_a_hidden_virtual_patient(hidden_patient):
         assert row["posterior_sd_log"] < row["prior_sd_log"]  # the data narrowed every parameter
 
 
+@pytest.mark.slow  # the calibrated hidden patient takes about 20 s
 def test_forecasts_held_out_day(hidden_patient):
     record, _, true_cgm, _, twin = hidden_patient
     origins = list(range(2 * DAY_MIN, 3 * DAY_MIN - 60, 30))
@@ -81,6 +83,7 @@ def test_forecasts_held_out_day(hidden_patient):
     assert abs(result.map_mgdl[0] - true_cgm[2 * DAY_MIN + 600]) < 30
 
 
+@pytest.mark.slow  # the calibrated hidden patient takes about 20 s
 def test_bad_records_get_clear_errors(hidden_patient):
     record = hidden_patient[0]
     with pytest.raises(CalibrationError, match="at least"):

@@ -1,4 +1,5 @@
-"""Twins' data from FHIR R4 Bundles (fhir.resources.R4B): Patient, Observation, MedicationAdministration.
+"""Type 1 diabetes records (the twins' data) from FHIR R4 Bundles (fhir.resources.R4B): Patient, Observation,
+MedicationAdministration.
 
 What is read (anything else in the Bundle is ignored; entries with status entered-in-error, cancelled or
 not-done are skipped):
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from node.twins.csv_import import TwinFileError, records_from_events
+from node.records.twin_csv import TwinFileError, records_from_events
 from node.twins.records import DiabetesRecord, Event, check_range
 
 LOINC = "http://loinc.org"

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from federation.tasks.glucose_forecast import GlucoseForecastTask
-from node.importer import RecordFileError, import_file
+from node.records import RecordFileError, import_file
+from node.records.twin_csv import TwinFileError, read_twin_csv
+from node.records.twin_fhir import read_twin_bundle
 from node.store import Store
 from node.twins.cohort import hospital_cohorts, hospital_parameter_sets, simulate_patients, write_records
-from node.twins.csv_import import TwinFileError, read_twin_csv
-from node.twins.fhir_import import read_twin_bundle
 from node.twins.records import DiabetesRecord
 from node.vault import Vault, create_key_file
 

@@ -59,6 +59,7 @@ def test_kovatchev_risk_scale():
 # --- what-if ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the calibrated patient takes about 25 s
 def test_more_insulin_never_raises_glucose(patient):
     record, twin = patient
     basal = twin.therapy.basal_u_per_h
@@ -77,6 +78,7 @@ def test_more_insulin_never_raises_glucose(patient):
             assert outcome.low[name] - 1e-12 <= value <= outcome.high[name] + 1e-12
 
 
+@pytest.mark.slow  # the calibrated patient takes about 25 s
 def test_a_meal_without_bolus_raises_glucose_and_plans_are_checked(patient):
     record, twin = patient
     plans = [TreatmentPlan("current"), TreatmentPlan("snack", extra_meals=((120, 40.0),))]
@@ -166,6 +168,7 @@ def client(patient):
     return TestClient(app)
 
 
+@pytest.mark.slow  # the calibrated patient takes about 25 s
 def test_api_lists_and_shows_a_calibrated_twin(client):
     listed = client.get("/api/twins/patients").json()
     assert listed == {"diabetes": [PATIENT, "short"], "heart": ["cleveland-00001"]}
@@ -177,6 +180,7 @@ def test_api_lists_and_shows_a_calibrated_twin(client):
     assert short.status_code == 422 and "at least" in short.json()["detail"]
 
 
+@pytest.mark.slow  # the calibrated patient takes about 25 s
 def test_api_forecast_and_whatif(client):
     forecast = client.get(f"/api/twins/diabetes/{URL_ID}/forecast", params={"horizon_min": 60})
     assert forecast.status_code == 200
@@ -201,6 +205,7 @@ def test_api_forecast_and_whatif(client):
     assert client.post("/api/twins/diabetes/nobody/whatif", json=request).status_code == 404
 
 
+@pytest.mark.slow  # the calibrated patient takes about 25 s
 def test_api_heart_risk(client):
     response = client.get("/api/twins/heart/cleveland-00001/risk")
     assert response.status_code == 200
