@@ -125,12 +125,14 @@ class Node:
     def revoke(self, study_id: bytes, number: str, *, deadline: int | None = None) -> int:
         """The patient signs a revocation; the hospital relays it. Returns its block."""
         pseudonym = self.patients.pseudonym(number)
+        nonce = self.ledger.patient_nonce(pseudonym)
         revoke = lg.sign_revoke(
-            self.patients.keys[number], self.deployment, pseudonym=pseudonym, study_id=study_id,
-            nonce=self.ledger.patient_nonce(pseudonym), deadline=deadline or int(time.time()) + 3600,
+            self.patients.keys[number], self.deployment, pseudonym=pseudonym, study_id=study_id, nonce=nonce,
+            deadline=deadline or int(time.time()) + 3600,
         )
-        self.patients.nonces[number] = self.ledger.patient_nonce(pseudonym) + 1
-        return node_admin.relay_revoke(self.ledger, revoke)
+        block = node_admin.relay_revoke(self.ledger, revoke)
+        self.patients.nonces[number] = nonce + 1
+        return block
 
 
 @dataclass
@@ -176,24 +178,28 @@ class Consortium:
     def add_node(self, name: str, home: Path, *, records: Iterable[Path | tuple[Path, str]] = (),
                  allow_non_private_studies: bool = False) -> Node:
         """A hospital node: its home initialised, its account funded and registered, its records imported
-        (a path, or (path, cohort))."""
-        if self.rpc_url is None or self.deployment_file is None:
-            raise ValueError("a node needs a chain it can reach (rpc_url) and a deployment file")
-        settings = node_admin.init_node(home, hospital=name, rpc_url=self.rpc_url, deployment_file=self.deployment_file)
+        (a path, or (path, cohort)). On the in-process chain, which no other process can reach, the home
+        names no chain and the node's ledger is an account of this process (give it to `HospitalNode`)."""
+        in_process = self.rpc_url is None
+        rpc_url, deployment_file = ("in-process", None) if in_process else (self.rpc_url, self.deployment_file)
+        settings = node_admin.init_node(home, hospital=name, rpc_url=rpc_url, deployment_file=deployment_file)
         if allow_non_private_studies:
-            settings = NodeSettings(home=settings.home, hospital=name, rpc_url=self.rpc_url,
-                                    deployment_file=self.deployment_file, allow_non_private_studies=True)
+            settings = NodeSettings(home=settings.home, hospital=name, rpc_url=rpc_url,
+                                    deployment_file=deployment_file, allow_non_private_studies=True)
             settings.save()
-        account = node_admin.hospital_address(settings)
-        lg.fund_from_dev_account(self.w3, account, ether=self.ether)
-        self.operator.register_hospital(account, secrets.token_bytes(32))
+        if in_process:
+            ledger = self.add_hospital()
+        else:
+            account = node_admin.hospital_address(settings)
+            lg.fund_from_dev_account(self.w3, account, ether=self.ether)
+            self.operator.register_hospital(account, secrets.token_bytes(32))
+            ledger = lg.Ledger.from_settings(settings, key_file=settings.hospital_key_file)
         imports = []
         for item in records:
             path, cohort = item if isinstance(item, tuple) else (item, None)
             imports.append(node_admin.import_records(settings, path, cohort=cohort))
-        ledger = lg.Ledger.from_settings(settings, key_file=settings.hospital_key_file)
-        node = Node(name, settings, ledger, self.deployment, Patients(pseudonyms=node_admin.pseudonyms_by_record(settings)),
-                    imports)
+        patients = Patients(pseudonyms=node_admin.pseudonyms_by_record(settings))
+        node = Node(name, settings, ledger, self.deployment, patients, imports)
         self.nodes[name] = node
         return node
 
