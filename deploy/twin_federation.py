@@ -7,7 +7,7 @@ What runs: anvil with the contracts; three hospital nodes (`node/`), each with i
 (`node/twins/cohort.py`: disjoint parameter sets, several lives each, `days` days with meals, pump and
 CGM noise), written as twins' CSV files and imported by the node's importer; every patient enrolled and
 consenting on chain to one study of task glucose-forecast/v1; the coordinator's `StudyRun` drives the
-nodes' ClientApp over the in-process transport of the training benchmark (`deploy.bench_training.InProcessGrid`:
+nodes' ClientApp over the in-process transport of the training benchmark (`benchmarks.grid.InProcessGrid`:
 Flower messages serialised both ways), so the consent gate, the privacy budget (patient-level DP-SGD,
 see federation/tasks/glucose_forecast.py), the usage log and the round anchors are all the real ones.
 
@@ -20,20 +20,16 @@ carried forward) is computed on the same windows.
 from __future__ import annotations
 
 import logging
-import secrets
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from eth_account import Account
 
 from contracts import ledger as lg
 from coordinator.study_run import RunOptions, StudyRun
-from deploy import processes
-from node import admin as node_admin
-from node.store import Store
+from deploy.consortium import Consortium, chain_url
 from node.twins.cohort import DAY_MIN, hospital_cohorts, write_records
 
 log = logging.getLogger("twinledger.bench")
@@ -57,12 +53,6 @@ class ForecasterSettings:
     seed: int = 1
 
 
-def _funded_key(w3, path: Path) -> str:
-    key = lg.write_key(path)
-    lg.fund_from_dev_account(w3, Account.from_key(key).address)
-    return key
-
-
 def run_federated_forecaster(settings: ForecasterSettings | None = None, *, rpc_url: str | None = None,
                              workdir: Path | None = None, model_out: Path | None = None) -> dict:
     """One study of the forecaster, end to end; returns the figures (see the module docstring). With
@@ -72,29 +62,16 @@ def run_federated_forecaster(settings: ForecasterSettings | None = None, *, rpc_
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="twinledger-forecaster-") as scratch:
         work = Path(workdir or scratch)
-        anvil = None
-        if rpc_url is None:
-            anvil, rpc_url = processes.start_anvil(port=processes.free_port(), log_path=work / "anvil.log")
-        try:
-            return _run(settings, work, rpc_url, started, model_out)
-        finally:
-            if anvil is not None:
-                anvil.stop()
+        with chain_url(rpc_url, log_path=work / "anvil.log") as url:
+            return _run(settings, work, url, started, model_out)
 
 
 def _run(settings: ForecasterSettings, work: Path, rpc_url: str, started: float, model_out: Path | None) -> dict:
-    w3 = lg.connect(rpc_url)
-    operator_key = _funded_key(w3, work / "operator.key")
-    deployment = lg.deploy(w3, operator_key)
-    deployment_file = work / "deployment.json"
-    deployment.save(deployment_file)
-    operator = lg.Ledger(w3, deployment, account_key=operator_key)
-    coordinator = lg.Ledger(w3, deployment, account_key=_funded_key(w3, work / "coordinator.key"))
-    operator.grant_coordinator(coordinator.address)
-    study_id = lg.new_study_id()
-    far = int(time.time()) + 30 * 24 * 3600
-    operator.propose_study(study_id, purpose="HRESCH", task_id=TASK_ID, epsilon_budget=settings.epsilon,
-                           delta_exponent=settings.delta_exponent, rounds=settings.rounds, ends_at=far)
+    consortium = Consortium.deploy(lg.connect(rpc_url), rpc_url=rpc_url, deployment_file=work / "deployment.json",
+                                   operator_key_file=work / "operator.key")
+    coordinator = consortium.add_coordinator(key_file=work / "coordinator.key")
+    study_id = consortium.propose_study(task_id=TASK_ID, epsilon_budget=settings.epsilon,
+                                        delta_exponent=settings.delta_exponent, rounds=settings.rounds)
 
     sim_started = time.monotonic()
     cohorts = hospital_cohorts(list(settings.hospitals), days=settings.days, seed=settings.seed,
@@ -103,28 +80,20 @@ def _run(settings: ForecasterSettings, work: Path, rpc_url: str, started: float,
     train_days = settings.days - settings.held_out_days
     homes, counts = {}, {}
     for name, records in cohorts.items():
-        settings_ = node_admin.init_node(work / "nodes" / name, hospital=name, rpc_url=rpc_url,
-                                         deployment_file=deployment_file)
-        account = node_admin.hospital_address(settings_)
-        lg.fund_from_dev_account(w3, account)
-        operator.register_hospital(account, secrets.token_bytes(32))
         held_out = settings.held_out_sets * settings.lives_per_parameter_set  # records come grouped by parameter set
         test = [r.window(train_days * DAY_MIN, settings.days * DAY_MIN) for r in records[:held_out]]
         train = [r.window(0, train_days * DAY_MIN) for r in records[held_out:]]
-        node_admin.import_records(settings_, write_records(train, work / f"{name}-train.csv"), cohort="train")
-        node_admin.import_records(settings_, write_records(test, work / f"{name}-test.csv"), cohort="test")
-        ledger = node_admin.open_ledger(settings_)
-        ledger.accept_study(study_id)
-        keys = {p.record_number: "0x" + secrets.token_hex(32) for p in Store(settings_.resolved_database_url).patients()}
-        node_admin.enrol_patients(settings_, ledger, {n: Account.from_key(k).address for n, k in keys.items()})
-        pseudonyms = node_admin.pseudonyms_by_record(settings_)
-        grants = [lg.sign_grant(key, deployment, pseudonym=bytes.fromhex(pseudonyms[n][2:]), study_id=study_id,
-                                valid_from=0, valid_until=far, nonce=0, deadline=far) for n, key in keys.items()]
-        node_admin.relay_grants(ledger, grants)
-        homes[name], counts[name] = settings_.home, {"train": len(train), "test": len(test)}
+        node = consortium.add_node(name, work / "nodes" / name, records=[
+            (write_records(train, work / f"{name}-train.csv"), "train"),
+            (write_records(test, work / f"{name}-test.csv"), "test"),
+        ])
+        node.accept(study_id)
+        node.enrol()
+        node.consent(study_id)
+        homes[name], counts[name] = node.settings.home, {"train": len(train), "test": len(test)}
     set_up_s = time.monotonic() - started
 
-    from deploy.bench_training import InProcessGrid  # the training benchmark's in-process Flower transport
+    from benchmarks.grid import InProcessGrid  # the benchmarks' in-process Flower transport
 
     options = RunOptions(
         study_id=study_id, num_rounds=settings.rounds, local_epochs=settings.local_epochs,

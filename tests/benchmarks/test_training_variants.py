@@ -20,9 +20,7 @@ from tests.test_node_rounds import FAR, Hospital, fresh_state
 
 def _non_private_study(chain, hospital: Hospital) -> bytes:
     """A study recorded with epsilon budget NON_PRIVATE_EPSILON, accepted, every patient consenting."""
-    study_id = lg.new_study_id()
-    chain.operator.propose_study(study_id, purpose="HRESCH", task_id="heart-disease/v1",
-                                 epsilon_budget=protocol.NON_PRIVATE_EPSILON, delta_exponent=5, rounds=2, ends_at=FAR)
+    study_id = chain.consortium.propose_study(epsilon_budget=protocol.NON_PRIVATE_EPSILON, rounds=2, ends_at=FAR)
     chain.hospital.accept_study(study_id)
     grants = [
         lg.sign_grant(hospital.keys[n], chain.deployment, pseudonym=hospital.pseudonyms[n], study_id=study_id,
@@ -79,9 +77,11 @@ def test_an_unknown_strategy_is_rejected():
         make_strategy(RunOptions(study_id=b"\x01" * 32, num_rounds=1, strategy="fedsgd"))
 
 
+@pytest.mark.slow
 def test_training_benchmark_smoke():
     """Every variant once, 2 rounds, one epsilon, on anvil through StudyRun and the ClientApp."""
-    from deploy.bench_training import TrainingSettings, bench_training
+    from benchmarks.flamby import TrainingSettings
+    from benchmarks.training import bench_training
 
     settings = TrainingSettings(local_epochs=1, dp_local_epochs=1)
     result = bench_training(seeds=1, epsilons=(3.0,), rounds=2, settings=settings, write_docs=False)
@@ -100,7 +100,7 @@ def test_training_benchmark_smoke():
 
 
 def test_the_split_holds_flambys_published_patient_counts():
-    from deploy.bench_training import load_hospital_data
+    from benchmarks.flamby import load_hospital_data
 
     data = load_hospital_data()
     counts = {name: (len(d.train_y), len(d.test_y)) for name, d in data.items()}
@@ -123,7 +123,7 @@ def test_standardiser_uses_the_sample_standard_deviation_like_flamby():
 def test_pooled_sets_use_the_pooled_training_statistics():
     import numpy as np
 
-    from deploy.bench_training import load_hospital_data, pooled_set
+    from benchmarks.flamby import load_hospital_data, pooled_set
 
     data = load_hospital_data()
     train_x, train_y = pooled_set(data, "train")
@@ -136,11 +136,12 @@ def test_pooled_sets_use_the_pooled_training_statistics():
     assert not np.allclose(own, train_x)
 
 
+@pytest.mark.slow
 def test_the_harness_reproduces_flambys_pooled_figures():
     """FLamby's own pooled recipe, FLamby's evaluation: within 0.02 of the published 0.735 / 0.795 (5 seeds)."""
     import statistics
 
-    from deploy.bench_training import evaluate_model, load_hospital_data, pooled_set, train_flamby_recipe
+    from benchmarks.flamby import evaluate_model, load_hospital_data, pooled_set, train_flamby_recipe
 
     data = load_hospital_data()
     x, y = pooled_set(data, "train")
@@ -151,8 +152,8 @@ def test_the_harness_reproduces_flambys_pooled_figures():
 
 def test_overhead_benchmark_parts():
     """The DP step timing and the docs section writer (the full benchmark needs a real deployment)."""
-    from deploy.bench_overhead import dp_step_times
-    from deploy.bench_training import load_hospital_data
+    from benchmarks.overhead import dp_step_times
+    from benchmarks.flamby import load_hospital_data
 
     d = load_hospital_data()["cleveland"]
     times = dp_step_times(d.train_x, d.train_y, steps=20, repeats=1)
@@ -160,6 +161,6 @@ def test_overhead_benchmark_parts():
 
 
 def test_overhead_is_registered():
-    from deploy.bench import BENCHMARKS
+    from benchmarks import BENCHMARKS
 
     assert {"ledger", "training", "overhead"} <= set(BENCHMARKS)

@@ -11,7 +11,7 @@ import pytest
 from deploy.demo import DemoOptions, run_demo
 from federation import protocol
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")

@@ -121,8 +121,9 @@ def _gate_for(node, task):
 def consent_epoch(repeats: int = 5, *, rpc_url: str | None = None) -> dict:
     """The gate as a round runs it (`check_study`, then `admit`, then the features) plus one epoch, against the
     same epoch on the admitted patients' features already in memory."""
-    from deploy import processes
-    from deploy.bench_training import Federation, TrainingSettings
+    from benchmarks.flamby import TrainingSettings
+    from benchmarks.training import heart_disease_consortium, new_study
+    from deploy.consortium import chain_url
     from federation.tasks.heart_disease import HeartDiseaseTask, standardiser
     from node.service import HospitalNode
     from node.trainer import train_private
@@ -131,68 +132,61 @@ def consent_epoch(repeats: int = 5, *, rpc_url: str | None = None) -> dict:
     task = HeartDiseaseTask()
     s = TrainingSettings()
     totals = {"gated": [], "in_memory": [], "check_study": [], "consent_read": [], "decrypt_and_features": []}
-    with tempfile.TemporaryDirectory(prefix="twinledger-overhead-") as scratch:
-        workdir = Path(scratch)
-        anvil = None
-        if rpc_url is None:
-            anvil, rpc_url = processes.start_anvil(port=processes.free_port(), log_path=workdir / "anvil.log")
-        try:
-            fed = Federation.set_up(workdir, rpc_url)
-            study = fed.new_study(epsilon=3.0, rounds=5)
-            block = fed.coordinator.block_number()
-            gates = {name: _gate_for(HospitalNode(settings), task) for name, settings in fed.nodes.items()}
-            cohort = sum(len(keys) for keys in fed.patient_keys.values())
+    with tempfile.TemporaryDirectory(prefix="twinledger-overhead-") as scratch, \
+            chain_url(rpc_url, log_path=Path(scratch) / "anvil.log") as url:
+        consortium = heart_disease_consortium(Path(scratch), url)
+        study = new_study(consortium, epsilon=3.0, rounds=5)
+        block = consortium.coordinator.block_number()
+        gates = {name: _gate_for(HospitalNode(node.settings), task) for name, node in consortium.nodes.items()}
+        cohort = sum(len(node.patients.keys) for node in consortium.nodes.values())
 
-            def prepare(gate):
-                admitted = gate.admit(study, block, cohort="train", fields=task.fields)
-                features, labels = task.examples(admitted.records)
-                mean, std = standardiser(features)
-                return ((features - mean) / std).astype(np.float32), labels
+        def prepare(gate):
+            admitted = gate.admit(study, block, cohort="train", fields=task.fields)
+            features, labels = task.examples(admitted.records)
+            mean, std = standardiser(features)
+            return ((features - mean) / std).astype(np.float32), labels
 
-            def epoch(features, labels, seed):
-                train_private(task.build_model(), task.loss, features, labels, epochs=1,
-                              learning_rate=s.dp_learning_rate, batch_size=s.dp_batch_size,
-                              max_grad_norm=s.dp_max_grad_norm, noise_multiplier=1.0, seed=seed)
+        def epoch(features, labels, seed):
+            train_private(task.build_model(), task.loss, features, labels, epochs=1,
+                          learning_rate=s.dp_learning_rate, batch_size=s.dp_batch_size,
+                          max_grad_norm=s.dp_max_grad_norm, noise_multiplier=1.0, seed=seed)
 
-            memory = {name: prepare(gate) for name, gate in gates.items()}  # what the gate admits, once
-            admitted_train = sum(len(v[1]) for v in memory.values())
-            for name, gate in gates.items():  # warm-up: Opacus, the chain connection
+        memory = {name: prepare(gate) for name, gate in gates.items()}  # what the gate admits, once
+        admitted_train = sum(len(v[1]) for v in memory.values())
+        for name, gate in gates.items():  # warm-up: Opacus, the chain connection
+            gate.check_study(study, block)
+            epoch(*memory[name], 0)
+        read_times: list[float] = []
+        for gate in gates.values():  # time the consent read inside the gate's own call
+            def timed(*args, _consents=gate.ledger.consents, **kwargs):
+                t0 = time.perf_counter()
+                try:
+                    return _consents(*args, **kwargs)
+                finally:
+                    read_times.append(time.perf_counter() - t0)
+
+            gate.ledger.consents = timed
+        for r in range(repeats):
+            parts = dict.fromkeys(totals, 0.0)
+            read_times.clear()
+            for name, gate in gates.items():
+                t0 = time.perf_counter()
+                epoch(*memory[name], r)
+                parts["in_memory"] += time.perf_counter() - t0
+
+                t0 = time.perf_counter()
                 gate.check_study(study, block)
-                epoch(*memory[name], 0)
-            read_times: list[float] = []
-            for gate in gates.values():  # time the consent read inside the gate's own call
-                def timed(*args, _consents=gate.ledger.consents, **kwargs):
-                    t0 = time.perf_counter()
-                    try:
-                        return _consents(*args, **kwargs)
-                    finally:
-                        read_times.append(time.perf_counter() - t0)
-
-                gate.ledger.consents = timed
-            for r in range(repeats):
-                parts = dict.fromkeys(totals, 0.0)
-                read_times.clear()
-                for name, gate in gates.items():
-                    t0 = time.perf_counter()
-                    epoch(*memory[name], r)
-                    parts["in_memory"] += time.perf_counter() - t0
-
-                    t0 = time.perf_counter()
-                    gate.check_study(study, block)
-                    checked = time.perf_counter()
-                    features, labels = prepare(gate)
-                    prepared = time.perf_counter()
-                    epoch(features, labels, r)
-                    parts["gated"] += time.perf_counter() - t0
-                    parts["check_study"] += checked - t0
-                    parts["decrypt_and_features"] += prepared - checked
-                parts["consent_read"] = sum(read_times)
-                parts["decrypt_and_features"] -= parts["consent_read"]  # admit's work besides the chain read
-                for key, value in parts.items():
-                    totals[key].append(value)
-        finally:
-            if anvil is not None:
-                anvil.stop()
+                checked = time.perf_counter()
+                features, labels = prepare(gate)
+                prepared = time.perf_counter()
+                epoch(features, labels, r)
+                parts["gated"] += time.perf_counter() - t0
+                parts["check_study"] += checked - t0
+                parts["decrypt_and_features"] += prepared - checked
+            parts["consent_read"] = sum(read_times)
+            parts["decrypt_and_features"] -= parts["consent_read"]  # admit's work besides the chain read
+            for key, value in parts.items():
+                totals[key].append(value)
     med = {k: statistics.median(v) for k, v in totals.items()}
     return {"cohort": cohort, "admitted_train": admitted_train, **{f"{k}_s": v for k, v in med.items()},
             "ratio": med["gated"] / med["in_memory"],
@@ -264,7 +258,7 @@ def process_costs() -> dict:
 def bench_overhead(*, repeats: int = 5, rounds: int = 2, compare_stock: bool = True, write_docs: bool = True) -> dict:
     """All three ratios in one run (see the module docstring); `compare_stock`: also run the deployment with
     Flower's stock SuperNodes, side by side."""
-    from deploy.bench_training import load_hospital_data
+    from benchmarks.flamby import load_hospital_data
 
     started = time.monotonic()
     data = load_hospital_data()
@@ -335,121 +329,7 @@ def bench_overhead(*, repeats: int = 5, rounds: int = 2, compare_stock: bool = T
         "load_average_1min_at_end": round(os.getloadavg()[0], 1),
     }
     if write_docs:
+        from benchmarks.overhead_page import write_overhead_section
+
         write_overhead_section(result)
     return result
-
-
-def _rounds_text(r: dict, prefix: str) -> str:
-    return ", ".join(
-        f"round {i + 1}: {t:.1f} s training phase ({s:.1f} s with evaluation and anchoring), slowest node {m:.2f} s"
-        for i, (t, s, m) in enumerate(zip(r[f"{prefix}training_seconds"], r[f"{prefix}seconds"],
-                                          r[f"{prefix}max_train_seconds"])))
-
-
-# Figures of the last run before the cuts (November 2026, same machine, docs/benchmarks.md at that time).
-BEFORE = {"dp_step_ratio": 5.14, "consent_epoch_ratio_without_check_study": 1.93, "round_overhead_ratio": 2.91,
-          "round_training_seconds": (15.6, 16.6), "round_seconds": (28.4, 28.9), "round_max_train_seconds": 5.5}
-
-
-def write_overhead_section(result: dict, path: Path | None = None) -> Path:
-    """Replace (or append) the `## Overhead` section of docs/benchmarks.md; the training section is kept."""
-    from deploy.bench_training import DOCS_PAGE
-
-    path = path or DOCS_PAGE
-    r = result
-    b = BEFORE
-    stock = "stock_round_ratio" in r
-    modes = r["dp_step_ratio_by_mode"]
-    lines = [
-        "## Overhead: privacy, consent and the deployment engine (`twinledger bench overhead --json`)",
-        "",
-        f"Generated by `deploy/bench_overhead.py` in {r['wall_seconds']:.0f} s on this machine (2 cores, shared with "
-        "other work while measured"
-        + (f", load average {r['load_average_1min_at_end']:g} at the end" if "load_average_1min_at_end" in r else "")
-        + ": absolute times are noisy, each comparison is side by side in the same run).",
-        "",
-        "| ratio | before (Nov 2026) | now | goal | what is compared |",
-        "|---|---|---|---|---|",
-        f"| `dp_step_ratio` | {b['dp_step_ratio']:.2f} | {r['dp_step_ratio']:.2f} (batch 8: "
-        f"{r['dp_step_ratio_batch8']:.2f}) | ≤ 2 | one DP-SGD step (Opacus per-example gradients, clipping, noise) / "
-        f"one plain SGD step; same logistic regression, same batch (Cleveland's {r['dp_batch']} training patients, "
-        f"the node's full-batch DP setting): {r['dp_step_s'] * 1e6:.0f} µs vs {r['plain_step_s'] * 1e6:.0f} µs |",
-        f"| `consent_epoch_ratio` | {b['consent_epoch_ratio_without_check_study']:.2f} without the study check | "
-        f"{r['consent_epoch_ratio']:.2f} ({r['consent_epoch_ratio_without_check_study']:.2f} without the study "
-        f"check) | ≤ 1.05 | one epoch behind the whole consent gate / the same epoch on data in memory, four "
-        f"hospitals ({r['consent_cohort']} patients enrolled and consenting, {r['consent_admitted_train']} training "
-        f"patients admitted), on anvil: {r['consent_gated_epoch_s'] * 1e3:.0f} ms vs "
-        f"{r['consent_in_memory_epoch_s'] * 1e3:.0f} ms |",
-        f"| `round_overhead_ratio` | {b['round_overhead_ratio']:.2f} (round: {b['round_seconds'][0]:.0f} s, "
-        f"training phase {b['round_training_seconds'][0]:.0f} s, slowest node {b['round_max_train_seconds']:.1f} s) | "
-        f"{r['round_overhead_ratio']:.2f} (round: {r['round_mean_seconds']:.1f} s, training phase "
-        f"{r['round_mean_training_seconds']:.1f} s, slowest node {statistics.fmean(r['round_max_train_seconds']):.2f} s)"
-        + (f"; stock Flower SuperNodes, same run: {r['stock_round_ratio']:.2f} (round {r['stock_round_mean_seconds']:.1f} s, "
-           f"training phase {r['stock_round_mean_training_seconds']:.1f} s, slowest node "
-           f"{statistics.fmean(r['stock_round_max_train_seconds']):.2f} s)" if stock else "")
-        + " | report, cut | a real deployment round's training phase (coordinator: pin block, send, wait, aggregate) / "
-        "the slowest node's own `train-seconds` |",
-        "",
-        "**DP-SGD step.** The model has 14 parameters, so a plain step costs a fraction of a millisecond and the DP step's "
-        "cost is Opacus's fixed per-step work (hooks that keep per-example gradients, per-example norms, clipping, "
-        "noise), not arithmetic: the ratio is the same at batch 8 and at the full batch. Opacus's per-example "
-        f"gradient modes, same batch, same run: hooks {modes['hooks']:.2f} (what the node runs), expanded weights "
-        f"(`ew`) {modes['ew']:.2f}, functorch {modes['functorch']:.2f}; ghost clipping measured once at 7.3 "
-        "(it needs the loss wrapped by Opacus). `ew` is about a tenth faster per step but fails on an empty batch "
-        "(`Batch size must be positive`), which Poisson sampling draws whenever a node's batch is smaller than "
-        "its data set, so the node keeps `hooks`. The goal of 2 is not met: no Opacus mode comes near it for this "
-        f"model. In absolute terms a DP step takes {r['dp_step_s'] * 1e3:.2f} ms and a node's whole DP round (3 "
-        "full-batch steps, `make_private` included) a few milliseconds; where a node's training time went is below. "
-        "Found on the way: an empty Poisson batch used to crash `train_private` (Opacus raised on the missing "
-        "per-example gradients); it is now a noise-only step, counted by the accountant as before.",
-        "",
-        f"**Consent-gated epoch.** Summed over the four hospitals (median of repeats): the study's terms and status at "
-        f"the pinned block {r['consent_check_study_s'] * 1e3:.0f} ms (five chain reads per hospital: latest block, two "
-        f"timestamps, `study`, `isStudyLiveFor`), the batched consent read {r['consent_read_s'] * 1e3:.0f} ms (one "
-        f"`eth_call` per hospital), decrypting the admitted records and building the features "
-        f"{r['consent_decrypt_and_features_s'] * 1e3:.0f} ms, the epoch itself {r['consent_in_memory_epoch_s'] * 1e3:.0f} ms; "
-        f"largest part: {r['consent_dominant_part']}. The ratio now counts the study check (before, it was left out). "
-        "An epoch here is one full-batch DP-SGD step on at most 200 patients, about as long as a few chain "
-        "round trips, so the goal of 1.05 cannot be met for this task: it would be for any epoch of a second or "
-        "more (the gate's cost is per round and grows with the patients, not with the model). Waste found in "
-        "the chain client (contracts/ledger.py, proposed, not in these figures): web3 asks `eth_chainId` before "
-        "and after every `eth_call` (cacheable), and encoding the consent call's 200 pseudonyms through web3's "
-        "contract layer takes about 8 ms where `eth_abi` takes 0.1 ms.",
-        "",
-        f"**Deployment round.** Two rounds of the demo federation (`deploy.demo.run_demo`: anvil, SuperLink, four "
-        f"SuperNodes, `flwr run`) with the warm SuperNodes: {_rounds_text(r, 'round_')}"
-        + (f"; with Flower's stock SuperNodes in the same run: {_rounds_text(r, 'stock_round_')}" if stock else "")
-        + ". Each node reports `train-seconds` (a timer around `HospitalNode.train` in `node/client_app.py`); the "
-        "coordinator records them in report.json (`rounds[i].train_seconds`).",
-        "",
-        "What a round spent outside training, and what was cut:",
-        "",
-        f"- *a fresh process per message.* Flower's SuperNode starts `flwr-clientapp` for every train and evaluate "
-        f"message; importing what the ClientApp imports takes {r['process_clientapp_imports_s']:.1f} s alone "
-        f"(torch, web3, flwr), {r['process_train_imports_s']:.1f} s with Opacus, and the first torch optimizer of a "
-        f"process imports `torch._dynamo` ({r['process_torch_dynamo_s'] - r['process_torch_s']:.1f} s more than torch "
-        "alone). The last two happened inside `HospitalNode.train`, so most of a node's `train-seconds` was imports, "
-        "not training. **Cut:** `deploy/supernode.py` runs Flower's SuperNode with `--isolation process` and, in "
-        "place of `flower-superexec`, forks each ClientApp process from a server that imported all of that once "
-        "(`multiprocessing` forkserver, imports only: no torch operation runs before the fork). Each message still "
-        "gets its own process and talks to the SuperNode over Flower's Runtime API (`run_clientapp`).",
-        "- *polling.* With no message waiting, flwr 1.41's SuperNode sleeps 3 s before asking again "
-        "(`start_client_internal`, not configurable), and `flower-superexec` asks for tasks every 1 s. **Cut:** "
-        "the launcher polls every 0.5 s and 0.1 s. The ServerApp's `Grid.send_and_receive` asks for replies every "
-        "3 s: a coordinator change (coordinator/study_run.py, `push_messages` then `pull_messages` every 0.25 s) "
-        "is proposed, not in these figures.",
-        "- *chain calls:* the coordinator pins the block (one call) and anchors after evaluation (one transaction); "
-        "each node's gate takes tens of milliseconds (above).",
-        "",
-        "The ratio's denominator shrank with the imports: with warm processes a node's `train-seconds` is its own "
-        "work (gate, budget, DP-SGD, usage record), so the ratio rises while the round gets shorter; the seconds "
-        "are the figure to compare. What remains outside training is Flower's message path (store, pull, fork, "
-        "push, pull) and the polls, on a machine whose two cores the four nodes, the SuperLink and anvil share.",
-        "",
-    ]
-    section = "\n".join(lines)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    marker = text.find("\n## Overhead")
-    text = (text[:marker] if marker >= 0 else text).rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-    return path

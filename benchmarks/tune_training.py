@@ -1,9 +1,9 @@
 """Hyperparameter tuning for the training benchmark on a validation split carved from the training data.
 
-    .venv/bin/python -m deploy.tune_training [pooled] [local] [fedavg] [dp]
+    .venv/bin/python -m benchmarks.tune_training [pooled] [local] [fedavg] [dp]
 
 Each hospital's FLamby training set is split again, 75/25 stratified (random_state=7), into a tuning-train and
-a validation part. The validation metrics are the benchmark's own (`deploy.bench_training.evaluate_model`),
+a validation part. The validation metrics are the benchmark's own (`benchmarks.flamby.evaluate_model`),
 with the tuning-train part in the role of the training data: each hospital's validation part standardised
 with its own tuning-train statistics, and the pooled validation set with the pooled tuning-train statistics
 (FLamby's convention). The test sets are never read.
@@ -16,7 +16,7 @@ server learning rates on the three best FedAvg DP-SGD client settings (24 as wel
 The federated variants are simulated in this process with the node's own functions (`node.trainer.train_private`,
 `steps_per_epoch` and the noise multiplier planned by the node's `PrivacyBudget`) and the
 coordinator's aggregation (`coordinator.study_run.make_strategy`); plain SGD is `train_plain`'s algorithm
-without its DataLoader (`deploy.bench_training.plain_sgd`, as the benchmark's baselines). No chain: that keeps
+without its DataLoader (`benchmarks.flamby.plain_sgd`, as the benchmark's baselines). No chain: that keeps
 the grids to minutes (about 20 minutes a variant on two busy cores).
 The benchmark itself then runs the chosen settings through the real coordinator and ClientApp.
 """
@@ -35,8 +35,8 @@ import warnings
 import numpy as np
 import torch
 
-from deploy.bench_training import (HospitalData, evaluate_model, hospital_data, load_hospital_data, plain_sgd,
-                                   pooled_set)
+from benchmarks.flamby import (HospitalData, evaluate_model, hospital_data, load_hospital_data, plain_sgd,
+                               pooled_set)
 from federation.tasks.heart_disease import HeartDiseaseTask
 
 TASK = HeartDiseaseTask()
