@@ -11,7 +11,7 @@ import torch
 
 from deploy.demo import DATA_DIR, HOSPITALS
 from federation.tasks.heart_disease import HeartDiseaseTask, flamby_split, standardiser
-from node.importer import read_heart_disease_csv
+from node.records.heart_csv import read_heart_disease_csv
 
 
 # FLamby's published figures (du Terrail et al., NeurIPS 2022 Datasets and Benchmarks; logistic regression,
@@ -89,7 +89,7 @@ def hospital_data(raw_train_x: np.ndarray, train_y: np.ndarray, raw_test_x: np.n
 
 
 def load_hospital_data() -> dict[str, HospitalData]:
-    """FLamby's split (as node.importer does it) and each hospital's own standardisation (as the node does)."""
+    """FLamby's split (as node.records.heart_csv does it) and each hospital's own standardisation (as the node does)."""
     task = HeartDiseaseTask()
     data = {}
     for name, filename in HOSPITALS.items():

@@ -88,7 +88,7 @@ class Node:
     ledger: lg.Ledger
     deployment: lg.Deployment
     patients: Patients
-    imports: list = field(default_factory=list)  # node.importer.ImportReport of each file imported
+    imports: list = field(default_factory=list)  # node.records.ImportReport of each file imported
 
     def enrol(self, numbers: Iterable[str] | None = None) -> list[str]:
         """Give each patient (record number; default: every imported patient) a wallet key and bind their

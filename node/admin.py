@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from contracts.ledger import Ledger, SignedGrant, SignedRevoke, load_key, write_key
 from federation.ids import Pseudonym
-from node.importer import ImportReport, import_file
+from node.records import ImportReport, import_file
 from node.settings import NodeSettings
 from node.store import Patient, Store
 from node.vault import Vault, create_key_file
@@ -48,7 +48,7 @@ def open_ledger(settings: NodeSettings) -> Ledger:
 
 def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | None = None,
                    cohort: str | None = None) -> ImportReport:
-    """Heart-disease CSV or Bundle, or twins' (type 1 diabetes) CSV or Bundle: node/importer.py import_file."""
+    """Heart-disease CSV or Bundle, or twins' (type 1 diabetes) CSV or Bundle: node.records.import_file."""
     store = Store(settings.resolved_database_url)
     vault = Vault.open(settings.data_key_file)
     return import_file(store, vault, Path(path), record_prefix=record_prefix or settings.hospital.upper()[:3],

@@ -15,7 +15,7 @@ from federation import protocol
 from node.consent_gate import Refusal
 from node.service import HospitalNode
 from node.settings import NodeSettings
-from tests.test_node_rounds import FAR, Hospital, fresh_state
+from tests.node.hospital import FAR, Hospital, fresh_state
 
 
 def _non_private_study(chain, hospital: Hospital) -> bytes:
