@@ -21,7 +21,7 @@
   of day 4 from what is known at each origin. `param_recovery_error` is the median relative error of the
   fitted parameters (Vmx, kp3, kabs, Gb) over patients and parameters; `rmse_30min_mgdl` and
   `rmse_60min_mgdl` are against the CGM readings (noise included, as published figures are).
-- **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (deploy/twin_federation.py, one
+- **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (benchmarks/twin_federation.py, one
   study end to end on anvil) when it is there; null, with the reason, when it is not or fails.
 """
 
@@ -59,7 +59,7 @@ def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
         try:
             from federation.tasks.glucose_forecast import federated_forecaster_rmse_30min_mgdl
         except ImportError:
-            from deploy.twin_federation import federated_forecaster_rmse_30min_mgdl
+            from benchmarks.twin_federation import federated_forecaster_rmse_30min_mgdl
     except ImportError:
         return None, "no federated glucose forecaster in this tree"
     try:

@@ -190,7 +190,7 @@ def test_forecasts_for_the_twins():
 
 def test_federated_forecaster_smoke():
     """The benchmark's path, small: two hospitals on anvil, StudyRun driving the ClientApp, every round anchored."""
-    from deploy.twin_federation import ForecasterSettings, run_federated_forecaster
+    from benchmarks.twin_federation import ForecasterSettings, run_federated_forecaster
 
     result = run_federated_forecaster(ForecasterSettings(hospitals=("alpha", "beta"), days=2, lives_per_parameter_set=1,
                                                          held_out_sets=1, rounds=2))

@@ -1,6 +1,6 @@
 """The federated glucose forecaster across hospitals' virtual patients, through the real code path.
 
-    from deploy.twin_federation import federated_forecaster_rmse_30min_mgdl
+    from benchmarks.twin_federation import federated_forecaster_rmse_30min_mgdl
     federated_forecaster_rmse_30min_mgdl()          # the 30-min RMSE (mg/dL) of the federated model
 
 What runs: anvil with the contracts; three hospital nodes (`node/`), each with its own virtual patients
