@@ -1,0 +1,36 @@
+"""The one app factory of the three web apps: a FastAPI app with the security headers, the shared stylesheet
+at /static/web.css, the app's own static files at /static, and the one error model (federation.web.errors).
+
+    app = create_web_app("TwinLedger node console (h1)", static_dir=HERE / "static", error_page=pages.error_page,
+                         chain_name="the consent ledger")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from federation.web import SECURITY_HEADERS, STYLESHEET, add_security_headers
+from federation.web.errors import ErrorPage, install_error_handlers
+
+
+def create_web_app(title: str, *, static_dir: Path | None, error_page: ErrorPage, chain_name: str,
+                   headers: dict[str, str] = SECURITY_HEADERS, refusals: Iterable[type[Exception]] = (),
+                   explain_ledger_errors: bool = True) -> FastAPI:
+    # No /docs or /redoc: they load scripts from a CDN, which the CSP forbids; /openapi.json describes the API.
+    app = FastAPI(title=title, version="1", docs_url=None, redoc_url=None)
+
+    @app.get("/static/web.css", include_in_schema=False)
+    def shared_stylesheet() -> FileResponse:
+        return FileResponse(STYLESHEET, media_type="text/css")
+
+    if static_dir is not None:
+        app.mount("/static", StaticFiles(directory=static_dir), name="static")
+    install_error_handlers(app, error_page=error_page, chain_name=chain_name, refusals=refusals,
+                           explain_ledger_errors=explain_ledger_errors)
+    add_security_headers(app, headers)
+    return app

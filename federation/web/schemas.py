@@ -1,0 +1,35 @@
+"""Response models the three web APIs share (the error model is federation.web.errors.Problem)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class LoginRequest(Strict):
+    token: str = Field(min_length=1, max_length=200, description="a console token (`... console-token` printed it)")
+
+
+class SessionOut(BaseModel):
+    name: str
+    role: str
+    csrf_token: str = Field(description="send it back in the X-CSRF-Token header of every POST and DELETE")
+    expires_at: datetime
+
+
+class WhoAmI(BaseModel):
+    """Who the caller is: their token's name and role (the operator console's /api/me adds `can_operate`)."""
+
+    name: str
+    role: str
