@@ -140,6 +140,13 @@ def log_in_with_token(db: Session, *, token: str, client: str, roles: tuple[str,
     return holder, opened
 
 
+def log_action(db: Session, caller: Caller | None, action: str, *, target: str = "", outcome: str = "ok",
+               detail: str = "", client: str = "") -> None:
+    """One entry in the action log: who (token name and role, or "anonymous"), what, on what, how it ended."""
+    auth.record(db, actor=caller.name if caller else "anonymous", role=caller.role if caller else "", action=action,
+                target=target, outcome=outcome, detail=detail, client=caller.client if caller else client)
+
+
 def set_session_cookie(response: Response, *, name: str, value: str, ttl_s: int, secure: bool) -> None:
     response.set_cookie(name, value, max_age=ttl_s, httponly=True, samesite="strict", secure=secure, path="/")
 

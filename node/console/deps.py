@@ -12,10 +12,9 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session
 
 from contracts.ledger import Ledger, LedgerError
-from federation.web import auth
 from federation.web.errors import WebError
 from federation.web.models import create_tables
-from federation.web.sessions import BEARER, Caller, Guard, client_ip, require_role
+from federation.web.sessions import BEARER, Caller, Guard, client_ip, log_action, require_role
 from node import admin
 from node.console.settings import ROLES, ConsoleSettings
 from node.store import Store
@@ -84,8 +83,4 @@ CurrentStaff = Annotated[Caller, Depends(current_staff)]
 ItAdmin = Annotated[Caller, Depends(it_admin)]
 
 
-def record(db: Session, staff: Caller | None, action: str, *, target: str = "", outcome: str = "ok", detail: str = "",
-           client: str = "") -> None:
-    """One entry in the action log: who (token name and role), what, on what, and how it ended."""
-    auth.record(db, actor=staff.name if staff else "anonymous", role=staff.role if staff else "", action=action,
-                target=target, outcome=outcome, detail=detail, client=staff.client if staff else client)
+record = log_action  # node/console/twins.py and the routers log through it
