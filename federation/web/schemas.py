@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
-    """A request body: unknown fields are refused (422)."""
+    """A request body: unknown fields are refused (422), and so is text that is not valid Unicode."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _encodable(cls, value):
+        # JSON admits lone surrogates ("\ud800"); they cannot be hashed or stored, so they are bad input.
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode text") from None
+        return value
 
 
 class Message(BaseModel):

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from federation import ids
 from node.portal import relays, views
 from node.portal.deps import Chain, CurrentPatient, Db
 from node.portal.schemas import ERRORS, ChangeOut
@@ -17,5 +18,5 @@ router = APIRouter(prefix="/api/changes", tags=["studies"], responses=ERRORS)
 def get_change(change_id: Annotated[int, Path(ge=1, le=2**62)], patient: CurrentPatient, db: Db, ledger: Chain
                ) -> ChangeOut:
     """"sent", then "recorded" (with the block, and whether the chain shows the choice at that block) or "failed"."""
-    row = relays.change_of(db, patient.account, change_id)
-    return views.change_out(ledger, row, bytes.fromhex(patient.account.pseudonym[2:]))
+    row = relays.change_of(db, patient.holder, change_id)
+    return views.change_out(ledger, row, ids.Pseudonym.parse(patient.holder.pseudonym))

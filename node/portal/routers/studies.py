@@ -12,9 +12,10 @@ from sqlmodel import Session
 
 from contracts.fhir_consent import export_consent
 from contracts.ledger import Ledger, SignedGrant, SignedRevoke
+from federation import ids
 from node.portal import accounts, studies, views
 from node.portal.accounts import PortalError
-from node.portal.deps import Chain, Current, CurrentPatient, Db, Settings, State, client_ip
+from node.portal.deps import Caller, Chain, CurrentPatient, Db, Settings, State, client_ip
 from node.portal.schemas import (
     ERRORS, STUDY_ID_PATTERN, ConsentChangeOut, ConsentChangeResult, GrantRequest, RevokeRequest, RoundOut,
     RoundProofOut, SignedGrantRequest, SignedRevokeRequest, StudyDetailOut, StudyOut, TypedDataOut,
@@ -28,28 +29,28 @@ RoundNumber = Annotated[int, Path(ge=1, le=2**32 - 1, description="the round's n
 CHANGE_RESPONSES = {202: {"model": ConsentChangeResult, "description": "sent, not recorded yet: follow change_id"}}
 
 
-def _pseudonym(patient: Current) -> bytes:
-    return bytes.fromhex(patient.account.pseudonym[2:])
+def _pseudonym(patient: Caller) -> bytes:
+    return ids.Pseudonym.parse(patient.holder.pseudonym)
 
 
 def _sid(study_id: str) -> bytes:
-    return bytes.fromhex(study_id[2:])
+    return ids.StudyId.parse(study_id)
 
 
-def _wallet_only(patient: Current) -> None:
-    if patient.account.key_custody != "wallet":
+def _wallet_only(patient: Caller) -> None:
+    if patient.holder.key_custody != "wallet":
         raise PortalError("the portal holds your consent key under your password: send your password to "
                           "POST /api/studies/{id}/grant or /revoke instead", status=409)
 
 
 # ---- one change, from signature to relay (shared with the pages) ----
 
-def password_change(db: Session, settings: PortalSettings, ledger: Ledger, state, patient: Current, study_id: str,
+def password_change(db: Session, settings: PortalSettings, ledger: Ledger, state, patient: Caller, study_id: str,
                     action: str, *, password: str, valid_until: int | None, ip: str):
     """Unlock the sealed key with the password, sign, hand the signature to the relay; returns (row, future)."""
     sid, pseudonym = _sid(study_id), _pseudonym(patient)
     terms = studies.require_study(ledger, sid)
-    if patient.account.key_custody == "wallet":
+    if patient.holder.key_custody == "wallet":
         raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
                           status=409)
     if action == "grant":
@@ -57,13 +58,13 @@ def password_change(db: Session, settings: PortalSettings, ledger: Ledger, state
                                         deadline_s=settings.signature_deadline_s)
     else:
         message = studies.revoke_message(ledger, pseudonym, sid, deadline_s=settings.signature_deadline_s)
-    key = accounts.unlock_key(db, settings, patient.account, password, client_ip=ip)
+    key = accounts.unlock_key(db, settings, patient.holder, password, client_ip=ip)
     signed = studies.sign_with_key(ledger, key, message)
     del key
-    return state.relayer.submit(db, patient.account, study_id, signed)
+    return state.relayer.submit(db, patient.holder, study_id, signed)
 
 
-def _result(db: Session, settings: PortalSettings, ledger: Ledger, patient: Current, study_id: str, row, future,
+def _result(db: Session, settings: PortalSettings, ledger: Ledger, patient: Caller, study_id: str, row, future,
             response: Response) -> ConsentChangeResult:
     """Wait up to relay_wait_s for the chain; 200 once recorded, 202 while still on its way, the reason if refused."""
     try:
@@ -140,13 +141,13 @@ def revoke_typed_data(study_id: StudyId, patient: CurrentPatient, ledger: Chain,
     return TypedDataOut(**studies.typed_data(ledger, "Revoke", message))
 
 
-def _relay_signed(db, settings, ledger, state, patient: Current, study_id: str, message: dict, signature: str
+def _relay_signed(db, settings, ledger, state, patient: Caller, study_id: str, message: dict, signature: str
                   ) -> tuple:
     _wallet_only(patient)
     studies.require_study(ledger, _sid(study_id))
-    signed: SignedGrant | SignedRevoke = studies.from_wallet(ledger, patient.account.consent_address, message, signature,
+    signed: SignedGrant | SignedRevoke = studies.from_wallet(ledger, patient.holder.consent_address, message, signature,
                                                             deadline_s=settings.signature_deadline_s)
-    return state.relayer.submit(db, patient.account, study_id, signed)
+    return state.relayer.submit(db, patient.holder, study_id, signed)
 
 
 @router.post("/{study_id}/grant/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
@@ -175,7 +176,7 @@ def revoke_signed(study_id: StudyId, body: SignedRevokeRequest, response: Respon
 def rounds(study_id: StudyId, patient: CurrentPatient, ledger: Chain, state: State) -> list[RoundOut]:
     sid = _sid(study_id)
     studies.require_study(ledger, sid)
-    return [RoundOut(**use.__dict__) for use in studies.rounds_using(ledger, state.store, patient.account.pseudonym, sid)]
+    return [RoundOut(**use.__dict__) for use in studies.rounds_using(ledger, state.store, patient.holder.pseudonym, sid)]
 
 
 @router.get("/{study_id}/rounds/{round_number}", response_model=RoundProofOut)
@@ -185,7 +186,7 @@ def round_proof(study_id: StudyId, round_number: RoundNumber, patient: CurrentPa
     usage log, so that anyone can check it against the chain."""
     sid = _sid(study_id)
     studies.require_study(ledger, sid)
-    proof = studies.round_proof(ledger, state.store, patient.account.pseudonym, sid, round_number)
+    proof = studies.round_proof(ledger, state.store, patient.holder.pseudonym, sid, round_number)
     return views.round_proof_out(ledger, settings, proof, study_id)
 
 
