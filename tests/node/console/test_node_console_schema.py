@@ -21,7 +21,7 @@ from contracts import ledger as lg
 from federation.web import auth
 from node.store import RoundUsage
 from tests.conftest import fresh_funded_key
-from tests.test_node_console import CSV_TYPE, Console, bundle_text, lines
+from tests.node.console.test_node_console import CSV_TYPE, Console, bundle_text, lines
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance, checks.response_headers_conformance]

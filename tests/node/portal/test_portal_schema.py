@@ -26,7 +26,7 @@ from node.portal import accounts
 from node.portal.models import PortalAccount
 from node.store import RoundUsage
 from tests.conftest import fresh_funded_key
-from tests.test_portal import PASSWORD, Portal
+from tests.node.portal.test_portal import PASSWORD, Portal
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance, checks.response_headers_conformance]

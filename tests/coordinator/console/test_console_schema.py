@@ -20,7 +20,7 @@ from contracts import ledger as lg
 from coordinator.console.app import create_app
 from federation.web import auth
 from tests.conftest import fresh_funded_key
-from tests.test_console import FakeSuperLink, console_settings, write_fake_flwr
+from tests.coordinator.console.test_console import FakeSuperLink, console_settings, write_fake_flwr
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance, checks.response_headers_conformance]
