@@ -1,21 +1,23 @@
 """What the portal holds (settings, store, ledger, relayer, its login Guard) and its dependencies, declared once:
-`Db`, `Settings`, `Chain`, `State`, `CurrentPatient` (the web kit's Caller: session cookie and CSRF) and the staff
+`Db`, `Settings`, `State`, `CurrentPatient`, `Me` (the web kit's Caller: session cookie and CSRF) and the staff
 token check."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from sqlmodel import Session
 
 from contracts.ledger import Ledger, LedgerError
+from federation import ids
 from federation.web.sessions import Caller, Guard, client_ip
 from node.portal import accounts
 from node.portal.accounts import PortalError
-from node.portal.models import PortalSession, upgrade
+from node.portal.models import PortalAccount, PortalSession, upgrade
 from node.portal.relays import Relayer
 from node.portal.settings import PortalSettings
 from node.store import Store
@@ -61,10 +63,6 @@ def get_db(state: Annotated[PortalState, Depends(get_state)]) -> Iterator[Sessio
         yield session
 
 
-def get_ledger(state: Annotated[PortalState, Depends(get_state)]) -> Ledger:
-    return state.ledger
-
-
 def require_staff(
     settings: Annotated[PortalSettings, Depends(get_settings)],
     authorization: Annotated[str | None, Header()] = None,
@@ -82,8 +80,38 @@ def current_patient(request: Request, db: Annotated[Session, Depends(get_db)],
     return state.guard.require(request, db)
 
 
+@dataclass
+class PatientRequest:
+    """What a patient's request works with: who (`caller`; `account` is theirs), the database, the portal."""
+
+    caller: Caller
+    db: Session
+    state: PortalState
+
+    @property
+    def account(self) -> PortalAccount:
+        return self.caller.holder
+
+    @property
+    def pseudonym(self) -> ids.Pseudonym:
+        return ids.Pseudonym.parse(self.account.pseudonym)
+
+    @property
+    def settings(self) -> PortalSettings:
+        return self.state.settings
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.state.ledger
+
+
+def patient_request(caller: Annotated[Caller, Depends(current_patient)], db: Annotated[Session, Depends(get_db)],
+                    state: Annotated[PortalState, Depends(get_state)]) -> PatientRequest:
+    return PatientRequest(caller, db, state)
+
+
 Db = Annotated[Session, Depends(get_db)]
 Settings = Annotated[PortalSettings, Depends(get_settings)]
-Chain = Annotated[Ledger, Depends(get_ledger)]
 State = Annotated[PortalState, Depends(get_state)]
 CurrentPatient = Annotated[Caller, Depends(current_patient)]
+Me = Annotated[PatientRequest, Depends(patient_request)]  # the patient's request: caller, db, settings, ledger

@@ -44,7 +44,7 @@ def me(patient: CurrentPatient, settings: Settings) -> AccountOut:
 
 
 @router.post("/me/password", response_model=Message)
-def change_password(body: PasswordChange, request: Request, patient: CurrentPatient, db: Db, settings: Settings) -> Message:
+def change_password(body: PasswordChange, patient: CurrentPatient, db: Db, settings: Settings) -> Message:
     accounts.change_password(db, settings, patient.holder, password=body.password, new_password=body.new_password,
-                             client_ip=client_ip(request))
+                             client_ip=patient.client)
     return Message(detail="password changed; your consent key is now sealed under the new password")
