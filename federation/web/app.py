@@ -1,5 +1,6 @@
 """The one app factory of the three web apps: a FastAPI app with the security headers, the shared stylesheet
-at /static/web.css, the app's own static files at /static, and the one error model (federation.web.errors).
+at /static/web.css, the app's own static files at /static, and the one error model (federation.web.errors);
+and their templates, over the one page layout (templates/web/page.html).
 
     app = create_web_app("TwinLedger node console (h1)", static_dir=HERE / "static", error_page=pages.error_page,
                          chain_name="the consent ledger")
@@ -13,9 +14,13 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader
 
 from federation.web import SECURITY_HEADERS, STYLESHEET, add_security_headers
 from federation.web.errors import ErrorPage, install_error_handlers
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def create_web_app(title: str, *, static_dir: Path | None, error_page: ErrorPage, chain_name: str,
@@ -34,3 +39,10 @@ def create_web_app(title: str, *, static_dir: Path | None, error_page: ErrorPage
                            explain_ledger_errors=explain_ledger_errors)
     add_security_headers(app, headers)
     return app
+
+
+def page_templates(directory: Path) -> Jinja2Templates:
+    """An app's Jinja2 templates, with the kit's behind them: its base.html extends "web/page.html" (the one page
+    layout) and includes "web/logout.html"."""
+    loader = ChoiceLoader([FileSystemLoader(directory), FileSystemLoader(TEMPLATES)])
+    return Jinja2Templates(env=Environment(loader=loader, autoescape=True))

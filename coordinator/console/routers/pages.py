@@ -14,7 +14,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from contracts.ledger import ContractRejected
@@ -24,13 +23,14 @@ from coordinator.console.routers.session import clear_cookie, log_in, set_cookie
 from coordinator.console.runs import NAME_PATTERN
 from coordinator.console.schemas import RunCreate, StudyCreate
 from federation import web
+from federation.web.app import page_templates
 from federation.web import auth
 from federation.web.errors import WebError
 from federation.web.sessions import Caller, client_ip, log_action
 from federation.tasks import TASKS
 
 HERE = FilePath(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = page_templates(HERE / "templates")
 router = APIRouter(include_in_schema=False)
 FORM_COOKIE = "twinledger_console_form"
 MAX_FORM_BYTES = 16 * 1024

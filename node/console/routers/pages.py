@@ -11,11 +11,11 @@ from pathlib import Path as FilePath
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlmodel import select
 
 from federation import web
+from federation.web.app import page_templates
 from federation.web import auth
 from federation.web.models import ActionLog
 from node.console import budget, records
@@ -29,7 +29,7 @@ from node.console.routers.session import clear_cookie, login, set_cookie
 from node.console.schemas import EnrolmentCodeRequest
 
 HERE = FilePath(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = page_templates(HERE / "templates")
 router = APIRouter(include_in_schema=False)
 FORM_COOKIE = "twinledger_console_form"
 MAX_FORM_BYTES = 8 * 1024

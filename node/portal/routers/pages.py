@@ -15,10 +15,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from federation import web
+from federation.web.app import page_templates
 from federation import ids
 from federation.web import auth
 from node.portal import accounts, relays, studies, views
@@ -28,7 +28,7 @@ from node.portal.routers.studies import password_change
 from node.portal.schemas import STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut
 
 HERE = FilePath(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = page_templates(HERE / "templates")
 templates.env.filters["sentence"] = lambda text: str(text)[:1].upper() + str(text)[1:]  # keeps "ECG" as it is
 templates.env.filters["phase"] = lambda phase: {"train": "training", "evaluate": "evaluation"}.get(phase, phase)
 router = APIRouter(include_in_schema=False)
