@@ -46,3 +46,21 @@ def page_templates(directory: Path) -> Jinja2Templates:
     layout) and includes "web/logout.html"."""
     loader = ChoiceLoader([FileSystemLoader(directory), FileSystemLoader(TEMPLATES)])
     return Jinja2Templates(env=Environment(loader=loader, autoescape=True))
+
+
+def untyped(document: dict, *, bodiless: tuple[str, ...] = ()) -> list[str]:
+    """What an OpenAPI document leaves untyped: an operation without a typed 200/201 answer, an error answer
+    without a body schema, a POST/PUT/PATCH without a request body (unless its path ends with one of `bodiless`).
+    The apps' schema tests assert that the list is empty."""
+    gaps = []
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            answers = operation["responses"]
+            ok = answers.get("200") or answers.get("201")
+            if not (ok and ok.get("content")):
+                gaps.append(f"{method} {path} has no typed response")
+            gaps += [f"{method} {path} {status} is untyped" for status, answer in answers.items()
+                     if status.startswith(("4", "5")) and not answer.get("content")]
+            if method in ("post", "put", "patch") and "requestBody" not in operation and not path.endswith(bodiless):
+                gaps.append(f"{method} {path} has no typed request")
+    return gaps

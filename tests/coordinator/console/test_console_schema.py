@@ -19,6 +19,7 @@ from web3.providers.eth_tester import EthereumTesterProvider
 from contracts import ledger as lg
 from coordinator.console.app import create_app
 from federation.web import auth
+from federation.web.app import untyped
 from tests.conftest import fresh_funded_key
 from tests.coordinator.console.test_console import FakeSuperLink, console_settings, write_fake_flwr
 
@@ -72,11 +73,4 @@ def test_no_5xx_and_answers_conform_as_observer_or_anonymous(case):
 
 
 def test_the_schema_types_every_endpoint():
-    document = APP.openapi()
-    for path, methods in document["paths"].items():
-        for method, operation in methods.items():
-            assert "200" in operation["responses"] or "201" in operation["responses"], (method, path)
-            ok = operation["responses"].get("200") or operation["responses"]["201"]
-            assert ok.get("content"), f"{method} {path} has no typed response"
-            if method in ("post", "put", "patch") and not path.endswith("/stop"):
-                assert "requestBody" in operation, f"{method} {path} has no typed request"
+    assert not untyped(APP.openapi(), bodiless=("/stop",))

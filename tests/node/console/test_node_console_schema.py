@@ -19,6 +19,7 @@ from web3.providers.eth_tester import EthereumTesterProvider
 
 from contracts import ledger as lg
 from federation.web import auth
+from federation.web.app import untyped
 from node.store import RoundUsage
 from tests.conftest import fresh_funded_key
 from tests.node.console.test_node_console import CSV_TYPE, Console, bundle_text, lines
@@ -96,12 +97,4 @@ def test_the_schema_types_every_endpoint():
     document = APP.openapi()
     assert {"/api/health", "/api/patients", "/api/imports", "/api/enrolment-codes", "/api/studies", "/api/actions",
             "/api/session"} <= set(document["paths"])
-    for path, methods in document["paths"].items():
-        for method, operation in methods.items():
-            ok = operation["responses"].get("200") or operation["responses"].get("201")
-            assert ok and ok.get("content"), f"{method} {path} has no typed response"
-            for status, answer in operation["responses"].items():
-                if status.startswith(("4", "5")):
-                    assert answer.get("content"), f"{method} {path} {status} is untyped"
-            if method == "post":
-                assert "requestBody" in operation, f"{method} {path} has no typed request"
+    assert not untyped(document)
