@@ -147,6 +147,28 @@ def log_action(db: Session, caller: Caller | None, action: str, *, target: str =
                 target=target, outcome=outcome, detail=detail, client=caller.client if caller else client)
 
 
+# ---- forms sent before a login (log in, enrol): a double-submit cookie stands in for the session's CSRF token ----
+
+class FormToken:
+    """The double-submit token of the forms a visitor sends before logging in: the page sets it in a cookie and
+    in a hidden field, the POST must bring both back equal."""
+
+    def __init__(self, cookie_name: str, *, path: str = "/"):
+        self.cookie_name, self.path = cookie_name, path
+
+    def current(self, request: Request) -> str:
+        """The token this visitor's page carries (theirs, or a new one)."""
+        return request.cookies.get(self.cookie_name) or auth.new_secret()
+
+    def set(self, response: Response, token: str, *, secure: bool) -> Response:
+        response.set_cookie(self.cookie_name, token, httponly=True, samesite="strict", secure=secure, path=self.path)
+        return response
+
+    def matches(self, request: Request, given: str | None) -> bool:
+        expected = request.cookies.get(self.cookie_name, "")
+        return bool(expected) and auth.same(given or "", expected)
+
+
 def set_session_cookie(response: Response, *, name: str, value: str, ttl_s: int, secure: bool) -> None:
     response.set_cookie(name, value, max_age=ttl_s, httponly=True, samesite="strict", secure=secure, path="/")
 

@@ -26,13 +26,13 @@ from federation import web
 from federation.web.app import page_templates
 from federation.web import auth
 from federation.web.errors import WebError
-from federation.web.sessions import Caller, client_ip, log_action
+from federation.web.sessions import Caller, FormToken, client_ip, log_action
 from federation.tasks import TASKS
 
 HERE = FilePath(__file__).resolve().parent.parent
 templates = page_templates(HERE / "templates")
 router = APIRouter(include_in_schema=False)
-FORM_COOKIE = "twinledger_console_form"
+FORM_TOKEN = FormToken("twinledger_console_form")
 MAX_FORM_BYTES = 16 * 1024
 RunName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
@@ -76,10 +76,9 @@ def home(request: Request, db: Db, state: State) -> Response:
 
 
 def _login_page(request: Request, state: ConsoleState, *, status: int = 200, error: str | None = None) -> HTMLResponse:
-    token = request.cookies.get(FORM_COOKIE) or auth.new_secret()
+    token = FORM_TOKEN.current(request)
     response = render(request, "login.html", status=status, title="Log in", csrf_token=token, error=error)
-    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=state.settings.cookie_secure, path="/")
-    return response
+    return FORM_TOKEN.set(response, token, secure=state.settings.cookie_secure)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -90,8 +89,7 @@ def login_page(request: Request, state: State) -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, db: Db, state: State) -> Response:
     form = await read_form(request)
-    cookie = request.cookies.get(FORM_COOKIE, "")
-    if not cookie or not auth.same(one(form, "csrf_token"), cookie):
+    if not FORM_TOKEN.matches(request, one(form, "csrf_token")):
         return _login_page(request, state, status=403, error="this form is out of date: reload the page and try again")
     try:
         _, opened = log_in(state, db, client_ip(request), one(form, "token")[:200])

@@ -20,7 +20,7 @@ from federation.web import auth
 from federation.web.models import ActionLog
 from node.console import budget, records
 from federation.web.errors import WebError
-from federation.web.sessions import Caller, require_role
+from federation.web.sessions import Caller, FormToken, require_role
 from node.console.deps import Db, State, client_ip, record
 from node.console.health import node_health
 from node.console.routers.actions import action_list
@@ -31,7 +31,7 @@ from node.console.schemas import EnrolmentCodeRequest
 HERE = FilePath(__file__).resolve().parent.parent
 templates = page_templates(HERE / "templates")
 router = APIRouter(include_in_schema=False)
-FORM_COOKIE = "twinledger_console_form"
+FORM_TOKEN = FormToken("twinledger_console_form", path="/login")
 MAX_FORM_BYTES = 8 * 1024
 PAGE_SIZE = 100
 
@@ -63,24 +63,22 @@ def _staff(request: Request, db, state, form: dict | None = None) -> Caller:
 
 @router.get("/login")
 def login_page(request: Request, state: State) -> HTMLResponse:
-    token = request.cookies.get(FORM_COOKIE) or auth.new_secret()
+    token = FORM_TOKEN.current(request)
     response = render(request, "login.html", title="Log in", form_token=token)
-    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=state.settings.cookie_secure,
-                        path="/login")
-    return response
+    return FORM_TOKEN.set(response, token, secure=state.settings.cookie_secure)
 
 
 @router.post("/login")
 async def login_form(request: Request, db: Db, state: State) -> Response:
     form = await read_form(request)
-    expected = request.cookies.get(FORM_COOKIE, "")
-    if not expected or not auth.same(form.get("form_token", ""), expected):
-        return render(request, "login.html", status=403, title="Log in", form_token=expected or auth.new_secret(),
+    if not FORM_TOKEN.matches(request, form.get("form_token")):
+        return render(request, "login.html", status=403, title="Log in", form_token=FORM_TOKEN.current(request),
                       error="this form is out of date: reload the page and try again")
     try:
         _, opened = login(db, state, token=form.get("token", ""), client=client_ip(request))
     except WebError as exc:
-        return render(request, "login.html", status=exc.status, title="Log in", form_token=expected, error=str(exc))
+        return render(request, "login.html", status=exc.status, title="Log in", form_token=FORM_TOKEN.current(request),
+                      error=str(exc))
     response = RedirectResponse("/", status_code=303)
     set_cookie(response, state, opened)
     return response

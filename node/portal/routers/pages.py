@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from federation import web
 from federation.web.app import page_templates
+from federation.web.sessions import FormToken
 from federation import ids
 from federation.web import auth
 from node.portal import accounts, relays, studies, views
@@ -32,7 +33,7 @@ templates = page_templates(HERE / "templates")
 templates.env.filters["sentence"] = lambda text: str(text)[:1].upper() + str(text)[1:]  # keeps "ECG" as it is
 templates.env.filters["phase"] = lambda phase: {"train": "training", "evaluate": "evaluation"}.get(phase, phase)
 router = APIRouter(include_in_schema=False)
-FORM_COOKIE = "twinledger_form"
+FORM_TOKEN = FormToken("twinledger_form")
 MAX_FORM_BYTES = 16 * 1024
 
 StudyId = Annotated[str, Path(pattern=STUDY_ID_PATTERN)]
@@ -69,15 +70,13 @@ def _logged_in(request: Request, db, settings, form: dict | None = None) -> Call
 
 
 def _form_page(request: Request, settings, template: str, *, status: int = 200, **context) -> HTMLResponse:
-    token = request.cookies.get(FORM_COOKIE) or auth.new_secret()
+    token = FORM_TOKEN.current(request)
     response = render(request, template, settings, status=status, csrf_token=token, **context)
-    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=settings.cookie_secure, path="/")
-    return response
+    return FORM_TOKEN.set(response, token, secure=settings.cookie_secure)
 
 
 def _check_form_token(request: Request, form: dict) -> None:
-    cookie = request.cookies.get(FORM_COOKIE, "")
-    if not cookie or not auth.same(form.get("csrf_token", ""), cookie):
+    if not FORM_TOKEN.matches(request, form.get("csrf_token")):
         raise PortalError("this form is out of date or was not sent from the portal: reload the page and try again",
                           status=403)
 
