@@ -3,6 +3,10 @@ console): one app factory (`app.create_web_app`), one error model (`errors`), on
 (`sessions.Guard`, `sessions.Caller`), the schemas they share (`schemas`), role tokens, login sessions with CSRF
 tokens, the action log (`auth`, `models`) and one stylesheet.
 
+    app = create_web_app(title, static_dir=..., error_page=..., chain_name="the consent ledger")   # app.py
+    raise WebError("no such study", status=404)       # answered as a Problem under /api, the error page elsewhere
+    guard = Guard(cookie_name=..., idle_s=900, roles=ROLES); caller = guard.require(request, db)   # sessions.py
+
     from federation.web import auth, models
     token = auth.create_token(db, name="alice", role="operator")   # shown once; only its hash is stored
     found = auth.token_holder(db, token)                            # AccessToken or None
@@ -15,6 +19,8 @@ Tables live in whatever database the console uses (call ``models.create_tables(e
 
 from pathlib import Path
 
+from federation.web.errors import WebError
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STYLESHEET = STATIC_DIR / "web.css"  # serve it at /static/web.css; templates link it with no CDN
 # For every console response: nothing from other origins, no framing, no sniffing, no caching.
@@ -25,11 +31,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-from federation.web.errors import WebError  # noqa: E402  (after the constants the factory reads)
-
-ConsoleError = WebError  # the old name; node/console/records.py still imports it (owner: records)
 
 
 def add_security_headers(app, headers: dict[str, str] = SECURITY_HEADERS) -> None:

@@ -107,18 +107,6 @@ def live_session(db: Session, table, cookie_token: str | None, *, idle_s: int):
     return row
 
 
-def session_for(db: Session, cookie_token: str | None, *, idle_s: int) -> tuple[WebSession, AccessToken] | None:
-    """The live session of a cookie and its token holder; expired or idle sessions are deleted."""
-    row = live_session(db, WebSession, cookie_token, idle_s=idle_s)
-    if row is None:
-        return None
-    holder = db.get(AccessToken, row.access_token_id)
-    if holder is None or holder.revoked_at is not None:
-        close_session(db, row)
-        return None
-    return row, holder
-
-
 def close_session(db: Session, session: WebSession) -> None:
     db.delete(session)
     db.commit()

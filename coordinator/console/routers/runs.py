@@ -11,6 +11,7 @@ from coordinator.console import service
 from coordinator.console.deps import ApiCaller, ApiOperator, Db, State
 from coordinator.console.runs import NAME_PATTERN
 from coordinator.console.schemas import COMMON, RunCreate, RunOut, RunSummary, answers
+from federation.web.errors import WebError
 
 router = APIRouter(prefix="/api/runs", tags=["runs"], responses=answers(*COMMON, 504))
 RunName = Annotated[str, Path(pattern=NAME_PATTERN)]
@@ -55,5 +56,5 @@ def download(name: RunName, file: Literal["model.pt", "report.json", "report.htm
 def plot(name: RunName, plot: PlotName, caller: ApiCaller, db: Db, state: State) -> FileResponse:
     path = state.runs.run_dir(service.require_run(db, name).name) / "report-plots" / plot
     if not path.exists():
-        raise service.ConsoleError(f"run {name!r} has no plot {plot} yet: open report.html first", status=404)
+        raise WebError(f"run {name!r} has no plot {plot} yet: open report.html first", status=404)
     return FileResponse(path, media_type="image/png")
