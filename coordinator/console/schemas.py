@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from coordinator.console.runs import NAME_PATTERN
 from coordinator.console.settings import ROLES
 from coordinator.console.studies import DATA_CATEGORIES, PURPOSES
+from federation.web.errors import Problem, problem_responses
+from federation.web import schemas as web
+from federation.web.schemas import LoginRequest, Message, Strict
+
+__all__ = ["LoginRequest", "Message", "Problem", "Strict"]  # the kit's, used by the routes
 
 STUDY_ID_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 Purpose = Literal[tuple(PURPOSES)]  # type: ignore[valid-type]
@@ -17,43 +22,21 @@ Category = Literal[tuple(DATA_CATEGORIES)]  # type: ignore[valid-type]
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Message(BaseModel):
-    detail: str
-
-
-class Problem(BaseModel):
-    """422: either the console's sentence or FastAPI's list of field errors."""
-
-    detail: str | list[dict[str, Any]]
-
-
 def answers(*codes: int) -> dict:
-    """The error answers a route documents (every error body has a `detail`)."""
-    return {code: {"model": Problem if code == 422 else Message} for code in codes}
+    """The error answers a route documents (every error body is federation.web's Problem)."""
+    return problem_responses(*codes)
 
 
 COMMON = (400, 401, 403, 404, 409, 422, 503)
 
 
-class LoginRequest(Strict):
-    token: str = Field(min_length=1, max_length=200, description="the token `twinledger console token` printed")
-
-
-class SessionOut(BaseModel):
-    name: str
+class SessionOut(web.SessionOut):
     role: Role
-    csrf_token: str = Field(description="send it back in the X-CSRF-Token header of every POST and DELETE")
-    expires_at: datetime
 
 
-class MeOut(BaseModel):
-    name: str
+class MeOut(web.WhoAmI):
     role: Role
-    can_operate: bool
+    can_operate: bool = Field(description="the role may create studies and launch or stop runs")
 
 
 class StudyCreate(Strict):

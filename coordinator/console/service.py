@@ -11,22 +11,20 @@ from sqlmodel import Session, select
 
 from contracts.ledger import LedgerError
 from coordinator.console import studies
-from coordinator.console.deps import Caller, ConsoleError, ConsoleState
+from coordinator.console.deps import Caller, ConsoleState
+from federation.web.errors import WebError
 from coordinator.console.models import ConsoleRun
 from coordinator.console.runs import RunError, TrainingOptions, read_report, status_of
 from coordinator.console.schemas import (
     AcceptanceOut, HospitalOut, RoundOut, RunCreate, RunFiles, RunOut, RunSummary, StudyCreate, StudyCreated, StudyOut,
 )
 from coordinator.report_page import write_report_page
-from federation.web import auth
+from federation.web.sessions import log_action
 
 FILES = {"model.pt": "application/octet-stream", "report.json": "application/json", "report.html": "text/html"}
 
 
-def _log(db: Session, caller: Caller | None, action: str, *, target: str = "", outcome: str = "ok", detail: str = "",
-         client: str = "") -> None:
-    auth.record(db, actor=caller.name if caller else "anonymous", role=caller.role if caller else "", action=action,
-                target=target, outcome=outcome, detail=detail, client=client)
+_log = log_action  # one action log helper for all the web apps
 
 
 # ---- studies ----
@@ -60,7 +58,7 @@ def create_study(state: ConsoleState, db: Session, caller: Caller, body: StudyCr
             study_id = studies.propose(state.operator, purpose=body.purpose, task_id=body.task_id,
                                        epsilon_budget=body.epsilon_budget, delta_exponent=body.delta_exponent,
                                        rounds=body.rounds, ends_on=body.ends_on, data_categories=list(body.data_categories))
-    except (studies.StudyError, ConsoleError, LedgerError) as exc:
+    except (studies.StudyError, WebError, LedgerError) as exc:
         _log(db, caller, "study.create", outcome="failed", detail=f"{what}: {exc}", client=client)
         raise
     sid = "0x" + study_id.hex()
@@ -110,7 +108,7 @@ def _hospital_out(h: dict) -> HospitalOut:
 def require_run(db: Session, name: str) -> ConsoleRun:
     row = db.exec(select(ConsoleRun).where(ConsoleRun.name == name)).first()
     if row is None:
-        raise ConsoleError(f"no run named {name!r} was launched from this console", status=404)
+        raise WebError(f"no run named {name!r} was launched from this console", status=404)
     return row
 
 
@@ -147,16 +145,16 @@ def launch_run(state: ConsoleState, db: Session, caller: Caller, body: RunCreate
     try:
         terms = state.reader.study(bytes.fromhex(body.study_id[2:]))
         if terms.rounds == 0:
-            raise ConsoleError(f"no study {body.study_id} on the consortium's chain", status=404)
+            raise WebError(f"no study {body.study_id} on the consortium's chain", status=404)
         if terms.suspended or terms.ends_at <= time.time():
-            raise ConsoleError(f"study {body.study_id} is suspended or has ended: no hospital would train", status=409)
+            raise WebError(f"study {body.study_id} is suspended or has ended: no hospital would train", status=409)
         if body.rounds > terms.rounds:
-            raise ConsoleError(f"the study allows {terms.rounds} round(s); {body.rounds} asked", status=422)
+            raise WebError(f"the study allows {terms.rounds} round(s); {body.rounds} asked", status=422)
         options = TrainingOptions(local_epochs=body.local_epochs, learning_rate=body.learning_rate,
                                   batch_size=body.batch_size, max_grad_norm=body.max_grad_norm, strategy=body.strategy)
         row = state.runs.launch(db, name=body.name, study_id=bytes.fromhex(body.study_id[2:]), rounds=body.rounds,
                                 min_nodes=body.min_nodes, launched_by=caller.name, options=options)
-    except (ConsoleError, RunError, LedgerError) as exc:
+    except (WebError, RunError, LedgerError) as exc:
         _log(db, caller, "run.launch", target=body.name, outcome="failed", detail=f"{what}: {exc}", client=client)
         raise
     _log(db, caller, "run.launch", target=row.name, detail=what, client=client)
@@ -188,6 +186,6 @@ def run_file(state: ConsoleState, db: Session, caller: Caller, name: str, file: 
     if not path.exists():
         _log(db, caller, "download", target=f"{name}/{file}", outcome="failed", detail="not there yet", client=client)
         what = "the model is saved when the run finishes" if file == "model.pt" else "the run has no report yet"
-        raise ConsoleError(f"run {name!r} has no {file}: {what}", status=404)
+        raise WebError(f"run {name!r} has no {file}: {what}", status=404)
     _log(db, caller, "download", target=f"{name}/{file}", client=client)
     return path

@@ -13,6 +13,7 @@ import requests
 
 from contracts.ledger import ChainUnavailable, Ledger, LedgerError, StudyTerms, new_study_id
 from federation.tasks import TASKS
+from federation.web.errors import WebError
 
 # HL7 v3 PurposeOfUse codes a research study can name, in plain language.
 PURPOSES = {
@@ -37,12 +38,8 @@ DATA_CATEGORIES = {
 }
 
 
-class StudyError(Exception):
+class StudyError(WebError):
     """A study request the console refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, *, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,25 @@
-"""What every TwinLedger web console shares: role tokens, login sessions with CSRF tokens, the action log
-and one stylesheet. The coordinator's operator console and the hospital node console both build on it.
+"""The web kit of TwinLedger's three web apps (the patient portal, the hospital IT console, the operator
+console): one app factory (`app.create_web_app`), one error model (`errors`), one caller and session check
+(`sessions.Guard`, `sessions.Caller`), the schemas they share (`schemas`), role tokens, login sessions with CSRF
+tokens, the action log (`auth`, `models`) and one stylesheet.
+
+    app = create_web_app(title, static_dir=..., error_page=..., chain_name="the consent ledger")   # app.py
+    raise WebError("no such study", status=404)       # answered as a Problem under /api, the error page elsewhere
+    guard = Guard(cookie_name=..., idle_s=900, roles=ROLES); caller = guard.require(request, db)   # sessions.py
 
     from federation.web import auth, models
     token = auth.create_token(db, name="alice", role="operator")   # shown once; only its hash is stored
     found = auth.token_holder(db, token)                            # AccessToken or None
     opened = auth.open_session(db, found, ttl_s=3600)               # cookie token + CSRF token
-    auth.session_for(db, cookie_token, idle_s=900)                  # (WebSession, AccessToken) or None
+    auth.live_session(db, WebSession, cookie_token, idle_s=900)     # the live session row or None
     auth.record(db, actor="alice", action="study.create", target="0x…", outcome="ok")
 
 Tables live in whatever database the console uses (call ``models.create_tables(engine)``).
 """
 
 from pathlib import Path
+
+from federation.web.errors import WebError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STYLESHEET = STATIC_DIR / "web.css"  # serve it at /static/web.css; templates link it with no CDN
@@ -25,15 +33,6 @@ SECURITY_HEADERS = {
 }
 
 
-class ConsoleError(Exception):
-    """A request a web app refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, *, status: int = 400, headers: dict | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
-
-
 def add_security_headers(app, headers: dict[str, str] = SECURITY_HEADERS) -> None:
     """Give every response of `app` these headers, unless the route set its own."""
 
@@ -45,7 +44,7 @@ def add_security_headers(app, headers: dict[str, str] = SECURITY_HEADERS) -> Non
         return response
 
 
-async def read_form(request, *, max_bytes: int, max_fields: int, refuse=ConsoleError) -> dict[str, list[str]]:
+async def read_form(request, *, max_bytes: int, max_fields: int, refuse=WebError) -> dict[str, list[str]]:
     """A urlencoded form's fields (every value of each), or `refuse(message, status=...)` raised: 415, 413, 400."""
     from urllib.parse import parse_qs
 

@@ -88,24 +88,23 @@ def open_session(db: Session, holder: AccessToken, *, ttl_s: int) -> OpenedSessi
     return OpenedSession(cookie, csrf, expires)
 
 
-def session_for(db: Session, cookie_token: str | None, *, idle_s: int) -> tuple[WebSession, AccessToken] | None:
-    """The live session of a cookie and its token holder; expired or idle sessions are deleted."""
+def live_session(db: Session, table, cookie_token: str | None, *, idle_s: int):
+    """The live row of a cookie in a session table (WebSession, or any table with token_hash, expires_at and
+    last_seen); an expired or idle row is deleted and None returned, a live one has its last_seen moved on."""
     if not cookie_token or len(cookie_token) > 200:
         return None
-    row = db.exec(select(WebSession).where(WebSession.token_hash == hash_token(cookie_token))).first()
+    row = db.exec(select(table).where(table.token_hash == hash_token(cookie_token))).first()
     if row is None:
         return None
     moment = now()
-    holder = db.get(AccessToken, row.access_token_id)
-    if holder is None or holder.revoked_at is not None or aware(row.expires_at) <= moment \
-            or aware(row.last_seen) + timedelta(seconds=idle_s) <= moment:
+    if aware(row.expires_at) <= moment or aware(row.last_seen) + timedelta(seconds=idle_s) <= moment:
         db.delete(row)
         db.commit()
         return None
     row.last_seen = moment
     db.add(row)
     db.commit()
-    return row, holder
+    return row
 
 
 def close_session(db: Session, session: WebSession) -> None:
@@ -113,7 +112,7 @@ def close_session(db: Session, session: WebSession) -> None:
     db.commit()
 
 
-def csrf_ok(given: str | None, session: WebSession) -> bool:
+def csrf_ok(given: str | None, session) -> bool:
     return bool(given) and same(given, session.csrf_token)
 
 

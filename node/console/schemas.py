@@ -5,37 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from federation.web.errors import Problem, problem_responses
+from federation.web.schemas import LoginRequest, Message, SessionOut, Strict, WhoAmI
+
+__all__ = ["LoginRequest", "Message", "Problem", "SessionOut", "Strict", "WhoAmI"]  # the kit's, used by the routes
 
 STUDY_ID_PATTERN = r"^0x[0-9a-fA-F]{64}$"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Problem(BaseModel):
-    detail: str = Field(description="what went wrong, for a person to read")
-
-
-class LoginRequest(Strict):
-    token: str = Field(min_length=1, max_length=200, description="a console token (twinledger node console-token)")
-
-
-class SessionOut(BaseModel):
-    name: str
-    role: str
-    csrf_token: str = Field(description="send it back in the X-CSRF-Token header of every POST and DELETE")
-    expires_at: datetime
-
-
-class WhoAmI(BaseModel):
-    name: str
-    role: str
-
-
-class Message(BaseModel):
-    detail: str
 
 
 class Check(BaseModel):
@@ -148,9 +125,9 @@ class ActionOut(BaseModel):
 
 
 def errors(*statuses: int) -> dict:
-    """The error answers a route documents (every error body is a Problem); any route may answer a malformed
-    request with 400 or 422."""
-    meaning = {400: "malformed request", 401: "not logged in", 403: "wrong role or CSRF token", 404: "not found",
-               409: "conflicts with the node's state", 413: "too large", 415: "unsupported content type",
-               422: "invalid input", 429: "too many failed logins", 503: "the chain cannot be reached"}
-    return {status: {"model": Problem, "description": meaning[status]} for status in sorted({400, 422, *statuses})}
+    """The error answers a route documents (every error body is federation.web's Problem); any route may answer a
+    malformed request with 400 or 422."""
+    return problem_responses(*statuses, meaning=MEANING)
+
+
+MEANING = {403: "wrong role or CSRF token", 409: "conflicts with the node's state", 429: "too many failed logins"}

@@ -8,12 +8,15 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from eth_account import Account
 from sqlmodel import Session, delete, func, select
 
 from contracts.ledger import Ledger
+from federation.web import auth
+from federation.web.errors import WebError
+from federation.web.models import aware
 from node import admin
 from node.portal import security
 from node.portal.models import EnrolmentCode, LoginFailure, PortalAccount, PortalSession, now
@@ -21,21 +24,8 @@ from node.portal.settings import PortalSettings
 from node.store import Patient
 
 
-class PortalError(Exception):
-    """A request the portal refuses; `status` is the HTTP status to answer with."""
-
-    status = 400
-
-    def __init__(self, message: str, *, status: int | None = None, headers: dict | None = None):
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-        self.headers = headers or {}
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite gives naive datetimes back; every stored time is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+class PortalError(WebError):
+    """A request the portal refuses; `status` is the HTTP status to answer with (400 unless given)."""
 
 
 # ---- the staff token ----
@@ -58,7 +48,7 @@ def staff_token_matches(settings: PortalSettings, given: str) -> bool:
         expected = settings.staff_token_file.read_text().strip()
     except FileNotFoundError:
         return False
-    return bool(expected) and security.same(given, expected)
+    return bool(expected) and auth.same(given, expected)
 
 
 # ---- enrolment ----
@@ -81,7 +71,7 @@ def create_enrolment_code(session: Session, settings: PortalSettings, record_num
         raise PortalError(f"patient {record_number!r} is already enrolled on chain with another consent key", status=409)
     code = security.new_enrolment_code()
     expires = now() + timedelta(seconds=settings.enrolment_code_ttl_s)
-    session.add(EnrolmentCode(code_hash=security.token_hash(security.normalise_code(code)), record_number=record_number,
+    session.add(EnrolmentCode(code_hash=auth.hash_token(security.normalise_code(code)), record_number=record_number,
                               expires_at=expires))
     session.commit()
     return IssuedCode(code, record_number, expires)
@@ -100,9 +90,9 @@ def redeem_enrolment_code(
 
     `ledger` may be a function giving it, so that a bad code is refused before the chain is reached."""
     entry = session.exec(
-        select(EnrolmentCode).where(EnrolmentCode.code_hash == security.token_hash(security.normalise_code(code)))
+        select(EnrolmentCode).where(EnrolmentCode.code_hash == auth.hash_token(security.normalise_code(code)))
     ).first()
-    if entry is None or entry.used_at is not None or _aware(entry.expires_at) <= now():
+    if entry is None or entry.used_at is not None or aware(entry.expires_at) <= now():
         raise PortalError("this enrolment code is unknown, already used or expired: ask the hospital for a new one",
                           status=400)
     if session.exec(select(PortalAccount).where(PortalAccount.username == username)).first():
@@ -203,35 +193,18 @@ class NewSession:
 
 
 def open_session(session: Session, settings: PortalSettings, account: PortalAccount) -> NewSession:
-    token, csrf = security.new_token(), security.new_token()
+    token, csrf = auth.new_secret(), auth.new_secret()
     expires = now() + timedelta(seconds=settings.session_ttl_s)
-    session.add(PortalSession(token_hash=security.token_hash(token), account_id=account.id, csrf_token=csrf,
+    session.add(PortalSession(token_hash=auth.hash_token(token), account_id=account.id, csrf_token=csrf,
                               expires_at=expires))
     session.commit()
     return NewSession(token, csrf, expires)
 
 
-def session_for(session: Session, settings: PortalSettings, token: str) -> tuple[PortalSession, PortalAccount] | None:
-    row = session.exec(select(PortalSession).where(PortalSession.token_hash == security.token_hash(token))).first()
-    if row is None:
-        return None
-    moment = now()
-    if _aware(row.expires_at) <= moment or _aware(row.last_seen) + timedelta(seconds=settings.session_idle_s) <= moment:
-        session.delete(row)
-        session.commit()
-        return None
+def patient_of(session: Session, row: PortalSession) -> tuple[PortalAccount, str, str] | None:
+    """The patient a live portal session belongs to, for the web kit's Guard: (account, username, "patient")."""
     account = session.get(PortalAccount, row.account_id)
-    if account is None:
-        return None
-    row.last_seen = moment
-    session.add(row)
-    session.commit()
-    return row, account
-
-
-def close_session(session: Session, row: PortalSession) -> None:
-    session.delete(row)
-    session.commit()
+    return (account, account.username, "patient") if account is not None else None
 
 
 def change_password(session: Session, settings: PortalSettings, account: PortalAccount, *, password: str,

@@ -1,4 +1,6 @@
-"""Dependencies: settings, DB session, ledger, the current patient, CSRF, the staff token."""
+"""What the portal holds (settings, store, ledger, relayer, its login Guard) and its dependencies, declared once:
+`Db`, `Settings`, `State`, `CurrentPatient`, `Me` (the web kit's Caller: session cookie and CSRF) and the staff
+token check."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ from fastapi import Depends, Header, Request
 from sqlmodel import Session
 
 from contracts.ledger import Ledger, LedgerError
-from node import admin
-from node.portal import accounts, security
+from federation import ids
+from federation.web.sessions import Caller, Guard, client_ip
+from node.portal import accounts
 from node.portal.accounts import PortalError
 from node.portal.models import PortalAccount, PortalSession, upgrade
 from node.portal.relays import Relayer
 from node.portal.settings import PortalSettings
 from node.store import Store
+
+__all__ = ["Caller", "client_ip"]  # the kit's, for the routers
 
 
 class PortalState:
@@ -25,6 +30,10 @@ class PortalState:
 
     def __init__(self, settings: PortalSettings, *, ledger: Ledger | None = None):
         self.settings = settings
+        # Patients log in with a password (not a console token): sessions in the portal's own table, no Bearer.
+        self.guard = Guard(cookie_name=settings.cookie_name, idle_s=settings.session_idle_s, roles=("patient",),
+                           bearer=False, table=PortalSession, holder_of=accounts.patient_of,
+                           not_logged_in="not logged in, or the session has ended: log in again")
         self.store = Store(settings.node.resolved_database_url)  # create_all covers node.portal.models too
         upgrade(self.store.engine)
         self._ledger = ledger
@@ -36,7 +45,8 @@ class PortalState:
         if self._ledger is None:
             if self.settings.node.deployment_file is None:
                 raise LedgerError("the node has no deployment file configured (node.toml deployment-file)")
-            self._ledger = admin.open_ledger(self.settings.node)
+            node = self.settings.node
+            self._ledger = Ledger.from_settings(node, key_file=node.hospital_key_file)
         return self._ledger
 
 
@@ -53,49 +63,55 @@ def get_db(state: Annotated[PortalState, Depends(get_state)]) -> Iterator[Sessio
         yield session
 
 
-def get_ledger(state: Annotated[PortalState, Depends(get_state)]) -> Ledger:
-    return state.ledger
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def require_staff(
     settings: Annotated[PortalSettings, Depends(get_settings)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
+    """Hospital IT's scripts: the staff token of keys/staff.token as a Bearer token."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token or not accounts.staff_token_matches(settings, token.strip()):
         raise PortalError("staff token missing or wrong (Authorization: Bearer <keys/staff.token>)", status=401,
                           headers={"WWW-Authenticate": "Bearer"})
 
 
+def current_patient(request: Request, db: Annotated[Session, Depends(get_db)],
+                    state: Annotated[PortalState, Depends(get_state)]) -> Caller:
+    """The logged-in patient (session cookie; X-CSRF-Token on every change): `caller.holder` is the account."""
+    return state.guard.require(request, db)
+
+
 @dataclass
-class Current:
-    account: PortalAccount
-    session: PortalSession
+class PatientRequest:
+    """What a patient's request works with: who (`caller`; `account` is theirs), the database, the portal."""
+
+    caller: Caller
+    db: Session
+    state: PortalState
+
+    @property
+    def account(self) -> PortalAccount:
+        return self.caller.holder
+
+    @property
+    def pseudonym(self) -> ids.Pseudonym:
+        return ids.Pseudonym.parse(self.account.pseudonym)
+
+    @property
+    def settings(self) -> PortalSettings:
+        return self.state.settings
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.state.ledger
 
 
-def current_patient(
-    request: Request,
-    db: Annotated[Session, Depends(get_db)],
-    settings: Annotated[PortalSettings, Depends(get_settings)],
-) -> Current:
-    token = request.cookies.get(settings.cookie_name)
-    found = accounts.session_for(db, settings, token) if token else None
-    if found is None:
-        raise PortalError("not logged in, or the session has ended: log in again", status=401)
-    row, account = found
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        given = request.headers.get("x-csrf-token", "")
-        if not given or not security.same(given, row.csrf_token):
-            raise PortalError("missing or wrong CSRF token (send the X-CSRF-Token header)", status=403)
-    return Current(account, row)
+def patient_request(caller: Annotated[Caller, Depends(current_patient)], db: Annotated[Session, Depends(get_db)],
+                    state: Annotated[PortalState, Depends(get_state)]) -> PatientRequest:
+    return PatientRequest(caller, db, state)
 
 
 Db = Annotated[Session, Depends(get_db)]
 Settings = Annotated[PortalSettings, Depends(get_settings)]
-Chain = Annotated[Ledger, Depends(get_ledger)]
 State = Annotated[PortalState, Depends(get_state)]
-CurrentPatient = Annotated[Current, Depends(current_patient)]
+CurrentPatient = Annotated[Caller, Depends(current_patient)]
+Me = Annotated[PatientRequest, Depends(patient_request)]  # the patient's request: caller, db, settings, ledger

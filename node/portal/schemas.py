@@ -6,7 +6,12 @@ from datetime import datetime
 from typing import Literal
 
 from eth_utils import is_checksum_address, to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from federation.web.errors import problem_responses
+from federation.web.schemas import Message, Strict
+
+__all__ = ["Message", "Strict"]  # the kit's, used by the routers
 
 STUDY_ID_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
@@ -14,43 +19,10 @@ SIGNATURE_PATTERN = r"^0x[0-9a-fA-F]{130}$"
 UINT64 = 2**64 - 1
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _encodable(cls, value):
-        # JSON admits lone surrogates ("\ud800"); they cannot be hashed or stored, so they are bad input.
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("must be valid Unicode text") from None
-        return value
-
-
-class Problem(BaseModel):
-    detail: str = Field(description="what was wrong, in words a person can read")
-
-
-class ValidationProblem(Problem):
-    errors: list[dict] = Field(default_factory=list, description="every field that was wrong, as pydantic reports it")
-
-
-# Every error answer of the API has a readable `detail`.
-ERRORS = {
-    400: {"model": Problem, "description": "the request cannot be used"},
-    401: {"model": Problem, "description": "not logged in (or a wrong staff token)"},
-    403: {"model": Problem, "description": "a wrong password or CSRF token"},
-    404: {"model": Problem, "description": "no such study, round or change for this patient"},
-    409: {"model": Problem, "description": "refused in the current state, or refused by the ledger"},
-    410: {"model": Problem, "description": "gone"},
-    413: {"model": Problem, "description": "too large"},
-    415: {"model": Problem, "description": "wrong content type"},
-    422: {"model": ValidationProblem, "description": "a field is missing or malformed"},
-    429: {"model": Problem, "description": "too many failed attempts"},
-    503: {"model": Problem, "description": "the consent ledger cannot be reached"},
-}
+# Every error answer of the API is the web kit's Problem (a readable `detail`, and `error` with its code).
+ERRORS = problem_responses(400, 401, 403, 404, 409, 410, 413, 415, 429, 503, meaning={
+    401: "not logged in (or a wrong staff token)", 403: "a wrong password or CSRF token",
+    404: "no such study, round or change for this patient", 503: "the consent ledger cannot be reached"})
 
 
 class EnrolmentCodeRequest(Strict):
@@ -108,10 +80,6 @@ class SessionOut(BaseModel):
     username: str
     csrf_token: str = Field(description="send it back in the X-CSRF-Token header of every POST and DELETE")
     expires_at: datetime
-
-
-class Message(BaseModel):
-    detail: str
 
 
 class ConsentOut(BaseModel):

@@ -1,4 +1,5 @@
-"""Passwords, the patient's sealed consent key, tokens: standard library scrypt and AES-256-GCM."""
+"""Passwords, the patient's sealed consent key, enrolment codes: standard library scrypt and AES-256-GCM
+(session tokens, their hashes and constant-time comparison are the web kit's: federation.web.auth)."""
 
 from __future__ import annotations
 
@@ -48,18 +49,6 @@ def open_key(sealed: bytes, salt: bytes, password: str, *, associated: str) -> b
         return AESGCM(_scrypt(password, salt)).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated.encode())
     except (InvalidTag, ValueError):
         raise WrongPassword("the password is not correct") from None
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 def new_enrolment_code() -> str:

@@ -13,24 +13,26 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from contracts.ledger import ContractRejected
 from coordinator.console import service, studies
-from coordinator.console.deps import Caller, ConsoleError, ConsoleState, Db, State, client_ip, identify, require_operator_role
+from coordinator.console.deps import ConsoleState, Db, State, require_operator_role
 from coordinator.console.routers.session import clear_cookie, log_in, set_cookie
 from coordinator.console.runs import NAME_PATTERN
 from coordinator.console.schemas import RunCreate, StudyCreate
 from federation import web
+from federation.web.app import page_templates
 from federation.web import auth
+from federation.web.errors import WebError
+from federation.web.sessions import Caller, FormToken, client_ip, log_action
 from federation.tasks import TASKS
 
 HERE = FilePath(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = page_templates(HERE / "templates")
 router = APIRouter(include_in_schema=False)
-FORM_COOKIE = "twinledger_console_form"
+FORM_TOKEN = FormToken("twinledger_console_form")
 MAX_FORM_BYTES = 16 * 1024
 RunName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
@@ -56,33 +58,16 @@ def error_page(request: Request, message: str, status: int) -> HTMLResponse:
 
 
 def _caller(request: Request, db, state: ConsoleState) -> Caller | None:
-    caller = identify(request, db, state.settings)
-    return caller if caller and caller.session else None  # pages run on the session cookie
+    return state.guard.identify(request, db, cookie_only=True)  # pages run on the session cookie
 
 
 def _logged_in(request: Request, db, state: ConsoleState, form: dict | None = None) -> Caller:
-    caller = _caller(request, db, state)
-    if caller is None:
-        raise ConsoleError("your session has ended: log in again", status=401)
-    if form is not None and not auth.csrf_ok(one(form, "csrf_token"), caller.session):
-        raise ConsoleError("this form is out of date or was not sent from the console: reload the page and try again",
-                           status=403)
-    return caller
+    return state.guard.require_page(request, db, form_csrf=None if form is None else one(form, "csrf_token"))
 
 
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-
-
-@router.get("/static/web.css")
-def stylesheet() -> Response:
-    return FileResponse(web.STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
-
-
-@router.get("/static/run.js")
-def run_script() -> Response:
-    return FileResponse(HERE / "static" / "run.js", media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
 
 @router.get("/")
@@ -91,10 +76,9 @@ def home(request: Request, db: Db, state: State) -> Response:
 
 
 def _login_page(request: Request, state: ConsoleState, *, status: int = 200, error: str | None = None) -> HTMLResponse:
-    token = request.cookies.get(FORM_COOKIE) or auth.new_secret()
+    token = FORM_TOKEN.current(request)
     response = render(request, "login.html", status=status, title="Log in", csrf_token=token, error=error)
-    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=state.settings.cookie_secure, path="/")
-    return response
+    return FORM_TOKEN.set(response, token, secure=state.settings.cookie_secure)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -105,12 +89,11 @@ def login_page(request: Request, state: State) -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, db: Db, state: State) -> Response:
     form = await read_form(request)
-    cookie = request.cookies.get(FORM_COOKIE, "")
-    if not cookie or not auth.same(one(form, "csrf_token"), cookie):
+    if not FORM_TOKEN.matches(request, one(form, "csrf_token")):
         return _login_page(request, state, status=403, error="this form is out of date: reload the page and try again")
     try:
-        _, opened = log_in(state, db, request, one(form, "token")[:200])
-    except ConsoleError as exc:
+        _, opened = log_in(state, db, client_ip(request), one(form, "token")[:200])
+    except WebError as exc:
         return _login_page(request, state, status=exc.status, error=str(exc))
     response = RedirectResponse("/studies", status_code=303)
     set_cookie(response, state, opened)
@@ -121,7 +104,7 @@ async def login(request: Request, db: Db, state: State) -> Response:
 async def logout(request: Request, db: Db, state: State) -> Response:
     caller = _logged_in(request, db, state, await read_form(request))
     auth.close_session(db, caller.session)
-    auth.record(db, actor=caller.name, role=caller.role, action="logout", client=client_ip(request))
+    log_action(db, caller, "logout")
     response = RedirectResponse("/login", status_code=303)
     clear_cookie(response, state)
     return response
@@ -148,14 +131,14 @@ def studies_page(request: Request, db: Db, state: State) -> Response:
 async def create_study(request: Request, db: Db, state: State) -> Response:
     form = await read_form(request)
     caller = _logged_in(request, db, state, form)
-    require_operator_role(caller, db, request, "study.create")
+    require_operator_role(caller, db, "study.create", request.url.path)
     fields = {k: one(form, k) for k in ("purpose", "task_id", "epsilon_budget", "delta_exponent", "rounds", "ends_on")}
     try:
         body = StudyCreate(**fields, data_categories=form.get("data_categories", []))
-        created = service.create_study(state, db, caller, body, client=client_ip(request))
+        created = service.create_study(state, db, caller, body, client=caller.client)
     except ValidationError as exc:
         return _studies_page(request, state, caller, status=422, error=_first_error(exc), form=fields)
-    except (ConsoleError, studies.StudyError) as exc:
+    except WebError as exc:  # StudyError included
         return _studies_page(request, state, caller, status=exc.status, error=str(exc), form=fields)
     except ContractRejected as exc:
         return _studies_page(request, state, caller, status=409, error=f"the ledger refused: {exc}", form=fields)
@@ -180,15 +163,15 @@ def runs_page(request: Request, db: Db, state: State) -> Response:
 async def launch(request: Request, db: Db, state: State) -> Response:
     form = await read_form(request)
     caller = _logged_in(request, db, state, form)
-    require_operator_role(caller, db, request, "run.launch")
+    require_operator_role(caller, db, "run.launch", request.url.path)
     fields = {k: one(form, k) for k in ("study_id", "name", "rounds", "min_nodes", "local_epochs", "learning_rate",
                                         "batch_size", "max_grad_norm", "strategy")}
     try:
         body = RunCreate(**{k: v for k, v in fields.items() if v != ""})
-        run = service.launch_run(state, db, caller, body, client=client_ip(request))
+        run = service.launch_run(state, db, caller, body, client=caller.client)
     except ValidationError as exc:
         return _runs_page(request, db, state, caller, status=422, error=_first_error(exc), form=fields)
-    except (ConsoleError, service.RunError) as exc:
+    except (WebError, service.RunError) as exc:
         return _runs_page(request, db, state, caller, status=exc.status, error=str(exc), form=fields)
     except ContractRejected as exc:
         return _runs_page(request, db, state, caller, status=409, error=f"the ledger refused: {exc}", form=fields)
@@ -209,9 +192,9 @@ def run_page(name: RunName, request: Request, db: Db, state: State) -> Response:
 async def stop(name: RunName, request: Request, db: Db, state: State) -> Response:
     form = await read_form(request)
     caller = _logged_in(request, db, state, form)
-    require_operator_role(caller, db, request, "run.stop")
+    require_operator_role(caller, db, "run.stop", request.url.path)
     try:
-        service.stop_run(state, db, caller, name, client=client_ip(request))
+        service.stop_run(state, db, caller, name, client=caller.client)
     except service.RunError as exc:
         run = service.run_out(state, db, service.require_run(db, name))
         return render(request, "run.html", caller=caller, status=exc.status, title=f"Run {name}", nav="runs", run=run,

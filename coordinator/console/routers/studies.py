@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 
 from coordinator.console import service
-from coordinator.console.deps import ApiCaller, ApiOperator, Db, State, client_ip
+from coordinator.console.deps import ApiCaller, ApiOperator, Db, State
 from coordinator.console.schemas import COMMON, STUDY_ID_PATTERN, StudyCreate, answers, StudyCreated, StudyOut
 
 router = APIRouter(prefix="/api/studies", tags=["studies"], responses=answers(*COMMON))
@@ -19,8 +19,8 @@ def list_studies(caller: ApiCaller, state: State) -> list[StudyOut]:
 
 
 @router.post("", response_model=StudyCreated, status_code=201)
-def create_study(body: StudyCreate, request: Request, caller: ApiOperator, db: Db, state: State) -> StudyCreated:
-    return service.create_study(state, db, caller, body, client=client_ip(request))
+def create_study(body: StudyCreate, caller: ApiOperator, db: Db, state: State) -> StudyCreated:
+    return service.create_study(state, db, caller, body, client=caller.client)
 
 
 @router.get("/{study_id}", response_model=StudyOut)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from node.console import records
-from node.console.deps import ConsoleError, CurrentStaff, Db, ItAdmin, State, record
+from node.console.deps import CurrentStaff, Db, ItAdmin, State, record
 from node.console.schemas import EnrolmentCodeOut, EnrolmentCodeRequest, OutstandingCode, errors
 from node.portal import accounts
 from node.portal.settings import PortalSettings
@@ -17,9 +17,9 @@ def issue(db, state, staff, record_number: str) -> EnrolmentCodeOut:
     try:
         portal = PortalSettings.load(state.settings.node.home)  # the portal's code lifetime (portal.toml)
         issued = accounts.create_enrolment_code(db, portal, record_number)
-    except accounts.PortalError as exc:
+    except accounts.PortalError as exc:  # a WebError: it answers as it is
         record(db, staff, "enrolment-code.issue", target=record_number, outcome="refused", detail=str(exc))
-        raise ConsoleError(str(exc), status=exc.status) from None
+        raise
     record(db, staff, "enrolment-code.issue", target=record_number)
     return EnrolmentCodeOut(code=issued.code, record_number=issued.record_number, expires_at=issued.expires_at)
 

@@ -11,25 +11,27 @@ from pathlib import Path as FilePath
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlmodel import select
 
 from federation import web
+from federation.web.app import page_templates
 from federation.web import auth
 from federation.web.models import ActionLog
 from node.console import budget, records
-from node.console.deps import ConsoleError, Db, Staff, State, client_ip, record, staff_from_request
+from federation.web.errors import WebError
+from federation.web.sessions import Caller, FormToken, require_role
+from node.console.deps import Db, State, client_ip, record
 from node.console.health import node_health
 from node.console.routers.actions import action_list
 from node.console.routers.enrolment import issue
-from node.console.routers.session import login, set_cookie
+from node.console.routers.session import clear_cookie, login, set_cookie
 from node.console.schemas import EnrolmentCodeRequest
 
 HERE = FilePath(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = page_templates(HERE / "templates")
 router = APIRouter(include_in_schema=False)
-FORM_COOKIE = "twinledger_console_form"
+FORM_TOKEN = FormToken("twinledger_console_form", path="/login")
 MAX_FORM_BYTES = 8 * 1024
 PAGE_SIZE = 100
 
@@ -39,7 +41,7 @@ async def read_form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-def render(request: Request, name: str, *, status: int = 200, staff: Staff | None = None, **context) -> HTMLResponse:
+def render(request: Request, name: str, *, status: int = 200, staff: Caller | None = None, **context) -> HTMLResponse:
     state = request.app.state.console
     context.setdefault("title", "")
     context.setdefault("error", None)
@@ -55,41 +57,28 @@ def error_page(request: Request, message: str, status: int) -> HTMLResponse:
     return render(request, "error.html", status=status, title="Something went wrong", error=message)
 
 
-def _staff(request: Request, db, state, form: dict | None = None) -> Staff:
-    staff = staff_from_request(request, db, state.settings)
-    if staff is None or staff.session is None:
-        raise ConsoleError("log in first", status=401)
-    if form is not None and not auth.csrf_ok(form.get("csrf_token"), staff.session):
-        raise ConsoleError("this form is out of date or was not sent from the console: reload the page and try again",
-                           status=403)
-    return staff
-
-
-def _admin(staff: Staff) -> None:
-    if staff.role != "it-admin":
-        raise ConsoleError(f"{staff.name} has the role {staff.role!r}: only an it-admin can do this", status=403)
+def _staff(request: Request, db, state, form: dict | None = None) -> Caller:
+    return state.guard.require_page(request, db, form_csrf=None if form is None else form.get("csrf_token", ""))
 
 
 @router.get("/login")
 def login_page(request: Request, state: State) -> HTMLResponse:
-    token = request.cookies.get(FORM_COOKIE) or auth.new_secret()
+    token = FORM_TOKEN.current(request)
     response = render(request, "login.html", title="Log in", form_token=token)
-    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=state.settings.cookie_secure,
-                        path="/login")
-    return response
+    return FORM_TOKEN.set(response, token, secure=state.settings.cookie_secure)
 
 
 @router.post("/login")
 async def login_form(request: Request, db: Db, state: State) -> Response:
     form = await read_form(request)
-    expected = request.cookies.get(FORM_COOKIE, "")
-    if not expected or not auth.same(form.get("form_token", ""), expected):
-        return render(request, "login.html", status=403, title="Log in", form_token=expected or auth.new_secret(),
+    if not FORM_TOKEN.matches(request, form.get("form_token")):
+        return render(request, "login.html", status=403, title="Log in", form_token=FORM_TOKEN.current(request),
                       error="this form is out of date: reload the page and try again")
     try:
         _, opened = login(db, state, token=form.get("token", ""), client=client_ip(request))
-    except ConsoleError as exc:
-        return render(request, "login.html", status=exc.status, title="Log in", form_token=expected, error=str(exc))
+    except WebError as exc:
+        return render(request, "login.html", status=exc.status, title="Log in", form_token=FORM_TOKEN.current(request),
+                      error=str(exc))
     response = RedirectResponse("/", status_code=303)
     set_cookie(response, state, opened)
     return response
@@ -101,8 +90,7 @@ async def logout(request: Request, db: Db, state: State) -> Response:
     auth.close_session(db, staff.session)
     record(db, staff, "logout")
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(state.settings.cookie_name, path="/", httponly=True, samesite="strict",
-                           secure=state.settings.cookie_secure)
+    clear_cookie(response, state)
     return response
 
 
@@ -136,7 +124,7 @@ def enrolment_page(request: Request, db: Db, state: State) -> HTMLResponse:
 async def enrolment_form(request: Request, db: Db, state: State) -> HTMLResponse:
     form = await read_form(request)
     staff = _staff(request, db, state, form)
-    _admin(staff)
+    require_role(staff, "it-admin")
     number = form.get("record_number", "").strip()
     issued, error, status = None, None, 201
     try:
@@ -144,7 +132,7 @@ async def enrolment_form(request: Request, db: Db, state: State) -> HTMLResponse
         issued = issue(db, state, staff, number)
     except ValidationError:
         error, status = "type the patient's record number (1 to 64 characters)", 422
-    except ConsoleError as exc:
+    except WebError as exc:
         error, status = str(exc), exc.status
     return render(request, "enrolment.html", status=status, staff=staff, title="Enrolment codes", issued=issued,
                   error=error, record_number=number if error else "", codes=records.outstanding_codes(db))

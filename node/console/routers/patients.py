@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from node.console import records
-from node.console.deps import ConsoleError, Db, ItAdmin, CurrentStaff, State, record
+from federation.web.errors import WebError
+from node.console.deps import CurrentStaff, Db, ItAdmin, State, record
 from node.console.schemas import ImportOut, PatientPage, errors
 
 router = APIRouter(prefix="/api", tags=["patients"])
@@ -38,12 +39,12 @@ def patients(
 async def read_upload(request: Request, *, limit_bytes: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit_bytes:
-        raise ConsoleError(f"the file is larger than {limit_bytes // (1024 * 1024)} MiB", status=413)
+        raise WebError(f"the file is larger than {limit_bytes // (1024 * 1024)} MiB", status=413)
     data = bytearray()
     async for chunk in request.stream():
         data.extend(chunk)
         if len(data) > limit_bytes:
-            raise ConsoleError(f"the file is larger than {limit_bytes // (1024 * 1024)} MiB", status=413)
+            raise WebError(f"the file is larger than {limit_bytes // (1024 * 1024)} MiB", status=413)
     return bytes(data)
 
 
@@ -63,7 +64,7 @@ async def import_records(
 
         report = await run_in_threadpool(records.import_upload, state, data, fmt=fmt, filename=filename,
                                          record_prefix=record_prefix)
-    except ConsoleError as exc:
+    except WebError as exc:
         record(db, staff, "records.import", target=filename or "", outcome="refused", detail=str(exc))
         raise
     record(db, staff, "records.import", target=report.source,

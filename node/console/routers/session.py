@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from federation.web import auth
-from node.console.deps import ConsoleError, CurrentStaff, Db, State, client_ip, record
+from federation.web.sessions import clear_session_cookie, log_in_with_token, set_session_cookie
+from node.console.deps import CurrentStaff, Db, State, client_ip, record
 from node.console.schemas import LoginRequest, Message, SessionOut, WhoAmI, errors
 from node.console.settings import ROLES
 
@@ -14,23 +15,19 @@ router = APIRouter(prefix="/api", tags=["session"])
 
 def login(db, state, *, token: str, client: str) -> tuple[auth.AccessToken, auth.OpenedSession]:
     settings = state.settings
-    if auth.recent_failures(db, client=client, window_s=settings.login_window_s) >= settings.max_login_failures_per_ip:
-        raise ConsoleError(f"too many failed logins from {client}: try again in {settings.login_window_s // 60} minutes",
-                           status=429, headers={"Retry-After": str(settings.login_window_s)})
-    holder = auth.token_holder(db, token.strip())
-    if holder is None or holder.role not in ROLES:
-        auth.record(db, actor="anonymous", action="login", outcome="refused", detail="unknown or revoked token",
-                    client=client)
-        raise ConsoleError("this token is unknown or revoked", status=401)
-    opened = auth.open_session(db, holder, ttl_s=settings.session_ttl_s)
-    auth.record(db, actor=holder.name, role=holder.role, action="login", client=client)
-    return holder, opened
+    return log_in_with_token(db, token=token, client=client, roles=ROLES, ttl_s=settings.session_ttl_s,
+                             max_failures=settings.max_login_failures_per_ip, window_s=settings.login_window_s,
+                             wrong_token_outcome="refused", log_blocked=False)
 
 
 def set_cookie(response: Response, state, opened: auth.OpenedSession) -> None:
     settings = state.settings
-    response.set_cookie(settings.cookie_name, opened.cookie_token, max_age=settings.session_ttl_s, httponly=True,
-                        samesite="strict", secure=settings.cookie_secure, path="/")
+    set_session_cookie(response, name=settings.cookie_name, value=opened.cookie_token, ttl_s=settings.session_ttl_s,
+                       secure=settings.cookie_secure)
+
+
+def clear_cookie(response: Response, state) -> None:
+    clear_session_cookie(response, name=state.settings.cookie_name, secure=state.settings.cookie_secure)
 
 
 @router.post("/session", response_model=SessionOut, status_code=201, responses=errors(401, 422, 429))
@@ -50,6 +47,5 @@ def close_session(staff: CurrentStaff, response: Response, db: Db, state: State)
     if staff.session is not None:
         auth.close_session(db, staff.session)
     record(db, staff, "logout")
-    response.delete_cookie(state.settings.cookie_name, path="/", httponly=True, samesite="strict",
-                           secure=state.settings.cookie_secure)
+    clear_cookie(response, state)
     return Message(detail="logged out")

@@ -14,23 +14,26 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from federation import web
-from node.portal import accounts, relays, security, studies, views
+from federation.web.app import page_templates
+from federation.web.sessions import FormToken
+from federation import ids
+from federation.web import auth
+from node.portal import accounts, relays, studies, views
 from node.portal.accounts import PortalError
-from node.portal.deps import Chain, Current, Db, Settings, State, client_ip
+from node.portal.deps import Caller, Db, PatientRequest, Settings, State, client_ip
 from node.portal.routers.studies import password_change
 from node.portal.schemas import STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut
 
 HERE = FilePath(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = page_templates(HERE / "templates")
 templates.env.filters["sentence"] = lambda text: str(text)[:1].upper() + str(text)[1:]  # keeps "ECG" as it is
 templates.env.filters["phase"] = lambda phase: {"train": "training", "evaluate": "evaluation"}.get(phase, phase)
 router = APIRouter(include_in_schema=False)
-FORM_COOKIE = "twinledger_form"
+FORM_TOKEN = FormToken("twinledger_form")
 MAX_FORM_BYTES = 16 * 1024
 
 StudyId = Annotated[str, Path(pattern=STUDY_ID_PATTERN)]
@@ -51,32 +54,29 @@ def error_page(request: Request, settings, message: str, status: int) -> HTMLRes
     return render(request, "error.html", settings, status=status, title="Something went wrong", error=message)
 
 
-def _session(request: Request, db, settings) -> Current | None:
-    token = request.cookies.get(settings.cookie_name)
-    found = accounts.session_for(db, settings, token) if token else None
-    return Current(found[1], found[0]) if found else None
+def _session(request: Request, db) -> Caller | None:
+    return request.app.state.portal.guard.identify(request, db)
 
 
-def _logged_in(request: Request, db, settings, form: dict | None = None) -> Current:
-    current = _session(request, db, settings)
-    if current is None:
-        raise PortalError("your session has ended: log in again", status=401)
-    if form is not None and not security.same(form.get("csrf_token", ""), current.session.csrf_token):
-        raise PortalError("this form is out of date or was not sent from the portal: reload the page and try again",
-                          status=403)
-    return current
+def _visit(request: Request, db, state) -> PatientRequest | None:
+    """A logged-in patient's page request, or None (the page then sends the browser to /login)."""
+    caller = _session(request, db)
+    return PatientRequest(caller, db, state) if caller else None
+
+
+def _logged_in(request: Request, db, settings, form: dict | None = None) -> Caller:
+    guard = request.app.state.portal.guard
+    return guard.require_page(request, db, form_csrf=None if form is None else form.get("csrf_token", ""))
 
 
 def _form_page(request: Request, settings, template: str, *, status: int = 200, **context) -> HTMLResponse:
-    token = request.cookies.get(FORM_COOKIE) or security.new_token()
+    token = FORM_TOKEN.current(request)
     response = render(request, template, settings, status=status, csrf_token=token, **context)
-    response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", secure=settings.cookie_secure, path="/")
-    return response
+    return FORM_TOKEN.set(response, token, secure=settings.cookie_secure)
 
 
 def _check_form_token(request: Request, form: dict) -> None:
-    cookie = request.cookies.get(FORM_COOKIE, "")
-    if not cookie or not security.same(form.get("csrf_token", ""), cookie):
+    if not FORM_TOKEN.matches(request, form.get("csrf_token")):
         raise PortalError("this form is out of date or was not sent from the portal: reload the page and try again",
                           status=403)
 
@@ -87,20 +87,9 @@ def _first_error(exc: ValidationError) -> str:
     return f"{field}: {error['msg']}"
 
 
-@router.get("/static/portal.css")
-def stylesheet() -> Response:
-    return FileResponse(HERE / "static" / "portal.css", media_type="text/css")
-
-
-@router.get("/static/portal.js")
-def script() -> Response:
-    """The portal's only script (first-party, no inline code): wallet signing and waiting for the chain."""
-    return FileResponse(HERE / "static" / "portal.js", media_type="text/javascript")
-
-
 @router.get("/")
-def home(request: Request, db: Db, settings: Settings) -> Response:
-    return RedirectResponse("/studies" if _session(request, db, settings) else "/login", status_code=303)
+def home(request: Request, db: Db) -> Response:
+    return RedirectResponse("/studies" if _session(request, db) else "/login", status_code=303)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -165,63 +154,61 @@ async def enrol(request: Request, db: Db, settings: Settings, state: State) -> R
 async def logout(request: Request, db: Db, settings: Settings) -> Response:
     form = await read_form(request)
     current = _logged_in(request, db, settings, form)
-    accounts.close_session(db, current.session)
+    auth.close_session(db, current.session)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(settings.cookie_name, path="/", httponly=True, samesite="strict", secure=settings.cookie_secure)
     return response
 
 
-def _patient_page(request: Request, settings, current: Current, template: str, **context) -> HTMLResponse:
-    return render(request, template, settings, user=current.account.username, csrf_token=current.session.csrf_token,
+def _patient_page(request: Request, settings, current: Caller, template: str, **context) -> HTMLResponse:
+    return render(request, template, settings, user=current.holder.username, csrf_token=current.session.csrf_token,
                   **context)
 
 
 @router.get("/studies", response_class=HTMLResponse)
-def studies_page(request: Request, db: Db, settings: Settings, ledger: Chain) -> Response:
-    current = _session(request, db, settings)
-    if current is None:
+def studies_page(request: Request, db: Db, state: State) -> Response:
+    me = _visit(request, db, state)
+    if me is None:
         return RedirectResponse("/login", status_code=303)
-    rows = views.all_studies(ledger, settings, bytes.fromhex(current.account.pseudonym[2:]))
-    return _patient_page(request, settings, current, "studies.html", title="Your studies", studies=rows)
+    rows = views.all_studies(me.ledger, me.settings, me.pseudonym)
+    return _patient_page(request, me.settings, me.caller, "studies.html", title="Your studies", studies=rows)
 
 
-def _study_page(request, db, settings, ledger, state, current: Current, study_id: str, *, status=200,
-                change_id: int | None = None, **extra) -> HTMLResponse:
-    sid = bytes.fromhex(study_id[2:])
+def _study_page(request: Request, me: PatientRequest, study_id: str, *, status=200, change_id: int | None = None,
+                **extra) -> HTMLResponse:
+    ledger, settings, sid, pseudonym = me.ledger, me.settings, ids.StudyId.parse(study_id), me.pseudonym
     terms = studies.require_study(ledger, sid)
-    pseudonym = bytes.fromhex(current.account.pseudonym[2:])
     history = [ConsentChangeOut(granted=g, block=b) for g, b in studies.consent_history(ledger, pseudonym, sid)]
     detail = StudyDetailOut(**views.study_out(ledger, settings, terms, pseudonym), history=history)
-    rounds = studies.rounds_using(ledger, state.store, current.account.pseudonym, sid)
+    rounds = studies.rounds_using(ledger, me.state.store, me.account.pseudonym, sid)
     change = None
     if change_id is not None:
-        row = relays.change_of(db, current.account, change_id)
+        row = relays.change_of(me.db, me.account, change_id)
         if row.study_id == study_id.lower():
             change = views.change_out(ledger, row, pseudonym)
-    return _patient_page(request, settings, current, "study.html", status=status, title=f"Study for {detail.purpose}",
-                         s=detail, rounds=rounds, change=change, wallet=current.account.key_custody == "wallet",
-                         consent_address=current.account.consent_address,
+    return _patient_page(request, settings, me.caller, "study.html", status=status, title=f"Study for {detail.purpose}",
+                         s=detail, rounds=rounds, change=change, wallet=me.account.key_custody == "wallet",
+                         consent_address=me.account.consent_address,
                          explorer=lambda block: views.explorer_url(settings, block), **extra)
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(study_id: StudyId, request: Request, db: Db, settings: Settings, ledger: Chain, state: State) -> Response:
-    current = _session(request, db, settings)
-    if current is None:
+def study_page(study_id: StudyId, request: Request, db: Db, state: State) -> Response:
+    me = _visit(request, db, state)
+    if me is None:
         return RedirectResponse("/login", status_code=303)
     change = request.query_params.get("change", "")
     change_id = int(change) if change.isdigit() and len(change) < 18 else None
-    return _study_page(request, db, settings, ledger, state, current, study_id, change_id=change_id)
+    return _study_page(request, me, study_id, change_id=change_id)
 
 
 @router.post("/studies/{study_id}/{action}")
-async def change(study_id: StudyId, action: str, request: Request, db: Db, settings: Settings, ledger: Chain,
-                 state: State) -> Response:
+async def change(study_id: StudyId, action: str, request: Request, db: Db, state: State) -> Response:
     """Grant or revoke with the password-sealed key; the page then follows the change until the chain records it."""
     if action not in ("grant", "revoke"):
         raise PortalError("no such page", status=404)
     form = await read_form(request)
-    current = _logged_in(request, db, settings, form)
+    me = PatientRequest(_logged_in(request, db, state.settings, form), db, state)
     try:
         until = None
         if action == "grant" and form.get("valid_until"):
@@ -232,29 +219,28 @@ async def change(study_id: StudyId, action: str, request: Request, db: Db, setti
             until = views.seconds_of(day)
         # scrypt and the chain's answers take a while: off the event loop
         row, future = await run_in_threadpool(
-            password_change, db, settings, ledger, state, current, study_id, action,
-            password=form.get("password", "")[:256], valid_until=until, ip=client_ip(request))
+            password_change, me, study_id, action, password=form.get("password", "")[:256], valid_until=until)
     except PortalError as exc:
         if exc.status in (401, 404):
             raise
-        return _study_page(request, db, settings, ledger, state, current, study_id, status=exc.status, error=str(exc))
+        return _study_page(request, me, study_id, status=exc.status, error=str(exc))
     try:  # a quick chain answers before the page shows; a slow one is followed by the page
-        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=settings.page_relay_wait_s)
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=me.settings.page_relay_wait_s)
     except TimeoutError:
         pass
     return RedirectResponse(f"/studies/{study_id}?change={row.id}", status_code=303)
 
 
 @router.get("/studies/{study_id}/rounds/{round_number}", response_class=HTMLResponse)
-def round_page(study_id: StudyId, round_number: RoundNumber, request: Request, db: Db, settings: Settings,
-               ledger: Chain, state: State) -> Response:
+def round_page(study_id: StudyId, round_number: RoundNumber, request: Request, db: Db, state: State) -> Response:
     """One round that used the patient's data: its anchor on the chain and how to check it."""
-    current = _session(request, db, settings)
-    if current is None:
+    me = _visit(request, db, state)
+    if me is None:
         return RedirectResponse("/login", status_code=303)
-    sid = bytes.fromhex(study_id[2:])
+    ledger, sid = me.ledger, ids.StudyId.parse(study_id)
     terms = studies.require_study(ledger, sid)
-    proof = studies.round_proof(ledger, state.store, current.account.pseudonym, sid, round_number)
-    return _patient_page(request, settings, current, "round.html", title=f"Round {round_number}",
-                         r=views.round_proof_out(ledger, settings, proof, study_id), purpose=studies.purpose_text(terms.purpose),
-                         registry=ledger.deployment.consent_registry, pseudonym=current.account.pseudonym)
+    proof = studies.round_proof(ledger, me.state.store, me.account.pseudonym, sid, round_number)
+    return _patient_page(request, me.settings, me.caller, "round.html", title=f"Round {round_number}",
+                         r=views.round_proof_out(ledger, me.settings, proof, study_id),
+                         purpose=studies.purpose_text(terms.purpose), registry=ledger.deployment.consent_registry,
+                         pseudonym=me.account.pseudonym)

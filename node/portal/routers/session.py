@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from federation.web import auth
 from node.portal import accounts
 from node.portal.deps import CurrentPatient, Db, Settings, client_ip
 from node.portal.models import PortalSession
@@ -25,25 +26,25 @@ def login(body: LoginRequest, request: Request, response: Response, db: Db, sett
 @router.get("/session", response_model=SessionOut)
 def current(patient: CurrentPatient) -> SessionOut:
     row: PortalSession = patient.session
-    return SessionOut(username=patient.account.username, csrf_token=row.csrf_token, expires_at=row.expires_at)
+    return SessionOut(username=patient.holder.username, csrf_token=row.csrf_token, expires_at=row.expires_at)
 
 
 @router.delete("/session", response_model=Message)
 def logout(patient: CurrentPatient, response: Response, db: Db, settings: Settings) -> Message:
-    accounts.close_session(db, patient.session)
+    auth.close_session(db, patient.session)
     response.delete_cookie(settings.cookie_name, path="/", httponly=True, samesite="strict", secure=settings.cookie_secure)
     return Message(detail="logged out")
 
 
 @router.get("/me", response_model=AccountOut)
 def me(patient: CurrentPatient, settings: Settings) -> AccountOut:
-    a = patient.account
+    a = patient.holder
     return AccountOut(username=a.username, pseudonym=a.pseudonym, consent_address=a.consent_address,
                       key_custody=a.key_custody, hospital=settings.node.hospital)
 
 
 @router.post("/me/password", response_model=Message)
-def change_password(body: PasswordChange, request: Request, patient: CurrentPatient, db: Db, settings: Settings) -> Message:
-    accounts.change_password(db, settings, patient.account, password=body.password, new_password=body.new_password,
-                             client_ip=client_ip(request))
+def change_password(body: PasswordChange, patient: CurrentPatient, db: Db, settings: Settings) -> Message:
+    accounts.change_password(db, settings, patient.holder, password=body.password, new_password=body.new_password,
+                             client_ip=patient.client)
     return Message(detail="password changed; your consent key is now sealed under the new password")

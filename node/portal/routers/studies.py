@@ -6,20 +6,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
-from sqlmodel import Session
 
 from contracts.fhir_consent import export_consent
-from contracts.ledger import Ledger, SignedGrant, SignedRevoke
+from contracts.ledger import SignedGrant, SignedRevoke
+from federation import ids
 from node.portal import accounts, studies, views
 from node.portal.accounts import PortalError
-from node.portal.deps import Chain, Current, CurrentPatient, Db, Settings, State, client_ip
+from node.portal.deps import Me, PatientRequest
 from node.portal.schemas import (
     ERRORS, STUDY_ID_PATTERN, ConsentChangeOut, ConsentChangeResult, GrantRequest, RevokeRequest, RoundOut,
     RoundProofOut, SignedGrantRequest, SignedRevokeRequest, StudyDetailOut, StudyOut, TypedDataOut,
 )
-from node.portal.settings import PortalSettings
 
 router = APIRouter(prefix="/api/studies", tags=["studies"], responses=ERRORS)
 
@@ -28,173 +27,157 @@ RoundNumber = Annotated[int, Path(ge=1, le=2**32 - 1, description="the round's n
 CHANGE_RESPONSES = {202: {"model": ConsentChangeResult, "description": "sent, not recorded yet: follow change_id"}}
 
 
-def _pseudonym(patient: Current) -> bytes:
-    return bytes.fromhex(patient.account.pseudonym[2:])
-
-
 def _sid(study_id: str) -> bytes:
-    return bytes.fromhex(study_id[2:])
+    return ids.StudyId.parse(study_id)
 
 
-def _wallet_only(patient: Current) -> None:
-    if patient.account.key_custody != "wallet":
+def _wallet_only(me: PatientRequest) -> None:
+    if me.account.key_custody != "wallet":
         raise PortalError("the portal holds your consent key under your password: send your password to "
                           "POST /api/studies/{id}/grant or /revoke instead", status=409)
 
 
 # ---- one change, from signature to relay (shared with the pages) ----
 
-def password_change(db: Session, settings: PortalSettings, ledger: Ledger, state, patient: Current, study_id: str,
-                    action: str, *, password: str, valid_until: int | None, ip: str):
+def password_change(me: PatientRequest, study_id: str, action: str, *, password: str, valid_until: int | None):
     """Unlock the sealed key with the password, sign, hand the signature to the relay; returns (row, future)."""
-    sid, pseudonym = _sid(study_id), _pseudonym(patient)
+    settings, ledger, sid = me.settings, me.ledger, _sid(study_id)
     terms = studies.require_study(ledger, sid)
-    if patient.account.key_custody == "wallet":
+    if me.account.key_custody == "wallet":
         raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
                           status=409)
     if action == "grant":
-        message = studies.grant_message(ledger, pseudonym, terms, valid_until=valid_until,
+        message = studies.grant_message(ledger, me.pseudonym, terms, valid_until=valid_until,
                                         deadline_s=settings.signature_deadline_s)
     else:
-        message = studies.revoke_message(ledger, pseudonym, sid, deadline_s=settings.signature_deadline_s)
-    key = accounts.unlock_key(db, settings, patient.account, password, client_ip=ip)
+        message = studies.revoke_message(ledger, me.pseudonym, sid, deadline_s=settings.signature_deadline_s)
+    key = accounts.unlock_key(me.db, settings, me.account, password, client_ip=me.caller.client)
     signed = studies.sign_with_key(ledger, key, message)
     del key
-    return state.relayer.submit(db, patient.account, study_id, signed)
+    return me.state.relayer.submit(me.db, me.account, study_id, signed)
 
 
-def _result(db: Session, settings: PortalSettings, ledger: Ledger, patient: Current, study_id: str, row, future,
-            response: Response) -> ConsentChangeResult:
+def _result(me: PatientRequest, study_id: str, row, future, response: Response) -> ConsentChangeResult:
     """Wait up to relay_wait_s for the chain; 200 once recorded, 202 while still on its way, the reason if refused."""
     try:
-        future.result(timeout=settings.relay_wait_s)
+        future.result(timeout=me.settings.relay_wait_s)
     except TimeoutError:
         pass
-    db.refresh(row)
+    me.db.refresh(row)
     if row.status == "failed":
         raise PortalError(row.reason or "the change was not recorded", status=row.failure_status or 409)
     if row.status == "sent":
         response.status_code = 202
     return ConsentChangeResult(
         study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id, status=row.status, block=row.block,
-        consent=views.consent_out(studies.consent_state(ledger, _pseudonym(patient), _sid(study_id))))
+        consent=views.consent_out(studies.consent_state(me.ledger, me.pseudonym, _sid(study_id))))
 
 
 # ---- reading ----
 
 @router.get("", response_model=list[StudyOut])
-def list_studies(patient: CurrentPatient, ledger: Chain, settings: Settings) -> list[StudyOut]:
-    return views.all_studies(ledger, settings, _pseudonym(patient))
+def list_studies(me: Me) -> list[StudyOut]:
+    return views.all_studies(me.ledger, me.settings, me.pseudonym)
 
 
 @router.get("/{study_id}", response_model=StudyDetailOut)
-def get_study(study_id: StudyId, patient: CurrentPatient, ledger: Chain, settings: Settings) -> StudyDetailOut:
+def get_study(study_id: StudyId, me: Me) -> StudyDetailOut:
     sid = _sid(study_id)
-    terms = studies.require_study(ledger, sid)
-    pseudonym = _pseudonym(patient)
-    history = [ConsentChangeOut(granted=g, block=b) for g, b in studies.consent_history(ledger, pseudonym, sid)]
-    return StudyDetailOut(**views.study_out(ledger, settings, terms, pseudonym), history=history)
+    terms = studies.require_study(me.ledger, sid)
+    history = [ConsentChangeOut(granted=g, block=b) for g, b in studies.consent_history(me.ledger, me.pseudonym, sid)]
+    return StudyDetailOut(**views.study_out(me.ledger, me.settings, terms, me.pseudonym), history=history)
 
 
 # ---- changing the consent with the password-sealed key ----
 
 @router.post("/{study_id}/grant", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-def grant(study_id: StudyId, body: GrantRequest, request: Request, response: Response, patient: CurrentPatient, db: Db,
-          settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
+def grant(study_id: StudyId, body: GrantRequest, response: Response, me: Me) -> ConsentChangeResult:
     until = views.seconds_of(body.valid_until) if body.valid_until is not None else None
-    row, future = password_change(db, settings, ledger, state, patient, study_id, "grant", password=body.password,
-                                  valid_until=until, ip=client_ip(request))
-    return _result(db, settings, ledger, patient, study_id, row, future, response)
+    row, future = password_change(me, study_id, "grant", password=body.password, valid_until=until)
+    return _result(me, study_id, row, future, response)
 
 
 @router.post("/{study_id}/revoke", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-def revoke(study_id: StudyId, body: RevokeRequest, request: Request, response: Response, patient: CurrentPatient,
-           db: Db, settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
-    row, future = password_change(db, settings, ledger, state, patient, study_id, "revoke", password=body.password,
-                                  valid_until=None, ip=client_ip(request))
-    return _result(db, settings, ledger, patient, study_id, row, future, response)
+def revoke(study_id: StudyId, body: RevokeRequest, response: Response, me: Me) -> ConsentChangeResult:
+    row, future = password_change(me, study_id, "revoke", password=body.password, valid_until=None)
+    return _result(me, study_id, row, future, response)
 
 
 # ---- changing the consent with the patient's wallet ----
 
 @router.get("/{study_id}/grant/typed-data", response_model=TypedDataOut)
-def grant_typed_data(study_id: StudyId, patient: CurrentPatient, ledger: Chain, settings: Settings,
+def grant_typed_data(study_id: StudyId, me: Me,
                      valid_until: Annotated[datetime | None, Query(description="default: the study's end")] = None
                      ) -> TypedDataOut:
     """What the wallet signs to agree (EIP-712, for eth_signTypedData_v4); nothing is stored."""
-    _wallet_only(patient)
-    terms = studies.require_study(ledger, _sid(study_id))
+    _wallet_only(me)
+    terms = studies.require_study(me.ledger, _sid(study_id))
     until = views.seconds_of(valid_until) if valid_until is not None else None
-    message = studies.grant_message(ledger, _pseudonym(patient), terms, valid_until=until,
-                                    deadline_s=settings.signature_deadline_s)
-    return TypedDataOut(**studies.typed_data(ledger, "Grant", message))
+    message = studies.grant_message(me.ledger, me.pseudonym, terms, valid_until=until,
+                                    deadline_s=me.settings.signature_deadline_s)
+    return TypedDataOut(**studies.typed_data(me.ledger, "Grant", message))
 
 
 @router.get("/{study_id}/revoke/typed-data", response_model=TypedDataOut)
-def revoke_typed_data(study_id: StudyId, patient: CurrentPatient, ledger: Chain, settings: Settings) -> TypedDataOut:
+def revoke_typed_data(study_id: StudyId, me: Me) -> TypedDataOut:
     """What the wallet signs to withdraw (EIP-712, for eth_signTypedData_v4); nothing is stored."""
-    _wallet_only(patient)
+    _wallet_only(me)
     sid = _sid(study_id)
-    studies.require_study(ledger, sid)
-    message = studies.revoke_message(ledger, _pseudonym(patient), sid, deadline_s=settings.signature_deadline_s)
-    return TypedDataOut(**studies.typed_data(ledger, "Revoke", message))
+    studies.require_study(me.ledger, sid)
+    message = studies.revoke_message(me.ledger, me.pseudonym, sid, deadline_s=me.settings.signature_deadline_s)
+    return TypedDataOut(**studies.typed_data(me.ledger, "Revoke", message))
 
 
-def _relay_signed(db, settings, ledger, state, patient: Current, study_id: str, message: dict, signature: str
-                  ) -> tuple:
-    _wallet_only(patient)
-    studies.require_study(ledger, _sid(study_id))
-    signed: SignedGrant | SignedRevoke = studies.from_wallet(ledger, patient.account.consent_address, message, signature,
-                                                            deadline_s=settings.signature_deadline_s)
-    return state.relayer.submit(db, patient.account, study_id, signed)
+def _relay_signed(me: PatientRequest, study_id: str, message: dict, signature: str) -> tuple:
+    _wallet_only(me)
+    studies.require_study(me.ledger, _sid(study_id))
+    signed: SignedGrant | SignedRevoke = studies.from_wallet(me.ledger, me.account.consent_address, message, signature,
+                                                            deadline_s=me.settings.signature_deadline_s)
+    return me.state.relayer.submit(me.db, me.account, study_id, signed)
 
 
 @router.post("/{study_id}/grant/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-def grant_signed(study_id: StudyId, body: SignedGrantRequest, response: Response, patient: CurrentPatient, db: Db,
-                 settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
+def grant_signed(study_id: StudyId, body: SignedGrantRequest, response: Response, me: Me) -> ConsentChangeResult:
     """Relay a grant the patient's wallet signed; the signer must be the patient's consent key."""
-    message = {"pseudonym": _pseudonym(patient), "studyId": _sid(study_id), "validFrom": body.valid_from,
+    message = {"pseudonym": me.pseudonym, "studyId": _sid(study_id), "validFrom": body.valid_from,
                "validUntil": body.valid_until, "nonce": body.nonce, "deadline": body.deadline}
-    row, future = _relay_signed(db, settings, ledger, state, patient, study_id, message, body.signature)
-    return _result(db, settings, ledger, patient, study_id, row, future, response)
+    row, future = _relay_signed(me, study_id, message, body.signature)
+    return _result(me, study_id, row, future, response)
 
 
 @router.post("/{study_id}/revoke/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-def revoke_signed(study_id: StudyId, body: SignedRevokeRequest, response: Response, patient: CurrentPatient, db: Db,
-                  settings: Settings, ledger: Chain, state: State) -> ConsentChangeResult:
+def revoke_signed(study_id: StudyId, body: SignedRevokeRequest, response: Response, me: Me) -> ConsentChangeResult:
     """Relay a revocation the patient's wallet signed; the signer must be the patient's consent key."""
-    message = {"pseudonym": _pseudonym(patient), "studyId": _sid(study_id), "nonce": body.nonce,
-               "deadline": body.deadline}
-    row, future = _relay_signed(db, settings, ledger, state, patient, study_id, message, body.signature)
-    return _result(db, settings, ledger, patient, study_id, row, future, response)
+    message = {"pseudonym": me.pseudonym, "studyId": _sid(study_id), "nonce": body.nonce, "deadline": body.deadline}
+    row, future = _relay_signed(me, study_id, message, body.signature)
+    return _result(me, study_id, row, future, response)
 
 
 # ---- rounds and export ----
 
 @router.get("/{study_id}/rounds", response_model=list[RoundOut])
-def rounds(study_id: StudyId, patient: CurrentPatient, ledger: Chain, state: State) -> list[RoundOut]:
+def rounds(study_id: StudyId, me: Me) -> list[RoundOut]:
     sid = _sid(study_id)
-    studies.require_study(ledger, sid)
-    return [RoundOut(**use.__dict__) for use in studies.rounds_using(ledger, state.store, patient.account.pseudonym, sid)]
+    studies.require_study(me.ledger, sid)
+    return [RoundOut(**use.__dict__) for use in studies.rounds_using(me.ledger, me.state.store, me.account.pseudonym, sid)]
 
 
 @router.get("/{study_id}/rounds/{round_number}", response_model=RoundProofOut)
-def round_proof(study_id: StudyId, round_number: RoundNumber, patient: CurrentPatient, ledger: Chain, state: State,
-                settings: Settings) -> RoundProofOut:
+def round_proof(study_id: StudyId, round_number: RoundNumber, me: Me) -> RoundProofOut:
     """A round that used the patient's data, with its anchor and this hospital's commitment recomputed from the
     usage log, so that anyone can check it against the chain."""
     sid = _sid(study_id)
-    studies.require_study(ledger, sid)
-    proof = studies.round_proof(ledger, state.store, patient.account.pseudonym, sid, round_number)
-    return views.round_proof_out(ledger, settings, proof, study_id)
+    studies.require_study(me.ledger, sid)
+    proof = studies.round_proof(me.ledger, me.state.store, me.account.pseudonym, sid, round_number)
+    return views.round_proof_out(me.ledger, me.settings, proof, study_id)
 
 
 @router.get("/{study_id}/consent.fhir.json", response_class=JSONResponse,
             responses={200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}},
                              "description": "a FHIR R4 Consent resource"}})
-def fhir_consent(study_id: StudyId, patient: CurrentPatient, ledger: Chain) -> JSONResponse:
+def fhir_consent(study_id: StudyId, me: Me) -> JSONResponse:
     sid = _sid(study_id)
-    studies.require_study(ledger, sid)
-    resource = export_consent(ledger, _pseudonym(patient), sid)
+    studies.require_study(me.ledger, sid)
+    resource = export_consent(me.ledger, me.pseudonym, sid)
     return JSONResponse(resource, media_type="application/fhir+json", headers={
         "Content-Disposition": f'attachment; filename="consent-{study_id[2:14].lower()}.fhir.json"'})

@@ -30,7 +30,7 @@ from node.store import Store
 from node.twins.cohort import simulate_patients, write_records
 from node.twins.forecast import Backtest, Forecast, choose_point_30min
 
-HEART_DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease" / "processed.cleveland.data"
+HEART_DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease" / "processed.cleveland.data"
 FAR = int(time.time()) + 365 * 24 * 3600
 PATIENT = "T1D-adult001"
 STUDY_A, STUDY_B = "0x" + "a" * 64, "0x" + "b" * 64

@@ -29,7 +29,7 @@ from node.portal.settings import PortalSettings
 from node.store import RoundUsage, Store
 from tests.conftest import fresh_funded_key, save_screenshot
 
-DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 PASSWORDS = {"alice": "correct horse battery", "walt": "wallet walker pw", "carol": "carol's long password",
              "dave": "dave's long password"}
 

@@ -22,7 +22,7 @@ from node.importer import read_heart_disease_csv
 from node.settings import NodeSettings
 from node.store import PrivacySpend, RoundRefusal, RoundUsage, Store
 
-DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 CSV_TYPE = {"Content-Type": "text/csv"}
 FHIR_TYPE = {"Content-Type": "application/fhir+json"}
 

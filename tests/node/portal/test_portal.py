@@ -20,7 +20,7 @@ from node.portal.models import EnrolmentCode, PortalAccount
 from node.portal.settings import PortalSettings
 from node.store import RoundUsage, Store
 
-DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 PASSWORD = {"alice": "correct horse battery", "bob": "staple tuna river ok"}
 
 

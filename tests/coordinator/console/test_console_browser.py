@@ -24,7 +24,7 @@ from tests.conftest import save_screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 ROUND_TIMEOUT_MS = 240_000  # a round takes about 10 s; much longer only on a machine shared with other jobs
-DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 HOSPITALS = {"cleveland": "processed.cleveland.data", "hungary": "processed.hungarian.data"}
 
 

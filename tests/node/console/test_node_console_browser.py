@@ -24,7 +24,7 @@ from node.privacy import PrivacyBudget
 from node.store import RoundUsage, Store
 from tests.conftest import fresh_funded_key, save_screenshot
 
-DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease"
+DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 
 
 @pytest.fixture
