@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import track
 
 from contracts import ledger as lg
+from federation.ids import Pseudonym
 from deploy.consortium import Consortium, chain_url
 
 console = Console(stderr=True)
@@ -33,7 +34,7 @@ def bench_ledger(*, patients: int = 10_000, consent_share: float = 0.7, seed: in
         hospital.accept_study(study)
         patient = consortium.account()  # pays its own gas below
 
-        pseudonyms = [lg.new_pseudonym() for _ in range(patients)]
+        pseudonyms = [Pseudonym.new() for _ in range(patients)]
         patient_keys = ["0x" + secrets.token_hex(32) for _ in range(patients)]
         for start in track(range(0, patients, lg.ENROL_BATCH), description="enrolling patients", console=console):
             chunk = slice(start, start + lg.ENROL_BATCH)
@@ -67,12 +68,12 @@ def bench_ledger(*, patients: int = 10_000, consent_share: float = 0.7, seed: in
             raise AssertionError("the chain's answers do not match the consents given")
 
         # Gas of the single operations, from a patient who holds ether and one who signs.
-        own = lg.new_pseudonym()
+        own = Pseudonym.new()
         hospital.enrol([own], [patient.address])
         grant_gas = patient.grant(own, study, valid_from=0, valid_until=far)["gasUsed"]
         revoke_gas = patient.revoke(own, study)["gasUsed"]
         signer = "0x" + secrets.token_hex(32)
-        signed_pseudonym = lg.new_pseudonym()
+        signed_pseudonym = Pseudonym.new()
         hospital.enrol([signed_pseudonym], [Account.from_key(signer).address])
         signed = lg.sign_grant(signer, consortium.deployment, pseudonym=signed_pseudonym, study_id=study, valid_from=0,
                                valid_until=far, nonce=0, deadline=far)

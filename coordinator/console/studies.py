@@ -11,7 +11,8 @@ from pathlib import Path
 
 import requests
 
-from contracts.ledger import ChainUnavailable, Ledger, LedgerError, StudyTerms, new_study_id
+from contracts.ledger import ChainUnavailable, Ledger, LedgerError, StudyTerms
+from federation.ids import StudyId
 from federation.tasks import TASKS
 from federation.web.errors import WebError
 
@@ -115,7 +116,7 @@ def propose(operator: Ledger, *, purpose: str, task_id: str, epsilon_budget: flo
         raise StudyError(f"the end date {ends_on.isoformat()} is not in the future", status=422)
     if ends_at >= 2**32:
         raise StudyError("the end date must be before 2106", status=422)
-    study_id = new_study_id()
+    study_id = StudyId.new()
     operator.propose_study(study_id, purpose=purpose, task_id=task_id, epsilon_budget=epsilon_budget,
                            delta_exponent=delta_exponent, rounds=rounds, ends_at=ends_at,
                            data_categories=category_bits(data_categories))

@@ -19,8 +19,7 @@ from node import admin
 from node.console.settings import ROLES, ConsoleSettings
 from node.store import Store
 
-ConsoleError = WebError  # node/console/records.py (owner: records) still imports it from here
-__all__ = ["Caller", "ConsoleError", "ConsoleState", "CurrentStaff", "Db", "ItAdmin", "State", "client_ip", "record"]
+__all__ = ["Caller", "ConsoleState", "CurrentStaff", "Db", "ItAdmin", "State", "client_ip", "record"]
 
 
 class ConsoleState:

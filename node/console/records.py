@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlmodel import Session, func, select
 
 from node import admin
-from node.console.deps import ConsoleError, ConsoleState
+from federation.web.errors import WebError
+from node.console.deps import ConsoleState
 from node.console.schemas import ImportOut, OutstandingCode, PatientOut, PatientPage
 from node.portal.models import EnrolmentCode, PortalAccount, now
 from node.store import Patient
@@ -28,7 +29,7 @@ def upload_format(content_type: str) -> str:
     if media in FHIR_TYPES:
         return "fhir"
     shown = repr(media) if media else "no content type"
-    raise ConsoleError(f"send a CSV file (text/csv) or a FHIR R4 Bundle (application/fhir+json), not {shown}",
+    raise WebError(f"send a CSV file (text/csv) or a FHIR R4 Bundle (application/fhir+json), not {shown}",
                        status=415)
 
 
@@ -50,7 +51,7 @@ def import_upload(state: ConsoleState, data: bytes, *, fmt: str, filename: str |
     node = state.settings.node
     source = source_name(filename, fmt)
     if not data.strip():
-        raise ConsoleError(f"{source}: the upload is empty", status=422)
+        raise WebError(f"{source}: the upload is empty", status=422)
     with state.import_lock:
         # The importers read files: the upload stays in an owner-only directory inside the node home for the
         # length of the import, and is deleted with it.
@@ -60,9 +61,9 @@ def import_upload(state: ConsoleState, data: bytes, *, fmt: str, filename: str |
             try:
                 report = admin.import_records(node, path, record_prefix=record_prefix)
             except VaultError as exc:
-                raise ConsoleError(f"the node's data key cannot be used: {exc}", status=409) from None
+                raise WebError(f"the node's data key cannot be used: {exc}", status=409) from None
             except ValueError as exc:  # RecordFileError (every reader's refusals derive from it)
-                raise ConsoleError(str(exc).replace(str(path), source), status=422) from None
+                raise WebError(str(exc).replace(str(path), source), status=422) from None
     return ImportOut(source=report.source, format=fmt, imported=report.imported, incomplete=report.incomplete,
                      already_present=report.already_present, cohorts=report.cohorts)
 
