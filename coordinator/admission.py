@@ -132,6 +132,21 @@ def sync(admin: LinkAdmin, wanted: Mapping[str, bytes]) -> SyncReport:
     return report
 
 
+def admit(admin: LinkAdmin, keys: Mapping[str, bytes]) -> dict[str, int]:
+    """Register each key (name -> SubjectPublicKeyInfo PEM) the SuperLink does not hold yet; unregister nothing.
+
+    For admitting nodes one by one (a development federation, `twinledger coordinator nodes admit`); the
+    chain-driven `sync` is what keeps the list exact. Returns name -> node id of every key (new or present).
+    """
+    live = {fingerprint(node.public_key): node.node_id for node in admin.nodes() if node.status != UNREGISTERED}
+    admitted = {}
+    for name, pem in keys.items():
+        key = fingerprint(pem)
+        admitted[name] = live[key] if key in live else admin.register(pem, name)
+        live[key] = admitted[name]
+    return admitted
+
+
 def hospitals_of(nodes: Iterable[NodeRecord], wanted: Mapping[str, bytes]) -> dict[int, str]:
     """Which hospital account each node is, from the key it authenticated with (`grid.get_nodes()`).
 

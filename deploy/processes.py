@@ -9,18 +9,24 @@ as processes of this machine.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 import requests
 
+from coordinator import admission
 from coordinator.processes import (  # noqa: F401 - re-exported: the demo, the benchmarks and the tests use them
     FLOWER_APP_DIR,
+    LOOPBACK,
     VENV_BIN,
     ProcessError,
     Service,
+    SuperLink,
+    find_link,
     flower_env,
     flwr_run,
+    https_answers,
     free_port,
     port_open,
     reachable_host,
@@ -29,7 +35,7 @@ from coordinator.processes import (  # noqa: F401 - re-exported: the demo, the b
     wait_until,
     write_flower_federation,
 )
-from node import supernode
+from node import node_keys, supernode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,16 +72,68 @@ def supernode_command(*, warm: bool = True) -> list[str]:
     return supernode.command(warm=warm)
 
 
+def admit_nodes(node_homes: list[Path], *, control_address: str, root_certificates: Path) -> dict[str, int]:
+    """Register the SuperNode keys of these node homes with the SuperLink at `control_address` (its loopback
+    Control API, TLS trusting `root_certificates`); keys are generated in a home that has none.
+
+    Each key is named after its home's directory. Returns that name -> Flower node id. Only adds: keys already
+    admitted stay, nothing is removed (`coordinator.admission.sync` makes the list exact from the chain).
+    """
+    keys = {Path(home).name: node_keys.public_key_pem(node_keys.load_public_key(
+        node_keys.ensure_node_keys(Path(home)).public_key)) for home in node_homes}
+    admin = admission.ControlAdmin(control_address, root_certificates)
+    try:
+        return admission.admit(admin, keys)
+    finally:
+        admin.close()
+
+
+def superexec_secret(node_home: Path) -> Path:
+    """`<node home>/keys/superexec.secret` (0600, made on first use): the warm SuperNode's executor signs its
+    task requests with it, so no other local process can take the node's ClientApp tasks."""
+    path = node_home / "keys" / "superexec.secret"
+    if not path.exists():
+        node_keys.write_secret(path, secrets.token_hex(32).encode())
+    return path
+
+
 def start_supernode(
     *, name: str, superlink_port: int, port: int, node_home: Path, flwr_home: Path, log_path: Path,
-    warm: bool | None = None,
+    warm: bool | None = None, superlink_host: str = "127.0.0.1", root_certificates: Path | None = None,
+    control_address: str | None = None, admit: bool = True, insecure: bool | None = None,
 ) -> Service:
-    """A hospital's SuperNode; `warm` None: as TWINLEDGER_WARM_SUPERNODE says (default warm, "0": stock Flower)."""
+    """A hospital's SuperNode dialling `superlink_host`:`superlink_port` (the SuperLink's hospitals' address).
+
+    By default over TLS trusting `root_certificates` (the consortium CA) and authenticated with the node key
+    in `node_home`/keys (generated if absent). With `control_address` (the coordinator's loopback Control API)
+    the key is admitted first (`admit_nodes`), unless `admit` is False. For a link `start_superlink` started on
+    this machine, the CA, the control address and whether the link is insecure are found from the port.
+    `insecure` (development only): plain HTTP and no node key. `warm` None: as TWINLEDGER_WARM_SUPERNODE says
+    (default warm, "0": stock Flower); the warm SuperNode also gets a SuperExec secret and the app gate.
+    """
     if warm is None:
         warm = os.environ.get("TWINLEDGER_WARM_SUPERNODE", "1") != "0"
+    link = find_link(superlink_port) if reachable_host(superlink_host) in LOOPBACK else None
+    if insecure is None:
+        insecure = link.insecure if link is not None and root_certificates is None else False
+    if insecure:
+        security = ["--insecure"]
+    else:
+        root_certificates = root_certificates or (link.root_certificates if link else None)
+        if root_certificates is None:
+            raise ProcessError(f"no CA certificate for the SuperLink at {superlink_host}:{superlink_port}: give "
+                               "root_certificates (the consortium's ca.pem); insecure is for development only")
+        control_address = control_address or (link.control_address if link else None)
+        if admit and control_address:
+            admit_nodes([node_home], control_address=control_address, root_certificates=root_certificates)
+        keys = node_keys.ensure_node_keys(node_home)
+        security = ["--root-certificates", str(root_certificates), "--auth-supernode-private-key", str(keys.private_key)]
+        if warm:
+            security += ["--superexec-auth-secret-file", str(superexec_secret(node_home)),
+                         "--installed-app-dir", str(FLOWER_APP_DIR)]
     service = start(
         f"supernode {name}",
-        [*supernode.command(warm=warm), "--insecure", "--superlink", f"127.0.0.1:{superlink_port}",
+        [*supernode.command(warm=warm), *security, "--superlink", f"{superlink_host}:{superlink_port}",
          "--port", str(port), "--node-config", f'node-home="{node_home}"'],
         log_path=log_path,
         env=supernode.environment(flwr_home),
