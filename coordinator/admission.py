@@ -43,6 +43,26 @@ def pem_from_chain_key(point: bytes) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def pem_from_key_file(path: Path) -> bytes:
+    """The SubjectPublicKeyInfo PEM of a SuperNode public key file (OpenSSH line, as `twinledger node init`
+    writes it, or PEM). Raises ValueError unless it is an EC key on a NIST curve (Flower refuses others)."""
+    data = path.read_bytes()
+    key = (serialization.load_pem_public_key(data) if data.lstrip().startswith(b"-----BEGIN")
+           else serialization.load_ssh_public_key(data))
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+            key.curve, (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)):
+        raise ValueError(f"{path}: a SuperNode key must be an EC key on P-256, P-384 or P-521")
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def chain_key_from_pem(pem: bytes) -> bytes:
+    """The 65-byte P-256 point a hospital records on chain, from a key's PEM. Raises ValueError for other curves."""
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("the chain records P-256 node keys only")
+    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
 def fingerprint(pem: bytes) -> bytes:
     """SHA-256 of the key's DER SubjectPublicKeyInfo (the same value as `node.node_keys.key_fingerprint`)."""
     key = serialization.load_pem_public_key(pem)

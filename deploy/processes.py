@@ -9,7 +9,6 @@ as processes of this machine.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from pathlib import Path
 
@@ -88,15 +87,6 @@ def admit_nodes(node_homes: list[Path], *, control_address: str, root_certificat
         admin.close()
 
 
-def superexec_secret(node_home: Path) -> Path:
-    """`<node home>/keys/superexec.secret` (0600, made on first use): the warm SuperNode's executor signs its
-    task requests with it, so no other local process can take the node's ClientApp tasks."""
-    path = node_home / "keys" / "superexec.secret"
-    if not path.exists():
-        node_keys.write_secret(path, secrets.token_hex(32).encode())
-    return path
-
-
 def start_supernode(
     *, name: str, superlink_port: int, port: int, node_home: Path, flwr_home: Path, log_path: Path,
     warm: bool | None = None, superlink_host: str = "127.0.0.1", root_certificates: Path | None = None,
@@ -126,11 +116,8 @@ def start_supernode(
         control_address = control_address or (link.control_address if link else None)
         if admit and control_address:
             admit_nodes([node_home], control_address=control_address, root_certificates=root_certificates)
-        keys = node_keys.ensure_node_keys(node_home)
-        security = ["--root-certificates", str(root_certificates), "--auth-supernode-private-key", str(keys.private_key)]
-        if warm:
-            security += ["--superexec-auth-secret-file", str(superexec_secret(node_home)),
-                         "--installed-app-dir", str(FLOWER_APP_DIR)]
+        security = supernode.security_options(node_home, root_certificates=root_certificates, warm=warm,
+                                              installed_app_dir=FLOWER_APP_DIR)
     service = start(
         f"supernode {name}",
         [*supernode.command(warm=warm), *security, "--superlink", f"{superlink_host}:{superlink_port}",

@@ -202,6 +202,34 @@ def main(argv: list[str] | None = None) -> None:
         stop.set()
 
 
+def superexec_secret(node_home: Path) -> Path:
+    """`<node home>/keys/superexec.secret` (0600, made on first use): the warm executor signs its task requests
+    with it (`--superexec-auth-secret-file`), so no other local process can take the node's ClientApp tasks."""
+    import secrets
+
+    from node.node_keys import write_secret
+
+    path = node_home / "keys" / "superexec.secret"
+    if not path.exists():
+        write_secret(path, secrets.token_hex(32).encode())
+    return path
+
+
+def security_options(node_home: Path, *, root_certificates: Path, warm: bool,
+                     installed_app_dir: Path | None = None) -> list[str]:
+    """The SuperNode's options for a TLS link with node authentication: trust the consortium CA, sign with the
+    node home's key (generated if absent); the warm SuperNode also gets its SuperExec secret and the app to gate on."""
+    from node.node_keys import ensure_node_keys
+
+    options = ["--root-certificates", str(root_certificates),
+               "--auth-supernode-private-key", str(ensure_node_keys(node_home).private_key)]
+    if warm:
+        options += ["--superexec-auth-secret-file", str(superexec_secret(node_home))]
+        if installed_app_dir is not None:
+            options += ["--installed-app-dir", str(installed_app_dir)]
+    return options
+
+
 def command(*, warm: bool = True) -> list[str]:
     """How to start a hospital's SuperNode: this launcher (`warm`), else Flower's stock `flower-supernode`."""
     # -c rather than -m: the fork server then has no __main__ module to re-run in every ClientApp process.
