@@ -116,7 +116,8 @@ def _ca_issue(args, kind: str) -> int:
                                               ip_addresses=args.ip or [], valid_days=args.days)
     else:
         issued = cax.issue_client_certificate(authority, out, args.holder, valid_days=args.days)
-    print(f"{issued.cert_path} (key {issued.key_path}); serial {issued.serial}; valid until {issued.not_after:%Y-%m-%d}")
+    print(f"{issued.cert_path} (key {issued.key_path}); serial {issued.serial}; "
+          f"valid until {issued.not_after:%Y-%m-%d}")
     return 0
 
 
@@ -153,8 +154,8 @@ def _control_admin(args):
 def _nodes_admit(args) -> int:
     from coordinator import admission
 
-    keys = {args.name if args.name and len(args.public_keys) == 1 else Path(path).stem: admission.pem_from_key_file(Path(path))
-            for path in args.public_keys}
+    single = args.name if args.name and len(args.public_keys) == 1 else None
+    keys = {single or Path(path).stem: admission.pem_from_key_file(Path(path)) for path in args.public_keys}
     admin = _control_admin(args)
     try:
         for name, node_id in admission.admit(admin, keys).items():

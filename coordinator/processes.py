@@ -283,8 +283,12 @@ class SuperLink(Service):
         forget_link(self)
 
 
+INSECURE_LINKS_ENV = "TWINLEDGER_BENCH_INSECURE_LINKS"  # "1": start_superlink(insecure=None) starts insecure links
+
+
 def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = "127.0.0.1",
-                    ca_dir: Path | None = None, control_port: int | None = None, insecure: bool = False) -> SuperLink:
+                    ca_dir: Path | None = None, control_port: int | None = None,
+                    insecure: bool | None = None) -> SuperLink:
     """Start the consortium's SuperLink; hospitals' SuperNodes dial `host`:`port`.
 
     By default (production path): the SuperLink itself listens on 127.0.0.1:`control_port` (a free port when
@@ -293,18 +297,22 @@ def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = 
     Certificates come from the consortium CA in `ca_dir`, else from a development CA created in
     `state_dir`/ca (see `link_tls`). Ready when both answer `/health` over HTTPS trusting that CA.
     `insecure` (development only, e.g. the benchmark's insecure side): the old plain-HTTP SuperLink on
-    `host`:`port`, any node admitted, no gateway.
+    `host`:`port`, any node admitted, no gateway. None: False unless $TWINLEDGER_BENCH_INSECURE_LINKS is "1"
+    (set only by `deploy.processes.insecure_links()`, the benchmark's way to time the same rounds both ways).
     The link is recorded for this machine's other processes (`find_link`), so `write_flower_federation` and
     `start_supernode` given this port find its control address and CA.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     env = flower_env(flwr_home)
     database = state_dir / "state.db"
+    if insecure is None:
+        insecure = os.environ.get(INSECURE_LINKS_ENV) == "1"
     if insecure:
         service = start("superlink", superlink_command(database=database, host=host, port=port),
                         log_path=state_dir / "superlink.log", env=env, cwd=state_dir)
         address = f"{reachable_host(host)}:{port}"
-        wait_until(service, lambda: port_open(port, reachable_host(host).strip("[]")), timeout_s=60, what=f"port {port}")
+        wait_until(service, lambda: port_open(port, reachable_host(host).strip("[]")), timeout_s=60,
+                   what=f"port {port}")
         link = SuperLink(service.name, service.process, service.log_path, fleet_address=address,
                          control_address=address)
         remember_link(link)

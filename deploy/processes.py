@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -17,6 +19,7 @@ import requests
 from coordinator import admission
 from coordinator.processes import (  # noqa: F401 - re-exported: the demo, the benchmarks and the tests use them
     FLOWER_APP_DIR,
+    INSECURE_LINKS_ENV,
     LOOPBACK,
     VENV_BIN,
     ProcessError,
@@ -69,6 +72,25 @@ def start_anvil(*, port: int, log_path: Path, chain_id: int = 31337, host: str =
 def supernode_command(*, warm: bool = True) -> list[str]:
     """Flower's SuperNode; `warm`: with warm ClientApp processes and a short idle poll (node/supernode.py)."""
     return supernode.command(warm=warm)
+
+
+@contextmanager
+def insecure_links() -> Iterator[None]:
+    """Within it, `start_superlink` calls that do not say otherwise start the old insecure link (plain HTTP, no
+    node authentication, no gateway), and the SuperNodes and `flwr` connections made for them follow.
+
+    For the overhead benchmark only: run the same rounds once as usual (secure) and once inside this, e.g.
+    `with processes.insecure_links(): run_demo(options)`. Restores the previous setting on exit.
+    """
+    previous = os.environ.get(INSECURE_LINKS_ENV)
+    os.environ[INSECURE_LINKS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(INSECURE_LINKS_ENV, None)
+        else:
+            os.environ[INSECURE_LINKS_ENV] = previous
 
 
 def admit_nodes(node_homes: list[Path], *, control_address: str, root_certificates: Path) -> dict[str, int]:

@@ -86,7 +86,8 @@ def test_a_supernode_with_an_unregistered_key_cannot_join_and_an_admitted_one_ca
         name="honest", superlink_port=link.port, port=processes.free_port(), node_home=honest_home,
         flwr_home=link.root / "honest-flwr", log_path=link.root / "honest.log", warm=False)
     try:
-        assert _wait(lambda: _status(link, honest_home) == "online", timeout_s=40), (link.root / "honest.log").read_text()[-2000:]
+        assert _wait(lambda: _status(link, honest_home) == "online", timeout_s=40), \
+            (link.root / "honest.log").read_text()[-2000:]
         assert _status(link, rogue_home) is None  # never registered, never online
         log = (link.root / "superlink" / "superlink.log").read_text()
         assert 'activate-node HTTP/1.1" 412' in log  # refused: no SuperNode with that public key
