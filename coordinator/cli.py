@@ -19,9 +19,9 @@ Flower app (coordinator/flower_app, coordinator/processes.py) with `flwr run` an
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from contracts import ledger as lg
@@ -134,6 +134,7 @@ def _ca_crl(args) -> int:
     return 0
 
 
+@contextmanager
 def _control_admin(args):
     """The SuperLink's Control API client: --superlink is its loopback control address (or, for a link started
     on this machine, its hospitals' port), trusting --root-certificates (or that link's CA)."""
@@ -148,7 +149,16 @@ def _control_admin(args):
         address, ca_cert = link.control_address, link.root_certificates
     elif link is not None:
         address = link.control_address
-    return admission.ControlAdmin(address, ca_cert)
+    import httpx
+
+    admin = admission.ControlAdmin(address, ca_cert)
+    try:
+        yield admin
+    except httpx.HTTPError as exc:
+        raise processes.ProcessError(f"the SuperLink's Control API at {address} did not answer: {exc} (run this "
+                                     "on the coordinator's machine; --superlink is its control address)") from None
+    finally:
+        admin.close()
 
 
 def _nodes_admit(args) -> int:
@@ -156,12 +166,9 @@ def _nodes_admit(args) -> int:
 
     single = args.name if args.name and len(args.public_keys) == 1 else None
     keys = {single or Path(path).stem: admission.pem_from_key_file(Path(path)) for path in args.public_keys}
-    admin = _control_admin(args)
-    try:
+    with _control_admin(args) as admin:
         for name, node_id in admission.admit(admin, keys).items():
             print(f"{name}: node id {node_id}")
-    finally:
-        admin.close()
     return 0
 
 
@@ -174,11 +181,8 @@ def _nodes_sync(args) -> int:
         if not sep or not account or not path:
             raise ValueError(f"--key takes ACCOUNT=PUBLIC_KEY_FILE, got {item!r}")
         wanted[account] = admission.chain_key_from_pem(admission.pem_from_key_file(Path(path)))
-    admin = _control_admin(args)
-    try:
+    with _control_admin(args) as admin:
         report = admission.sync(admin, wanted)
-    finally:
-        admin.close()
     print(f"registered {report.registered or '{}'}; unregistered node ids {report.unregistered}; kept {report.kept}")
     return 0
 

@@ -166,7 +166,8 @@ def add_node_commands(subparsers) -> None:
     start.add_argument("--port", type=int, default=9101, help="local port for the SuperNode's ClientApp processes (default 9101)")
     start.add_argument("--flwr-home", default=".flwr", help="Flower's home for this SuperNode (default .flwr)")
     start.add_argument("--stock-supernode", action="store_true",
-                       help="Flower's flower-supernode as is (a fresh ClientApp process per message, 3 s idle poll)")
+                       help="Flower's flower-supernode as is (a fresh ClientApp process per message, 3 s idle poll; "
+                            "no app gate: it runs the ClientApp a FAB names, so development and benchmarks only)")
     start.set_defaults(func=_node_start)
     export = node.add_parser("export-usage", help="export the node's usage log for auditors")
     export.add_argument("--home", required=True, help=HOME_HELP)
