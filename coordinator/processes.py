@@ -1,5 +1,11 @@
 """The coordinator's processes: Flower's SuperLink and `flwr run` / `flwr stop`, started as subprocesses.
 
+The SuperLink starts behind the trust boundary by default (`start_superlink`): TLS from the consortium CA
+(`coordinator/ca.py`; a development CA in its state directory when none is given), `--enable-supernode-auth`,
+bound to 127.0.0.1, and the Fleet-only gateway (`coordinator/fleet_gateway.py`) on the address hospitals dial,
+because flwr 1.41 serves its unauthenticated Control API on the Fleet port. `insecure=True` (development and the
+overhead benchmark's comparison only) is the old plain-HTTP SuperLink.
+
 The one copy of the helpers the `twinledger coordinator` commands, the operator console and `deploy` (the demo,
 the benchmarks) use to start a process that logs to a file, wait until it answers, and talk to the SuperLink
 with Flower's `flwr` CLI. A process that dies on start-up is reported with the end of its log.
@@ -23,7 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from coordinator import ca as cax
@@ -151,9 +157,18 @@ def link_tls(state_dir: Path, *, ca_dir: Path | None = None, public_host: str = 
     only listener; Flower's own SuperExec dials it there); the gateway's names loopback, this host's name and
     `public_host` when that is an address or name other than the wildcard.
     """
+    out = state_dir / "tls"
+    files = LinkTLS(Path(), out / "superlink.pem", out / "superlink.key", out / "fleet-gateway.pem",
+                    out / "fleet-gateway.key")
+    if ca_dir is not None and not (ca_dir / cax.CA_KEY).exists() and (ca_dir / cax.CA_CERT).exists():
+        # The CA key stays on the operator's machine: the certificates were issued there and copied here.
+        for cert in (files.superlink_cert, files.gateway_cert):
+            if not cert.exists() or cax.needs_renewal(cert, within_days=1):
+                raise ProcessError(f"{cert} is missing or expires within a day, and {ca_dir} holds no CA key to "
+                                   f"issue it: twinledger coordinator ca issue-server {cert.stem} --out {out} ...")
+        return replace(files, ca_cert=ca_dir / cax.CA_CERT)
     ca_dir = ca_dir or state_dir / "ca"
     authority = cax.load_ca(ca_dir) if (ca_dir / cax.CA_KEY).exists() else cax.create_ca(ca_dir)
-    out = state_dir / "tls"
     dns, ips = ["localhost", socket.gethostname()], ["127.0.0.1"]
     if public_host not in ("", "0.0.0.0", "::", "127.0.0.1", "localhost"):
         try:
@@ -163,10 +178,18 @@ def link_tls(state_dir: Path, *, ca_dir: Path | None = None, public_host: str = 
             dns.append(public_host)
     for service, names, addresses in (("superlink", ["localhost"], ["127.0.0.1"]), ("fleet-gateway", dns, ips)):
         cert = out / f"{service}.pem"
-        if not cert.exists() or cax.needs_renewal(cert):
+        if not cert.exists() or cax.needs_renewal(cert) or not _names(cert) >= {*names, *addresses}:
             cax.issue_server_certificate(authority, out, service, dns_names=names, ip_addresses=addresses)
-    return LinkTLS(authority.cert_path, out / "superlink.pem", out / "superlink.key",
-                   out / "fleet-gateway.pem", out / "fleet-gateway.key")
+    return replace(files, ca_cert=authority.cert_path)
+
+
+def _names(cert_path: Path) -> set[str]:
+    """The DNS names and IP addresses a certificate's SANs list (text)."""
+    from cryptography import x509
+
+    sans = x509.load_pem_x509_certificate(cert_path.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    return {*sans.get_values_for_type(x509.DNSName), *(str(ip) for ip in sans.get_values_for_type(x509.IPAddress))}
 
 
 # --- Links started on this machine ----------------------------------------------------------------------------

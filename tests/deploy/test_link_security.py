@@ -40,6 +40,8 @@ def test_a_dev_ca_is_made_once_and_names_what_each_side_dials(tmp_path):
     before = tls.gateway_cert.read_bytes()
     again = cp.link_tls(tmp_path / "state", public_host="10.0.0.5")  # a restart: same CA, certificates still fresh
     assert again.ca_cert.read_bytes() == tls.ca_cert.read_bytes() and again.gateway_cert.read_bytes() == before
+    moved = cp.link_tls(tmp_path / "state", public_host="link.example")  # a new public name: a new certificate
+    assert "link.example" in _sans(moved.gateway_cert)[0]
 
 
 def test_an_operators_ca_issues_the_link_certificates(tmp_path):
@@ -48,6 +50,22 @@ def test_an_operators_ca_issues_the_link_certificates(tmp_path):
     authority = cax.create_ca(tmp_path / "consortium-ca")
     tls = cp.link_tls(tmp_path / "state", ca_dir=tmp_path / "consortium-ca")
     assert tls.ca_cert == authority.cert_path and not (tmp_path / "state" / "ca").exists()
+
+
+def test_with_only_the_ca_certificate_here_the_link_uses_certificates_issued_elsewhere(tmp_path):
+    from coordinator import ca as cax
+
+    authority = cax.create_ca(tmp_path / "operator-ca")
+    public = tmp_path / "coordinator-ca"
+    public.mkdir()
+    (public / "ca.pem").write_bytes(authority.cert_path.read_bytes())
+    with pytest.raises(processes.ProcessError, match="holds no CA key"):
+        cp.link_tls(tmp_path / "state", ca_dir=public)
+    for service in ("superlink", "fleet-gateway"):
+        cax.issue_server_certificate(authority, tmp_path / "state" / "tls", service, ip_addresses=["127.0.0.1"])
+    tls = cp.link_tls(tmp_path / "state", ca_dir=public)
+    assert tls.ca_cert == public / "ca.pem" and tls.gateway_key == tmp_path / "state" / "tls" / "fleet-gateway.key"
+    assert not (public / "ca.key").exists()
 
 
 def test_the_superlink_command_is_tls_with_node_auth_unless_insecure(tmp_path):
