@@ -19,8 +19,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from contracts.ledger import Ledger, pseudonym_commitment
-from federation.protocol import combined_commitment
+from contracts.ledger import Ledger
+from federation.commitment import combined_commitment, pseudonym_commitment
+from federation.ids import Pseudonym, StudyId
 
 
 @dataclass
@@ -47,7 +48,7 @@ def load_usage_logs(paths: list[Path]) -> dict[str, dict]:
 
 def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict]) -> AuditResult:
     result = AuditResult()
-    study_hex = "0x" + study_id.hex()
+    study_hex = str(StudyId(study_id))
     for anchor in ledger.round_anchors(study_id):
         result.rounds += 1
         for account, anchored in anchor.commitments.items():
@@ -67,9 +68,9 @@ def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict]) ->
                 if entry is None:
                     phase_commitments[phase] = b""
                     continue
-                pseudonyms = [bytes.fromhex(p[2:]) for p in entry["pseudonyms"]]
+                pseudonyms = [Pseudonym.parse(p) for p in entry["pseudonyms"]]
                 phase_commitments[phase] = pseudonym_commitment(pseudonyms)
-                if "0x" + phase_commitments[phase].hex() != entry["commitment"]:
+                if str(phase_commitments[phase]) != entry["commitment"]:
                     result.commitment_mismatches += 1
                     result.findings.append(f"round {anchor.round} {name} {phase}: logged commitment does not match its pseudonyms")
                 if entry["block"] != anchor.pinned_block:
@@ -99,7 +100,7 @@ def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict]) ->
                 if not held:
                     result.violations += 1
                     result.findings.append(
-                        f"round {anchor.round} {name}: 0x{pseudonym.hex()[:10]}… used without consent at block {anchor.pinned_block}"
+                        f"round {anchor.round} {name}: {pseudonym.short(10)} used without consent at block {anchor.pinned_block}"
                     )
     return result
 

@@ -14,6 +14,7 @@ from fhir.resources.R4B.consent import Consent
 from pydantic import ValidationError
 
 from contracts.ledger import Ledger
+from federation.ids import Pseudonym, StudyId, hex0x
 
 PSEUDONYM_SYSTEM = "urn:twinledger:pseudonym"
 STUDY_SYSTEM = "urn:twinledger:study"
@@ -29,8 +30,8 @@ class ConsentResourceError(ValueError):
 
 @dataclass(frozen=True)
 class ConsentTerms:
-    pseudonym: bytes
-    study_id: bytes
+    pseudonym: Pseudonym
+    study_id: StudyId
     purpose: str
     granted: bool
     valid_from: int
@@ -58,23 +59,20 @@ def export_consent(ledger: Ledger, pseudonym: bytes, study_id: bytes, *, block: 
         status="active" if active else "inactive",
         scope={"coding": [{"system": SCOPE_SYSTEM, "code": "research"}]},
         category=[{"coding": [{"system": CATEGORY_SYSTEM, "code": RESEARCH_CONSENT_LOINC}]}],
-        patient={"identifier": {"system": PSEUDONYM_SYSTEM, "value": "0x" + pseudonym.hex()}},
+        patient={"identifier": {"system": PSEUDONYM_SYSTEM, "value": hex0x(pseudonym)}},
         dateTime=_iso(timestamp),
-        identifier=[{"system": STUDY_SYSTEM, "value": "0x" + study_id.hex()}],
+        identifier=[{"system": STUDY_SYSTEM, "value": hex0x(study_id)}],
         policyRule={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
         provision=provision,
     )
     return resource.model_dump(mode="json", exclude_none=True)
 
 
-def _hex32(value: str | None, what: str) -> bytes:
+def _parse(kind, value: str | None, what: str):
     try:
-        raw = bytes.fromhex((value or "").removeprefix("0x"))
+        return kind.parse(value or "")
     except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise ConsentResourceError(f"{what} must be a 32-byte hex value, got {value!r}")
-    return raw
+        raise ConsentResourceError(f"{what} must be a 32-byte hex value, got {value!r}") from None
 
 
 def import_consent(resource: dict) -> ConsentTerms:
@@ -88,11 +86,11 @@ def import_consent(resource: dict) -> ConsentTerms:
     identifier = consent.patient.identifier if consent.patient else None
     if identifier is None or identifier.system != PSEUDONYM_SYSTEM:
         raise ConsentResourceError(f"the patient must be identified by a pseudonym ({PSEUDONYM_SYSTEM})")
-    pseudonym = _hex32(identifier.value, "the patient's pseudonym")
+    pseudonym = _parse(Pseudonym, identifier.value, "the patient's pseudonym")
     studies = [i for i in consent.identifier or [] if i.system == STUDY_SYSTEM]
     if len(studies) != 1:
         raise ConsentResourceError(f"exactly one identifier with system {STUDY_SYSTEM} must name the study")
-    study_id = _hex32(studies[0].value, "the study id")
+    study_id = _parse(StudyId, studies[0].value, "the study id")
     provision = consent.provision
     if provision is None or provision.type not in ("permit", "deny"):
         raise ConsentResourceError("provision.type must be 'permit' or 'deny'")

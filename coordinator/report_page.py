@@ -1,9 +1,10 @@
-"""Render a run report (the JSON the coordinator saves) as a readable HTML page with PNG plots.
+"""Render a run report (coordinator/report.py RunReport, or the JSON it saves) as an HTML page with PNG plots.
 
 ``write_report_page(report, json_path)`` writes ``<stem>.html`` next to ``json_path`` and three
 plots into ``<stem>-plots/``: the task's headline metric per round (``study.metric`` in the report;
 test accuracy when absent), epsilon spent per hospital, patients used per round. The page is self-contained (inline CSS, no JavaScript, no external resources) and every
-string taken from the report is HTML-escaped. Missing optional keys render as "—".
+string taken from the report is HTML-escaped. Missing optional keys render as "—". The demo's additions
+(``revoked``, ``audit``, ``baseline``, ``generated_at``) are read from the report's extra keys when present.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pathlib
 from typing import Any
 
 import matplotlib
+
+from coordinator.report import RoundRecord, RunReport
+from federation.ids import Pseudonym
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -37,8 +41,10 @@ def _num(value: Any, fmt: str = "{:.3f}") -> str:
 
 def _short(pseudonym: Any) -> str:
     """'0x' + first 10 hex digits + '…' (the full 64-hex pseudonym is not needed to read the page)."""
-    text = str(pseudonym or "")
-    return ("0x" if text.startswith("0x") else "") + text.removeprefix("0x")[:10] + "…"
+    try:
+        return Pseudonym.parse(pseudonym).short(10)
+    except ValueError:
+        return str(pseudonym or "")[:12] + "…"
 
 
 def _table(headers: list[str], rows: list[list[str]], caption: str) -> str:
@@ -55,23 +61,29 @@ def _td(text: str, numeric: bool = False) -> str:
 ACCURACY = {"name": "accuracy", "label": "Test accuracy", "unit": "%", "scale": 100.0}
 
 
-def _metric(report: dict) -> dict:
+def _metric(report: RunReport) -> dict:
     """The headline metric the task declared (federation/tasks/base.py Metric); accuracy for older reports."""
-    metric = (report.get("study") or {}).get("metric")
+    metric = report.study.metric
     return {**ACCURACY, **metric} if isinstance(metric, dict) and metric.get("name") else ACCURACY
 
 
-def _value(record: dict, metric: dict) -> float | None:
+def _value(record: RoundRecord, metric: dict) -> float | None:
     """A round's headline value as shown (scaled), or None when the round has none."""
-    value = (record.get("metrics") or {}).get(metric["name"], record.get(metric["name"]))
-    return None if not isinstance(value, (int, float)) else value * float(metric.get("scale") or 1.0)
+    value = record.value(metric["name"])
+    return None if value is None else value * float(metric.get("scale") or 1.0)
 
 
-def _plots(report: dict, names: list[str], out: pathlib.Path) -> list[tuple[str, str]]:
+def _extra(report: RunReport, key: str, kind: type) -> Any:
+    """One of the demo's additions, or an empty one of its kind."""
+    value = report.extra(key)
+    return value if isinstance(value, kind) else kind()
+
+
+def _plots(report: RunReport, names: list[str], out: pathlib.Path) -> list[tuple[str, str]]:
     """Draw the three plots into ``out``; return (file name, alt text) pairs."""
     out.mkdir(parents=True, exist_ok=True)
-    rounds = report.get("rounds") or []
-    xs = [r.get("round", i + 1) for i, r in enumerate(rounds)]
+    rounds = report.rounds
+    xs = [r.round for r in rounds]
     colours = plt.get_cmap("tab10").colors
     made: list[tuple[str, str]] = []
 
@@ -84,7 +96,7 @@ def _plots(report: dict, names: list[str], out: pathlib.Path) -> list[tuple[str,
         if a is None:  # evaluation failed: leave a gap and say so
             ax.annotate("no result", (x, 3), ha="center", fontsize="small", color="dimgray")
     is_accuracy = metric["name"] == "accuracy"
-    base = (report.get("baseline") or {}).get("constant_predictor_accuracy") if is_accuracy else None
+    base = _extra(report, "baseline", dict).get("constant_predictor_accuracy") if is_accuracy else None
     if base is not None:
         ax.axhline(100 * base, ls="--", color=colours[7], label="constant predictor")
     unit = f" ({metric['unit']})" if metric.get("unit") else ""
@@ -100,10 +112,10 @@ def _plots(report: dict, names: list[str], out: pathlib.Path) -> list[tuple[str,
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for i, name in enumerate(names):
-        eps = [(r.get("epsilon") or {}).get(name) for r in rounds]
+        eps = [r.epsilon.get(name) for r in rounds]
         ax.plot(xs, [float("nan") if e is None else e for e in eps], "-", marker=MARKERS[i % len(MARKERS)],
                 ms=11 - 2 * (i % 4), mfc="none", mew=1.6, color=colours[i % 10], label=name)
-    budgets = {h.get("name"): h.get("epsilon_budget") for h in report.get("hospitals") or []}
+    budgets = {h.name: h.epsilon_budget for h in report.hospitals}
     budgets = {k: v for k, v in budgets.items() if v is not None}
     if len(set(budgets.values())) == 1:
         ax.axhline(next(iter(budgets.values())), ls="--", color="black", label="budget")
@@ -120,11 +132,11 @@ def _plots(report: dict, names: list[str], out: pathlib.Path) -> list[tuple[str,
     fig, ax = plt.subplots(figsize=(8, 4.2))
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
-        used = [(r.get("used") or {}).get(name) or 0 for r in rounds]
+        used = [r.used.get(name) or 0 for r in rounds]
         ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], used, width, color=colours[i % 10], label=name)
-    revoked = [v.get("block") for v in report.get("revoked") or [] if v.get("block") is not None]
+    revoked = [v.get("block") for v in _extra(report, "revoked", list) if isinstance(v, dict) and v.get("block") is not None]
     if revoked:
-        after = [x for x, r in zip(xs, rounds) if (r.get("block") or -1) >= min(revoked)]
+        after = [x for x, r in zip(xs, rounds) if (r.block or -1) >= min(revoked)]
         if after:
             ax.axvline(after[0] - 0.5, ls=":", color="black", lw=2, label="revocations")
     ax.set(title="Consented patients used for training per round", xlabel="Round", ylabel="Patients (count)")
@@ -143,55 +155,56 @@ def _finish(fig: Any, ax: Any, xs: list, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def write_report_page(report: dict, json_path: pathlib.Path) -> pathlib.Path:
-    """Write ``<stem>.html`` and ``<stem>-plots/*.png`` beside ``json_path``; return the HTML path."""
+def write_report_page(report: RunReport | dict, json_path: pathlib.Path) -> pathlib.Path:
+    """Write ``<stem>.html`` and ``<stem>-plots/*.png`` beside ``json_path``; return the HTML path.
+
+    A dict (a report.json read by a caller, perhaps with the demo's additions) is read as a RunReport."""
+    report = RunReport.coerce(report)
     json_path = pathlib.Path(json_path)
     html_path = json_path.with_suffix(".html")
     plot_dir = json_path.parent / f"{json_path.stem}-plots"
-    study, audit = report.get("study") or {}, report.get("audit") or {}
-    hospitals, rounds = report.get("hospitals") or [], report.get("rounds") or []
-    names = [str(h.get("name")) for h in hospitals]
-    for r in rounds:  # hospitals seen only in rounds still get a line/column
-        names += [n for n in (r.get("used") or {}) if n not in names]
+    study, audit = report.study, _extra(report, "audit", dict)
+    hospitals, rounds = report.hospitals, report.rounds
+    names = report.hospital_names()  # hospitals seen only in rounds still get a line/column
     plots = _plots(report, names, plot_dir)
 
     metric = _metric(report)
     shown = "{:.1f}" + (metric.get("unit") if metric.get("unit") == "%" else f" {metric.get('unit') or ''}".rstrip())
     final = next((_value(r, metric) for r in reversed(rounds) if _value(r, metric) is not None), None)
     violations = audit.get("violations")
-    summary = (f"Study purpose <strong>{_e(study.get('purpose'))}</strong>, task {_e(study.get('task'))}: "
-               f"{len(rounds)} round(s) of {_e(study.get('rounds'))} planned, last evaluated "
+    summary = (f"Study purpose <strong>{_e(study.purpose)}</strong>, task {_e(study.task)}: "
+               f"{len(rounds)} round(s) of {_e(study.rounds)} planned, last evaluated "
                f"{_e(metric['label'].lower())} {_num(final, shown)}, "
                f"{_e(violations)} audit violation(s).")
 
-    hosp_rows = [[_td(_e(h.get("name"))), _td(_e(h.get("patients")), True), _td(_e(h.get("consented")), True),
-                  _td(f"{_num(h.get('epsilon_spent'), '{:.2f}')} / {_num(h.get('epsilon_budget'), '{:.2f}')}", True)]
+    hosp_rows = [[_td(_e(h.name)), _td(_e(h.patients), True), _td(_e(h.consented), True),
+                  _td(f"{_num(h.epsilon_spent, '{:.2f}')} / {_num(h.epsilon_budget, '{:.2f}')}", True)]
                  for h in hospitals]
-    has_errors = any(r.get("errors") for r in rounds)
+    has_errors = any(r.errors for r in rounds)
     round_rows = []
     for r in rounds:
-        used, errs = r.get("used") or {}, r.get("errors") or {}
-        row = [_td(_e(r.get("round")), True), _td(_e(r.get("block")), True), _td(_num(_value(r, metric), shown), True)]
+        used, errs = r.used, r.errors
+        row = [_td(_e(r.round), True), _td(_e(r.block), True), _td(_num(_value(r, metric), shown), True)]
         row += [_td(_e(used.get(n)), True) for n in names]
         if has_errors:
             row.append(_td("<br>".join(f"{_e(k)}: {_e(v)}" for k, v in errs.items()) or "—"))
         round_rows.append(row)
     round_head = ["Round", "Pinned block", (metric["label"][5:].capitalize() if metric["label"].startswith("Test ") else metric["label"])] + [f"Used: {n}" for n in names] + (["Errors"] if has_errors else [])
-    rev = report.get("revoked") or []
+    rev = [v for v in _extra(report, "revoked", list) if isinstance(v, dict)]
     rev_rows = [[_td(f"<code>{_e(_short(v.get('pseudonym')))}</code>"), _td(_e(v.get("block")), True),
                  _td(_e(v.get("hospital")))] for v in rev]
 
     clean = violations == 0 and not audit.get("commitment_mismatches")
     verdict = ('<p class="ok">✔ Audit passed: no training used a patient without consent at the pinned block.</p>'
                if clean else '<p class="bad">✘ Audit FAILED or incomplete: see the counts above.</p>')
-    title = f"TwinLedger run report — study {study.get('id', '?')}"
+    title = f"TwinLedger run report — study {study.id or '?'}"
     parts = [
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{_e(title)}</h1><p>{summary}</p>",
-        f"<p>Generated at {_e(report.get('generated_at'))}; ε budget {_e(study.get('epsilon_budget'))}, "
-        f"δ {_e(study.get('delta'))}.</p>",
+        f"<p>Generated at {_e(report.extra('generated_at'))}; ε budget {_e(study.epsilon_budget)}, "
+        f"δ {_e(study.delta)}.</p>",
         "<h2>Hospitals</h2>" + _table(["Hospital", "Patients", "Consented", "ε spent / budget"], hosp_rows, "Hospitals"),
         "<h2>Rounds</h2>" + _table(round_head, round_rows, "Rounds"),
         "<h2>Revocations</h2>" + (_table(["Pseudonym", "Block", "Hospital"], rev_rows, "Consent revocations")

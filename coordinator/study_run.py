@@ -1,33 +1,40 @@
 """One training run of a study, as the coordinator drives it over Flower's Grid.
 
-Each round pins the chain's current block, sends (study, round, block, global weights) to every node,
-aggregates the replies of the nodes that trained (FedAvg, weighted by examples, or the server optimiser of
-FedAdam or FedYogi applied to that average: run config `strategy`), evaluates the new
-global model on every node's consented test patients at the same block, and anchors the round on
-chain: pinned block, model hash and each hospital's commitment to the pseudonyms it used. A node that
-refuses or fails is reported by name and reason; the round goes on with the others.
+A round goes through five phases, one method each:
+
+- pin: read the chain's current block; every node reads consent and study status at that block;
+- train: send (study, round, block, global weights) to every node and collect the replies;
+- aggregate: average the replies of the nodes that trained (FedAvg, weighted by examples, or the server
+  optimiser of FedAdam or FedYogi applied to that average: option `strategy`);
+- evaluate: every node evaluates the new global model on its consented test patients at the same block;
+  their additive sums give exact pooled metrics;
+- anchor: record the round on chain: pinned block, model hash and each hospital's commitment to the
+  pseudonyms it used in both phases.
+
+A node that refuses or fails is reported by name and reason; the round goes on with the others. The
+report (coordinator/report.py) is saved after training and after each round so that operators can watch it.
 """
 
 from __future__ import annotations
 
-import io
-import math
-import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from eth_utils import keccak
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 from flwr.serverapp.strategy.fedopt import FedOpt
 
-from contracts.ledger import Ledger, LedgerError, StudyTerms
+from contracts.ledger import Ledger, LedgerError
+from coordinator.report import HospitalSummary, RoundRecord, RunReport, StudySummary
 from federation import protocol
+from federation.commitment import combined_commitment, model_hash
+from federation.defaults import TRAINING
+from federation.ids import Digest, StudyId
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
 from federation.tasks.base import add_sums
@@ -38,18 +45,23 @@ REPLY_POLL_S = 0.25  # seconds between requests for the nodes' replies (flwr's s
 
 @dataclass
 class RunOptions:
-    study_id: bytes
-    num_rounds: int
-    local_epochs: int = 2
-    learning_rate: float = 0.1
-    batch_size: int = 32
-    max_grad_norm: float = 1.0
+    """How the coordinator runs a study; training defaults from federation.defaults.TRAINING."""
+
+    study_id: StudyId
+    num_rounds: int = TRAINING.num_rounds  # at most the study's rounds
+    local_epochs: int = TRAINING.local_epochs
+    learning_rate: float = TRAINING.learning_rate
+    batch_size: int = TRAINING.batch_size
+    max_grad_norm: float = TRAINING.max_grad_norm
     round_timeout_s: float = 300.0
-    min_nodes: int = 1
+    min_nodes: int = TRAINING.min_nodes
     wait_for_nodes_s: float = 120.0
     seed: int = 0
-    strategy: str = "fedavg"  # "fedavg", "fedadam" or "fedyogi"
-    server_learning_rate: float = 0.1  # eta of FedAdam and FedYogi; unused by FedAvg
+    strategy: str = TRAINING.strategy  # "fedavg", "fedadam" or "fedyogi"
+    server_learning_rate: float = TRAINING.server_learning_rate  # eta of FedAdam and FedYogi; unused by FedAvg
+
+    def __post_init__(self) -> None:
+        self.study_id = StudyId(self.study_id)
 
 
 STRATEGIES = {"fedavg": FedAvg, "fedadam": FedAdam, "fedyogi": FedYogi}
@@ -65,76 +77,22 @@ def make_strategy(options: RunOptions) -> FedAvg:
     return strategy(weighted_by_key="num-examples", arrayrecord_key=protocol.WEIGHTS, **kwargs)
 
 
-@dataclass
-class Hospital:
-    name: str
-    account: str
-    patients: int
-    consented: int | None = None
-    epsilon_spent: float = 0.0
-    epsilon_budget: float | None = None
-
-
-@dataclass
-class RunReport:
-    """The run's report, rewritten after every round so that operators can watch it."""
-
-    path: Path
-    terms: StudyTerms
-    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    hospitals: dict[int, Hospital] = field(default_factory=dict)
-    rounds: list[dict] = field(default_factory=list)
-    metric: dict | None = None  # the task's headline metric (name, label, unit, scale), for the report page
-    status: str = "running"
-    message: str = ""
-
-    def as_dict(self) -> dict:
-        return {
-            "status": self.status,
-            "message": self.message,
-            "started_at": self.started_at,
-            "study": {
-                "id": "0x" + self.terms.study_id.hex(),
-                "purpose": self.terms.purpose,
-                "task": self.terms.task_id,
-                "epsilon_budget": self.terms.epsilon_budget,
-                "delta": self.terms.delta,
-                "rounds": self.terms.rounds,
-                "metric": self.metric,
-            },
-            "hospitals": [
-                {
-                    "name": h.name,
-                    "account": h.account,
-                    "patients": h.patients,
-                    "consented": h.consented,
-                    "epsilon_spent": h.epsilon_spent,
-                    "epsilon_budget": h.epsilon_budget if h.epsilon_budget is not None else self.terms.epsilon_budget,
-                }
-                for h in sorted(self.hospitals.values(), key=lambda h: h.name)
-            ],
-            "rounds": self.rounds,
-        }
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=1))
-        tmp.replace(self.path)
-
-
 def _finite_or_none(value: float) -> float | None:
     """A non-private study reports epsilon as infinity; JSON has no infinity, so the report says null."""
     return value if math.isfinite(value) else None
 
 
-def model_hash(arrays: ArrayRecord) -> bytes:
-    buffer = io.BytesIO()
-    state = arrays.to_torch_state_dict()
-    for name in sorted(state):
-        buffer.write(name.encode())
-        buffer.write(state[name].detach().contiguous().numpy().tobytes())
-    return keccak(buffer.getvalue())
+@dataclass
+class RoundState:
+    """What one round carries from phase to phase."""
+
+    config: RoundConfig
+    record: RoundRecord
+    started: float = field(default_factory=time.monotonic)
+    train_errors: dict[str, str] = field(default_factory=dict)
+    train_commitments: dict[str, Digest] = field(default_factory=dict)  # by hospital account
+    commitments: dict[str, Digest] = field(default_factory=dict)  # what the anchor holds, by hospital account
+    examples: int = 0  # test patients evaluated
 
 
 class StudyRun:
@@ -145,11 +103,206 @@ class StudyRun:
         self.run_dir = run_dir
         self.terms = ledger.study(options.study_id)
         self.task = get_task(self.terms.task_id)
-        self.report = RunReport(run_dir / "report.json", self.terms, metric=self.task.headline.as_dict())
+        self.report = RunReport(study=StudySummary.of(self.terms, self.task.headline.as_dict()))
+        self.hospitals: dict[int, HospitalSummary] = {}  # by Flower node id; the same objects as in the report
         self.strategy = make_strategy(options)
 
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.json"
+
+    def save_report(self) -> None:
+        self.report.save(self.report_path)
+
+    def fail(self, message: str) -> None:
+        """Mark the run failed in its report (the ServerApp calls this before it re-raises)."""
+        self.report.status = "failed"
+        self.report.message = message
+        self.save_report()
+
+    # ---- the run ----
+
+    def run(self) -> ArrayRecord:
+        torch.manual_seed(self.options.seed)
+        arrays = ArrayRecord(self.task.build_model().state_dict())
+        node_ids = self.wait_for_nodes()
+        self.identify(node_ids)
+        self.save_report()
+        rounds = min(self.options.num_rounds, self.terms.rounds)
+        if rounds < self.options.num_rounds:
+            log.warning("the study allows %d rounds; running %d", self.terms.rounds, rounds)
+        anchored = [r for r in range(1, rounds + 1) if self.ledger.anchor_of(self.options.study_id, r)]
+        if anchored:
+            # Checked before any node spends privacy budget on a round that could not be anchored.
+            raise RuntimeError(
+                f"rounds {anchored} of this study are already anchored on chain: a study's rounds run once; "
+                "propose a new study to train again"
+            )
+        for round_number in range(1, rounds + 1):
+            arrays = self.run_round(round_number, node_ids, arrays)
+        # The model first: a report that says "finished" always has its model next to it.
+        torch.save(arrays.to_torch_state_dict(), self.run_dir / "model.pt")
+        self.report.status = "finished"
+        self.save_report()
+        return arrays
+
+    def wait_for_nodes(self) -> list[int]:
+        deadline = time.monotonic() + self.options.wait_for_nodes_s
+        while True:
+            node_ids = sorted(self.grid.get_node_ids())
+            if len(node_ids) >= self.options.min_nodes or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        if len(node_ids) < self.options.min_nodes:
+            raise RuntimeError(
+                f"only {len(node_ids)} node(s) connected after {self.options.wait_for_nodes_s:g} s; "
+                f"{self.options.min_nodes} needed"
+            )
+        return node_ids
+
+    def identify(self, node_ids: list[int]) -> None:
+        for reply in self._send(node_ids, f"{MessageType.QUERY}.identify", RecordDict(), "identify"):
+            if reply.has_error():
+                log.warning("node %s could not identify itself: %s", reply.metadata.src_node_id, reply.error.reason)
+                continue
+            identity = reply.content[protocol.USAGE]
+            self.hospitals[reply.metadata.src_node_id] = HospitalSummary(
+                name=str(identity["hospital"]), account=str(identity["account"]), patients=int(identity["patients"]),
+                epsilon_budget=self.terms.epsilon_budget,
+            )
+        self.report.hospitals = sorted(self.hospitals.values(), key=lambda h: h.name)
+        log.info("hospitals in this run: %s", ", ".join(h.name for h in self.report.hospitals))
+
+    def run_round(self, round_number: int, node_ids: list[int], arrays: ArrayRecord) -> ArrayRecord:
+        state = self.pin(round_number)
+        log.info("round %d: pinned block %d; training on %d node(s)", round_number, state.config.block, len(node_ids))
+        trained = self.train(state, node_ids, arrays)
+        arrays = self.aggregate(state, trained, arrays)
+        state.record.training_seconds = round(time.monotonic() - state.started, 2)
+        state.record.status = "evaluating"
+        self.report.rounds.append(state.record)
+        self.save_report()  # operators (and the demo) see training results before evaluation ends
+        self.evaluate(state, node_ids, arrays)
+        self.anchor(state, arrays)
+        state.record.seconds = round(time.monotonic() - state.started, 2)
+        state.record.status = "done"
+        self.save_report()
+        headline = self.task.headline.name
+        value = state.record.metrics.get(headline)
+        log.info(
+            "round %d done in %.1f s: %s %s on %d test patients; used %s",
+            round_number, state.record.seconds, headline, f"{value:.3f}" if value is not None else "n/a",
+            state.examples, state.record.used,
+        )
+        return arrays
+
+    # ---- the phases of a round ----
+
+    def pin(self, round_number: int) -> RoundState:
+        """Pin the chain's current block: every node reads consent and the study's status there."""
+        block = self.ledger.block_number()
+        config = RoundConfig(
+            study_id=self.options.study_id, round=round_number, block=block,
+            local_epochs=self.options.local_epochs, learning_rate=self.options.learning_rate,
+            batch_size=self.options.batch_size, max_grad_norm=self.options.max_grad_norm,
+        )
+        record = RoundRecord(round=round_number, block=block, status="training")
+        record.set_report_keys(self.task.report_keys)
+        return RoundState(config=config, record=record)
+
+    def train(self, state: RoundState, node_ids: list[int], arrays: ArrayRecord) -> list[Message]:
+        """Every node trains on its consented patients; returns the replies of those that did."""
+        content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: state.config.to_record()})
+        replies = self._send(node_ids, MessageType.TRAIN, content, str(state.config.round))
+        trained, state.train_errors = self._split(node_ids, replies, "train")
+        for reply in trained:
+            usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
+            name = self._name(reply.metadata.src_node_id)
+            epsilon = _finite_or_none(float(metrics["epsilon"]))
+            state.record.used[name] = int(usage["used"])
+            state.record.epsilon[name] = epsilon
+            if "train-seconds" in metrics:  # the node's wall time around its training (gate, budget, DP-SGD)
+                state.record.train_seconds[name] = round(float(metrics["train-seconds"]), 3)
+            state.train_commitments[str(usage["account"])] = Digest.parse(usage["commitment"])
+            hospital = self.hospitals.get(reply.metadata.src_node_id)
+            if hospital:
+                hospital.epsilon_spent = epsilon
+                hospital.epsilon_budget = float(metrics["epsilon-budget"])
+        return trained
+
+    def aggregate(self, state: RoundState, trained: list[Message], arrays: ArrayRecord) -> ArrayRecord:
+        """The strategy's new global model from the trained replies; the old one when no node trained."""
+        if not trained:
+            log.warning("round %d: no node trained; the global model is unchanged", state.config.round)
+            return arrays
+        if isinstance(self.strategy, FedOpt):
+            # FedOpt keeps the global model it sent in configure_train, which StudyRun does not call.
+            self.strategy.current_arrays = {key: array.numpy() for key, array in arrays.items()}
+        new_arrays, _ = self.strategy.aggregate_train(state.config.round, trained)
+        if new_arrays is None:
+            return arrays
+        # FedOpt's update can come back as float64: keep the model's own dtypes (and model hash).
+        model = self.task.build_model()
+        model.load_state_dict(new_arrays.to_torch_state_dict())
+        return ArrayRecord(model.state_dict())
+
+    def evaluate(self, state: RoundState, node_ids: list[int], arrays: ArrayRecord) -> None:
+        """Every node evaluates the global model on its consented test patients; the sums are added up."""
+        content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: state.config.to_record()})
+        replies = self._send(node_ids, MessageType.EVALUATE, content, str(state.config.round))
+        evaluated, eval_errors = self._split(node_ids, replies, "evaluate")
+        record, node_sums = state.record, []
+        train_commitments = dict(state.train_commitments)
+        for reply in evaluated:
+            usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
+            account = str(usage["account"])
+            record.test_used[self._name(reply.metadata.src_node_id)] = int(usage["used"])
+            state.examples += int(metrics["num-examples"])
+            node_sums.append(dict(metrics))
+            hospital = self.hospitals.get(reply.metadata.src_node_id)
+            if hospital:
+                hospital.consented = int(metrics["consented"])
+            evaluate_commitment = Digest.parse(usage["commitment"])
+            state.commitments[account] = combined_commitment(train_commitments.pop(account, b""), evaluate_commitment)
+        for account, train_commitment in train_commitments.items():  # trained but did not evaluate
+            state.commitments[account] = combined_commitment(train_commitment, b"")
+        record.errors = {
+            name: "; ".join(f"{phase}: {errors[name]}"
+                            for phase, errors in (("train", state.train_errors), ("evaluate", eval_errors))
+                            if name in errors)
+            for name in sorted(set(state.train_errors) | set(eval_errors))
+        }
+        if state.examples:
+            # Every node's sums added up, then the task's metrics: weighted by examples, exactly.
+            try:
+                record.metrics = self.task.summarise(add_sums(node_sums))
+            except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
+                record.errors["coordinator"] = f"evaluation replies lack the task's sums: {exc!r}"
+            record.set_report_keys(self.task.report_keys)
+
+    def anchor(self, state: RoundState, arrays: ArrayRecord) -> None:
+        """Record the round on chain: pinned block, model hash, each hospital's commitment."""
+        record = state.record
+        digest = model_hash(arrays.to_torch_state_dict())
+        record.model_hash = str(digest)
+        if not state.commitments:
+            record.errors["coordinator"] = "round not anchored: no node used any data"
+            log.warning("round %d: no node used any data; nothing to anchor", record.round)
+            return
+        try:
+            receipt = self.ledger.anchor_round(
+                self.options.study_id, record.round, pinned_block=state.config.block, model_hash=digest,
+                commitments=state.commitments,
+            )
+            record.anchor_block = receipt["blockNumber"]
+        except LedgerError as exc:
+            record.errors["coordinator"] = f"round not anchored: {exc}"
+            log.error("round %d could not be anchored: %s", record.round, exc)
+
+    # ---- messages ----
+
     def _name(self, node_id: int) -> str:
-        hospital = self.report.hospitals.get(node_id)
+        hospital = self.hospitals.get(node_id)
         return hospital.name if hospital else f"node {node_id}"
 
     def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str) -> list[Message]:
@@ -170,6 +323,7 @@ class StudyRun:
         return replies
 
     def _split(self, node_ids: list[int], replies: list[Message], phase: str) -> tuple[list[Message], dict[str, str]]:
+        """The replies with content, and a reason by hospital name for every node that refused or was silent."""
         ok, errors = [], {}
         answered = set()
         for reply in replies:
@@ -186,163 +340,3 @@ class StudyRun:
             errors[self._name(node_id)] = f"no reply within {self.options.round_timeout_s:g} s (node down?)"
             log.warning("%s did not reply to %s", self._name(node_id), phase)
         return ok, errors
-
-    def wait_for_nodes(self) -> list[int]:
-        deadline = time.monotonic() + self.options.wait_for_nodes_s
-        while True:
-            node_ids = sorted(self.grid.get_node_ids())
-            if len(node_ids) >= self.options.min_nodes or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
-        if len(node_ids) < self.options.min_nodes:
-            raise RuntimeError(
-                f"only {len(node_ids)} node(s) connected after {self.options.wait_for_nodes_s:g} s; "
-                f"{self.options.min_nodes} needed"
-            )
-        return node_ids
-
-    def identify(self, node_ids: list[int]) -> None:
-        replies = self._send(node_ids, f"{MessageType.QUERY}.identify", RecordDict(), "identify")
-        for reply in replies:
-            if reply.has_error():
-                log.warning("node %s could not identify itself: %s", reply.metadata.src_node_id, reply.error.reason)
-                continue
-            identity = reply.content[protocol.USAGE]
-            self.report.hospitals[reply.metadata.src_node_id] = Hospital(
-                name=str(identity["hospital"]), account=str(identity["account"]), patients=int(identity["patients"])
-            )
-        log.info("hospitals in this run: %s", ", ".join(h.name for h in self.report.hospitals.values()))
-
-    def run(self) -> ArrayRecord:
-        torch.manual_seed(self.options.seed)
-        arrays = ArrayRecord(self.task.build_model().state_dict())
-        node_ids = self.wait_for_nodes()
-        self.identify(node_ids)
-        self.report.save()
-        rounds = min(self.options.num_rounds, self.terms.rounds)
-        if rounds < self.options.num_rounds:
-            log.warning("the study allows %d rounds; running %d", self.terms.rounds, rounds)
-        anchored = [r for r in range(1, rounds + 1) if self.ledger.anchor_of(self.options.study_id, r)]
-        if anchored:
-            # Checked before any node spends privacy budget on a round that could not be anchored.
-            raise RuntimeError(
-                f"rounds {anchored} of this study are already anchored on chain: a study's rounds run once; "
-                "propose a new study to train again"
-            )
-        for round_number in range(1, rounds + 1):
-            arrays = self.run_round(round_number, node_ids, arrays)
-        # The model first: a report that says "finished" always has its model next to it.
-        torch.save(arrays.to_torch_state_dict(), self.run_dir / "model.pt")
-        self.report.status = "finished"
-        self.report.save()
-        return arrays
-
-    def run_round(self, round_number: int, node_ids: list[int], arrays: ArrayRecord) -> ArrayRecord:
-        started = time.monotonic()
-        block = self.ledger.block_number()
-        config = RoundConfig(
-            study_id=self.options.study_id,
-            round=round_number,
-            block=block,
-            local_epochs=self.options.local_epochs,
-            learning_rate=self.options.learning_rate,
-            batch_size=self.options.batch_size,
-            max_grad_norm=self.options.max_grad_norm,
-        )
-        log.info("round %d: pinned block %d; training on %d node(s)", round_number, block, len(node_ids))
-        content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: config.to_record()})
-        trained, train_errors = self._split(node_ids, self._send(node_ids, MessageType.TRAIN, content, str(round_number)), "train")
-        record = {"round": round_number, "block": block, **{key: None for key in self.task.report_keys},
-                  "metrics": {}, "used": {}, "test_used": {}, "epsilon": {}, "train_seconds": {}, "errors": {}}
-        train_commitments: dict[str, bytes] = {}
-        for reply in trained:
-            usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
-            hospital = self.report.hospitals.get(reply.metadata.src_node_id)
-            name = self._name(reply.metadata.src_node_id)
-            record["used"][name] = int(usage["used"])
-            record["epsilon"][name] = _finite_or_none(float(metrics["epsilon"]))
-            if "train-seconds" in metrics:  # the node's wall time around its training (gate, budget, DP-SGD)
-                record["train_seconds"][name] = round(float(metrics["train-seconds"]), 3)
-            train_commitments[str(usage["account"])] = bytes.fromhex(str(usage["commitment"])[2:])
-            if hospital:
-                hospital.epsilon_spent = _finite_or_none(float(metrics["epsilon"]))
-                hospital.epsilon_budget = float(metrics["epsilon-budget"])
-        if trained:
-            if isinstance(self.strategy, FedOpt):
-                # FedOpt keeps the global model it sent in configure_train, which StudyRun does not call.
-                self.strategy.current_arrays = {key: array.numpy() for key, array in arrays.items()}
-            new_arrays, _ = self.strategy.aggregate_train(round_number, trained)
-            if new_arrays is not None:
-                # FedOpt's update can come back as float64: keep the model's own dtypes (and model hash).
-                model = self.task.build_model()
-                model.load_state_dict(new_arrays.to_torch_state_dict())
-                arrays = ArrayRecord(model.state_dict())
-        else:
-            log.warning("round %d: no node trained; the global model is unchanged", round_number)
-        training_s = time.monotonic() - started
-        record["status"] = "evaluating"
-        self.report.rounds.append(record)
-        self.report.save()  # operators (and the demo) see training results before evaluation ends
-
-        content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: config.to_record()})
-        evaluated, eval_errors = self._split(
-            node_ids, self._send(node_ids, MessageType.EVALUATE, content, str(round_number)), "evaluate"
-        )
-        commitments: dict[str, bytes] = {}
-        examples = 0
-        node_sums = []
-        for reply in evaluated:
-            usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
-            name = self._name(reply.metadata.src_node_id)
-            account = str(usage["account"])
-            record["test_used"][name] = int(usage["used"])
-            examples += int(metrics["num-examples"])
-            node_sums.append(dict(metrics))
-            hospital = self.report.hospitals.get(reply.metadata.src_node_id)
-            if hospital:
-                hospital.consented = int(metrics["consented"])
-            evaluate_commitment = bytes.fromhex(str(usage["commitment"])[2:])
-            commitments[account] = protocol.combined_commitment(train_commitments.pop(account, b""), evaluate_commitment)
-        for account, train_commitment in train_commitments.items():  # trained but did not evaluate
-            commitments[account] = protocol.combined_commitment(train_commitment, b"")
-        record["errors"] = {
-            name: "; ".join(f"{phase}: {errors[name]}" for phase, errors in (("train", train_errors), ("evaluate", eval_errors)) if name in errors)
-            for name in sorted(set(train_errors) | set(eval_errors))
-        }
-        if examples:
-            # Every node's sums added up, then the task's metrics: weighted by examples, exactly.
-            try:
-                record["metrics"] = self.task.summarise(add_sums(node_sums))
-            except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
-                record["errors"]["coordinator"] = f"evaluation replies lack the task's sums: {exc!r}"
-            record.update({key: record["metrics"].get(key) for key in self.task.report_keys})
-        record["seconds"] = round(time.monotonic() - started, 2)
-        record["training_seconds"] = round(training_s, 2)
-
-        digest = model_hash(arrays)
-        record["model_hash"] = "0x" + digest.hex()
-        if not commitments:
-            record["errors"]["coordinator"] = "round not anchored: no node used any data"
-            log.warning("round %d: no node used any data; nothing to anchor", round_number)
-        else:
-            self._anchor(record, round_number, block, digest, commitments)
-        record["status"] = "done"
-        self.report.save()
-        headline = self.task.headline.name
-        value = record["metrics"].get(headline)
-        log.info(
-            "round %d done in %.1f s: %s %s on %d test patients; used %s",
-            round_number, record["seconds"], headline, f"{value:.3f}" if value is not None else "n/a", examples,
-            record["used"],
-        )
-        return arrays
-
-    def _anchor(self, record: dict, round_number: int, block: int, digest: bytes, commitments: dict[str, bytes]) -> None:
-        try:
-            receipt = self.ledger.anchor_round(
-                self.options.study_id, round_number, pinned_block=block, model_hash=digest, commitments=commitments
-            )
-            record["anchor_block"] = receipt["blockNumber"]
-        except LedgerError as exc:
-            record["errors"]["coordinator"] = f"round not anchored: {exc}"
-            log.error("round %d could not be anchored: %s", round_number, exc)

@@ -127,14 +127,14 @@ def _chain_start(args) -> int:
 
 
 def _bench(args) -> int:
-    from deploy import bench  # benchmarks.run(name, as_json=...) once the benchmarks leave deploy/
+    import benchmarks
 
     kwargs = {"patients": args.patients} if args.patients else {}
     if args.seeds:
         if args.name != "training":
             raise ValueError("--seeds applies to the training benchmark only")
         kwargs["seeds"] = args.seeds
-    return bench.run(args.name, as_json=args.json, **kwargs)
+    return benchmarks.run(args.name, as_json=args.json, **kwargs)
 
 
 def _add_demo_command(sub) -> None:

@@ -9,21 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import random
-import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from eth_account import Account
-
 from contracts import ledger as lg
 from contracts.audit import audit_study, load_usage_logs
 from coordinator.report_page import write_report_page
 from coordinator.settings import CoordinatorSettings
+from deploy import consortium as consortium_
 from deploy import processes
+from deploy.consortium import Consortium
+from federation.defaults import TRAINING
 from node import admin as node_admin
 
 log = logging.getLogger("twinledger.demo")
@@ -44,18 +46,20 @@ class DemoOptions:
     workdir: Path = Path("demo-run")
     report: Path | None = None
     rpc_url: str | None = None
-    rounds: int = 5
+    rounds: int = 5  # not TRAINING.num_rounds (10): FedAvg over 5 rounds, see the strategy below
     epsilon_budget: float = 3.0
     delta_exponent: int = 5
     decline_fraction: float = 0.1
     revoke_after_round: int = 2
     revocations_per_hospital: int = 3
-    # Full batches, few clipped steps (docs/benchmarks.md). The demo keeps FedAvg over its 5 rounds (the benchmark's
-    # FedAdam wants 10) and the tighter clipping of session 1's tuning: with clipping 1.0 its pooled accuracy fell
-    # from 0.743 after round 1 to 0.705 after round 5 (more noise per round at the same budget), with 0.5 it rises.
-    local_epochs: int = 3
-    learning_rate: float = 1.0
-    batch_size: int = 1024
+    # Full batches, few clipped steps: the tuned client settings (federation.defaults.TRAINING, docs/benchmarks.md).
+    local_epochs: int = TRAINING.local_epochs
+    learning_rate: float = TRAINING.learning_rate
+    batch_size: int = TRAINING.batch_size
+    # Where the demo differs from TRAINING, on purpose: it keeps FedAvg over its 5 rounds (the benchmark's FedAdam
+    # wants 10) and the tighter clipping of session 1's tuning: with clipping 1.0 its pooled accuracy fell from
+    # 0.743 after round 1 to 0.705 after round 5 (more noise per round at the same budget), with 0.5 it rises.
+    strategy: str = "fedavg"
     max_grad_norm: float = 0.5
     unreachable_chain_for: list[str] = field(default_factory=list)
     # Fault injection: stop this hospital's SuperNode once this round has trained (mid-round).
@@ -69,15 +73,6 @@ class DemoOptions:
     on_report: Callable[[dict, Path], None] | None = None  # called with the report before the web pages start
 
 
-@dataclass
-class Patients:
-    """The demo's stand-in for patients' own wallets: kept apart from the node's files."""
-
-    keys: dict[str, str] = field(default_factory=dict)  # record number -> private key
-    pseudonyms: dict[str, str] = field(default_factory=dict)  # record number -> 0x-hex pseudonym (the node's)
-    consenting: list[str] = field(default_factory=list)
-
-
 def _prepare_workdir(workdir: Path) -> Path:
     workdir = workdir.resolve()
     if workdir.exists() and any(workdir.iterdir()):
@@ -89,89 +84,50 @@ def _prepare_workdir(workdir: Path) -> Path:
     return workdir
 
 
-def _fresh_funded_key(w3, path: Path) -> str:
-    key = lg.write_key(path)
-    lg.fund_from_dev_account(w3, Account.from_key(key).address)
-    return key
-
-
 def run_demo(options: DemoOptions) -> dict:
     started = time.monotonic()
     rng = random.Random(options.seed)
     workdir = _prepare_workdir(options.workdir)
     logs = workdir / "logs"
     services: list[processes.Service] = []
-    try:
-        # 1. The chain and the contracts.
-        if options.rpc_url:
-            rpc_url = options.rpc_url
-            log.info("using the chain at %s", rpc_url)
-        else:
-            anvil, rpc_url = processes.start_anvil(port=processes.free_port(), log_path=logs / "anvil.log")
-            services.append(anvil)
-            log.info("started anvil at %s", rpc_url)
+    with ExitStack() as stack, _stopping(services):
+        # 1. The chain (anvil unless --rpc-url) and the contracts.
+        rpc_url = stack.enter_context(consortium_.chain_url(options.rpc_url, log_path=logs / "anvil.log"))
+        log.info("using the chain at %s", rpc_url)
         w3 = lg.connect(rpc_url)
-        operator_key = _fresh_funded_key(w3, workdir / "operator" / "keys" / "operator.key")
-        deployment = lg.deploy(w3, operator_key)
-        deployment_file = workdir / "chain" / "deployment.json"
-        deployment.save(deployment_file)
-        operator = lg.Ledger(w3, deployment, account_key=operator_key)
+        consortium = Consortium.deploy(w3, rpc_url=rpc_url, deployment_file=workdir / "chain" / "deployment.json",
+                                       operator_key_file=workdir / "operator" / "keys" / "operator.key")
+        deployment, deployment_file = consortium.deployment, consortium.deployment_file
         log.info("deployed Consortium at %s and ConsentRegistry at %s", deployment.consortium, deployment.consent_registry)
 
         # 2. The coordinator and the study (data-use agreement).
         coordinator_home = workdir / "coordinator"
         CoordinatorSettings(home=coordinator_home, rpc_url=rpc_url, deployment_file=deployment_file,
                             min_nodes=len(HOSPITALS), round_timeout_s=600).save()
-        coordinator_key = _fresh_funded_key(w3, coordinator_home / "keys" / "coordinator.key")
-        operator.grant_coordinator(Account.from_key(coordinator_key).address)
-        study_id = lg.new_study_id()
-        operator.propose_study(
-            study_id, purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=options.epsilon_budget,
-            delta_exponent=options.delta_exponent, rounds=options.rounds,
-            ends_at=int(time.time()) + 30 * 24 * 3600,
-        )
-        log.info("study 0x%s… proposed: purpose HRESCH, epsilon %g per hospital, %d rounds",
-                 study_id.hex()[:12], options.epsilon_budget, options.rounds)
+        consortium.add_coordinator(key_file=coordinator_home / "keys" / "coordinator.key")
+        study_id = consortium.propose_study(epsilon_budget=options.epsilon_budget,
+                                            delta_exponent=options.delta_exponent, rounds=options.rounds)
+        log.info("study %s proposed: purpose HRESCH, epsilon %g per hospital, %d rounds",
+                 study_id.short(12), options.epsilon_budget, options.rounds)
 
         # 3. Four hospital nodes: records, study acceptance, patients' consent.
-        nodes, patients, hospital_ledgers = {}, {}, {}
         portal_patients: list[str] = []
+        consenting: dict[str, list[str]] = {}
         for name, filename in HOSPITALS.items():
-            settings = node_admin.init_node(
-                workdir / "nodes" / name, hospital=name, rpc_url=rpc_url, deployment_file=deployment_file
-            )
-            account = node_admin.hospital_address(settings)
-            lg.fund_from_dev_account(w3, account)
-            operator.register_hospital(account, secrets.token_bytes(32))
-            report = node_admin.import_records(settings, DATA_DIR / filename)
-            ledger = node_admin.open_ledger(settings)
-            ledger.accept_study(study_id)
-            wallets = Patients(pseudonyms=node_admin.pseudonyms_by_record(settings))
+            node = consortium.add_node(name, workdir / "nodes" / name, records=[DATA_DIR / filename])
+            node.accept(study_id)
+            numbers = list(node.patients.pseudonyms)
             if options.serve_web and name == WEB_HOSPITAL:
                 # Left for a newcomer to enrol in the portal, with a key of their own.
-                for number in sorted(wallets.pseudonyms)[: options.portal_patients]:
-                    portal_patients.append(number)
-                    del wallets.pseudonyms[number]
-            for patient in wallets.pseudonyms:
-                wallets.keys[patient] = "0x" + secrets.token_hex(32)
-            node_admin.enrol_patients(
-                settings, ledger, {n: Account.from_key(k).address for n, k in wallets.keys.items()}
-            )
-            wallets.consenting = [n for n in wallets.keys if rng.random() >= options.decline_fraction]
-            grants = [
-                lg.sign_grant(
-                    wallets.keys[number], deployment,
-                    pseudonym=bytes.fromhex(wallets.pseudonyms[number][2:]), study_id=study_id,
-                    valid_from=0, valid_until=int(time.time()) + 365 * 24 * 3600, nonce=0,
-                    deadline=int(time.time()) + 3600,
-                )
-                for number in wallets.consenting
-            ]
-            node_admin.relay_grants(ledger, grants)
+                portal_patients = sorted(numbers)[: options.portal_patients]
+                numbers = [n for n in numbers if n not in portal_patients]
+            node.enrol(numbers)
+            consenting[name] = [n for n in numbers if rng.random() >= options.decline_fraction]
+            node.consent(study_id, consenting[name])
+            (report,) = node.imports
             log.info("%s: imported %d patients (%s); %d consent, %d decline",
-                     name, report.imported, report.cohorts, len(wallets.consenting),
-                     len(wallets.keys) - len(wallets.consenting))
-            nodes[name], patients[name], hospital_ledgers[name] = settings, wallets, ledger
+                     name, report.imported, report.cohorts, len(consenting[name]), len(numbers) - len(consenting[name]))
+        nodes = {name: node.settings for name, node in consortium.nodes.items()}
         for name in options.unreachable_chain_for:
             dead = f"http://127.0.0.1:{processes.free_port()}"
             settings = nodes[name]
@@ -197,17 +153,17 @@ def run_demo(options: DemoOptions) -> dict:
         run = processes.flwr_run(
             federation="demo",
             run_config={
-                "study-id": "0x" + study_id.hex(), "coordinator-home": str(coordinator_home), "num-rounds": options.rounds,
+                "study-id": str(study_id), "coordinator-home": str(coordinator_home), "num-rounds": options.rounds,
                 "local-epochs": options.local_epochs, "learning-rate": options.learning_rate,
                 "batch-size": options.batch_size, "max-grad-norm": options.max_grad_norm, "run-name": run_name,
-                "min-nodes": len(nodes), "strategy": "fedavg",
+                "min-nodes": len(nodes), "strategy": options.strategy,
             },
             flwr_home=flwr_home,
             log_path=logs / "flwr-run.log",
         )
         services.append(run)
         run_report_path = coordinator_home / "runs" / run_name / "report.json"
-        revoked = _watch_run(run, run_report_path, options, nodes, patients, hospital_ledgers, deployment, study_id, rng,
+        revoked = _watch_run(run, run_report_path, options, consortium, consenting, study_id, rng,
                              supernodes=supernodes, deadline=started + options.timeout_s)
 
         # 6. The independent audit and the report.
@@ -245,13 +201,21 @@ def run_demo(options: DemoOptions) -> dict:
             _print_web(report["web"])
             _wait_for_interrupt()
         return report
+
+
+@contextmanager
+def _stopping(services: list[processes.Service]) -> Iterator[None]:
+    """Stop the demo's processes, last started first, however the demo ends."""
+    try:
+        yield
     finally:
         for service in reversed(services):
             service.stop()
 
 
 def _watch_run(
-    run, report_path: Path, options: DemoOptions, nodes, patients, ledgers, deployment, study_id, rng, *, supernodes, deadline
+    run, report_path: Path, options: DemoOptions, consortium: Consortium, consenting: dict[str, list[str]], study_id,
+    rng, *, supernodes, deadline
 ):
     """Follow the coordinator's report; after the chosen round, some consenting patients revoke."""
     revoked: list[dict] = []
@@ -263,7 +227,7 @@ def _watch_run(
         rounds = state.get("rounds", [])
         # Revoke as soon as the chosen round has trained: the next round pins a later block.
         if len(rounds) >= options.revoke_after_round and not revoked and options.revocations_per_hospital:
-            revoked = _revoke_some(options, patients, ledgers, deployment, study_id, rng)
+            revoked = _revoke_some(options, consortium, consenting, study_id, rng)
         for name, after in options.stop_node_after_round.items():
             if len(rounds) >= after and supernodes[name].alive():
                 supernodes[name].stop()
@@ -303,19 +267,14 @@ def _mark_exclusions(revoked: list[dict], rounds: list[dict], usage_files: list[
         revocation["used_after_revocation"] = len(used_in.get(revocation["pseudonym"], set()) & set(later))
 
 
-def _revoke_some(options, patients, ledgers, deployment, study_id, rng) -> list[dict]:
+def _revoke_some(options, consortium: Consortium, consenting: dict[str, list[str]], study_id, rng) -> list[dict]:
     revoked = []
-    for name, wallets in patients.items():
+    for name, node in consortium.nodes.items():
         if name in options.unreachable_chain_for or name in options.stop_node_after_round:
             continue
-        for number in rng.sample(wallets.consenting, min(options.revocations_per_hospital, len(wallets.consenting))):
-            pseudonym = wallets.pseudonyms[number]
-            revoke = lg.sign_revoke(
-                wallets.keys[number], deployment, pseudonym=bytes.fromhex(pseudonym[2:]), study_id=study_id,
-                nonce=ledgers[name].patient_nonce(bytes.fromhex(pseudonym[2:])), deadline=int(time.time()) + 3600,
-            )
-            block = node_admin.relay_revoke(ledgers[name], revoke)
-            revoked.append({"pseudonym": pseudonym, "block": block, "hospital": name})
+        for number in rng.sample(consenting[name], min(options.revocations_per_hospital, len(consenting[name]))):
+            block = node.revoke(study_id, number)
+            revoked.append({"pseudonym": node.patients.pseudonyms[number], "block": block, "hospital": name})
     log.info("%d patients revoked their consent (blocks %d-%d)", len(revoked),
              min(r["block"] for r in revoked), max(r["block"] for r in revoked))
     return revoked

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from flwr.app import ConfigRecord
 
+from federation.defaults import TRAINING
+from federation.ids import StudyId, hex0x
+
 # RecordDict entries
 WEIGHTS = "arrays"
 ROUND_CONFIG = "config"
@@ -53,20 +56,23 @@ NON_PRIVATE_EPSILON = 1e6
 
 @dataclass(frozen=True)
 class RoundConfig:
-    """What the coordinator tells every node for one round."""
+    """What the coordinator tells every node for one round; training values default to federation.defaults."""
 
-    study_id: bytes
+    study_id: StudyId
     round: int
     block: int  # the pinned block: consent and study status are read at this block
-    local_epochs: int = 1
-    learning_rate: float = 0.1
-    batch_size: int = 32
-    max_grad_norm: float = 1.0
+    local_epochs: int = TRAINING.local_epochs
+    learning_rate: float = TRAINING.learning_rate
+    batch_size: int = TRAINING.batch_size
+    max_grad_norm: float = TRAINING.max_grad_norm
+
+    def __post_init__(self):
+        object.__setattr__(self, "study_id", StudyId(self.study_id))
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord(
             {
-                "study-id": "0x" + self.study_id.hex(),
+                "study-id": str(self.study_id),
                 "round": self.round,
                 "block": self.block,
                 "local-epochs": self.local_epochs,
@@ -79,12 +85,8 @@ class RoundConfig:
     @classmethod
     def from_record(cls, record: ConfigRecord) -> "RoundConfig":
         try:
-            study_hex = str(record["study-id"])
-            study_id = bytes.fromhex(study_hex.removeprefix("0x"))
-            if len(study_id) != 32:
-                raise ValueError("a study id has 32 bytes")
             return cls(
-                study_id=study_id,
+                study_id=StudyId.parse(record["study-id"]),
                 round=int(record["round"]),
                 block=int(record["block"]),
                 local_epochs=int(record["local-epochs"]),
@@ -99,7 +101,7 @@ class RoundConfig:
 def usage_record(*, hospital: str, account: str, commitment: bytes, used: int, phase: str) -> ConfigRecord:
     """A node's account of what it used in one phase of a round (training or evaluation)."""
     return ConfigRecord(
-        {"hospital": hospital, "account": account, "commitment": "0x" + commitment.hex(), "used": used, "phase": phase}
+        {"hospital": hospital, "account": account, "commitment": hex0x(commitment), "used": used, "phase": phase}
     )
 
 
@@ -107,8 +109,11 @@ def identity_record(*, hospital: str, account: str, patients: int) -> ConfigReco
     return ConfigRecord({"hospital": hospital, "account": account, "patients": patients})
 
 
-def combined_commitment(train_commitment: bytes, evaluate_commitment: bytes) -> bytes:
-    """The commitment a round anchor holds for a hospital: both phases of the round, in order."""
-    from eth_utils import keccak
+def __getattr__(name: str):
+    # protocol.combined_commitment: the old name of federation.commitment's, imported on first use (keccak pulls
+    # in eth_utils, which a message's ClientApp process need not pay for before it reaches the chain).
+    if name == "combined_commitment":
+        from federation.commitment import combined_commitment
 
-    return keccak(train_commitment + evaluate_commitment)
+        return combined_commitment
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

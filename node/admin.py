@@ -10,7 +10,8 @@ from eth_account import Account
 from sqlmodel import select
 
 from contracts.ledger import Ledger, SignedGrant, SignedRevoke, load_key, write_key
-from node.importer import ImportReport, import_file
+from federation.ids import Pseudonym
+from node.records import ImportReport, import_file
 from node.settings import NodeSettings
 from node.store import Patient, Store
 from node.vault import Vault, create_key_file
@@ -41,14 +42,13 @@ def hospital_address(settings: NodeSettings) -> str:
 
 
 def open_ledger(settings: NodeSettings) -> Ledger:
-    return Ledger.open(
-        settings.rpc_url, settings.deployment_file, key_path=settings.hospital_key_file, timeout_s=settings.chain_timeout_s
-    )
+    """The node's ledger as its hospital account. Old name: call Ledger.from_settings (the lead removes this)."""
+    return Ledger.from_settings(settings, key_file=settings.hospital_key_file)
 
 
 def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | None = None,
                    cohort: str | None = None) -> ImportReport:
-    """Heart-disease CSV or Bundle, or twins' (type 1 diabetes) CSV or Bundle: node/importer.py import_file."""
+    """Heart-disease CSV or Bundle, or twins' (type 1 diabetes) CSV or Bundle: node.records.import_file."""
     store = Store(settings.resolved_database_url)
     vault = Vault.open(settings.data_key_file)
     return import_file(store, vault, Path(path), record_prefix=record_prefix or settings.hospital.upper()[:3],
@@ -65,7 +65,7 @@ def enrol_patients(settings: NodeSettings, ledger: Ledger, consent_keys: dict[st
             raise KeyError(f"unknown patient record number(s): {', '.join(unknown[:5])}")
         todo = [patients[n] for n in consent_keys if patients[n].consent_key is None]
         if todo:
-            ledger.enrol([bytes.fromhex(p.pseudonym[2:]) for p in todo], [consent_keys[p.record_number] for p in todo])
+            ledger.enrol([Pseudonym.parse(p.pseudonym) for p in todo], [consent_keys[p.record_number] for p in todo])
             for patient in todo:
                 patient.consent_key = consent_keys[patient.record_number]
                 session.add(patient)

@@ -29,7 +29,7 @@ HOME_HELP = "the node's home directory"
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one line, exit status 2."""
-    from node.importer import RecordFileError
+    from node.records import RecordFileError
     from node.settings import SettingsError
     from node.vault import VaultError
 

@@ -1,18 +1,27 @@
 """The hospital node's Flower ClientApp: turns the coordinator's messages into node work and back.
 
 The SuperNode is started with `--node-config 'node-home="/path/to/home"'`; everything else the node
-needs (hospital, chain, keys, database) is in that home's node.toml.
+needs (hospital, chain, keys, database) is in that home's node.toml. The work itself is the node core's
+(node/service.py HospitalNode, no Flower in it); each handler here reads the request, calls it and builds
+the reply. A refusal (the node used no data) becomes an error reply with the protocol's code and reason
+(`@refusals_as_errors`), and is kept in the node's store for hospital IT.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from contextlib import contextmanager
 
+import torch
+from eth_account import Account
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from contracts.ledger import load_key
 from federation import protocol
+from federation.ids import StudyId
 from federation.protocol import RoundConfig
 from node.consent_gate import Refusal
 from node.service import HospitalNode
@@ -23,7 +32,32 @@ app = ClientApp()
 log = logging.getLogger("twinledger.node")
 
 
-def _node(context: Context) -> HospitalNode:
+def refusals_as_errors(handler):
+    """Answer a Refusal raised by the handler with an error reply carrying its protocol code."""
+
+    @functools.wraps(handler)
+    def answer(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except Refusal as refusal:
+            log.warning("refused: %s", refusal.reason)
+            return Message(Error(refusal.code, refusal.reason), reply_to=msg)
+
+    return answer
+
+
+def read_request(msg: Message) -> tuple[RoundConfig, dict[str, torch.Tensor]]:
+    """The round's configuration and the global model's weights; a refusal when either is malformed."""
+    try:
+        config = RoundConfig.from_record(msg.content[protocol.ROUND_CONFIG])
+        state = msg.content[protocol.WEIGHTS].to_torch_state_dict()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise Refusal(protocol.BAD_REQUEST, f"bad request, no data used: {exc}") from exc
+    return config, state
+
+
+def open_node(context: Context) -> HospitalNode:
+    """The node core of this SuperNode's home (`--node-config node-home=...`)."""
     home = context.node_config.get("node-home")
     if not home:
         raise Refusal(protocol.BAD_REQUEST, "this SuperNode was started without --node-config node-home=...")
@@ -33,102 +67,88 @@ def _node(context: Context) -> HospitalNode:
         raise Refusal(protocol.BAD_REQUEST, str(exc)) from exc
 
 
-def _handle(msg: Message, context: Context, work) -> Message:
+@contextmanager
+def refusals_recorded(node: HospitalNode, config: RoundConfig, phase: str):
+    """Keep a refusal for hospital IT (node console) before it goes on to become the error reply."""
     try:
-        config = RoundConfig.from_record(msg.content[protocol.ROUND_CONFIG])
-        state = msg.content[protocol.WEIGHTS].to_torch_state_dict()
-    except (KeyError, ValueError, TypeError) as exc:
-        return Message(Error(protocol.BAD_REQUEST, f"bad request, no data used: {exc}"), reply_to=msg)
-    node = None
-    try:
-        node = _node(context)
-        return Message(work(node, config, state), reply_to=msg)
+        yield
     except Refusal as refusal:
-        log.warning("refused: %s", refusal.reason)
-        if node is not None:
-            _record_refusal(node, config, msg.metadata.message_type.split(".")[0], refusal)
-        return Message(Error(refusal.code, refusal.reason), reply_to=msg)
+        try:
+            node.store.record_refusal(RoundRefusal(
+                study_id=str(StudyId(config.study_id)), round=config.round, phase=phase, code=refusal.code,
+                reason=refusal.reason[:500],
+            ))
+        except Exception as exc:  # noqa: BLE001 - a full disk must not turn a refusal into a crash
+            log.warning("could not record the refusal: %s", exc)
+        raise
 
 
-def _record_refusal(node: HospitalNode, config: RoundConfig, phase: str, refusal: Refusal) -> None:
-    """Keep the refusal for hospital IT (node console); the coordinator is answered either way."""
-    try:
-        node.store.record_refusal(RoundRefusal(
-            study_id="0x" + config.study_id.hex(), round=config.round, phase=phase, code=refusal.code,
-            reason=refusal.reason[:500],
-        ))
-    except Exception as exc:  # noqa: BLE001 - a full disk must not turn a refusal into a crash
-        log.warning("could not record the refusal: %s", exc)
-
-
-def _usage(node: HospitalNode, commitment: bytes, used: int, phase: str):
+def usage(node: HospitalNode, commitment: bytes, used: int, phase: str):
+    """What the node used in this phase, for the coordinator's anchor."""
     return protocol.usage_record(
         hospital=node.settings.hospital, account=node.account, commitment=commitment, used=used, phase=phase
     )
 
 
 @app.train()
+@refusals_as_errors
 def train(msg: Message, context: Context) -> Message:
-    def work(node: HospitalNode, config: RoundConfig, state) -> RecordDict:
-        started = time.perf_counter()
-        outcome = node.train(config, state)
-        train_seconds = time.perf_counter() - started  # the node's own wall time: gate, budget, training
-        return RecordDict(
-            {
-                protocol.WEIGHTS: ArrayRecord(outcome.state),
-                protocol.METRICS: MetricRecord(
-                    {
-                        "num-examples": outcome.num_examples,
-                        "epsilon": outcome.epsilon_spent,
-                        "epsilon-budget": outcome.epsilon_budget,
-                        "train-loss": outcome.mean_loss,
-                        "train-seconds": train_seconds,
-                    }
-                ),
-                protocol.USAGE: _usage(node, outcome.commitment, outcome.num_examples, "train"),
-            }
-        )
+    """Train the global model on the patients consenting at the pinned block, with DP-SGD."""
+    config, state = read_request(msg)
+    node = open_node(context)
 
-    return _handle(msg, context, work)
+    # Gate, budget, DP-SGD; the node's own wall time for the coordinator's report
+    started = time.perf_counter()
+    with refusals_recorded(node, config, "train"):
+        outcome = node.train(config, state)
+    train_seconds = time.perf_counter() - started
+
+    metrics = MetricRecord({
+        "num-examples": outcome.num_examples,
+        "epsilon": outcome.epsilon_spent,
+        "epsilon-budget": outcome.epsilon_budget,
+        "train-loss": outcome.mean_loss,
+        "train-seconds": train_seconds,
+    })
+    content = RecordDict({
+        protocol.WEIGHTS: ArrayRecord(outcome.state),
+        protocol.METRICS: metrics,
+        protocol.USAGE: usage(node, outcome.commitment, outcome.num_examples, "train"),
+    })
+    return Message(content, reply_to=msg)
 
 
 @app.evaluate()
+@refusals_as_errors
 def evaluate(msg: Message, context: Context) -> Message:
-    def work(node: HospitalNode, config: RoundConfig, state) -> RecordDict:
-        outcome = node.evaluate(config, state)
-        return RecordDict(
-            {
-                protocol.METRICS: MetricRecord(
-                    {
-                        "num-examples": outcome.num_examples,
-                        "consented": outcome.consented,
-                        **outcome.sums,  # the task's additive statistics, e.g. correct, loss-sum, positives
-                    }
-                ),
-                protocol.USAGE: _usage(node, outcome.commitment, outcome.num_examples, "evaluate"),
-            }
-        )
+    """Evaluate the global model on the test patients consenting at the pinned block."""
+    config, state = read_request(msg)
+    node = open_node(context)
 
-    return _handle(msg, context, work)
+    with refusals_recorded(node, config, "evaluate"):
+        outcome = node.evaluate(config, state)
+
+    metrics = MetricRecord({
+        "num-examples": outcome.num_examples,
+        "consented": outcome.consented,
+        **outcome.sums,  # the task's additive statistics, e.g. correct, loss-sum, positives
+    })
+    content = RecordDict({
+        protocol.METRICS: metrics,
+        protocol.USAGE: usage(node, outcome.commitment, outcome.num_examples, "evaluate"),
+    })
+    return Message(content, reply_to=msg)
 
 
 @app.query("identify")
 def identify(msg: Message, context: Context) -> Message:
     """Which hospital this node is and how many patient records it holds; reads no clinical data."""
     try:
-        node = _node(context)
-        from eth_account import Account
-
-        from contracts.ledger import load_key
-
-        account = Account.from_key(load_key(node.settings.hospital_key_file)).address
-        content = RecordDict(
-            {
-                protocol.USAGE: protocol.identity_record(
-                    hospital=node.settings.hospital, account=account, patients=len(node.store.patients())
-                )
-            }
+        node = open_node(context)
+        account = Account.from_key(load_key(node.settings.hospital_key_file)).address  # no chain needed
+        identity = protocol.identity_record(
+            hospital=node.settings.hospital, account=account, patients=len(node.store.patients())
         )
-        return Message(content, reply_to=msg)
     except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised into Flower
         return Message(Error(protocol.BAD_REQUEST, f"cannot identify this node: {exc}"), reply_to=msg)
+    return Message(RecordDict({protocol.USAGE: identity}), reply_to=msg)

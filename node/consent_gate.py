@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from contracts.ledger import ChainUnavailable, ContractRejected, Ledger, LedgerError
 from federation import protocol
+from federation.ids import Pseudonym, StudyId
 from node.store import Patient, Store
 from node.vault import Vault, VaultError
 
@@ -31,7 +32,7 @@ class Admitted:
 
     study_id: bytes
     block: int
-    pseudonyms: list[bytes]
+    pseudonyms: list[Pseudonym]
     records: list[dict]
 
 
@@ -69,14 +70,14 @@ class ConsentGate:
         if not live:
             raise Refusal(
                 protocol.STUDY_NOT_ACCEPTED,
-                f"no data used: at block {block} this hospital has not accepted study 0x{study_id.hex()[:12]}…, "
+                f"no data used: at block {block} this hospital has not accepted study {StudyId(study_id).short(12)}, "
                 "or the study is suspended or has ended, or the hospital is suspended",
             )
         return terms
 
     def admit(self, study_id: bytes, block: int, *, cohort: str, fields: tuple[str, ...]) -> Admitted:
         candidates: list[Patient] = self.store.candidates(cohort)
-        pseudonyms = [bytes.fromhex(p.pseudonym[2:]) for p in candidates]
+        pseudonyms = [Pseudonym.parse(p.pseudonym) for p in candidates]
         try:
             answer = self.ledger.consents(study_id, pseudonyms, block=block)
         except ChainUnavailable as exc:
@@ -94,4 +95,4 @@ class ConsentGate:
                 raise Refusal(protocol.RECORD_UNCLEAR, f"no data used: {exc}") from exc
             # Only the fields the task declared leave the gate.
             records.append({name: record.get(name) for name in fields})
-        return Admitted(study_id, block, [bytes.fromhex(p.pseudonym[2:]) for p in admitted], records)
+        return Admitted(study_id, block, [Pseudonym.parse(p.pseudonym) for p in admitted], records)

@@ -13,8 +13,10 @@ from functools import cached_property
 
 import torch
 
-from contracts.ledger import ChainUnavailable, Ledger, LedgerError, load_key, pseudonym_commitment
+from contracts.ledger import Ledger, LedgerError
 from federation import protocol
+from federation.commitment import pseudonym_commitment
+from federation.ids import hex0x
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
 from node.consent_gate import Admitted, ConsentGate, Refusal
@@ -67,15 +69,8 @@ class HospitalNode:
         if self.settings.deployment_file is None:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, "no data used: this node has no deployment file configured")
         try:
-            return Ledger.open(
-                self.settings.rpc_url,
-                self.settings.deployment_file,
-                key_path=self.settings.hospital_key_file,
-                timeout_s=self.settings.chain_timeout_s,
-            )
-        except ChainUnavailable as exc:
-            raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
-        except LedgerError as exc:
+            return Ledger.from_settings(self.settings, key_file=self.settings.hospital_key_file)
+        except LedgerError as exc:  # ChainUnavailable or any other: no data is used without the chain
             raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
 
     @property
@@ -126,12 +121,12 @@ class HospitalNode:
         commitment = pseudonym_commitment(used)
         self.store.record_usage(
             RoundUsage(
-                study_id="0x" + config.study_id.hex(),
+                study_id=str(config.study_id),
                 round=config.round,
                 phase=phase,
                 block=config.block,
-                commitment="0x" + commitment.hex(),
-                pseudonyms=json.dumps(sorted("0x" + p.hex() for p in used)),
+                commitment=str(commitment),
+                pseudonyms=json.dumps(sorted(hex0x(p) for p in used)),
             )
         )
         return commitment
@@ -142,7 +137,7 @@ class HospitalNode:
         from node.trainer import train_private
 
         terms, task, train, _ = self._admit(config, "train")
-        study = "0x" + config.study_id.hex()
+        study = str(config.study_id)
         if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON:  # _admit let it through: this node opted in
             return self._train_non_private(config, terms, task, train, global_state)
         budget = PrivacyBudget(self.store, study_id=study, epsilon_budget=terms.epsilon_budget, delta=terms.delta)
@@ -186,7 +181,7 @@ class HospitalNode:
         """Plain SGD for a study recorded as non-private; epsilon is reported as infinity (no DP guarantee)."""
         from node.trainer import train_plain
 
-        study = "0x" + config.study_id.hex()
+        study = str(config.study_id)
         if any(u.round == config.round and u.phase == "train" for u in self.store.usage(study)):
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
         features, labels = task.training_examples(train.records)
@@ -234,7 +229,7 @@ class HospitalNode:
         twins. Reached only after the consent-checked evaluation succeeded; a failure to write is logged, not raised:
         the coordinator's reply does not depend on it."""
         try:
-            save_model(self.settings.home, task_id=task.task_id, study_id="0x" + config.study_id.hex(),
+            save_model(self.settings.home, task_id=task.task_id, study_id=str(config.study_id),
                        round=config.round, block=config.block, state=global_state, shift=shift, scale=scale)
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk
             log.warning("%s round %d: could not keep the global model: %s", self.settings.hospital, config.round, exc)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a chain with the TwinLedger contracts deployed.
+"""Shared fixtures: a chain with the TwinLedger contracts deployed, built by deploy/consortium.py (the
+builder the demo and the benchmarks use).
 
 Every test that takes `chain` runs twice: on the in-process chain (eth-tester) and on a real chain node
 (anvil over JSON-RPC). TWINLEDGER_TEST_CHAINS=eth-tester (or =anvil) narrows that.
@@ -7,16 +8,14 @@ Every test that takes `chain` runs twice: on the in-process chain (eth-tester) a
 from __future__ import annotations
 
 import os
-import secrets
-import time
 from dataclasses import dataclass
 
 import pytest
-from eth_account import Account
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 
 from contracts import ledger as lg
+from deploy.consortium import Consortium, chain_url, eth_tester, funded_key
 
 
 @dataclass
@@ -28,15 +27,14 @@ class Chain:
     other_hospital: lg.Ledger
     coordinator: lg.Ledger
     study_id: bytes
+    consortium: Consortium | None = None
 
     def ledger_for(self, key: str) -> lg.Ledger:
         return lg.Ledger(self.w3, self.deployment, account_key=key)
 
 
 def fresh_funded_key(w3: Web3) -> str:
-    key = "0x" + secrets.token_hex(32)
-    lg.fund_from_dev_account(w3, Account.from_key(key).address, ether=10)
-    return key
+    return funded_key(w3, ether=10)
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +49,8 @@ BACKENDS = [b for b in os.environ.get("TWINLEDGER_TEST_CHAINS", "eth-tester,anvi
 
 @pytest.fixture(scope="session")
 def anvil_url(tmp_path_factory):
-    from deploy import processes
-
-    service, url = processes.start_anvil(
-        port=processes.free_port(), log_path=tmp_path_factory.mktemp("anvil") / "anvil.log"
-    )
-    yield url
-    service.stop()
+    with chain_url(None, log_path=tmp_path_factory.mktemp("anvil") / "anvil.log") as url:
+        yield url
 
 
 def advance_time(w3: Web3, seconds: int) -> None:
@@ -74,31 +67,15 @@ def advance_time(w3: Web3, seconds: int) -> None:
 @pytest.fixture(params=BACKENDS)
 def chain(request, artifacts) -> Chain:
     """A fresh deployment with a consortium, two hospitals, a coordinator and one accepted study."""
-    if request.param == "anvil":
-        w3 = lg.connect(request.getfixturevalue("anvil_url"))
-    else:
-        w3 = Web3(EthereumTesterProvider())
-    operator_key = fresh_funded_key(w3)
-    deployment = lg.deploy(w3, operator_key, artifacts=artifacts)
-    operator = lg.Ledger(w3, deployment, account_key=operator_key)
-    hospital = lg.Ledger(w3, deployment, account_key=fresh_funded_key(w3))
-    other = lg.Ledger(w3, deployment, account_key=fresh_funded_key(w3))
-    coordinator = lg.Ledger(w3, deployment, account_key=fresh_funded_key(w3))
-    operator.register_hospital(hospital.address, b"\x01" * 32)
-    operator.register_hospital(other.address, b"\x02" * 32)
-    operator.grant_coordinator(coordinator.address)
-    study_id = lg.new_study_id()
-    operator.propose_study(
-        study_id,
-        purpose="HRESCH",
-        task_id="heart-disease/v1",
-        epsilon_budget=3.0,
-        delta_exponent=5,
-        rounds=5,
-        ends_at=int(time.time()) + 30 * 24 * 3600,
-    )
+    url = request.getfixturevalue("anvil_url") if request.param == "anvil" else None
+    w3 = lg.connect(url) if url else eth_tester()
+    consortium = Consortium.deploy(w3, rpc_url=url, artifacts=artifacts, ether=10)
+    hospital = consortium.add_hospital(node_id=b"\x01" * 32)
+    other = consortium.add_hospital(node_id=b"\x02" * 32)
+    coordinator = consortium.add_coordinator()
+    study_id = consortium.propose_study(epsilon_budget=3.0, delta_exponent=5, rounds=5)
     hospital.accept_study(study_id)
-    return Chain(w3, deployment, operator, hospital, other, coordinator, study_id)
+    return Chain(w3, consortium.deployment, consortium.operator, hospital, other, coordinator, study_id, consortium)
 
 
 CHROMIUM = "/usr/bin/chromium"

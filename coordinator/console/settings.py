@@ -8,7 +8,6 @@ The mechanism is federation.settings (pydantic-settings); docs/configuration.md 
 | superlink                     | 127.0.0.1:8000           | TWINLEDGER_CONSOLE_SUPERLINK                     |
 | operator-key-file             | <home>/keys/operator.key | TWINLEDGER_CONSOLE_OPERATOR_KEY_FILE (*)         |
 | flwr-executable               | flwr beside Python       | TWINLEDGER_CONSOLE_FLWR_EXECUTABLE               |
-| app-dir                       | the project root         | TWINLEDGER_CONSOLE_APP_DIR                       |
 | cookie-secure                 | true                     | TWINLEDGER_CONSOLE_COOKIE_SECURE                 |
 | session-ttl-s                 | 28800                    | TWINLEDGER_CONSOLE_SESSION_TTL_S                 |
 | session-idle-s                | 3600                     | TWINLEDGER_CONSOLE_SESSION_IDLE_S                |
@@ -31,10 +30,9 @@ from pydantic_settings import SettingsConfigDict
 from coordinator.settings import CoordinatorSettings
 from federation.settings import ComponentSettings, SettingsError
 
-__all__ = ["CONSOLE_CONFIG_NAME", "ConsoleSettings", "PROJECT_ROOT", "ROLES", "SettingsError", "superlink_address"]
+__all__ = ["CONSOLE_CONFIG_NAME", "ConsoleSettings", "ROLES", "SettingsError", "superlink_address"]
 
 CONSOLE_CONFIG_NAME = "console.toml"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent  # the Flower app (pyproject.toml) `flwr run` submits
 ROLES = ("operator", "observer")  # operator: create studies, launch and stop runs; observer: watch only
 
 ResolvedPath = Annotated[Path, AfterValidator(lambda path: path.expanduser().resolve())]
@@ -58,7 +56,6 @@ class ConsoleSettings(ComponentSettings):
     # default <home>/keys/operator.key; an empty string in the file means the default
     operator_key_file: Annotated[ResolvedPath | None, BeforeValidator(lambda value: value or None)] = None
     flwr_executable: Path = Field(default_factory=lambda: Path(sys.executable).parent / "flwr")
-    app_dir: ResolvedPath = PROJECT_ROOT
     # Browsers send a Secure cookie only over HTTPS and to localhost: keep it true behind a TLS proxy.
     cookie_secure: bool = True
     cookie_name: str = "twinledger_console"

@@ -26,7 +26,7 @@ the accountant's sample rate counts patients. So the node's epsilon is a patient
 one patient, adding or removing all of their data changes the output distribution by at most (epsilon,
 delta) over the whole study.
 
-Federated across hospitals' virtual patients: deploy/twin_federation.py (`federated_forecaster_rmse_30min_mgdl`,
+Federated across hospitals' virtual patients: benchmarks/twin_federation.py (`federated_forecaster_rmse_30min_mgdl`,
 which the twin benchmark calls; federation/ may not import the node or the coordinator, so it lives there).
 
 Purpose code HRESCH (health research): training a forecaster across hospitals is research on pooled

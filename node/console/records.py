@@ -33,7 +33,8 @@ def upload_format(content_type: str) -> str:
 
 
 def source_name(filename: str | None, fmt: str) -> str:
-    """A safe file name for the upload, whose ending tells node/importer.py how to read it (.json: a Bundle)."""
+    """A safe file name for the upload, whose ending tells node/records/registry.py how to read it (.json: a
+    Bundle)."""
     name = SAFE_NAME.sub("_", Path(filename or "").name).strip("._")[:100]
     name = name or ("upload.csv" if fmt == "csv" else "upload.json")
     is_json = name.lower().endswith(".json")
@@ -44,7 +45,7 @@ def source_name(filename: str | None, fmt: str) -> str:
 
 def import_upload(state: ConsoleState, data: bytes, *, fmt: str, filename: str | None,
                   record_prefix: str | None) -> ImportOut:
-    """As `twinledger node import` (node/importer.py import_file: heart-disease or twins' records, CSV or Bundle):
+    """As `twinledger node import` (node.records.import_file: heart-disease or twins' records, CSV or Bundle):
     all or nothing; a RecordFileError names every problem and nothing is written."""
     node = state.settings.node
     source = source_name(filename, fmt)
@@ -60,7 +61,7 @@ def import_upload(state: ConsoleState, data: bytes, *, fmt: str, filename: str |
                 report = admin.import_records(node, path, record_prefix=record_prefix)
             except VaultError as exc:
                 raise ConsoleError(f"the node's data key cannot be used: {exc}", status=409) from None
-            except ValueError as exc:  # RecordFileError and the twins' importers' errors
+            except ValueError as exc:  # RecordFileError (every reader's refusals derive from it)
                 raise ConsoleError(str(exc).replace(str(path), source), status=422) from None
     return ImportOut(source=report.source, format=fmt, imported=report.imported, incomplete=report.incomplete,
                      already_present=report.already_present, cohorts=report.cohorts)

@@ -8,7 +8,7 @@
                               --record cleveland-00001 --model run/model.pt
 
 A patient comes from a virtual patient by name (simulated at home for --days days, a demo) or from a CSV
-file of records in the layout of node/twins/csv_import.py.
+file of records in the layout of node/records/twin_csv.py.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _record(args):
 
         record, _ = virtual_patient_record(args.virtual_patient, days=args.days, seed=args.seed)
         return record
-    from node.twins.csv_import import read_twin_csv
+    from node.records.twin_csv import read_twin_csv
 
     records = {r.patient_id: r for r in read_twin_csv(args.csv)}
     if args.patient is None and len(records) != 1:
@@ -197,7 +197,7 @@ def _heart(args) -> int:
     import numpy as np
 
     from federation.tasks.heart_disease import HeartDiseaseTask, flamby_split
-    from node.importer import read_heart_disease_csv
+    from node.records.heart_csv import read_heart_disease_csv
     from node.twins.heart_risk import HeartRiskModel, heart_whatif, load_model_state
 
     prefix = args.data.name.split(".")[1] if args.data.name.count(".") >= 2 else args.data.stem

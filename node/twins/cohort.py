@@ -139,13 +139,14 @@ def split_days(record: DiabetesRecord, *, first_day: int, days: int) -> Diabetes
 
 
 def write_records(records: list[DiabetesRecord], path: Path, *, format: str = "csv") -> Path:
-    """Write records as a node imports real data: "csv" (node/twins/csv_import.py) or "fhir" (a Bundle)."""
+    """Write records as a node imports real data: "csv" (node/records/twin_csv.py) or "fhir" (a Bundle,
+    node/records/twin_fhir.py)."""
     if format == "csv":
-        from node.twins.csv_import import write_twin_csv
+        from node.records.twin_csv import write_twin_csv
 
         return write_twin_csv(records, path)
     if format == "fhir":
-        from node.twins.fhir_import import write_twin_bundle
+        from node.records.twin_fhir import write_twin_bundle
 
         return write_twin_bundle(records, path)
     raise ValueError(f"format must be csv or fhir, not {format!r}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from node.twins.uva_padova import DATA_DIR
+from node.twins.parameters import DATA_DIR
 
 NOISE_MODEL_SAMPLE_TIME_MIN = 15.0
 

@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from node.twins.calibration import MEAL_DURATION_MIN, CalibratedTwin, spread_meals
 from node.twins.records import DiabetesRecord
+from node.twins.twin import MEAL_DURATION_MIN, CalibratedTwin, spread_meals
 from node.twins.uva_padova import Cohort, Scenario, simulate
 
 NUDGING_GAIN = 0.6

@@ -1,8 +1,8 @@
 """A type 1 diabetes patient's own records, as twins read them: CGM, meals and insulin on a minute grid.
 
 Every array has one entry per minute from `start`; a minute without a CGM reading holds NaN in
-`cgm_mgdl`, a minute without a meal or bolus holds 0. Importers (FHIR R4 Bundles, CSV) produce this
-shape; calibration, forecasting and the federated forecaster consume it.
+`cgm_mgdl`, a minute without a meal or bolus holds 0. The readers in node/records/ (twin_fhir.py, twin_csv.py)
+produce this shape; calibration, forecasting and the federated forecaster consume it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from federation.tasks.glucose_forecast import decode
+from federation.tasks.glucose_forecast import GlucoseForecastTask, decode
 
-KIND = "diabetes"  # node/store.py Patient.kind of these records; the glucose task reads this kind
+KIND = GlucoseForecastTask.record_kind  # node/store.py Patient.kind of these records: what the glucose task reads
 # What a value may be; anything else is a malformed record (importers say which and where).
 RANGES = {
     "cgm_mgdl": (20.0, 600.0),  # sensors report 39-400 (Dexcom) or 40-500; beyond this is no reading

@@ -13,8 +13,9 @@ import math
 
 import numpy as np
 
-from node.twins.calibration import DAY_MIN, PopulationPrior, calibrate_many, recovery_errors, virtual_patient
+from node.twins.calibration import calibrate_many, recovery_errors, virtual_patient
 from node.twins.forecast import NUDGING_GAIN, forecast_many_origins
+from node.twins.twin import DAY_MIN, PopulationPrior
 from node.twins.uva_padova import patient_names
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from node.twins.calibration import DAY_MIN, CalibratedTwin, spread_meals
 from node.twins.forecast import estimate_states
 from node.twins.glycemia import METRIC_NAMES, metrics_rows
 from node.twins.records import DiabetesRecord
+from node.twins.twin import DAY_MIN, CalibratedTwin, spread_meals
 from node.twins.uva_padova import Cohort, Scenario, simulate
 
 MAX_PLANS = 8

@@ -1,0 +1,56 @@
+"""The Python client of the TwinLedger contracts: one package for nodes, the coordinator, auditors and the portal.
+
+- :mod:`contracts.ledger.client`: :class:`Ledger` (reads at a block, signed writes) and :class:`ConsentFollower`;
+- :mod:`contracts.ledger.signing`: what patients sign (EIP-712 grant, revoke, cancel);
+- :mod:`contracts.ledger.keys`: account key files, funding a dev account;
+- :mod:`contracts.ledger.deployment`: connecting to a chain node, deploying, the deployment file;
+- :mod:`contracts.ledger.errors`: :class:`LedgerError` and the contracts' custom errors in words.
+
+Every name is importable from here (``from contracts import ledger as lg``; ``from contracts.ledger import
+Ledger``). The commitment scheme lives in :mod:`federation.commitment` and the 32-byte value types in
+:mod:`federation.ids`; ``pseudonym_commitment``, ``new_pseudonym`` and ``new_study_id`` here are their old names.
+"""
+
+from __future__ import annotations
+
+from contracts.ledger.client import (
+    CONSENT_BATCH,
+    CONSENT_BITMAP_SELECTOR,
+    ENROL_BATCH,
+    GRANT_BATCH,
+    MILLI,
+    ConsentChange,
+    ConsentFollower,
+    Ledger,
+    RoundAnchor,
+    StudyTerms,
+    from_bytes32,
+    to_bytes32,
+)
+from contracts.ledger.deployment import Deployment, connect, deploy
+from contracts.ledger.errors import ChainUnavailable, ContractRejected, LedgerError
+from contracts.ledger.keys import fund_from_dev_account, load_key, write_key
+from contracts.ledger.signing import (
+    CONSENT_DOMAIN_NAME,
+    CONSENT_DOMAIN_VERSION,
+    SignedCancel,
+    SignedGrant,
+    SignedRevoke,
+    sign_cancel,
+    sign_grant,
+    sign_revoke,
+)
+from federation.commitment import pseudonym_commitment
+from federation.ids import Pseudonym, StudyId
+
+# Old names of federation.ids' constructors (the lead removes them once every caller uses the types).
+new_pseudonym = Pseudonym.new
+new_study_id = StudyId.new
+
+__all__ = [
+    "CONSENT_BATCH", "CONSENT_BITMAP_SELECTOR", "CONSENT_DOMAIN_NAME", "CONSENT_DOMAIN_VERSION", "ENROL_BATCH",
+    "GRANT_BATCH", "MILLI", "ChainUnavailable", "ConsentChange", "ConsentFollower", "ContractRejected", "Deployment",
+    "Ledger", "LedgerError", "RoundAnchor", "SignedCancel", "SignedGrant", "SignedRevoke", "StudyTerms", "connect",
+    "deploy", "from_bytes32", "fund_from_dev_account", "load_key", "new_pseudonym", "new_study_id",
+    "pseudonym_commitment", "sign_cancel", "sign_grant", "sign_revoke", "to_bytes32", "write_key",
+]

@@ -1,0 +1,81 @@
+"""Where the contracts live: connecting to a chain node, deploying the contracts, the deployment file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from web3 import Web3
+
+from contracts.ledger.errors import ChainUnavailable, LedgerError, transport_reason
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the contracts live on a chain, with their ABIs, so that readers need no compiler."""
+
+    chain_id: int
+    consortium: str
+    consent_registry: str
+    deployed_block: int
+    abis: dict
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.__dict__, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> "Deployment":
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**data)
+        except FileNotFoundError as exc:
+            raise LedgerError(f"no deployment file at {path}: deploy the contracts first") from exc
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise LedgerError(f"deployment file {path} is malformed: {exc}") from exc
+
+
+def connect(rpc_url: str, *, timeout_s: float = 10.0) -> Web3:
+    """A Web3 connection to a JSON-RPC chain node; raises ChainUnavailable if it does not answer."""
+    # web3 asks eth_chainId around every eth_call; an endpoint's chain id does not change, so only it is cached
+    # (blocks, "latest" above all, never are: the consent gate's freshness check depends on them).
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, cache_allowed_requests=True,
+                                cacheable_requests={"eth_chainId"}))
+    try:
+        w3.eth.chain_id
+    except Exception as exc:  # noqa: BLE001 - any transport failure means the same to the caller
+        raise ChainUnavailable(f"the chain at {rpc_url} cannot be reached ({transport_reason(exc)})") from exc
+    return w3
+
+
+def deploy(w3: Web3, operator_key: str, *, artifacts: dict | None = None, timeout_s: float = 60) -> Deployment:
+    """Deploy the consortium and the consent registry, with `operator_key` as the consortium's operator."""
+    if artifacts is None:
+        from contracts.build import compile_contracts
+
+        artifacts = compile_contracts()
+    operator = Account.from_key(operator_key)
+    chain_id = w3.eth.chain_id
+
+    def _create(name: str, *args) -> str:
+        factory = w3.eth.contract(abi=artifacts[name]["abi"], bytecode=artifacts[name]["bytecode"])
+        tx = factory.constructor(*args).build_transaction(
+            {"from": operator.address, "nonce": w3.eth.get_transaction_count(operator.address, "pending"), "chainId": chain_id}
+        )
+        signed = Account.sign_transaction(tx, operator_key)
+        receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=timeout_s)
+        if receipt["status"] != 1:
+            raise LedgerError(f"deploying {name} failed (transaction {receipt['transactionHash'].hex()})")
+        return receipt["contractAddress"], receipt["blockNumber"]
+
+    consortium, first_block = _create("Consortium", operator.address)
+    registry, _ = _create("ConsentRegistry", consortium)
+    return Deployment(
+        chain_id=chain_id,
+        consortium=consortium,
+        consent_registry=registry,
+        deployed_block=first_block,
+        abis={name: artifacts[name]["abi"] for name in ("Consortium", "ConsentRegistry")},
+    )

@@ -1,0 +1,104 @@
+"""How the ledger client fails: one exception family, and the contracts' custom errors in the domain's words.
+
+Every failure of a read or a write surfaces as a :class:`LedgerError`: :class:`ChainUnavailable` when the
+chain node cannot be reached or does not answer in time, :class:`ContractRejected` when a contract reverts,
+with the custom error decoded (its selector looked up in the deployment's ABIs) into a sentence.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import eth_abi
+import requests
+from eth_utils import keccak
+
+from federation.ids import from_hex0x, hex0x
+
+
+class LedgerError(Exception):
+    """A ledger operation failed; the message says why in the domain's words."""
+
+
+class ChainUnavailable(LedgerError):
+    """The chain node could not be reached or did not answer in time."""
+
+
+class ContractRejected(LedgerError):
+    """A contract refused the call (a revert), with the decoded reason."""
+
+    def __init__(self, message: str, *, error_name: str | None = None):
+        super().__init__(message)
+        self.error_name = error_name
+
+
+# How each custom error reads to a person; arguments are formatted in order.
+ERROR_TEXT = {
+    "HospitalAlreadyRegistered": "hospital account {0} is already registered",
+    "UnknownHospital": "account {0} is not a registered hospital",
+    "HospitalSuspended": "hospital {0} is suspended",
+    "StudyAlreadyExists": "a study with id {0} already exists",
+    "UnknownStudy": "study {0} is not known to the consortium",
+    "StudyNotLive": "study {0} is suspended or has ended",
+    "InvalidStudyTerms": "the study terms are invalid (budget, rounds, delta and end date must be set)",
+    "RoundAlreadyAnchored": "round {1} of study {0} is already anchored",
+    "RoundOutOfRange": "round {1} is outside the rounds study {0} allows",
+    "PinnedBlockInFuture": "pinned block {0} is in the future",
+    "CommitmentLengthMismatch": "hospitals and commitments differ in length",
+    "NotAnActiveHospital": "account {0} is not an active hospital",
+    "AlreadyEnrolled": "pseudonym {0} is already enrolled",
+    "UnknownPseudonym": "pseudonym {0} is not enrolled",
+    "InvalidPatientKey": "a patient's consent key must not be the zero address",
+    "LengthMismatch": "the lists passed differ in length",
+    "NotPatient": "only the patient's own key may change the consent of {0} (caller {1})",
+    "InvalidWindow": "the consent window [{0}, {1}) is empty, already over, or ends after 2106",
+    "TooManyPatients": "the registry cannot enrol more patients",
+    "SignatureExpired": "the patient's signature expired at {0}",
+    "WrongNonce": "signature for {0} is replayed or out of order (expected nonce {1}, got {2})",
+    "WrongSigner": "the signature for {0} is not the patient's",
+    "AccessControlUnauthorizedAccount": "account {0} lacks the role {1}",
+}
+
+ErrorDecoder = dict[str, tuple[str, list[str]]]
+
+
+def error_decoder(abis: dict) -> ErrorDecoder:
+    """Map each custom error's 4-byte selector (hex, no 0x) to its name and argument types."""
+    decoder = {}
+    for abi in abis.values():
+        for entry in abi:
+            if entry.get("type") == "error":
+                types = [arg["type"] for arg in entry["inputs"]]
+                selector = keccak(text=f"{entry['name']}({','.join(types)})")[:4].hex()
+                decoder[selector] = (entry["name"], types)
+    return decoder
+
+
+def rejection(exc: Exception, decoder: ErrorDecoder) -> ContractRejected:
+    """A revert as a ContractRejected that names the custom error and its arguments, when it is one of ours."""
+    data = getattr(exc, "data", None)
+    if data is None and type(exc).__name__ == "TransactionFailed":
+        # The in-process test chain (eth-tester) carries the revert data in its message, as a bytes literal.
+        text = str(exc.args[0]) if exc.args else ""
+        raw = text.split("execution reverted: ", 1)[-1]
+        if raw.startswith(("b'", 'b"')):
+            data = hex0x(ast.literal_eval(raw))
+    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+        decoded = decoder.get(data[2:10])
+        if decoded:
+            name, types = decoded
+            args = eth_abi.decode(types, from_hex0x(data[10:])) if types else ()
+            shown = [hex0x(a) if isinstance(a, bytes) else a for a in args]
+            text = ERROR_TEXT.get(name, name + " {}".format(shown)).format(*shown)
+            return ContractRejected(text, error_name=name)
+    return ContractRejected(f"the contract refused the call: {exc}")
+
+
+def transport_reason(exc: Exception) -> str:
+    """Why a request to the chain node failed, in a few words."""
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower() or isinstance(exc, (TimeoutError, requests.exceptions.Timeout)):
+        return "no answer in time"
+    return type(exc).__name__

@@ -1,0 +1,146 @@
+"""Type 1 diabetes records (the twins' data) from CSV: one row per value (or several values at one time),
+patients one after another.
+
+Layout (a header row is required; column names in any order and case, other columns ignored):
+
+    patient_id,time,cgm_mgdl,carbs_g,bolus_u,basal_u_per_h,body_weight_kg
+    P-001,2026-01-05T07:00:00Z,132,,,0.8,72
+    P-001,2026-01-05T07:05:00Z,135,45,4.5,,
+
+- `patient_id` (required): the hospital's record number for the patient; never leaves the node.
+- `time` (required): ISO 8601 with a time zone (`Z` or an offset such as `+01:00`), to the minute.
+- `cgm_mgdl` a sensor glucose reading (mg/dL), `carbs_g` carbohydrate eaten (g), `bolus_u` an insulin
+  bolus (U), `basal_u_per_h` the basal rate from that time on (U/h), `body_weight_kg`. Any may be empty;
+  at least `cgm_mgdl` must be a column. Ranges: node/twins/records.py RANGES.
+
+All or nothing: any bad row rejects the file, and the error lists every problem (file, line, column, why).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from node.records.base import RecordFileError, problems_message
+from node.twins.records import DiabetesRecord, Event, build_record, check_range, parse_time
+
+REQUIRED = ("patient_id", "time", "cgm_mgdl")
+VALUE_COLUMNS = ("cgm_mgdl", "carbs_g", "bolus_u", "basal_u_per_h", "body_weight_kg")
+MISSING = {"", "NA", "na", "nan", "NaN"}
+
+
+class TwinFileError(RecordFileError):
+    """The file cannot be imported; the message lists every problem with where it is."""
+
+
+def report_problems(path: Path, problems: list[str]) -> TwinFileError:
+    return TwinFileError(problems_message(path, problems))
+
+
+def records_from_events(path: Path, events: dict[str, list[Event]], problems: list[str], *, empty: str
+                        ) -> list[DiabetesRecord]:
+    """Every patient's record from their events, all or nothing: any problem, or no value at all, refuses the file."""
+    records = []
+    for patient, patient_events in events.items():
+        record = build_record(patient, patient_events, problems)
+        if record is not None:
+            records.append(record)
+    if problems:
+        raise report_problems(path, problems)
+    if not records:
+        raise TwinFileError(f"{path}: {empty}")
+    return records
+
+
+def is_twin_csv(path: Path) -> bool:
+    """Whether a CSV file's header is this layout's (rather than the heart-disease one)."""
+    try:
+        with open(path, newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return {"patient_id", "time", "cgm_mgdl"} <= {cell.strip().lower() for cell in header}
+
+
+def read_twin_csv(path: Path) -> list[DiabetesRecord]:
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise TwinFileError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise TwinFileError(f"{path}: not a readable CSV file ({exc})") from None
+    numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
+    if not numbered:
+        raise TwinFileError(f"{path}: the file holds no rows")
+    header = [cell.strip().lower() for cell in numbered[0][1]]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise TwinFileError(f"{path}: line {numbered[0][0]}: the header lacks column(s) {', '.join(missing)} "
+                            f"(expected {', '.join(REQUIRED)} and optionally {', '.join(VALUE_COLUMNS[1:])})")
+    if len(set(header)) != len(header):
+        raise TwinFileError(f"{path}: line {numbered[0][0]}: a column is named twice")
+    problems: list[str] = []
+    events: dict[str, list[Event]] = {}
+    for line, row in numbered[1:]:
+        if len(row) != len(header):
+            problems.append(f"line {line}: {len(row)} columns, the header has {len(header)}")
+            continue
+        cells = dict(zip(header, (cell.strip() for cell in row)))
+        patient = cells["patient_id"]
+        if not patient:
+            problems.append(f"line {line}: patient_id is empty")
+            continue
+        try:
+            moment = parse_time(cells["time"])
+        except ValueError as exc:
+            problems.append(f"line {line}: time {exc}")
+            continue
+        for column in VALUE_COLUMNS:
+            text = cells.get(column, "")
+            if text in MISSING:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                problems.append(f"line {line}: {column} is {text!r}, not a number")
+                continue
+            why = check_range(column, value) if not math.isnan(value) else None
+            if why:
+                problems.append(f"line {line}: {why}")
+                continue
+            events.setdefault(patient, []).append(Event(moment, column, value, f"line {line}"))
+    return records_from_events(path, events, problems, empty="the file holds no values")
+
+
+def write_twin_csv(records: list[DiabetesRecord], path: Path) -> Path:
+    """Write records in this layout (one row per minute that has any value): what `read_twin_csv` reads."""
+    from datetime import timedelta
+
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patient_id", "time", *VALUE_COLUMNS])
+        for r in records:
+            basal_change = np.ones(r.minutes, dtype=bool)
+            basal_change[1:] = r.basal_u_per_h[1:] != r.basal_u_per_h[:-1]
+            rows = np.flatnonzero(np.isfinite(r.cgm_mgdl) | (r.carbs_g > 0) | (r.bolus_u > 0) | basal_change)
+            for i, m in enumerate(rows):
+                moment = (r.start + timedelta(minutes=int(m))).strftime("%Y-%m-%dT%H:%M:%SZ")
+                writer.writerow([
+                    r.patient_id, moment,
+                    _cell(r.cgm_mgdl[m]), _cell(r.carbs_g[m]) if r.carbs_g[m] > 0 else "",
+                    _cell(r.bolus_u[m]) if r.bolus_u[m] > 0 else "",
+                    _cell(r.basal_u_per_h[m]) if basal_change[m] else "",
+                    _cell(r.body_weight_kg) if i == 0 and r.body_weight_kg is not None else "",
+                ])
+    return path
+
+
+def _cell(value) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{float(value):.6g}"
