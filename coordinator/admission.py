@@ -43,6 +43,26 @@ def pem_from_chain_key(point: bytes) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def pem_from_key_file(path: Path) -> bytes:
+    """The SubjectPublicKeyInfo PEM of a SuperNode public key file (OpenSSH line, as `twinledger node init`
+    writes it, or PEM). Raises ValueError unless it is an EC key on a NIST curve (Flower refuses others)."""
+    data = path.read_bytes()
+    key = (serialization.load_pem_public_key(data) if data.lstrip().startswith(b"-----BEGIN")
+           else serialization.load_ssh_public_key(data))
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
+            key.curve, (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)):
+        raise ValueError(f"{path}: a SuperNode key must be an EC key on P-256, P-384 or P-521")
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def chain_key_from_pem(pem: bytes) -> bytes:
+    """The 65-byte P-256 point a hospital records on chain, from a key's PEM. Raises ValueError for other curves."""
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("the chain records P-256 node keys only")
+    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
 def fingerprint(pem: bytes) -> bytes:
     """SHA-256 of the key's DER SubjectPublicKeyInfo (the same value as `node.node_keys.key_fingerprint`)."""
     key = serialization.load_pem_public_key(pem)
@@ -130,6 +150,21 @@ def sync(admin: LinkAdmin, wanted: Mapping[str, bytes]) -> SyncReport:
         if fingerprint(pem) not in present:
             report.registered[account] = admin.register(pem, account)
     return report
+
+
+def admit(admin: LinkAdmin, keys: Mapping[str, bytes]) -> dict[str, int]:
+    """Register each key (name -> SubjectPublicKeyInfo PEM) the SuperLink does not hold yet; unregister nothing.
+
+    For admitting nodes one by one (a development federation, `twinledger coordinator nodes admit`); the
+    chain-driven `sync` is what keeps the list exact. Returns name -> node id of every key (new or present).
+    """
+    live = {fingerprint(node.public_key): node.node_id for node in admin.nodes() if node.status != UNREGISTERED}
+    admitted = {}
+    for name, pem in keys.items():
+        key = fingerprint(pem)
+        admitted[name] = live[key] if key in live else admin.register(pem, name)
+        live[key] = admitted[name]
+    return admitted
 
 
 def hospitals_of(nodes: Iterable[NodeRecord], wanted: Mapping[str, bytes]) -> dict[int, str]:

@@ -1,8 +1,15 @@
 """The coordinator's commands of `twinledger`: its home, the Flower SuperLink, a study's run, the operator console.
 
     twinledger coordinator init                     create the coordinator's home and key
-    twinledger coordinator superlink                run the Flower SuperLink
+    twinledger coordinator superlink                run the Flower SuperLink (TLS, node auth, Fleet gateway)
     twinledger coordinator run                      run a study's training on the SuperLink
+    twinledger coordinator ca init                  create the consortium's certificate authority
+    twinledger coordinator ca issue-server SERVICE  issue a TLS server certificate
+    twinledger coordinator ca issue-client HOLDER   issue a TLS client certificate (mutual-TLS proxies)
+    twinledger coordinator ca revoke SERIAL         revoke a certificate and re-write the CRL
+    twinledger coordinator ca crl                   re-write the certificate revocation list
+    twinledger coordinator nodes admit PUBKEY...    admit SuperNode public keys to the SuperLink
+    twinledger coordinator nodes sync               make the admitted keys exactly the given hospitals'
     twinledger console serve|token                  the operator console (coordinator/console/cli.py)
 
 `add_coordinator_commands(subparsers)` adds the `coordinator` group. `coordinator run` submits the packaged
@@ -12,9 +19,9 @@ Flower app (coordinator/flower_app, coordinator/processes.py) with `flwr run` an
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from contracts import ledger as lg
@@ -32,9 +39,10 @@ TRAINING_OPTIONS = {"rounds": "num-rounds", "local_epochs": "local-epochs", "lea
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one line, exit status 2."""
+    from coordinator.ca import CAError
     from coordinator.settings import SettingsError
 
-    return (SettingsError,)
+    return (SettingsError, CAError, processes.ProcessError)
 
 
 def _coordinator_init(args) -> int:
@@ -54,8 +62,129 @@ def _coordinator_init(args) -> int:
 
 
 def _coordinator_superlink(args) -> int:
-    command = processes.superlink_command(database=Path(args.database).resolve(), host=args.host, port=args.port)
-    os.execve(command[0], ["flower-superlink", *command[1:]], processes.flower_env(Path(args.flwr_home)))
+    """The SuperLink (and, unless --insecure, its Fleet gateway) until Ctrl-C or SIGTERM."""
+    import signal
+
+    link = processes.start_superlink(
+        port=args.port, state_dir=Path(args.state_dir).resolve(), flwr_home=Path(args.flwr_home).resolve(),
+        host=args.host, ca_dir=Path(args.ca_dir).resolve() if args.ca_dir else None,
+        control_port=args.control_port, insecure=args.insecure,
+    )
+    if link.insecure:
+        print(f"INSECURE development SuperLink on {link.fleet_address}: plain HTTP, any node admitted, run "
+              "submission open to whoever reaches the port", flush=True)
+    else:
+        print(f"SuperLink: hospitals dial the Fleet gateway at {args.host}:{args.port}; Control and Runtime APIs on "
+              f"{link.control_address} only; TLS from CA {link.root_certificates}; node keys admitted with "
+              "twinledger coordinator nodes admit|sync. Ctrl-C or SIGTERM stops it", flush=True)
+
+    def _terminated(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        while link.alive() and (link.gateway is None or link.gateway.alive()):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        link.stop()
+    print(f"twinledger: the SuperLink or its gateway stopped; see {link.log_path.parent}", file=sys.stderr)
+    return 1
+
+
+def _ca(args):
+    from coordinator import ca as cax
+
+    return cax, cax.load_ca(Path(args.ca_dir))
+
+
+def _ca_init(args) -> int:
+    from coordinator import ca as cax
+
+    authority = cax.create_ca(Path(args.ca_dir), name=args.name)
+    print(f"CA created in {authority.directory}; give {authority.cert_path} to every party (its key stays here)")
+    return 0
+
+
+def _ca_issue(args, kind: str) -> int:
+    cax, authority = _ca(args)
+    out = Path(args.out)
+    if kind == "server":
+        issued = cax.issue_server_certificate(authority, out, args.service, dns_names=args.dns or [],
+                                              ip_addresses=args.ip or [], valid_days=args.days)
+    else:
+        issued = cax.issue_client_certificate(authority, out, args.holder, valid_days=args.days)
+    print(f"{issued.cert_path} (key {issued.key_path}); serial {issued.serial}; "
+          f"valid until {issued.not_after:%Y-%m-%d}")
+    return 0
+
+
+def _ca_revoke(args) -> int:
+    cax, authority = _ca(args)
+    cax.revoke(authority, int(args.serial, 0))
+    print(f"revoked {args.serial}; CRL {cax.write_crl(authority)} (replace the certificate where it was used)")
+    return 0
+
+
+def _ca_crl(args) -> int:
+    cax, authority = _ca(args)
+    print(cax.write_crl(authority, next_update_days=args.next_update_days))
+    return 0
+
+
+@contextmanager
+def _control_admin(args):
+    """The SuperLink's Control API client: --superlink is its loopback control address (or, for a link started
+    on this machine, its hospitals' port), trusting --root-certificates (or that link's CA)."""
+    from coordinator import admission
+
+    host, port = processes.superlink_address(args.superlink)
+    address, ca_cert = f"{host}:{port}", Path(args.root_certificates) if args.root_certificates else None
+    link = processes.find_link(port) if processes.reachable_host(host) in processes.LOOPBACK else None
+    if ca_cert is None:
+        if link is None or link.insecure:
+            raise processes.ProcessError("give --root-certificates (the consortium CA's ca.pem)")
+        address, ca_cert = link.control_address, link.root_certificates
+    elif link is not None:
+        address = link.control_address
+    import httpx
+
+    admin = admission.ControlAdmin(address, ca_cert)
+    try:
+        yield admin
+    except httpx.HTTPError as exc:
+        raise processes.ProcessError(f"the SuperLink's Control API at {address} did not answer: {exc} (run this "
+                                     "on the coordinator's machine; --superlink is its control address)") from None
+    finally:
+        admin.close()
+
+
+def _nodes_admit(args) -> int:
+    from coordinator import admission
+
+    single = args.name if args.name and len(args.public_keys) == 1 else None
+    keys = {single or Path(path).stem: admission.pem_from_key_file(Path(path)) for path in args.public_keys}
+    with _control_admin(args) as admin:
+        for name, node_id in admission.admit(admin, keys).items():
+            print(f"{name}: node id {node_id}")
+    return 0
+
+
+def _nodes_sync(args) -> int:
+    from coordinator import admission
+
+    wanted = {}
+    for item in args.key or []:
+        account, sep, path = item.partition("=")
+        if not sep or not account or not path:
+            raise ValueError(f"--key takes ACCOUNT=PUBLIC_KEY_FILE, got {item!r}")
+        wanted[account] = admission.chain_key_from_pem(admission.pem_from_key_file(Path(path)))
+    with _control_admin(args) as admin:
+        report = admission.sync(admin, wanted)
+    print(f"registered {report.registered or '{}'}; unregistered node ids {report.unregistered}; kept {report.kept}")
+    return 0
 
 
 def _coordinator_run(args) -> int:
@@ -79,7 +208,10 @@ def _coordinator_run(args) -> int:
             run_config[key] = getattr(args, option)
 
     flwr_home = Path(args.flwr_home).resolve()  # `flwr run` runs in the app's directory, not here
-    processes.write_flower_federation(flwr_home, name="consortium", superlink_port=port, host=host)
+    processes.write_flower_federation(
+        flwr_home, name="consortium", superlink_port=port, host=host,
+        root_certificates=Path(args.root_certificates).resolve() if args.root_certificates else None,
+        insecure=True if args.insecure else None)
     started = time.time()
     run = processes.flwr_run(federation="consortium", run_config=run_config, flwr_home=flwr_home, log_path=Path(args.log))
     print(f"run submitted to {host}:{port}; streaming its log to {args.log}", flush=True)
@@ -123,13 +255,24 @@ def add_coordinator_commands(subparsers) -> None:
     init.add_argument("--deployment-file", required=True, help="the consortium's deployment.json")
     init.add_argument("--min-nodes", type=int, default=1, help="SuperNodes a run waits for (default 1)")
     init.set_defaults(func=_coordinator_init)
-    link = coord.add_parser("superlink", help="run the Flower SuperLink")
+    link = coord.add_parser("superlink", help="run the Flower SuperLink: TLS, SuperNode authentication, and the "
+                                              "Fleet-only gateway hospitals dial (Ctrl-C or SIGTERM stops it)")
     link.add_argument("--host", default="127.0.0.1",
-                      help="address the SuperLink listens on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    link.add_argument("--database", default="superlink-state.db", help="the SuperLink's state file (default superlink-state.db)")
-    link.add_argument("--port", type=int, default=8000, help="port of its Fleet, Control and Runtime APIs (default 8000)")
+                      help="address of the hospitals' Fleet gateway (default 127.0.0.1; 0.0.0.0 for every interface)")
+    link.add_argument("--port", type=int, default=8000, help="port of the hospitals' Fleet gateway (default 8000)")
+    link.add_argument("--control-port", type=int, default=9093,
+                      help="the SuperLink's own port on 127.0.0.1: its Control and Runtime APIs, for this machine's "
+                           "processes only (default 9093)")
+    link.add_argument("--state-dir", default="superlink-state",
+                      help="the SuperLink's state, TLS certificates and logs (default superlink-state)")
+    link.add_argument("--ca-dir", help="the consortium CA (twinledger coordinator ca init) that issues the link's "
+                                       "certificates (default: a development CA in the state directory)")
     link.add_argument("--flwr-home", default=".flwr", help="Flower's home for the SuperLink (default .flwr)")
+    link.add_argument("--insecure", action="store_true",
+                      help="development only: plain HTTP on --host:--port, any node admitted, no gateway")
     link.set_defaults(func=_coordinator_superlink)
+    _add_ca_commands(coord)
+    _add_nodes_commands(coord)
     run = coord.add_parser("run", help="run a study's training on the SuperLink; exits 0 only if the run finished")
     run.add_argument("--home", required=True, help="the coordinator's home (a path on the SuperLink's machine)")
     run.add_argument("--study", required=True, help="the study id (0x and 64 hex digits)")
@@ -145,5 +288,64 @@ def add_coordinator_commands(subparsers) -> None:
     run.add_argument("--run-name", default="run",
                      help="report folder under <home>/runs/ (default run; an existing report of that name is replaced)")
     run.add_argument("--flwr-home", default=".flwr", help="Flower's home for flwr run (default .flwr)")
+    run.add_argument("--root-certificates",
+                     help="the consortium CA certificate (default: that of the SuperLink started on this machine "
+                          "with twinledger coordinator superlink)")
+    run.add_argument("--insecure", action="store_true", help="development only: a SuperLink started --insecure")
     run.add_argument("--log", default="flwr-run.log", help="where to stream the run's log (default flwr-run.log)")
     run.set_defaults(func=_coordinator_run)
+
+
+def _add_ca_commands(coord) -> None:
+    ca = coord.add_parser("ca", help="the consortium's certificate authority").add_subparsers(dest="ca_action",
+                                                                                             required=True)
+    ca_dir_help = "the CA's directory, readable by the operator only (default ca)"
+    init = ca.add_parser("init", help="create the CA (an EC P-256 key and a self-signed certificate)")
+    init.add_argument("--ca-dir", default="ca", help=ca_dir_help)
+    init.add_argument("--name", default="TwinLedger consortium CA", help="the CA's common name")
+    init.set_defaults(func=_ca_init)
+    server = ca.add_parser("issue-server", help="issue a TLS server certificate (SuperLink, gateway, web app, RPC proxy)")
+    server.add_argument("service", help="the service's name: the files are OUT/SERVICE.pem and OUT/SERVICE.key")
+    server.add_argument("--ca-dir", default="ca", help=ca_dir_help)
+    server.add_argument("--out", default="tls", help="where to write the certificate and key (default tls)")
+    server.add_argument("--dns", action="append", help="a DNS name clients dial (repeat)")
+    server.add_argument("--ip", action="append", help="an IP address clients dial (repeat; 127.0.0.1 for loopback)")
+    server.add_argument("--days", type=int, default=30, help="validity in days (default 30; re-issue to rotate)")
+    server.set_defaults(func=lambda args: _ca_issue(args, "server"))
+    client = ca.add_parser("issue-client", help="issue a TLS client certificate for a mutual-TLS proxy")
+    client.add_argument("holder", help="who holds it (a hospital id): OUT/HOLDER.pem and OUT/HOLDER.key")
+    client.add_argument("--ca-dir", default="ca", help=ca_dir_help)
+    client.add_argument("--out", default="tls", help="where to write the certificate and key (default tls)")
+    client.add_argument("--days", type=int, default=30, help="validity in days (default 30)")
+    client.set_defaults(func=lambda args: _ca_issue(args, "client"))
+    revoke = ca.add_parser("revoke", help="revoke a certificate by serial number and re-write the CRL")
+    revoke.add_argument("serial", help="the serial number printed at issue (decimal, or 0x hex)")
+    revoke.add_argument("--ca-dir", default="ca", help=ca_dir_help)
+    revoke.set_defaults(func=_ca_revoke)
+    crl = ca.add_parser("crl", help="re-write the certificate revocation list (do it before it expires)")
+    crl.add_argument("--ca-dir", default="ca", help=ca_dir_help)
+    crl.add_argument("--next-update-days", type=int, default=7, help="the CRL's validity in days (default 7)")
+    crl.set_defaults(func=_ca_crl)
+
+
+def _add_control_options(parser) -> None:
+    parser.add_argument("--superlink", default="127.0.0.1:9093",
+                        help="the SuperLink's Control API on this machine, HOST:PORT (default 127.0.0.1:9093)")
+    parser.add_argument("--root-certificates",
+                        help="the consortium CA certificate (default: the CA of the SuperLink started on this machine)")
+
+
+def _add_nodes_commands(coord) -> None:
+    nodes = coord.add_parser("nodes", help="which SuperNode keys the SuperLink admits").add_subparsers(
+        dest="nodes_action", required=True)
+    admit = nodes.add_parser("admit", help="admit SuperNode public keys (OpenSSH .pub files from twinledger node init)")
+    admit.add_argument("public_keys", nargs="+", help="public key files (supernode_auth.pub)")
+    admit.add_argument("--name", help="the node's name when one key is given (default: the file's name)")
+    _add_control_options(admit)
+    admit.set_defaults(func=_nodes_admit)
+    sync = nodes.add_parser("sync", help="make the admitted keys exactly these hospitals' (every other key is "
+                                         "unregistered, its SuperNode shut out)")
+    sync.add_argument("--key", action="append", metavar="ACCOUNT=PUBLIC_KEY_FILE",
+                      help="an active hospital's account and its SuperNode public key (repeat; none: admit no one)")
+    _add_control_options(sync)
+    sync.set_defaults(func=_nodes_sync)

@@ -1,5 +1,11 @@
 """The coordinator's processes: Flower's SuperLink and `flwr run` / `flwr stop`, started as subprocesses.
 
+The SuperLink starts behind the trust boundary by default (`start_superlink`): TLS from the consortium CA
+(`coordinator/ca.py`; a development CA in its state directory when none is given), `--enable-supernode-auth`,
+bound to 127.0.0.1, and the Fleet-only gateway (`coordinator/fleet_gateway.py`) on the address hospitals dial,
+because flwr 1.41 serves its unauthenticated Control API on the Fleet port. `insecure=True` (development and the
+overhead benchmark's comparison only) is the old plain-HTTP SuperLink.
+
 The one copy of the helpers the `twinledger coordinator` commands, the operator console and `deploy` (the demo,
 the benchmarks) use to start a process that logs to a file, wait until it answers, and talk to the SuperLink
 with Flower's `flwr` CLI. A process that dies on start-up is reported with the end of its log.
@@ -12,17 +18,25 @@ packages installed beside Flower (flwr 1.41: flwr/supercore/object_ref.py, flwr/
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from coordinator import ca as cax
 
 FLOWER_APP_DIR = Path(__file__).resolve().parent / "flower_app"
 VENV_BIN = Path(sys.executable).parent  # flwr, flower-superlink and flower-supernode sit beside this Python
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 class ProcessError(RuntimeError):
@@ -120,25 +134,255 @@ def wait_until(service: Service, ready, *, timeout_s: float, what: str) -> None:
     raise ProcessError(f"{service.name} did not become ready within {timeout_s:g} s ({what}); its log ends:\n{service.tail()}")
 
 
-def superlink_command(*, database: Path, host: str, port: int) -> list[str]:
+# --- The link's certificates -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LinkTLS:
+    """The files a TLS SuperLink and its Fleet gateway need: the CA certificate every client trusts, and a
+    server certificate and key for each (issued by the consortium CA)."""
+
+    ca_cert: Path
+    superlink_cert: Path
+    superlink_key: Path
+    gateway_cert: Path
+    gateway_key: Path
+
+
+def link_tls(state_dir: Path, *, ca_dir: Path | None = None, public_host: str = "127.0.0.1") -> LinkTLS:
+    """Server certificates for the SuperLink and its gateway in `state_dir`/tls, issued by the CA in `ca_dir`.
+
+    Without `ca_dir`: a development CA in `state_dir`/ca, created on first use (the operator's own CA,
+    `twinledger coordinator ca init`, is the production one). Certificates are issued when missing or due for
+    renewal (`ca.needs_renewal`), so a restart rotates them. The SuperLink's names its loopback address (its
+    only listener; Flower's own SuperExec dials it there); the gateway's names loopback, this host's name and
+    `public_host` when that is an address or name other than the wildcard.
+    """
+    out = state_dir / "tls"
+    files = LinkTLS(Path(), out / "superlink.pem", out / "superlink.key", out / "fleet-gateway.pem",
+                    out / "fleet-gateway.key")
+    if ca_dir is not None and not (ca_dir / cax.CA_KEY).exists() and (ca_dir / cax.CA_CERT).exists():
+        # The CA key stays on the operator's machine: the certificates were issued there and copied here.
+        for cert in (files.superlink_cert, files.gateway_cert):
+            if not cert.exists() or cax.needs_renewal(cert, within_days=1):
+                raise ProcessError(f"{cert} is missing or expires within a day, and {ca_dir} holds no CA key to "
+                                   f"issue it: twinledger coordinator ca issue-server {cert.stem} --out {out} ...")
+        return replace(files, ca_cert=ca_dir / cax.CA_CERT)
+    ca_dir = ca_dir or state_dir / "ca"
+    authority = cax.load_ca(ca_dir) if (ca_dir / cax.CA_KEY).exists() else cax.create_ca(ca_dir)
+    dns, ips = ["localhost", socket.gethostname()], ["127.0.0.1"]
+    if public_host not in ("", "0.0.0.0", "::", "127.0.0.1", "localhost"):
+        try:
+            ipaddress.ip_address(public_host.strip("[]"))
+            ips.append(public_host.strip("[]"))
+        except ValueError:
+            dns.append(public_host)
+    for service, names, addresses in (("superlink", ["localhost"], ["127.0.0.1"]), ("fleet-gateway", dns, ips)):
+        cert = out / f"{service}.pem"
+        if not cert.exists() or cax.needs_renewal(cert) or not _names(cert) >= {*names, *addresses}:
+            cax.issue_server_certificate(authority, out, service, dns_names=names, ip_addresses=addresses)
+    return replace(files, ca_cert=authority.cert_path)
+
+
+def _names(cert_path: Path) -> set[str]:
+    """The DNS names and IP addresses a certificate's SANs list (text)."""
+    from cryptography import x509
+
+    sans = x509.load_pem_x509_certificate(cert_path.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    return {*sans.get_values_for_type(x509.DNSName), *(str(ip) for ip in sans.get_values_for_type(x509.IPAddress))}
+
+
+# --- Links started on this machine ----------------------------------------------------------------------------
+# The demo, the tests and the consoles pass one port around ("the SuperLink"); the SuperNodes must dial the
+# gateway there, the operator's `flwr` the loopback control address, both trusting the link's CA. A link records
+# itself under both its ports in a directory only this user can write, and a record of a process that is gone
+# is ignored.
+
+@dataclass(frozen=True)
+class LinkRecord:
+    fleet_address: str
+    control_address: str
+    root_certificates: Path | None
+    pid: int
+
+    @property
+    def insecure(self) -> bool:
+        return self.root_certificates is None
+
+
+def _links_dir() -> Path:
+    directory = Path(os.environ.get("TWINLEDGER_LINKS_DIR")
+                     or Path(tempfile.gettempdir()) / f"twinledger-{os.getuid()}" / "superlinks")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory
+
+
+def _ports(link) -> set[int]:
+    return {int(link.fleet_address.rpartition(":")[2]), int(link.control_address.rpartition(":")[2])}
+
+
+def remember_link(link: SuperLink) -> None:
+    """Record a started link under its ports (see `find_link`)."""
+    record = {"fleet_address": link.fleet_address, "control_address": link.control_address,
+              "root_certificates": str(link.root_certificates) if link.root_certificates else None,
+              "pid": link.process.pid}
+    for port in _ports(link):
+        (_links_dir() / f"{port}.json").write_text(json.dumps(record) + "\n")
+
+
+def forget_link(link: SuperLink) -> None:
+    if link.fleet_address:
+        for port in _ports(link):
+            (_links_dir() / f"{port}.json").unlink(missing_ok=True)
+
+
+def find_link(port: int) -> LinkRecord | None:
+    """The link `start_superlink` started on this machine with `port` as its hospitals' or control port, if it
+    still runs; None otherwise."""
+    directory = _links_dir()
+    path = directory / f"{port}.json"
+    if directory.stat().st_uid != os.getuid() or not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    try:
+        os.kill(data["pid"], 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return None
+    except PermissionError:
+        return None
+    root = data["root_certificates"]
+    return LinkRecord(data["fleet_address"], data["control_address"], Path(root) if root else None, data["pid"])
+
+
+def superlink_command(*, database: Path, host: str, port: int, tls: LinkTLS | None = None) -> list[str]:
+    """`flower-superlink` serving its APIs on `host`:`port`: with TLS and SuperNode authentication when `tls`
+    is given (production), plain HTTP open to any node otherwise (development only)."""
     # Without --disable-runtime-dependency-installation, flwr 1.41 runs `uv sync` for every run and installs the
     # app's dependencies (a CUDA torch among them) into a fresh environment: the apps use this environment instead.
-    return [str(VENV_BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+    security = ["--insecure"] if tls is None else [
+        "--ssl-certfile", str(tls.superlink_cert), "--ssl-keyfile", str(tls.superlink_key),
+        "--ssl-ca-certfile", str(tls.ca_cert), "--enable-supernode-auth",
+    ]
+    return [str(VENV_BIN / "flower-superlink"), *security, "--disable-runtime-dependency-installation",
             "--database", str(database), "--host", host, "--port", str(port)]
 
 
-def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = "127.0.0.1") -> Service:
+def gateway_command(*, listen: str, upstream: str, tls: LinkTLS) -> list[str]:
+    """The Fleet-only gateway (coordinator/fleet_gateway.py) hospitals dial instead of the SuperLink."""
+    return [sys.executable, "-m", "coordinator.fleet_gateway", "--listen", listen, "--upstream", upstream,
+            "--certfile", str(tls.gateway_cert), "--keyfile", str(tls.gateway_key), "--upstream-ca", str(tls.ca_cert)]
+
+
+def https_answers(address: str, ca_cert: Path, *, path: str = "/health", timeout_s: float = 2.0) -> bool:
+    """Whether `https://address/path` answers 200 over TLS verified against `ca_cert` (the name checked too)."""
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    try:
+        with urllib.request.urlopen(f"https://{address}{path}", context=context, timeout=timeout_s) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class SuperLink(Service):
+    """A running SuperLink: `fleet_address` is what hospitals dial (the gateway; the SuperLink itself when
+    insecure), `control_address` where the coordinator's own processes reach its Control and Runtime APIs
+    (loopback). Stopping it stops the gateway too."""
+
+    fleet_address: str = ""
+    control_address: str = ""
+    root_certificates: Path | None = None  # the CA certificate clients trust; None: plain HTTP (development)
+    gateway: Service | None = None
+
+    @property
+    def insecure(self) -> bool:
+        return self.root_certificates is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.gateway is not None:
+            self.gateway.stop(timeout_s)
+        super().stop(timeout_s)
+        forget_link(self)
+
+
+INSECURE_LINKS_ENV = "TWINLEDGER_BENCH_INSECURE_LINKS"  # "1": start_superlink(insecure=None) starts insecure links
+
+
+def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = "127.0.0.1",
+                    ca_dir: Path | None = None, control_port: int | None = None,
+                    insecure: bool | None = None) -> SuperLink:
+    """Start the consortium's SuperLink; hospitals' SuperNodes dial `host`:`port`.
+
+    By default (production path): the SuperLink itself listens on 127.0.0.1:`control_port` (a free port when
+    None) with TLS and `--enable-supernode-auth`, and `host`:`port` is the Fleet-only TLS gateway in front of
+    it, so whoever reaches the hospitals' address reaches neither run submission nor node registration.
+    Certificates come from the consortium CA in `ca_dir`, else from a development CA created in
+    `state_dir`/ca (see `link_tls`). Ready when both answer `/health` over HTTPS trusting that CA.
+    `insecure` (development only, e.g. the benchmark's insecure side): the old plain-HTTP SuperLink on
+    `host`:`port`, any node admitted, no gateway. None: False unless $TWINLEDGER_BENCH_INSECURE_LINKS is "1"
+    (set only by `deploy.processes.insecure_links()`, the benchmark's way to time the same rounds both ways).
+    The link is recorded for this machine's other processes (`find_link`), so `write_flower_federation` and
+    `start_supernode` given this port find its control address and CA.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
-    service = start("superlink", superlink_command(database=state_dir / "state.db", host=host, port=port),
-                    log_path=state_dir / "superlink.log", env=flower_env(flwr_home), cwd=state_dir)
-    wait_until(service, lambda: port_open(port, reachable_host(host).strip("[]")), timeout_s=60, what=f"port {port}")
-    return service
+    env = flower_env(flwr_home)
+    database = state_dir / "state.db"
+    if insecure is None:
+        insecure = os.environ.get(INSECURE_LINKS_ENV) == "1"
+    if insecure:
+        service = start("superlink", superlink_command(database=database, host=host, port=port),
+                        log_path=state_dir / "superlink.log", env=env, cwd=state_dir)
+        address = f"{reachable_host(host)}:{port}"
+        wait_until(service, lambda: port_open(port, reachable_host(host).strip("[]")), timeout_s=60,
+                   what=f"port {port}")
+        link = SuperLink(service.name, service.process, service.log_path, fleet_address=address,
+                         control_address=address)
+        remember_link(link)
+        return link
+    tls = link_tls(state_dir, ca_dir=ca_dir, public_host=host)
+    control_port = control_port or free_port()
+    control = f"127.0.0.1:{control_port}"
+    service = start("superlink", superlink_command(database=database, host="127.0.0.1", port=control_port, tls=tls),
+                    log_path=state_dir / "superlink.log", env=env, cwd=state_dir)
+    link = SuperLink(service.name, service.process, service.log_path, fleet_address=f"{reachable_host(host)}:{port}",
+                     control_address=control, root_certificates=tls.ca_cert)
+    try:
+        wait_until(service, lambda: https_answers(control, tls.ca_cert), timeout_s=60, what=f"HTTPS on {control}")
+        link.gateway = start("fleet gateway", gateway_command(listen=f"{host}:{port}", upstream=control, tls=tls),
+                             log_path=state_dir / "fleet-gateway.log", env=env, cwd=state_dir)
+        wait_until(link.gateway, lambda: https_answers(link.fleet_address, tls.ca_cert), timeout_s=60,
+                   what=f"HTTPS on {link.fleet_address}")
+    except ProcessError:
+        link.stop()
+        raise
+    remember_link(link)
+    return link
 
 
-def write_flower_federation(flwr_home: Path, *, name: str, superlink_port: int, host: str = "127.0.0.1") -> None:
-    """The `flwr` CLI's connection to a SuperLink at `host`:`superlink_port`, in $FLWR_HOME/config.toml."""
+def write_flower_federation(flwr_home: Path, *, name: str, superlink_port: int, host: str = "127.0.0.1",
+                            root_certificates: Path | None = None, insecure: bool | None = None) -> None:
+    """The `flwr` CLI's connection to a SuperLink, in $FLWR_HOME/config.toml: TLS trusting `root_certificates`.
+
+    The operator's `flwr` needs the Control API, which only the SuperLink's loopback address serves (never the
+    hospitals' gateway). Given the port of a SuperLink `start_superlink` started on this machine (its
+    hospitals' port or its control port), the connection goes to that link's control address with its CA
+    (or plain HTTP if that link is insecure). Otherwise `host`:`superlink_port` is the SuperLink's Control API
+    and `root_certificates` (the consortium CA certificate) is required, unless `insecure` (development only).
+    """
+    address = f"{host}:{superlink_port}"
+    link = find_link(superlink_port) if reachable_host(host) in LOOPBACK else None
+    if link is not None and root_certificates is None and insecure is None:
+        address, root_certificates, insecure = link.control_address, link.root_certificates, link.insecure
+    if insecure:
+        security = "insecure = true"
+    elif root_certificates is None:
+        raise ProcessError(f"no CA certificate for the SuperLink at {address}: give the consortium CA's ca.pem "
+                           "(root_certificates / --root-certificates); insecure is for development only")
+    else:
+        security = f'root-certificates = "{Path(root_certificates).resolve()}"'
     flwr_home.mkdir(parents=True, exist_ok=True)
-    (flwr_home / "config.toml").write_text(f'[superlink.{name}]\naddress = "{host}:{superlink_port}"\ninsecure = true\n')
+    (flwr_home / "config.toml").write_text(f'[superlink.{name}]\naddress = "{address}"\n{security}\n')
 
 
 def run_config_overrides(config: dict) -> str:

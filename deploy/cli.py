@@ -1,13 +1,13 @@
 """`twinledger`: the command line for the demo and for running each part on its own.
 
     twinledger demo [--report PATH] [--serve ...]   the whole federation on this machine, then its web pages
-    twinledger chain start                          a local development chain (anvil)
+    twinledger chain start                          a local development chain (anvil, loopback only)
     twinledger chain deploy                         compile and deploy the contracts
     twinledger chain fund ADDRESS [--ether N]       send ether for gas from a dev chain's unlocked account
     twinledger study propose                        the operator proposes a study; prints its id
     twinledger study register-hospital ACCOUNT      the operator registers a hospital's account
     twinledger study grant-coordinator ACCOUNT      the operator lets an account anchor rounds
-    twinledger node init                            create a hospital node's home and keys
+    twinledger node init                            create a hospital node's home and keys (SuperNode key too)
     twinledger node import FILE                     import patient records (CSV or FHIR R4 Bundle)
     twinledger node accept-study STUDY              accept a study with the hospital's account
     twinledger node start                           run the node's Flower SuperNode
@@ -18,8 +18,15 @@
     twinledger portal staff-token                   print the token hospital staff use on the portal
     twinledger portal enrolment-code RECORD         issue a patient a one-time enrolment code
     twinledger coordinator init                     create the coordinator's home and key
-    twinledger coordinator superlink                run the Flower SuperLink
+    twinledger coordinator superlink                run the Flower SuperLink (TLS, node auth, Fleet gateway)
     twinledger coordinator run                      run a study's training on the SuperLink
+    twinledger coordinator ca init                  create the consortium's certificate authority
+    twinledger coordinator ca issue-server SERVICE  issue a TLS server certificate
+    twinledger coordinator ca issue-client HOLDER   issue a TLS client certificate (mutual-TLS proxies)
+    twinledger coordinator ca revoke SERIAL         revoke a certificate and re-write the CRL
+    twinledger coordinator ca crl                   re-write the certificate revocation list
+    twinledger coordinator nodes admit PUBKEY...    admit SuperNode public keys to the SuperLink
+    twinledger coordinator nodes sync               make the admitted keys exactly the given hospitals'
     twinledger console serve                        run the operator console (web, 127.0.0.1)
     twinledger console token                        create an operator's or observer's console token
     twinledger twin calibrate                       calibrate a patient's twin (--virtual-patient NAME | --csv FILE)
@@ -90,9 +97,20 @@ def _raise_terminated(signum, frame):
     raise _Terminated
 
 
+REMOTE_DEV_CHAIN_REFUSED = (
+    "refusing to serve the development chain on {host}: anvil unlocks its funded accounts and answers "
+    "state-rewriting methods (anvil_setBalance, anvil_setCode, anvil_setStorageAt, evm_revert...) to anyone who "
+    "reaches the port, so whoever can connect could forge consents, anchors and balances. Keep it on loopback, or "
+    "pass --allow-remote-dev-chain on a private test network only"
+)
+
+
 def _chain_start(args) -> int:
     from deploy import processes
 
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote_dev_chain:
+        print(f"twinledger: {REMOTE_DEV_CHAIN_REFUSED.format(host=args.host)}", file=sys.stderr)
+        return 2
     service, url = processes.start_anvil(port=args.port, log_path=Path(args.log), host=args.host)
     listening = f" (listening on {args.host})" if args.host != "127.0.0.1" else ""
     print(f"anvil serving JSON-RPC at {url}{listening} (log {args.log}); Ctrl-C or SIGTERM stops it", flush=True)
@@ -142,7 +160,11 @@ def _add_demo_command(sub) -> None:
 def _add_chain_start(chain) -> None:
     start = chain.add_parser("start", help="run anvil, a development chain; Ctrl-C or SIGTERM stops it")
     start.add_argument("--host", default="127.0.0.1",
-                       help="address anvil listens on (default 127.0.0.1; 0.0.0.0 for every interface)")
+                       help="address anvil listens on (default 127.0.0.1; another address needs "
+                            "--allow-remote-dev-chain)")
+    start.add_argument("--allow-remote-dev-chain", action="store_true",
+                       help="serve the dev chain beyond loopback although anvil exposes unlocked accounts and "
+                            "state-rewriting methods (private test networks only)")
     start.add_argument("--port", type=int, default=8545, help="JSON-RPC port (default 8545)")
     start.add_argument("--log", default="anvil.log", help="anvil's log file (default anvil.log)")
     start.set_defaults(func=_chain_start)

@@ -71,18 +71,21 @@ def load_installed_app(reference: str):  # -> flwr.clientapp.ClientApp
 
 def run_gated_clientapp(runtime_api_address: str, token: str, *, installed_app: str, installed_digest: str,
                         approved_digest: Callable[[object], str], insecure: bool = True,
-                        certificates: bytes | None = None) -> bool:
+                        certificates: bytes | None = None, parent_pid: int | None = None) -> bool:
     """Run one ClientApp task of the SuperNode at `runtime_api_address` (its Runtime API) under the app gate.
 
     Requires: `token` from the SuperNode's AcquireTask; `approved_digest(context)` returns the study's approved
     app digest for the run (e.g. from chain, by `context.run_config["study-id"]`) and may raise to refuse.
     Pulls the task input, refuses (error reply, nothing of the FAB runs) unless `check_app` passes, else calls
     `load_installed_app(installed_app)(message, context)`; pushes the reply and the task's final status.
-    Returns whether the app ran.
+    Like Flower's body it sends the task's heartbeat while it runs and, given `parent_pid` (the SuperNode),
+    stops when that process dies. Returns whether the app ran.
     """
     from flwr.app import Message
     from flwr.app.error import Error
     from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.supercore.app_utils import start_parent_process_monitor
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
     from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
@@ -94,8 +97,12 @@ def run_gated_clientapp(runtime_api_address: str, token: str, *, installed_app: 
                       RuntimeTokenHttpInterceptor(token)],
         retry_invoker=make_simple_http_retry_invoker(),
     )
+    if parent_pid is not None:
+        start_parent_process_monitor(parent_pid)
     context, reply, ran = None, None, False
     status, details = SubStatus.FAILED, "refused"
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
     try:
         message, context, run, fab = pull_task_input(client)
         try:
@@ -116,6 +123,8 @@ def run_gated_clientapp(runtime_api_address: str, token: str, *, installed_app: 
             push_message(client, reply, context)
     finally:
         push_task_output(client=client, context=context, sub_status=status, details=details)
+        if heartbeat.is_running:
+            heartbeat.stop()
         client.close()
     return ran
 

@@ -48,9 +48,14 @@ def _node_init(args) -> int:
     settings = admin.init_node(Path(args.home), hospital=args.hospital, rpc_url=args.rpc_url,
                                deployment_file=Path(args.deployment_file).resolve() if args.deployment_file else None,
                                database_url=args.database_url)
+    from node import node_keys
+
     address = admin.hospital_address(settings)
+    keys = node_keys.ensure_node_keys(settings.home)
     print(f"node home {settings.home}; hospital account {address} "
           f"(ask the consortium operator to register it; {gas_hint(address)})")
+    print(f"SuperNode key {keys.public_key} (give this public key to the operator: twinledger coordinator nodes admit):")
+    print(keys.public_key.read_text().strip())
     return 0
 
 
@@ -76,10 +81,19 @@ def _node_start(args) -> int:
     from node import supernode
 
     settings = _settings(args)
-    command = supernode.command(warm=not args.stock_supernode)
+    warm = not args.stock_supernode
+    if args.insecure:
+        security = ["--insecure"]
+    elif args.root_certificates is None:
+        raise ValueError("node start needs --root-certificates (the consortium's CA certificate, ca.pem) to check "
+                         "the SuperLink; --insecure is for a development SuperLink only")
+    else:
+        security = supernode.security_options(settings.home, root_certificates=Path(args.root_certificates).resolve(),
+                                              warm=warm)
+    command = supernode.command(warm=warm)
     os.execve(
         command[0],
-        [*command, "--insecure", "--superlink", args.superlink, "--port", str(args.port),
+        [*command, *security, "--superlink", args.superlink, "--port", str(args.port),
          "--node-config", f'node-home="{settings.home}"'],
         supernode.environment(Path(args.flwr_home)),
     )
@@ -142,11 +156,18 @@ def add_node_commands(subparsers) -> None:
     accept.set_defaults(func=_node_accept)
     start = node.add_parser("start", help="run the node's Flower SuperNode")
     start.add_argument("--home", required=True, help=HOME_HELP)
-    start.add_argument("--superlink", default="127.0.0.1:8000", help="the coordinator's SuperLink, HOST:PORT (default 127.0.0.1:8000)")
+    start.add_argument("--superlink", default="127.0.0.1:8000",
+                       help="the coordinator's SuperLink as hospitals reach it (its Fleet gateway), HOST:PORT "
+                            "(default 127.0.0.1:8000)")
+    start.add_argument("--root-certificates",
+                       help="the consortium CA certificate (ca.pem) the SuperLink's certificate must chain to")
+    start.add_argument("--insecure", action="store_true",
+                       help="development only: plain HTTP and no node key (the SuperLink must run --insecure too)")
     start.add_argument("--port", type=int, default=9101, help="local port for the SuperNode's ClientApp processes (default 9101)")
     start.add_argument("--flwr-home", default=".flwr", help="Flower's home for this SuperNode (default .flwr)")
     start.add_argument("--stock-supernode", action="store_true",
-                       help="Flower's flower-supernode as is (a fresh ClientApp process per message, 3 s idle poll)")
+                       help="Flower's flower-supernode as is (a fresh ClientApp process per message, 3 s idle poll; "
+                            "no app gate: it runs the ClientApp a FAB names, so development and benchmarks only)")
     start.set_defaults(func=_node_start)
     export = node.add_parser("export-usage", help="export the node's usage log for auditors")
     export.add_argument("--home", required=True, help=HOME_HELP)

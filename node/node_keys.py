@@ -72,6 +72,19 @@ def generate_node_keys(directory: Path, *, comment: str = "twinledger-supernode"
     return NodeKeys(private_path, public_path)
 
 
+def node_keys_of(home: Path) -> NodeKeys:
+    """Where a node home keeps its SuperNode key pair: `<home>/keys/supernode_auth` and `.pub`."""
+    return NodeKeys(home / "keys" / PRIVATE_KEY, home / "keys" / PUBLIC_KEY)
+
+
+def ensure_node_keys(home: Path) -> NodeKeys:
+    """The node home's SuperNode key pair, generated on first use (`twinledger node init` does it at once)."""
+    keys = node_keys_of(home)
+    if not keys.private_key.exists():
+        generate_node_keys(keys.private_key.parent)
+    return keys
+
+
 def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     """Read an OpenSSH public key file (or a PEM SubjectPublicKeyInfo file) holding an EC key on a NIST curve.
 

@@ -36,11 +36,14 @@ from pathlib import Path
 
 log = logging.getLogger("twinledger.supernode")
 
+INSTALLED_APP = "node.client_app:app"  # the ClientApp this hospital installed: the only one that runs here
+
 # What every ClientApp process needs, imported once in the fork server instead of once per message.
 PRELOAD = (
     "node.supernode",
     "flwr.supernode.runtime.run_clientapp",
     "node.client_app",
+    "node.app_gate",
     "node.privacy",
     "node.trainer",
     "opacus",
@@ -65,18 +68,32 @@ def _shorten_idle_poll(idle_poll_s: float) -> bool:
     return True
 
 
-def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int) -> None:
-    """One ClientApp task, in a process forked from the warm server (Flower's `flwr-clientapp` body)."""
-    from flwr.supernode.runtime.run_clientapp import run_clientapp
+def approved_app_digest(context, *, installed_digest: str) -> str:
+    """The app digest the run's study approved. HOOK for the chain: once the Consortium records each study's
+    app digest (issue 11, contracts part), read it here from `context.run_config["study-id"]` at the run's pinned
+    block (`Ledger.study(...).app_digest`) and raise when the study is unknown. Until then the approved app is
+    the one installed at this hospital, so the gate still refuses every FAB but that one."""
+    return installed_digest
 
-    run_clientapp(
-        runtime_api_address=runtime_api_address, token=token, insecure=True, certificates=None,
+
+def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, installed_digest: str) -> None:
+    """One ClientApp task, in a process forked from the warm server: Flower's `flwr-clientapp` body behind the
+    app gate (node/app_gate.py): only a FAB with the installed app's digest, and the installed ClientApp runs."""
+    from node import app_gate
+
+    app_gate.run_gated_clientapp(
+        runtime_api_address, token, installed_app=INSTALLED_APP, installed_digest=installed_digest,
+        approved_digest=lambda context: approved_app_digest(context, installed_digest=installed_digest),
         parent_pid=supernode_pid,
     )
 
 
-def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threading.Event) -> None:
-    """What `flower-superexec` does for ClientApp tasks, launching each into a warm forked process."""
+def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threading.Event,
+                 installed_digest: str, auth_secret: bytes | None = None) -> None:
+    """What `flower-superexec` does for ClientApp tasks, launching each into a warm forked process.
+
+    `auth_secret`: the SuperNode's `--superexec-auth-secret-file` content; task requests are signed with it
+    as `flower-superexec` signs them (the SuperNode refuses unsigned ones then)."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
     from flwr.supercore.constant import TaskType
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
@@ -92,10 +109,15 @@ def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threadin
     warm_up.start()
     warm_up.join()
     log.info("warm ClientApp server ready (preloaded %s)", ", ".join(PRELOAD))
+    interceptors = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    if auth_secret:
+        from flwr.supercore.interceptors.http.superexec_auth import SuperExecAuthHttpInterceptor
+
+        interceptors.append(SuperExecAuthHttpInterceptor(
+            master_secret=auth_secret, protected_methods=frozenset({"/flwr.proto.Runtime/AcquireTask"})))
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address, insecure=True, root_certificates=None,
-        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
-        retry_invoker=make_simple_http_retry_invoker(),
+        interceptors=interceptors, retry_invoker=make_simple_http_retry_invoker(),
     )
     while not stop.is_set():
         try:
@@ -107,7 +129,7 @@ def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threadin
         if reply.HasField("task") and reply.token and not stop.is_set():
             try:
                 context.Process(
-                    target=run_task, args=(runtime_api_address, reply.token, os.getpid()),
+                    target=run_task, args=(runtime_api_address, reply.token, os.getpid(), installed_digest),
                     name=f"clientapp-{reply.task.task_id}",
                 ).start()
             except OSError as exc:  # the SuperNode is stopping; the task expires on its side
@@ -117,6 +139,18 @@ def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threadin
         stop.wait(task_poll_s)
 
 
+def default_app_dir() -> Path | None:
+    """The packaged Flower app installed beside this node (coordinator/flower_app in the same distribution),
+    located without importing the coordinator's code; None if it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("coordinator")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    app_dir = Path(next(iter(spec.submodule_search_locations))) / "flower_app"
+    return app_dir if (app_dir / "pyproject.toml").exists() else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
     parser.add_argument("--idle-poll-s", type=float, default=0.5,
@@ -124,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-poll-s", type=float, default=0.1,
                         help="seconds between requests for ClientApp tasks to the local Runtime API (flwr: 1)")
     parser.add_argument("--port", type=int, default=9094, help="the SuperNode's Runtime API port")
+    parser.add_argument("--installed-app-dir", type=Path, default=None,
+                        help="the Flower app installed here (default: the packaged coordinator/flower_app); only "
+                             "FABs with its digest run, and only the installed ClientApp")
+    parser.add_argument("--superexec-auth-secret-file", type=Path, default=None,
+                        help="shared secret the SuperNode requires on ClientApp task requests (passed on to it)")
     ours, flower_args = parser.parse_known_args(argv)
     if "--isolation" in flower_args:
         parser.error("--isolation is set by this launcher (process: ClientApps come from its warm server)")
@@ -133,11 +172,26 @@ def main(argv: list[str] | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    logging.getLogger("twinledger.app_gate").addHandler(handler)
+    logging.getLogger("twinledger.app_gate").setLevel(logging.INFO)
     _shorten_idle_poll(ours.idle_poll_s)
+    app_dir = ours.installed_app_dir or default_app_dir()
+    if app_dir is None:
+        parser.error("no installed Flower app to gate on: give --installed-app-dir")
+    from node.app_gate import installed_app_digest
+
+    installed_digest = installed_app_digest(app_dir)
+    log.info("app gate: only the installed app %s (digest %s…) runs", app_dir, installed_digest[:16])
+    secret = None
+    if ours.superexec_auth_secret_file is not None:
+        secret = ours.superexec_auth_secret_file.read_bytes()
+        flower_args += ["--superexec-auth-secret-file", str(ours.superexec_auth_secret_file)]
     stop = threading.Event()
     threading.Thread(
         target=_serve_tasks, args=(f"127.0.0.1:{ours.port}",),
-        kwargs={"task_poll_s": ours.task_poll_s, "stop": stop}, name="warm-clientapps", daemon=True,
+        kwargs={"task_poll_s": ours.task_poll_s, "stop": stop, "installed_digest": installed_digest,
+                "auth_secret": secret},
+        name="warm-clientapps", daemon=True,
     ).start()
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
@@ -146,6 +200,34 @@ def main(argv: list[str] | None = None) -> None:
         flower_supernode()
     finally:
         stop.set()
+
+
+def superexec_secret(node_home: Path) -> Path:
+    """`<node home>/keys/superexec.secret` (0600, made on first use): the warm executor signs its task requests
+    with it (`--superexec-auth-secret-file`), so no other local process can take the node's ClientApp tasks."""
+    import secrets
+
+    from node.node_keys import write_secret
+
+    path = node_home / "keys" / "superexec.secret"
+    if not path.exists():
+        write_secret(path, secrets.token_hex(32).encode())
+    return path
+
+
+def security_options(node_home: Path, *, root_certificates: Path, warm: bool,
+                     installed_app_dir: Path | None = None) -> list[str]:
+    """The SuperNode's options for a TLS link with node authentication: trust the consortium CA, sign with the
+    node home's key (generated if absent); the warm SuperNode also gets its SuperExec secret and the app to gate on."""
+    from node.node_keys import ensure_node_keys
+
+    options = ["--root-certificates", str(root_certificates),
+               "--auth-supernode-private-key", str(ensure_node_keys(node_home).private_key)]
+    if warm:
+        options += ["--superexec-auth-secret-file", str(superexec_secret(node_home))]
+        if installed_app_dir is not None:
+            options += ["--installed-app-dir", str(installed_app_dir)]
+    return options
 
 
 def command(*, warm: bool = True) -> list[str]:

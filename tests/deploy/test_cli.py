@@ -100,6 +100,7 @@ def node_home(tmp_path, capsys):
                      "--rpc-url", "http://127.0.0.1:1", "--deployment-file", str(tmp_path / "deployment.json")]) == 0
     out = capsys.readouterr().out
     assert "twinledger chain fund 0x" in out  # the account needs gas
+    assert "ecdsa-sha2-nistp256 " in out  # the SuperNode's public key, for the operator to admit
     return home
 
 
@@ -192,7 +193,7 @@ def _run(monkeypatch, tmp_path, home, report, extra=(), run_name="run"):
     monkeypatch.setattr(coordinator_processes, "flwr_run", _FakeRun(calls, report, home / "runs", run_name))
     code = cli.main(["coordinator", "run", "--home", str(home), "--study", STUDY, "--superlink", "10.1.2.3:18000",
                      "--flwr-home", str(tmp_path / ".flwr"), "--log", str(tmp_path / "flwr-run.log"),
-                     "--run-name", run_name, *extra])
+                     "--root-certificates", str(tmp_path / "ca.pem"), "--run-name", run_name, *extra])
     return code, calls
 
 
@@ -203,7 +204,9 @@ def test_coordinator_run_uses_the_configured_min_nodes_and_host(monkeypatch, tmp
     assert config["min-nodes"] == 3  # from coordinator.toml
     assert config["study-id"] == STUDY and config["coordinator-home"] == str(coordinator_home.resolve())
     assert not {"local-epochs", "learning-rate", "batch-size", "max-grad-norm"} & set(config)
-    assert 'address = "10.1.2.3:18000"' in (tmp_path / ".flwr" / "config.toml").read_text()
+    connection = (tmp_path / ".flwr" / "config.toml").read_text()
+    assert 'address = "10.1.2.3:18000"' in connection
+    assert f'root-certificates = "{tmp_path / "ca.pem"}"' in connection and "insecure" not in connection
     out = capsys.readouterr().out
     assert "1 round(s), 1 anchored" in out
     assert f"Report: {coordinator_home.resolve() / 'runs' / 'run' / 'report.json'}" in out
@@ -238,6 +241,74 @@ def test_coordinator_run_finds_the_report_of_an_unnamed_run(monkeypatch, tmp_pat
     code, _ = _run(monkeypatch, tmp_path, coordinator_home, {"status": "finished", "rounds": []}, run_name="")
     assert code == 0
     assert str(coordinator_home.resolve() / "runs" / "run-42" / "report.json") in capsys.readouterr().out
+
+
+# ---- the trust boundary's commands: TLS by default, insecure only when asked ----
+
+def test_coordinator_run_refuses_a_superlink_without_a_ca(tmp_path, coordinator_home, capsys):
+    code = cli.main(["coordinator", "run", "--home", str(coordinator_home), "--study", STUDY,
+                     "--superlink", "10.1.2.3:18000", "--flwr-home", str(tmp_path / ".flwr")])
+    assert code == 2
+    assert "no CA certificate for the SuperLink at 10.1.2.3:18000" in capsys.readouterr().err
+
+
+def test_node_start_needs_the_consortium_ca_unless_insecure(node_home, capsys):
+    assert cli.main(["node", "start", "--home", str(node_home)]) == 2
+    assert "--root-certificates" in capsys.readouterr().err
+    assert (node_home / "keys" / "supernode_auth").stat().st_mode & 0o077 == 0  # made by node init, owner-only
+
+
+def test_node_start_runs_the_supernode_with_tls_and_its_key(node_home, monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: seen.update(argv=argv))
+    cli.main(["node", "start", "--home", str(node_home), "--superlink", "link.example:8000",
+              "--root-certificates", str(tmp_path / "ca.pem")])
+    argv = seen["argv"]
+    assert "--insecure" not in argv
+    assert argv[argv.index("--root-certificates") + 1] == str(tmp_path / "ca.pem")
+    assert argv[argv.index("--auth-supernode-private-key") + 1] == str(node_home.resolve() / "keys" / "supernode_auth")
+    assert "--superexec-auth-secret-file" in argv and argv[argv.index("--superlink") + 1] == "link.example:8000"
+
+
+def test_chain_start_refuses_a_non_loopback_host_and_says_why(capsys):
+    assert cli.main(["chain", "start", "--host", "0.0.0.0", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unlocks its funded accounts" in err and "--allow-remote-dev-chain" in err
+    assert cli.build_parser().parse_args(["chain", "start", "--host", "0.0.0.0",
+                                          "--allow-remote-dev-chain"]).allow_remote_dev_chain
+
+
+def test_coordinator_superlink_is_secure_unless_insecure_is_asked_for():
+    parser = cli.build_parser()
+    args = parser.parse_args(["coordinator", "superlink"])
+    assert (args.insecure, args.port, args.control_port) == (False, 8000, 9093)
+    assert parser.parse_args(["coordinator", "superlink", "--insecure"]).insecure
+
+
+def test_ca_commands_issue_revoke_and_write_the_crl(tmp_path, capsys):
+    from cryptography import x509
+
+    from coordinator import ca as cax
+
+    ca_dir = tmp_path / "ca"
+    assert cli.main(["coordinator", "ca", "init", "--ca-dir", str(ca_dir)]) == 0
+    assert cli.main(["coordinator", "ca", "init", "--ca-dir", str(ca_dir)]) == 2  # never replaces a CA
+    assert cli.main(["coordinator", "ca", "issue-server", "fleet-gateway", "--ca-dir", str(ca_dir),
+                     "--out", str(tmp_path / "tls"), "--dns", "link.example", "--ip", "127.0.0.1", "--days", "7"]) == 0
+    assert cli.main(["coordinator", "ca", "issue-client", "hospital-a", "--ca-dir", str(ca_dir),
+                     "--out", str(tmp_path / "tls")]) == 0
+    cert = x509.load_pem_x509_certificate((tmp_path / "tls" / "fleet-gateway.pem").read_bytes())
+    capsys.readouterr()
+    assert cli.main(["coordinator", "ca", "revoke", str(cert.serial_number), "--ca-dir", str(ca_dir)]) == 0
+    authority = cax.load_ca(ca_dir)
+    assert cax.is_revoked(ca_dir / "crl.pem", authority.cert, cert)
+    assert cli.main(["coordinator", "ca", "crl", "--ca-dir", str(ca_dir)]) == 0
+    assert cli.main(["coordinator", "ca", "revoke", "12345", "--ca-dir", str(ca_dir)]) == 2  # not issued here
+
+
+def test_nodes_sync_takes_account_and_key_file_pairs(capsys):
+    assert cli.main(["coordinator", "nodes", "sync", "--key", "no-equals-sign"]) == 2
+    assert "ACCOUNT=PUBLIC_KEY_FILE" in capsys.readouterr().err
 
 
 # ---- chain start as a real process: fund an account, then SIGTERM stops anvil ----
