@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("web3", "urllib3", "asyncio", "matplotlib", "PIL"):
+    for noisy in ("web3", "urllib3", "asyncio", "matplotlib", "PIL", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     user_errors = contracts_cli.user_errors() + node_cli.user_errors() + coordinator_cli.user_errors()
     try:
