@@ -17,7 +17,7 @@ by side in one run.
   SuperNodes, `flwr run`), each round's coordinator-side training wall time (pin block, send, wait for the
   replies, aggregate) over the slowest node's own training time within it (`train-seconds`, which the node
   measures around `HospitalNode.train` and the coordinator records per hospital per round). The SuperNodes are
-  the warm launcher (deploy/supernode.py); the same deployment with Flower's stock `flower-supernode` runs in the
+  the warm launcher (node/supernode.py); the same deployment with Flower's stock `flower-supernode` runs in the
   same benchmark for comparison (`stock_round_*`). What a fresh ClientApp process pays before its message
   (imports) is measured separately.
 """
@@ -205,15 +205,21 @@ def _import_seconds(modules: str, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def round_overhead(rounds: int = 2, *, warm: bool = True) -> dict:
+def round_overhead(rounds: int = 2, *, warm: bool = True, secure: bool = True) -> dict:
     """`rounds` rounds of the demo federation; `warm`: SuperNodes with warm ClientApp processes
-    (deploy/supernode.py), else Flower's stock `flower-supernode` (a fresh `flwr-clientapp` per message)."""
+    (node/supernode.py), else Flower's stock `flower-supernode` (a fresh `flwr-clientapp` per message);
+    `secure`: TLS, node authentication and the Fleet gateway as deployed (the default), else the plain-HTTP
+    link without them, for the side-by-side cost of the trust boundary."""
+    import contextlib
+
+    from deploy import processes
     from deploy.demo import DemoOptions, run_demo
 
     previous = os.environ.get("TWINLEDGER_WARM_SUPERNODE")
     os.environ["TWINLEDGER_WARM_SUPERNODE"] = "1" if warm else "0"  # read by processes.start_supernode
     try:
-        with tempfile.TemporaryDirectory(prefix="twinledger-overhead-demo-") as scratch:
+        links = contextlib.nullcontext() if secure else processes.insecure_links()
+        with links, tempfile.TemporaryDirectory(prefix="twinledger-overhead-demo-") as scratch:
             report = run_demo(DemoOptions(workdir=Path(scratch) / "demo", report=Path(scratch) / "report.json",
                                           rounds=rounds, revocations_per_hospital=0, timeout_s=900))
     finally:
@@ -274,6 +280,8 @@ def bench_overhead(*, repeats: int = 5, rounds: int = 2, compare_stock: bool = T
     consent = consent_epoch(repeats)
     log.info("consent epoch: gated %.4f s vs in memory %.4f s", consent["gated_s"], consent["in_memory_s"])
     deployment = round_overhead(rounds, warm=True)
+    insecure = round_overhead(rounds, warm=True, secure=False)  # same rounds, plain HTTP, no node auth
+    log.info("round: %.2f s secure vs %.2f s insecure", deployment["round_seconds"], insecure["round_seconds"])
     stock = round_overhead(rounds, warm=False) if compare_stock else None
     log.info("round overhead: %s (stock Flower SuperNodes: %s)", deployment["ratio"], stock and stock["ratio"])
     costs = process_costs()
@@ -320,6 +328,10 @@ def bench_overhead(*, repeats: int = 5, rounds: int = 2, compare_stock: bool = T
         **rounds_of(deployment, "round_"),
         "round_mean_training_seconds": round(deployment["training_seconds"], 2),
         "round_mean_seconds": round(deployment["round_seconds"], 2),
+        "round_seconds_secure": round(deployment["round_seconds"], 2),
+        "round_seconds_insecure": round(insecure["round_seconds"], 2),
+        "secure_round_ratio": round(deployment["round_seconds"] / insecure["round_seconds"], 3),
+        "secure_round_ratio_goal": 1.10,
         **({**rounds_of(stock, "stock_round_"), "stock_round_mean_training_seconds": round(stock["training_seconds"], 2),
             "stock_round_mean_seconds": round(stock["round_seconds"], 2)} if stock else {}),
         **{key: round(value, 3) for key, value in costs.items()},

@@ -96,7 +96,7 @@ def write_overhead_section(result: dict, path: Path | None = None) -> Path:
         f"(torch, web3, flwr), {r['process_train_imports_s']:.1f} s with Opacus, and the first torch optimizer of a "
         f"process imports `torch._dynamo` ({r['process_torch_dynamo_s'] - r['process_torch_s']:.1f} s more than torch "
         "alone). The last two happened inside `HospitalNode.train`, so most of a node's `train-seconds` was imports, "
-        "not training. **Cut:** `deploy/supernode.py` runs Flower's SuperNode with `--isolation process` and, in "
+        "not training. **Cut:** `node/supernode.py` runs Flower's SuperNode with `--isolation process` and, in "
         "place of `flower-superexec`, forks each ClientApp process from a server that imported all of that once "
         "(`multiprocessing` forkserver, imports only: no torch operation runs before the fork). Each message still "
         "gets its own process and talks to the SuperNode over Flower's Runtime API (`run_clientapp`).",
