@@ -4,7 +4,7 @@
 # Secret or a compose secret mounted there). They are copied, not linked, because the node refuses a key file
 # that others may read (mode 0600 only) and mounted secrets are group-readable and owned by root.
 set -eu
-home="${TWINLEDGER_HOME:?TWINLEDGER_HOME must name the component's home}"
+home="${TWINLEDGER_HOME:?TWINLEDGER_HOME must name the home directory}"
 secrets="${TWINLEDGER_KEYS_MOUNT:-/run/secrets/twinledger}"
 umask 077
 mkdir -p "$home/keys"

@@ -1,7 +1,7 @@
 """The images, the compose file and the Kubernetes manifests pass their linters, and say what they promise.
 
 No Docker engine or cluster runs on the machines these tests run on, so nothing here builds an image or starts a
-container: hadolint lints the Dockerfiles, kubernetes-validate checks the manifests against the Kubernetes API's
+container: hadolint lints the Dockerfiles, shellcheck the scripts, kubernetes-validate checks the manifests against the Kubernetes API's
 JSON schemas (shipped with the package, strict: unknown fields fail), yamllint checks every YAML file, and the
 compose file is parsed by the compose specification's own bindings (`compose-spec`). On top of the linters, the
 tests check the promises docs/operations.md makes (non-root, no secrets in images, probes, a volume for the node
@@ -127,9 +127,13 @@ def test_the_chain_image_keeps_its_state_on_a_volume_with_the_historical_states_
     assert "--preserve-historical-states" in args
 
 
-def test_shell_scripts_parse():
-    for script in DOCKER.glob("*.sh"):
-        subprocess.run(["sh", "-n", str(script)], check=True, timeout=10)
+def test_shell_scripts_pass_shellcheck_as_posix_sh_and_are_executable():
+    scripts = sorted(DOCKER.glob("*.sh"))
+    assert [script.name for script in scripts] == ["entrypoint.sh", "operator-init.sh"]
+    result = subprocess.run([_tool("shellcheck"), "--shell", "sh", "--severity", "style", *map(str, scripts)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for script in scripts:
         assert os.access(script, os.X_OK), f"{script.name} is executable"
 
 
