@@ -52,6 +52,7 @@ FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 twinledger \
     && useradd --system --uid 10001 --gid twinledger --home-dir /var/lib/twinledger --shell /usr/sbin/nologin twinledger \
     && mkdir -p /var/lib/twinledger/coordinator /var/lib/twinledger/superlink /var/lib/twinledger/operator \
+        /var/lib/twinledger/public /var/lib/twinledger/web-tls \
     && chown -R twinledger:twinledger /var/lib/twinledger \
     && chmod 700 /var/lib/twinledger/coordinator /var/lib/twinledger/superlink /var/lib/twinledger/operator
 COPY --from=build /opt/twinledger /opt/twinledger

@@ -158,6 +158,30 @@ def test_entrypoint_copies_mounted_keys_owner_only_and_runs_the_command(tmp_path
     assert (home / "keys").stat().st_mode & 0o777 == 0o700
 
 
+def test_entrypoint_leaves_identical_keys_alone_and_replaces_rotated_ones(tmp_path):
+    mounted = tmp_path / "secrets"
+    mounted.mkdir()
+    (mounted / "coordinator.key").write_text("first")
+    home = tmp_path / "home"
+    env = {**os.environ, "TWINLEDGER_HOME": str(home), "TWINLEDGER_KEYS_MOUNT": str(mounted)}
+    run = ["sh", str(DOCKER / "entrypoint.sh"), "true"]
+    subprocess.run(run, env=env, check=True, timeout=10)
+    inode = (home / "keys" / "coordinator.key").stat().st_ino
+    subprocess.run(run, env=env, check=True, timeout=10)
+    assert (home / "keys" / "coordinator.key").stat().st_ino == inode, "the same key is not copied again"
+    (mounted / "coordinator.key").write_text("rotated")
+    subprocess.run(run, env=env, check=True, timeout=10)
+    assert (home / "keys" / "coordinator.key").read_text() == "rotated"
+    assert sorted(p.name for p in (home / "keys").iterdir()) == ["coordinator.key"], "no temporary file left"
+
+
+def test_entrypoint_without_mounted_keys_does_not_touch_the_home(tmp_path):
+    home = tmp_path / "read-only-home"
+    env = {**os.environ, "TWINLEDGER_HOME": str(home), "TWINLEDGER_KEYS_MOUNT": str(tmp_path / "absent")}
+    subprocess.run(["sh", str(DOCKER / "entrypoint.sh"), "true"], env=env, check=True, timeout=10)
+    assert not home.exists()
+
+
 def test_entrypoint_without_a_home_says_so(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TWINLEDGER_HOME"}
     result = subprocess.run(["sh", str(DOCKER / "entrypoint.sh"), "true"], env=env, capture_output=True, text=True,
