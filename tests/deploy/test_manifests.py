@@ -259,6 +259,22 @@ def test_compose_services_use_only_keys_the_specification_knows():
         assert not unknown, f"{name}: {unknown}"
 
 
+def test_compose_references_only_services_volumes_and_networks_it_defines():
+    compose = _compose()
+    services = compose["services"]
+    for name, service in services.items():
+        assert set(service.get("depends_on", {})) <= set(services), name
+        assert set(service.get("networks", [])) <= set(compose["networks"]), name
+        for volume in service.get("volumes", []):
+            source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in compose["volumes"], (name, source)
+            else:
+                assert (COMPOSE.parent / source).exists(), (name, source)
+        if "build" in service:
+            assert (COMPOSE.parent / service["build"]["context"] / service["build"]["dockerfile"]).exists(), name
+
+
 def test_compose_brings_up_a_chain_a_coordinator_and_two_hospitals():
     services = _compose()["services"]
     assert "chain" in services and "coordinator" in services
@@ -355,6 +371,29 @@ def test_the_network_policy_lets_in_the_portal_only_and_out_to_the_gateway_the_c
     assert egress_ports == [53, 8545, 9443]
     for rule in spec["egress"]:
         assert rule.get("to"), "every egress rule names its destination"
+
+
+def test_the_manifests_reference_only_objects_they_define_or_the_docs_tell_hospital_it_to_create():
+    defined = {(doc["kind"], doc["metadata"]["name"]) for _, doc in _manifests()}
+    pod = _deployment()["spec"]["template"]["spec"]
+    config_maps = {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
+    config_maps |= {ref["configMapRef"]["name"] for c in pod["containers"] + pod["initContainers"]
+                    for ref in c.get("envFrom", [])}
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for name in config_maps:
+        assert ("ConfigMap", name) in defined or f"create configmap {name}" in operations, name
+    assert secrets == {"twinledger-node-keys", "twinledger-node-web-tls"}
+    for name in secrets:
+        assert f"create secret generic {name}" in operations or f"create secret tls {name}" in operations, name
+    ports = {port["name"] for c in pod["containers"] for port in c.get("ports", [])}
+    service = next(doc for _, doc in _manifests() if doc["kind"] == "Service")
+    assert {port["targetPort"] for port in service["spec"]["ports"]} <= ports
+    assert service["spec"]["selector"].items() <= _pod_labels().items()
+
+
+def _pod_labels() -> dict:
+    return _deployment()["spec"]["template"]["metadata"]["labels"]
 
 
 def test_the_proxy_configuration_in_kubernetes_is_the_one_compose_uses():
