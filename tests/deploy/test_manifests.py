@@ -285,7 +285,7 @@ def test_compose_brings_up_a_chain_a_coordinator_and_two_hospitals():
 def test_services_sharing_a_network_namespace_declare_no_networks_or_ports_of_their_own():
     services = _compose()["services"]
     for name, service in services.items():
-        if "network_mode" in service:
+        if service.get("network_mode", "none") != "none":
             owner = service["network_mode"].removeprefix("service:")
             assert owner in services, name
             assert "networks" not in service and "ports" not in service, name
@@ -302,15 +302,26 @@ def test_compose_runs_tls_everywhere_and_never_insecure():
     coordinator = " ".join(services["coordinator"]["command"])
     assert "--ca-dir /var/lib/twinledger/public/ca" in coordinator
     assert services["coordinator"]["healthcheck"]["test"][3].startswith("https://")
-    for proxy in ("operator-console-tls", "hospital-a-tls", "hospital-b-tls"):
+    for proxy in ("chain-tls", "operator-console-tls", "hospital-a-tls", "hospital-b-tls"):
         assert services[proxy]["read_only"] is True
 
 
-def test_the_chain_is_on_an_internal_network_only():
+def test_the_chain_is_on_an_internal_network_only_and_reached_over_tls():
     compose = _compose()
-    assert compose["services"]["chain"]["networks"] == ["chain"]
+    services = compose["services"]
+    assert services["chain"]["networks"] == ["chain"]
     assert compose["networks"]["chain"]["internal"] is True
-    assert "ports" not in compose["services"]["chain"]
+    assert "ports" not in services["chain"]
+    command = services["chain"]["command"]
+    assert command[command.index("--host") + 1] == "127.0.0.1", "anvil only on its loopback: chain-tls faces out"
+    assert services["chain-tls"]["network_mode"] == "service:chain"
+    clients = {name: service["environment"] for name, service in services.items()
+               if "TWINLEDGER_RPC_URL" in service.get("environment", {})}
+    assert len(clients) >= 10
+    for name, environment in clients.items():
+        assert environment["TWINLEDGER_RPC_URL"] == "https://chain:8546", name
+        assert environment["REQUESTS_CA_BUNDLE"] == "/var/lib/twinledger/public/ca/ca.pem", name
+    assert "http://chain" not in COMPOSE.read_text()
 
 
 def test_every_web_port_published_on_all_interfaces_is_a_portal():
