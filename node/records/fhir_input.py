@@ -192,6 +192,24 @@ def sniff(path: Path) -> bool:
     return head.startswith("{")
 
 
+def reference_key(reference: str | None) -> str:
+    """`Patient/x` for `Patient/x`, `http://server/fhir/Patient/x` or `Patient/x/_history/2`; else as given."""
+    if not reference:
+        return ""
+    parts = reference.split("/")
+    if "Patient" in parts[:-1]:
+        at = len(parts) - 1 - parts[::-1].index("Patient")
+        return f"Patient/{parts[at + 1]}"
+    return reference
+
+
+def references(entry: Entry, ident: str | None) -> list[str]:
+    """The references that name a Patient entry: its fullUrl, that URL's `Patient/x`, and `Patient/<id>`."""
+    found = [entry.full_url, reference_key(entry.full_url)] if entry.full_url else []
+    found += [f"Patient/{ident}"] if ident else []
+    return list(dict.fromkeys(r for r in found if r))
+
+
 # ---- patient identity ----
 
 

@@ -227,18 +227,6 @@ def _whole_years(birth: date, on: date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
-def _reference_key(reference: str | None) -> str:
-    """`Patient/x` for `Patient/x`, `http://server/fhir/Patient/x` or `Patient/x/_history/2`; else as given."""
-    if not reference:
-        return ""
-    parts = reference.split("/")
-    if "Patient" in parts[:-1]:
-        at = len(parts) - 1 - parts[::-1].index("Patient")
-        if at + 1 < len(parts):
-            return f"Patient/{parts[at + 1]}"
-    return reference
-
-
 def read_document(document: FhirDocument, *, record_prefix: str) -> Records:
     """The heart-disease records of a parsed FHIR file; BundleError lists every problem (nothing is imported)."""
     from fhir.resources.R4B.observation import Observation as FhirObservation
@@ -271,8 +259,8 @@ def read_document(document: FhirDocument, *, record_prefix: str) -> Records:
         if parsed.gender and parsed.gender not in GENDER:
             problems.append(f"{entry.label}: gender: {parsed.gender!r} is not male, female, other or unknown")
         patients.append(patient)
-        for reference in ([entry.full_url] if entry.full_url else []) + ([f"Patient/{parsed.id}"] if parsed.id else []):
-            if reference in by_reference:
+        for reference in fhir_input.references(entry, parsed.id):
+            if reference in by_reference and by_reference[reference] is not patient:
                 problems.append(f"{entry.label}: {reference} names two Patients in this file")
             by_reference[reference] = patient
     seen: dict[str, _PatientEntry] = {}
@@ -312,7 +300,7 @@ def read_document(document: FhirDocument, *, record_prefix: str) -> Records:
                             "results are imported")
             continue
         reference = observation.subject.reference if observation.subject else None
-        patient = by_reference.get(reference or "") or by_reference.get(_reference_key(reference))
+        patient = by_reference.get(reference or "") or by_reference.get(fhir_input.reference_key(reference))
         if patient is None:
             problems.append(f"{entry.label}: subject: {reference or 'none'} is not a Patient of this file")
             continue

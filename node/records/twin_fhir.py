@@ -210,7 +210,7 @@ def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
             elif number in numbers and numbers[number][0] != identity.system:
                 why = (f"identifier value {number!r} is also {numbers[number][1]}'s under another system: two different "
                        "patients, neither imported; give them distinct medical record numbers (type MR)")
-                rejected.append((number, why))
+                rejected += [(numbers[number][1], why), (where, why)]
                 numbers[number] = (None, where)  # the first one is rejected too (below)
                 number = None
             elif number in numbers:
@@ -218,7 +218,7 @@ def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
                 continue
             else:
                 numbers[number] = (identity.system, where)
-            for reference in ([f"Patient/{resource.id}"] if resource.id else []) + ([entry.full_url] if entry.full_url else []):
+            for reference in fhir_input.references(entry, resource.id):
                 patients[reference] = number
             continue
         parsed.append((where, kind, resource))
@@ -227,6 +227,7 @@ def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
     events: dict[str, list[Event]] = {}
     for where, kind, resource in parsed:
         reference = resource.subject.reference if resource.subject else None
+        reference = reference if reference in patients else fhir_input.reference_key(reference)
         if reference not in patients:
             problems.append(f"{where}: subject.reference {reference!r} names no Patient of this file")
             continue
@@ -240,6 +241,8 @@ def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
             continue
         if found and patients[reference] is not None:
             events.setdefault(patients[reference], []).extend(found)
+    if not problems and not events and rejected:
+        return [], skipped, rejected  # every patient left out, each with why: the report says so
     records = records_from_events(
         source, events, problems, empty="the file holds no CGM, carbohydrate or insulin values of its patients"
     )
