@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from federation.tasks.heart_disease import FIELD_RANGES, UCI_COLUMNS
 from node.records import fhir_input
 from node.records.base import ImportReport, RecordFileError, Records, problems_message
-from node.records.fhir_input import V2_IDENTIFIER_TYPE, FhirDocument, FhirFileError
+from node.records.fhir_input import V2_IDENTIFIER_TYPE, FhirDocument, FhirFileError  # noqa: F401 (exporter)
 from node.records.heart_csv import store_heart_disease
 from node.store import Store
 from node.vault import Vault
@@ -46,7 +46,6 @@ MGDL_PER_MMOLL_GLUCOSE = 18.016
 MGDL_PER_MMOLL_CHOLESTEROL = 38.67
 BP_PANELS = {"55284-4", "85354-9"}
 SYSTOLIC, DIASTOLIC = "8480-6", "8462-4"
-__all__ = ["V2_IDENTIFIER_TYPE", "BundleError", "read_bundle", "read_document"]
 
 
 class BundleError(RecordFileError):

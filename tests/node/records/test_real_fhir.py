@@ -353,6 +353,14 @@ DEPTH_ATTACK = textwrap.dedent("""
 """)
 
 
+def test_nesting_depth_is_checked_before_parsing_strings_aside():
+    fhir_input.check_depth('{"a": "[[[[[[[[[[{{{{{{{{{{"}', source="s")  # brackets inside strings do not count
+    fhir_input.check_depth("[" * 64 + "]" * 64, source="s")
+    with pytest.raises(RecordFileError, match=r"s: the JSON is nested more than 64 levels deep \(line 2\)"):
+        fhir_input.parse("{\n" + "[" * 100000 + "]" * 100000 + "}", source="s")
+
+
+@pytest.mark.slow  # a fresh interpreter importing web3
 def test_deeply_nested_json_is_refused_before_parsing_even_with_web3s_recursion_limit(tmp_path):
     done = subprocess.run([sys.executable, "-c", DEPTH_ATTACK], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -11 was the segfault
