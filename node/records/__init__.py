@@ -2,14 +2,17 @@
 
 - `registry.py`: `import_file(store, vault, path, record_prefix=..., cohort=None)` picks the reader
   (`READERS`, by record kind and format) and stores what it read; `register` adds a reader.
+- `fhir_input.py`: FHIR R4 as EHRs send it (Bundles of any type, NDJSON, BOM), depth-bounded, parsed once;
+  patient identity (MR first, never a national identifier). Mapping table: docs/fhir-mapping.md.
 - `heart_csv.py`, `heart_fhir.py` (and `heart_fhir_export.py`): heart-disease records, CSV and FHIR R4.
 - `twin_csv.py`, `twin_fhir.py`: type 1 diabetes records for the twins (node/twins/records.py), CSV and FHIR R4.
 - `kinds.py`: each record kind's cohorts; `writer.py`: pseudonyms, sealing (node/vault.py) and the store.
-- `base.py`: `RecordFileError`, `ImportReport`.
+- `base.py`: `RecordFileError`, `Records` (what a reader read and skipped), `ImportReport` (imported, updated,
+  unchanged, rejected per patient with reasons, skipped by kind, provenance).
 """
 
-from node.records.base import ImportReport, RecordFileError
+from node.records.base import ImportReport, PatientOutcome, RecordFileError, Records
 from node.records.registry import KINDS, READERS, Reader, import_file, reader_for, register, register_kind
 
-__all__ = ["KINDS", "READERS", "ImportReport", "Reader", "RecordFileError", "import_file", "reader_for", "register",
-           "register_kind"]
+__all__ = ["KINDS", "READERS", "ImportReport", "PatientOutcome", "Reader", "RecordFileError", "Records", "import_file",
+           "reader_for", "register", "register_kind"]

@@ -1,7 +1,9 @@
-"""What every record reader and the writer share: the error a refused file raises and the import's report."""
+"""What every record reader and the writer share: the error a refused file raises, what a reader returns
+(`Records`: the records and what it skipped, with why) and the import's report."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 MAX_PROBLEMS_SHOWN = 20
@@ -11,13 +13,51 @@ class RecordFileError(ValueError):
     """The file cannot be imported; the message lists every problem with where it is."""
 
 
+class Records(list):
+    """(record number, clinical fields) in file order, as a reader found them, with what it did not read:
+
+    - `skipped`: resources (or values) the task does not read, counted by kind ("Encounter", "DELETE request",
+      "Observation 8867-4 (heart rate at rest, not the exercise maximum)", ...);
+    - `rejected`: (patient, reason) for patients left out of an import that otherwise goes ahead;
+    - `provenance`: record number -> field -> (resource id, code, time) of each stored value, and how many
+      other measurements of it were not used (the rule: docs/fhir-mapping.md);
+    - `format`: "csv", "bundle", "ndjson" or "resource"."""
+
+    def __init__(self, records=(), *, format: str = "csv"):
+        super().__init__(records)
+        self.format = format
+        self.skipped: Counter = Counter()
+        self.rejected: list[tuple[str, str]] = []
+        self.provenance: dict[str, dict[str, dict]] = {}
+
+
+@dataclass
+class PatientOutcome:
+    record_number: str
+    outcome: str  # "imported", "updated", "unchanged", "rejected"
+    cohort: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
 @dataclass
 class ImportReport:
     source: str
     imported: int = 0
     incomplete: int = 0
-    already_present: int = 0
+    already_present: int = 0  # present with the same values: nothing to do
     cohorts: dict[str, int] = field(default_factory=dict)
+    updated: int = 0  # present with new values: re-sealed, the change listed in `patients`
+    rejected: int = 0  # left out, each with its reason in `patients`
+    format: str = "csv"
+    skipped: dict[str, int] = field(default_factory=dict)  # resources or values not read, by kind
+    patients: list[PatientOutcome] = field(default_factory=list)
+    provenance: dict[str, dict[str, dict]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        skipped = sum(self.skipped.values())
+        return (f"{self.imported} imported ({self.incomplete} incomplete), {self.updated} updated, "
+                f"{self.already_present} unchanged, {self.rejected} rejected, {skipped} resources skipped")
 
 
 def problems_message(where: object, problems: list[str]) -> str:

@@ -41,7 +41,7 @@ def _parse_value(text: str, column: str, line: int, problems: list[str]) -> floa
 def read_heart_disease_csv(path: Path, *, record_prefix: str) -> list[tuple[str, dict]]:
     """Parse and validate a file; returns (record number, clinical fields) in file order."""
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except FileNotFoundError:
         raise RecordFileError(f"{path}: no such file") from None

@@ -2,7 +2,9 @@
 reader that accepts the file, lets the kind split the records into cohorts and hands them to the one writer.
 
 Readers are tried in the order registered, readers that recognise their files by content first; the fallbacks
-come last (heart-disease FHIR takes any other `.json` file, heart-disease CSV any other file). A new kind of
+come last (heart-disease FHIR takes any other FHIR file: `.json`, `.ndjson` or text starting with `{`;
+heart-disease CSV any other file). A FHIR file is parsed once (node/records/fhir_input.py `load`): choosing the
+reader and reading share the parsed document. A twins FHIR file is one with CGM readings. A new kind of
 record registers its kind (node/records/kinds.py) and its readers, which `register` puts ahead of the
 fallbacks (docs/tasks.md, "Adding a task").
 """
@@ -13,14 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.records import heart_csv, heart_fhir, twin_csv, twin_fhir
-from node.records.base import ImportReport
+from node.records import fhir_input, heart_csv, heart_fhir, twin_csv, twin_fhir
+from node.records.base import ImportReport, Records
 from node.records.kinds import DIABETES, HEART_DISEASE, RecordKind
 from node.records.writer import write_records
 from node.store import Store
 from node.vault import Vault
 
-Records = list[tuple[str, dict]]  # (record number, clinical fields) in file order
 
 
 @dataclass(frozen=True)
@@ -56,21 +57,43 @@ def reader_for(path: Path) -> Reader:
 
 def import_file(store: Store, vault: Vault, path: Path, *, record_prefix: str, cohort: str | None = None
                 ) -> ImportReport:
-    """A FHIR Bundle (.json) or a twins' CSV (header with patient_id, time and cgm_mgdl) holds diabetes records;
-    any other file is read as heart-disease records. `cohort` ("train" or "test") applies to diabetes records.
+    """A FHIR file with CGM readings or a twins' CSV (header with patient_id, time and cgm_mgdl) holds diabetes
+    records; any other file is read as heart-disease records (FHIR: Bundle of any type or NDJSON; else CSV).
+    `cohort` ("train" or "test") applies to diabetes records.
 
-    All or nothing: a RecordFileError lists every problem and nothing is written."""
+    All or nothing for real errors: a RecordFileError lists every problem and nothing is written. What is not
+    read is counted in the report (`skipped`), patients left out are listed with why (`patients`, `rejected`),
+    and a record number already present is reported unchanged, updated or in conflict (node/records/writer.py)."""
     path = Path(path)
-    reader = reader_for(path)
-    kind = KINDS[reader.kind]
-    kind.check_cohort(path, cohort)
-    records = reader.read(path, record_prefix)
+    try:
+        reader = reader_for(path)
+        kind = KINDS[reader.kind]
+        kind.check_cohort(path, cohort)
+        records = reader.read(path, record_prefix)
+    finally:
+        fhir_input.forget()
     cohorts = kind.split([clinical for _, clinical in records], cohort)
     return write_records(store, vault, records, cohorts, kind=kind.name, source=path.name)
 
 
-def _is_json(path: Path) -> bool:
-    return path.suffix.lower() == ".json"
+def _is_fhir(path: Path) -> bool:
+    return fhir_input.sniff(path)
+
+
+def _is_twin_fhir(path: Path) -> bool:
+    return _is_fhir(path) and twin_fhir.is_twin_bundle(path)
+
+
+def _read_twin_fhir(path: Path, record_prefix: str) -> Records:
+    try:
+        document = fhir_input.load(path)
+    except fhir_input.FhirFileError as exc:
+        raise twin_csv.TwinFileError(str(exc)) from None
+    found, skipped, rejected = twin_fhir.read_twin_document(document, record_prefix=record_prefix)
+    records = Records(((record.patient_id, record.to_clinical()) for record in found), format=document.format)
+    records.skipped.update(skipped)
+    records.rejected.extend(rejected)
+    return records
 
 
 def _diabetes(read) -> Callable[[Path, str], Records]:
@@ -79,11 +102,10 @@ def _diabetes(read) -> Callable[[Path, str], Records]:
 
 register_kind(HEART_DISEASE)
 register_kind(DIABETES)
-register(Reader(DIABETES.name, "fhir", lambda path: _is_json(path) and twin_fhir.is_twin_bundle(path),
-                _diabetes(twin_fhir.read_twin_bundle)))
-register(Reader(DIABETES.name, "csv", lambda path: not _is_json(path) and twin_csv.is_twin_csv(path),
+register(Reader(DIABETES.name, "fhir", _is_twin_fhir, _read_twin_fhir))
+register(Reader(DIABETES.name, "csv", lambda path: not _is_fhir(path) and twin_csv.is_twin_csv(path),
                 _diabetes(twin_csv.read_twin_csv)))
-register(Reader(HEART_DISEASE.name, "fhir", _is_json,
+register(Reader(HEART_DISEASE.name, "fhir", _is_fhir,
                 lambda path, record_prefix: heart_fhir.read_bundle_file(path, record_prefix=record_prefix),
                 fallback=True))
 register(Reader(HEART_DISEASE.name, "csv", lambda path: True,

@@ -56,7 +56,7 @@ def records_from_events(path: Path, events: dict[str, list[Event]], problems: li
 def is_twin_csv(path: Path) -> bool:
     """Whether a CSV file's header is this layout's (rather than the heart-disease one)."""
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
@@ -66,7 +66,7 @@ def is_twin_csv(path: Path) -> bool:
 def read_twin_csv(path: Path) -> list[DiabetesRecord]:
     path = Path(path)
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except FileNotFoundError:
         raise TwinFileError(f"{path}: no such file") from None

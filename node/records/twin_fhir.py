@@ -1,45 +1,59 @@
-"""Type 1 diabetes records (the twins' data) from FHIR R4 Bundles (fhir.resources.R4B): Patient, Observation,
-MedicationAdministration.
+"""Type 1 diabetes records (the twins' data) from FHIR R4 (fhir.resources.R4B) as EHRs send it: Bundles of any
+type, NDJSON bulk exports (node/records/fhir_input.py). Mapping table: docs/fhir-mapping.md.
 
-What is read (anything else in the Bundle is ignored; entries with status entered-in-error, cancelled or
-not-done are skipped):
+A file is a twins file only when it holds CGM readings (`is_twin_document`); a routine lab glucose is not CGM.
+What is read (anything else is skipped and counted by kind in the import report):
 
-- Patient: its `identifier[0].value` (else its `id`) is the hospital's record number for the patient.
-- Observation, CGM glucose: LOINC 2339-0, 15074-8, 14743-9, 41653-7 or 99504-3; `valueQuantity` in UCUM
-  `mg/dL` (or `mmol/L`, converted at 18.016 mg/dL per mmol/L); `effectiveDateTime` (or `effectiveInstant`).
-- Observation, carbohydrate intake: LOINC 9059-7, `valueQuantity` in `g`.
-- Observation, body weight: LOINC 29463-7, `valueQuantity` in `kg`.
+- Patient: the record number by node/records/fhir_input.py `patient_identity` (MR first, never a national
+  identifier; two Patients sharing a value under different systems are different patients, both rejected).
+- Observation, CGM glucose, per the HL7 CGM implementation guide: LOINC 99504-3 (mass, UCUM `mg/dL`) or
+  105272-9 (molar, UCUM `mmol/L`, converted at 18.016 mg/dL per mmol/L); at `effectiveDateTime` (or
+  `effectiveInstant`, or an `effectivePeriod` with one start and no other end). A reading with a
+  `dataAbsentReason` and no value (the guide allows it) is skipped and counted. Lab and meter glucose (2339-0,
+  2345-7, 15074-8, 14743-9, 41653-7) is not CGM: skipped and counted.
+- Observation, carbohydrate intake: LOINC 9059-7, `g`; body weight: LOINC 29463-7, `kg`.
 - MedicationAdministration of insulin (a coding or text that says insulin, or SNOMED 67866001 / RxNorm
   insulin codes): a bolus is `dosage.dose` in `U` at `effectiveDateTime`; a basal rate is
   `dosage.rateQuantity` in `U/h` from `effectivePeriod.start` (or `effectiveDateTime`) on.
-- `subject.reference` links each Observation and MedicationAdministration to a Patient of the Bundle
-  (`Patient/<id>` or the Patient entry's `fullUrl`).
+- Quantities must be UCUM (system http://unitsofmeasure.org); comparators and results that are not final,
+  amended or corrected are refused; entered-in-error, cancelled, not-done and stopped are skipped.
 
-Times need a time zone. All or nothing: any bad entry rejects the file, and the error lists every problem
-(file, entry number and resource, field, why).
+Times need a time zone. All or nothing for real errors: any bad entry rejects the file, and the error lists every
+problem (file, entry number and resource, field, why).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from node.records import fhir_input
+from node.records.fhir_input import FhirDocument, FhirFileError
 from node.records.twin_csv import TwinFileError, records_from_events
 from node.twins.records import DiabetesRecord, Event, check_range
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
-GLUCOSE_CODES = {"2339-0", "15074-8", "14743-9", "41653-7", "99504-3"}
+CGM_MASS, CGM_MOLAR = "99504-3", "105272-9"
+CGM_CODES = {CGM_MASS, CGM_MOLAR}
+GLUCOSE_CODES = CGM_CODES  # kept for callers: what counts as CGM
+LAB_GLUCOSE_CODES = {"2339-0", "2345-7", "15074-8", "14743-9", "41653-7", "1558-6", "14771-0"}
 CARBS_CODES = {"9059-7"}
 WEIGHT_CODES = {"29463-7"}
 INSULIN_CODES = {"67866001", "5856", "86009", "51428", "274783", "139825", "253182", "400008"}
 MGDL_PER_MMOLL = 18.016
 SKIPPED_STATUSES = {"entered-in-error", "cancelled", "not-done", "stopped"}
+IMPORTED_STATUSES = {"final", "amended", "corrected", "completed", "in-progress"}
 
 
 class _Problem(Exception):
+    pass
+
+
+class _Absent(Exception):
     pass
 
 
@@ -56,12 +70,17 @@ def _codes(concept) -> set[tuple[str | None, str]]:
 
 
 def _quantity(quantity, field: str, units: dict[str, float]) -> float:
-    """The value of a Quantity in the first of `units` (UCUM code -> factor to it)."""
+    """The value of a UCUM Quantity in the first of `units` (UCUM code -> factor to it)."""
     if quantity is None or quantity.value is None:
         raise _Problem(f"{field} has no value")
+    if quantity.comparator:
+        raise _Problem(f"{field} is {quantity.comparator}{quantity.value}, not an exact value; comparators are refused")
     unit = quantity.code or quantity.unit
     if unit not in units:
         raise _Problem(f"{field} is in {unit!r}; expected {' or '.join(units)}")
+    if quantity.system != UCUM:
+        raise _Problem(f"{field} unit {unit!r} is not coded in UCUM (system {quantity.system or 'missing'}; "
+                       f"expected {UCUM})")
     return float(quantity.value) * units[unit]
 
 
@@ -85,6 +104,15 @@ def _is_insulin(resource) -> bool:
     return "insulin" in words or any(code in INSULIN_CODES for _, code in _codes(concept))
 
 
+def _observation_time(resource):
+    period = resource.effectivePeriod
+    if resource.effectiveDateTime or resource.effectiveInstant or period is None:
+        return _moment(resource.effectiveDateTime or resource.effectiveInstant, "effectiveDateTime")
+    if period.end is not None and period.end != period.start:
+        raise _Problem("effectivePeriod spans time; a reading is at one time (effectiveDateTime)")
+    return _moment(period.start, "effectivePeriod.start")
+
+
 def _events(resource, kind: str, where: str) -> list[Event]:
     def event(moment, field, value):
         why = check_range(field, value)
@@ -94,15 +122,19 @@ def _events(resource, kind: str, where: str) -> list[Event]:
 
     if kind == "Observation":
         loinc = {code for system, code in _codes(resource.code) if system == LOINC}
-        if loinc & GLUCOSE_CODES:
+        if loinc & CGM_CODES:
             field, units = "cgm_mgdl", {"mg/dL": 1.0, "mmol/L": MGDL_PER_MMOLL}
         elif loinc & CARBS_CODES:
             field, units = "carbs_g", {"g": 1.0}
         elif loinc & WEIGHT_CODES:
             field, units = "body_weight_kg", {"kg": 1.0}
         else:
-            return []  # an observation twins do not read
-        moment = _moment(resource.effectiveDateTime or resource.effectiveInstant, "effectiveDateTime")
+            return []
+        if resource.status not in IMPORTED_STATUSES:
+            raise _Problem(f"status {resource.status!r}; only final, amended or corrected results are imported")
+        if resource.valueQuantity is None and resource.dataAbsentReason is not None:
+            raise _Absent()
+        moment = _observation_time(resource)
         return [event(moment, field, _quantity(resource.valueQuantity, "valueQuantity", units))]
     if not _is_insulin(resource):
         raise _Problem("the medication is not recognisably insulin (no coding or text saying insulin)")
@@ -119,52 +151,49 @@ def _events(resource, kind: str, where: str) -> list[Event]:
                                                       {"U/h": 1.0, "[iU]/h": 1.0}))]
 
 
+def _loinc_codes(resource: dict) -> set[str]:
+    concept = resource.get("code")
+    codings = concept.get("coding") or [] if isinstance(concept, dict) else []
+    return {c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == LOINC}
+
+
+def is_twin_document(document: FhirDocument) -> bool:
+    """Whether a parsed FHIR file holds CGM readings (LOINC 99504-3 or 105272-9): only then is it a twins file."""
+    return any(_loinc_codes(e.resource) & CGM_CODES for e in document.of_type("Observation"))
+
+
 def is_twin_bundle(path: Path) -> bool:
-    """Whether a JSON file is a Bundle with CGM or carbohydrate Observations or MedicationAdministrations
-    (rather than, say, heart-disease Observations)."""
     try:
-        bundle = json.loads(Path(path).read_text())
-        entries = bundle.get("entry") or []
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return is_twin_document(fhir_input.load(path))
+    except (FhirFileError, OSError):
         return False
-    for entry in entries if isinstance(entries, list) else []:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
-            continue
-        if resource.get("resourceType") == "MedicationAdministration":
-            return True
-        if resource.get("resourceType") == "Observation":
-            codings = ((resource.get("code") or {}).get("coding") or []) if isinstance(resource.get("code"), dict) else []
-            if any(isinstance(c, dict) and c.get("code") in GLUCOSE_CODES | CARBS_CODES for c in codings):
-                return True
-    return False
 
 
-def read_twin_bundle(path: Path) -> list[DiabetesRecord]:
-    path = Path(path)
-    try:
-        bundle = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise TwinFileError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TwinFileError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        raise TwinFileError(f"{path}: not a FHIR Bundle (resourceType is {bundle.get('resourceType') if isinstance(bundle, dict) else type(bundle).__name__!r})")
-    entries = bundle.get("entry") or []
-    if not isinstance(entries, list) or not entries:
-        raise TwinFileError(f"{path}: the Bundle has no entries")
+def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
+                       ) -> tuple[list[DiabetesRecord], Counter, list[tuple[str, str]]]:
+    """(records, skipped by kind, rejected patients with why); TwinFileError lists every problem."""
+    source = document.source
     classes = _resource_classes()
-    problems: list[str] = []
-    patients: dict[str, str] = {}  # reference ("Patient/x" or fullUrl) -> record number
+    problems: list[str] = list(document.problems)
+    skipped: Counter = Counter(document.skipped)
+    rejected: list[tuple[str, str]] = []
+    patients: dict[str, str | None] = {}  # reference ("Patient/x" or fullUrl) -> record number (None: rejected)
+    numbers: dict[str, tuple[str, str]] = {}  # record number -> (system, where)
     parsed = []
-    for number, entry in enumerate(entries, start=1):
-        raw = entry.get("resource") if isinstance(entry, dict) else None
-        kind = raw.get("resourceType") if isinstance(raw, dict) else None
-        where = f"entry {number} ({kind or '?'}/{raw.get('id', '?') if isinstance(raw, dict) else '?'})"
-        if not isinstance(raw, dict):
-            problems.append(f"{where}: the entry has no resource")
-            continue
+    for entry in document.entries:
+        raw, where = entry.resource, entry.label
+        kind = raw.get("resourceType")
         if kind not in classes:
+            skipped[str(kind)] += 1
+            continue
+        if kind == "Observation":
+            loinc = _loinc_codes(raw)
+            if not loinc & (CGM_CODES | CARBS_CODES | WEIGHT_CODES):
+                skipped["Observation " + ("lab or meter glucose (not CGM)" if loinc & LAB_GLUCOSE_CODES
+                                          else "(a code the twins do not read)")] += 1
+                continue
+        if str(raw.get("status")) in SKIPPED_STATUSES:
+            skipped[f"{kind} {raw.get('status')}"] += 1
             continue
         try:
             resource = classes[kind].model_validate(raw)
@@ -174,34 +203,61 @@ def read_twin_bundle(path: Path) -> list[DiabetesRecord]:
                 problems.append(f"{where}: {field}: {error['msg']}")
             continue
         if kind == "Patient":
-            number_ = (resource.identifier[0].value if resource.identifier else None) or resource.id
-            if not number_:
-                problems.append(f"{where}: the Patient has neither an identifier nor an id")
+            identity = fhir_input.patient_identity(raw, record_prefix=record_prefix)
+            number = identity.number
+            if number is None:
+                rejected.append((where, identity.why))
+            elif number in numbers and numbers[number][0] != identity.system:
+                why = (f"identifier value {number!r} is also {numbers[number][1]}'s under another system: two different "
+                       "patients, neither imported; give them distinct medical record numbers (type MR)")
+                rejected += [(numbers[number][1], why), (where, why)]
+                numbers[number] = (None, where)  # the first one is rejected too (below)
+                number = None
+            elif number in numbers:
+                problems.append(f"{where}: record number {number!r} repeats {numbers[number][1]}")
                 continue
-            if resource.id:
-                patients[f"Patient/{resource.id}"] = number_
-            if entry.get("fullUrl"):
-                patients[str(entry["fullUrl"])] = number_
+            else:
+                numbers[number] = (identity.system, where)
+            for reference in fhir_input.references(entry, resource.id):
+                patients[reference] = number
             continue
         parsed.append((where, kind, resource))
+    collided = {number for number, (system, _) in numbers.items() if system is None}
+    patients = {ref: (None if number in collided else number) for ref, number in patients.items()}
     events: dict[str, list[Event]] = {}
     for where, kind, resource in parsed:
-        if str(resource.status) in SKIPPED_STATUSES:
-            continue
         reference = resource.subject.reference if resource.subject else None
+        reference = reference if reference in patients else fhir_input.reference_key(reference)
         if reference not in patients:
-            problems.append(f"{where}: subject.reference {reference!r} names no Patient of this Bundle")
+            problems.append(f"{where}: subject.reference {reference!r} names no Patient of this file")
             continue
         try:
             found = _events(resource, kind, where)
+        except _Absent:
+            skipped["Observation CGM reading without a value (dataAbsentReason)"] += 1
+            continue
         except _Problem as problem:
             problems.append(f"{where}: {problem}")
             continue
-        if found:
+        if found and patients[reference] is not None:
             events.setdefault(patients[reference], []).extend(found)
-    return records_from_events(
-        path, events, problems, empty="the Bundle holds no CGM, carbohydrate or insulin values of its patients"
+    if not problems and not events and rejected:
+        return [], skipped, rejected  # every patient left out, each with why: the report says so
+    records = records_from_events(
+        source, events, problems, empty="the file holds no CGM, carbohydrate or insulin values of its patients"
     )
+    return records, skipped, rejected
+
+
+def read_twin_bundle(path: Path) -> list[DiabetesRecord]:
+    path = Path(path)
+    try:
+        document = fhir_input.load(path)
+    except FhirFileError as exc:
+        raise TwinFileError(str(exc)) from None
+    if document.format == "bundle" and not document.entries and not document.problems:
+        raise TwinFileError(f"{path}: the Bundle has no entries")
+    return read_twin_document(document)[0]
 
 
 def write_twin_bundle(records: list[DiabetesRecord], path: Path) -> Path:

@@ -59,7 +59,9 @@ def test_the_exported_bundle_is_valid_fhir_r4_with_loinc_and_ucum(tmp_path):
     codes = {(e["resource"]["code"]["coding"][0]["system"], e["resource"]["code"]["coding"][0]["code"])
              for e in document["entry"] if e["resource"]["resourceType"] == "Observation"}
     assert ("http://loinc.org", "8480-6") in codes and ("http://loinc.org", "2093-3") in codes
-    assert ("http://loinc.org", "8867-4") in codes and (LOCAL_SYSTEM, "num") in codes
+    # thalach is the maximum heart rate of an exercise test: never LOINC 8867-4 (a heart rate, resting).
+    assert ("http://loinc.org", "8867-4") not in codes and (LOCAL_SYSTEM, "thalach") in codes
+    assert (LOCAL_SYSTEM, "num") in codes
     pressure = next(e["resource"] for e in document["entry"]
                     if e["resource"].get("code", {}).get("coding", [{}])[0].get("code") == "8480-6")
     assert pressure["valueQuantity"]["system"] == "http://unitsofmeasure.org"
@@ -118,10 +120,15 @@ def test_missing_values_make_an_incomplete_record_not_an_error(tmp_path):
     assert contents["CLE-1"][1]["chol"] is None and contents["CLE-2"][1]["sex"] is None
 
 
-def test_record_numbers_default_to_the_prefix_and_the_patients_position():
+def test_without_an_identifier_the_record_number_is_the_prefix_and_the_resource_id():
     document = _small()
     del document["entry"][0]["resource"]["identifier"]
-    assert read_bundle(json.dumps(document), source="b", record_prefix="CLE")[0][0] == "CLE-00001"
+    ident = document["entry"][0]["resource"]["id"]
+    assert read_bundle(json.dumps(document), source="b", record_prefix="CLE")[0][0] == f"CLE-{ident}"
+    # Without an id either, the patient is rejected with the reason, never numbered by position.
+    del document["entry"][0]["resource"]["id"]
+    records = read_bundle(json.dumps(document), source="b", record_prefix="CLE")
+    assert list(records) == [] and "no identifier" in records.rejected[0][1]
 
 
 def _problem(document, *, data: str | None = None) -> str:
@@ -141,17 +148,20 @@ def _edit(code: str, change) -> tuple[int, str]:
 def test_malformed_json_and_wrong_documents():
     assert "not valid JSON" in _problem(None, data='{"resourceType": "Bundle", ') and "line 1" in _problem(None, data="{")
     assert "not UTF-8" in _problem(None, data=b"\xff\xfe{}")
-    assert "expected a FHIR Bundle, got 'Patient'" in _problem({"resourceType": "Patient"})
-    assert "expected a FHIR Bundle" in _problem([1, 2])
+    assert "not a FHIR Bundle, resource or NDJSON (found a JSON list)" in _problem([1, 2])
+    assert "not a FHIR Bundle" in _problem({"resource": "Patient"})
     assert "Bundle.entry must be a list" in _problem({"resourceType": "Bundle", "entry": {}})
     assert "holds no Patient" in _problem({"resourceType": "Bundle", "type": "collection", "entry": []})
+    assert "holds no Patient" in _problem({"resourceType": "Observation", "status": "final"})
     assert "entry 1: no resource" in _problem({"resourceType": "Bundle", "entry": [{"fullUrl": "x"}]})
 
 
-def test_wrong_resource_types_and_invalid_resources():
+def test_other_resource_types_are_skipped_and_counted_and_invalid_resources_refused():
     document = _small()
     document["entry"].insert(1, {"resource": {"resourceType": "Condition", "id": "c1"}})
-    assert "entry 2 (Condition c1): resource type 'Condition' is not imported" in _problem(document)
+    document["entry"].insert(1, {"resource": {"resourceType": "Encounter", "id": "e1"}})
+    records = read_bundle(json.dumps(document), source="b", record_prefix="X")
+    assert len(records) == 1 and records.skipped == {"Condition": 1, "Encounter": 1}
     document = _small()
     document["entry"][0]["resource"]["birthDate"] = "not a date"
     message = _problem(document)
@@ -162,8 +172,10 @@ def test_wrong_resource_types_and_invalid_resources():
 
 
 def test_unknown_codes_wrong_units_and_value_types_name_the_entry_and_field():
-    index, message = _edit("8480-6", lambda r, d: r["code"]["coding"][0].update(code="9999-9"))
-    assert f"entry {index} (Observation" in message and "unknown observation code (http://loinc.org|9999-9)" in message
+    document = _small()
+    _entry(document, "8480-6")[1]["code"]["coding"][0].update(code="9999-9")
+    records = read_bundle(json.dumps(document), source="b", record_prefix="X")
+    assert records[0][1]["trestbps"] is None and records.skipped == {"Observation 9999-9 (unknown code)": 1}
     index, message = _edit("8480-6", lambda r, d: r["valueQuantity"].update(code="kPa", unit="kPa"))
     assert f"entry {index} (Observation" in message and "field trestbps: unit http://unitsofmeasure.org|kPa" in message
     _, message = _edit("8480-6", lambda r, d: r["valueQuantity"].pop("system"))
@@ -176,7 +188,7 @@ def test_unknown_codes_wrong_units_and_value_types_name_the_entry_and_field():
 
 def test_out_of_range_values_and_statuses():
     _, message = _edit("8480-6", lambda r, d: r["valueQuantity"].update(value=400))
-    assert "field trestbps: 400 is outside [0, 300]" in message
+    assert "field trestbps: 400 mm[Hg] is outside [0, 300] mm[Hg]" in message
     _, message = _edit("cp", lambda r, d: r.update(valueInteger=9))
     assert "field cp: 9 is outside [1, 4]" in message
     _, message = _edit("2093-3", lambda r, d: r.update(status="preliminary"))
@@ -192,11 +204,17 @@ def test_out_of_range_values_and_statuses():
 
 def test_observations_of_unknown_patients_duplicates_and_several_problems_at_once():
     index, message = _edit("8480-6", lambda r, d: r["subject"].update(reference="Patient/nobody"))
-    assert f"entry {index} (Observation" in message and "subject: Patient/nobody is not a Patient of this Bundle" in message
+    assert f"entry {index} (Observation" in message and "subject: Patient/nobody is not a Patient of this file" in message
     document = _small()
     _, pressure = _entry(document, "8480-6")
-    document["entry"].append({"resource": copy.deepcopy(pressure)})
-    assert "field trestbps: entry 1 (Patient" in _problem(document)
+    document["entry"].append({"resource": {**copy.deepcopy(pressure), "id": "later"}})
+    document["entry"][-1]["resource"]["valueQuantity"]["value"] = 150
+    assert "different values at the same time" in _problem(document)
+    document["entry"][-1]["resource"]["effectiveDateTime"] = "1988-06-02"
+    records = read_bundle(json.dumps(document), source="b", record_prefix="X")
+    assert records[0][1]["trestbps"] == 150  # the latest measurement wins
+    assert records.provenance["CLE-1"]["trestbps"] == {"resource": "later", "code": "8480-6",
+                                                      "time": "1988-06-02T00:00:00+00:00", "not_used": 1}
     document = _small()
     document["entry"].append(copy.deepcopy(document["entry"][0]))
     message = _problem(document)

@@ -176,7 +176,7 @@ def _break(change):
         (_break(lambda b: _entry(b, "Observation", lambda r: r["code"]["coding"][0]["code"] == "99504-3").update(effectiveDateTime="2026-01-05")),
          "not a date-time to the minute"),
         (_break(lambda b: _entry(b, "Observation").update(subject={"reference": "Patient/nobody"})),
-         "subject.reference 'Patient/nobody' names no Patient of this Bundle"),
+         "subject.reference 'Patient/nobody' names no Patient of this file"),
         (_break(lambda b: _entry(b, "MedicationAdministration", _is_bolus)["dosage"]["dose"].update(value=70)),
          "bolus_u = 70 is outside [0, 50]"),
         (_break(lambda b: _entry(b, "MedicationAdministration", _is_bolus).update(
@@ -185,7 +185,7 @@ def _break(change):
          "dosage.rateQuantity is in 'U/min'; expected U/h"),
         (_break(lambda b: _entry(b, "MedicationAdministration", _is_bolus).update(dosage={})),
          "dosage must have either dose"),
-        (_break(lambda b: b["entry"].append({"fullUrl": "x"})), "the entry has no resource"),
+        (_break(lambda b: b["entry"].append({"fullUrl": "x"})), "no resource"),
     ],
 )
 def test_bad_bundle_entries_are_named_and_nothing_is_imported(records, node, tmp_path, change, expected):
@@ -210,7 +210,7 @@ def test_bundle_details(records, tmp_path):
     (record,) = read_twin_bundle(path)
     minute = int((datetime.fromisoformat(reading["effectiveDateTime"].replace("Z", "+00:00")) - record.start).total_seconds() // 60)
     assert record.cgm_mgdl[minute] == pytest.approx(7.0 * 18.016)
-    for text, expected in [("[1, 2]", "not a FHIR Bundle"), ("{", "not JSON"),
+    for text, expected in [("[1, 2]", "not a FHIR Bundle, resource or NDJSON"), ("{", "not valid JSON"),
                            ('{"resourceType": "Bundle", "type": "collection"}', "no entries")]:
         path.write_text(text)
         with pytest.raises(TwinFileError, match=expected):
