@@ -69,10 +69,11 @@ def _node_import(args) -> int:
 
 
 def _node_accept(args) -> int:
-    from node import admin
+    from contracts.ledger import Ledger
 
     study_id = StudyId.parse(args.study)
-    admin.open_ledger(_settings(args)).accept_study(study_id)
+    settings = _settings(args)
+    Ledger.from_settings(settings, key_file=settings.hospital_key_file).accept_study(study_id)
     print(f"accepted study {args.study}")
     return 0
 

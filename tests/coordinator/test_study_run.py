@@ -197,13 +197,10 @@ def test_server_app_options_default_to_the_training_defaults(tmp_path):
 
 def test_the_server_app_runs_a_study_from_its_run_config_and_reports_a_failed_run(chain, tmp_path):
     """The ServerApp's main as Flower calls it: settings from the coordinator's home, the chain over JSON-RPC."""
-    from eth_account import Account
     from flwr.app import Context
     from web3.providers.eth_tester import EthereumTesterProvider
 
-    from contracts.ledger import write_key
     from coordinator import server_app
-    from tests.conftest import fresh_funded_key
 
     if isinstance(chain.w3.provider, EthereumTesterProvider):
         pytest.skip("the ServerApp opens the chain over JSON-RPC: anvil only")
@@ -212,9 +209,7 @@ def test_the_server_app_runs_a_study_from_its_run_config_and_reports_a_failed_ru
                                    deployment_file=home / "deployment.json", round_timeout_s=0.5, wait_for_nodes_s=0)
     settings.save()
     chain.deployment.save(settings.deployment_file)
-    key = fresh_funded_key(chain.w3)
-    chain.operator.grant_coordinator(Account.from_key(key).address)
-    write_key(settings.key_file, key)
+    chain.consortium.add_coordinator(key_file=settings.key_file)  # the coordinator's own key, in its home
 
     def context(run_name: str) -> Context:
         run_config = {"study-id": str(StudyId(chain.study_id)), "coordinator-home": str(home), "num-rounds": 1,

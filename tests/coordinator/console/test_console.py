@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from coordinator.console.app import create_app
 from coordinator.console.settings import ConsoleSettings
 from coordinator.settings import CoordinatorSettings
+from federation.ids import StudyId
 from federation.web import auth
 from federation.web.models import AccessToken
 
@@ -206,15 +207,15 @@ def test_operator_creates_a_study_on_chain_and_sees_who_accepted_it(console):
     created = client.post("/api/studies", json=study_body(), headers=console.bearer("olivia"))
     assert created.status_code == 201, created.text
     study_id = created.json()["study_id"]
-    terms = console.chain.operator.study(bytes.fromhex(study_id[2:]))
+    terms = console.chain.operator.study(StudyId.parse(study_id))
     assert (terms.purpose, terms.task_id, terms.epsilon_budget, terms.delta, terms.rounds) == \
         ("HRESCH", "heart-disease/v1", 2.5, 1e-6, 3)
-    console.chain.hospital.accept_study(bytes.fromhex(study_id[2:]))
+    console.chain.hospital.accept_study(StudyId.parse(study_id))
     listed = client.get("/api/studies", headers=console.bearer("oscar")).json()
     mine = next(s for s in listed if s["study_id"] == study_id)
     assert mine["data_categories"] == ["demographics", "ecg"]
     assert [a["account"] for a in mine["accepted_by"]] == [console.chain.hospital.address]
-    assert "0x" + console.chain.study_id.hex() in {s["study_id"] for s in listed}
+    assert str(console.chain.study_id) in {s["study_id"] for s in listed}
     one = client.get(f"/api/studies/{study_id}", headers=console.bearer("oscar"))
     assert one.status_code == 200 and one.json()["rounds"] == 3
     entry = console.log()[0]
@@ -226,7 +227,7 @@ def test_an_observer_can_watch_but_not_act_and_the_refusal_is_logged(console):
     assert client.get("/api/studies", headers=console.bearer("oscar")).status_code == 200
     refused = client.post("/api/studies", json=study_body(), headers=console.bearer("oscar"))
     assert refused.status_code == 403 and "operator" in refused.json()["detail"]
-    run = {"study_id": "0x" + console.chain.study_id.hex(), "name": "r1", "rounds": 1}
+    run = {"study_id": str(console.chain.study_id), "name": "r1", "rounds": 1}
     assert client.post("/api/runs", json=run, headers=console.bearer("oscar")).status_code == 403
     refusals = [e for e in console.log() if e["outcome"] == "refused"]
     assert len(refusals) == 2 and all(e["actor"] == "oscar" for e in refusals)
@@ -251,7 +252,7 @@ def test_bad_study_terms_get_clear_4xx_answers(console):
 
 def test_a_run_is_launched_watched_to_its_end_and_its_files_downloaded(console):
     client, olivia = console.client(), console.bearer("olivia")
-    body = {"study_id": "0x" + console.chain.study_id.hex(), "name": "trial-1", "rounds": 2, "min_nodes": 1,
+    body = {"study_id": str(console.chain.study_id), "name": "trial-1", "rounds": 2, "min_nodes": 1,
             "local_epochs": 1}
     launched = client.post("/api/runs", json=body, headers=olivia)
     assert launched.status_code == 201, launched.text
@@ -289,7 +290,7 @@ def test_a_run_is_launched_watched_to_its_end_and_its_files_downloaded(console):
 def test_a_run_is_stopped_with_flwr_stop_and_says_stopped(console, monkeypatch):
     monkeypatch.setenv("FAKE_FLWR_MODE", "hang")
     client, olivia = console.client(), console.bearer("olivia")
-    body = {"study_id": "0x" + console.chain.study_id.hex(), "name": "long", "rounds": 5}
+    body = {"study_id": str(console.chain.study_id), "name": "long", "rounds": 5}
     assert client.post("/api/runs", json=body, headers=olivia).status_code == 201
     assert wait_for(client, olivia, "long", ("running",))["status"] == "running"
     assert client.post("/api/runs/long/stop", headers=console.bearer("oscar")).status_code == 403
@@ -307,7 +308,7 @@ def test_a_run_is_stopped_with_flwr_stop_and_says_stopped(console, monkeypatch):
 
 def test_bad_run_requests_get_clear_4xx_answers(console, tmp_path):
     client, olivia = console.client(), console.bearer("olivia")
-    study = "0x" + console.chain.study_id.hex()
+    study = str(console.chain.study_id)
     too_many = client.post("/api/runs", json={"study_id": study, "name": "x", "rounds": 6}, headers=olivia)
     assert too_many.status_code == 422 and "allows 5" in too_many.json()["detail"]
     unknown = client.post("/api/runs", json={"study_id": "0x" + "cd" * 32, "name": "x", "rounds": 1}, headers=olivia)

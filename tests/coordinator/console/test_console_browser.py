@@ -6,19 +6,19 @@ it live until it finishes, downloads the report and reads the activity log."""
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from eth_account import Account
 
 from contracts import ledger as lg
 from coordinator.console.cli import create_token
 from coordinator.settings import CoordinatorSettings
 from deploy import processes
+from deploy.consortium import Consortium, chain_url
+from federation.ids import StudyId
 from node import admin as node_admin
 from tests.conftest import save_screenshot
 
@@ -37,43 +37,26 @@ def poll_until(page, predicate: str, *, timeout_s: float = 15) -> None:
 
 
 class Federation:
-    """anvil with the contracts, a coordinator home with the operator's key, two hospital nodes with
-    their records and enrolled patients; the SuperLink, the SuperNodes and the console as processes."""
+    """The contracts on a chain, a coordinator home with the operator's key, two hospital nodes with
+    their records and enrolled patients (deploy/consortium.py); the SuperLink, the SuperNodes and the
+    console as processes."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, rpc_url: str):
         self.workdir = workdir
         self.services: list[processes.Service] = []
-        anvil, self.rpc_url = processes.start_anvil(port=processes.free_port(), log_path=workdir / "logs" / "anvil.log")
-        self.services.append(anvil)
-        self.w3 = lg.connect(self.rpc_url)
+        self.rpc_url = rpc_url
         self.home = workdir / "coordinator"
-        operator_key = self._funded_key(self.home / "keys" / "operator.key")
-        self.deployment = lg.deploy(self.w3, operator_key)
         deployment_file = workdir / "chain" / "deployment.json"
-        self.deployment.save(deployment_file)
-        operator = lg.Ledger(self.w3, self.deployment, account_key=operator_key)
+        self.consortium = Consortium.deploy(lg.connect(rpc_url), rpc_url=rpc_url, deployment_file=deployment_file,
+                                            operator_key_file=self.home / "keys" / "operator.key")
+        self.w3, self.deployment = self.consortium.w3, self.consortium.deployment
         CoordinatorSettings(home=self.home, rpc_url=self.rpc_url, deployment_file=deployment_file,
                             min_nodes=len(HOSPITALS), round_timeout_s=300, wait_for_nodes_s=60).save()
-        coordinator_key = self._funded_key(self.home / "keys" / "coordinator.key")
-        operator.grant_coordinator(Account.from_key(coordinator_key).address)
-        self.nodes, self.patients = {}, {}
+        self.consortium.add_coordinator(key_file=self.home / "keys" / "coordinator.key")
         for name, filename in HOSPITALS.items():
-            settings = node_admin.init_node(workdir / "nodes" / name, hospital=name, rpc_url=self.rpc_url,
-                                            deployment_file=deployment_file)
-            lg.fund_from_dev_account(self.w3, node_admin.hospital_address(settings))
-            operator.register_hospital(node_admin.hospital_address(settings), secrets.token_bytes(32))
-            node_admin.import_records(settings, DATA / filename)
-            pseudonyms = node_admin.pseudonyms_by_record(settings)
-            keys = {record: "0x" + secrets.token_hex(32) for record in pseudonyms}
-            node_admin.enrol_patients(settings, node_admin.open_ledger(settings),
-                                      {r: Account.from_key(k).address for r, k in keys.items()})
-            self.nodes[name], self.patients[name] = settings, (pseudonyms, keys)
+            self.consortium.add_node(name, workdir / "nodes" / name, records=[DATA / filename]).enrol()
+        self.nodes = {name: node.settings for name, node in self.consortium.nodes.items()}
         self.token = create_token(self.home, name="olivia", role="operator")
-
-    def _funded_key(self, path: Path) -> str:
-        key = lg.write_key(path)
-        lg.fund_from_dev_account(self.w3, Account.from_key(key).address)
-        return key
 
     def start_flower(self) -> str:
         flwr_home = self.workdir / "flower"
@@ -99,16 +82,10 @@ class Federation:
         return url
 
     def hospitals_accept_and_patients_consent(self, study_hex: str) -> None:
-        study_id = bytes.fromhex(study_hex[2:])
-        for name, settings in self.nodes.items():
-            ledger = node_admin.open_ledger(settings)
-            ledger.accept_study(study_id)
-            pseudonyms, keys = self.patients[name]
-            grants = [lg.sign_grant(keys[r], self.deployment, pseudonym=bytes.fromhex(p[2:]), study_id=study_id,
-                                    valid_from=0, valid_until=int(time.time()) + 86400 * 365, nonce=0,
-                                    deadline=int(time.time()) + 3600)
-                      for r, p in pseudonyms.items()]
-            node_admin.relay_grants(ledger, grants)
+        study_id = StudyId.parse(study_hex)
+        for node in self.consortium.nodes.values():
+            node.accept(study_id)
+            node.consent(study_id)  # every enrolled patient, for a year
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -117,11 +94,13 @@ class Federation:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    fed = Federation(tmp_path_factory.mktemp("console-e2e"))
-    try:
-        yield fed
-    finally:
-        fed.stop()
+    workdir = tmp_path_factory.mktemp("console-e2e")
+    with chain_url(None, log_path=workdir / "logs" / "anvil.log") as rpc_url:  # an anvil of its own
+        fed = Federation(workdir, rpc_url)
+        try:
+            yield fed
+        finally:
+            fed.stop()
 
 
 def test_an_operator_runs_a_study_from_the_console_and_watches_it_finish(federation, page, tmp_path):
@@ -151,7 +130,7 @@ def test_an_operator_runs_a_study_from_the_console_and_watches_it_finish(federat
     notice = page.get_by_role("status").inner_text()
     study_hex = notice.split()[1]
     assert study_hex.startswith("0x") and len(study_hex) == 66, notice
-    terms = lg.Ledger(federation.w3, federation.deployment).study(bytes.fromhex(study_hex[2:]))
+    terms = lg.Ledger(federation.w3, federation.deployment).study(StudyId.parse(study_hex))
     assert (terms.purpose, terms.task_id, terms.epsilon_budget, terms.rounds) == ("HRESCH", "heart-disease/v1", 4.0, 3)
 
     # The hospitals accept it from their nodes; their patients consent. The studies page shows who accepted.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from sqlmodel import Session
-from web3 import Web3
-from web3.providers.eth_tester import EthereumTesterProvider
 
 from contracts import ledger as lg
 from coordinator.console.app import create_app
+from deploy.consortium import Consortium, eth_tester
 from federation.web import auth
 from federation.web.app import untyped
-from tests.conftest import fresh_funded_key
 from tests.coordinator.console.test_console import FakeSuperLink, console_settings, write_fake_flwr
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
@@ -32,16 +29,12 @@ def build_console():
     """The console on an in-process chain with one live study; built at import, as schemathesis needs the app."""
     from contracts.build import compile_contracts
 
-    w3 = Web3(EthereumTesterProvider())
-    operator_key = fresh_funded_key(w3)
-    deployment = lg.deploy(w3, operator_key, artifacts=compile_contracts())
-    operator = lg.Ledger(w3, deployment, account_key=operator_key)
-    operator.propose_study(lg.new_study_id(), purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=3.0,
-                           delta_exponent=5, rounds=5, ends_at=int(time.time()) + 86400 * 30)
+    consortium = Consortium.deploy(eth_tester(), artifacts=compile_contracts(), ether=10)
+    consortium.propose_study(epsilon_budget=3.0, delta_exponent=5, rounds=5)
     home = Path(tempfile.mkdtemp(prefix="console-schema-"))
     link = FakeSuperLink()
     app = create_app(console_settings(home / "coordinator", superlink=link.address, flwr=write_fake_flwr(home)),
-                     reader=lg.Ledger(w3, deployment), operator=operator)
+                     reader=lg.Ledger(consortium.w3, consortium.deployment), operator=consortium.operator)
     with Session(app.state.console.engine) as db:
         TOKENS["operator"] = auth.create_token(db, name="olivia", role="operator")
         TOKENS["observer"] = auth.create_token(db, name="oscar", role="observer")

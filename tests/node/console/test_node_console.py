@@ -17,8 +17,8 @@ from node import admin
 from node.console.app import create_app
 from node.console.cli import create_console_token, revoke_console_token
 from node.console.settings import ConsoleSettings
-from node.fhir_records import bundle_from_records
-from node.importer import read_heart_disease_csv
+from node.records.heart_csv import read_heart_disease_csv
+from node.records.heart_fhir_export import bundle_from_records
 from node.settings import NodeSettings
 from node.store import PrivacySpend, RoundRefusal, RoundUsage, Store
 
@@ -199,7 +199,7 @@ def test_health_with_a_chain_a_superlink_and_a_round(chain, tmp_path):
         listener.listen()
         address = f"127.0.0.1:{listener.getsockname()[1]}"
         console = Console(tmp_path / "node", ledger=chain.hospital, superlink=address)
-        console.store.record_usage(RoundUsage(study_id="0x" + chain.study_id.hex(), round=2, phase="evaluate", block=7,
+        console.store.record_usage(RoundUsage(study_id=str(chain.study_id), round=2, phase="evaluate", block=7,
                                               commitment="0x00", pseudonyms=json.dumps(["0x01", "0x02"])))
         health = console.viewer().get("/api/health").json()
     assert health["chain"]["ok"] and health["chain"]["latest_block"] == chain.w3.eth.block_number
@@ -207,7 +207,7 @@ def test_health_with_a_chain_a_superlink_and_a_round(chain, tmp_path):
     assert health["superlink"]["ok"] and health["superlink"]["address"] == address
     assert health["ok"] is True
     assert health["last_round"] | {"recorded_at": None} == {
-        "study_id": "0x" + chain.study_id.hex(), "round": 2, "phase": "evaluate", "block": 7, "patients_used": 2,
+        "study_id": str(chain.study_id), "round": 2, "phase": "evaluate", "block": 7, "patients_used": 2,
         "recorded_at": None}
     closed = Console(tmp_path / "other", ledger=chain.hospital, superlink=address)  # the listener is closed now
     answer = closed.viewer().get("/api/health").json()["superlink"]
@@ -218,7 +218,7 @@ def test_budget_per_accepted_study(chain, tmp_path):
     from node.privacy import epsilon_of
 
     console = Console(tmp_path / "node", ledger=chain.hospital)
-    study = "0x" + chain.study_id.hex()
+    study = str(chain.study_id)
     out = console.viewer().get("/api/studies").json()
     assert out["chain_ok"] and [s["study_id"] for s in out["studies"]] == [study]
     first = out["studies"][0]

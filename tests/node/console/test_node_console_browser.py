@@ -15,14 +15,16 @@ import uvicorn
 
 from contracts import ledger as lg
 from deploy import processes
-from node import admin
+from deploy.consortium import Consortium
+from federation.commitment import pseudonym_commitment
+from federation.ids import Pseudonym
 from node.console.app import create_app
 from node.console.cli import create_console_token
 from node.console.settings import ConsoleSettings
-from node.fhir_records import export_csv_as_bundle
 from node.privacy import PrivacyBudget
+from node.records.heart_fhir_export import export_csv_as_bundle
 from node.store import RoundUsage, Store
-from tests.conftest import fresh_funded_key, save_screenshot
+from tests.conftest import save_screenshot
 
 DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 
@@ -30,31 +32,23 @@ DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 @pytest.fixture
 def site(anvil_url, artifacts, tmp_path):
     """A node home on anvil (hospital registered, one study accepted), a SuperLink, and the console on a free port."""
-    w3 = lg.connect(anvil_url)
-    operator_key = fresh_funded_key(w3)
-    deployment = lg.deploy(w3, operator_key, artifacts=artifacts)
-    deployment_file = tmp_path / "deployment.json"
-    deployment.save(deployment_file)
-    node = admin.init_node(tmp_path / "node", hospital="hungary", rpc_url=anvil_url, deployment_file=deployment_file)
-    hospital = admin.hospital_address(node)
-    lg.fund_from_dev_account(w3, hospital, ether=1)
-    operator = lg.Ledger(w3, deployment, account_key=operator_key)
-    operator.register_hospital(hospital, b"\x07" * 32)
-    study = lg.new_study_id()
-    operator.propose_study(study, purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=3.0, delta_exponent=5,
-                           rounds=5, ends_at=int(time.time()) + 30 * 86400)
-    admin.open_ledger(node).accept_study(study)
+    consortium = Consortium.deploy(lg.connect(anvil_url), rpc_url=anvil_url, deployment_file=tmp_path / "deployment.json",
+                                   artifacts=artifacts, ether=10)
+    hospital = consortium.add_node("hungary", tmp_path / "node")
+    study = consortium.propose_study(epsilon_budget=3.0, delta_exponent=5, rounds=5)
+    hospital.accept(study)
+    node = hospital.settings
     # Two rounds this node trained, accounted as node/service.py does: the noise planned to fit the study's five
     # rounds in the budget, the steps recorded, the pseudonyms used in the usage log.
-    store, study_hex = Store(node.resolved_database_url), "0x" + study.hex()
+    store, study_hex = Store(node.resolved_database_url), str(study)
     budget = PrivacyBudget(store, study_id=study_hex, epsilon_budget=3.0, delta=1e-5)
-    used = sorted(lg.new_pseudonym() for _ in range(12))
+    used = sorted(Pseudonym.new() for _ in range(12))
     for round_number in (1, 2):
         plan = budget.plan(sample_rate=0.25, steps_per_round=16, rounds_left=5 - round_number + 1)
         budget.record(round_number, [(plan.noise_multiplier, 0.25, 16)])
         store.record_usage(RoundUsage(study_id=study_hex, round=round_number, phase="train",
-                                      block=w3.eth.block_number, commitment="0x" + lg.pseudonym_commitment(used).hex(),
-                                      pseudonyms=json.dumps(["0x" + p.hex() for p in used])))
+                                      block=consortium.w3.eth.block_number, commitment=str(pseudonym_commitment(used)),
+                                      pseudonyms=json.dumps([str(p) for p in used])))
 
     superlink_port = processes.free_port()
     superlink = processes.start_superlink(port=superlink_port, state_dir=tmp_path / "superlink",

@@ -7,21 +7,17 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
-from web3 import Web3
-from web3.providers.eth_tester import EthereumTesterProvider
 
-from contracts import ledger as lg
+from deploy.consortium import Consortium, eth_tester
 from federation.web import auth
 from federation.web.app import untyped
 from node.store import RoundUsage
-from tests.conftest import fresh_funded_key
 from tests.node.console.test_node_console import CSV_TYPE, Console, bundle_text, lines
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
@@ -34,15 +30,9 @@ def build_console():
     schemathesis needs the app before fixtures run (pytest 9 and schemathesis' from_fixture disagree)."""
     from contracts.build import compile_contracts
 
-    w3 = Web3(EthereumTesterProvider())
-    operator_key = fresh_funded_key(w3)
-    deployment = lg.deploy(w3, operator_key, artifacts=compile_contracts())
-    operator = lg.Ledger(w3, deployment, account_key=operator_key)
-    hospital = lg.Ledger(w3, deployment, account_key=fresh_funded_key(w3))
-    operator.register_hospital(hospital.address, b"\x01" * 32)
-    study = lg.new_study_id()
-    operator.propose_study(study, purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=3.0, delta_exponent=5,
-                           rounds=5, ends_at=int(time.time()) + 30 * 86400)
+    consortium = Consortium.deploy(eth_tester(), artifacts=compile_contracts(), ether=10)
+    hospital = consortium.add_hospital(node_id=b"\x01" * 32)
+    study = consortium.propose_study(epsilon_budget=3.0, delta_exponent=5, rounds=5)
     hospital.accept_study(study)
     home = Path(tempfile.mkdtemp(prefix="node-console-schema-"))
     console = Console(home / "node", ledger=hospital, max_upload_bytes=64 * 1024)
@@ -51,7 +41,7 @@ def build_console():
     assert client.post("/api/imports", content=bundle_text("hungarian", 5),
                        headers={"Content-Type": "application/fhir+json"}).status_code == 201
     assert client.post("/api/enrolment-codes", json={"record_number": "CLE-00001"}).status_code == 201
-    console.store.record_usage(RoundUsage(study_id="0x" + study.hex(), round=1, phase="train", block=1,
+    console.store.record_usage(RoundUsage(study_id=str(study), round=1, phase="train", block=1,
                                           commitment="0x00", pseudonyms=json.dumps([])))
     WORLD.update(console=console)
     return console.app, home

@@ -4,7 +4,6 @@ the federated models the node kept after consent-checked evaluations as their mo
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,10 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eth_account import Account
 from fastapi.testclient import TestClient
 
-from contracts import ledger as lg
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
 from node import admin
@@ -195,34 +192,29 @@ def test_models_are_kept_atomically_per_study_and_the_newest_wins(tmp_path):
 
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 def test_evaluation_keeps_the_global_model_only_when_consent_held(chain, tmp_path):
-    settings = admin.init_node(tmp_path / "node", hospital="cleveland", rpc_url="unused", deployment_file=None)
-    admin.import_records(settings, heart_csv(tmp_path / "heart.csv", 40))
+    hospital = chain.consortium.add_node("cleveland", tmp_path / "node", records=[heart_csv(tmp_path / "heart.csv", 40)])
+    hospital.enrol()
+    settings = hospital.settings
     store = Store(settings.resolved_database_url)
     patients = store.patients()
-    keys = {p.record_number: "0x" + secrets.token_hex(32) for p in patients}
-    admin.enrol_patients(settings, chain.hospital, {n: Account.from_key(k).address for n, k in keys.items()})
-    study = lg.new_study_id()
-    chain.operator.propose_study(study, purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=3.0,
-                                 delta_exponent=5, rounds=3, ends_at=FAR)
-    chain.hospital.accept_study(study)
-    node = HospitalNode(settings, ledger=chain.hospital)
+    study = chain.consortium.propose_study(epsilon_budget=3.0, delta_exponent=5, rounds=3, ends_at=FAR)
+    hospital.accept(study)
+    node = HospitalNode(settings, ledger=hospital.ledger)
     torch.manual_seed(1)
     state = get_task("heart-disease/v1").build_model().state_dict()
 
     def config(round_number):
-        return RoundConfig(study_id=study, round=round_number, block=chain.hospital.block_number(), local_epochs=1,
+        return RoundConfig(study_id=study, round=round_number, block=hospital.ledger.block_number(), local_epochs=1,
                            learning_rate=0.1, batch_size=16, max_grad_norm=1.0)
 
     with pytest.raises(Refusal):  # nobody has consented yet: no data used, no model kept
         node.evaluate(config(1), state)
     assert latest_model(settings.home, "heart-disease/v1") is None
-    grants = [lg.sign_grant(keys[p.record_number], chain.deployment, pseudonym=bytes.fromhex(p.pseudonym[2:]),
-                            study_id=study, valid_from=0, valid_until=FAR, nonce=0, deadline=FAR) for p in patients]
-    chain.hospital.relay_grants(grants)
+    hospital.consent(study, valid_from=0, valid_until=FAR, deadline=FAR)  # every patient, signed and relayed
     round_config = config(2)
     node.evaluate(round_config, state)
     kept = latest_model(settings.home, "heart-disease/v1")
-    assert (kept.study_id, kept.round, kept.block) == ("0x" + study.hex(), 2, round_config.block)
+    assert (kept.study_id, kept.round, kept.block) == (str(study), 2, round_config.block)
     assert all(torch.equal(kept.state[k], state[k]) for k in state)
     task = get_task("heart-disease/v1")
     train = [admin_record for admin_record in _decrypted(settings, store, cohort="train")]

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from contracts import ledger as lg
-from federation import protocol
+from federation.commitment import combined_commitment, pseudonym_commitment
+from federation.ids import Pseudonym, hex0x
 from node import admin
 from node.portal import accounts, security
 from node.portal.app import create_app
@@ -36,7 +37,7 @@ class Portal:
         self.app = create_app(self.settings, ledger=chain.hospital)
         self.store = Store(node.resolved_database_url)
         self.records = [p.record_number for p in self.store.patients()]
-        self.study = "0x" + chain.study_id.hex()
+        self.study = str(chain.study_id)
 
     def client(self) -> TestClient:
         return TestClient(self.app, base_url="https://testserver")
@@ -75,7 +76,7 @@ def two(portal):
 def test_enrolment_binds_a_fresh_key_on_chain_and_keeps_it_sealed(portal):
     client = portal.client()
     me = portal.enrol("alice", portal.records[1])
-    pseudonym = bytes.fromhex(me["pseudonym"][2:])
+    pseudonym = Pseudonym.parse(me["pseudonym"])
     on_chain = portal.chain.hospital.consent.functions.patientOf(pseudonym).call()
     assert on_chain[0] == me["consent_address"]
     with portal.store.session() as session:
@@ -172,7 +173,7 @@ def test_patient_sees_the_study_grants_revokes_and_exports_fhir(two):
     granted = client.post(f"/api/studies/{portal.study}/grant", json={"password": PASSWORD["alice"]}, headers=csrf)
     assert granted.status_code == 200, granted.text
     block = granted.json()["block"]
-    pseudonym = bytes.fromhex(me["pseudonym"][2:])
+    pseudonym = Pseudonym.parse(me["pseudonym"])
     assert portal.chain.hospital.has_consent(pseudonym, portal.chain.study_id, block=block)
     assert not portal.chain.hospital.has_consent(pseudonym, portal.chain.study_id, block=block - 1)
     fhir = client.get(f"/api/studies/{portal.study}/consent.fhir.json")
@@ -184,7 +185,7 @@ def test_patient_sees_the_study_grants_revokes_and_exports_fhir(two):
     assert [(h["granted"], h["block"]) for h in detail["history"]] == [(True, block), (False, revoked.json()["block"])]
     assert client.get(f"/api/studies/{portal.study}/consent.fhir.json").json()["provision"]["type"] == "deny"
     # Bob's consent did not move.
-    bob = bytes.fromhex(people["bob"][2]["pseudonym"][2:])
+    bob = Pseudonym.parse(people["bob"][2]["pseudonym"])
     assert portal.chain.hospital.consent_changes(portal.chain.study_id) and not any(
         c.pseudonym == bob for c in portal.chain.hospital.consent_changes(portal.chain.study_id))
 
@@ -198,10 +199,10 @@ def test_rounds_that_used_the_patient(two):
         used = sorted([alice])
         portal.store.record_usage(RoundUsage(
             study_id=portal.study, round=1, phase=phase, block=block, pseudonyms=json.dumps(used),
-            commitment="0x" + lg.pseudonym_commitment([bytes.fromhex(p[2:]) for p in used]).hex()))
-    commitment = lg.pseudonym_commitment([bytes.fromhex(alice[2:])])
+            commitment=str(pseudonym_commitment(map(Pseudonym.parse, used)))))
+    commitment = pseudonym_commitment([Pseudonym.parse(alice)])
     chain.coordinator.anchor_round(chain.study_id, 1, pinned_block=block, model_hash=b"\x05" * 32,
-                                   commitments={chain.hospital.address: protocol.combined_commitment(commitment, commitment)})
+                                   commitments={chain.hospital.address: combined_commitment(commitment, commitment)})
     client, _, _ = people["alice"]
     (round_1,) = client.get(f"/api/studies/{portal.study}/rounds").json()
     assert round_1["round"] == 1 and round_1["phases"] == ["evaluate", "train"] and round_1["pinned_block"] == block
@@ -229,14 +230,12 @@ def test_a_patient_can_never_see_or_change_another_patients_data(two):
     assert client.get(f"/api/studies/{portal.study}/consent.fhir.json?pseudonym="
                       + people["bob"][2]["pseudonym"]).json()["patient"]["identifier"]["value"] == me["pseudonym"]
     # A study this hospital never accepted is invisible.
-    other = lg.new_study_id()
-    portal.chain.operator.propose_study(other, purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=1,
-                                        delta_exponent=5, rounds=2, ends_at=2**31)
+    other = portal.chain.consortium.propose_study(epsilon_budget=1, delta_exponent=5, rounds=2, ends_at=2**31)
     portal.chain.other_hospital.accept_study(other)
     for method, suffix in (("get", ""), ("get", "/rounds"), ("get", "/consent.fhir.json"), ("post", "/grant"),
                            ("post", "/revoke")):
         kwargs = {"json": {"password": PASSWORD["alice"]}, "headers": csrf} if method == "post" else {}
-        answer = getattr(client, method)(f"/api/studies/0x{other.hex()}{suffix}", **kwargs)
+        answer = getattr(client, method)(f"/api/studies/{other}{suffix}", **kwargs)
         assert answer.status_code == 404, (suffix, answer.text)
     # Alice's grant leaves Bob's consent alone; without a session nothing is readable.
     client.post(f"/api/studies/{portal.study}/grant", json={"password": PASSWORD["alice"]}, headers=csrf)
@@ -360,7 +359,7 @@ def test_an_unreachable_chain_is_a_503_not_a_500(portal, tmp_path):
 
 def _wallet_sign(key: str, typed: dict) -> str:
     """What a wallet does with eth_signTypedData_v4."""
-    return "0x" + bytes(Account.sign_typed_data(key, full_message=typed).signature).hex()
+    return hex0x(Account.sign_typed_data(key, full_message=typed).signature)
 
 
 def test_a_wallet_owned_key_signs_and_the_portal_checks_the_signer_before_relaying(portal):
@@ -371,7 +370,7 @@ def test_a_wallet_owned_key_signs_and_the_portal_checks_the_signer_before_relayi
                                              "wallet_address": wallet.address.lower()})
     assert me.status_code == 201, me.text
     assert me.json()["key_custody"] == "wallet" and me.json()["consent_address"] == wallet.address
-    pseudonym = bytes.fromhex(me.json()["pseudonym"][2:])
+    pseudonym = Pseudonym.parse(me.json()["pseudonym"])
     assert portal.chain.hospital.consent.functions.patientOf(pseudonym).call()[0] == wallet.address
     with portal.store.session() as session:
         account = session.exec(select(PortalAccount)).one()
@@ -387,7 +386,7 @@ def test_a_wallet_owned_key_signs_and_the_portal_checks_the_signer_before_relayi
     # The portal's typed data is exactly what the contract verifies: same signature as the ledger client's.
     expected = lg.sign_grant(wallet.key, portal.chain.deployment, pseudonym=pseudonym, study_id=portal.chain.study_id,
                              valid_from=m["validFrom"], valid_until=m["validUntil"], nonce=m["nonce"], deadline=m["deadline"])
-    assert _wallet_sign(wallet.key, typed) == "0x" + expected.signature.hex()
+    assert _wallet_sign(wallet.key, typed) == hex0x(expected.signature)
     body = {"valid_from": m["validFrom"], "valid_until": m["validUntil"], "nonce": m["nonce"], "deadline": m["deadline"]}
     # A signature by any other key (the hospital's, say) is refused before anything is sent.
     forged = client.post(f"/api/studies/{study}/grant/signed", headers=csrf,
@@ -464,7 +463,7 @@ def test_a_change_is_followed_until_the_chain_records_it(portal):
         import time
         time.sleep(0.05)
     assert change["status"] == "recorded" and change["on_chain"] is True and change["confirmations"] >= 1
-    pseudonym = bytes.fromhex(me["pseudonym"][2:])
+    pseudonym = Pseudonym.parse(me["pseudonym"])
     assert portal.chain.hospital.has_consent(pseudonym, portal.chain.study_id, block=change["block"])
     assert client.get("/api/changes/999999").status_code == 404
 
@@ -477,14 +476,14 @@ def test_a_round_that_used_the_patient_can_be_checked_against_the_chain(two):
     used = sorted([alice, bob])
     commitments = {}
     for phase in ("train", "evaluate"):
-        commitments[phase] = lg.pseudonym_commitment([bytes.fromhex(p[2:]) for p in used])
+        commitments[phase] = pseudonym_commitment(map(Pseudonym.parse, used))
         portal.store.record_usage(RoundUsage(study_id=portal.study, round=1, phase=phase, block=block,
-                                             pseudonyms=json.dumps(used), commitment="0x" + commitments[phase].hex()))
+                                             pseudonyms=json.dumps(used), commitment=str(commitments[phase])))
     client, _, _ = people["alice"]
     before = client.get(f"/api/studies/{portal.study}/rounds/1").json()
     assert before["anchored_block"] is None and before["matches"] is False and before["commitment_on_chain"] is None
     chain.coordinator.anchor_round(chain.study_id, 1, pinned_block=block, model_hash=b"\x07" * 32, commitments={
-        chain.hospital.address: protocol.combined_commitment(commitments["train"], commitments["evaluate"])})
+        chain.hospital.address: combined_commitment(commitments["train"], commitments["evaluate"])})
     proof = client.get(f"/api/studies/{portal.study}/rounds/1").json()
     assert proof["matches"] is True and proof["anchored_block"] > block and proof["model_hash"] == "0x" + "07" * 32
     assert proof["consortium"] == chain.deployment.consortium and proof["hospital_account"] == chain.hospital.address

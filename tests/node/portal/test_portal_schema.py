@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,16 +16,14 @@ from eth_account import Account
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from sqlmodel import select
-from web3 import Web3
-from web3.providers.eth_tester import EthereumTesterProvider
 
-from contracts import ledger as lg
+from deploy.consortium import Consortium, eth_tester
+from federation.commitment import combined_commitment, pseudonym_commitment
+from federation.ids import Pseudonym
 from federation.web.app import untyped
-from federation import protocol
 from node.portal import accounts
 from node.portal.models import PortalAccount
 from node.store import RoundUsage
-from tests.conftest import fresh_funded_key
 from tests.node.portal.test_portal import PASSWORD, Portal
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
@@ -39,17 +36,10 @@ def build_portal() -> Portal:
     the first; built at import, as schemathesis needs the app when it collects the tests."""
     from contracts.build import compile_contracts
 
-    w3 = Web3(EthereumTesterProvider())
-    operator_key = fresh_funded_key(w3)
-    deployment = lg.deploy(w3, operator_key, artifacts=compile_contracts())
-    operator = lg.Ledger(w3, deployment, account_key=operator_key)
-    hospital = lg.Ledger(w3, deployment, account_key=fresh_funded_key(w3))
-    coordinator = lg.Ledger(w3, deployment, account_key=fresh_funded_key(w3))
-    operator.register_hospital(hospital.address, b"\x01" * 32)
-    operator.grant_coordinator(coordinator.address)
-    study = lg.new_study_id()
-    operator.propose_study(study, purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=3.0, delta_exponent=5,
-                           rounds=5, ends_at=int(time.time()) + 30 * 86400)
+    consortium = Consortium.deploy(eth_tester(), artifacts=compile_contracts(), ether=10)
+    hospital = consortium.add_hospital(node_id=b"\x01" * 32)
+    coordinator = consortium.add_coordinator()
+    study = consortium.propose_study(epsilon_budget=3.0, delta_exponent=5, rounds=5)
     hospital.accept_study(study)
     portal = Portal(SimpleNamespace(hospital=hospital, study_id=study), Path(tempfile.mkdtemp(prefix="portal-schema-")))
     alice = portal.enrol("alice", portal.records[0])
@@ -61,12 +51,12 @@ def build_portal() -> Portal:
                                                         "wallet_address": Account.create().address}).status_code == 201
     # Round 1 used Alice's data and is anchored: the round endpoints have something real to show.
     block = hospital.block_number()
-    commitment = lg.pseudonym_commitment([bytes.fromhex(alice["pseudonym"][2:])])
+    commitment = pseudonym_commitment([Pseudonym.parse(alice["pseudonym"])])
     for phase in ("train", "evaluate"):
         portal.store.record_usage(RoundUsage(study_id=portal.study, round=1, phase=phase, block=block,
-                                             pseudonyms=json.dumps([alice["pseudonym"]]), commitment="0x" + commitment.hex()))
+                                             pseudonyms=json.dumps([alice["pseudonym"]]), commitment=str(commitment)))
     coordinator.anchor_round(study, 1, pinned_block=block, model_hash=b"\x05" * 32,
-                             commitments={hospital.address: protocol.combined_commitment(commitment, commitment)})
+                             commitments={hospital.address: combined_commitment(commitment, commitment)})
     return portal
 
 
