@@ -53,7 +53,12 @@ def flower_env(settings: ConsoleSettings) -> dict[str, str]:
 def write_federation(settings: ConsoleSettings) -> None:
     """The `flwr` CLI's connection to the SuperLink, in $FLWR_HOME/config.toml."""
     host, port = superlink_address(settings.superlink)
-    processes.write_flower_federation(settings.flwr_home, name=FEDERATION, superlink_port=port, host=host)
+    try:
+        processes.write_flower_federation(settings.flwr_home, name=FEDERATION, superlink_port=port, host=host,
+                                          root_certificates=settings.root_certificates)
+    except processes.ProcessError as exc:
+        raise RunError(f"cannot reach the SuperLink securely: {exc} (console setting root-certificates)",
+                       status=503) from None
 
 
 def superlink_answers(settings: ConsoleSettings, *, timeout_s: float = 1.0) -> bool:

@@ -8,6 +8,7 @@ The mechanism is federation.settings (pydantic-settings); docs/configuration.md 
 | superlink                     | 127.0.0.1:8000           | TWINLEDGER_CONSOLE_SUPERLINK                     |
 | operator-key-file             | <home>/keys/operator.key | TWINLEDGER_CONSOLE_OPERATOR_KEY_FILE (*)         |
 | flwr-executable               | flwr beside Python       | TWINLEDGER_CONSOLE_FLWR_EXECUTABLE               |
+| root-certificates             | none                     | TWINLEDGER_CONSOLE_ROOT_CERTIFICATES             |
 | cookie-secure                 | true                     | TWINLEDGER_CONSOLE_COOKIE_SECURE                 |
 | session-ttl-s                 | 28800                    | TWINLEDGER_CONSOLE_SESSION_TTL_S                 |
 | session-idle-s                | 3600                     | TWINLEDGER_CONSOLE_SESSION_IDLE_S                |
@@ -56,6 +57,9 @@ class ConsoleSettings(ComponentSettings):
     # default <home>/keys/operator.key; an empty string in the file means the default
     operator_key_file: Annotated[ResolvedPath | None, BeforeValidator(lambda value: value or None)] = None
     flwr_executable: Path = Field(default_factory=lambda: Path(sys.executable).parent / "flwr")
+    # The consortium CA's certificate (ca.pem) the SuperLink's TLS is checked against; none: only a SuperLink
+    # started on this machine is reached (its own CA is known), any other is refused with a clear error.
+    root_certificates: Annotated[ResolvedPath | None, BeforeValidator(lambda value: value or None)] = None
     # Browsers send a Secure cookie only over HTTPS and to localhost: keep it true behind a TLS proxy.
     cookie_secure: bool = True
     cookie_name: str = "twinledger_console"

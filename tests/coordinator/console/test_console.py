@@ -86,7 +86,10 @@ def console_settings(home: Path, *, superlink: str, flwr: Path | None = None) ->
                                       deployment_file=home / "deployment.json")
     coordinator.save()
     extra = {"flwr_executable": flwr} if flwr else {}
-    return ConsoleSettings(coordinator=coordinator, superlink=superlink, **extra)
+    ca = home / "ca.pem"  # the fake flwr never opens it: the console only names it in flwr's config
+    ca.parent.mkdir(parents=True, exist_ok=True)
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    return ConsoleSettings(coordinator=coordinator, superlink=superlink, root_certificates=ca, **extra)
 
 
 class Console:
@@ -346,3 +349,13 @@ def test_pages_log_in_with_the_form_and_refuse_forms_without_the_csrf_token(cons
     for path in ("/runs", "/activity"):
         assert client.get(path).status_code == 200
     assert client.get("/runs/nope").status_code == 404
+
+
+def test_a_run_against_a_superlink_whose_ca_is_unknown_is_refused_with_a_reason_not_a_500(console):
+    settings = console.settings.model_copy(update={"root_certificates": None})
+    app = create_app(settings, reader=console.chain.coordinator, operator=console.chain.operator)
+    client, olivia = TestClient(app, base_url="https://testserver"), console.bearer("olivia")
+    body = {"study_id": str(console.chain.study_id), "name": "no-ca", "rounds": 1}
+    answer = client.post("/api/runs", json=body, headers=olivia)
+    assert answer.status_code == 503
+    assert "root-certificates" in answer.json()["detail"]
