@@ -41,9 +41,7 @@ class StateEstimate:
 
 
 def _scenario_slice(full: Scenario, first: int, last: int) -> Scenario:
-    part = Scenario(full.carbs_g_per_min[:, first:last], full.insulin_u_per_min[:, first:last])
-    part.meal_dose_g = full.meal_dose_g[:, first:last]  # a meal begun before `first` keeps its own D
-    return part
+    return full.window(first, last)  # a meal begun before `first` keeps its own D
 
 
 def estimate_states(twin: CalibratedTwin, record: DiabetesRecord, *, at_minutes, theta_logs=None,
@@ -63,8 +61,8 @@ def estimate_states(twin: CalibratedTwin, record: DiabetesRecord, *, at_minutes,
         raise ValueError("no CGM reading in the history before the forecast")
     carbs = spread_meals(record.carbs_g)[0]
     insulin = np.asarray(record.bolus_u, dtype=float) + np.asarray(record.basal_u_per_h, dtype=float) / 60.0
-    full = Scenario(np.repeat(carbs[None, first:], members, 0), np.repeat(insulin[None, first:], members, 0))
-    full.meal_dose_g = np.repeat(Scenario(carbs[None, :], insulin[None, :]).meal_dose_g[:, first:], members, 0)
+    full = Scenario(np.repeat(carbs[None, first:], members, 0), np.repeat(insulin[None, first:], members, 0),
+                    np.repeat(Scenario(carbs[None, :], insulin[None, :]).meal_starts[:, first:], members, 0))
 
     x = np.stack([p.initial_states for p in cohort.patients])
     ratio = cgm[readings[0]] / cohort.Gb

@@ -43,8 +43,9 @@ Equations (t in minutes):
       Ra        =  f kabs Qgut / BW                                        mg/kg/min
       k_empt(Qsto) = kmin + (kmax - kmin)/2 [tanh(alpha (Qsto - b D)) - tanh(beta (Qsto - d D)) + 2]
       alpha = 5 / (2 D (1 - b)),  beta = 5 / (2 D d),  Qsto = Qsto1 + Qsto2,
-      D = amount in the stomach when the current meal started + that meal's carbohydrate (mg);
-      before any meal (D = 0), k_empt = kmax.
+      D = amount in the stomach when the current meal started + the carbohydrate eaten since (mg),
+      counting the current minute's: D grows while the patient eats and holds once they stop (the rule of
+      the reference implementation, see docs/twins.md); before any meal (D = 0), k_empt = kmax.
     Glucose
       EGP  = max(0, kp1 - kp2 Gp - kp3 Id)                                 mg/kg/min
       Uid  = (Vm0 + Vmx X) Gt / (Km0 + Gt)                                 mg/kg/min
@@ -76,7 +77,7 @@ h = 1 min, and every decaying mode has |R(lambda h)| <= 1 (see node/twins/stabil
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -102,12 +103,14 @@ class Scenario:
     """Inputs of a cohort, minute by minute, each of shape (patients, minutes): carbohydrate eaten in each
     minute (g/min) and subcutaneous insulin delivered in each minute (U/min, basal and boluses).
 
-    A meal is a run of consecutive minutes with carbohydrate; its amount D (for gastric emptying) is the
-    sum over that run, known when it starts (`meal_dose_g` holds it at the meal's first minute)."""
+    A meal is a run of consecutive minutes with carbohydrate; `meal_starts` marks each run's first minute,
+    where the meal size D of gastric emptying restarts from the stomach's content (D then grows by what is
+    eaten each minute). A window cut from a longer scenario keeps the longer scenario's starts (`window`),
+    so a meal begun before the window continues rather than starting again."""
 
     carbs_g_per_min: np.ndarray
     insulin_u_per_min: np.ndarray
-    meal_dose_g: np.ndarray = field(init=False)
+    meal_starts: np.ndarray | None = None
 
     def __post_init__(self):
         self.carbs_g_per_min = np.asarray(self.carbs_g_per_min, dtype=float)
@@ -116,17 +119,20 @@ class Scenario:
             raise ValueError("carbs_g_per_min and insulin_u_per_min must both have shape (patients, minutes)")
         if (self.carbs_g_per_min < 0).any() or (self.insulin_u_per_min < 0).any():
             raise ValueError("inputs must be non-negative")
-        eating = self.carbs_g_per_min > 0
-        before = np.zeros_like(eating)
-        before[:, 1:] = eating[:, :-1]
-        after = np.zeros_like(eating)
-        after[:, :-1] = eating[:, 1:]
-        starts = np.flatnonzero(eating & ~before)  # row-major: runs pair up with their ends in order
-        ends = np.flatnonzero(eating & ~after)
-        cumulative = np.cumsum(self.carbs_g_per_min.ravel())
-        dose = np.zeros(self.carbs_g_per_min.size)
-        dose[starts] = cumulative[ends] - cumulative[starts] + self.carbs_g_per_min.ravel()[starts]
-        self.meal_dose_g = dose.reshape(self.carbs_g_per_min.shape)
+        if self.meal_starts is None:
+            eating = self.carbs_g_per_min > 0
+            before = np.zeros_like(eating)
+            before[:, 1:] = eating[:, :-1]
+            self.meal_starts = eating & ~before
+        else:
+            self.meal_starts = np.asarray(self.meal_starts, dtype=bool)
+            if self.meal_starts.shape != self.carbs_g_per_min.shape:
+                raise ValueError("meal_starts must have the shape of carbs_g_per_min")
+
+    def window(self, first_min: int, last_min: int) -> "Scenario":
+        """Minutes [first_min, last_min) of every patient; a meal begun before first_min is not restarted."""
+        return Scenario(self.carbs_g_per_min[:, first_min:last_min], self.insulin_u_per_min[:, first_min:last_min],
+                        self.meal_starts[:, first_min:last_min])
 
     @property
     def minutes(self) -> int:
@@ -170,6 +176,13 @@ def gastric_emptying_per_min(stomach_mg, meal_dose_mg, kmax, kmin, b, d):
     beta = 5.0 / (2.0 * dose * d)
     k = kmin + (kmax - kmin) / 2.0 * (np.tanh(alpha * (stomach_mg - b * dose)) - np.tanh(beta * (stomach_mg - d * dose)) + 2.0)
     return np.where(has_meal, k, kmax)
+
+
+def next_meal_size_mg(meal_size_mg, states, meal_starts, carbs_mg_per_min):
+    """D for the coming minute: restarted from the stomach's content (Qsto1 + Qsto2) where a meal starts,
+    then grown by the minute's carbohydrate (zero when not eating, so D holds between meals)."""
+    restarted = np.where(meal_starts, states[..., 0] + states[..., 1], meal_size_mg)
+    return restarted + carbs_mg_per_min
 
 
 def rhs(states, cohort: Cohort, carbs_mg_per_min, insulin_pmol_per_kg_min, meal_dose_mg):
@@ -219,6 +232,7 @@ class Trajectories:
     states: np.ndarray | None = None  # (patients, minutes + 1, 13) if asked for
     final_states: np.ndarray | None = None  # (patients, 13)
     final_meal_dose_mg: np.ndarray | None = None  # (patients,) D of the meal being emptied, to continue a run
+    # (with the scenario's `window`, which keeps a meal begun earlier from restarting)
 
 
 def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, initial_states=None,
@@ -226,7 +240,7 @@ def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, 
     """Integrate the cohort over `minutes` (default: the scenario's length) with RK4 at 1-minute steps,
     all patients at once. Starts from each patient's basal steady state unless `initial_states` is given.
     To continue a run in pieces, pass the previous piece's `final_states` and `final_meal_dose_mg` (the D
-    of a meal still being emptied; without it a piece starting mid-meal empties the stomach at kmax)."""
+    of a meal still being emptied) and cut the pieces with `Scenario.window`."""
     minutes = scenario.minutes if minutes is None else int(minutes)
     if minutes > scenario.minutes or scenario.carbs_g_per_min.shape[0] != len(cohort):
         raise ValueError("the scenario must cover the cohort and at least `minutes` minutes")
@@ -250,13 +264,11 @@ def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, 
         np.asarray(initial_meal_dose_mg, dtype=float), (patients,)).copy()
     carbs_mg = scenario.carbs_g_per_min * MG_PER_G
     insulin_pmol = insulin_u_per_min_to_pmol_per_kg_min(scenario.insulin_u_per_min, bw[:, None])
-    dose_mg = scenario.meal_dose_g * MG_PER_G
+    starts = scenario.meal_starts
     h = STEP_MIN
     record(0)
     for m in range(minutes):
-        starting = dose_mg[:, m] > 0
-        if starting.any():
-            meal_dose_mg = np.where(starting, x[:, 0] + x[:, 1] + dose_mg[:, m], meal_dose_mg)
+        meal_dose_mg = next_meal_size_mg(meal_dose_mg, x, starts[:, m], carbs_mg[:, m])
         u_carbs, u_ins = carbs_mg[:, m], insulin_pmol[:, m]
         k1 = rhs(x, cohort, u_carbs, u_ins, meal_dose_mg)
         k2 = rhs(x + (h / 2) * k1, cohort, u_carbs, u_ins, meal_dose_mg)
@@ -339,20 +351,19 @@ def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, 
     carbs = np.asarray(carbs_g_per_min, dtype=float)
     insulin = np.asarray(insulin_u_per_min, dtype=float)
     minutes = len(carbs) if minutes is None else int(minutes)
-    dose_g = Scenario(carbs[None, :minutes], insulin[None, :minutes]).meal_dose_g[0]
+    starts = Scenario(carbs[None, :minutes], insulin[None, :minutes]).meal_starts[0]
     p = patient.values
     carbs_mg = carbs * MG_PER_G
     insulin_pmol = insulin * PMOL_PER_U / p["BW"]
     changes = [0] + [m for m in range(1, minutes)
-                     if carbs_mg[m] != carbs_mg[m - 1] or insulin_pmol[m] != insulin_pmol[m - 1] or dose_g[m] > 0]
+                     if carbs_mg[m] != carbs_mg[m - 1] or insulin_pmol[m] != insulin_pmol[m - 1] or carbs_mg[m] > 0]
     changes.append(minutes)
     x = patient.initial_states.astype(float).copy()
     glucose = np.empty(minutes + 1)
     glucose[0] = x[3] / p["Vg"]
     meal_dose_mg = 0.0
     for start, end in zip(changes[:-1], changes[1:]):
-        if dose_g[start] > 0:
-            meal_dose_mg = x[0] + x[1] + dose_g[start] * MG_PER_G
+        meal_dose_mg = next_meal_size_mg(meal_dose_mg, x, starts[start], carbs_mg[start])
         args = (p, float(carbs_mg[start]), float(insulin_pmol[start]), meal_dose_mg)
         sol = solve_ivp(rhs_one_patient, (start, end), x, method=method, args=args, rtol=rtol, atol=atol,
                         t_eval=np.arange(start + 1, end + 1, dtype=float))
@@ -366,6 +377,6 @@ def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, 
 __all__ = [
     "Cohort", "PatientParameters", "Scenario", "Trajectories", "STATE_NAMES", "PARAMETER_UNITS", "DATA_DIR",
     "MODEL_PARAMETERS", "N_STATES", "PMOL_PER_U", "MG_PER_G", "STEP_MIN",
-    "basal_rate_u_per_h", "gastric_emptying_per_min", "insulin_u_per_min_to_pmol_per_kg_min", "load_patient",
+    "basal_rate_u_per_h", "gastric_emptying_per_min", "next_meal_size_mg", "insulin_u_per_min_to_pmol_per_kg_min", "load_patient",
     "patient_names", "rhs", "rhs_one_patient", "simulate", "simulate_one_patient_solve_ivp", "steady_state",
 ]

@@ -143,8 +143,7 @@ def run_whatif(twin: CalibratedTwin, record: DiabetesRecord, plans: list[Treatme
     now = 0
     for boundary in sorted(set(meal_bolus_at) | {horizon_min}):
         if boundary > now:
-            part = Scenario(full.carbs_g_per_min[:, now:boundary], full.insulin_u_per_min[:, now:boundary])
-            part.meal_dose_g = full.meal_dose_g[:, now:boundary]
+            part = full.window(now, boundary)
             out = simulate(big, part, initial_states=x, initial_meal_dose_mg=dose)
             glucose[:, now + 1 : boundary + 1] = out.subcutaneous_glucose_mgdl[:, 1:]
             x, dose, now = out.final_states, out.final_meal_dose_mg, boundary

@@ -16,6 +16,7 @@ from node.twins.uva_padova import (
     Trajectories,
     basal_rate_u_per_h,
     load_patient,
+    next_meal_size_mg,
     patient_names,
     simulate,
     simulate_one_patient_solve_ivp,
@@ -49,7 +50,7 @@ def test_units_are_explicit_in_names():
     assert len(STATE_NAMES) == 13 and all(UNIT_SUFFIX.search(n) for n in STATE_NAMES)
     for cls in (Trajectories, Scenario):
         for f in dataclasses.fields(cls):
-            if f.name not in ("states", "final_states"):
+            if f.name not in ("states", "final_states", "meal_starts"):
                 assert UNIT_SUFFIX.search(f.name), f"{cls.__name__}.{f.name} has no unit in its name"
     for cls in (devices.CGMSensor, devices.InsulinPump):
         for f in dataclasses.fields(cls):
@@ -138,14 +139,28 @@ def test_cohort_may_repeat_patients_and_the_batch_does_not_mix_them():
     assert np.allclose(together[1], alone.plasma_glucose_mgdl[0], rtol=0, atol=1e-9)
 
 
-def test_meal_dose_is_the_whole_meal_known_at_its_first_minute():
+def test_meal_size_restarts_from_the_stomach_at_a_meal_and_grows_with_what_is_eaten():
+    # The reference's rule (Dalla Man 2007, simglucose): D = stomach content when eating starts + what has
+    # been eaten so far (this minute included); it holds between meals. The old rule (the whole meal from
+    # its first minute) is what made the twin differ from the reference by up to 22 mg/dL (issue 16).
     carbs = np.zeros((2, 40))
     carbs[0, 5:10] = 2.0
     carbs[0, 20:22] = 1.0
     carbs[1, 39] = 3.0
     scenario = Scenario(carbs, np.zeros_like(carbs))
-    assert scenario.meal_dose_g[0, 5] == 10.0 and scenario.meal_dose_g[0, 20] == 2.0 and scenario.meal_dose_g[1, 39] == 3.0
-    assert np.count_nonzero(scenario.meal_dose_g) == 3
+    assert set(zip(*np.nonzero(scenario.meal_starts))) == {(0, 5), (0, 20), (1, 39)}
+    states = np.zeros((2, 13))
+    states[:, 0], states[:, 1] = 100.0, 50.0  # 150 mg in the stomach
+    size = np.zeros(2)
+    sizes = []
+    for m in range(40):
+        size = next_meal_size_mg(size, states, scenario.meal_starts[:, m], carbs[:, m] * 1000)
+        sizes.append(size.copy())
+    sizes = np.array(sizes)
+    assert sizes[4, 0] == 0 and sizes[5, 0] == 150 + 2000 and sizes[9, 0] == 150 + 10000
+    assert sizes[15, 0] == 150 + 10000  # holds after the meal
+    assert sizes[20, 0] == 150 + 1000 and sizes[21, 0] == 150 + 2000  # restarts at the next meal
+    assert sizes[38, 1] == 0 and sizes[39, 1] == 150 + 3000
 
 
 def test_cgm_noise_follows_the_johnson_ar_model():
