@@ -5,9 +5,10 @@
 - **Cohort**: 1,000 virtual patients, each one of the 30 published parameter sets (cycled: 33 or 34 copies
   of each), simulated for one day (1,440 one-minute steps) from their basal steady state, all at once.
 - **Scenario**: three meals a day, each patient's own (seeded): breakfast 30-60 g around 07:00, lunch
-  50-90 g around 12:30, dinner 50-100 g around 19:00, each eaten over 15 minutes, with a bolus of
-  carbs / CR (the patient's carbohydrate ratio) at the start of the meal, rounded by an Insulet pump;
-  basal insulin at each patient's steady-state rate u2ss, also through the pump.
+  50-90 g around 12:30, dinner 50-100 g around 19:00, each eaten at 5 g/min (the reference's eating rate),
+  with a bolus of carbs / CR (the patient's carbohydrate ratio) at the start of the meal, rounded by an
+  Insulet pump; basal insulin at each patient's steady-state rate u2ss, also through the pump, every patient
+  starting at the steady state of that delivered basal.
 - **Batched**: `node.twins.uva_padova.simulate`, RK4 at 1-minute steps on numpy arrays (patients, 13).
 - **Loop**: one patient at a time with scipy's adaptive `solve_ivp` (RK45, rtol = atol = 1e-6) over each
   stretch of constant input, the way a per-patient simulator runs. The loop is timed on a subset (one
@@ -32,7 +33,10 @@ import time
 import numpy as np
 
 from node.twins.devices import InsulinPump
-from node.twins.uva_padova import Cohort, Scenario, patient_names, simulate, simulate_one_patient_solve_ivp
+from node.twins.uva_padova import (
+    DEFAULT_EATING_RATE_G_PER_MIN, Cohort, Scenario, basal_states, eat_meals, patient_names, simulate,
+    simulate_one_patient_solve_ivp,
+)
 
 DAY_MIN = 24 * 60
 
@@ -40,7 +44,7 @@ DAY_MIN = 24 * 60
 def _cohort_scenario(cohort: Cohort, days: int, rng: np.random.Generator) -> Scenario:
     patients, minutes = len(cohort), days * DAY_MIN
     pump = InsulinPump.load("Insulet")
-    carbs = np.zeros((patients, minutes))
+    meals_g = np.zeros((patients, minutes))
     insulin = np.zeros((patients, minutes)) + (pump.basal_u_per_h(cohort.basal_rate_u_per_h) / 60.0)[:, None]
     meals = [(7 * 60, 30, 30, 60), (12 * 60 + 30, 30, 50, 90), (19 * 60, 45, 50, 100)]  # time, spread, g range
     rows = np.arange(patients)
@@ -48,10 +52,9 @@ def _cohort_scenario(cohort: Cohort, days: int, rng: np.random.Generator) -> Sce
         for time_min, spread_min, low_g, high_g in meals:
             start = day * DAY_MIN + time_min + rng.integers(-spread_min, spread_min + 1, patients)
             carbs_g = rng.uniform(low_g, high_g, patients).round()
-            for k in range(15):
-                carbs[rows, start + k] += carbs_g / 15
+            meals_g[rows, start] += carbs_g
             insulin[rows, start] += pump.bolus_u(carbs_g / cohort.carb_ratio_g_per_u)
-    return Scenario(carbs_g_per_min=carbs, insulin_u_per_min=insulin)
+    return Scenario(carbs_g_per_min=eat_meals(meals_g, DEFAULT_EATING_RATE_G_PER_MIN), insulin_u_per_min=insulin)
 
 
 def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
@@ -77,16 +80,21 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
     scenario = _cohort_scenario(cohort, days, np.random.default_rng(seed))
     minutes = days * DAY_MIN
 
+    # every patient starts at the steady state of the basal the pump delivers (u2ss rounded to 0.05 U/h)
+    pump = InsulinPump.load("Insulet")
+    sets = Cohort.load(names)
+    start_by_name = dict(zip(names, basal_states(sets, pump.basal_u_per_h(sets.basal_rate_u_per_h))))
+    starts = np.stack([start_by_name[n] for n in cohort.names])
     simulate(Cohort.load(names[:2]), Scenario.build(Cohort.load(names[:2]), 10))  # warm-up
     started = time.perf_counter()
-    batched = simulate(cohort, scenario)
+    batched = simulate(cohort, scenario, initial_states=starts)
     batched_s = time.perf_counter() - started
 
     loop_patients = min(loop_patients, patients)
     started = time.perf_counter()
     loop_glucose = [
         simulate_one_patient_solve_ivp(cohort.patients[i], scenario.carbs_g_per_min[i], scenario.insulin_u_per_min[i],
-                                       rtol=1e-6, atol=1e-6)
+                                       rtol=1e-6, atol=1e-6, initial_states=starts[i])
         for i in range(loop_patients)
     ]
     loop_s = time.perf_counter() - started

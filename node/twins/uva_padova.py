@@ -88,10 +88,33 @@ from node.twins.parameters import (
 
 MG_PER_G = 1000.0
 STEP_MIN = 1.0
+# How fast a meal is eaten when nothing says otherwise: the reference simulator's EAT_RATE (simglucose,
+# T1DPatient.EAT_RATE = 5 g/min): a 50 g meal takes 10 minutes, 100 g 20 minutes.
+DEFAULT_EATING_RATE_G_PER_MIN = 5.0
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Inputs
+
+
+def eat_meals(carbs_g, eating_rate_g_per_min=None) -> np.ndarray:
+    """Carbohydrate per minute (g/min) from meals recorded at their first minute (g), each eaten at its
+    eating rate: `eating_rate_g_per_min` scalar or per minute like carbs_g (the rate of the meal recorded in
+    that minute; NaN, 0 or None: DEFAULT_EATING_RATE_G_PER_MIN). A meal of G g at r g/min is eaten as
+    r, r, ..., and the remainder in its last minute (as the reference does); overlapping meals add up."""
+    carbs_g = np.atleast_2d(np.asarray(carbs_g, dtype=float))
+    if eating_rate_g_per_min is None:
+        rate = np.full(carbs_g.shape, DEFAULT_EATING_RATE_G_PER_MIN)
+    else:
+        rate = np.broadcast_to(np.asarray(eating_rate_g_per_min, dtype=float), carbs_g.shape)
+        rate = np.where(np.isfinite(rate) & (rate > 0), rate, DEFAULT_EATING_RATE_G_PER_MIN)
+    out = np.zeros_like(carbs_g)
+    minutes = carbs_g.shape[1]
+    longest = int(np.ceil((carbs_g / rate).max(initial=0.0) - 1e-9))
+    for k in range(min(longest, minutes)):
+        piece = np.clip(carbs_g - k * rate, 0.0, rate)
+        out[:, k:] += piece[:, : minutes - k]
+    return out
 
 
 def insulin_u_per_min_to_pmol_per_kg_min(insulin_u_per_min, body_weight_kg):
@@ -144,19 +167,23 @@ class Scenario:
         cohort: Cohort,
         minutes: int,
         *,
-        meals: list[tuple[float, float]] = (),
-        meal_duration_min: int = 15,
+        meals: list[tuple] = (),
+        eating_rate_g_per_min: float = DEFAULT_EATING_RATE_G_PER_MIN,
         basal_u_per_h=None,
         boluses: list[tuple[float, float]] = (),
     ) -> "Scenario":
-        """Same schedule for every patient. `meals`: (start time_min, carbs_g), eaten evenly over
-        `meal_duration_min`; `basal_u_per_h`: scalar or per patient (default: each patient's steady-state
-        basal u2ss); `boluses`: (time_min, units_u, scalar or per patient), each delivered within one minute."""
+        """Same schedule for every patient. `meals`: (start time_min, carbs_g) or (start time_min, carbs_g,
+        eating_rate_g_per_min), eaten at that rate (default `eating_rate_g_per_min`); `basal_u_per_h`:
+        scalar or per patient (default: each patient's steady-state basal u2ss); `boluses`: (time_min,
+        units_u, scalar or per patient), each delivered within one minute."""
         patients = len(cohort)
         carbs = np.zeros((patients, minutes))
-        for start_min, carbs_g in meals:
-            start = int(start_min)
-            carbs[:, start : start + meal_duration_min] += carbs_g / meal_duration_min
+        for meal in meals:
+            start_min, carbs_g = meal[0], meal[1]
+            rate = meal[2] if len(meal) > 2 else eating_rate_g_per_min
+            at = np.zeros((1, minutes))
+            at[0, int(start_min)] = carbs_g
+            carbs += eat_meals(at, rate)
         basal = cohort.basal_rate_u_per_h if basal_u_per_h is None else basal_u_per_h
         insulin = np.zeros((patients, minutes)) + (np.broadcast_to(basal, (patients,)) / 60.0)[:, None]
         for time_min, units_u in boluses:
@@ -299,6 +326,53 @@ def steady_state(values: dict) -> tuple[dict, np.ndarray]:
     return p, states
 
 
+def basal_steady_state(values: dict, basal_u_per_h: float) -> np.ndarray:
+    """The 13 states at which a patient (a complete parameter set, e.g. PatientParameters.values) stays
+    under a constant basal of `basal_u_per_h` with no meal: where a virtual patient starts when the pump
+    delivers its u2ss rounded to 0.05 U/h (started at the published states instead, child#004 drifts by
+    -17 mg/dL over 24 h). Insulin is linear in the infusion; glucose solves
+        EGP(Gp) - Fsnc - E(Gp) = Uid(Gt),   k1 Gp = Uid(Gt) + k2 Gt
+    on Gt >= 0 (the first equation's left side falls and its right side rises with Gt). Raises ValueError
+    if the basal is so high that no positive glucose holds (EGP at zero glucose below Fsnc)."""
+    from scipy.optimize import brentq
+
+    p = values
+    u = float(basal_u_per_h) / 60.0 * PMOL_PER_U / p["BW"]
+    isc1 = u / (p["kd"] + p["ka1"])
+    isc2 = p["kd"] * isc1 / p["ka2"]
+    ip = u / (p["m2"] + p["m4"] - p["m1"] * p["m2"] / (p["m1"] + p["m30"]))
+    il = p["m2"] * ip / (p["m1"] + p["m30"])
+    insulin = ip / p["Vi"]
+    x_act = insulin - p["Ib"]
+
+    def plasma(gt):
+        uid = (p["Vm0"] + p["Vmx"] * x_act) * gt / (p["Km0"] + gt)
+        return (uid + p["k2"] * gt) / p["k1"], uid
+
+    def balance(gt):
+        gp, uid = plasma(gt)
+        egp = max(p["kp1"] - p["kp2"] * gp - p["kp3"] * insulin, 0.0)
+        renal = p["ke1"] * max(gp - p["ke2"], 0.0)
+        return egp - p["Fsnc"] - renal - uid
+
+    if balance(0.0) <= 0:
+        raise ValueError(f"no steady state with positive glucose at a basal of {basal_u_per_h} U/h")
+    high = 1e3
+    while balance(high) > 0:
+        high *= 10
+        if high > 1e9:
+            raise ValueError(f"no steady state at a basal of {basal_u_per_h} U/h")
+    gt = brentq(balance, 0.0, high, xtol=1e-12, rtol=1e-14, maxiter=500)
+    gp, _ = plasma(gt)
+    return np.array([0.0, 0.0, 0.0, gp, gt, ip, x_act, insulin, insulin, il, isc1, isc2, gp])
+
+
+def basal_states(cohort: Cohort, basal_u_per_h) -> np.ndarray:
+    """(patients, 13): each patient's `basal_steady_state` under its basal (scalar or per patient, U/h)."""
+    rates = np.broadcast_to(np.asarray(basal_u_per_h, dtype=float), (len(cohort),))
+    return np.stack([basal_steady_state(p.values, r) for p, r in zip(cohort.patients, rates)])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Reference: one patient at a time with scipy's adaptive solve_ivp (for the tests and the benchmark).
 
@@ -343,7 +417,7 @@ def rhs_one_patient(t, x, p: dict, carbs_mg_per_min: float, insulin_pmol_per_kg_
 
 def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, insulin_u_per_min,
                                    minutes: int | None = None, *, rtol: float = 1e-8, atol: float = 1e-8,
-                                   method: str = "RK45"):
+                                   method: str = "RK45", initial_states=None):
     """Plasma glucose (mg/dL) at minutes 0..minutes for one patient, integrated with scipy's solve_ivp over
     each stretch of constant input (a new stretch at every change of input), to tight tolerances."""
     from scipy.integrate import solve_ivp
@@ -358,7 +432,7 @@ def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, 
     changes = [0] + [m for m in range(1, minutes)
                      if carbs_mg[m] != carbs_mg[m - 1] or insulin_pmol[m] != insulin_pmol[m - 1] or carbs_mg[m] > 0]
     changes.append(minutes)
-    x = patient.initial_states.astype(float).copy()
+    x = np.array(patient.initial_states if initial_states is None else initial_states, dtype=float)
     glucose = np.empty(minutes + 1)
     glucose[0] = x[3] / p["Vg"]
     meal_dose_mg = 0.0
@@ -377,6 +451,6 @@ def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, 
 __all__ = [
     "Cohort", "PatientParameters", "Scenario", "Trajectories", "STATE_NAMES", "PARAMETER_UNITS", "DATA_DIR",
     "MODEL_PARAMETERS", "N_STATES", "PMOL_PER_U", "MG_PER_G", "STEP_MIN",
-    "basal_rate_u_per_h", "gastric_emptying_per_min", "next_meal_size_mg", "insulin_u_per_min_to_pmol_per_kg_min", "load_patient",
+    "DEFAULT_EATING_RATE_G_PER_MIN", "basal_rate_u_per_h", "basal_states", "basal_steady_state", "eat_meals", "gastric_emptying_per_min", "next_meal_size_mg", "insulin_u_per_min_to_pmol_per_kg_min", "load_patient",
     "patient_names", "rhs", "rhs_one_patient", "simulate", "simulate_one_patient_solve_ivp", "steady_state",
 ]

@@ -15,6 +15,9 @@ from node.twins.uva_padova import (
     Scenario,
     Trajectories,
     basal_rate_u_per_h,
+    basal_states,
+    basal_steady_state,
+    eat_meals,
     load_patient,
     next_meal_size_mg,
     patient_names,
@@ -186,3 +189,34 @@ def test_pump_rounds_to_its_increments_and_clips():
     assert pump.basal_u_per_h(0.812) == pytest.approx(0.8)
     rates = pump.basal_u_per_h(basal_rate_u_per_h(Cohort.load().u2ss, Cohort.load().BW))
     assert rates.shape == (30,) and (rates >= 0).all()
+
+
+def test_meals_are_eaten_at_their_eating_rate_in_grams_per_minute():
+    meals_g = np.zeros((2, 60))
+    meals_g[0, 10] = 22.0  # at the reference's 5 g/min: 5, 5, 5, 5, 2
+    meals_g[1, 0] = 30.0
+    rate = np.full((2, 60), np.nan)
+    rate[1, 0] = 10.0  # a recorded rate for this meal: 10, 10, 10
+    carbs = eat_meals(meals_g, rate)
+    assert carbs[0, 10:15].tolist() == [5.0, 5.0, 5.0, 5.0, 2.0] and carbs[0, 15:].sum() == 0
+    assert carbs[1, :3].tolist() == [10.0, 10.0, 10.0] and carbs[1, 3:].sum() == 0
+    assert carbs.sum() == pytest.approx(52.0)
+    scenario = Scenario.build(Cohort.load(["adult#001"]), 60, meals=[(5, 20.0), (30, 9.0, 3.0)])
+    assert scenario.carbs_g_per_min[0, 5:9].tolist() == [5.0] * 4
+    assert scenario.carbs_g_per_min[0, 30:33].tolist() == [3.0] * 3
+
+
+def test_every_virtual_patient_starts_at_the_steady_state_of_the_basal_its_pump_delivers(cohort):
+    # The pump rounds u2ss to 0.05 U/h; started at the published states, child#004 drifted by -17 mg/dL in 24 h.
+    delivered = devices.InsulinPump.load("Insulet").basal_u_per_h(cohort.basal_rate_u_per_h)
+    assert not np.allclose(delivered, cohort.basal_rate_u_per_h)
+    scenario = Scenario.build(cohort, DAY_MIN, basal_u_per_h=delivered)
+    drift = simulate(cohort, scenario).plasma_glucose_mgdl
+    assert np.abs(drift[:, -1] - drift[:, 0]).max() > 10
+    steady = simulate(cohort, scenario, initial_states=basal_states(cohort, delivered))
+    assert np.abs(steady.plasma_glucose_mgdl - steady.plasma_glucose_mgdl[:, :1]).max() < 1e-6
+    assert np.abs(steady.subcutaneous_glucose_mgdl - steady.plasma_glucose_mgdl[:, :1]).max() < 1e-6
+    # At the exact u2ss the published states come back.
+    assert np.abs(basal_states(cohort, cohort.basal_rate_u_per_h) - cohort.initial_states).max() < 1e-6
+    with pytest.raises(ValueError):
+        basal_steady_state(cohort.patients[0].values, 50.0)  # no positive glucose under this basal
