@@ -166,19 +166,59 @@ def test_meal_size_restarts_from_the_stomach_at_a_meal_and_grows_with_what_is_ea
     assert sizes[38, 1] == 0 and sizes[39, 1] == 150 + 3000
 
 
-def test_cgm_noise_follows_the_johnson_ar_model():
+def test_each_sensor_type_has_its_own_error_model_sample_time_and_range():
+    sensors = {n: devices.CGMSensor.load(n) for n in devices.sensor_names()}
+    assert set(sensors) == {"Dexcom", "GuardianRT", "Navigator"}
+    assert len({(s.model, s.ar_noise, s.gain_coefficients) for s in sensors.values()}) == 3
+    assert (sensors["Dexcom"].min_glucose_mgdl, sensors["Dexcom"].max_glucose_mgdl) == (40.0, 400.0)
+    assert (sensors["GuardianRT"].min_glucose_mgdl, sensors["GuardianRT"].max_glucose_mgdl) == (40.0, 400.0)
+    # Sample times from the simulator's sensor_params.csv; the error models run at the step they were
+    # identified at (5 min; Johnson's 15 min) and are spline-interpolated to it.
+    assert [sensors[n].sample_time_min for n in ("Dexcom", "GuardianRT", "Navigator")] == [3.0, 5.0, 1.0]
+    assert sensors["Dexcom"].model_sample_time_min == 5.0
+    rng = np.random.default_rng(3)
+    for sensor in sensors.values():
+        time_min, cgm_mgdl = sensor.read(np.full((3, 121), 500.0), rng)
+        assert time_min[-1] == 120 and cgm_mgdl.shape == (3, int(120 / sensor.sample_time_min) + 1)
+        assert np.nanmax(cgm_mgdl) <= sensor.max_glucose_mgdl
+        _, low = sensor.read(np.full((3, 121), 25.0), rng)
+        assert np.nanmin(low) >= sensor.min_glucose_mgdl
+
+
+def test_dexcom_g6_error_drifts_over_the_days_of_wear_with_autocorrelated_noise():
     sensor = devices.CGMSensor.load("Dexcom")
-    assert sensor.sample_time_min == 3.0
     rng = np.random.default_rng(7)
-    noise_mgdl = sensor.noise_mgdl(300, 7 * DAY_MIN, rng)
-    # Breton & Kovatchev 2008: the error is skewed, around zero, with a standard deviation of about 10 mg/dL,
-    # and strongly autocorrelated over 15 minutes (PACF 0.7).
-    assert abs(noise_mgdl.mean()) < 3 and 6 < noise_mgdl.std() < 18
+    # Vettoretti 2019, Table 1: b(t) = -6.4 + 6.18 t - 0.448 t^2 mg/dL, a(t) = 1.048 - 0.033 t + 0.002 t^2.
+    gain, offset = sensor.drift(np.array([0.0, 5 * DAY_MIN]), 1, np.random.default_rng(0))
+    assert gain.shape == (1, 2) and offset[0, 1] != offset[0, 0]
+    days = np.array([0.0, 3.0, 6.9])
+    a0, a1, a2 = sensor.gain_coefficients
+    b0, b1, b2 = sensor.offset_coefficients_mgdl
+    assert b0 + b1 * days[2] + b2 * days[2] ** 2 > 14 and b0 < -6  # reads low on day 0, high around day 7
+    noise_mgdl = sensor.noise_mgdl(300, 2 * DAY_MIN, rng)
+    assert abs(noise_mgdl.mean()) < 1.5 and 4 < noise_mgdl.std() < 12
     lag = int(15 / sensor.sample_time_min)
-    assert np.corrcoef(noise_mgdl[:, :-lag].ravel(), noise_mgdl[:, lag:].ravel())[0, 1] > 0.5
-    time_min, cgm_mgdl = sensor.read(np.full((3, 121), 500.0), rng)
-    assert time_min[-1] == 120 and cgm_mgdl.shape == (3, 41)
-    assert cgm_mgdl.max() <= sensor.max_glucose_mgdl and cgm_mgdl.min() >= sensor.min_glucose_mgdl
+    assert np.corrcoef(noise_mgdl[:, :-lag].ravel(), noise_mgdl[:, lag:].ravel())[0, 1] > 0.4
+    # The mean error of a day follows a(t), b(t): at 60 mg/dL a sensor reads about 56 on day 0 and 70 on
+    # day 7, so patients on different days of wear differ by several mg/dL.
+    time_min, cgm_mgdl = sensor.read(np.full((200, DAY_MIN + 1), 60.0), rng)
+    assert np.nanstd(np.nanmean(cgm_mgdl - 60.0, axis=1)) > 3
+
+
+def test_navigator_keeps_the_simulators_johnson_noise():
+    sensor = devices.CGMSensor.load("Navigator")
+    noise_mgdl = sensor.noise_mgdl(300, 7 * DAY_MIN, np.random.default_rng(7))
+    # Breton & Kovatchev 2008: skewed, around zero, sd about 10 mg/dL, PACF 0.7 at 15 minutes.
+    assert abs(noise_mgdl.mean()) < 3 and 6 < noise_mgdl.std() < 18
+    assert np.corrcoef(noise_mgdl[:, :-15].ravel(), noise_mgdl[:, 15:].ravel())[0, 1] > 0.5
+
+
+def test_sensors_lose_their_signal_now_and_then():
+    sensor = devices.CGMSensor.load("Dexcom")
+    _, cgm_mgdl = sensor.read(np.full((100, 7 * DAY_MIN + 1), 120.0), np.random.default_rng(1))
+    lost = np.isnan(cgm_mgdl).mean()
+    expected = sensor.gaps_per_day * sensor.mean_gap_min / DAY_MIN  # about 1.4 % of readings
+    assert 0.5 * expected < lost < 2 * expected
 
 
 def test_pump_rounds_to_its_increments_and_clips():
