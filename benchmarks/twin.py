@@ -22,6 +22,11 @@
   of day 4 from what is known at each origin. `param_recovery_error` is the median relative error of the
   fitted parameters (Vmx, kp3, kabs, Gb) over patients and parameters; `rmse_30min_mgdl` and
   `rmse_60min_mgdl` are against the CGM readings (noise included, as published figures are).
+- **Against an independent reference** (`reference_max_abs_dbg_mgdl`): each of the 30 virtual patients
+  over a day of three meals (50, 70, 80 g eaten at 5 g/min) with boluses of carbs / CR, the batched twin
+  against node/twins/reference.py (the equations written out again, scipy solve_ivp at rtol = atol = 1e-8,
+  the published table, the reference simulator's meal rule; it imports nothing of the model): the largest
+  |difference| in plasma or subcutaneous glucose over the day, worst patient (goal < 2 mg/dL).
 - **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (deploy/twin_federation.py, one
   study end to end on anvil) when it is there; null, with the reason, when it is not or fails.
 """
@@ -55,6 +60,26 @@ def _cohort_scenario(cohort: Cohort, days: int, rng: np.random.Generator) -> Sce
             meals_g[rows, start] += carbs_g
             insulin[rows, start] += pump.bolus_u(carbs_g / cohort.carb_ratio_g_per_u)
     return Scenario(carbs_g_per_min=eat_meals(meals_g, DEFAULT_EATING_RATE_G_PER_MIN), insulin_u_per_min=insulin)
+
+
+def reference_check(names=None) -> dict:
+    """Worst |batched twin - independent reference| (mg/dL) over a meal-and-bolus day of each patient."""
+    from node.twins import reference
+
+    names = list(names or patient_names())
+    inputs = [reference.reference_day(n) for n in names]
+    cohort = Cohort.load(names)
+    started = time.perf_counter()
+    batched = simulate(cohort, Scenario(np.stack([c for c, _ in inputs]), np.stack([i for _, i in inputs])))
+    worst = {}
+    for k, name in enumerate(names):
+        ref = reference.reference_glucose(name, *inputs[k])
+        worst[name] = float(max(np.abs(batched.plasma_glucose_mgdl[k] - ref["plasma_glucose_mgdl"]).max(),
+                                np.abs(batched.subcutaneous_glucose_mgdl[k] - ref["subcutaneous_glucose_mgdl"]).max()))
+    worst_name = max(worst, key=worst.get)
+    return {"reference_max_abs_dbg_mgdl": round(worst[worst_name], 3), "reference_worst_patient": worst_name,
+            "reference_patients_within_2_mgdl": sum(v < 2.0 for v in worst.values()),
+            "reference_patients": len(worst), "reference_check_s": round(time.perf_counter() - started, 1)}
 
 
 def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
@@ -103,6 +128,7 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
 
     glucose = batched.plasma_glucose_mgdl
     patient_days = patients * days
+    reference = reference_check()
 
     from node.twins.validation import validate
 
@@ -141,6 +167,7 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
         "loop_sim_speed_vs_realtime": round(loop_patients * days * DAY_MIN * 60 / loop_s),
         "batched_vs_loop_ratio": round(loop_scaled_s / batched_s, 1),
         "max_glucose_difference_mgdl": round(difference_mgdl, 4),
+        **reference,
         "cohort_mean_glucose_mgdl": round(float(glucose.mean()), 1),
         "cohort_time_in_range_70_180": round(float(((glucose >= 70) & (glucose <= 180)).mean()), 3),
         "cohort_time_below_70": round(float((glucose < 70).mean()), 3),
