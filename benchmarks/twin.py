@@ -27,6 +27,12 @@
   against node/twins/reference.py (the equations written out again, scipy solve_ivp at rtol = atol = 1e-8,
   the published table, the reference simulator's meal rule; it imports nothing of the model): the largest
   |difference| in plasma or subcutaneous glucose over the day, worst patient (goal < 2 mg/dL).
+- **Identifiability** (`node.twins.identifiability`, Fisher information at the true parameters of
+  `identifiability_patients` virtual patients, every third of the 30 for a mix of ages, 3 days each):
+  `identifiable_parameters` is the greedy set whose Cramer-Rao relative sd stays below 0.1 (median over
+  patients); calibration does NOT yet fit that set (it fits Vmx, kp3, kabs, Gb), so
+  `param_recovery_error_on_identifiable` is the existing calibration's error on the parameters of both
+  sets, null if none.
 - **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (deploy/twin_federation.py, one
   study end to end on anvil) when it is there; null, with the reason, when it is not or fails.
 """
@@ -97,7 +103,7 @@ def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
 
 
 def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, seed: int = 1,
-               validation_patients: int = 30, federated: bool = True) -> dict:
+               validation_patients: int = 30, federated: bool = True, identifiability_patients: int = 10) -> dict:
     """Simulate `patients` x `days` batched, and a subset one patient at a time with solve_ivp; calibrate
     and forecast `validation_patients` virtual patients; the federated forecaster's RMSE if asked."""
     names = patient_names()
@@ -135,6 +141,22 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
     started = time.perf_counter()
     validation = validate(patient_names()[:validation_patients], seed=seed) if validation_patients else None
     validation_s = time.perf_counter() - started
+    identifiable = {}
+    if identifiability_patients:
+        from node.twins.identifiability import identifiability
+
+        started = time.perf_counter()
+        found = identifiability(names[:: max(1, len(names) // identifiability_patients)][:identifiability_patients])
+        both = [s for s in found["identifiable_parameters"] if validation and s in validation["param_recovery_error_by_parameter"]]
+        identifiable = {
+            "identifiability_patients": identifiability_patients,
+            "identifiability_s": round(time.perf_counter() - started, 1),
+            "identifiable_parameters": found["identifiable_parameters"],
+            "identifiable_relative_sd": found["relative_sd_joint"],
+            "param_recovery_error_on_identifiable": (
+                round(float(np.median([validation["param_recovery_error_by_parameter"][s] for s in both])), 3) if both else None),
+            "param_recovery_error_on_identifiable_covers": both,
+        }
     federated_rmse, federated_note = _federated_rmse_30min_mgdl() if federated else (None, "not run (federated=False)")
     twin_figures = {} if validation is None else {
         "validation_patients": validation["patients"],
@@ -172,6 +194,7 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
         "cohort_time_in_range_70_180": round(float(((glucose >= 70) & (glucose <= 180)).mean()), 3),
         "cohort_time_below_70": round(float((glucose < 70).mean()), 3),
         **twin_figures,
+        **identifiable,
         "federated_note": federated_note,
         "param_recovery_error": validation and validation["param_recovery_error"],
         "rmse_30min_mgdl": validation and validation["rmse_30min_mgdl"],
