@@ -5,9 +5,10 @@
 - **Cohort**: 1,000 virtual patients, each one of the 30 published parameter sets (cycled: 33 or 34 copies
   of each), simulated for one day (1,440 one-minute steps) from their basal steady state, all at once.
 - **Scenario**: three meals a day, each patient's own (seeded): breakfast 30-60 g around 07:00, lunch
-  50-90 g around 12:30, dinner 50-100 g around 19:00, each eaten over 15 minutes, with a bolus of
-  carbs / CR (the patient's carbohydrate ratio) at the start of the meal, rounded by an Insulet pump;
-  basal insulin at each patient's steady-state rate u2ss, also through the pump.
+  50-90 g around 12:30, dinner 50-100 g around 19:00, each eaten at 5 g/min (the reference's eating rate),
+  with a bolus of carbs / CR (the patient's carbohydrate ratio) at the start of the meal, rounded by an
+  Insulet pump; basal insulin at each patient's steady-state rate u2ss, also through the pump, every patient
+  starting at the steady state of that delivered basal.
 - **Batched**: `node.twins.uva_padova.simulate`, RK4 at 1-minute steps on numpy arrays (patients, 13).
 - **Loop**: one patient at a time with scipy's adaptive `solve_ivp` (RK45, rtol = atol = 1e-6) over each
   stretch of constant input, the way a per-patient simulator runs. The loop is timed on a subset (one
@@ -21,6 +22,17 @@
   of day 4 from what is known at each origin. `param_recovery_error` is the median relative error of the
   fitted parameters (Vmx, kp3, kabs, Gb) over patients and parameters; `rmse_30min_mgdl` and
   `rmse_60min_mgdl` are against the CGM readings (noise included, as published figures are).
+- **Against an independent reference** (`reference_max_abs_dbg_mgdl`): each of the 30 virtual patients
+  over a day of three meals (50, 70, 80 g eaten at 5 g/min) with boluses of carbs / CR, the batched twin
+  against node/twins/reference.py (the equations written out again, scipy solve_ivp at rtol = atol = 1e-8,
+  the published table, the reference simulator's meal rule; it imports nothing of the model): the largest
+  |difference| in plasma or subcutaneous glucose over the day, worst patient (goal < 2 mg/dL).
+- **Identifiability** (`node.twins.identifiability`, Fisher information at the true parameters of
+  `identifiability_patients` virtual patients, every third of the 30 for a mix of ages, 3 days each):
+  `identifiable_parameters` is the greedy set whose Cramer-Rao relative sd stays below 0.1 (median over
+  patients); calibration does NOT yet fit that set (it fits Vmx, kp3, kabs, Gb), so
+  `param_recovery_error_on_identifiable` is the existing calibration's error on the parameters of both
+  sets, null if none.
 - **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (benchmarks/twin_federation.py, one
   study end to end on anvil) when it is there; null, with the reason, when it is not or fails.
 """
@@ -32,7 +44,10 @@ import time
 import numpy as np
 
 from node.twins.devices import InsulinPump
-from node.twins.uva_padova import Cohort, Scenario, patient_names, simulate, simulate_one_patient_solve_ivp
+from node.twins.uva_padova import (
+    DEFAULT_EATING_RATE_G_PER_MIN, Cohort, Scenario, basal_states, eat_meals, patient_names, simulate,
+    simulate_one_patient_solve_ivp,
+)
 
 DAY_MIN = 24 * 60
 
@@ -40,7 +55,7 @@ DAY_MIN = 24 * 60
 def _cohort_scenario(cohort: Cohort, days: int, rng: np.random.Generator) -> Scenario:
     patients, minutes = len(cohort), days * DAY_MIN
     pump = InsulinPump.load("Insulet")
-    carbs = np.zeros((patients, minutes))
+    meals_g = np.zeros((patients, minutes))
     insulin = np.zeros((patients, minutes)) + (pump.basal_u_per_h(cohort.basal_rate_u_per_h) / 60.0)[:, None]
     meals = [(7 * 60, 30, 30, 60), (12 * 60 + 30, 30, 50, 90), (19 * 60, 45, 50, 100)]  # time, spread, g range
     rows = np.arange(patients)
@@ -48,10 +63,29 @@ def _cohort_scenario(cohort: Cohort, days: int, rng: np.random.Generator) -> Sce
         for time_min, spread_min, low_g, high_g in meals:
             start = day * DAY_MIN + time_min + rng.integers(-spread_min, spread_min + 1, patients)
             carbs_g = rng.uniform(low_g, high_g, patients).round()
-            for k in range(15):
-                carbs[rows, start + k] += carbs_g / 15
+            meals_g[rows, start] += carbs_g
             insulin[rows, start] += pump.bolus_u(carbs_g / cohort.carb_ratio_g_per_u)
-    return Scenario(carbs_g_per_min=carbs, insulin_u_per_min=insulin)
+    return Scenario(carbs_g_per_min=eat_meals(meals_g, DEFAULT_EATING_RATE_G_PER_MIN), insulin_u_per_min=insulin)
+
+
+def reference_check(names=None) -> dict:
+    """Worst |batched twin - independent reference| (mg/dL) over a meal-and-bolus day of each patient."""
+    from node.twins import reference
+
+    names = list(names or patient_names())
+    inputs = [reference.reference_day(n) for n in names]
+    cohort = Cohort.load(names)
+    started = time.perf_counter()
+    batched = simulate(cohort, Scenario(np.stack([c for c, _ in inputs]), np.stack([i for _, i in inputs])))
+    worst = {}
+    for k, name in enumerate(names):
+        ref = reference.reference_glucose(name, *inputs[k])
+        worst[name] = float(max(np.abs(batched.plasma_glucose_mgdl[k] - ref["plasma_glucose_mgdl"]).max(),
+                                np.abs(batched.subcutaneous_glucose_mgdl[k] - ref["subcutaneous_glucose_mgdl"]).max()))
+    worst_name = max(worst, key=worst.get)
+    return {"reference_max_abs_dbg_mgdl": round(worst[worst_name], 3), "reference_worst_patient": worst_name,
+            "reference_patients_within_2_mgdl": sum(v < 2.0 for v in worst.values()),
+            "reference_patients": len(worst), "reference_check_s": round(time.perf_counter() - started, 1)}
 
 
 def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
@@ -69,7 +103,7 @@ def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
 
 
 def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, seed: int = 1,
-               validation_patients: int = 30, federated: bool = True) -> dict:
+               validation_patients: int = 30, federated: bool = True, identifiability_patients: int = 10) -> dict:
     """Simulate `patients` x `days` batched, and a subset one patient at a time with solve_ivp; calibrate
     and forecast `validation_patients` virtual patients; the federated forecaster's RMSE if asked."""
     names = patient_names()
@@ -77,16 +111,21 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
     scenario = _cohort_scenario(cohort, days, np.random.default_rng(seed))
     minutes = days * DAY_MIN
 
+    # every patient starts at the steady state of the basal the pump delivers (u2ss rounded to 0.05 U/h)
+    pump = InsulinPump.load("Insulet")
+    sets = Cohort.load(names)
+    start_by_name = dict(zip(names, basal_states(sets, pump.basal_u_per_h(sets.basal_rate_u_per_h))))
+    starts = np.stack([start_by_name[n] for n in cohort.names])
     simulate(Cohort.load(names[:2]), Scenario.build(Cohort.load(names[:2]), 10))  # warm-up
     started = time.perf_counter()
-    batched = simulate(cohort, scenario)
+    batched = simulate(cohort, scenario, initial_states=starts)
     batched_s = time.perf_counter() - started
 
     loop_patients = min(loop_patients, patients)
     started = time.perf_counter()
     loop_glucose = [
         simulate_one_patient_solve_ivp(cohort.patients[i], scenario.carbs_g_per_min[i], scenario.insulin_u_per_min[i],
-                                       rtol=1e-6, atol=1e-6)
+                                       rtol=1e-6, atol=1e-6, initial_states=starts[i])
         for i in range(loop_patients)
     ]
     loop_s = time.perf_counter() - started
@@ -95,12 +134,29 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
 
     glucose = batched.plasma_glucose_mgdl
     patient_days = patients * days
+    reference = reference_check()
 
     from node.twins.validation import validate
 
     started = time.perf_counter()
     validation = validate(patient_names()[:validation_patients], seed=seed) if validation_patients else None
     validation_s = time.perf_counter() - started
+    identifiable = {}
+    if identifiability_patients:
+        from node.twins.identifiability import identifiability
+
+        started = time.perf_counter()
+        found = identifiability(names[:: max(1, len(names) // identifiability_patients)][:identifiability_patients])
+        both = [s for s in found["identifiable_parameters"] if validation and s in validation["param_recovery_error_by_parameter"]]
+        identifiable = {
+            "identifiability_patients": identifiability_patients,
+            "identifiability_s": round(time.perf_counter() - started, 1),
+            "identifiable_parameters": found["identifiable_parameters"],
+            "identifiable_relative_sd": found["relative_sd_joint"],
+            "param_recovery_error_on_identifiable": (
+                round(float(np.median([validation["param_recovery_error_by_parameter"][s] for s in both])), 3) if both else None),
+            "param_recovery_error_on_identifiable_covers": both,
+        }
     federated_rmse, federated_note = _federated_rmse_30min_mgdl() if federated else (None, "not run (federated=False)")
     twin_figures = {} if validation is None else {
         "validation_patients": validation["patients"],
@@ -133,10 +189,12 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
         "loop_sim_speed_vs_realtime": round(loop_patients * days * DAY_MIN * 60 / loop_s),
         "batched_vs_loop_ratio": round(loop_scaled_s / batched_s, 1),
         "max_glucose_difference_mgdl": round(difference_mgdl, 4),
+        **reference,
         "cohort_mean_glucose_mgdl": round(float(glucose.mean()), 1),
         "cohort_time_in_range_70_180": round(float(((glucose >= 70) & (glucose <= 180)).mean()), 3),
         "cohort_time_below_70": round(float((glucose < 70).mean()), 3),
         **twin_figures,
+        **identifiable,
         "federated_note": federated_note,
         "param_recovery_error": validation and validation["param_recovery_error"],
         "rmse_30min_mgdl": validation and validation["rmse_30min_mgdl"],

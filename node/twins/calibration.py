@@ -36,15 +36,15 @@ import numpy as np
 from node.twins.parameters import Cohort, PatientParameters, load_patient
 from node.twins.records import DiabetesRecord
 from node.twins.twin import (
-    DAY_MIN, FITTED, MEAL_DURATION_MIN, CalibratedTwin, CalibrationError, PopulationPrior, check_record, infer_therapy,
+    DAY_MIN, FITTED, CalibratedTwin, CalibrationError, PopulationPrior, check_record, infer_therapy,
     record_inputs, spread_meals,
 )
-from node.twins.uva_padova import Scenario, simulate
+from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, Scenario, basal_steady_state, simulate
 
 CGM_VALID_MGDL = (40.0, 400.0)  # readings at the sensor's limits are censored: left out of the likelihood
 # The twin's names are part of calibration's interface (node/twins/api.py and cli.py import them from here).
 __all__ = [
-    "CGM_VALID_MGDL", "DAY_MIN", "FITTED", "MEAL_DURATION_MIN", "CalibratedTwin", "CalibrationError", "PopulationPrior",
+    "CGM_VALID_MGDL", "DAY_MIN", "FITTED", "CalibratedTwin", "CalibrationError", "PopulationPrior",
     "calibrate", "calibrate_many", "recovery_errors", "virtual_patient", "virtual_patient_record",
 ]
 
@@ -258,11 +258,14 @@ def virtual_patient_record(name: str, **options) -> tuple[DiabetesRecord, Patien
 
 
 def virtual_patient(name: str, *, days: int = 4, seed: int = 0, sensor: str = "GuardianRT",
-                    carb_count_error_sd: float = 0.15) -> tuple[DiabetesRecord, PatientParameters, np.ndarray]:
-    """Several days of one virtual patient at home: meals with jittered times and sizes, a bolus of
-    estimated carbs / CR (carb-counting error carb_count_error_sd) through an Insulet pump, the pump's
-    basal, CGM readings with the sensor's noise. Returns (record, true parameters, true interstitial glucose
-    in mg/dL at every minute)."""
+                    carb_count_error_sd: float = 0.15,
+                    eating_rate_g_per_min: float = DEFAULT_EATING_RATE_G_PER_MIN,
+                    ) -> tuple[DiabetesRecord, PatientParameters, np.ndarray]:
+    """Several days of one virtual patient at home: meals with jittered times and sizes eaten at
+    `eating_rate_g_per_min` (recorded with each meal), a bolus of estimated carbs / CR (carb-counting error
+    carb_count_error_sd) through an Insulet pump, the pump's basal (the patient starts at the steady state
+    of that rounded basal), CGM readings with the sensor's noise. Returns (record, true parameters, true
+    interstitial glucose in mg/dL at every minute)."""
     from node.twins.devices import CGMSensor, InsulinPump
 
     patient = load_patient(name)
@@ -282,8 +285,9 @@ def virtual_patient(name: str, *, days: int = 4, seed: int = 0, sensor: str = "G
             bolus_u[start] += float(pump.bolus_u(estimate / patient.carb_ratio_g_per_u))
     basal = float(pump.basal_u_per_h(patient.basal_rate_u_per_h))
     cohort = Cohort.of([patient])
-    scenario = Scenario(spread_meals(carbs_g), (bolus_u + basal / 60.0)[None, :])
-    out = simulate(cohort, scenario)
+    rate = np.where(carbs_g > 0, eating_rate_g_per_min, np.nan)
+    scenario = Scenario(spread_meals(carbs_g, rate), (bolus_u + basal / 60.0)[None, :])
+    out = simulate(cohort, scenario, initial_states=basal_steady_state(patient.values, basal)[None, :])
     cgm_sensor = CGMSensor.load(sensor)
     times, readings = cgm_sensor.read(out.subcutaneous_glucose_mgdl[:, :minutes], rng)
     cgm = np.full(minutes, np.nan)
@@ -291,7 +295,7 @@ def virtual_patient(name: str, *, days: int = 4, seed: int = 0, sensor: str = "G
     cgm[times[keep].astype(int)] = readings[0][keep]
     record = DiabetesRecord(patient_id=name, start=datetime(2026, 1, 5, tzinfo=timezone.utc), cgm_mgdl=cgm,
                             carbs_g=carbs_g, bolus_u=bolus_u, basal_u_per_h=np.full(minutes, basal),
-                            body_weight_kg=patient.body_weight_kg)
+                            body_weight_kg=patient.body_weight_kg, eating_rate_g_per_min=rate)
     return record, patient, out.subcutaneous_glucose_mgdl[0, :minutes]
 
 

@@ -4,12 +4,14 @@
   dealt round-robin, so each hospital has a mix); a parameter set can live several virtual lives at one
   hospital (`lives_per_parameter_set`: same physiology, different meals, dosing errors and sensor noise).
 - Meals every day at random times and sizes: breakfast 06:30-09:00 (30-70 g), lunch 11:30-14:00 (40-90 g),
-  dinner 18:00-20:30 (50-100 g), each eaten over 15 minutes; a snack (10-30 g) on half of the afternoons
+  dinner 18:00-20:30 (50-100 g), each eaten at `eating_rate_g_per_min` (5 g/min by default, the
+  reference simulator's rate; recorded with the meal); a snack (10-30 g) on half of the afternoons
   (15:00-17:00) and on a third of the evenings (21:00-22:30).
 - Boluses by the patient's carbohydrate ratio on the patient's own carbohydrate estimate (log-normal
   error, sd 20 %), given 0-10 minutes before to 20 minutes after the meal starts; 5 % of main meals and a
   third of snacks get no bolus. Rounded and clipped by the pump (devices.InsulinPump).
-- Basal: each patient's steady-state rate, as the pump can deliver it.
+- Basal: each patient's steady-state rate, as the pump can deliver it (rounded to 0.05 U/h); every patient
+  starts at the steady state of that delivered basal (uva_padova.basal_states), so nothing drifts.
 - CGM: the sensor's noise model (devices.CGMSensor, Dexcom by default: a reading every 3 minutes).
 
 Everything is drawn from one numpy generator seeded by `seed`: the same seed gives the same records. All
@@ -25,10 +27,9 @@ import numpy as np
 
 from node.twins.devices import CGMSensor, InsulinPump
 from node.twins.records import DiabetesRecord
-from node.twins.uva_padova import Cohort, Scenario, patient_names, simulate
+from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, Cohort, Scenario, basal_states, eat_meals, patient_names, simulate
 
 DAY_MIN = 24 * 60
-MEAL_DURATION_MIN = 15
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 # (earliest start, latest start) in minutes of the day, (smallest, largest) g, probability the meal happens
 MEALS = (
@@ -50,10 +51,11 @@ def hospital_parameter_sets(hospitals: int, names: list[str] | None = None) -> l
     return [names[h::hospitals] for h in range(hospitals)]
 
 
-def _scenario(cohort: Cohort, days: int, rng: np.random.Generator, pump: InsulinPump) -> tuple[Scenario, np.ndarray]:
+def _scenario(cohort: Cohort, days: int, rng: np.random.Generator, pump: InsulinPump,
+              eating_rate_g_per_min: float) -> tuple[Scenario, np.ndarray, np.ndarray]:
     patients, minutes = len(cohort), days * DAY_MIN
     rows = np.arange(patients)
-    carbs = np.zeros((patients, minutes))
+    meals_g = np.zeros((patients, minutes))
     insulin = np.zeros((patients, minutes)) + (pump.basal_u_per_h(cohort.basal_rate_u_per_h) / 60.0)[:, None]
     bolus = np.zeros((patients, minutes))
     for day in range(days):
@@ -61,14 +63,14 @@ def _scenario(cohort: Cohort, days: int, rng: np.random.Generator, pump: Insulin
             eaten = rng.random(patients) < probability
             start = day * DAY_MIN + rng.integers(earliest, latest + 1, patients)
             carbs_g = np.where(eaten, rng.uniform(low_g, high_g, patients).round(), 0.0)
-            for k in range(MEAL_DURATION_MIN):
-                carbs[rows, start + k] += carbs_g / MEAL_DURATION_MIN
+            meals_g[rows, start] += carbs_g
             estimate_g = carbs_g * rng.lognormal(0.0, CARB_ESTIMATE_SD, patients)
             missed = rng.random(patients) < MISSED_BOLUS[probability == 1.0]
             dose_u = np.where(eaten & ~missed, pump.bolus_u(estimate_g / cohort.carb_ratio_g_per_u), 0.0)
             at = np.clip(start + rng.integers(-10, 21, patients), 0, minutes - 1)
             bolus[rows, at] += dose_u
-    return Scenario(carbs_g_per_min=carbs, insulin_u_per_min=insulin + bolus), bolus
+    carbs = eat_meals(meals_g, eating_rate_g_per_min)
+    return Scenario(carbs_g_per_min=carbs, insulin_u_per_min=insulin + bolus), bolus, meals_g
 
 
 def simulate_patients(
@@ -81,6 +83,7 @@ def simulate_patients(
     sensor: str = "Dexcom",
     pump: str = "Insulet",
     start: datetime = START,
+    eating_rate_g_per_min: float = DEFAULT_EATING_RATE_G_PER_MIN,
 ) -> list[DiabetesRecord]:
     """Records of virtual patients (`lives_per_parameter_set` per parameter set), `days` days each."""
     if days < 1:
@@ -89,8 +92,9 @@ def simulate_patients(
     names = [name for name in parameter_sets for _ in range(lives_per_parameter_set)]
     cohort = Cohort.load(names)
     device = InsulinPump.load(pump)
-    scenario, bolus = _scenario(cohort, days, rng, device)
-    trajectories = simulate(cohort, scenario)
+    scenario, bolus, meals_g = _scenario(cohort, days, rng, device, eating_rate_g_per_min)
+    delivered_basal = device.basal_u_per_h(cohort.basal_rate_u_per_h)
+    trajectories = simulate(cohort, scenario, initial_states=basal_states(cohort, delivered_basal))
     cgm_sensor = CGMSensor.load(sensor)
     time_min, readings = cgm_sensor.read(trajectories.subcutaneous_glucose_mgdl, rng)
     minutes = days * DAY_MIN
@@ -106,10 +110,11 @@ def simulate_patients(
                 patient_id=f"{patient_prefix}-{name.replace('#', '')}" + (f"-{life + 1}" if lives_per_parameter_set > 1 else ""),
                 start=start,
                 cgm_mgdl=cgm[i],
-                carbs_g=scenario.carbs_g_per_min[i].round(4),
+                carbs_g=meals_g[i].round(4),
                 bolus_u=bolus[i].round(4),
                 basal_u_per_h=basal[i].copy(),
                 body_weight_kg=float(cohort.body_weight_kg[i]),
+                eating_rate_g_per_min=np.where(meals_g[i] > 0, eating_rate_g_per_min, np.nan),
             )
         )
     return records

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from node.twins.records import DiabetesRecord
-from node.twins.twin import MEAL_DURATION_MIN, CalibratedTwin, spread_meals
+from node.twins.twin import CalibratedTwin, spread_meals
 from node.twins.uva_padova import Cohort, Scenario, simulate
 
 NUDGING_GAIN = 0.6
@@ -41,9 +41,7 @@ class StateEstimate:
 
 
 def _scenario_slice(full: Scenario, first: int, last: int) -> Scenario:
-    part = Scenario(full.carbs_g_per_min[:, first:last], full.insulin_u_per_min[:, first:last])
-    part.meal_dose_g = full.meal_dose_g[:, first:last]  # a meal begun before `first` keeps its own D
-    return part
+    return full.window(first, last)  # a meal begun before `first` keeps its own D
 
 
 def estimate_states(twin: CalibratedTwin, record: DiabetesRecord, *, at_minutes, theta_logs=None,
@@ -61,10 +59,10 @@ def estimate_states(twin: CalibratedTwin, record: DiabetesRecord, *, at_minutes,
     readings = [m for m in np.flatnonzero(np.isfinite(cgm)) if first <= m <= at_minutes[-1]]
     if not readings:
         raise ValueError("no CGM reading in the history before the forecast")
-    carbs = spread_meals(record.carbs_g)[0]
+    carbs = spread_meals(record.carbs_g, record.eating_rate_g_per_min)[0]
     insulin = np.asarray(record.bolus_u, dtype=float) + np.asarray(record.basal_u_per_h, dtype=float) / 60.0
-    full = Scenario(np.repeat(carbs[None, first:], members, 0), np.repeat(insulin[None, first:], members, 0))
-    full.meal_dose_g = np.repeat(Scenario(carbs[None, :], insulin[None, :]).meal_dose_g[:, first:], members, 0)
+    full = Scenario(np.repeat(carbs[None, first:], members, 0), np.repeat(insulin[None, first:], members, 0),
+                    np.repeat(Scenario(carbs[None, :], insulin[None, :]).meal_starts[:, first:], members, 0))
 
     x = np.stack([p.initial_states for p in cohort.patients])
     ratio = cgm[readings[0]] / cohort.Gb
@@ -93,15 +91,24 @@ def estimate_states(twin: CalibratedTwin, record: DiabetesRecord, *, at_minutes,
     return StateEstimate(cohort, theta_logs, at_minutes, np.array(kept_states), np.array(kept_doses))
 
 
+# How far before a forecast's origin to look for a meal still being eaten: 500 g (the largest intake a
+# record may hold) at 2 g/min. Only the carbohydrate is read from there; the simulation starts at the origin.
+MEAL_LOOKBACK_MIN = 250
+
+
 def known_inputs(record: DiabetesRecord, origin_min: int, horizon_min: int, *, planned_carbs_g=None,
-                 planned_bolus_u=None, basal_u_per_h: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(carbs_g_per_min, insulin_u_per_min) over [origin, origin + horizon) from what is known at the origin:
-    meals and boluses recorded up to it, the basal rate in effect (or `basal_u_per_h`), plus a plan."""
-    lookback = MEAL_DURATION_MIN
+                 planned_bolus_u=None, basal_u_per_h: float | None = None) -> Scenario:
+    """The one-row scenario over [origin, origin + horizon) from what is known at the origin: meals (each at
+    its recorded eating rate) and boluses recorded up to it, the basal rate in effect (or `basal_u_per_h`),
+    plus a plan. A meal still being eaten at the origin goes on (its start is not repeated there)."""
+    lookback = MEAL_LOOKBACK_MIN
     first = max(0, origin_min - lookback)
     carbs_g = np.zeros(origin_min - first + horizon_min)
+    rate = np.full(len(carbs_g), np.nan)
     seen = min(origin_min + 1, record.minutes)
     carbs_g[: seen - first] = record.carbs_g[first:seen]
+    if record.eating_rate_g_per_min is not None:
+        rate[: seen - first] = record.eating_rate_g_per_min[first:seen]
     bolus_u = np.zeros(horizon_min)
     if origin_min < record.minutes:
         bolus_u[0] = record.bolus_u[origin_min]
@@ -109,10 +116,11 @@ def known_inputs(record: DiabetesRecord, origin_min: int, horizon_min: int, *, p
         carbs_g[origin_min - first :] += np.asarray(planned_carbs_g, dtype=float)[:horizon_min]
     if planned_bolus_u is not None:
         bolus_u += np.asarray(planned_bolus_u, dtype=float)[:horizon_min]
-    carbs = spread_meals(carbs_g)[0][origin_min - first :]
+    carbs = spread_meals(carbs_g, rate)
+    starts = Scenario(carbs, np.zeros_like(carbs)).meal_starts[:, origin_min - first :]
     if basal_u_per_h is None:
         basal_u_per_h = float(record.basal_u_per_h[min(origin_min, record.minutes - 1)])
-    return carbs, bolus_u + basal_u_per_h / 60.0
+    return Scenario(carbs[:, origin_min - first :], (bolus_u + basal_u_per_h / 60.0)[None, :], starts)
 
 
 @dataclass
@@ -136,9 +144,10 @@ def forecast(twin: CalibratedTwin, record: DiabetesRecord, *, horizon_min: int =
     origin_min = record.minutes if origin_min is None else int(origin_min)
     thetas = twin.ensemble_log(members, seed=seed)
     estimate = estimate_states(twin, record, at_minutes=[origin_min], theta_logs=thetas)
-    carbs, insulin = known_inputs(record, origin_min, horizon_min, **plan)
+    known = known_inputs(record, origin_min, horizon_min, **plan)
     n = len(thetas)
-    out = simulate(estimate.cohort, Scenario(np.repeat(carbs[None], n, 0), np.repeat(insulin[None], n, 0)),
+    out = simulate(estimate.cohort, Scenario(np.repeat(known.carbs_g_per_min, n, 0), np.repeat(known.insulin_u_per_min, n, 0),
+                                             np.repeat(known.meal_starts, n, 0)),
                    initial_states=estimate.states[0], initial_meal_dose_mg=estimate.meal_dose_mg[0])
     glucose = out.subcutaneous_glucose_mgdl
     return Forecast(
@@ -155,7 +164,8 @@ def forecast_many_origins(twin: CalibratedTwin, record: DiabetesRecord, origins_
     rows = [known_inputs(record, o, horizon_min) for o in origins]
     patients = [estimate.cohort.patients[0]] * len(origins)
     out = simulate(Cohort.of(patients),
-                   Scenario(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])),
+                   Scenario(np.vstack([r.carbs_g_per_min for r in rows]), np.vstack([r.insulin_u_per_min for r in rows]),
+                            np.vstack([r.meal_starts for r in rows])),
                    initial_states=estimate.states[:, 0], initial_meal_dose_mg=estimate.meal_dose_mg[:, 0])
     return out.subcutaneous_glucose_mgdl
 

@@ -22,6 +22,7 @@ RANGES = {
     "bolus_u": (0.0, 50.0),  # one bolus
     "basal_u_per_h": (0.0, 15.0),
     "body_weight_kg": (1.0, 400.0),
+    "eating_rate_g_per_min": (0.1, 100.0),  # how fast the meal recorded in that minute was eaten
 }
 MAX_RECORD_DAYS = 366
 
@@ -31,14 +32,17 @@ class DiabetesRecord:
     patient_id: str  # the node's record id (never put on chain)
     start: datetime  # UTC, minute 0
     cgm_mgdl: np.ndarray  # (minutes,) sensor glucose, NaN where no reading
-    carbs_g: np.ndarray  # (minutes,) carbohydrate eaten in that minute
+    carbs_g: np.ndarray  # (minutes,) carbohydrate of the meal(s) begun in that minute (the twin eats it at the meal's rate)
     bolus_u: np.ndarray  # (minutes,) insulin bolus given in that minute
     basal_u_per_h: np.ndarray  # (minutes,) basal rate in effect during that minute
     body_weight_kg: float | None = None
+    # (minutes,) how fast the meal recorded in that minute was eaten (g/min); NaN or None: unknown, the
+    # twin then assumes DEFAULT_EATING_RATE_G_PER_MIN (node/twins/uva_padova.py)
+    eating_rate_g_per_min: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.cgm_mgdl)
-        for name in ("carbs_g", "bolus_u", "basal_u_per_h"):
+        for name in ("carbs_g", "bolus_u", "basal_u_per_h") + (("eating_rate_g_per_min",) if self.eating_rate_g_per_min is not None else ()):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} minutes, cgm_mgdl has {n}")
 
@@ -59,6 +63,7 @@ class DiabetesRecord:
             bolus_u=self.bolus_u[part],
             basal_u_per_h=self.basal_u_per_h[part],
             body_weight_kg=self.body_weight_kg,
+            eating_rate_g_per_min=None if self.eating_rate_g_per_min is None else self.eating_rate_g_per_min[part],
         )
 
     def to_clinical(self) -> dict:
@@ -72,7 +77,12 @@ class DiabetesRecord:
         changes = np.ones(len(basal), dtype=bool)
         changes[1:] = basal[1:] != basal[:-1]
         start = self.start if self.start.tzinfo else self.start.replace(tzinfo=timezone.utc)
+        rate = {}
+        if self.eating_rate_g_per_min is not None:
+            rates = np.asarray(self.eating_rate_g_per_min, dtype=float)
+            rate = {"eating_rate_g_per_min": pairs(rates, np.isfinite(rates) & (rates > 0))}
         return {
+            **rate,
             "start": start.astimezone(timezone.utc).isoformat(),
             "minutes": self.minutes,
             "cgm_mgdl": pairs(self.cgm_mgdl, np.isfinite(self.cgm_mgdl)),
@@ -84,11 +94,17 @@ class DiabetesRecord:
 
     @classmethod
     def from_clinical(cls, patient_id: str, clinical: dict) -> "DiabetesRecord":
+        from federation.tasks.glucose_forecast import series_to_grid
+
         series = decode(clinical)
+        rate = None
+        if clinical.get("eating_rate_g_per_min"):
+            rate = series_to_grid(clinical["eating_rate_g_per_min"], int(clinical["minutes"]), fill="nan")
         return cls(
             patient_id=patient_id,
             start=datetime.fromisoformat(clinical["start"]),
             body_weight_kg=clinical.get("body_weight_kg"),
+            eating_rate_g_per_min=rate,
             **series,
         )
 
@@ -126,6 +142,7 @@ def build_record(patient_id: str, events: list[Event], problems: list[str]) -> D
         return None
     cgm = np.full(minutes, np.nan)
     carbs, bolus = np.zeros(minutes), np.zeros(minutes)
+    rate = np.full(minutes, np.nan)
     basal_changes: dict[int, tuple[float, str]] = {}
     weight = None
     for e in sorted(events, key=lambda e: e.time):
@@ -141,6 +158,8 @@ def build_record(patient_id: str, events: list[Event], problems: list[str]) -> D
             carbs[minute] += e.value
         elif e.field == "bolus_u":
             bolus[minute] += e.value
+        elif e.field == "eating_rate_g_per_min":
+            rate[minute] = e.value
         else:
             previous = basal_changes.get(minute)
             if previous is not None and previous[0] != e.value:
@@ -151,7 +170,8 @@ def build_record(patient_id: str, events: list[Event], problems: list[str]) -> D
     for minute in sorted(basal_changes):
         basal[minute:] = basal_changes[minute][0]
     return DiabetesRecord(patient_id=patient_id, start=start.astimezone(timezone.utc), cgm_mgdl=cgm, carbs_g=carbs,
-                          bolus_u=bolus, basal_u_per_h=basal, body_weight_kg=weight)
+                          bolus_u=bolus, basal_u_per_h=basal, body_weight_kg=weight,
+                          eating_rate_g_per_min=rate if np.isfinite(rate).any() else None)
 
 
 def parse_time(text: str) -> datetime:

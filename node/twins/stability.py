@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from node.twins.parameters import N_STATES, Cohort
-from node.twins.uva_padova import MG_PER_G, STEP_MIN, Scenario, insulin_u_per_min_to_pmol_per_kg_min, rhs
+from node.twins.uva_padova import MG_PER_G, STEP_MIN, Scenario, insulin_u_per_min_to_pmol_per_kg_min, next_meal_size_mg, rhs
 
 def jacobian(states, cohort: Cohort, carbs_mg_per_min, insulin_pmol_per_kg_min, meal_dose_mg, eps: float = 1e-6):
     """Finite-difference Jacobians, (patients, 13, 13)."""
@@ -34,9 +34,8 @@ def rk4_stability(cohort: Cohort, trajectory_states: np.ndarray, scenario: Scena
     worst_eig, worst_amp = 0.0, 0.0
     dose = np.zeros(len(cohort))
     for m in range(scenario.minutes):
-        starting = scenario.meal_dose_g[:, m] > 0
         x = trajectory_states[:, m]
-        dose = np.where(starting, x[:, 0] + x[:, 1] + scenario.meal_dose_g[:, m] * MG_PER_G, dose)
+        dose = next_meal_size_mg(dose, x, scenario.meal_starts[:, m], scenario.carbs_g_per_min[:, m] * MG_PER_G)
         if m % every_min:
             continue
         jac = jacobian(x, cohort, scenario.carbs_g_per_min[:, m] * MG_PER_G,

@@ -14,11 +14,10 @@ from node.twins.parameters import (
     MODEL_PARAMETERS, PARAMETER_UNITS, PMOL_PER_U, Cohort, PatientParameters, load_patient, patient_names,
 )
 from node.twins.records import DiabetesRecord
-from node.twins.uva_padova import steady_state
+from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, eat_meals, steady_state
 
 DAY_MIN = 24 * 60
 FITTED = ("Vmx", "kp3", "kabs", "Gb")
-MEAL_DURATION_MIN = 15  # a recorded meal is eaten evenly over this many minutes, as in the model's validation
 PRIOR_SHRINKAGE = 0.2
 NEAREST_BY_WEIGHT = None  # all patients: on the 30, the 12 nearest in weight gave a worse fit (docs/twins.md)
 
@@ -96,18 +95,15 @@ def check_record(record: DiabetesRecord, *, min_minutes: int = 12 * 60) -> None:
         raise CalibrationError("the record has no basal insulin: the twin needs the patient's basal rate")
 
 
-def spread_meals(carbs_g: np.ndarray, *, meal_duration_min: int = MEAL_DURATION_MIN) -> np.ndarray:
-    """Carbohydrate per minute from carbs recorded at a meal's first minute, eaten over meal_duration_min."""
-    carbs_g = np.atleast_2d(np.asarray(carbs_g, dtype=float))
-    out = np.zeros_like(carbs_g)
-    for k in range(meal_duration_min):
-        out[:, k:] += carbs_g[:, : carbs_g.shape[1] - k] / meal_duration_min
-    return out
+def spread_meals(carbs_g: np.ndarray, eating_rate_g_per_min=None) -> np.ndarray:
+    """Carbohydrate per minute from carbs recorded at a meal's first minute, each meal eaten at its own
+    eating rate (g/min, per minute like carbs_g; unknown: DEFAULT_EATING_RATE_G_PER_MIN)."""
+    return eat_meals(carbs_g, eating_rate_g_per_min)
 
 
 def record_inputs(record: DiabetesRecord) -> tuple[np.ndarray, np.ndarray]:
     """(carbs_g_per_min, insulin_u_per_min) of a record, each (minutes,)."""
-    carbs = spread_meals(record.carbs_g)[0]
+    carbs = spread_meals(record.carbs_g, record.eating_rate_g_per_min)[0]
     insulin = np.asarray(record.bolus_u, dtype=float) + np.asarray(record.basal_u_per_h, dtype=float) / 60.0
     return carbs, insulin
 

@@ -43,8 +43,9 @@ Equations (t in minutes):
       Ra        =  f kabs Qgut / BW                                        mg/kg/min
       k_empt(Qsto) = kmin + (kmax - kmin)/2 [tanh(alpha (Qsto - b D)) - tanh(beta (Qsto - d D)) + 2]
       alpha = 5 / (2 D (1 - b)),  beta = 5 / (2 D d),  Qsto = Qsto1 + Qsto2,
-      D = amount in the stomach when the current meal started + that meal's carbohydrate (mg);
-      before any meal (D = 0), k_empt = kmax.
+      D = amount in the stomach when the current meal started + the carbohydrate eaten since (mg),
+      counting the current minute's: D grows while the patient eats and holds once they stop (the rule of
+      the reference implementation, see docs/twins.md); before any meal (D = 0), k_empt = kmax.
     Glucose
       EGP  = max(0, kp1 - kp2 Gp - kp3 Id)                                 mg/kg/min
       Uid  = (Vm0 + Vmx X) Gt / (Km0 + Gt)                                 mg/kg/min
@@ -76,7 +77,7 @@ h = 1 min, and every decaying mode has |R(lambda h)| <= 1 (see node/twins/stabil
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -87,10 +88,33 @@ from node.twins.parameters import (
 
 MG_PER_G = 1000.0
 STEP_MIN = 1.0
+# How fast a meal is eaten when nothing says otherwise: the reference simulator's EAT_RATE (simglucose,
+# T1DPatient.EAT_RATE = 5 g/min): a 50 g meal takes 10 minutes, 100 g 20 minutes.
+DEFAULT_EATING_RATE_G_PER_MIN = 5.0
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Inputs
+
+
+def eat_meals(carbs_g, eating_rate_g_per_min=None) -> np.ndarray:
+    """Carbohydrate per minute (g/min) from meals recorded at their first minute (g), each eaten at its
+    eating rate: `eating_rate_g_per_min` scalar or per minute like carbs_g (the rate of the meal recorded in
+    that minute; NaN, 0 or None: DEFAULT_EATING_RATE_G_PER_MIN). A meal of G g at r g/min is eaten as
+    r, r, ..., and the remainder in its last minute (as the reference does); overlapping meals add up."""
+    carbs_g = np.atleast_2d(np.asarray(carbs_g, dtype=float))
+    if eating_rate_g_per_min is None:
+        rate = np.full(carbs_g.shape, DEFAULT_EATING_RATE_G_PER_MIN)
+    else:
+        rate = np.broadcast_to(np.asarray(eating_rate_g_per_min, dtype=float), carbs_g.shape)
+        rate = np.where(np.isfinite(rate) & (rate > 0), rate, DEFAULT_EATING_RATE_G_PER_MIN)
+    out = np.zeros_like(carbs_g)
+    minutes = carbs_g.shape[1]
+    longest = int(np.ceil((carbs_g / rate).max(initial=0.0) - 1e-9))
+    for k in range(min(longest, minutes)):
+        piece = np.clip(carbs_g - k * rate, 0.0, rate)
+        out[:, k:] += piece[:, : minutes - k]
+    return out
 
 
 def insulin_u_per_min_to_pmol_per_kg_min(insulin_u_per_min, body_weight_kg):
@@ -102,12 +126,14 @@ class Scenario:
     """Inputs of a cohort, minute by minute, each of shape (patients, minutes): carbohydrate eaten in each
     minute (g/min) and subcutaneous insulin delivered in each minute (U/min, basal and boluses).
 
-    A meal is a run of consecutive minutes with carbohydrate; its amount D (for gastric emptying) is the
-    sum over that run, known when it starts (`meal_dose_g` holds it at the meal's first minute)."""
+    A meal is a run of consecutive minutes with carbohydrate; `meal_starts` marks each run's first minute,
+    where the meal size D of gastric emptying restarts from the stomach's content (D then grows by what is
+    eaten each minute). A window cut from a longer scenario keeps the longer scenario's starts (`window`),
+    so a meal begun before the window continues rather than starting again."""
 
     carbs_g_per_min: np.ndarray
     insulin_u_per_min: np.ndarray
-    meal_dose_g: np.ndarray = field(init=False)
+    meal_starts: np.ndarray | None = None
 
     def __post_init__(self):
         self.carbs_g_per_min = np.asarray(self.carbs_g_per_min, dtype=float)
@@ -116,17 +142,20 @@ class Scenario:
             raise ValueError("carbs_g_per_min and insulin_u_per_min must both have shape (patients, minutes)")
         if (self.carbs_g_per_min < 0).any() or (self.insulin_u_per_min < 0).any():
             raise ValueError("inputs must be non-negative")
-        eating = self.carbs_g_per_min > 0
-        before = np.zeros_like(eating)
-        before[:, 1:] = eating[:, :-1]
-        after = np.zeros_like(eating)
-        after[:, :-1] = eating[:, 1:]
-        starts = np.flatnonzero(eating & ~before)  # row-major: runs pair up with their ends in order
-        ends = np.flatnonzero(eating & ~after)
-        cumulative = np.cumsum(self.carbs_g_per_min.ravel())
-        dose = np.zeros(self.carbs_g_per_min.size)
-        dose[starts] = cumulative[ends] - cumulative[starts] + self.carbs_g_per_min.ravel()[starts]
-        self.meal_dose_g = dose.reshape(self.carbs_g_per_min.shape)
+        if self.meal_starts is None:
+            eating = self.carbs_g_per_min > 0
+            before = np.zeros_like(eating)
+            before[:, 1:] = eating[:, :-1]
+            self.meal_starts = eating & ~before
+        else:
+            self.meal_starts = np.asarray(self.meal_starts, dtype=bool)
+            if self.meal_starts.shape != self.carbs_g_per_min.shape:
+                raise ValueError("meal_starts must have the shape of carbs_g_per_min")
+
+    def window(self, first_min: int, last_min: int) -> "Scenario":
+        """Minutes [first_min, last_min) of every patient; a meal begun before first_min is not restarted."""
+        return Scenario(self.carbs_g_per_min[:, first_min:last_min], self.insulin_u_per_min[:, first_min:last_min],
+                        self.meal_starts[:, first_min:last_min])
 
     @property
     def minutes(self) -> int:
@@ -138,19 +167,23 @@ class Scenario:
         cohort: Cohort,
         minutes: int,
         *,
-        meals: list[tuple[float, float]] = (),
-        meal_duration_min: int = 15,
+        meals: list[tuple] = (),
+        eating_rate_g_per_min: float = DEFAULT_EATING_RATE_G_PER_MIN,
         basal_u_per_h=None,
         boluses: list[tuple[float, float]] = (),
     ) -> "Scenario":
-        """Same schedule for every patient. `meals`: (start time_min, carbs_g), eaten evenly over
-        `meal_duration_min`; `basal_u_per_h`: scalar or per patient (default: each patient's steady-state
-        basal u2ss); `boluses`: (time_min, units_u, scalar or per patient), each delivered within one minute."""
+        """Same schedule for every patient. `meals`: (start time_min, carbs_g) or (start time_min, carbs_g,
+        eating_rate_g_per_min), eaten at that rate (default `eating_rate_g_per_min`); `basal_u_per_h`:
+        scalar or per patient (default: each patient's steady-state basal u2ss); `boluses`: (time_min,
+        units_u, scalar or per patient), each delivered within one minute."""
         patients = len(cohort)
         carbs = np.zeros((patients, minutes))
-        for start_min, carbs_g in meals:
-            start = int(start_min)
-            carbs[:, start : start + meal_duration_min] += carbs_g / meal_duration_min
+        for meal in meals:
+            start_min, carbs_g = meal[0], meal[1]
+            rate = meal[2] if len(meal) > 2 else eating_rate_g_per_min
+            at = np.zeros((1, minutes))
+            at[0, int(start_min)] = carbs_g
+            carbs += eat_meals(at, rate)
         basal = cohort.basal_rate_u_per_h if basal_u_per_h is None else basal_u_per_h
         insulin = np.zeros((patients, minutes)) + (np.broadcast_to(basal, (patients,)) / 60.0)[:, None]
         for time_min, units_u in boluses:
@@ -170,6 +203,13 @@ def gastric_emptying_per_min(stomach_mg, meal_dose_mg, kmax, kmin, b, d):
     beta = 5.0 / (2.0 * dose * d)
     k = kmin + (kmax - kmin) / 2.0 * (np.tanh(alpha * (stomach_mg - b * dose)) - np.tanh(beta * (stomach_mg - d * dose)) + 2.0)
     return np.where(has_meal, k, kmax)
+
+
+def next_meal_size_mg(meal_size_mg, states, meal_starts, carbs_mg_per_min):
+    """D for the coming minute: restarted from the stomach's content (Qsto1 + Qsto2) where a meal starts,
+    then grown by the minute's carbohydrate (zero when not eating, so D holds between meals)."""
+    restarted = np.where(meal_starts, states[..., 0] + states[..., 1], meal_size_mg)
+    return restarted + carbs_mg_per_min
 
 
 def rhs(states, cohort: Cohort, carbs_mg_per_min, insulin_pmol_per_kg_min, meal_dose_mg):
@@ -219,6 +259,7 @@ class Trajectories:
     states: np.ndarray | None = None  # (patients, minutes + 1, 13) if asked for
     final_states: np.ndarray | None = None  # (patients, 13)
     final_meal_dose_mg: np.ndarray | None = None  # (patients,) D of the meal being emptied, to continue a run
+    # (with the scenario's `window`, which keeps a meal begun earlier from restarting)
 
 
 def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, initial_states=None,
@@ -226,7 +267,7 @@ def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, 
     """Integrate the cohort over `minutes` (default: the scenario's length) with RK4 at 1-minute steps,
     all patients at once. Starts from each patient's basal steady state unless `initial_states` is given.
     To continue a run in pieces, pass the previous piece's `final_states` and `final_meal_dose_mg` (the D
-    of a meal still being emptied; without it a piece starting mid-meal empties the stomach at kmax)."""
+    of a meal still being emptied) and cut the pieces with `Scenario.window`."""
     minutes = scenario.minutes if minutes is None else int(minutes)
     if minutes > scenario.minutes or scenario.carbs_g_per_min.shape[0] != len(cohort):
         raise ValueError("the scenario must cover the cohort and at least `minutes` minutes")
@@ -250,13 +291,11 @@ def simulate(cohort: Cohort, scenario: Scenario, minutes: int | None = None, *, 
         np.asarray(initial_meal_dose_mg, dtype=float), (patients,)).copy()
     carbs_mg = scenario.carbs_g_per_min * MG_PER_G
     insulin_pmol = insulin_u_per_min_to_pmol_per_kg_min(scenario.insulin_u_per_min, bw[:, None])
-    dose_mg = scenario.meal_dose_g * MG_PER_G
+    starts = scenario.meal_starts
     h = STEP_MIN
     record(0)
     for m in range(minutes):
-        starting = dose_mg[:, m] > 0
-        if starting.any():
-            meal_dose_mg = np.where(starting, x[:, 0] + x[:, 1] + dose_mg[:, m], meal_dose_mg)
+        meal_dose_mg = next_meal_size_mg(meal_dose_mg, x, starts[:, m], carbs_mg[:, m])
         u_carbs, u_ins = carbs_mg[:, m], insulin_pmol[:, m]
         k1 = rhs(x, cohort, u_carbs, u_ins, meal_dose_mg)
         k2 = rhs(x + (h / 2) * k1, cohort, u_carbs, u_ins, meal_dose_mg)
@@ -285,6 +324,53 @@ def steady_state(values: dict) -> tuple[dict, np.ndarray]:
     isc2 = p["kd"] * isc1 / p["ka2"]
     states = np.array([0.0, 0.0, 0.0, gpb, gtb, ipb, 0.0, ib, ib, ilb, isc1, isc2, gpb])
     return p, states
+
+
+def basal_steady_state(values: dict, basal_u_per_h: float) -> np.ndarray:
+    """The 13 states at which a patient (a complete parameter set, e.g. PatientParameters.values) stays
+    under a constant basal of `basal_u_per_h` with no meal: where a virtual patient starts when the pump
+    delivers its u2ss rounded to 0.05 U/h (started at the published states instead, child#004 drifts by
+    -17 mg/dL over 24 h). Insulin is linear in the infusion; glucose solves
+        EGP(Gp) - Fsnc - E(Gp) = Uid(Gt),   k1 Gp = Uid(Gt) + k2 Gt
+    on Gt >= 0 (the first equation's left side falls and its right side rises with Gt). Raises ValueError
+    if the basal is so high that no positive glucose holds (EGP at zero glucose below Fsnc)."""
+    from scipy.optimize import brentq
+
+    p = values
+    u = float(basal_u_per_h) / 60.0 * PMOL_PER_U / p["BW"]
+    isc1 = u / (p["kd"] + p["ka1"])
+    isc2 = p["kd"] * isc1 / p["ka2"]
+    ip = u / (p["m2"] + p["m4"] - p["m1"] * p["m2"] / (p["m1"] + p["m30"]))
+    il = p["m2"] * ip / (p["m1"] + p["m30"])
+    insulin = ip / p["Vi"]
+    x_act = insulin - p["Ib"]
+
+    def plasma(gt):
+        uid = (p["Vm0"] + p["Vmx"] * x_act) * gt / (p["Km0"] + gt)
+        return (uid + p["k2"] * gt) / p["k1"], uid
+
+    def balance(gt):
+        gp, uid = plasma(gt)
+        egp = max(p["kp1"] - p["kp2"] * gp - p["kp3"] * insulin, 0.0)
+        renal = p["ke1"] * max(gp - p["ke2"], 0.0)
+        return egp - p["Fsnc"] - renal - uid
+
+    if balance(0.0) <= 0:
+        raise ValueError(f"no steady state with positive glucose at a basal of {basal_u_per_h} U/h")
+    high = 1e3
+    while balance(high) > 0:
+        high *= 10
+        if high > 1e9:
+            raise ValueError(f"no steady state at a basal of {basal_u_per_h} U/h")
+    gt = brentq(balance, 0.0, high, xtol=1e-12, rtol=1e-14, maxiter=500)
+    gp, _ = plasma(gt)
+    return np.array([0.0, 0.0, 0.0, gp, gt, ip, x_act, insulin, insulin, il, isc1, isc2, gp])
+
+
+def basal_states(cohort: Cohort, basal_u_per_h) -> np.ndarray:
+    """(patients, 13): each patient's `basal_steady_state` under its basal (scalar or per patient, U/h)."""
+    rates = np.broadcast_to(np.asarray(basal_u_per_h, dtype=float), (len(cohort),))
+    return np.stack([basal_steady_state(p.values, r) for p, r in zip(cohort.patients, rates)])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -331,7 +417,7 @@ def rhs_one_patient(t, x, p: dict, carbs_mg_per_min: float, insulin_pmol_per_kg_
 
 def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, insulin_u_per_min,
                                    minutes: int | None = None, *, rtol: float = 1e-8, atol: float = 1e-8,
-                                   method: str = "RK45"):
+                                   method: str = "RK45", initial_states=None):
     """Plasma glucose (mg/dL) at minutes 0..minutes for one patient, integrated with scipy's solve_ivp over
     each stretch of constant input (a new stretch at every change of input), to tight tolerances."""
     from scipy.integrate import solve_ivp
@@ -339,20 +425,19 @@ def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, 
     carbs = np.asarray(carbs_g_per_min, dtype=float)
     insulin = np.asarray(insulin_u_per_min, dtype=float)
     minutes = len(carbs) if minutes is None else int(minutes)
-    dose_g = Scenario(carbs[None, :minutes], insulin[None, :minutes]).meal_dose_g[0]
+    starts = Scenario(carbs[None, :minutes], insulin[None, :minutes]).meal_starts[0]
     p = patient.values
     carbs_mg = carbs * MG_PER_G
     insulin_pmol = insulin * PMOL_PER_U / p["BW"]
     changes = [0] + [m for m in range(1, minutes)
-                     if carbs_mg[m] != carbs_mg[m - 1] or insulin_pmol[m] != insulin_pmol[m - 1] or dose_g[m] > 0]
+                     if carbs_mg[m] != carbs_mg[m - 1] or insulin_pmol[m] != insulin_pmol[m - 1] or carbs_mg[m] > 0]
     changes.append(minutes)
-    x = patient.initial_states.astype(float).copy()
+    x = np.array(patient.initial_states if initial_states is None else initial_states, dtype=float)
     glucose = np.empty(minutes + 1)
     glucose[0] = x[3] / p["Vg"]
     meal_dose_mg = 0.0
     for start, end in zip(changes[:-1], changes[1:]):
-        if dose_g[start] > 0:
-            meal_dose_mg = x[0] + x[1] + dose_g[start] * MG_PER_G
+        meal_dose_mg = next_meal_size_mg(meal_dose_mg, x, starts[start], carbs_mg[start])
         args = (p, float(carbs_mg[start]), float(insulin_pmol[start]), meal_dose_mg)
         sol = solve_ivp(rhs_one_patient, (start, end), x, method=method, args=args, rtol=rtol, atol=atol,
                         t_eval=np.arange(start + 1, end + 1, dtype=float))
@@ -366,6 +451,6 @@ def simulate_one_patient_solve_ivp(patient: PatientParameters, carbs_g_per_min, 
 __all__ = [
     "Cohort", "PatientParameters", "Scenario", "Trajectories", "STATE_NAMES", "PARAMETER_UNITS", "DATA_DIR",
     "MODEL_PARAMETERS", "N_STATES", "PMOL_PER_U", "MG_PER_G", "STEP_MIN",
-    "basal_rate_u_per_h", "gastric_emptying_per_min", "insulin_u_per_min_to_pmol_per_kg_min", "load_patient",
+    "DEFAULT_EATING_RATE_G_PER_MIN", "basal_rate_u_per_h", "basal_states", "basal_steady_state", "eat_meals", "gastric_emptying_per_min", "next_meal_size_mg", "insulin_u_per_min_to_pmol_per_kg_min", "load_patient",
     "patient_names", "rhs", "rhs_one_patient", "simulate", "simulate_one_patient_solve_ivp", "steady_state",
 ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from node.twins.forecast import estimate_states
-from node.twins.glycemia import METRIC_NAMES, metrics_rows
+from node.twins.glycemia import ALL_METRIC_NAMES, metrics_rows
 from node.twins.records import DiabetesRecord
 from node.twins.twin import DAY_MIN, CalibratedTwin, spread_meals
 from node.twins.uva_padova import Cohort, Scenario, simulate
@@ -143,8 +143,7 @@ def run_whatif(twin: CalibratedTwin, record: DiabetesRecord, plans: list[Treatme
     now = 0
     for boundary in sorted(set(meal_bolus_at) | {horizon_min}):
         if boundary > now:
-            part = Scenario(full.carbs_g_per_min[:, now:boundary], full.insulin_u_per_min[:, now:boundary])
-            part.meal_dose_g = full.meal_dose_g[:, now:boundary]
+            part = full.window(now, boundary)
             out = simulate(big, part, initial_states=x, initial_meal_dose_mg=dose)
             glucose[:, now + 1 : boundary + 1] = out.subcutaneous_glucose_mgdl[:, 1:]
             x, dose, now = out.final_states, out.final_meal_dose_mg, boundary
@@ -162,8 +161,8 @@ def run_whatif(twin: CalibratedTwin, record: DiabetesRecord, plans: list[Treatme
         values = metrics_rows(glucose[block])
         outcomes.append(PlanOutcome(
             plan=plan, glucose_mgdl=glucose[block], bolus_u=boluses[block],
-            median={m: float(np.median(values[m])) for m in METRIC_NAMES},
-            low={m: float(np.percentile(values[m], 5)) for m in METRIC_NAMES},
-            high={m: float(np.percentile(values[m], 95)) for m in METRIC_NAMES},
+            median={m: float(np.median(values[m])) for m in ALL_METRIC_NAMES},
+            low={m: float(np.percentile(values[m], 5)) for m in ALL_METRIC_NAMES},
+            high={m: float(np.percentile(values[m], 95)) for m in ALL_METRIC_NAMES},
         ))
     return WhatIfResult(twin.patient_id, np.arange(horizon_min + 1, dtype=float), meals, outcomes, n)

@@ -37,10 +37,8 @@ def test_a_run_continued_in_pieces_equals_one_run_even_mid_meal():
     scenario = Scenario.build(cohort, 600, meals=[(100, 60.0)], boluses=[(100, 5.0)])
     whole = simulate(cohort, scenario)
     cut = 107  # inside the 15-minute meal
-    first = Scenario(scenario.carbs_g_per_min[:, :cut], scenario.insulin_u_per_min[:, :cut])
-    first.meal_dose_g = scenario.meal_dose_g[:, :cut]  # the meal's D is the whole meal, known at its start
-    rest = Scenario(scenario.carbs_g_per_min[:, cut:], scenario.insulin_u_per_min[:, cut:])
-    rest.meal_dose_g = scenario.meal_dose_g[:, cut:]
+    first = scenario.window(0, cut)
+    rest = scenario.window(cut, scenario.minutes)  # the meal goes on: it does not start again at the cut
     a = simulate(cohort, first)
     b = simulate(cohort, rest, initial_states=a.final_states, initial_meal_dose_mg=a.final_meal_dose_mg)
     joined = np.hstack([a.plasma_glucose_mgdl, b.plasma_glucose_mgdl[:, 1:]])

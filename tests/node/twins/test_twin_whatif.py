@@ -42,6 +42,14 @@ def test_metrics_on_hand_made_traces():
     assert edges.time_in_range_70_180 == pytest.approx(2 / 3) and edges.time_below_54 == 0
 
 
+def test_level_2_hyperglycaemia_and_the_glucose_management_indicator():
+    trace = metrics([100.0, 200.0, 250.0, 300.0])  # above 250 is strict, as above 180
+    assert trace.time_above_250 == 0.25 and trace.time_above_180 == 0.75
+    # 2019 consensus (Bergenstal 2018): GMI (%) = 3.31 + 0.02392 x mean glucose (mg/dL); 154 mg/dL -> 7.0 %
+    assert metrics(np.full(10, 154.0)).gmi_percent == pytest.approx(3.31 + 0.02392 * 154) == pytest.approx(6.99, abs=0.01)
+    assert trace.gmi_percent == pytest.approx(3.31 + 0.02392 * 212.5)
+
+
 def test_kovatchev_risk_scale():
     # The symmetrised scale: f(20) = -sqrt(10), f(600) = +sqrt(10), f = 0 near 112.5 mg/dL (Kovatchev 1997).
     assert risk_function(20.0) == pytest.approx(-math.sqrt(10), abs=0.01)
