@@ -109,3 +109,15 @@ def test_attack_malformed_pinned_block_is_refused_not_a_crash(hospital):
             assert refusal.value.code == protocol.BAD_REQUEST
             assert "not a block number" in refusal.value.reason
             hospital.uses_nothing()
+
+
+def test_enrolling_a_pseudonym_another_hospital_took_names_the_record_and_stores_no_key(chain, hospital):
+    from node import admin
+
+    number = _train_numbers(hospital)[0]
+    taken = _repseudonymise(hospital, number, consent_key=None)
+    chain.other_hospital.enrol([taken], [Account.create().address])
+    with pytest.raises(lg.ContractRejected, match=f"{number} \\(by hospital {chain.other_hospital.address}, another key\\)"):
+        admin.enrol_patients(hospital.settings, chain.hospital, {number: Account.create().address})
+    (patient,) = [p for p in hospital.store.patients() if p.record_number == number]
+    assert patient.consent_key is None
