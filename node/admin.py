@@ -4,17 +4,20 @@ the usage log for auditors."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from eth_account import Account
 from sqlmodel import select
 
-from contracts.ledger import Ledger, SignedGrant, SignedRevoke, load_key, write_key
+from contracts.ledger import ContractRejected, Ledger, SignedGrant, SignedRevoke, load_key, write_key
 from federation.ids import Pseudonym
 from node.records import ImportReport, import_file
 from node.settings import NodeSettings
 from node.store import Patient, Store
 from node.vault import Vault, create_key_file
+
+log = logging.getLogger(__name__)
 
 
 def init_node(home: Path, *, hospital: str, rpc_url: str, deployment_file: Path | None, database_url: str = "") -> NodeSettings:
@@ -56,7 +59,12 @@ def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | N
 
 
 def enrol_patients(settings: NodeSettings, ledger: Ledger, consent_keys: dict[str, str]) -> int:
-    """Bind patients (by record number) to their own consent addresses on chain; returns how many."""
+    """Bind patients (by record number) to their own consent addresses on chain; returns how many.
+
+    The ledger commits to the enrolment before sending it, so nobody can enrol these pseudonyms first; the
+    key stored here is the one the consent gate later requires on chain. A pseudonym that is enrolled
+    already (a failed earlier run, or a leak of this database) is said by record number: the gate never
+    reads a patient enrolled by another hospital or with another key."""
     store = Store(settings.resolved_database_url)
     with store.session() as session:
         patients = {p.record_number: p for p in session.exec(select(Patient))}
@@ -65,7 +73,17 @@ def enrol_patients(settings: NodeSettings, ledger: Ledger, consent_keys: dict[st
             raise KeyError(f"unknown patient record number(s): {', '.join(unknown[:5])}")
         todo = [patients[n] for n in consent_keys if patients[n].consent_key is None]
         if todo:
-            ledger.enrol([Pseudonym.parse(p.pseudonym) for p in todo], [consent_keys[p.record_number] for p in todo])
+            try:
+                ledger.enrol([Pseudonym.parse(p.pseudonym) for p in todo], [consent_keys[p.record_number] for p in todo])
+            except ContractRejected as exc:
+                if exc.error_name != "AlreadyEnrolled":
+                    raise
+                taken = _enrolled_elsewhere(ledger, todo, consent_keys)
+                raise ContractRejected(
+                    f"{exc}; on chain already: {', '.join(taken[:5]) or 'none of them now'} (nothing was enrolled: "
+                    "a patient enrolled by another hospital or with another key is never read by this node; give "
+                    "such patients a new pseudonym)", error_name=exc.error_name,
+                ) from exc
             for patient in todo:
                 patient.consent_key = consent_keys[patient.record_number]
                 session.add(patient)
@@ -73,9 +91,26 @@ def enrol_patients(settings: NodeSettings, ledger: Ledger, consent_keys: dict[st
     return len(todo)
 
 
+def _enrolled_elsewhere(ledger: Ledger, patients: list[Patient], consent_keys: dict[str, str]) -> list[str]:
+    """Record numbers of `patients` whose pseudonym is on chain already, and by whom, in words."""
+    taken = []
+    for patient in patients:
+        pseudonym = Pseudonym.parse(patient.pseudonym)
+        hospital = ledger.consent.functions.enrolledBy(pseudonym).call()
+        if int(hospital, 16):
+            key = ledger.consent.functions.patientOf(pseudonym).call()[0]
+            whose = "by this hospital" if hospital == ledger.address else f"by hospital {hospital}"
+            same = "the same key" if key == consent_keys[patient.record_number] else "another key"
+            taken.append(f"{patient.record_number} ({whose}, {same})")
+    return taken
+
+
 def relay_grants(ledger: Ledger, grants: list[SignedGrant]) -> int:
-    """Relay patients' signed consents (the hospital pays the gas; patients need no ether)."""
+    """Relay patients' signed consents (the hospital pays the gas; patients need no ether). A grant that
+    somebody relayed first is skipped by the registry and logged here, not an error."""
     receipts = ledger.relay_grants(grants)
+    for pseudonym, nonce in ledger.skipped_grants(receipts):
+        log.info("grant for %s (nonce %d) was relayed already or voided: skipped", pseudonym.short(12), nonce)
     return receipts[-1]["blockNumber"] if receipts else ledger.block_number()
 
 

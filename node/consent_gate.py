@@ -1,9 +1,12 @@
 """The consent gate: the one path by which a node reads patient data.
 
-For a study and the block a round pinned, it checks that this hospital accepted the study and that the
-study is live at that block, asks the chain in batched view calls which candidate pseudonyms hold
-consent at that block, and decrypts only those patients' records. Anything unclear fails closed: the
-gate raises a Refusal that says why, and no record is decrypted.
+For a study, the round and the block a round pinned, it checks that the round is one of the study's
+(1..rounds) and the block a real block, that this hospital accepted the study and that the study is live
+at that block, asks the chain in batched view calls which candidate pseudonyms hold consent at that block,
+and decrypts only those patients' records. A candidate counts only if this hospital enrolled it on chain
+with the consent key the node stored when it did: a pseudonym another hospital enrolled first (a
+front-run), or one never enrolled, is never read. Anything unclear fails closed: the gate raises a Refusal
+that says why, and no record is decrypted.
 """
 
 from __future__ import annotations
@@ -46,8 +49,14 @@ class ConsentGate:
         self.hospital_account = hospital_account
         self.max_pinned_block_age_s = max_pinned_block_age_s
 
-    def check_study(self, study_id: bytes, block: int):
-        """The study's terms at `block`, if this hospital may work on it then; otherwise a Refusal."""
+    def check_study(self, study_id: bytes, block: int, *, round_number: int | None = None):
+        """The study's terms at `block`, if this hospital may work on it then, in round `round_number`
+        (1..the study's rounds); otherwise a Refusal. A round outside the study would use patient data
+        that the consortium can never anchor, so the audit would never see it."""
+        if isinstance(block, bool) or not isinstance(block, int) or block < 0:
+            raise Refusal(protocol.BAD_REQUEST, f"no data used: pinned block {block!r} is not a block number")
+        if round_number is not None and (isinstance(round_number, bool) or not isinstance(round_number, int)):
+            raise Refusal(protocol.BAD_REQUEST, f"no data used: round {round_number!r} is not a round number")
         try:
             latest = self.ledger.block_number()
             if block > latest:
@@ -73,13 +82,23 @@ class ConsentGate:
                 f"no data used: at block {block} this hospital has not accepted study {StudyId(study_id).short(12)}, "
                 "or the study is suspended or has ended, or the hospital is suspended",
             )
+        if round_number is not None and not 1 <= round_number <= terms.rounds:
+            raise Refusal(
+                protocol.BAD_REQUEST,
+                f"no data used: round {round_number} is outside study {StudyId(study_id).short(12)}'s rounds "
+                f"1..{terms.rounds}",
+            )
         return terms
 
     def admit(self, study_id: bytes, block: int, *, cohort: str, fields: tuple[str, ...]) -> Admitted:
-        candidates: list[Patient] = self.store.candidates(cohort)
+        # Never-enrolled patients have no key to check against: they are no candidates at all.
+        candidates: list[Patient] = [p for p in self.store.candidates(cohort) if p.consent_key]
         pseudonyms = [Pseudonym.parse(p.pseudonym) for p in candidates]
         try:
-            answer = self.ledger.consents(study_id, pseudonyms, block=block)
+            answer = self.ledger.consents(
+                study_id, pseudonyms, block=block, hospital=self.hospital_account,
+                keys=[p.consent_key for p in candidates],
+            )
         except ChainUnavailable as exc:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
         except LedgerError as exc:

@@ -13,7 +13,19 @@ Ledger``). The commitment scheme lives in :mod:`federation.commitment` and the 3
 
 from __future__ import annotations
 
-from contracts.ledger.client import (
+import sys
+
+# py_ecc, imported through eth-account (and so web3), raises the recursion limit to 100,000 on import. With
+# that limit a deeply nested JSON (a legal FHIR resource with hundreds of nested extensions, or 200 KB of
+# brackets) overflows the C stack and kills the process before Python can raise RecursionError. Import them
+# here, once, and put a sane limit back: every process that reaches the ledger gets it.
+import eth_account  # noqa: F401 - imported for the side effect above, before the limit is reset
+import web3  # noqa: F401
+
+SANE_RECURSION_LIMIT = 1000  # CPython's default
+sys.setrecursionlimit(min(sys.getrecursionlimit(), SANE_RECURSION_LIMIT))
+
+from contracts.ledger.client import (  # noqa: E402 - after the limit is reset
     CONSENT_BATCH,
     CONSENT_BITMAP_SELECTOR,
     ENROL_BATCH,
@@ -49,7 +61,8 @@ new_study_id = StudyId.new
 
 __all__ = [
     "CONSENT_BATCH", "CONSENT_BITMAP_SELECTOR", "CONSENT_DOMAIN_NAME", "CONSENT_DOMAIN_VERSION", "ENROL_BATCH",
-    "GRANT_BATCH", "MILLI", "ChainUnavailable", "ConsentChange", "ConsentFollower", "ContractRejected", "Deployment",
+    "GRANT_BATCH", "MILLI", "SANE_RECURSION_LIMIT", "ChainUnavailable", "ConsentChange", "ConsentFollower",
+    "ContractRejected", "Deployment",
     "Ledger", "LedgerError", "RoundAnchor", "SignedCancel", "SignedGrant", "SignedRevoke", "StudyTerms", "connect",
     "deploy", "from_bytes32", "fund_from_dev_account", "load_key", "new_pseudonym", "new_study_id",
     "pseudonym_commitment", "sign_cancel", "sign_grant", "sign_revoke", "to_bytes32", "write_key",

@@ -34,6 +34,10 @@ from federation.ids import Digest, Pseudonym, StudyId
 # and nodes cap eth_call gas near the block gas limit.
 CONSENT_BATCH = 4096
 CONSENT_BITMAP_SELECTOR = keccak(text="consentBitmap(bytes32,bytes32[])")[:4]
+# A hospital's own read (consentBitmapFor) also reads who enrolled each pseudonym and with which key: one more
+# cold storage read and 32 more bytes of calldata per pseudonym, so half the batch.
+OWN_CONSENT_BATCH = 2048
+OWN_CONSENT_BITMAP_SELECTOR = keccak(text="consentBitmapFor(bytes32,address,bytes32[],address[])")[:4]
 ENROL_BATCH = 200
 GRANT_BATCH = 100
 MILLI = 1000
@@ -147,14 +151,30 @@ class Ledger:
     def has_consent(self, pseudonym: bytes, study_id: bytes, *, block: int | str = "latest") -> bool:
         return self._read(lambda: self.consent.functions.hasConsent(pseudonym, study_id).call(block_identifier=block))
 
-    def consents(self, study_id: bytes, pseudonyms: Sequence[bytes], *, block: int | str) -> list[bool]:
-        """Consent of every pseudonym for `study_id` at `block`, in order, from batched view calls."""
+    def consents(
+        self, study_id: bytes, pseudonyms: Sequence[bytes], *, block: int | str, hospital: str | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> list[bool]:
+        """Consent of every pseudonym for `study_id` at `block`, in order, from batched view calls.
+
+        With `hospital` and `keys` (the consent key the hospital stored for each pseudonym) a pseudonym reads
+        as consenting only if that hospital enrolled it with that key: the consent gate's question, so that
+        a patient another hospital enrolled (or enrolled with its own key) is never read as consenting."""
+        if (hospital is None) != (keys is None) or (keys is not None and len(keys) != len(pseudonyms)):
+            raise ValueError("give both the hospital and one consent key per pseudonym, or neither")
+        batch = CONSENT_BATCH if hospital is None else OWN_CONSENT_BATCH
         answer: list[bool] = []
-        for start in range(0, len(pseudonyms), CONSENT_BATCH):
-            chunk = list(pseudonyms[start : start + CONSENT_BATCH])
+        for start in range(0, len(pseudonyms), batch):
+            chunk = list(pseudonyms[start : start + batch])
             # Encoded with eth_abi directly: web3's contract layer validates each of thousands of arguments in
             # Python (about 8 ms for 200 pseudonyms, against 0.1 ms).
-            data = CONSENT_BITMAP_SELECTOR + eth_abi.encode(["bytes32", "bytes32[]"], [study_id, chunk])
+            if hospital is None:
+                data = CONSENT_BITMAP_SELECTOR + eth_abi.encode(["bytes32", "bytes32[]"], [study_id, chunk])
+            else:
+                data = OWN_CONSENT_BITMAP_SELECTOR + eth_abi.encode(
+                    ["bytes32", "address", "bytes32[]", "address[]"],
+                    [study_id, hospital, chunk, list(keys[start : start + batch])],
+                )
             raw = self._read(lambda: self.w3.eth.call({"to": self.consent.address, "data": data}, block))
             try:
                 (words,) = eth_abi.decode(["uint256[]"], bytes(raw))
@@ -268,11 +288,38 @@ class Ledger:
     def accept_study(self, study_id: bytes) -> dict:
         return self._transact(self.consortium.functions.acceptStudy(study_id))
 
+    def enrolment_commitment(self, pseudonyms: Sequence[bytes], keys: Sequence[str]) -> Digest:
+        """What this hospital commits to before enrolling exactly these patients (the registry's
+        enrolmentCommitment): it binds the hospital's own address, so nobody else can use it."""
+        encoded = eth_abi.encode(["address", "bytes32[]", "address[]"], [self.address, list(pseudonyms), list(keys)])
+        return Digest(keccak(encoded))
+
     def enrol(self, pseudonyms: Sequence[bytes], keys: Sequence[str]) -> list[dict]:
-        return [
-            self._transact(self.consent.functions.enrol(list(pseudonyms[i : i + ENROL_BATCH]), list(keys[i : i + ENROL_BATCH])))
+        """Enrol patients in two steps that cannot be front-run: commit to every batch first (the pseudonyms
+        stay hidden), then enrol each batch in a later block. Returns the enrolment receipts."""
+        if self.address is None:
+            raise LedgerError("this ledger client is read-only: it has no account key")
+        batches = [
+            (list(pseudonyms[i : i + ENROL_BATCH]), list(keys[i : i + ENROL_BATCH]))
             for i in range(0, len(pseudonyms), ENROL_BATCH)
         ]
+        for batch in batches:
+            self._transact(self.consent.functions.commitEnrolment(self.enrolment_commitment(*batch)))
+        # Each receipt above is mined, so every enrolment below runs in a later block than its commitment. Its
+        # gas is estimated at the pending block: a node (anvil) that estimates at the latest block would
+        # run it in the commitment's own block, where the registry refuses it. (The in-process chain has no
+        # estimate at "pending" but estimates there anyway: there the usual estimate is used.)
+        receipts = []
+        for batch in batches:
+            fn = self.consent.functions.enrol(*batch)
+            try:
+                call = _WithGas(fn, self._read(lambda: fn.estimate_gas({"from": self.address}, block_identifier="pending")))
+            except (ContractRejected, ChainUnavailable):
+                raise
+            except LedgerError:
+                call = fn
+            receipts.append(self._transact(call))
+        return receipts
 
     def grant(self, pseudonym: bytes, study_id: bytes, *, valid_from: int, valid_until: int) -> dict:
         return self._transact(self.consent.functions.grant(pseudonym, study_id, valid_from, valid_until))
@@ -281,7 +328,8 @@ class Ledger:
         return self._transact(self.consent.functions.revoke(pseudonym, study_id))
 
     def relay_grants(self, grants: Sequence[SignedGrant]) -> list[dict]:
-        """Relay patients' signed grants, many per transaction."""
+        """Relay patients' signed grants, many per transaction. In a batch, a grant somebody relayed first
+        (or the patient voided) is skipped, not fatal: `skipped_grants(receipts)` says which."""
         receipts = []
         for i in range(0, len(grants), GRANT_BATCH):
             chunk = grants[i : i + GRANT_BATCH]
@@ -291,6 +339,16 @@ class Ledger:
                 fn = self.consent.functions.grantBatchBySig([g.as_struct() for g in chunk], [g.signature for g in chunk])
             receipts.append(self._transact(fn))
         return receipts
+
+    def skipped_grants(self, receipts: Sequence[dict]) -> list[tuple[Pseudonym, int]]:
+        """(pseudonym, nonce) of every grant a batch skipped because its nonce was already spent."""
+        from web3.logs import DISCARD
+
+        return [
+            (Pseudonym(event["args"]["pseudonym"]), int(event["args"]["nonce"]))
+            for receipt in receipts
+            for event in self.consent.events.GrantSkipped().process_receipt(receipt, errors=DISCARD)
+        ]
 
     def cancel_signatures(self, pseudonym: bytes) -> dict:
         return self._transact(self.consent.functions.cancelSignatures(pseudonym))
@@ -356,6 +414,16 @@ class Ledger:
 
     def _rejected(self, exc: Exception) -> ContractRejected:
         return rejection(exc, self._errors)
+
+
+class _WithGas:
+    """A contract call whose transaction carries a gas limit known in advance (web3 then skips its estimate)."""
+
+    def __init__(self, fn, gas: int):
+        self._fn, self._gas = fn, gas
+
+    def build_transaction(self, tx: dict) -> dict:
+        return self._fn.build_transaction({**tx, "gas": self._gas})
 
 
 class ConsentFollower:

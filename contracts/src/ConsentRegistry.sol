@@ -54,6 +54,10 @@ contract ConsentRegistry is EIP712 {
     // Patients enrolled together share words, so a hospital relaying their grants in one transaction
     // pays for a fresh storage slot once per four patients.
     mapping(bytes32 studyId => mapping(uint256 word => uint256 lanes)) private _windows;
+    // Enrolments a hospital committed to, hidden until it enrols: keccak256(abi.encode(hospital,
+    // pseudonyms, keys)) => the block of the commitment. Binding the hospital's own address means a copied
+    // commitment is worthless to anybody else, and a pseudonym only becomes public when it is enrolled.
+    mapping(bytes32 commitment => uint256 blockNumber) private _enrolmentCommitments;
     uint32 public patientCount;
 
     error NotAnActiveHospital(address account);
@@ -67,22 +71,56 @@ contract ConsentRegistry is EIP712 {
     error WrongNonce(bytes32 pseudonym, uint64 expected, uint64 given);
     error WrongSigner(bytes32 pseudonym);
     error TooManyPatients();
+    error EnrolmentNotCommitted(bytes32 commitment);
 
     event PatientEnrolled(bytes32 indexed pseudonym, address indexed hospital, address indexed key);
     event ConsentGranted(bytes32 indexed pseudonym, bytes32 indexed studyId, uint64 validFrom, uint64 validUntil);
     event ConsentRevoked(bytes32 indexed pseudonym, bytes32 indexed studyId);
     event SignaturesCancelled(bytes32 indexed pseudonym, uint64 nextNonce);
+    event EnrolmentCommitted(address indexed hospital, bytes32 indexed commitment);
+    event GrantSkipped(bytes32 indexed pseudonym, uint64 nonce);
 
     /// @param consortium_ the consortium whose active hospitals may enrol patients
     constructor(IConsortium consortium_) EIP712("TwinLedger Consent", "1") {
         consortium = consortium_;
     }
 
-    /// @notice Enrol patients: bind each new pseudonym to the patient's own consent key.
-    /// @dev Only an active hospital may enrol; a pseudonym is enrolled once and for all.
+    /// @notice Commit to an enrolment before making it, so that nobody can enrol the same pseudonyms first.
+    /// @dev The commitment is `enrolmentCommitment(msg.sender, pseudonyms, keys)`; it reveals neither.
+    /// Requirements: the caller is an active hospital. A repeated commitment keeps its first block.
+    /// Emits {EnrolmentCommitted}.
+    /// @param commitment keccak256(abi.encode(hospital, pseudonyms, keys)) of the enrolment to come
+    function commitEnrolment(bytes32 commitment) external {
+        if (!consortium.isActiveHospital(msg.sender)) revert NotAnActiveHospital(msg.sender);
+        if (_enrolmentCommitments[commitment] == 0) _enrolmentCommitments[commitment] = block.number;
+        emit EnrolmentCommitted(msg.sender, commitment);
+    }
+
+    /// @notice The commitment a hospital sends (with {commitEnrolment}) before enrolling these patients.
+    function enrolmentCommitment(address hospital, bytes32[] calldata pseudonyms, address[] calldata keys)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(hospital, pseudonyms, keys));
+    }
+
+    /// @notice Enrol patients: bind each new pseudonym to the patient's own consent key, and record which
+    /// hospital enrolled it.
+    /// @dev A pseudonym is public from the moment its enrolment is sent. To make front-running useless,
+    /// the hospital must have committed to exactly this enrolment (its own address, the pseudonyms and the
+    /// keys) in an earlier block: another hospital that copies the pseudonyms from the pending transaction
+    /// has no commitment of its own from before it saw them, and a copied commitment names the wrong hospital.
+    /// Requirements: the caller is an active hospital; the lists have the same length; the commitment was
+    /// made in an earlier block (it is used up); no key is zero; no pseudonym is enrolled already.
+    /// Emits {PatientEnrolled} for each patient.
     function enrol(bytes32[] calldata pseudonyms, address[] calldata keys) external {
         if (!consortium.isActiveHospital(msg.sender)) revert NotAnActiveHospital(msg.sender);
         if (pseudonyms.length != keys.length) revert LengthMismatch();
+        bytes32 commitment = enrolmentCommitment(msg.sender, pseudonyms, keys);
+        uint256 committedAt = _enrolmentCommitments[commitment];
+        if (committedAt == 0 || committedAt >= block.number) revert EnrolmentNotCommitted(commitment);
+        delete _enrolmentCommitments[commitment];
         uint256 count = patientCount;
         if (count + pseudonyms.length > type(uint32).max) revert TooManyPatients();
         for (uint256 i = 0; i < pseudonyms.length; ++i) {
@@ -120,23 +158,36 @@ contract ConsentRegistry is EIP712 {
         _grant(g.pseudonym, index, g.studyId, g.validFrom, g.validUntil);
     }
 
-    /// @notice Relay many signed grants in one transaction; reverts as a whole if any is invalid.
+    /// @notice Relay many signed grants in one transaction.
+    /// @dev A grant whose nonce is already spent (somebody relayed it first, or the patient voided it) is
+    /// skipped and reported, so that one signature relayed ahead cannot make the whole batch revert; any
+    /// other invalid grant reverts the batch. Requirements: the lists have the same length; each grant not
+    /// skipped is valid as for {grantBySig}. Emits {ConsentGranted} per grant, {GrantSkipped} per skip.
     function grantBatchBySig(Grant[] calldata grants, bytes[] calldata signatures) external {
         if (grants.length != signatures.length) revert LengthMismatch();
         for (uint256 i = 0; i < grants.length; ++i) {
             Grant calldata g = grants[i];
+            Patient storage patient = _patients[g.pseudonym];
+            if (patient.key != address(0) && g.nonce < patient.nonce) {
+                emit GrantSkipped(g.pseudonym, g.nonce);
+                continue;
+            }
             uint256 index = _useSignature(g.pseudonym, g.nonce, g.deadline, _grantDigest(g), signatures[i]);
             _grant(g.pseudonym, index, g.studyId, g.validFrom, g.validUntil);
         }
     }
 
     /// @notice Relay a revocation that the patient signed (EIP-712).
+    /// @dev Like {revoke}, it also voids every signature the patient gave and nobody relayed yet, so a grant
+    /// signed ahead (at a later nonce) cannot bring the consent back. Requirements: as {grantBySig}.
+    /// Emits {ConsentRevoked} and {SignaturesCancelled}.
     function revokeBySig(Revoke calldata r, bytes calldata signature) external {
         bytes32 digest = _hashTypedDataV4(
             keccak256(abi.encode(REVOKE_TYPEHASH, r.pseudonym, r.studyId, r.nonce, r.deadline))
         );
         uint256 index = _useSignature(r.pseudonym, r.nonce, r.deadline, digest, signature);
         _revoke(r.pseudonym, index, r.studyId);
+        _cancel(r.pseudonym);
     }
 
     /// @notice Cancel every signature the patient has given and nobody has relayed yet.
@@ -179,6 +230,26 @@ contract ConsentRegistry is EIP712 {
         bits = new uint256[]((pseudonyms.length + 255) / 256);
         for (uint256 i = 0; i < pseudonyms.length; ++i) {
             if (hasConsent(pseudonyms[i], studyId)) bits[i >> 8] |= uint256(1) << (i & 255);
+        }
+    }
+
+    /// @notice Like {consentBitmap}, for the one hospital that reads its own patients: bit i is set only when
+    /// pseudonyms[i] holds consent, was enrolled by `hospital`, and is bound to the consent key keys[i]
+    /// (the key the hospital stored when it enrolled the patient). A pseudonym another hospital enrolled,
+    /// or enrolled with another key, never reads as consenting.
+    function consentBitmapFor(bytes32 studyId, address hospital, bytes32[] calldata pseudonyms, address[] calldata keys)
+        external
+        view
+        returns (uint256[] memory bits)
+    {
+        if (pseudonyms.length != keys.length) revert LengthMismatch();
+        bits = new uint256[]((pseudonyms.length + 255) / 256);
+        for (uint256 i = 0; i < pseudonyms.length; ++i) {
+            bytes32 pseudonym = pseudonyms[i];
+            if (
+                _enrolledBy[pseudonym] == hospital && _patients[pseudonym].key == keys[i]
+                    && hasConsent(pseudonym, studyId)
+            ) bits[i >> 8] |= uint256(1) << (i & 255);
         }
     }
 

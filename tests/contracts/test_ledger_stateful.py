@@ -2,9 +2,11 @@
 
 A Hypothesis state machine drives random consent operations (direct and relayed grants and revocations,
 replays, forged and foreign-domain signatures, expired signatures, cancellations, impostors, study
-suspension, the passing of time) through :mod:`contracts.ledger`, keeps a pure-Python model of what the
-registry must hold, and after every step checks the chain against the model: single and batch consent
-answers, raw consent records, nonces, study liveness and the full event history.
+suspension, the passing of time, two hospitals racing to enrol the same pseudonyms) through
+:mod:`contracts.ledger`, keeps a pure-Python model of what the registry must hold, and after every step
+checks the chain against the model: single and batch consent answers, each hospital's own answers (only
+pseudonyms it enrolled, with the key it stored), who enrolled what, raw consent records, nonces, study
+liveness and the full event history.
 
 Time is the chain's own: the chain is moved ahead of the wall clock at setup, so that every block is
 exactly one second after its parent and the timestamp a transaction will run at is known in advance
@@ -127,6 +129,7 @@ class Model:
     changes: list[list[tuple[bytes, bool, int]]]  # per study: (pseudonym, granted, block)
     used: list[Signed] = field(default_factory=list)
     held: list[Signed] = field(default_factory=list)
+    raced: dict[bytes, tuple[str, str]] = field(default_factory=dict)  # pseudonym -> (enrolling hospital, key)
 
     def consent_at(self, p: int, s: int, ts: int) -> bool:
         window = self.consents[(p, s)]
@@ -325,7 +328,8 @@ class ConsentMachine(RuleBasedStateMachine):
         if sig.kind == "grant":
             self._check_events(receipt, granted=[self._granted(receipt, p, sig.study, sig.valid_from, sig.valid_until)])
         elif sig.kind == "revoke":
-            self._check_events(receipt, revoked=[self._revoked(receipt, p, sig.study)])
+            # A relayed revocation voids every outstanding signature, like a direct one (issue 12, item 8).
+            self._check_events(receipt, revoked=[self._revoked(receipt, p, sig.study)], cancelled=[self._cancelled(p)])
         else:
             self._check_events(receipt, cancelled=[self._cancelled(p)])
         self.model.used.append(sig)
@@ -376,24 +380,31 @@ class ConsentMachine(RuleBasedStateMachine):
     @rule(
         items=st.lists(st.tuples(PATIENTS, STUDIES, PAST_FROM_OFFSETS, VALID_UNTIL_OFFSETS), min_size=2, max_size=3),
         poison=st.sampled_from([None, None, 0, 1, 2]),
+        spent=st.one_of(st.none(), st.integers(0, 10**6)),
         relayer=RELAYERS,
     )
     @on_chain_thread
-    def relay_grant_batch(self, items, poison, relayer):
+    def relay_grant_batch(self, items, poison, spent, relayer):
         """Several signed grants in one transaction (consecutive nonces for a repeated patient); one item
-        with an already-expired window makes the whole batch revert."""
+        with an already-expired window makes the whole batch revert. A grant relayed before (somebody got
+        there first) is skipped and reported, not fatal (issue 12, item 9)."""
         ts = self._next_ts()
         nonces = list(self.model.nonces)
+        used_grants = [sig for sig in self.model.used if sig.kind == "grant"]
+        replayed = used_grants[spent % len(used_grants)] if spent is not None and used_grants else None
         sigs = []
         for i, (p, s, from_offset, until_offset) in enumerate(items):
             window = (0, ts - 1) if i == poison else self._window(ts, from_offset, until_offset)
             sigs.append(self._sign("grant", p, nonce=nonces[p], deadline=ts + FAR, s=s, window=window))
             nonces[p] += 1
-        act = lambda: self._relayer(relayer).relay_grants([sig.message for sig in sigs])
+        sent = ([replayed.message] if replayed else []) + [sig.message for sig in sigs]
+        act = lambda: self._relayer(relayer).relay_grants(sent)
         if not all(_window_ok(sig.valid_from, sig.valid_until, ts) for sig in sigs):  # all or nothing
             self._expect_rejected(act, "InvalidWindow")
             return
         receipt = self._expect_success(act, ts)
+        skipped = self.hospital.skipped_grants([receipt])
+        assert skipped == ([(replayed.pseudonym, replayed.nonce)] if replayed else [])
         granted = [self._granted(receipt, sig.patient, sig.study, sig.valid_from, sig.valid_until) for sig in sigs]
         self._check_events(receipt, granted=granted)
         self.model.nonces = nonces
@@ -535,6 +546,43 @@ class ConsentMachine(RuleBasedStateMachine):
         }[action]
         self._expect_rejected(act, "NotPatient", match="only the patient's own key")
 
+    # ---- rules: two hospitals racing to enrol ----
+
+    @rule(
+        attack=st.sampled_from(["no commitment", "copied commitment", "own commitment, after"]),
+        count=st.integers(1, 2),
+        first=RELAYERS,
+    )
+    @on_chain_thread
+    def hospitals_race_to_enrol(self, attack, count, first):
+        """Hospital `first` enrols fresh pseudonyms; the other one tries to take them with keys it holds:
+        straight from the pending transaction (no commitment), with a copy of the first one's commitment, or
+        with its own commitment once the pseudonyms are public. It never gets them, and never blocks the
+        first; both hospitals also enrol pseudonyms of their own in between."""
+        owner = self._relayer(first)
+        rival = self.other_hospital if owner is self.hospital else self.hospital
+        pseudonyms = [secrets.token_bytes(32) for _ in range(count)]
+        keys = [Account.from_key(_key(f"raced-{p.hex()}")).address for p in pseudonyms]
+        rival_keys = [Account.from_key(_key(f"rival-{p.hex()}")).address for p in pseudonyms]
+        commitment = owner.enrolment_commitment(pseudonyms, keys)
+        owner._transact(owner.consent.functions.commitEnrolment(commitment))
+        take = lambda: rival._transact(rival.consent.functions.enrol(pseudonyms, rival_keys))
+        if attack == "no commitment":
+            self._expect_rejected(take, "EnrolmentNotCommitted")
+        elif attack == "copied commitment":
+            rival._transact(rival.consent.functions.commitEnrolment(commitment))
+            self._expect_rejected(lambda: rival._transact(rival.consent.functions.enrol(pseudonyms, keys)),
+                                  "EnrolmentNotCommitted")
+        own = [secrets.token_bytes(32)]  # the rival's own patient, enrolled while the race goes on
+        rival.enrol(own, rival_keys[:1])
+        self.model.raced[own[0]] = (rival.address, rival_keys[0])
+        owner._transact(owner.consent.functions.enrol(pseudonyms, keys))
+        for p, k in zip(pseudonyms, keys):
+            self.model.raced[p] = (owner.address, k)
+        if attack == "own commitment, after":
+            rival._transact(rival.consent.functions.commitEnrolment(rival.enrolment_commitment(pseudonyms, rival_keys)))
+            self._expect_rejected(take, "AlreadyEnrolled")
+
     # ---- rules: studies and time ----
 
     @rule(s=STUDIES, flag=st.booleans())
@@ -612,6 +660,23 @@ class ConsentMachine(RuleBasedStateMachine):
                     record = self.hospital.consent.functions.consentOf(self.pseudonyms[p], study).call(block_identifier=block)
                     assert tuple(record) == (self.model.consents[(p, s)] or (0, 0)), (p, s)
         self.windows_changed = False
+
+    @invariant()
+    @on_chain_thread
+    def each_hospital_reads_only_what_it_enrolled_with_the_key_it_stored(self):
+        """The gate's question: the enrolling hospital with the model's keys sees the single answers; the
+        other hospital, or any other key, sees nothing. Raced pseudonyms belong to who enrolled them."""
+        block = self.w3.eth.block_number
+        keys = [Account.from_key(k).address for k in self.patient_keys]
+        for s, study in enumerate(self.studies):
+            single = [self.hospital.has_consent(ps, study, block=block) for ps in self.pseudonyms]
+            own = lambda ledger, keys: ledger.consents(study, self.pseudonyms, block=block, hospital=ledger.address, keys=keys)
+            assert own(self.hospital, keys) == single
+            assert own(self.other_hospital, keys) == [False] * N_PATIENTS
+            assert own(self.hospital, keys[1:] + keys[:1]) == [False] * N_PATIENTS
+        for pseudonym, (hospital, key) in self.model.raced.items():
+            assert self.hospital.consent.functions.enrolledBy(pseudonym).call(block_identifier=block) == hospital
+            assert self.hospital.consent.functions.patientOf(pseudonym).call(block_identifier=block)[0] == key
 
     @invariant()
     @on_chain_thread
