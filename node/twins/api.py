@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from node.twins.calibration import DAY_MIN, CalibratedTwin, CalibrationError, calibrate
 from node.twins.forecast import Backtest, backtest_30min, choose_point_30min, forecast, latest_federated_30min
-from node.twins.glycemia import METRIC_NAMES
+from node.twins.glycemia import ALL_METRIC_NAMES
 from node.twins.heart_risk import HeartRecordError, HeartRiskModel, heart_whatif
 from node.twins.records import DiabetesRecord
 from node.twins.whatif import TreatmentPlan, run_whatif
@@ -177,6 +177,8 @@ class Metrics(BaseModel):
     hbgi: float
     mean_glucose_mgdl: float
     cv_glucose: float
+    time_above_250: float = Field(description="share of time above 250 mg/dL (2019 consensus)")
+    gmi_percent: float = Field(description="glucose management indicator, % (3.31 + 0.02392 x mean mg/dL)")
 
 
 class PlanResult(BaseModel):
@@ -388,4 +390,4 @@ def _rounded(values) -> list[float]:
     return [round(float(v), 2) for v in values]
 
 
-assert set(Metrics.model_fields) == set(METRIC_NAMES)
+assert set(Metrics.model_fields) == set(ALL_METRIC_NAMES)

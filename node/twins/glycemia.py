@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 METRIC_NAMES = ("time_in_range_70_180", "time_below_70", "time_below_54", "time_above_180", "lbgi", "hbgi",
-                "mean_glucose_mgdl", "cv_glucose")  # what node/twins/api.py serves (its Metrics model)
+                "mean_glucose_mgdl", "cv_glucose")
 CONSENSUS_2019_NAMES = ("time_above_250", "gmi_percent")
-ALL_METRIC_NAMES = METRIC_NAMES + CONSENSUS_2019_NAMES
+ALL_METRIC_NAMES = METRIC_NAMES + CONSENSUS_2019_NAMES  # what node/twins/api.py serves (its Metrics model)
 
 
 def gmi_percent(mean_glucose_mgdl) -> float:
