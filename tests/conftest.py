@@ -64,7 +64,12 @@ def advance_time(w3: Web3, seconds: int) -> None:
         w3.provider.make_request("evm_mine", [])
 
 
-@pytest.fixture(params=BACKENDS)
+# The anvil run of every chain test counts as slow: the fast loop (-m "not e2e and not browser and not slow")
+# checks each behaviour once, on the in-process chain; the whole suite checks it on both.
+CHAIN_PARAMS = [pytest.param(b, marks=pytest.mark.slow) if b == "anvil" else b for b in BACKENDS]
+
+
+@pytest.fixture(params=CHAIN_PARAMS)
 def chain(request, artifacts) -> Chain:
     """A fresh deployment with a consortium, two hospitals, a coordinator and one accepted study."""
     url = request.getfixturevalue("anvil_url") if request.param == "anvil" else None
