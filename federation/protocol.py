@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -134,8 +135,13 @@ def metrics_digest(metrics: Mapping) -> Digest:
     `reply_digest` of an evaluate reply, so that a signature covers every number the coordinator adds up."""
     from eth_utils import keccak  # see __getattr__ below: a ClientApp process pays for it only when it signs
 
-    canonical = json.dumps({str(k): metrics[k] for k in sorted(metrics)}, sort_keys=True, separators=(",", ":"),
-                           allow_nan=True)
+    def plain(value):  # numpy scalars as the Python numbers they travel as
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+    canonical = json.dumps({str(k): plain(metrics[k]) for k in sorted(metrics)}, sort_keys=True,
+                           separators=(",", ":"), allow_nan=True)
     return Digest(keccak(canonical.encode()))
 
 
