@@ -29,6 +29,7 @@ BUDGET_SPENT = 4004
 NO_CONSENTED_PATIENTS = 4005
 RECORD_UNCLEAR = 4006
 BAD_REQUEST = 4007
+APP_NOT_APPROVED = 4010  # the SuperNode's app gate (node/app_gate.py) refused the run's app: not the study's
 
 # Flower's own error codes (flwr.common.constant.ErrorCode), as the coordinator reports them.
 FLOWER_ERROR_NAMES = {
@@ -51,6 +52,7 @@ ERROR_NAMES = {**FLOWER_ERROR_NAMES,
     NO_CONSENTED_PATIENTS: "no consented patients",
     RECORD_UNCLEAR: "record unclear",
     BAD_REQUEST: "bad request",
+    APP_NOT_APPROVED: "app not approved",
 }
 
 

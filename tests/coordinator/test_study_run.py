@@ -404,3 +404,13 @@ def test_a_node_bound_to_one_hospital_cannot_answer_with_another_hospitals_signa
     (record,) = run.report.rounds
     assert f"but the node authenticated as hospital {chain.hospital.address}'s node" in record.errors["alpha?"]
     assert chain.coordinator.anchor_of(chain.study_id, 1) is None
+
+
+def test_a_node_whose_app_gate_refused_the_run_is_reported_by_the_codes_name(chain, tmp_path):
+    from node import app_gate
+
+    assert app_gate.APP_NOT_APPROVED == protocol.APP_NOT_APPROVED  # one code, named in the protocol
+    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital, refuse_with=protocol.APP_NOT_APPROVED)})
+    run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+    assert run.report.rounds[0].errors["alpha"].startswith("train: app not approved: alpha says no")
