@@ -387,10 +387,11 @@ class StudyRun:
     def _verified(self, state: RoundState, replies: list[Message], phase: str, sent: Digest,
                   errors: dict[str, str]) -> list[tuple[Message, str]]:
         """The replies whose signature holds, each with its signer (the hospital account it counts for); every
-        other reply is dropped, with its reason in `errors` (by node name). Keeps the signed replies in the
-        round's record."""
+        other reply is dropped, with its reason in `errors` (by node name). Replies are taken in node id order
+        (a second reply signed by the same hospital is the one from the higher node id). Keeps the signed
+        replies in the round's record."""
         verified, signers = [], set()
-        for reply in replies:
+        for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):  # in arrival order, "first" would be luck
             name = self._name(reply.metadata.src_node_id)
             try:
                 signed, signature, signer = self._check_reply(state, reply, phase, sent)
