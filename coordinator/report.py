@@ -57,6 +57,17 @@ class HospitalSummary(_Open):
     epsilon_budget: float | None = None
 
 
+class SignedReply(_Open):
+    """A reply the coordinator verified: its signer (the hospital account it counted for), the node it came
+    from, the RoundReply it signed (federation.protocol.RoundReply.as_dict) and the EIP-712 signature, so
+    that an auditor can recover the signer again (contracts/audit.py)."""
+
+    hospital: str
+    node: str = ""
+    reply: dict[str, Any]
+    signature: str  # 0x and 130 hex digits
+
+
 class RoundRecord(_Open):
     """One round, per hospital name where it is per hospital. `status` is "training", then "evaluating"
     (saved so operators see training results early), then "done"."""
@@ -70,6 +81,7 @@ class RoundRecord(_Open):
     epsilon: dict[str, float | None] = Field(default_factory=dict)  # cumulative; None is infinite
     train_seconds: dict[str, float] = Field(default_factory=dict)  # each node's own training wall time
     errors: dict[str, str] = Field(default_factory=dict)  # by hospital name, and "coordinator"
+    replies: list[SignedReply] = Field(default_factory=list)  # the verified, signed replies of both phases
     seconds: float | None = None
     training_seconds: float | None = None
     model_hash: str | None = None

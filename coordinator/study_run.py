@@ -13,6 +13,21 @@ A round goes through five phases, one method each:
 
 A node that refuses or fails is reported by name and reason; the round goes on with the others. The
 report (coordinator/report.py) is saved after training and after each round so that operators can watch it.
+
+Who a reply comes from is learnt from authentication, never from what a node says about itself:
+
+- a node's hospital is the one whose node key on chain is the key the node authenticated to the SuperLink
+  with (`grid.get_nodes()` names it in the deployment engine). Once any node's key is a hospital's on chain,
+  a node whose key is not is sent nothing (reported). A Grid that names no keys (the in-process grids of
+  tests and benchmarks), or a federation whose hospitals recorded no node keys, has no such binding: there,
+  identity rests on the reply signatures alone;
+- every train and evaluate reply carries its hospital's EIP-712 signature over a RoundReply. A reply is
+  dropped, and reported, unless its signer is an active hospital at the pinned block (and the node's
+  hospital where that is known), it answers this round (study, round, pinned block, phase) and the model
+  sent this round, its weights or metrics are the ones signed, and so are its examples, commitment and
+  epsilon; a second reply signed by the same hospital in a phase is dropped too. Commitments are keyed by
+  the verified signer, the anchor names only verified hospitals, and the signed replies are kept in the
+  round's record so that an auditor can verify them again.
 """
 
 from __future__ import annotations
@@ -29,13 +44,14 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 from flwr.serverapp.strategy.fedopt import FedOpt
 
-from contracts.ledger import Ledger, LedgerError
-from coordinator.report import HospitalSummary, RoundRecord, RunReport, StudySummary
+from contracts.ledger import Ledger, LedgerError, recover_round_reply
+from coordinator.admission import fingerprint
+from coordinator.report import HospitalSummary, RoundRecord, RunReport, SignedReply, StudySummary
 from federation import protocol
 from federation.commitment import combined_commitment, model_hash
 from federation.defaults import TRAINING
-from federation.ids import Digest, StudyId
-from federation.protocol import RoundConfig
+from federation.ids import Digest, StudyId, hex0x
+from federation.protocol import RoundConfig, RoundReply
 from federation.tasks import get_task
 from federation.tasks.base import add_sums
 
@@ -93,6 +109,11 @@ class RoundState:
     train_commitments: dict[str, Digest] = field(default_factory=dict)  # by hospital account
     commitments: dict[str, Digest] = field(default_factory=dict)  # what the anchor holds, by hospital account
     examples: int = 0  # test patients evaluated
+    evaluated_digest: Digest | None = None  # model hash of the global model sent for evaluation
+
+
+class ReplyRejected(Exception):
+    """A reply whose signature does not hold: it is dropped and reported with this reason."""
 
 
 class StudyRun:
@@ -105,6 +126,8 @@ class StudyRun:
         self.task = get_task(self.terms.task_id)
         self.report = RunReport(study=StudySummary.of(self.terms, self.task.headline.as_dict()))
         self.hospitals: dict[int, HospitalSummary] = {}  # by Flower node id; the same objects as in the report
+        self.hospital_of: dict[int, str] = {}  # Flower node id -> hospital account, from the node's authenticated key
+        self.excluded: dict[str, str] = {}  # nodes sent nothing, by name, and why
         self.strategy = make_strategy(options)
 
     @property
@@ -125,13 +148,13 @@ class StudyRun:
     def run(self) -> ArrayRecord:
         torch.manual_seed(self.options.seed)
         arrays = ArrayRecord(self.task.build_model().state_dict())
-        node_ids = self.wait_for_nodes()
+        node_ids = self.authenticate(self.wait_for_nodes())
         self.identify(node_ids)
         self.save_report()
         rounds = min(self.options.num_rounds, self.terms.rounds)
         if rounds < self.options.num_rounds:
             log.warning("the study allows %d rounds; running %d", self.terms.rounds, rounds)
-        anchored = [r for r in range(1, rounds + 1) if self.ledger.anchor_of(self.options.study_id, r)]
+        anchored = [r for r in range(1, rounds + 1) if self.ledger.anchor_of(self.options.study_id, r) is not None]
         if anchored:
             # Checked before any node spends privacy budget on a round that could not be anchored.
             raise RuntimeError(
@@ -160,14 +183,49 @@ class StudyRun:
             )
         return node_ids
 
+    def authenticate(self, node_ids: list[int]) -> list[int]:
+        """Learn each node's hospital from the key it authenticated with; returns the nodes to work with.
+
+        A node's hospital is the one whose node key on chain has the fingerprint of the node's key (Flower's
+        `NodeInfo.public_key`). When at least one node is bound so, the others are sent nothing; when none is
+        (no keys from the Grid, or none recorded on chain), every node takes part and its replies count only
+        under the hospital that signed them.
+        """
+        keys = {info.node_id: bytes(info.public_key) for info in self.grid.get_nodes()
+                if info.node_id in node_ids and info.public_key}
+        for node_id, pem in keys.items():
+            try:
+                account = self.ledger.hospital_by_node_id(fingerprint(pem))
+            except ValueError:  # not a key the chain could hold
+                account = None
+            if account is not None:
+                self.hospital_of[node_id] = account
+        if not self.hospital_of:
+            if keys:
+                log.warning("no node authenticated with a hospital's node key on chain: replies count only under "
+                            "the hospital that signed them")
+            return node_ids
+        for node_id in sorted(set(node_ids) - set(self.hospital_of)):
+            self.excluded[f"node {node_id}"] = ("not admitted: the key it authenticated with is no hospital's node key "
+                                                "on chain; nothing was sent to it")
+            log.warning("node %s: %s", node_id, self.excluded[f"node {node_id}"])
+        return sorted(self.hospital_of)
+
     def identify(self, node_ids: list[int]) -> None:
+        """Each node's name and patient count, for the report. The account a node names is a claim: the report
+        shows the account its key is bound to on chain, or (without keys) the signer of its first verified reply."""
         for reply in self._send(node_ids, f"{MessageType.QUERY}.identify", RecordDict(), "identify"):
+            node_id = reply.metadata.src_node_id
             if reply.has_error():
-                log.warning("node %s could not identify itself: %s", reply.metadata.src_node_id, reply.error.reason)
+                log.warning("node %s could not identify itself: %s", node_id, reply.error.reason)
                 continue
             identity = reply.content[protocol.USAGE]
-            self.hospitals[reply.metadata.src_node_id] = HospitalSummary(
-                name=str(identity["hospital"]), account=str(identity["account"]), patients=int(identity["patients"]),
+            authenticated = self.hospital_of.get(node_id)
+            if authenticated and str(identity["account"]) != authenticated:
+                log.warning("node %s says it is hospital %s but authenticated as hospital %s's node",
+                            node_id, identity["account"], authenticated)
+            self.hospitals[node_id] = HospitalSummary(
+                name=str(identity["hospital"]), account=authenticated, patients=int(identity["patients"]),
                 epsilon_budget=self.terms.epsilon_budget,
             )
         self.report.hospitals = sorted(self.hospitals.values(), key=lambda h: h.name)
@@ -214,8 +272,11 @@ class StudyRun:
         """Every node trains on its consented patients; returns the replies of those that did."""
         content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: state.config.to_record()})
         replies = self._send(node_ids, MessageType.TRAIN, content, str(state.config.round))
-        trained, state.train_errors = self._split(node_ids, replies, "train")
-        for reply in trained:
+        answered, state.train_errors = self._split(node_ids, replies, "train")
+        sent = model_hash(arrays.to_torch_state_dict())
+        trained = []
+        for reply, signer in self._verified(state, answered, "train", sent, state.train_errors):
+            trained.append(reply)
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
             name = self._name(reply.metadata.src_node_id)
             epsilon = _finite_or_none(float(metrics["epsilon"]))
@@ -223,7 +284,7 @@ class StudyRun:
             state.record.epsilon[name] = epsilon
             if "train-seconds" in metrics:  # the node's wall time around its training (gate, budget, DP-SGD)
                 state.record.train_seconds[name] = round(float(metrics["train-seconds"]), 3)
-            state.train_commitments[str(usage["account"])] = Digest.parse(usage["commitment"])
+            state.train_commitments[signer] = Digest.parse(usage["commitment"])
             hospital = self.hospitals.get(reply.metadata.src_node_id)
             if hospital:
                 hospital.epsilon_spent = epsilon
@@ -250,12 +311,12 @@ class StudyRun:
         """Every node evaluates the global model on its consented test patients; the sums are added up."""
         content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: state.config.to_record()})
         replies = self._send(node_ids, MessageType.EVALUATE, content, str(state.config.round))
-        evaluated, eval_errors = self._split(node_ids, replies, "evaluate")
+        answered, eval_errors = self._split(node_ids, replies, "evaluate")
+        state.evaluated_digest = model_hash(arrays.to_torch_state_dict())
         record, node_sums = state.record, []
         train_commitments = dict(state.train_commitments)
-        for reply in evaluated:
+        for reply, account in self._verified(state, answered, "evaluate", state.evaluated_digest, eval_errors):
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
-            account = str(usage["account"])
             record.test_used[self._name(reply.metadata.src_node_id)] = int(usage["used"])
             state.examples += int(metrics["num-examples"])
             node_sums.append(dict(metrics))
@@ -272,6 +333,7 @@ class StudyRun:
                             if name in errors)
             for name in sorted(set(state.train_errors) | set(eval_errors))
         }
+        record.errors.update(self.excluded)
         if state.examples:
             # Every node's sums added up, then the task's metrics: weighted by examples, exactly.
             try:
@@ -283,7 +345,7 @@ class StudyRun:
     def anchor(self, state: RoundState, arrays: ArrayRecord) -> None:
         """Record the round on chain: pinned block, model hash, each hospital's commitment."""
         record = state.record
-        digest = model_hash(arrays.to_torch_state_dict())
+        digest = state.evaluated_digest or model_hash(arrays.to_torch_state_dict())
         record.model_hash = str(digest)
         if not state.commitments:
             record.errors["coordinator"] = "round not anchored: no node used any data"
@@ -321,6 +383,78 @@ class StudyRun:
             if waiting:
                 time.sleep(REPLY_POLL_S)
         return replies
+
+    def _verified(self, state: RoundState, replies: list[Message], phase: str, sent: Digest,
+                  errors: dict[str, str]) -> list[tuple[Message, str]]:
+        """The replies whose signature holds, each with its signer (the hospital account it counts for); every
+        other reply is dropped, with its reason in `errors` (by node name). Replies are taken in node id order
+        (a second reply signed by the same hospital is the one from the higher node id). Keeps the signed
+        replies in the round's record."""
+        verified, signers = [], set()
+        for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):  # in arrival order, "first" would be luck
+            name = self._name(reply.metadata.src_node_id)
+            try:
+                signed, signature, signer = self._check_reply(state, reply, phase, sent)
+                if signer in signers:
+                    raise ReplyRejected(f"a second reply signed by hospital {signer} in this phase")
+            except ReplyRejected as rejected:
+                errors[name] = f"reply dropped: {rejected}"
+                log.warning("%s: %s reply dropped: %s", name, phase, rejected)
+                continue
+            signers.add(signer)
+            hospital = self.hospitals.get(reply.metadata.src_node_id)
+            if hospital is not None and hospital.account is None:
+                hospital.account = signer  # no key binding: the signer of its first verified reply
+            state.record.replies.append(SignedReply(hospital=signer, node=name, reply=signed.as_dict(),
+                                                    signature=hex0x(signature)))
+            verified.append((reply, signer))
+        return verified
+
+    def _check_reply(self, state: RoundState, reply: Message, phase: str,
+                     sent: Digest) -> tuple[RoundReply, bytes, str]:
+        """The signed RoundReply, its signature and its signer, when all of them hold for this reply."""
+        config = state.config
+        try:
+            usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
+            signed = RoundReply.from_record(reply.content[protocol.ROUND_REPLY])
+            signature = protocol.reply_signature(usage)
+            if signature is None:
+                raise ValueError("the usage record carries no signature")
+            signer = recover_round_reply(self.ledger.deployment, signed, signature)
+            if phase == "train":
+                carried = model_hash(reply.content[protocol.WEIGHTS].to_torch_state_dict())
+            else:
+                carried = protocol.metrics_digest(dict(metrics))
+            numbers = {"examples": (int(metrics["num-examples"]), int(usage["used"])),
+                       "commitment": Digest.parse(usage["commitment"]),
+                       "epsilon": protocol.epsilon_milli(float(metrics["epsilon"])) if phase == "train" else 0}
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ReplyRejected(f"not a signed reply ({exc})") from exc
+        if (signed.study_id, signed.round, signed.pinned_block, signed.phase) != (
+                config.study_id, config.round, config.block, phase):
+            raise ReplyRejected(f"signed for study {signed.study_id.short()} round {signed.round} block "
+                                f"{signed.pinned_block} {signed.phase}, not this round's {phase}")
+        if signed.model_digest != sent:
+            raise ReplyRejected("signed for another model than the one sent this round")
+        if signed.reply_digest != carried:
+            raise ReplyRejected(f"its {'weights' if phase == 'train' else 'metrics'} are not the ones signed")
+        if any(count != signed.num_examples for count in numbers["examples"]):
+            raise ReplyRejected(f"it reports {numbers['examples'][0]} examples, its hospital signed "
+                                f"{signed.num_examples}")
+        if numbers["commitment"] != signed.commitment:
+            raise ReplyRejected("its commitment is not the one signed")
+        if numbers["epsilon"] != signed.epsilon_milli:
+            raise ReplyRejected("its epsilon is not the one signed")
+        authenticated = self.hospital_of.get(reply.metadata.src_node_id)
+        if authenticated is not None and signer != authenticated:
+            raise ReplyRejected(f"signed by {signer}, but the node authenticated as hospital {authenticated}'s node")
+        try:
+            active = self.ledger.is_active_hospital(signer, block=config.block)
+        except LedgerError as exc:
+            raise ReplyRejected(f"the signer's standing could not be read from the chain: {exc}") from exc
+        if not active:
+            raise ReplyRejected(f"signed by {signer}, which is not an active hospital at block {config.block}")
+        return signed, signature, signer
 
     def _split(self, node_ids: list[int], replies: list[Message], phase: str) -> tuple[list[Message], dict[str, str]]:
         """The replies with content, and a reason by hospital name for every node that refused or was silent."""

@@ -4,7 +4,10 @@ The SuperNode is started with `--node-config 'node-home="/path/to/home"'`; every
 needs (hospital, chain, keys, database) is in that home's node.toml. The work itself is the node core's
 (node/service.py HospitalNode, no Flower in it); each handler here reads the request, calls it and builds
 the reply. A refusal (the node used no data) becomes an error reply with the protocol's code and reason
-(`@refusals_as_errors`), and is kept in the node's store for hospital IT.
+(`@refusals_as_errors`), and is kept in the node's store for hospital IT. Every train and evaluate reply carries
+the hospital's signature (its chain key) over a `RoundReply`: what round it answers, the model it received, what
+it sends back, how many examples it used, its commitment and its epsilon; the coordinator drops a reply whose
+signature does not hold.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from flwr.clientapp import ClientApp
 
 from contracts.ledger import load_key
 from federation import protocol
+from federation.commitment import model_hash
 from federation.ids import StudyId
-from federation.protocol import RoundConfig
+from federation.protocol import RoundConfig, RoundReply
 from node.consent_gate import Refusal
 from node.service import HospitalNode
 from node.settings import NodeSettings, SettingsError
@@ -83,11 +87,18 @@ def refusals_recorded(node: HospitalNode, config: RoundConfig, phase: str):
         raise
 
 
-def usage(node: HospitalNode, commitment: bytes, used: int, phase: str):
-    """What the node used in this phase, for the coordinator's anchor."""
-    return protocol.usage_record(
-        hospital=node.settings.hospital, account=node.account, commitment=commitment, used=used, phase=phase
-    )
+def signed_usage(node: HospitalNode, reply: RoundReply) -> RecordDict:
+    """What the node used in this phase, for the coordinator's anchor, and the hospital's signature over it:
+    the RoundReply record and the usage record carrying the signature (by the hospital's chain key, the key of
+    node.toml's hospital-key file that the node's ledger client holds)."""
+    signature = node.ledger.sign_round_reply(reply)
+    return RecordDict({
+        protocol.ROUND_REPLY: reply.to_record(),
+        protocol.USAGE: protocol.usage_record(
+            hospital=node.settings.hospital, account=node.account, commitment=reply.commitment,
+            used=reply.num_examples, phase=reply.phase, signature=signature,
+        ),
+    })
 
 
 @app.train()
@@ -110,11 +121,16 @@ def train(msg: Message, context: Context) -> Message:
         "train-loss": outcome.mean_loss,
         "train-seconds": train_seconds,
     })
-    content = RecordDict({
-        protocol.WEIGHTS: ArrayRecord(outcome.state),
-        protocol.METRICS: metrics,
-        protocol.USAGE: usage(node, outcome.commitment, outcome.num_examples, "train"),
-    })
+    weights = ArrayRecord(outcome.state)
+    reply = RoundReply(
+        study_id=config.study_id, round=config.round, pinned_block=config.block, phase="train",
+        model_digest=model_hash(state), reply_digest=model_hash(weights.to_torch_state_dict()),
+        num_examples=outcome.num_examples, commitment=outcome.commitment,
+        epsilon_milli=protocol.epsilon_milli(outcome.epsilon_spent),
+    )
+    content = signed_usage(node, reply)
+    content[protocol.WEIGHTS] = weights
+    content[protocol.METRICS] = metrics
     return Message(content, reply_to=msg)
 
 
@@ -133,10 +149,13 @@ def evaluate(msg: Message, context: Context) -> Message:
         "consented": outcome.consented,
         **outcome.sums,  # the task's additive statistics, e.g. correct, loss-sum, positives
     })
-    content = RecordDict({
-        protocol.METRICS: metrics,
-        protocol.USAGE: usage(node, outcome.commitment, outcome.num_examples, "evaluate"),
-    })
+    reply = RoundReply(
+        study_id=config.study_id, round=config.round, pinned_block=config.block, phase="evaluate",
+        model_digest=model_hash(state), reply_digest=protocol.metrics_digest(dict(metrics)),
+        num_examples=outcome.num_examples, commitment=outcome.commitment, epsilon_milli=0,  # evaluation spends none
+    )
+    content = signed_usage(node, reply)
+    content[protocol.METRICS] = metrics
     return Message(content, reply_to=msg)
 
 

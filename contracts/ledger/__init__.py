@@ -1,7 +1,7 @@
 """The Python client of the TwinLedger contracts: one package for nodes, the coordinator, auditors and the portal.
 
 - :mod:`contracts.ledger.client`: :class:`Ledger` (reads at a block, signed writes) and :class:`ConsentFollower`;
-- :mod:`contracts.ledger.signing`: what patients sign (EIP-712 grant, revoke, cancel);
+- :mod:`contracts.ledger.signing`: what patients sign (EIP-712 grant, revoke, cancel) and hospitals sign (round replies);
 - :mod:`contracts.ledger.keys`: account key files, funding a dev account;
 - :mod:`contracts.ledger.deployment`: connecting to a chain node, deploying, the deployment file;
 - :mod:`contracts.ledger.errors`: :class:`LedgerError` and the contracts' custom errors in words.
@@ -32,6 +32,7 @@ from contracts.ledger.client import (  # noqa: E402 - after the limit is reset
     GRANT_BATCH,
     MILLI,
     ConsentChange,
+    NodeKeyEvent,
     ConsentFollower,
     Ledger,
     RoundAnchor,
@@ -45,12 +46,16 @@ from contracts.ledger.keys import fund_from_dev_account, load_key, write_key
 from contracts.ledger.signing import (
     CONSENT_DOMAIN_NAME,
     CONSENT_DOMAIN_VERSION,
+    ROUND_DOMAIN_NAME,
+    ROUND_REPLY_TYPES,
     SignedCancel,
     SignedGrant,
     SignedRevoke,
     sign_cancel,
     sign_grant,
     sign_revoke,
+    sign_round_reply,
+    recover_round_reply,
 )
 from federation.commitment import pseudonym_commitment
 from federation.ids import Pseudonym, StudyId
@@ -62,8 +67,8 @@ new_study_id = StudyId.new
 __all__ = [
     "CONSENT_BATCH", "CONSENT_BITMAP_SELECTOR", "CONSENT_DOMAIN_NAME", "CONSENT_DOMAIN_VERSION", "ENROL_BATCH",
     "GRANT_BATCH", "MILLI", "SANE_RECURSION_LIMIT", "ChainUnavailable", "ConsentChange", "ConsentFollower",
-    "ContractRejected", "Deployment",
-    "Ledger", "LedgerError", "RoundAnchor", "SignedCancel", "SignedGrant", "SignedRevoke", "StudyTerms", "connect",
+    "ContractRejected", "Deployment", "Ledger", "LedgerError", "NodeKeyEvent", "ROUND_DOMAIN_NAME",
+    "ROUND_REPLY_TYPES", "RoundAnchor", "SignedCancel", "SignedGrant", "SignedRevoke", "StudyTerms", "connect",
     "deploy", "from_bytes32", "fund_from_dev_account", "load_key", "new_pseudonym", "new_study_id",
-    "pseudonym_commitment", "sign_cancel", "sign_grant", "sign_revoke", "to_bytes32", "write_key",
+    "pseudonym_commitment", "recover_round_reply", "sign_cancel", "sign_grant", "sign_revoke", "sign_round_reply", "to_bytes32", "write_key",
 ]

@@ -27,8 +27,9 @@ from web3.exceptions import (
 from contracts.ledger.deployment import Deployment, connect
 from contracts.ledger.errors import ChainUnavailable, ContractRejected, LedgerError, error_decoder, rejection, transport_reason
 from contracts.ledger.keys import load_key
-from contracts.ledger.signing import SignedCancel, SignedGrant, SignedRevoke
+from contracts.ledger.signing import SignedCancel, SignedGrant, SignedRevoke, sign_round_reply
 from federation.ids import Digest, Pseudonym, StudyId
+from federation.protocol import RoundReply
 
 # One eth_call answers this many pseudonyms; each costs a cold storage read (~2,100 gas) in the view,
 # and nodes cap eth_call gas near the block gas limit.
@@ -66,6 +67,12 @@ class StudyTerms:
     rounds: int
     ends_at: int
     suspended: bool
+    app_digest: bytes = bytes(32)  # SHA-256 of the app's FAB (Flower's fab_hash); zero bytes when none is recorded
+
+    @property
+    def app_digest_hex(self) -> str | None:
+        """The app digest as Flower writes a `fab_hash` (64 hex digits, no 0x), None when none is recorded."""
+        return self.app_digest.hex() if any(self.app_digest) else None
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,18 @@ class RoundAnchor:
     model_hash: Digest
     commitments: dict[str, Digest]  # hospital account -> commitment
     anchored_block: int
+
+
+@dataclass(frozen=True)
+class NodeKeyEvent:
+    """A change an admission syncer acts on: a hospital's node key set (`kind` "node-key", with the key and its
+    fingerprint), or a hospital suspended or reinstated (`kind` "suspended" / "reinstated")."""
+
+    kind: str
+    account: str
+    block: int
+    node_key: bytes | None = None
+    node_id: Digest | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +149,7 @@ class Ledger:
 
     def study(self, study_id: bytes, *, block: int | str = "latest") -> StudyTerms:
         raw = self._read(lambda: self.consortium.functions.study(study_id).call(block_identifier=block))
-        purpose, task, categories, eps_milli, delta_exp, rounds, ends_at, _exists, suspended = raw
+        purpose, task, categories, eps_milli, delta_exp, rounds, ends_at, _exists, suspended, _accepted, app = raw
         return StudyTerms(
             study_id=study_id,
             purpose=from_bytes32(purpose),
@@ -141,12 +160,55 @@ class Ledger:
             rounds=rounds,
             ends_at=ends_at,
             suspended=suspended,
+            app_digest=bytes(app),
         )
 
     def is_study_live_for(self, study_id: bytes, hospital: str, *, block: int | str = "latest") -> bool:
         return self._read(
             lambda: self.consortium.functions.isStudyLiveFor(study_id, hospital).call(block_identifier=block)
         )
+
+    def is_active_hospital(self, account: str, *, block: int | str = "latest") -> bool:
+        return self._read(lambda: self.consortium.functions.isActiveHospital(account).call(block_identifier=block))
+
+    def node_key_of(self, account: str, *, block: int | str = "latest") -> bytes | None:
+        """The 65-byte P-256 point `account` recorded as its SuperNode's key; None when it set none (or is no
+        hospital). `node.node_keys` / `coordinator.admission.pem_from_chain_key` turn it into Flower's PEM."""
+        record = self._read(lambda: self.consortium.functions.hospital(account).call(block_identifier=block))
+        return bytes(record[3]) or None
+
+    def node_id_of(self, account: str, *, block: int | str = "latest") -> Digest | None:
+        """The fingerprint (sha256 of DER SPKI) of `account`'s node key; None before it sets one."""
+        record = self._read(lambda: self.consortium.functions.hospital(account).call(block_identifier=block))
+        return Digest(record[0]) if record[3] else None
+
+    def hospital_by_node_id(self, node_id: bytes, *, block: int | str = "latest") -> str | None:
+        """The hospital whose node key has fingerprint `node_id` (= node_keys.key_fingerprint of the PEM Flower
+        reports for a node), None when no hospital holds that key. A suspended hospital still holds its key:
+        ask `is_active_hospital` too."""
+        try:
+            return self._read(
+                lambda: self.consortium.functions.hospitalByNodeId(node_id).call(block_identifier=block)
+            )
+        except ContractRejected as exc:
+            if exc.error_name == "UnknownNodeKey":
+                return None
+            raise
+
+    def node_key_events(self, *, from_block: int | None = None, to_block: int | str = "latest") -> list[NodeKeyEvent]:
+        """NodeKeySet and HospitalSuspensionChanged events in chain order: what the admission syncer follows."""
+        start = self.deployment.deployed_block if from_block is None else from_block
+        found = []
+        for log in self._read(lambda: self.consortium.events.NodeKeySet.get_logs(from_block=start, to_block=to_block)):
+            args = log["args"]
+            found.append((log["blockNumber"], log["logIndex"], NodeKeyEvent(
+                "node-key", args["account"], log["blockNumber"], bytes(args["nodeKey"]), Digest(args["nodeId"]))))
+        for log in self._read(
+            lambda: self.consortium.events.HospitalSuspensionChanged.get_logs(from_block=start, to_block=to_block)
+        ):
+            kind = "suspended" if log["args"]["suspended"] else "reinstated"
+            found.append((log["blockNumber"], log["logIndex"], NodeKeyEvent(kind, log["args"]["account"], log["blockNumber"])))
+        return [event for _, _, event in sorted(found, key=lambda f: (f[0], f[1]))]
 
     def has_consent(self, pseudonym: bytes, study_id: bytes, *, block: int | str = "latest") -> bool:
         return self._read(lambda: self.consent.functions.hasConsent(pseudonym, study_id).call(block_identifier=block))
@@ -208,9 +270,10 @@ class Ledger:
         return self._read(lambda: self.consent.functions.patientOf(pseudonym).call())[1]
 
     def anchor_of(self, study_id: bytes, round_number: int) -> Digest | None:
-        """The model hash anchored for a round, or None if the round is not anchored yet."""
-        digest = self._read(lambda: self.consortium.functions.anchorOf(study_id, round_number).call())
-        return Digest(digest) if any(digest) else None
+        """The model hash anchored for a round (zero bytes are possible), or None if the round is not anchored yet."""
+        if not self._read(lambda: self.consortium.functions.isAnchored(study_id, round_number).call()):
+            return None
+        return Digest(self._read(lambda: self.consortium.functions.anchorOf(study_id, round_number).call()))
 
     def round_anchors(self, study_id: bytes) -> list[RoundAnchor]:
         logs = self._read(
@@ -251,10 +314,25 @@ class Ledger:
     def follow_consent_changes(self, study_id: bytes, *, from_block: int | None = None) -> "ConsentFollower":
         return ConsentFollower(self, study_id, from_block=from_block)
 
+    # ---- signatures (off chain) ----
+
+    def sign_round_reply(self, reply: RoundReply) -> bytes:
+        """This hospital's EIP-712 signature over its reply in one phase of a round (no transaction)."""
+        if self._key is None:
+            raise LedgerError("this ledger client is read-only: it has no account key to sign with")
+        return sign_round_reply(self._key, self.deployment, reply)
+
     # ---- writes ----
 
     def register_hospital(self, account: str, node_id: bytes) -> dict:
         return self._transact(self.consortium.functions.registerHospital(account, node_id))
+
+    def set_hospital_suspended(self, account: str, suspended: bool) -> dict:
+        return self._transact(self.consortium.functions.setHospitalSuspended(account, suspended))
+
+    def set_node_key(self, node_key: bytes) -> dict:
+        """Record this hospital's SuperNode key (`node_keys.chain_node_key`, 65 bytes); calling again rotates it."""
+        return self._transact(self.consortium.functions.setNodeKey(bytes(node_key)))
 
     def grant_coordinator(self, account: str) -> dict:
         role = self._read(lambda: self.consortium.functions.COORDINATOR_ROLE().call())
@@ -271,8 +349,11 @@ class Ledger:
         rounds: int,
         ends_at: int,
         data_categories: int = 0,
+        app_digest: bytes | str | None = None,
     ) -> dict:
-        return self._transact(
+        """Propose a study; with `app_digest` (the app's FAB SHA-256, bytes or hex) also record the app it runs
+        (a second transaction, whose receipt is returned)."""
+        receipt = self._transact(
             self.consortium.functions.proposeStudy(
                 study_id,
                 to_bytes32(purpose),
@@ -284,6 +365,15 @@ class Ledger:
                 ends_at,
             )
         )
+        if app_digest is not None:
+            receipt = self.set_study_app(study_id, app_digest)
+        return receipt
+
+    def set_study_app(self, study_id: bytes, app_digest: bytes | str) -> dict:
+        """Record the app a study runs: the SHA-256 of its FAB (bytes, or hex as Flower prints `fab_hash`);
+        refused (StudyAppLocked) once a hospital accepted the study."""
+        digest = bytes.fromhex(app_digest.removeprefix("0x")) if isinstance(app_digest, str) else bytes(app_digest)
+        return self._transact(self.consortium.functions.setStudyApp(study_id, digest))
 
     def accept_study(self, study_id: bytes) -> dict:
         return self._transact(self.consortium.functions.acceptStudy(study_id))

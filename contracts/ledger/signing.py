@@ -1,7 +1,12 @@
-"""What patients sign: consent grants, revocations and cancellations as EIP-712 typed data.
+"""What patients and hospitals sign, as EIP-712 typed data.
 
-The hospital or the portal relays the signature (and pays the gas); the ConsentRegistry checks it against
-the patient's consent key. The domain binds every signature to one registry on one chain.
+Patients sign consent grants, revocations and cancellations: the hospital or the portal relays the signature
+(and pays the gas); the ConsentRegistry checks it against the patient's consent key. The domain binds every
+signature to one registry on one chain.
+
+Hospitals sign their replies in each round (:class:`federation.protocol.RoundReply`): the coordinator and the
+auditor recover the signer off chain. Their domain ("TwinLedger Round", bound to the consortium) differs from
+the consent domain, so a reply signature can never pass for a consent signature, nor the reverse.
 """
 
 from __future__ import annotations
@@ -9,11 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_account import Account
+from eth_account.messages import encode_typed_data
 
 from contracts.ledger.deployment import Deployment
+from federation.protocol import RoundReply
 
 CONSENT_DOMAIN_NAME = "TwinLedger Consent"
 CONSENT_DOMAIN_VERSION = "1"
+ROUND_DOMAIN_NAME = "TwinLedger Round"
+ROUND_DOMAIN_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -124,3 +133,48 @@ def sign_cancel(patient_key: bytes | str, deployment: Deployment, *, pseudonym: 
     message = {"pseudonym": pseudonym, "nonce": nonce, "deadline": deadline}
     signed = Account.sign_typed_data(patient_key, consent_domain(deployment), CANCEL_TYPES, message)
     return SignedCancel(pseudonym, nonce, deadline, bytes(signed.signature))
+
+
+def round_domain(deployment: Deployment) -> dict:
+    return {
+        "name": ROUND_DOMAIN_NAME,
+        "version": ROUND_DOMAIN_VERSION,
+        "chainId": deployment.chain_id,
+        "verifyingContract": deployment.consortium,
+    }
+
+
+ROUND_REPLY_TYPES = {
+    "RoundReply": [
+        {"name": "studyId", "type": "bytes32"},
+        {"name": "round", "type": "uint32"},
+        {"name": "pinnedBlock", "type": "uint64"},
+        {"name": "phase", "type": "uint8"},  # 1 train, 2 evaluate
+        {"name": "modelDigest", "type": "bytes32"},  # model hash of the weights the node received
+        {"name": "replyDigest", "type": "bytes32"},  # model hash of the weights it sends / digest of its metrics
+        {"name": "numExamples", "type": "uint64"},
+        {"name": "commitment", "type": "bytes32"},  # its commitment to the pseudonyms it used in the phase
+        {"name": "epsilonMilli", "type": "uint64"},  # epsilon spent x 1000 (infinite: uint64 max)
+    ]
+}
+
+
+def sign_round_reply(hospital_key: bytes | str, deployment: Deployment, reply: RoundReply) -> bytes:
+    """The hospital signs its reply in one phase of a round (65-byte signature)."""
+    signed = Account.sign_typed_data(hospital_key, round_domain(deployment), ROUND_REPLY_TYPES, reply.typed_message())
+    return bytes(signed.signature)
+
+
+def recover_round_reply(deployment: Deployment, reply: RoundReply, signature: bytes) -> str:
+    """The account that signed `reply` (checksummed); ValueError when the signature is malformed.
+
+    Any change to the reply (an inflated example count, other weights, another round) recovers another
+    account: compare the result with the hospital the reply must come from.
+    """
+    try:
+        return Account.recover_message(
+            encode_typed_data(round_domain(deployment), ROUND_REPLY_TYPES, reply.typed_message()),
+            signature=bytes(signature),
+        )
+    except Exception as exc:  # noqa: BLE001 - eth-account raises several types for a bad signature
+        raise ValueError(f"the reply signature is malformed: {exc}") from exc

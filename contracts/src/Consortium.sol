@@ -4,62 +4,48 @@ pragma solidity 0.8.30;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IConsortium} from "./IConsortium.sol";
 
-/// @title TwinLedger consortium: hospitals, studies (data-use agreements) and round anchors
-/// @notice The operator registers hospitals and proposes studies; each hospital accepts a study with
-/// its own account; the coordinator anchors every finished training round. Nothing here identifies a
-/// patient: studies and hospitals are named by opaque 32-byte identifiers.
+/// @title TwinLedger consortium: hospitals and their nodes, studies and their app, round anchors
+/// @notice The operator registers hospitals and proposes studies; each hospital records its SuperNode's key and
+/// accepts a study with its own account; the coordinator anchors every finished training round, once. Nothing
+/// here identifies a patient: studies and hospitals are named by opaque 32-byte identifiers.
+/// @dev Errors, events and the NatSpec of every external function are in {IConsortium}.
 contract Consortium is AccessControl, IConsortium {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
 
+    /// @dev DER prefix of a P-256 SubjectPublicKeyInfo before its 65-byte point (RFC 5480): the node id is
+    /// sha256 of this prefix and the point, i.e. the SHA-256 of the key's DER SPKI (node/node_keys.py).
+    bytes private constant P256_SPKI_PREFIX = hex"3059301306072a8648ce3d020106082a8648ce3d030107034200";
+
     struct Hospital {
-        bytes32 nodeId;
+        bytes32 nodeId; // sha256(DER SPKI) of `nodeKey` once set; before that the placeholder of registerHospital
         bool registered;
         bool suspended;
+        bytes nodeKey; // the SuperNode's auth key, 65-byte uncompressed P-256 point; empty until setNodeKey
     }
 
     struct Study {
         bytes32 purpose; // HL7 v3 PurposeOfUse code, e.g. "HRESCH"
         bytes32 taskId; // federated task identifier, e.g. "heart-disease/v1"
         bytes32 dataCategories; // bit set of data categories the study may use
+        // One slot: the terms a node reads each round, and the flag that locks the app (31 of 32 bytes).
         uint64 epsilonBudgetMilli; // per-hospital record-level epsilon budget x 1000
         uint64 deltaExponent; // delta = 10^-deltaExponent
         uint32 rounds;
         uint64 endsAt; // unix seconds
         bool exists;
         bool suspended;
+        bool accepted; // some hospital accepted: the app can no longer change
+        bytes32 appDigest; // SHA-256 of the app's FAB (Flower's fab_hash); zero when none is recorded
     }
 
     mapping(address account => Hospital) private _hospitals;
+    mapping(bytes32 nodeId => address account) private _hospitalOfNode;
     mapping(bytes32 studyId => Study) private _studies;
     mapping(bytes32 studyId => mapping(address hospital => bool)) private _accepted;
     mapping(bytes32 studyId => mapping(uint32 round => bytes32 modelHash)) private _anchors;
-
-    error HospitalAlreadyRegistered(address account);
-    error UnknownHospital(address account);
-    error HospitalSuspended(address account);
-    error StudyAlreadyExists(bytes32 studyId);
-    error UnknownStudy(bytes32 studyId);
-    error StudyNotLive(bytes32 studyId);
-    error InvalidStudyTerms();
-    error RoundAlreadyAnchored(bytes32 studyId, uint32 round);
-    error RoundOutOfRange(bytes32 studyId, uint32 round);
-    error PinnedBlockInFuture(uint64 pinnedBlock);
-    error CommitmentLengthMismatch();
-
-    event HospitalRegistered(address indexed account, bytes32 indexed nodeId);
-    event HospitalSuspensionChanged(address indexed account, bool suspended);
-    event StudyProposed(bytes32 indexed studyId, bytes32 indexed purpose, bytes32 taskId, uint64 epsilonBudgetMilli, uint32 rounds, uint64 endsAt);
-    event StudySuspensionChanged(bytes32 indexed studyId, bool suspended);
-    event StudyAccepted(bytes32 indexed studyId, address indexed hospital);
-    event RoundAnchored(
-        bytes32 indexed studyId,
-        uint32 indexed round,
-        uint64 pinnedBlock,
-        bytes32 modelHash,
-        address[] hospitals,
-        bytes32[] commitments
-    );
+    // Apart from the model hash, which may be zero: an anchored round is final whatever it holds.
+    mapping(bytes32 studyId => mapping(uint32 round => bool)) private _anchored;
 
     /// @param operator the consortium operator, who registers hospitals and proposes studies
     constructor(address operator) {
@@ -67,31 +53,47 @@ contract Consortium is AccessControl, IConsortium {
         _grantRole(OPERATOR_ROLE, operator);
     }
 
-    /// @notice Register a hospital's account and the identity of its node.
-    /// @param account the hospital's Ethereum account
-    /// @param nodeId opaque identifier of the hospital's node
+    /// @inheritdoc IConsortium
     function registerHospital(address account, bytes32 nodeId) external onlyRole(OPERATOR_ROLE) {
-        if (_hospitals[account].registered) revert HospitalAlreadyRegistered(account);
-        _hospitals[account] = Hospital({nodeId: nodeId, registered: true, suspended: false});
+        Hospital storage h = _hospitals[account];
+        if (h.registered) revert HospitalAlreadyRegistered(account);
+        h.nodeId = nodeId;
+        h.registered = true;
         emit HospitalRegistered(account, nodeId);
     }
 
-    /// @notice Suspend or reinstate a hospital; a suspended hospital can neither accept studies nor train.
+    /// @inheritdoc IConsortium
     function setHospitalSuspended(address account, bool suspended) external onlyRole(OPERATOR_ROLE) {
         if (!_hospitals[account].registered) revert UnknownHospital(account);
         _hospitals[account].suspended = suspended;
         emit HospitalSuspensionChanged(account, suspended);
     }
 
-    /// @notice Propose a study: the data-use agreement hospitals accept one by one.
-    /// @param studyId random 32-byte identifier of the study
-    /// @param purpose HL7 v3 PurposeOfUse code as bytes32
-    /// @param taskId federated task identifier as bytes32
-    /// @param dataCategories bit set of the data categories the study may use
-    /// @param epsilonBudgetMilli per-hospital epsilon budget, in thousandths
-    /// @param deltaExponent delta of the (epsilon, delta) budget is 10^-deltaExponent
-    /// @param rounds number of training rounds the study allows
-    /// @param endsAt unix time (seconds) after which no hospital may use data for the study
+    /// @inheritdoc IConsortium
+    function setNodeKey(bytes calldata nodeKey) external {
+        Hospital storage caller = _hospitals[msg.sender];
+        if (!caller.registered) revert UnknownHospital(msg.sender);
+        if (caller.suspended) revert HospitalSuspended(msg.sender);
+        if (nodeKey.length != 65 || nodeKey[0] != 0x04) revert InvalidNodeKey();
+        bytes32 nodeId = sha256(abi.encodePacked(P256_SPKI_PREFIX, nodeKey));
+        address holder = _hospitalOfNode[nodeId];
+        if (holder != address(0) && holder != msg.sender) revert NodeKeyInUse(nodeId);
+        bytes32 previous = caller.nodeId;
+        if (previous != nodeId && _hospitalOfNode[previous] == msg.sender) delete _hospitalOfNode[previous];
+        _hospitalOfNode[nodeId] = msg.sender;
+        caller.nodeId = nodeId;
+        caller.nodeKey = nodeKey;
+        emit NodeKeySet(msg.sender, nodeId, nodeKey);
+    }
+
+    /// @inheritdoc IConsortium
+    function hospitalByNodeId(bytes32 nodeId) external view returns (address) {
+        address account = _hospitalOfNode[nodeId];
+        if (account == address(0)) revert UnknownNodeKey(nodeId);
+        return account;
+    }
+
+    /// @inheritdoc IConsortium
     function proposeStudy(
         bytes32 studyId,
         bytes32 purpose,
@@ -115,19 +117,31 @@ contract Consortium is AccessControl, IConsortium {
             rounds: rounds,
             endsAt: endsAt,
             exists: true,
-            suspended: false
+            suspended: false,
+            accepted: false,
+            appDigest: bytes32(0)
         });
         emit StudyProposed(studyId, purpose, taskId, epsilonBudgetMilli, rounds, endsAt);
     }
 
-    /// @notice Suspend or resume a study for every hospital.
+    /// @inheritdoc IConsortium
+    function setStudyApp(bytes32 studyId, bytes32 appDigest) external onlyRole(OPERATOR_ROLE) {
+        Study storage terms = _studies[studyId];
+        if (!terms.exists) revert UnknownStudy(studyId);
+        if (terms.accepted) revert StudyAppLocked(studyId);
+        if (appDigest == bytes32(0)) revert InvalidStudyTerms();
+        terms.appDigest = appDigest;
+        emit StudyAppSet(studyId, appDigest);
+    }
+
+    /// @inheritdoc IConsortium
     function setStudySuspended(bytes32 studyId, bool suspended) external onlyRole(OPERATOR_ROLE) {
         if (!_studies[studyId].exists) revert UnknownStudy(studyId);
         _studies[studyId].suspended = suspended;
         emit StudySuspensionChanged(studyId, suspended);
     }
 
-    /// @notice Accept a study on behalf of the calling hospital.
+    /// @inheritdoc IConsortium
     function acceptStudy(bytes32 studyId) external {
         Hospital storage caller = _hospitals[msg.sender];
         if (!caller.registered) revert UnknownHospital(msg.sender);
@@ -136,11 +150,11 @@ contract Consortium is AccessControl, IConsortium {
         if (!terms.exists) revert UnknownStudy(studyId);
         if (terms.suspended || block.timestamp >= terms.endsAt) revert StudyNotLive(studyId);
         _accepted[studyId][msg.sender] = true;
+        if (!terms.accepted) terms.accepted = true;
         emit StudyAccepted(studyId, msg.sender);
     }
 
-    /// @notice Anchor a finished round: the pinned block, the global model's hash and each hospital's
-    /// commitment to the exact set of pseudonyms it used.
+    /// @inheritdoc IConsortium
     function anchorRound(
         bytes32 studyId,
         uint32 round,
@@ -154,15 +168,16 @@ contract Consortium is AccessControl, IConsortium {
         if (round == 0 || round > terms.rounds) revert RoundOutOfRange(studyId, round);
         if (pinnedBlock > block.number) revert PinnedBlockInFuture(pinnedBlock);
         if (hospitals.length != commitments.length) revert CommitmentLengthMismatch();
-        if (_anchors[studyId][round] != bytes32(0)) revert RoundAlreadyAnchored(studyId, round);
+        if (_anchored[studyId][round]) revert RoundAlreadyAnchored(studyId, round);
         for (uint256 i = 0; i < hospitals.length; ++i) {
             if (!_hospitals[hospitals[i]].registered) revert UnknownHospital(hospitals[i]);
         }
+        _anchored[studyId][round] = true;
         _anchors[studyId][round] = modelHash;
         emit RoundAnchored(studyId, round, pinnedBlock, modelHash, hospitals, commitments);
     }
 
-    /// @notice Whether the hospital `account` may use patient data for `studyId` now (at the block of the call).
+    /// @inheritdoc IConsortium
     function isStudyLiveFor(bytes32 studyId, address account) external view returns (bool) {
         Study storage terms = _studies[studyId];
         Hospital storage h = _hospitals[account];
@@ -170,12 +185,12 @@ contract Consortium is AccessControl, IConsortium {
             && _accepted[studyId][account];
     }
 
-    /// @notice Whether `account` is a registered hospital that is not suspended.
-    function isActiveHospital(address account) external view override returns (bool) {
+    /// @inheritdoc IConsortium
+    function isActiveHospital(address account) external view returns (bool) {
         return _hospitals[account].registered && !_hospitals[account].suspended;
     }
 
-    /// @notice The hospital record of `account`.
+    /// @notice The hospital record of `account` (its node key is empty until the hospital sets one).
     function hospital(address account) external view returns (Hospital memory) {
         return _hospitals[account];
     }
@@ -186,12 +201,17 @@ contract Consortium is AccessControl, IConsortium {
         return _studies[studyId];
     }
 
-    /// @notice Whether the hospital `account` accepted `studyId`.
+    /// @inheritdoc IConsortium
     function hasAccepted(bytes32 studyId, address account) external view returns (bool) {
         return _accepted[studyId][account];
     }
 
-    /// @notice The model hash anchored for a round, or zero if the round is not anchored.
+    /// @inheritdoc IConsortium
+    function isAnchored(bytes32 studyId, uint32 round) external view returns (bool) {
+        return _anchored[studyId][round];
+    }
+
+    /// @inheritdoc IConsortium
     function anchorOf(bytes32 studyId, uint32 round) external view returns (bytes32) {
         return _anchors[studyId][round];
     }

@@ -1,8 +1,136 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.30;
 
-/// @title What the consent registry asks of the consortium
+/// @title The TwinLedger consortium: hospitals and their nodes, studies and their app, round anchors
+/// @notice Errors and events are declared here, next to the functions that raise and emit them, so that a
+/// caller (the consent registry, the Python client) has one place to read them.
 interface IConsortium {
+    // ---- errors ----
+
+    error HospitalAlreadyRegistered(address account);
+    error UnknownHospital(address account);
+    error HospitalSuspended(address account);
+    /// @dev A node key must be a 65-byte uncompressed P-256 point (0x04 || X || Y).
+    error InvalidNodeKey();
+    /// @dev The key whose fingerprint is `nodeId` is already another hospital's node key.
+    error NodeKeyInUse(bytes32 nodeId);
+    /// @dev No hospital holds the node key whose fingerprint is `nodeId`.
+    error UnknownNodeKey(bytes32 nodeId);
+    error StudyAlreadyExists(bytes32 studyId);
+    error UnknownStudy(bytes32 studyId);
+    error StudyNotLive(bytes32 studyId);
+    error InvalidStudyTerms();
+    /// @dev A hospital accepted the study: its app can no longer change (new code needs a new study).
+    error StudyAppLocked(bytes32 studyId);
+    error RoundAlreadyAnchored(bytes32 studyId, uint32 round);
+    error RoundOutOfRange(bytes32 studyId, uint32 round);
+    error PinnedBlockInFuture(uint64 pinnedBlock);
+    error CommitmentLengthMismatch();
+
+    // ---- events ----
+
+    event HospitalRegistered(address indexed account, bytes32 indexed nodeId);
+    event HospitalSuspensionChanged(address indexed account, bool suspended);
+    /// @notice `account` names `nodeKey` (fingerprint `nodeId`) as its SuperNode's authentication key.
+    event NodeKeySet(address indexed account, bytes32 indexed nodeId, bytes nodeKey);
+    event StudyProposed(
+        bytes32 indexed studyId, bytes32 indexed purpose, bytes32 taskId, uint64 epsilonBudgetMilli, uint32 rounds, uint64 endsAt
+    );
+    /// @notice The study runs the app whose FAB has the SHA-256 digest `appDigest` (Flower's `fab_hash`).
+    event StudyAppSet(bytes32 indexed studyId, bytes32 appDigest);
+    event StudySuspensionChanged(bytes32 indexed studyId, bool suspended);
+    event StudyAccepted(bytes32 indexed studyId, address indexed hospital);
+    event RoundAnchored(
+        bytes32 indexed studyId,
+        uint32 indexed round,
+        uint64 pinnedBlock,
+        bytes32 modelHash,
+        address[] hospitals,
+        bytes32[] commitments
+    );
+
+    // ---- hospitals and their nodes ----
+
+    /// @notice Register a hospital's account.
+    /// @dev Requires the operator role and an account not registered yet. Emits {HospitalRegistered}.
+    /// @param nodeId an opaque placeholder kept for callers of the first version; the node's authenticated
+    /// identity is the key the hospital itself records with {setNodeKey}.
+    function registerHospital(address account, bytes32 nodeId) external;
+
+    /// @notice Suspend or reinstate a hospital; a suspended hospital can neither accept studies nor train, and
+    /// the operator's admission syncer shuts its node out of the federation.
+    /// @dev Requires the operator role and a registered account. Emits {HospitalSuspensionChanged}.
+    function setHospitalSuspended(address account, bool suspended) external;
+
+    /// @notice Record the calling hospital's SuperNode authentication key; calling again rotates it.
+    /// @dev Requires the caller to be a registered hospital that is not suspended (the hospital's own chain key
+    /// vouches for its node: the operator cannot put a node of its own in its place), `nodeKey` a 65-byte
+    /// uncompressed P-256 point, and that key not held by another hospital. The node id is derived here as
+    /// sha256(DER SubjectPublicKeyInfo) of the key, the fingerprint of the PEM Flower reports for the node,
+    /// so nobody can record a key with a mismatched id. Emits {NodeKeySet}.
+    function setNodeKey(bytes calldata nodeKey) external;
+
+    /// @notice The hospital whose node key has the fingerprint `nodeId`.
+    /// @dev Reverts with {UnknownNodeKey} when no hospital holds that key (a suspended hospital still does).
+    function hospitalByNodeId(bytes32 nodeId) external view returns (address);
+
     /// @notice Whether `account` is a registered hospital that is not suspended.
     function isActiveHospital(address account) external view returns (bool);
+
+    // ---- studies ----
+
+    /// @notice Propose a study: the data-use agreement hospitals accept one by one.
+    /// @dev Requires the operator role, a new `studyId` and valid terms (budget, rounds, delta, a future end).
+    /// Emits {StudyProposed}.
+    function proposeStudy(
+        bytes32 studyId,
+        bytes32 purpose,
+        bytes32 taskId,
+        bytes32 dataCategories,
+        uint64 epsilonBudgetMilli,
+        uint64 deltaExponent,
+        uint32 rounds,
+        uint64 endsAt
+    ) external;
+
+    /// @notice Record the app a study runs: the SHA-256 digest of its FAB (Flower's `fab_hash`).
+    /// @dev Requires the operator role, a known study, a non-zero digest and no acceptance yet: a hospital
+    /// accepts the terms and the code together. Emits {StudyAppSet}.
+    function setStudyApp(bytes32 studyId, bytes32 appDigest) external;
+
+    /// @notice Suspend or resume a study for every hospital.
+    /// @dev Requires the operator role and a known study. Emits {StudySuspensionChanged}.
+    function setStudySuspended(bytes32 studyId, bool suspended) external;
+
+    /// @notice Accept a study (its terms and its app) on behalf of the calling hospital.
+    /// @dev Requires a registered, unsuspended caller and a live study. Emits {StudyAccepted}.
+    function acceptStudy(bytes32 studyId) external;
+
+    /// @notice Whether the hospital `account` may use patient data for `studyId` now (at the block of the call).
+    function isStudyLiveFor(bytes32 studyId, address account) external view returns (bool);
+
+    /// @notice Whether the hospital `account` accepted `studyId`.
+    function hasAccepted(bytes32 studyId, address account) external view returns (bool);
+
+    // ---- round anchors ----
+
+    /// @notice Anchor a finished round: the pinned block, the global model's hash and each hospital's
+    /// commitment to the exact set of pseudonyms it used. An anchored round is final, whatever it holds.
+    /// @dev Requires the coordinator role, a known study, a round in 1..rounds, a pinned block not in the
+    /// future, as many commitments as hospitals, registered hospitals, and a round not anchored before.
+    /// Emits {RoundAnchored}.
+    function anchorRound(
+        bytes32 studyId,
+        uint32 round,
+        uint64 pinnedBlock,
+        bytes32 modelHash,
+        address[] calldata hospitals,
+        bytes32[] calldata commitments
+    ) external;
+
+    /// @notice Whether a round of a study is anchored (its model hash may be zero).
+    function isAnchored(bytes32 studyId, uint32 round) external view returns (bool);
+
+    /// @notice The model hash anchored for a round; zero when the round is not anchored (see {isAnchored}).
+    function anchorOf(bytes32 studyId, uint32 round) external view returns (bytes32);
 }

@@ -19,7 +19,8 @@ from coordinator.study_run import RunOptions, StudyRun
 from federation import protocol
 from federation.commitment import combined_commitment, model_hash, pseudonym_commitment
 from federation.defaults import TRAINING
-from federation.ids import Pseudonym, StudyId
+from federation.ids import Digest, Pseudonym, StudyId
+from federation.protocol import RoundConfig, RoundReply
 
 TRAINED, TESTED = 10, 4  # patients each answering node says it used
 
@@ -63,12 +64,30 @@ class FakeGrid(Grid):
 
 
 class FakeHospital:
-    """A node that identifies itself, 'trains' (nudges every weight) and 'evaluates' with fixed sums."""
+    """A node that identifies itself, 'trains' (nudges every weight) and 'evaluates' with fixed sums, and signs
+    each reply with `signer`'s key (a Ledger: the hospital's, or an attacker's).
 
-    def __init__(self, name: str, account: str, *, refuse_with: int | None = None):
-        self.name, self.account, self.refuse_with = name, account, refuse_with
+    `claims` is the account it names (default: the signer's); `tamper` changes a reply after it was signed."""
+
+    def __init__(self, name: str, signer, *, refuse_with: int | None = None, claims: str | None = None,
+                 tamper=None):
+        self.name, self.signer, self.refuse_with, self.tamper = name, signer, refuse_with, tamper
+        self.account = claims or signer.address
         self.train_pseudonyms = [Pseudonym.new() for _ in range(TRAINED)]
         self.test_pseudonyms = [Pseudonym.new() for _ in range(TESTED)]
+
+    def _signed(self, msg: Message, phase: str, reply_digest, used: int, commitment, epsilon: float) -> RecordDict:
+        config = RoundConfig.from_record(msg.content[protocol.ROUND_CONFIG])
+        reply = RoundReply(study_id=config.study_id, round=config.round, pinned_block=config.block, phase=phase,
+                           model_digest=model_hash(msg.content[protocol.WEIGHTS].to_torch_state_dict()),
+                           reply_digest=reply_digest, num_examples=used, commitment=commitment,
+                           epsilon_milli=protocol.epsilon_milli(epsilon) if phase == "train" else 0)
+        return RecordDict({
+            protocol.ROUND_REPLY: reply.to_record(),
+            protocol.USAGE: protocol.usage_record(hospital=self.name, account=self.account, used=used,
+                                                  commitment=commitment, phase=phase,
+                                                  signature=self.signer.sign_round_reply(reply)),
+        })
 
     def __call__(self, msg: Message) -> Message:
         kind = msg.metadata.message_type
@@ -78,22 +97,21 @@ class FakeHospital:
         if self.refuse_with is not None:
             return Message(Error(self.refuse_with, f"{self.name} says no"), reply_to=msg)
         if kind == MessageType.TRAIN:
-            state = {k: v + 0.01 for k, v in msg.content[protocol.WEIGHTS].to_torch_state_dict().items()}
-            return Message(RecordDict({
-                protocol.WEIGHTS: ArrayRecord(state),
-                protocol.METRICS: MetricRecord({"num-examples": TRAINED, "epsilon": 0.5, "epsilon-budget": 3.0,
-                                                "train-loss": 0.7, "train-seconds": 0.25}),
-                protocol.USAGE: protocol.usage_record(hospital=self.name, account=self.account, used=TRAINED,
-                                                      commitment=pseudonym_commitment(self.train_pseudonyms),
-                                                      phase="train"),
-            }), reply_to=msg)
-        return Message(RecordDict({
-            protocol.METRICS: MetricRecord({"num-examples": TESTED, "consented": TESTED, "examples": TESTED,
-                                            "correct": 3, "loss-sum": 2.0, "positives": 1}),
-            protocol.USAGE: protocol.usage_record(hospital=self.name, account=self.account, used=TESTED,
-                                                  commitment=pseudonym_commitment(self.test_pseudonyms),
-                                                  phase="evaluate"),
-        }), reply_to=msg)
+            weights = ArrayRecord({k: v + 0.01 for k, v in msg.content[protocol.WEIGHTS].to_torch_state_dict().items()})
+            metrics = MetricRecord({"num-examples": TRAINED, "epsilon": 0.5, "epsilon-budget": 3.0,
+                                    "train-loss": 0.7, "train-seconds": 0.25})
+            content = self._signed(msg, "train", model_hash(weights.to_torch_state_dict()), TRAINED,
+                                   pseudonym_commitment(self.train_pseudonyms), 0.5)
+            content[protocol.WEIGHTS], content[protocol.METRICS] = weights, metrics
+        else:
+            metrics = MetricRecord({"num-examples": TESTED, "consented": TESTED, "examples": TESTED,
+                                    "correct": 3, "loss-sum": 2.0, "positives": 1})
+            content = self._signed(msg, "evaluate", protocol.metrics_digest(dict(metrics)), TESTED,
+                                   pseudonym_commitment(self.test_pseudonyms), 0.0)
+            content[protocol.METRICS] = metrics
+        if self.tamper:
+            self.tamper(kind, content)
+        return Message(content, reply_to=msg)
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +127,7 @@ def options(chain, **changes) -> RunOptions:
 
 
 def test_a_round_trains_aggregates_evaluates_and_anchors_what_the_nodes_used(chain, tmp_path):
-    alpha = FakeHospital("alpha", chain.hospital.address)
+    alpha = FakeHospital("alpha", chain.hospital)
     run = StudyRun(FakeGrid({1: alpha}), chain.coordinator, options(chain), tmp_path / "run")
     arrays = run.run()
 
@@ -132,7 +150,7 @@ def test_a_round_trains_aggregates_evaluates_and_anchors_what_the_nodes_used(cha
 
 
 def test_report_json_keeps_the_shape_its_readers_know(chain, tmp_path):
-    StudyRun(FakeGrid({1: FakeHospital("alpha", chain.hospital.address)}), chain.coordinator,
+    StudyRun(FakeGrid({1: FakeHospital("alpha", chain.hospital)}), chain.coordinator,
              options(chain, num_rounds=1), tmp_path / "run").run()
     import json
 
@@ -142,13 +160,14 @@ def test_report_json_keeps_the_shape_its_readers_know(chain, tmp_path):
     assert set(saved["hospitals"][0]) == {"name", "account", "patients", "consented", "epsilon_spent", "epsilon_budget"}
     assert set(saved["rounds"][0]) == {
         "round", "block", "accuracy", "loss", "constant_accuracy", "metrics", "used", "test_used", "epsilon",
-        "train_seconds", "errors", "status", "seconds", "training_seconds", "model_hash", "anchor_block"}
+        "train_seconds", "errors", "replies", "status", "seconds", "training_seconds", "model_hash", "anchor_block"}
+    assert {r["reply"]["phase"] for r in saved["rounds"][0]["replies"]} == {"train", "evaluate"}
 
 
 def test_a_refusing_node_and_a_silent_node_are_reported_by_name_and_the_round_goes_on(chain, tmp_path):
     nodes = {
-        1: FakeHospital("alpha", chain.hospital.address),
-        2: FakeHospital("beta", chain.other_hospital.address, refuse_with=protocol.BUDGET_SPENT),
+        1: FakeHospital("alpha", chain.hospital),
+        2: FakeHospital("beta", chain.other_hospital, refuse_with=protocol.BUDGET_SPENT),
         3: lambda msg: None,  # never answers
     }
     run = StudyRun(FakeGrid(nodes), chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
@@ -160,7 +179,7 @@ def test_a_refusing_node_and_a_silent_node_are_reported_by_name_and_the_round_go
 
 
 def test_a_round_where_no_node_used_data_keeps_the_model_and_is_not_anchored(chain, tmp_path):
-    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital.address, refuse_with=protocol.CONSENT_UNCLEAR)})
+    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital, refuse_with=protocol.CONSENT_UNCLEAR)})
     run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
     torch.manual_seed(0)
     before = model_hash(run.task.build_model().state_dict())
@@ -175,7 +194,7 @@ def test_rounds_already_anchored_are_refused_before_any_node_trains(chain, tmp_p
     block = chain.coordinator.block_number()
     chain.coordinator.anchor_round(chain.study_id, 1, pinned_block=block, model_hash=b"\x01" * 32,
                                    commitments={chain.hospital.address: b"\x02" * 32})
-    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital.address)})
+    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital)})
     with pytest.raises(RuntimeError, match=r"rounds \[1\] of this study are already anchored"):
         StudyRun(grid, chain.coordinator, options(chain), tmp_path / "run").run()
     assert {m.metadata.message_type for m in grid.sent} == {f"{MessageType.QUERY}.identify"}
@@ -216,7 +235,7 @@ def test_the_server_app_runs_a_study_from_its_run_config_and_reports_a_failed_ru
                       "strategy": "fedavg", "run-name": run_name}
         return Context(run_id=9, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
 
-    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital.address)})
+    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital)})
     server_app.main(grid, context("first"))
     first = RunReport.load(settings.runs_dir / "first" / "report.json")
     assert first.status == "finished" and first.rounds[0].anchor_block is not None
@@ -225,3 +244,168 @@ def test_the_server_app_runs_a_study_from_its_run_config_and_reports_a_failed_ru
         server_app.main(grid, context("again"))
     again = RunReport.load(settings.runs_dir / "again" / "report.json")
     assert again.status == "failed" and "already anchored" in again.message
+
+
+# ---- identity from authentication, never from a claim (issue 11): each attack, and that it fails ----
+
+
+def _stranger(chain):
+    """An account no consortium registered (it signs; it needs no ether)."""
+    return chain.ledger_for("0x" + __import__("secrets").token_hex(32))
+
+
+def _honest_commitment(hospital: FakeHospital):
+    return combined_commitment(pseudonym_commitment(hospital.train_pseudonyms),
+                               pseudonym_commitment(hospital.test_pseudonyms))
+
+
+@pytest.mark.parametrize("rogue_signer", ["unregistered key", "another registered hospital"])
+def test_a_node_claiming_another_hospitals_account_gets_no_commitment_anchored_and_cannot_change_the_honest_ones(
+        chain, tmp_path, rogue_signer):
+    honest = FakeHospital("alpha", chain.hospital)
+    signer = _stranger(chain) if rogue_signer == "unregistered key" else chain.other_hospital
+    rogue = FakeHospital("rogue", signer, claims=chain.hospital.address)  # answers after the honest node
+    run = StudyRun(FakeGrid({1: honest, 2: rogue}), chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+
+    (anchor,) = chain.coordinator.round_anchors(chain.study_id)
+    assert anchor.commitments[chain.hospital.address] == _honest_commitment(honest)
+    (record,) = run.report.rounds
+    alpha = next(h for h in run.report.hospitals if h.name == "alpha")
+    assert alpha.account == chain.hospital.address
+    if rogue_signer == "unregistered key":
+        assert set(anchor.commitments) == {chain.hospital.address}
+        assert "not an active hospital" in record.errors["rogue"] and record.used == {"alpha": TRAINED}
+    else:  # a registered hospital's own signed work counts for that hospital only, whatever it claims
+        assert anchor.commitments[chain.other_hospital.address] == _honest_commitment(rogue)
+        assert next(h for h in run.report.hospitals if h.name == "rogue").account == chain.other_hospital.address
+    assert {r.hospital for r in record.replies} <= {chain.hospital.address, chain.other_hospital.address}
+
+
+def test_an_inflated_num_examples_is_caught_by_the_signature_dropped_and_reported(chain, tmp_path):
+    def inflate(kind, content):
+        if kind == MessageType.TRAIN:
+            content[protocol.METRICS]["num-examples"] = 10_000  # its weights would dominate the average
+
+    honest = FakeHospital("alpha", chain.hospital)
+    greedy = FakeHospital("beta", chain.other_hospital, tamper=inflate)
+    run = StudyRun(FakeGrid({1: honest, 2: greedy}), chain.coordinator, options(chain, num_rounds=1),
+                   tmp_path / "run")
+    arrays = run.run()
+
+    (record,) = run.report.rounds
+    assert record.errors["beta"] == f"train: reply dropped: it reports 10000 examples, its hospital signed {TRAINED}"
+    assert record.used == {"alpha": TRAINED}  # beta's weights are not in the average
+    torch.manual_seed(0)
+    expected = {k: v + 0.01 for k, v in run.task.build_model().state_dict().items()}
+    assert all(torch.allclose(arrays.to_torch_state_dict()[k], v) for k, v in expected.items())
+    (anchor,) = chain.coordinator.round_anchors(chain.study_id)
+    assert anchor.commitments[chain.other_hospital.address] == combined_commitment(
+        b"", pseudonym_commitment(greedy.test_pseudonyms))  # only its verified evaluation
+
+
+def test_a_reply_signed_by_an_unregistered_key_is_dropped(chain, tmp_path):
+    run = StudyRun(FakeGrid({1: FakeHospital("mallory", _stranger(chain))}), chain.coordinator,
+                   options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+    (record,) = run.report.rounds
+    assert record.errors["mallory"].startswith("train: reply dropped: signed by 0x")
+    assert "not an active hospital" in record.errors["mallory"] and record.replies == []
+    assert record.errors["coordinator"] == "round not anchored: no node used any data"
+    assert chain.coordinator.anchor_of(chain.study_id, 1) is None
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    (lambda kind, c: c[protocol.USAGE].__setitem__("commitment", str(Digest(b"\x01" * 32))),
+     "commitment is not the one signed"),
+    (lambda kind, c: kind == MessageType.TRAIN and c.__setitem__(protocol.WEIGHTS, ArrayRecord(
+        {k: v * 0 for k, v in c[protocol.WEIGHTS].to_torch_state_dict().items()})), "weights are not the ones signed"),
+    (lambda kind, c: c[protocol.USAGE].__setitem__(protocol.REPLY_SIGNATURE, "0x12"), "not a signed reply"),
+    (lambda kind, c: c.pop(protocol.ROUND_REPLY), "not a signed reply"),
+])
+def test_a_reply_changed_after_its_hospital_signed_it_is_dropped(chain, tmp_path, tamper, reason):
+    run = StudyRun(FakeGrid({1: FakeHospital("alpha", chain.hospital, tamper=tamper)}), chain.coordinator,
+                   options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+    (record,) = run.report.rounds
+    assert reason in record.errors["alpha"]
+
+
+def test_a_second_reply_signed_by_the_same_hospital_is_dropped(chain, tmp_path):
+    """A hospital running two nodes would count its data twice in the average."""
+    nodes = {1: FakeHospital("alpha", chain.hospital), 2: FakeHospital("alpha-2", chain.hospital)}
+    run = StudyRun(FakeGrid(nodes), chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+    (record,) = run.report.rounds
+    assert record.used == {"alpha": TRAINED}
+    assert "a second reply signed by hospital" in record.errors["alpha-2"]
+
+
+def test_a_suspended_hospitals_signed_replies_do_not_count(chain, tmp_path):
+    chain.operator.set_hospital_suspended(chain.other_hospital.address, True)
+    nodes = {1: FakeHospital("alpha", chain.hospital), 2: FakeHospital("beta", chain.other_hospital)}
+    run = StudyRun(FakeGrid(nodes), chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+    (anchor,) = chain.coordinator.round_anchors(chain.study_id)
+    assert set(anchor.commitments) == {chain.hospital.address}
+
+
+class KeyedGrid(FakeGrid):
+    """A FakeGrid that names each node's authentication key, as the deployment engine's grid.get_nodes() does."""
+
+    def __init__(self, nodes: dict, keys: dict):
+        super().__init__(nodes)
+        self.keys = keys
+
+    def get_nodes(self):
+        from flwr.proto.node_pb2 import NodeInfo
+
+        return [NodeInfo(node_id=n, public_key=self.keys.get(n, b"")) for n in self.nodes]
+
+
+def _node_key_pem():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from node import node_keys
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return node_keys.chain_node_key(key), node_keys.public_key_pem(key)
+
+
+def test_a_node_whose_key_is_no_hospitals_is_sent_nothing_once_nodes_are_bound_to_hospitals(chain, tmp_path):
+    point, pem = _node_key_pem()
+    chain.hospital.set_node_key(point)
+    _, stranger_pem = _node_key_pem()
+    grid = KeyedGrid({1: FakeHospital("alpha", chain.hospital), 2: FakeHospital("beta", chain.other_hospital)},
+                     {1: pem, 2: stranger_pem})
+    run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+    assert {m.metadata.dst_node_id for m in grid.sent} == {1}
+    (record,) = run.report.rounds
+    assert record.errors["node 2"].startswith("not admitted: the key it authenticated with is no hospital's node key")
+    assert run.report.hospitals[0].account == chain.hospital.address
+    (anchor,) = chain.coordinator.round_anchors(chain.study_id)
+    assert set(anchor.commitments) == {chain.hospital.address}
+
+
+def test_a_node_bound_to_one_hospital_cannot_answer_with_another_hospitals_signature(chain, tmp_path):
+    """Hospital beta runs the node bound to alpha's key (say it stole the key): its replies, signed with beta's
+    chain key, do not count, for alpha nor for beta."""
+    point, pem = _node_key_pem()
+    chain.hospital.set_node_key(point)
+    grid = KeyedGrid({1: FakeHospital("alpha?", chain.other_hospital, claims=chain.hospital.address)}, {1: pem})
+    run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+    (record,) = run.report.rounds
+    assert f"but the node authenticated as hospital {chain.hospital.address}'s node" in record.errors["alpha?"]
+    assert chain.coordinator.anchor_of(chain.study_id, 1) is None
+
+
+def test_a_node_whose_app_gate_refused_the_run_is_reported_by_the_codes_name(chain, tmp_path):
+    from node import app_gate
+
+    assert app_gate.APP_NOT_APPROVED == protocol.APP_NOT_APPROVED  # one code, named in the protocol
+    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital, refuse_with=protocol.APP_NOT_APPROVED)})
+    run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=1), tmp_path / "run")
+    run.run()
+    assert run.report.rounds[0].errors["alpha"].startswith("train: app not approved: alpha says no")

@@ -11,10 +11,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
+from contracts import ledger as lg
 from federation import protocol
-from federation.commitment import pseudonym_commitment
+from federation.commitment import model_hash, pseudonym_commitment
 from federation.ids import Digest, Pseudonym, StudyId
-from federation.protocol import RoundConfig
+from federation.protocol import RoundConfig, RoundReply
 from federation.tasks import get_task
 from node import admin, client_app
 from node.service import HospitalNode
@@ -108,6 +109,30 @@ def test_train_and_evaluate_reply_with_what_the_node_used(hospital, monkeypatch)
     metrics = evaluated.content[protocol.METRICS]
     assert metrics["num-examples"] == metrics["examples"] == len(hospital.consented_in("test", hospital.consenting))
     assert evaluated.content[protocol.USAGE]["phase"] == "evaluate"
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_replies_are_signed_by_the_hospital_over_what_they_carry(hospital, monkeypatch):
+    monkeypatch.setattr(client_app, "open_node", lambda ctx: HospitalNode(hospital.settings, ledger=hospital.chain.hospital))
+    config = hospital.config(1)
+    sent = round_message(MessageType.TRAIN, config)
+    received = model_hash(sent.content[protocol.WEIGHTS].to_torch_state_dict())
+    for kind in (MessageType.TRAIN, MessageType.EVALUATE):
+        reply = client_app.app(message=round_message(kind, config), context=context(hospital.settings.home))
+        signed = RoundReply.from_record(reply.content[protocol.ROUND_REPLY])
+        usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
+        signature = protocol.reply_signature(usage)
+        assert lg.recover_round_reply(hospital.chain.deployment, signed, signature) == hospital.chain.hospital.address
+        assert (signed.study_id, signed.round, signed.pinned_block) == (config.study_id, 1, config.block)
+        assert signed.model_digest == received and signed.num_examples == metrics["num-examples"] == usage["used"]
+        assert signed.commitment == Digest.parse(usage["commitment"])
+        if kind == MessageType.TRAIN:
+            assert signed.phase == "train"
+            assert signed.reply_digest == model_hash(reply.content[protocol.WEIGHTS].to_torch_state_dict())
+            assert signed.epsilon_milli == protocol.epsilon_milli(metrics["epsilon"]) > 0
+        else:
+            assert signed.phase == "evaluate" and signed.epsilon_milli == 0
+            assert signed.reply_digest == protocol.metrics_digest(dict(metrics))
 
 
 @pytest.mark.slow
