@@ -91,7 +91,7 @@ class HospitalNode:
         """The study's terms, its task, and the consented patients: training ones (if the phase reads them,
         else None) and those of `cohort`. Only patients of the kind the task reads are candidates."""
         gate = self._gate(self.store)
-        terms = gate.check_study(config.study_id, config.block)
+        terms = gate.check_study(config.study_id, config.block, round_number=config.round)
         if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON and not self.settings.allow_non_private_studies:
             raise Refusal(
                 protocol.STUDY_NOT_ACCEPTED,

@@ -60,6 +60,7 @@ ERROR_TEXT = {
     "SignatureExpired": "the patient's signature expired at {0}",
     "WrongNonce": "signature for {0} is replayed or out of order (expected nonce {1}, got {2})",
     "WrongSigner": "the signature for {0} is not the patient's",
+    "EnrolmentNotCommitted": "enrolment commitment {0} was not made by this hospital in an earlier block (Ledger.enrol commits first)",
     "AccessControlUnauthorizedAccount": "account {0} lacks the role {1}",
 }
 

@@ -91,7 +91,6 @@ def test_attack_round_outside_the_study_is_refused_by_the_gate(hospital):
         assert gate.check_study(hospital.chain.study_id, block, round_number=round_number).rounds == 5
 
 
-@pytest.mark.xfail(strict=True, reason="node/service.py must pass round_number=config.round to check_study")
 def test_attack_round_outside_the_study_uses_no_data(hospital):
     for phase in ("train", "evaluate"):
         for round_number in (0, -3):
