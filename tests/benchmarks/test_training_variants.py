@@ -37,6 +37,7 @@ def hospital(chain, tmp_path):
     return Hospital(chain, tmp_path / "cleveland")
 
 
+@pytest.mark.slow  # builds a hospital node on a chain (about 10 s)
 def test_refuses_a_non_private_study_without_the_node_opt_in(chain, hospital):
     study_id = _non_private_study(chain, hospital)
     assert not hospital.settings.allow_non_private_studies  # the default
@@ -49,6 +50,7 @@ def test_refuses_a_non_private_study_without_the_node_opt_in(chain, hospital):
     assert hospital.store.spends("0x" + study_id.hex()) == []
 
 
+@pytest.mark.slow  # builds a node and trains (about 10 s)
 def test_an_opted_in_node_trains_a_non_private_study_without_noise_and_reports_infinite_epsilon(chain, hospital):
     study_id = _non_private_study(chain, hospital)
     settings = dataclasses.replace(hospital.settings, allow_non_private_studies=True)

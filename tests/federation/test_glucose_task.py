@@ -188,6 +188,7 @@ def test_forecasts_for_the_twins():
         decode({**record.to_clinical(), "minutes": 10})
 
 
+@pytest.mark.slow  # a federated study end to end (about 6-12 s)
 def test_federated_forecaster_smoke():
     """The benchmark's path, small: two hospitals on anvil, StudyRun driving the ClientApp, every round anchored."""
     from benchmarks.twin_federation import ForecasterSettings, run_federated_forecaster

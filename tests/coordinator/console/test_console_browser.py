@@ -22,7 +22,7 @@ from federation.ids import StudyId
 from node import admin as node_admin
 from tests.conftest import save_screenshot
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(600)]
 ROUND_TIMEOUT_MS = 240_000  # a round takes about 10 s; much longer only on a machine shared with other jobs
 DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 HOSPITALS = {"cleveland": "processed.cleveland.data", "hungary": "processed.hungarian.data"}

@@ -20,6 +20,8 @@ from federation.web import auth
 from federation.web.app import untyped
 from tests.coordinator.console.test_console import FakeSuperLink, console_settings, write_fake_flwr
 
+pytestmark = [pytest.mark.schema]
+
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance, checks.response_headers_conformance]
 TOKENS: dict[str, str] = {}

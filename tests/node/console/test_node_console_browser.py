@@ -26,6 +26,8 @@ from node.records.heart_fhir_export import export_csv_as_bundle
 from node.store import RoundUsage, Store
 from tests.conftest import save_screenshot
 
+pytestmark = [pytest.mark.browser]
+
 DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 
 

@@ -20,6 +20,8 @@ from federation.web.app import untyped
 from node.store import RoundUsage
 from tests.node.console.test_node_console import CSV_TYPE, Console, bundle_text, lines
 
+pytestmark = [pytest.mark.schema]
+
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance, checks.response_headers_conformance]
 WORLD: dict = {}

@@ -96,6 +96,7 @@ def test_heart_risk_is_503_until_the_node_keeps_a_model(node):
     assert [(a["actor"], a["outcome"]) for a in heart[:2]] == [("vic", "ok"), ("vic", "refused")]
 
 
+@pytest.mark.slow  # calibrates a twin (about 13 s)
 def test_calibrated_twin_forecast_with_method_and_whatif(node):
     admin_client = node.api(node.admin_token)
     twin = admin_client.get(f"/api/twins/diabetes/{PATIENT}")
@@ -190,6 +191,7 @@ def test_models_are_kept_atomically_per_study_and_the_newest_wins(tmp_path):
         save_model(tmp_path, study_id="../x", round=1, block=1, **kwargs)
 
 
+@pytest.mark.slow  # trains and evaluates a round on a chain (about 7 s)
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 def test_evaluation_keeps_the_global_model_only_when_consent_held(chain, tmp_path):
     hospital = chain.consortium.add_node("cleveland", tmp_path / "node", records=[heart_csv(tmp_path / "heart.csv", 40)])

@@ -30,6 +30,8 @@ from node.portal.settings import PortalSettings
 from node.store import RoundUsage, Store
 from tests.conftest import save_screenshot
 
+pytestmark = [pytest.mark.browser]
+
 DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 PASSWORDS = {"alice": "correct horse battery", "walt": "wallet walker pw", "carol": "carol's long password",
              "dave": "dave's long password"}

@@ -26,6 +26,8 @@ from node.portal.models import PortalAccount
 from node.store import RoundUsage
 from tests.node.portal.test_portal import PASSWORD, Portal
 
+pytestmark = [pytest.mark.schema]
+
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance, checks.response_headers_conformance]
 WORLD: dict = {}
