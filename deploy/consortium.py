@@ -32,6 +32,7 @@ from web3 import Web3
 from contracts import ledger as lg
 from federation.ids import Pseudonym, StudyId
 from node import admin as node_admin
+from node import node_keys
 from node.settings import NodeSettings
 
 DAY_S = 24 * 3600
@@ -194,6 +195,10 @@ class Consortium:
             lg.fund_from_dev_account(self.w3, account, ether=self.ether)
             self.operator.register_hospital(account, secrets.token_bytes(32))
             ledger = lg.Ledger.from_settings(settings, key_file=settings.hospital_key_file)
+            # The hospital vouches for its SuperNode's key on chain: the coordinator learns which hospital a
+            # Flower node is from the key it authenticated with, never from what the node says about itself.
+            keys = node_keys.ensure_node_keys(settings.home)
+            ledger.set_node_key(node_keys.chain_node_key(node_keys.load_public_key(keys.public_key)))
         imports = []
         for item in records:
             path, cohort = item if isinstance(item, tuple) else (item, None)
