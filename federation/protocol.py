@@ -135,7 +135,7 @@ def epsilon_milli(epsilon: float) -> int:
 def metrics_digest(metrics: Mapping) -> Digest:
     """keccak-256 over an evaluation reply's metrics (the task's additive sums and counts), canonically: the
     `reply_digest` of an evaluate reply, so that a signature covers every number the coordinator adds up."""
-    from eth_utils import keccak  # see __getattr__ below: a ClientApp process pays for it only when it signs
+    from eth_utils import keccak  # imported here: a ClientApp process pays for eth_utils only when it signs
 
     def plain(value):  # numpy scalars as the Python numbers they travel as
         if isinstance(value, (list, tuple)):
@@ -224,12 +224,3 @@ def reply_signature(usage: ConfigRecord) -> bytes | None:
 def identity_record(*, hospital: str, account: str, patients: int) -> ConfigRecord:
     return ConfigRecord({"hospital": hospital, "account": account, "patients": patients})
 
-
-def __getattr__(name: str):
-    # protocol.combined_commitment: the old name of federation.commitment's, imported on first use (keccak pulls
-    # in eth_utils, which a message's ClientApp process need not pay for before it reaches the chain).
-    if name == "combined_commitment":
-        from federation.commitment import combined_commitment
-
-        return combined_commitment
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

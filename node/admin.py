@@ -44,11 +44,6 @@ def hospital_address(settings: NodeSettings) -> str:
     return Account.from_key(load_key(settings.hospital_key_file)).address
 
 
-def open_ledger(settings: NodeSettings) -> Ledger:
-    """The node's ledger as its hospital account. Old name: call Ledger.from_settings (the lead removes this)."""
-    return Ledger.from_settings(settings, key_file=settings.hospital_key_file)
-
-
 def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | None = None,
                    cohort: str | None = None) -> ImportReport:
     """Heart-disease CSV or Bundle, or twins' (type 1 diabetes) CSV or Bundle: node.records.import_file."""

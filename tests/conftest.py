@@ -15,7 +15,7 @@ from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 
 from contracts import ledger as lg
-from deploy.consortium import Consortium, chain_url, eth_tester, funded_key
+from deploy.consortium import Consortium, chain_url, eth_tester
 
 
 @dataclass
@@ -31,10 +31,6 @@ class Chain:
 
     def ledger_for(self, key: str) -> lg.Ledger:
         return lg.Ledger(self.w3, self.deployment, account_key=key)
-
-
-def fresh_funded_key(w3: Web3) -> str:
-    return funded_key(w3, ether=10)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@
 
 Every name is importable from here (``from contracts import ledger as lg``; ``from contracts.ledger import
 Ledger``). The commitment scheme lives in :mod:`federation.commitment` and the 32-byte value types in
-:mod:`federation.ids`; ``pseudonym_commitment``, ``new_pseudonym`` and ``new_study_id`` here are their old names.
+:mod:`federation.ids`.
 """
 
 from __future__ import annotations
@@ -57,18 +57,11 @@ from contracts.ledger.signing import (
     sign_round_reply,
     recover_round_reply,
 )
-from federation.commitment import pseudonym_commitment
-from federation.ids import Pseudonym, StudyId
-
-# Old names of federation.ids' constructors (the lead removes them once every caller uses the types).
-new_pseudonym = Pseudonym.new
-new_study_id = StudyId.new
 
 __all__ = [
     "CONSENT_BATCH", "CONSENT_BITMAP_SELECTOR", "CONSENT_DOMAIN_NAME", "CONSENT_DOMAIN_VERSION", "ENROL_BATCH",
     "GRANT_BATCH", "MILLI", "SANE_RECURSION_LIMIT", "ChainUnavailable", "ConsentChange", "ConsentFollower",
     "ContractRejected", "Deployment", "Ledger", "LedgerError", "NodeKeyEvent", "ROUND_DOMAIN_NAME",
     "ROUND_REPLY_TYPES", "RoundAnchor", "SignedCancel", "SignedGrant", "SignedRevoke", "StudyTerms", "connect",
-    "deploy", "from_bytes32", "fund_from_dev_account", "load_key", "new_pseudonym", "new_study_id",
-    "pseudonym_commitment", "recover_round_reply", "sign_cancel", "sign_grant", "sign_revoke", "sign_round_reply", "to_bytes32", "write_key",
+    "deploy", "from_bytes32", "fund_from_dev_account", "load_key", "recover_round_reply", "sign_cancel", "sign_grant", "sign_revoke", "sign_round_reply", "to_bytes32", "write_key",
 ]

@@ -78,10 +78,10 @@ def test_the_clients_enrolment_commitment_is_the_registrys(chain):
     fn = chain.hospital.consent.functions
     assert fn.enrolmentCommitment(chain.hospital.address, pseudonyms, _addresses(keys)).call() == \
         chain.hospital.enrolment_commitment(pseudonyms, _addresses(keys))
-    # The hospital's own enrolment without a commitment is refused too, in the domain's words (the error
-    # name until contracts/ledger/errors.py has words for it).
-    with pytest.raises(lg.ContractRejected, match="EnrolmentNotCommitted|not committed"):
+    # The hospital's own enrolment without a commitment is refused too, in the domain's words.
+    with pytest.raises(lg.ContractRejected, match="was not made by this hospital in an earlier block") as refused:
         _enrol_directly(chain.hospital, pseudonyms, _addresses(keys))
+    assert refused.value.error_name == "EnrolmentNotCommitted"
 
 
 def test_attack_repeated_front_running_cannot_block_a_hospitals_enrolment(chain):

@@ -17,7 +17,7 @@ from eth_account import Account
 from contracts import ledger as lg
 from contracts.fhir_consent import (PSEUDONYM_SYSTEM, STUDY_POLICY_PREFIX, ConsentResourceError, export_consent,
                                     import_consent, read_consent)
-from federation.ids import hex0x
+from federation.ids import Pseudonym, hex0x
 
 FAR = int(time.time()) + 365 * 24 * 3600
 HL7_CONSENT = Path(__file__).resolve().parents[1] / "data" / "fhir" / "hl7" / "consent-example-basic.json"
@@ -25,7 +25,7 @@ HL7_CONSENT = Path(__file__).resolve().parents[1] / "data" / "fhir" / "hl7" / "c
 
 def _enrolled(chain, n):
     keys = ["0x" + secrets.token_hex(32) for _ in range(n)]
-    pseudonyms = [lg.new_pseudonym() for _ in range(n)]
+    pseudonyms = [Pseudonym.new() for _ in range(n)]
     chain.hospital.enrol(pseudonyms, [Account.from_key(k).address for k in keys])
     return pseudonyms, keys
 
@@ -79,7 +79,7 @@ def test_hl7s_own_consent_example_with_date_only_periods_is_read():
 
 def test_a_date_only_research_consent_imports_as_terms():
     resource = copy.deepcopy(json.loads(HL7_CONSENT.read_text()))
-    pseudonym, study = lg.new_pseudonym(), "0x" + "ab" * 32
+    pseudonym, study = Pseudonym.new(), "0x" + "ab" * 32
     resource["patient"] = {"reference": f"Patient/{pseudonym.hex()}",
                            "identifier": {"system": PSEUDONYM_SYSTEM, "value": hex0x(pseudonym)}}
     resource["policy"] = [{"uri": STUDY_POLICY_PREFIX + study}]

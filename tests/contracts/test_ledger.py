@@ -9,6 +9,9 @@ import pytest
 from eth_account import Account
 
 from contracts import ledger as lg
+from deploy.consortium import funded_key
+from federation.ids import Pseudonym, StudyId
+from federation.commitment import pseudonym_commitment
 from tests.conftest import advance_time
 
 FAR = int(time.time()) + 365 * 24 * 3600
@@ -16,7 +19,7 @@ FAR = int(time.time()) + 365 * 24 * 3600
 
 def _patients(n):
     keys = ["0x" + secrets.token_hex(32) for _ in range(n)]
-    return [lg.new_pseudonym() for _ in range(n)], keys
+    return [Pseudonym.new() for _ in range(n)], keys
 
 
 def _signed_grants(chain, pseudonyms, keys, *, nonce=0):
@@ -105,15 +108,15 @@ def test_hospital_cannot_grant_for_a_patient(chain):
 
 
 def test_unregistered_account_cannot_enrol(chain, artifacts):
-    stranger = chain.ledger_for(__import__("tests.conftest", fromlist=["x"]).fresh_funded_key(chain.w3))
+    stranger = chain.ledger_for(funded_key(chain.w3, ether=10))
     with pytest.raises(lg.ContractRejected, match="not an active hospital"):
-        stranger.enrol([lg.new_pseudonym()], [stranger.address])
+        stranger.enrol([Pseudonym.new()], [stranger.address])
 
 
 def test_round_anchor_is_recorded_and_read_back(chain):
     block = chain.coordinator.block_number()
-    commitment = lg.pseudonym_commitment([b"\x02" * 32, b"\x01" * 32])
-    assert commitment == lg.pseudonym_commitment([b"\x01" * 32, b"\x02" * 32])
+    commitment = pseudonym_commitment([b"\x02" * 32, b"\x01" * 32])
+    assert commitment == pseudonym_commitment([b"\x01" * 32, b"\x02" * 32])
     chain.coordinator.anchor_round(
         chain.study_id, 1, pinned_block=block, model_hash=b"\x05" * 32, commitments={chain.hospital.address: commitment}
     )
@@ -140,10 +143,9 @@ def test_unreachable_chain_is_a_clear_error():
 
 
 def _enrolled_patient_with_funds(chain):
-    from tests.conftest import fresh_funded_key
 
-    key = fresh_funded_key(chain.w3)
-    pseudonym = lg.new_pseudonym()
+    key = funded_key(chain.w3, ether=10)
+    pseudonym = Pseudonym.new()
     chain.hospital.enrol([pseudonym], [Account.from_key(key).address])
     return pseudonym, key, chain.ledger_for(key)
 
@@ -215,12 +217,12 @@ def test_suspended_hospital_is_not_live(chain):
     chain.operator._transact(chain.operator.consortium.functions.setHospitalSuspended(chain.hospital.address, True))
     assert not chain.hospital.is_study_live_for(chain.study_id, chain.hospital.address)
     with pytest.raises(lg.ContractRejected, match="not an active hospital"):
-        chain.hospital.enrol([lg.new_pseudonym()], [chain.hospital.address])
+        chain.hospital.enrol([Pseudonym.new()], [chain.hospital.address])
 
 
 def test_study_that_ended_is_not_live(chain):
     block = chain.w3.eth.get_block("latest")
-    study = lg.new_study_id()
+    study = StudyId.new()
     chain.operator.propose_study(study, purpose="HRESCH", task_id="t", epsilon_budget=1, delta_exponent=5, rounds=1,
                                  ends_at=block["timestamp"] + 30)
     chain.hospital.accept_study(study)
@@ -231,7 +233,7 @@ def test_study_that_ended_is_not_live(chain):
 
 def test_only_the_operator_proposes_studies(chain):
     with pytest.raises(lg.ContractRejected, match="lacks the role"):
-        chain.hospital.propose_study(lg.new_study_id(), purpose="HRESCH", task_id="t", epsilon_budget=1,
+        chain.hospital.propose_study(StudyId.new(), purpose="HRESCH", task_id="t", epsilon_budget=1,
                                      delta_exponent=5, rounds=1, ends_at=FAR)
 
 
@@ -294,7 +296,7 @@ def test_every_remaining_revert_reads_in_domain_words(chain):
         ("not a registered hospital", lambda: _transact(op, c.functions.setHospitalSuspended(address, True))),
         ("already exists", lambda: op.propose_study(chain.study_id, purpose="HRESCH", task_id="t", epsilon_budget=1,
                                                      delta_exponent=5, rounds=1, ends_at=FAR)),
-        ("terms are invalid", lambda: op.propose_study(lg.new_study_id(), purpose="HRESCH", task_id="t",
+        ("terms are invalid", lambda: op.propose_study(StudyId.new(), purpose="HRESCH", task_id="t",
                                                         epsilon_budget=0, delta_exponent=5, rounds=1, ends_at=FAR)),
         ("not known to the consortium", lambda: _transact(op, c.functions.setStudySuspended(b"\x05" * 32, True))),
         ("outside the rounds", lambda: chain.coordinator.anchor_round(chain.study_id, 6, pinned_block=1,
@@ -306,9 +308,9 @@ def test_every_remaining_revert_reads_in_domain_words(chain):
         ("not a registered hospital", lambda: chain.coordinator.anchor_round(
             chain.study_id, 1, pinned_block=1, model_hash=b"\x01" * 32, commitments={address: b"\x02" * 32})),
         ("already enrolled", lambda: h.enrol(pseudonyms, [address])),
-        ("zero address", lambda: h.enrol([lg.new_pseudonym()], ["0x" + "00" * 20])),
-        ("differ in length", lambda: _transact(h, h.consent.functions.enrol([lg.new_pseudonym()], []))),
-        ("not enrolled", lambda: h.relay_grants(_signed_grants(chain, [lg.new_pseudonym()], keys))),
+        ("zero address", lambda: h.enrol([Pseudonym.new()], ["0x" + "00" * 20])),
+        ("differ in length", lambda: _transact(h, h.consent.functions.enrol([Pseudonym.new()], []))),
+        ("not enrolled", lambda: h.relay_grants(_signed_grants(chain, [Pseudonym.new()], keys))),
         ("differ in length", lambda: _transact(h, h.consent.functions.grantBatchBySig(
             [g.as_struct() for g in _signed_grants(chain, pseudonyms, keys)], []))),
     ]
@@ -324,9 +326,8 @@ def test_suspended_hospital_cannot_accept_a_study(chain):
 
 
 def test_unregistered_account_cannot_accept_a_study(chain):
-    from tests.conftest import fresh_funded_key
 
-    stranger = chain.ledger_for(fresh_funded_key(chain.w3))
+    stranger = chain.ledger_for(funded_key(chain.w3, ether=10))
     with pytest.raises(lg.ContractRejected, match="not a registered hospital"):
         stranger.accept_study(chain.study_id)
 

@@ -36,8 +36,10 @@ from web3.logs import DISCARD
 from web3.providers.eth_tester import EthereumTesterProvider
 
 from contracts import ledger as lg
+from federation.ids import Pseudonym
 from contracts.build import compile_contracts
-from tests.conftest import advance_time, fresh_funded_key
+from deploy.consortium import funded_key
+from tests.conftest import advance_time
 
 # Minutes on the in-process chain: the state machine (about 200 s) and the bitmap test (about 45 s).
 pytestmark = [pytest.mark.slow]
@@ -738,8 +740,8 @@ def _batch_answers_equal_single_answers(chain, monkeypatch):
     count = 600
     rng = random.Random(600)
     w3 = chain.w3
-    pseudonyms = [lg.new_pseudonym() for _ in range(count)]
-    patient = chain.ledger_for(fresh_funded_key(w3))
+    pseudonyms = [Pseudonym.new() for _ in range(count)]
+    patient = chain.ledger_for(funded_key(w3, ether=10))
     signers = range(0, count, 50) if isinstance(w3.provider, EthereumTesterProvider) else range(count)
     own_keys = {i: "0x" + secrets.token_hex(32) for i in signers}
     keys = [Account.from_key(own_keys[i]).address if i in own_keys else patient.address for i in range(count)]

@@ -9,8 +9,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from contracts import ledger as lg
+from federation.ids import StudyId
 from node import node_keys
-from tests.conftest import fresh_funded_key
+from deploy.consortium import funded_key
 
 
 def _node_key() -> tuple[bytes, bytes]:
@@ -60,7 +61,7 @@ def test_a_node_key_that_is_not_an_uncompressed_p256_point_is_refused(chain, bad
 
 def test_only_a_registered_active_hospital_sets_its_own_node_key(chain):
     point, fingerprint = _node_key()
-    stranger = chain.ledger_for(fresh_funded_key(chain.w3))
+    stranger = chain.ledger_for(funded_key(chain.w3, ether=10))
     with pytest.raises(lg.ContractRejected, match="not a registered hospital"):
         stranger.set_node_key(point)
     with pytest.raises(lg.ContractRejected, match="not a registered hospital"):
@@ -87,7 +88,7 @@ def test_node_key_events_tell_a_syncer_about_keys_and_suspensions(chain):
 
 def test_the_operator_records_a_studys_app_until_a_hospital_accepts(chain):
     digest = bytes.fromhex("ab" * 32)
-    study = lg.new_study_id()
+    study = StudyId.new()
     chain.operator.propose_study(study, purpose="HRESCH", task_id="heart-disease/v1", epsilon_budget=1,
                                  delta_exponent=5, rounds=2, ends_at=int(time.time()) + 86400, app_digest=digest)
     assert chain.hospital.study(study).app_digest == digest
