@@ -140,3 +140,33 @@ def test_without_a_trusted_proxy_a_forwarding_proxy_is_one_shared_address_and_no
     shared = resolve("127.0.0.1", "203.0.113.7", ())
     assert shared == "127.0.0.1" and not shared.real
     assert resolve("127.0.0.1", None, ()).real  # a direct client
+
+
+def test_console_logins_behind_an_undeclared_proxy_do_not_lock_out_every_staff_member():
+    import pytest
+    from sqlmodel import Session, create_engine
+
+    from federation.web import auth, models
+    from federation.web.clients import ClientAddress
+    from federation.web.errors import WebError
+    from federation.web.sessions import log_in_with_token
+
+    engine = create_engine("sqlite://")
+    models.create_tables(engine)
+    with Session(engine) as db:
+        token = auth.create_token(db, name="alice", role="operator")
+        proxy = ClientAddress("127.0.0.1", real=False)
+        limits = {"roles": ("operator",), "ttl_s": 60, "max_failures": 3, "window_s": 900}
+        for _ in range(10):
+            with pytest.raises(WebError) as refused:
+                log_in_with_token(db, token="tl_wrong", client=proxy, **limits)
+            assert refused.value.status == 401
+        holder, _ = log_in_with_token(db, token=token, client=proxy, **limits)
+        assert holder.name == "alice"
+        direct = ClientAddress("203.0.113.7")
+        for _ in range(3):
+            with pytest.raises(WebError):
+                log_in_with_token(db, token="tl_wrong", client=direct, **limits)
+        with pytest.raises(WebError) as locked:
+            log_in_with_token(db, token=token, client=direct, **limits)
+        assert locked.value.status == 429  # a real address is still limited
