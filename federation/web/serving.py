@@ -72,7 +72,7 @@ def add_serving_arguments(parser) -> None:
                         help="serve plain HTTP without a certificate (development only; never in production)")
 
 
-def with_tls_arguments(settings: WebServerSettings, args) -> WebServerSettings:
-    """The settings with the command line's --tls-certfile/--tls-keyfile, when given, over the file's."""
-    given = {name: getattr(args, name) for name in ("tls_certfile", "tls_keyfile") if getattr(args, name, None)}
+def with_tls(settings: WebServerSettings, certfile: Path | None, keyfile: Path | None) -> WebServerSettings:
+    """The settings with a command line's --tls-certfile/--tls-keyfile, when given, over the file's."""
+    given = {name: value for name, value in (("tls_certfile", certfile), ("tls_keyfile", keyfile)) if value}
     return settings.model_copy(update=given) if given else settings
