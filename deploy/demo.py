@@ -298,6 +298,15 @@ def _serve_web(services: list, workdir: Path, *, node_home: Path, coordinator_ho
         "node_console_token": create_console_token(node_home, name="demo-it", role="it-admin"),
         "operator_token": create_operator_token(coordinator_home, name="demo-operator", role="operator"),
     }
+    # HTTPS, as in production: one certificate for localhost from the demo's consortium CA (the development CA
+    # the SuperLink created in its state directory, coordinator.processes.link_tls); trust its ca.pem to browse.
+    from coordinator import ca as cax
+
+    authority = cax.load_ca(workdir / "superlink" / "ca")
+    issued = cax.issue_server_certificate(authority, workdir / "web-tls", "web", dns_names=["localhost"],
+                                          ip_addresses=["127.0.0.1"])
+    tls = ["--tls-certfile", str(issued.cert_path), "--tls-keyfile", str(issued.key_path)]
+    web["ca_certificate"] = str(authority.cert_path)
     twinledger = str(processes.VENV_BIN / "twinledger")
     commands = {
         "portal": [twinledger, "portal", "serve", "--home", str(node_home)],
@@ -306,10 +315,10 @@ def _serve_web(services: list, workdir: Path, *, node_home: Path, coordinator_ho
     }
     for name, command in commands.items():
         port = processes.free_port()
-        service = processes.start(name, [*command, "--port", str(port)], log_path=workdir / "logs" / f"{name}.log")
+        service = processes.start(name, [*command, *tls, "--port", str(port)], log_path=workdir / "logs" / f"{name}.log")
         services.append(service)
         processes.wait_until(service, lambda port=port: _port_answers(port), timeout_s=60, what=f"{name} on port {port}")
-        web[name] = f"http://localhost:{port}/"
+        web[name] = f"https://localhost:{port}/"
     return web
 
 

@@ -110,7 +110,8 @@ def _node_export(args) -> int:
 def _portal_serve(args) -> int:
     from node.portal.admin import serve
 
-    serve(Path(args.home), port=args.port)
+    serve(Path(args.home), port=args.port, tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile,
+          insecure_http=args.insecure_http)
     return 0
 
 
@@ -180,10 +181,13 @@ def add_node_commands(subparsers) -> None:
 
 
 def add_portal_commands(subparsers) -> None:
+    from federation.web.serving import add_serving_arguments
+
     portal = subparsers.add_parser("portal", help="the hospital's patient portal").add_subparsers(dest="action", required=True)
-    serve = portal.add_parser("serve", help="run the patient portal on 127.0.0.1 (put a TLS proxy in front)")
+    serve = portal.add_parser("serve", help="run the patient portal over HTTPS on 127.0.0.1 (or behind a TLS proxy)")
     serve.add_argument("--home", required=True, help=HOME_HELP)
     serve.add_argument("--port", type=int, default=8800, help="local port (default 8800)")
+    add_serving_arguments(serve)
     serve.set_defaults(func=_portal_serve)
     token = portal.add_parser("staff-token", help="print the staff token (created in <home>/keys/staff.token)")
     token.add_argument("--home", required=True, help=HOME_HELP)

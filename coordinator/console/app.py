@@ -19,7 +19,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 def create_app(settings: ConsoleSettings, *, reader: Ledger | None = None, operator: Ledger | None = None) -> FastAPI:
     app = create_web_app("TwinLedger operator console", static_dir=STATIC, error_page=pages.error_page,
-                         chain_name="the consortium's chain", refusals=(RunError,))
+                         chain_name="the consortium's chain", refusals=(RunError,),
+                         trusted_proxies=settings.trusted_proxies)
     app.state.console = ConsoleState(settings, reader=reader, operator=operator)
     for module in (session, studies, runs, activity, pages):
         app.include_router(module.router)

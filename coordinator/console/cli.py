@@ -23,20 +23,25 @@ def create_token(home: Path | str, *, name: str, role: str) -> str:
     return token
 
 
-def serve(home: Path | str, *, port: int = 8900, host: str = "127.0.0.1") -> None:
-    """Run the console with uvicorn (one worker: it keeps the `flwr run` processes it started)."""
-    import uvicorn
-
+def serve(home: Path | str, *, port: int = 8900, host: str = "127.0.0.1", tls_certfile: Path | None = None,
+          tls_keyfile: Path | None = None, insecure_http: bool = False) -> None:
+    """Run the console with uvicorn (one worker: it keeps the `flwr run` processes it started): HTTPS with the
+    certificate and key (arguments, else console.toml tls-certfile/tls-keyfile, issued by the consortium CA,
+    coordinator/ca.py); plain HTTP only with `insecure_http` (development)."""
     from coordinator.console.app import create_app
+    from federation.web.serving import serve as serve_app, uvicorn_options, with_tls
 
-    uvicorn.run(create_app(ConsoleSettings.load(home)), host=host, port=port, proxy_headers=False,
-                server_header=False, log_level="info")
+    settings = ConsoleSettings.load(home)
+    settings = with_tls(settings, tls_certfile, tls_keyfile)
+    scheme = "https" if uvicorn_options(settings, insecure_http=insecure_http) else "http"
+    print(f"operator console at {scheme}://127.0.0.1:{port}/ (log in with a token from 'twinledger console token')",
+          flush=True)
+    serve_app(create_app(settings), settings, host=host, port=port, insecure_http=insecure_http)
 
 
 def _serve(args) -> int:
-    print(f"operator console at http://127.0.0.1:{args.port}/ (log in with a token from 'twinledger console token')",
-          flush=True)
-    serve(Path(args.home), port=args.port)
+    serve(Path(args.home), port=args.port, tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile,
+          insecure_http=args.insecure_http)
     return 0
 
 
@@ -53,12 +58,15 @@ def _token(args) -> int:
 
 def add_console_commands(subparsers) -> None:
     """`twinledger console serve --home H --port N` and `twinledger console token --home H --name N --role R`."""
+    from federation.web.serving import add_serving_arguments
+
     console = subparsers.add_parser("console", help="the consortium's operator console (web)")
     actions = console.add_subparsers(dest="action", required=True)
     home_help = "the coordinator's home directory (twinledger coordinator init)"
-    serve_parser = actions.add_parser("serve", help="run the operator console on 127.0.0.1 (put a TLS proxy in front)")
+    serve_parser = actions.add_parser("serve", help="run the operator console over HTTPS on 127.0.0.1 (or behind a TLS proxy)")
     serve_parser.add_argument("--home", required=True, help=home_help)
     serve_parser.add_argument("--port", type=int, default=8900, help="local port (default 8900)")
+    add_serving_arguments(serve_parser)
     serve_parser.set_defaults(func=_serve)
     token = actions.add_parser("token", help="create a role token for a person; prints it once")
     token.add_argument("--home", required=True, help=home_help)

@@ -9,6 +9,9 @@ The mechanism is federation.settings (pydantic-settings); docs/configuration.md 
 | operator-key-file             | <home>/keys/operator.key | TWINLEDGER_CONSOLE_OPERATOR_KEY_FILE (*)         |
 | flwr-executable               | flwr beside Python       | TWINLEDGER_CONSOLE_FLWR_EXECUTABLE               |
 | root-certificates             | none                     | TWINLEDGER_CONSOLE_ROOT_CERTIFICATES             |
+| tls-certfile                  | ""                       | TWINLEDGER_CONSOLE_TLS_CERTFILE                  |
+| tls-keyfile                   | ""                       | TWINLEDGER_CONSOLE_TLS_KEYFILE                   |
+| trusted-proxies               | []                       | TWINLEDGER_CONSOLE_TRUSTED_PROXIES (JSON)        |
 | cookie-secure                 | true                     | TWINLEDGER_CONSOLE_COOKIE_SECURE                 |
 | session-ttl-s                 | 28800                    | TWINLEDGER_CONSOLE_SESSION_TTL_S                 |
 | session-idle-s                | 3600                     | TWINLEDGER_CONSOLE_SESSION_IDLE_S                |
@@ -29,7 +32,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from coordinator.settings import CoordinatorSettings
-from federation.settings import ComponentSettings, SettingsError
+from federation.settings import SettingsError
+from federation.web.serving import WebServerSettings
 
 __all__ = ["CONSOLE_CONFIG_NAME", "ConsoleSettings", "ROLES", "SettingsError", "superlink_address"]
 
@@ -46,7 +50,7 @@ def superlink_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class ConsoleSettings(ComponentSettings):
+class ConsoleSettings(WebServerSettings):
     model_config = SettingsConfigDict(env_prefix="TWINLEDGER_CONSOLE_")
     config_name = CONSOLE_CONFIG_NAME
     fixed = frozenset({"coordinator", "cookie_name"})

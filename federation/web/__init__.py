@@ -45,15 +45,21 @@ def add_security_headers(app, headers: dict[str, str] = SECURITY_HEADERS) -> Non
 
 
 async def read_form(request, *, max_bytes: int, max_fields: int, refuse=WebError) -> dict[str, list[str]]:
-    """A urlencoded form's fields (every value of each), or `refuse(message, status=...)` raised: 415, 413, 400."""
+    """A urlencoded form's fields (every value of each), or `refuse(message, status=...)` raised: 415, 413 (as soon
+    as the body passes `max_bytes`, while it streams in), 400."""
     from urllib.parse import parse_qs
 
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise refuse("send the form as application/x-www-form-urlencoded", status=415)
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise refuse("the form is too large", status=413)
+    declared = request.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > max_bytes:
+        raise refuse("the form is too large", status=413)  # refused before a byte of it is read
+    body = bytearray()
+    async for chunk in request.stream():  # counted as it arrives: a lying or absent Content-Length changes nothing
+        body += chunk
+        if len(body) > max_bytes:
+            raise refuse("the form is too large", status=413)
     try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields, errors="strict")
+        return parse_qs(bytes(body).decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise refuse("the form could not be read", status=400) from None

@@ -18,14 +18,20 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader
 
 from federation.web import SECURITY_HEADERS, STYLESHEET, add_security_headers
+from federation.web.clients import proxy_networks
 from federation.web.errors import ErrorPage, install_error_handlers
+from federation.web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def create_web_app(title: str, *, static_dir: Path | None, error_page: ErrorPage, chain_name: str,
                    headers: dict[str, str] = SECURITY_HEADERS, refusals: Iterable[type[Exception]] = (),
-                   explain_ledger_errors: bool = True) -> FastAPI:
+                   explain_ledger_errors: bool = True, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                   body_limits: dict[str, int] | None = None, trusted_proxies: Iterable[str] = ()) -> FastAPI:
+    """`max_body_bytes` bounds every request body, `body_limits` the bodies of the paths named (an upload); both
+    are enforced while the body streams in (federation.web.limits). `trusted_proxies` are the addresses (or
+    networks) whose X-Forwarded-For is believed (federation.web.sessions.client_ip)."""
     # No /docs or /redoc: they load scripts from a CDN, which the CSP forbids; /openapi.json describes the API.
     app = FastAPI(title=title, version="1", docs_url=None, redoc_url=None)
 
@@ -37,6 +43,8 @@ def create_web_app(title: str, *, static_dir: Path | None, error_page: ErrorPage
         app.mount("/static", StaticFiles(directory=static_dir), name="static")
     install_error_handlers(app, error_page=error_page, chain_name=chain_name, refusals=refusals,
                            explain_ledger_errors=explain_ledger_errors)
+    app.state.trusted_proxies = proxy_networks(trusted_proxies)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, limits=body_limits)  # inside the security headers
     add_security_headers(app, headers)
     return app
 

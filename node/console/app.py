@@ -27,7 +27,9 @@ API_ROUTERS: list[APIRouter] = [session.router, health.router, patients.router, 
 def create_app(settings: ConsoleSettings, *, ledger: Ledger | None = None,
                routers: Iterable[APIRouter] = ()) -> FastAPI:
     app = create_web_app(f"TwinLedger node console ({settings.node.hospital})", static_dir=STATIC,
-                         error_page=pages.error_page, chain_name="the consent ledger")
+                         error_page=pages.error_page, chain_name="the consent ledger",
+                         body_limits={"/api/imports": settings.max_upload_bytes},
+                         trusted_proxies=settings.trusted_proxies)
     app.state.console = ConsoleState(settings, ledger=ledger)
     for router in [*API_ROUTERS, twins_api(app.state.console), *routers, twin_pages, pages.router]:
         app.include_router(router)

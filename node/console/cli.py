@@ -31,18 +31,22 @@ def revoke_console_token(home: Path | str, *, name: str) -> bool:
     return revoked
 
 
-def serve(home: Path | str, *, port: int, host: str = "127.0.0.1", superlink: str | None = None) -> None:
-    """Run the console with uvicorn (one worker: imports are serialised in-process)."""
-    import uvicorn
-
+def serve(home: Path | str, *, port: int, host: str = "127.0.0.1", superlink: str | None = None,
+          tls_certfile: Path | None = None, tls_keyfile: Path | None = None, insecure_http: bool = False) -> None:
+    """Run the console with uvicorn (one worker: imports are serialised in-process): HTTPS with the certificate
+    and key (arguments, else console.toml tls-certfile/tls-keyfile); plain HTTP only with `insecure_http`."""
+    from federation.web.serving import serve as serve_app, uvicorn_options, with_tls
     from node.console.app import create_app
 
     settings = ConsoleSettings.load(home, superlink=superlink)
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, server_header=False, log_level="info")
+    settings = with_tls(settings, tls_certfile, tls_keyfile)
+    uvicorn_options(settings, insecure_http=insecure_http)  # refused before anything is created
+    serve_app(create_app(settings), settings, host=host, port=port, insecure_http=insecure_http)
 
 
 def _console(args) -> int:
-    serve(Path(args.home), port=args.port, host=args.host, superlink=args.superlink)
+    serve(Path(args.home), port=args.port, host=args.host, superlink=args.superlink, tls_certfile=args.tls_certfile,
+          tls_keyfile=args.tls_keyfile, insecure_http=args.insecure_http)
     return 0
 
 
@@ -59,12 +63,15 @@ def _console_token(args) -> int:
 
 def add_node_console_commands(node_subparsers) -> None:
     """Add `console` and `console-token` under `twinledger node`."""
+    from federation.web.serving import add_serving_arguments
+
     console = node_subparsers.add_parser("console", help="run the hospital IT console (web, 127.0.0.1 by default)")
     console.add_argument("--home", required=True, help="the node's home directory")
     console.add_argument("--port", type=int, default=8900, help="port to listen on (default 8900)")
     console.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: internal only)")
     console.add_argument("--superlink", help="host:port of the SuperLink, for the health check "
                                              "(default: console.toml superlink or $TWINLEDGER_SUPERLINK)")
+    add_serving_arguments(console)
     console.set_defaults(func=_console)
     token = node_subparsers.add_parser("console-token", help="create (or revoke) a staff member's console token")
     token.add_argument("--home", required=True, help="the node's home directory")

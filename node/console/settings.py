@@ -7,6 +7,9 @@ federation.settings (pydantic-settings); docs/configuration.md has the table.
 | key in console.toml       | default  | environment variable                              |
 |---------------------------|----------|---------------------------------------------------|
 | superlink                 | ""       | TWINLEDGER_NODE_CONSOLE_SUPERLINK (*)             |
+| tls-certfile              | ""       | TWINLEDGER_NODE_CONSOLE_TLS_CERTFILE              |
+| tls-keyfile               | ""       | TWINLEDGER_NODE_CONSOLE_TLS_KEYFILE               |
+| trusted-proxies           | []       | TWINLEDGER_NODE_CONSOLE_TRUSTED_PROXIES (JSON)    |
 | cookie-secure             | true     | TWINLEDGER_NODE_CONSOLE_COOKIE_SECURE (*)         |
 | session-ttl-s             | 28800    | TWINLEDGER_NODE_CONSOLE_SESSION_TTL_S             |
 | session-idle-s            | 1800     | TWINLEDGER_NODE_CONSOLE_SESSION_IDLE_S            |
@@ -25,7 +28,8 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ComponentSettings, SettingsError
+from federation.settings import SettingsError
+from federation.web.serving import WebServerSettings
 from node.settings import NodeSettings
 
 __all__ = ["CONSOLE_CONFIG_NAME", "ConsoleSettings", "ROLES", "SettingsError"]
@@ -34,7 +38,7 @@ CONSOLE_CONFIG_NAME = "console.toml"
 ROLES = ("it-admin", "viewer")  # it-admin imports records and issues codes; viewer only looks
 
 
-class ConsoleSettings(ComponentSettings):
+class ConsoleSettings(WebServerSettings):
     model_config = SettingsConfigDict(env_prefix="TWINLEDGER_NODE_CONSOLE_")
     config_name = CONSOLE_CONFIG_NAME
     fixed = frozenset({"node", "cookie_name"})

@@ -143,16 +143,46 @@ def _failures(session: Session, settings: PortalSettings, kind: str, subject: st
 
 
 def check_rate_limit(session: Session, settings: PortalSettings, *, username: str, client_ip: str) -> None:
+    """Before a login's password is checked: refused (429) after too many failed logins for the user name, or
+    from the client's address when that address names one client (federation.web.clients: behind a proxy nobody
+    declared in trusted-proxies, every client has the proxy's address, and locking it out would lock out everyone)."""
     if (_failures(session, settings, "account", username) >= settings.max_failures_per_account
-            or _failures(session, settings, "ip", client_ip) >= settings.max_failures_per_ip):
-        minutes = settings.login_window_s // 60
-        raise PortalError(f"too many failed attempts: try again in {minutes} minutes", status=429,
-                          headers={"Retry-After": str(settings.login_window_s)})
+            or (_real(client_ip) and _failures(session, settings, "ip", client_ip) >= settings.max_failures_per_ip)):
+        _too_many(settings)
+
+
+def _real(client_ip: str) -> bool:
+    return getattr(client_ip, "real", True)
+
+
+def _too_many(settings: PortalSettings):
+    minutes = settings.login_window_s // 60
+    raise PortalError(f"too many failed attempts: try again in {minutes} minutes", status=429,
+                      headers={"Retry-After": str(settings.login_window_s)})
 
 
 def record_failure(session: Session, *, username: str, client_ip: str) -> None:
     session.add(LoginFailure(kind="account", subject=username))
-    session.add(LoginFailure(kind="ip", subject=client_ip))
+    if _real(client_ip):
+        session.add(LoginFailure(kind="ip", subject=client_ip))
+    session.commit()
+
+
+# A logged-in patient re-enters the password to unlock the key (sign a change) or to change the password. Those
+# attempts count per login session, apart from the logins: wrong logins for the user name (anyone can send them)
+# must never make the patient's own correct password fail on a revocation, and whoever holds a stolen session
+# still gets only a few guesses, since a new session needs the password.
+def _session_subject(account: PortalAccount, session_id) -> str:
+    return f"{account.id}:{session_id}"
+
+
+def check_password_attempts(session: Session, settings: PortalSettings, account: PortalAccount, session_id) -> None:
+    if _failures(session, settings, "session", _session_subject(account, session_id)) >= settings.max_failures_per_account:
+        _too_many(settings)
+
+
+def record_password_failure(session: Session, account: PortalAccount, session_id) -> None:
+    session.add(LoginFailure(kind="session", subject=_session_subject(account, session_id)))
     session.commit()
 
 
@@ -172,16 +202,18 @@ def authenticate(session: Session, settings: PortalSettings, *, username: str, p
     return account
 
 
-def unlock_key(session: Session, settings: PortalSettings, account: PortalAccount, password: str, *, client_ip: str) -> bytes:
-    """The patient's consent key, decrypted in memory for one request; wrong passwords count as failures."""
+def unlock_key(session: Session, settings: PortalSettings, account: PortalAccount, password: str, *,
+               session_id) -> bytes:
+    """The patient's consent key, decrypted in memory for one request; wrong passwords count against this login
+    session (`session_id`), never against the user name's logins."""
     if account.key_custody == "wallet":
         raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
                           status=409)
-    check_rate_limit(session, settings, username=account.username, client_ip=client_ip)
+    check_password_attempts(session, settings, account, session_id)
     try:
         return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
     except security.WrongPassword:
-        record_failure(session, username=account.username, client_ip=client_ip)
+        record_password_failure(session, account, session_id)
         raise PortalError("the password is not correct", status=403) from None
 
 
@@ -208,19 +240,19 @@ def patient_of(session: Session, row: PortalSession) -> tuple[PortalAccount, str
 
 
 def change_password(session: Session, settings: PortalSettings, account: PortalAccount, *, password: str,
-                    new_password: str, client_ip: str) -> None:
-    """Re-seal the consent key under a new password (the key and its address stay the same)."""
+                    new_password: str, session_id) -> None:
+    """Re-seal the consent key under a new password (the key and its address stay the same), and end every other
+    session of the patient: whoever knew the old password and logged in with it is logged out."""
     if account.key_custody == "wallet":
-        check_rate_limit(session, settings, username=account.username, client_ip=client_ip)
+        check_password_attempts(session, settings, account, session_id)
         if not security.verify_password(password, account.password_salt, account.password_hash):
-            record_failure(session, username=account.username, client_ip=client_ip)
+            record_password_failure(session, account, session_id)
             raise PortalError("the password is not correct", status=403)
         account.password_salt, account.password_hash = security.hash_password(new_password)
-        session.add(account)
-        session.commit()
-        return
-    key = unlock_key(session, settings, account, password, client_ip=client_ip)
-    account.password_salt, account.password_hash = security.hash_password(new_password)
-    account.key_salt, account.sealed_key = security.seal_key(key, new_password, associated=account.pseudonym)
+    else:
+        key = unlock_key(session, settings, account, password, session_id=session_id)
+        account.password_salt, account.password_hash = security.hash_password(new_password)
+        account.key_salt, account.sealed_key = security.seal_key(key, new_password, associated=account.pseudonym)
     session.add(account)
+    session.exec(delete(PortalSession).where(PortalSession.account_id == account.id, PortalSession.id != session_id))
     session.commit()

@@ -22,12 +22,16 @@ def issue_enrolment_code(home: Path | str, record_number: str) -> accounts.Issue
         return accounts.create_enrolment_code(session, settings, record_number)
 
 
-def serve(home: Path | str, *, port: int = 8800, host: str = "127.0.0.1") -> None:
-    """Run the portal with uvicorn (one worker: consent relays are serialised in-process)."""
-    import uvicorn
-
+def serve(home: Path | str, *, port: int = 8800, host: str = "127.0.0.1", tls_certfile: Path | None = None,
+          tls_keyfile: Path | None = None, insecure_http: bool = False) -> None:
+    """Run the portal with uvicorn (one worker: consent relays are serialised in-process): HTTPS with the
+    certificate and key (arguments, else portal.toml tls-certfile/tls-keyfile); plain HTTP only with
+    `insecure_http` (development)."""
+    from federation.web.serving import serve as serve_app, uvicorn_options, with_tls
     from node.portal.app import create_app
 
-    settings = PortalSettings.load(home)
+    settings = with_tls(PortalSettings.load(home), tls_certfile, tls_keyfile)
+    uvicorn_options(settings, insecure_http=insecure_http)  # refused before anything is created
     accounts.create_staff_token(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False, server_header=False, log_level="info")
+    serve_app(create_app(settings), settings, host=host, port=port, insecure_http=insecure_http)
+

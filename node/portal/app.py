@@ -23,7 +23,8 @@ PORTAL_HEADERS = SECURITY_HEADERS | {"Content-Security-Policy": "default-src 'se
 def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> FastAPI:
     app = create_web_app(f"TwinLedger patient portal ({settings.node.hospital})", static_dir=STATIC,
                          error_page=lambda request, message, status: pages.error_page(request, settings, message, status),
-                         chain_name="the consent ledger", headers=PORTAL_HEADERS, explain_ledger_errors=False)
+                         chain_name="the consent ledger", headers=PORTAL_HEADERS, explain_ledger_errors=False,
+                         trusted_proxies=settings.trusted_proxies)
     app.state.portal = PortalState(settings, ledger=ledger)
     app.state.portal.relayer.forget_interrupted()  # one server per node home (docs/portal.md)
     for module in (staff, enrolment, session, studies, changes, pages):

@@ -50,7 +50,7 @@ class PortalSession(SQLModel, table=True):
 
 class LoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(index=True)  # "account" or "ip"
+    kind: str = Field(index=True)  # "account", "ip" (logins), "session" (re-entered passwords)
     subject: str = Field(index=True)  # the username tried, or the client address
     at: datetime = Field(default_factory=now, index=True)
 

@@ -5,6 +5,9 @@ mechanism is federation.settings (pydantic-settings); docs/configuration.md has 
 
 | key in portal.toml       | default | environment variable                       |
 |--------------------------|---------|--------------------------------------------|
+| tls-certfile             | ""      | TWINLEDGER_PORTAL_TLS_CERTFILE             |
+| tls-keyfile              | ""      | TWINLEDGER_PORTAL_TLS_KEYFILE              |
+| trusted-proxies          | []      | TWINLEDGER_PORTAL_TRUSTED_PROXIES (JSON)   |
 | cookie-secure            | true    | TWINLEDGER_PORTAL_COOKIE_SECURE            |
 | session-ttl-s            | 3600    | TWINLEDGER_PORTAL_SESSION_TTL_S            |
 | session-idle-s           | 900     | TWINLEDGER_PORTAL_SESSION_IDLE_S           |
@@ -26,7 +29,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ComponentSettings, SettingsError
+from federation.settings import SettingsError
+from federation.web.serving import WebServerSettings
 from node.settings import NodeSettings
 
 __all__ = ["PORTAL_CONFIG_NAME", "PortalSettings", "SettingsError"]
@@ -34,7 +38,7 @@ __all__ = ["PORTAL_CONFIG_NAME", "PortalSettings", "SettingsError"]
 PORTAL_CONFIG_NAME = "portal.toml"
 
 
-class PortalSettings(ComponentSettings):
+class PortalSettings(WebServerSettings):
     model_config = SettingsConfigDict(env_prefix="TWINLEDGER_PORTAL_")
     config_name = PORTAL_CONFIG_NAME
     fixed = frozenset({"node", "cookie_name"})

@@ -46,5 +46,5 @@ def me(patient: CurrentPatient, settings: Settings) -> AccountOut:
 @router.post("/me/password", response_model=Message)
 def change_password(body: PasswordChange, patient: CurrentPatient, db: Db, settings: Settings) -> Message:
     accounts.change_password(db, settings, patient.holder, password=body.password, new_password=body.new_password,
-                             client_ip=patient.client)
+                             session_id=patient.session.id)
     return Message(detail="password changed; your consent key is now sealed under the new password")
