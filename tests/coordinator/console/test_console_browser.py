@@ -73,7 +73,7 @@ class Federation:
         env = {**processes.flower_env(self.workdir / "flower"), "TWINLEDGER_CONSOLE_SUPERLINK": superlink}
         service = processes.start(
             "console", [sys.executable, "-c", "import sys; from coordinator.console.cli import serve; "
-                        f"serve(sys.argv[1], port={port})", str(self.home)],
+                        f"serve(sys.argv[1], port={port}, insecure_http=True)", str(self.home)],
             log_path=self.workdir / "logs" / "console.log", env=env)
         self.services.append(service)
         url = f"http://127.0.0.1:{port}"
