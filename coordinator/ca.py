@@ -38,6 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from federation.files import write_secret
 
 CA_KEY = "ca.key"
 CA_CERT = "ca.pem"
@@ -90,17 +91,6 @@ def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
     )
     write_secret(path, pem)
     return path
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Write `data` to `path` created with mode 0600 (never world-readable, not even briefly), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:

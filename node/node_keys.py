@@ -17,32 +17,18 @@ The key here is EC P-256 (any NIST curve passes; P-256 keeps the on-chain record
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from federation.files import write_secret
 
 # DER prefix of a P-256 SubjectPublicKeyInfo before its 65-byte uncompressed point (RFC 5480): with it a
 # contract computes `sha256(P256_SPKI_PREFIX || nodeKey)` = `key_fingerprint` without parsing ASN.1.
 P256_SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
 PRIVATE_KEY = "supernode_auth"
 PUBLIC_KEY = "supernode_auth.pub"
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Write `data` to `path` created with mode 0600 (never readable by others, not even briefly), atomically.
-
-    (coordinator.ca has the same helper; node and coordinator never import each other.)
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

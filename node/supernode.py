@@ -207,7 +207,7 @@ def superexec_secret(node_home: Path) -> Path:
     with it (`--superexec-auth-secret-file`), so no other local process can take the node's ClientApp tasks."""
     import secrets
 
-    from node.node_keys import write_secret
+    from federation.files import write_secret
 
     path = node_home / "keys" / "superexec.secret"
     if not path.exists():
