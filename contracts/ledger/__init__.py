@@ -1,6 +1,8 @@
 """The Python client of the TwinLedger contracts: one package for nodes, the coordinator, auditors and the portal.
 
-- :mod:`contracts.ledger.client`: :class:`Ledger` (reads at a block, signed writes) and :class:`ConsentFollower`;
+- :mod:`contracts.ledger.client`: :class:`Ledger` (reads at a block, signed writes; the Consortium's calls);
+- :mod:`contracts.ledger.consent`: the ConsentRegistry's calls (mixed into :class:`Ledger`) and :class:`ConsentFollower`;
+- :mod:`contracts.ledger.records`: the value types the reads return;
 - :mod:`contracts.ledger.signing`: what patients sign (EIP-712 grant, revoke, cancel) and hospitals sign (round replies);
 - :mod:`contracts.ledger.keys`: account key files, funding a dev account;
 - :mod:`contracts.ledger.deployment`: connecting to a chain node, deploying, the deployment file;
@@ -25,16 +27,17 @@ import web3  # noqa: F401
 SANE_RECURSION_LIMIT = 1000  # CPython's default
 sys.setrecursionlimit(min(sys.getrecursionlimit(), SANE_RECURSION_LIMIT))
 
-from contracts.ledger.client import (  # noqa: E402 - after the limit is reset
+from contracts.ledger.client import MILLI, Ledger  # noqa: E402 - after the limit is reset
+from contracts.ledger.consent import (  # noqa: E402
     CONSENT_BATCH,
     CONSENT_BITMAP_SELECTOR,
     ENROL_BATCH,
     GRANT_BATCH,
-    MILLI,
+    ConsentFollower,
+)
+from contracts.ledger.records import (  # noqa: E402
     ConsentChange,
     NodeKeyEvent,
-    ConsentFollower,
-    Ledger,
     RoundAnchor,
     StudyTerms,
     from_bytes32,

@@ -11,9 +11,9 @@ from eth_account.messages import encode_typed_data
 
 from contracts.ledger import (
     CONSENT_DOMAIN_NAME, CONSENT_DOMAIN_VERSION, Ledger, LedgerError, SignedGrant, SignedRevoke, StudyTerms,
-    pseudonym_commitment, sign_grant, sign_revoke,
+    sign_grant, sign_revoke,
 )
-from federation.protocol import combined_commitment
+from federation.commitment import combined_commitment, pseudonym_commitment
 from node.portal.accounts import PortalError
 from node.store import RoundUsage, Store
 

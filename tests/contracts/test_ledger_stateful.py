@@ -799,5 +799,5 @@ def _batch_answers_equal_single_answers(chain, monkeypatch):
         assert sum(word << (256 * k) for k, word in enumerate(words)) == sum(int(bit) << i for i, bit in enumerate(expected[:n]))
     # Chunked by the client at sizes that cut words in the middle.
     for chunk in (100, 257):
-        monkeypatch.setattr(lg.client, "CONSENT_BATCH", chunk)  # read where Ledger.consents reads it
+        monkeypatch.setattr(lg.consent, "CONSENT_BATCH", chunk)  # read where Ledger.consents reads it
         assert chain.hospital.consents(chain.study_id, pseudonyms, block=block) == single
