@@ -51,7 +51,8 @@ from benchmarks.flamby import (HospitalData, TrainingSettings, evaluate_model, l
 from benchmarks.grid import InProcessGrid
 from benchmarks.training_page import table_lines, write_benchmarks_page
 from contracts import ledger as lg
-from coordinator.study_run import RunOptions, StudyRun
+from coordinator.run_options import RunOptions
+from coordinator.study_run import StudyRun
 from deploy.consortium import Consortium, chain_url
 from deploy.demo import DATA_DIR, HOSPITALS
 from federation import protocol

@@ -89,7 +89,7 @@ def federated(data, *, rounds, epochs, lr, batch, seed, epsilon=None, clip=1.0, 
     from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.supercore.task_identity import TaskIdentity
 
-    from coordinator.study_run import RunOptions, make_strategy
+    from coordinator.run_options import RunOptions, make_strategy
     from federation import protocol
     from node.trainer import train_private
 

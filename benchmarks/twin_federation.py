@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from contracts import ledger as lg
-from coordinator.study_run import RunOptions, StudyRun
+from coordinator.run_options import RunOptions
+from coordinator.study_run import StudyRun
 from deploy.consortium import Consortium, chain_url
 from node.twins.cohort import DAY_MIN, hospital_cohorts, write_records
 

@@ -16,7 +16,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from contracts.ledger import Ledger
 from coordinator.settings import CoordinatorSettings
-from coordinator.study_run import RunOptions, StudyRun
+from coordinator.run_options import RunOptions
+from coordinator.study_run import StudyRun
 from federation.defaults import TRAINING
 from federation.ids import StudyId
 

@@ -41,56 +41,22 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 from flwr.serverapp.strategy.fedopt import FedOpt
 
-from contracts.ledger import Ledger, LedgerError, recover_round_reply
+from contracts.ledger import Ledger, LedgerError
 from coordinator.admission import fingerprint
+from coordinator.run_options import RunOptions, make_strategy
+from coordinator.replies import ReplyRejected, check_reply
 from coordinator.report import HospitalSummary, RoundRecord, RunReport, SignedReply, StudySummary
 from federation import protocol
 from federation.commitment import combined_commitment, model_hash
-from federation.defaults import TRAINING
-from federation.ids import Digest, StudyId, hex0x
-from federation.protocol import RoundConfig, RoundReply
+from federation.ids import Digest, hex0x
+from federation.protocol import RoundConfig
 from federation.tasks import get_task
 from federation.tasks.base import add_sums
 
 log = logging.getLogger("twinledger.coordinator")
 REPLY_POLL_S = 0.25  # seconds between requests for the nodes' replies (flwr's send_and_receive: 3)
-
-
-@dataclass
-class RunOptions:
-    """How the coordinator runs a study; training defaults from federation.defaults.TRAINING."""
-
-    study_id: StudyId
-    num_rounds: int = TRAINING.num_rounds  # at most the study's rounds
-    local_epochs: int = TRAINING.local_epochs
-    learning_rate: float = TRAINING.learning_rate
-    batch_size: int = TRAINING.batch_size
-    max_grad_norm: float = TRAINING.max_grad_norm
-    round_timeout_s: float = 300.0
-    min_nodes: int = TRAINING.min_nodes
-    wait_for_nodes_s: float = 120.0
-    seed: int = 0
-    strategy: str = TRAINING.strategy  # "fedavg", "fedadam" or "fedyogi"
-    server_learning_rate: float = TRAINING.server_learning_rate  # eta of FedAdam and FedYogi; unused by FedAvg
-
-    def __post_init__(self) -> None:
-        self.study_id = StudyId(self.study_id)
-
-
-STRATEGIES = {"fedavg": FedAvg, "fedadam": FedAdam, "fedyogi": FedYogi}
-
-
-def make_strategy(options: RunOptions) -> FedAvg:
-    """Flower's strategy of that name; only its aggregate_train is used (weighted by `num-examples`)."""
-    try:
-        strategy = STRATEGIES[options.strategy]
-    except KeyError:
-        raise ValueError(f"unknown strategy {options.strategy!r}; known: {', '.join(STRATEGIES)}") from None
-    kwargs = {"eta": options.server_learning_rate} if issubclass(strategy, FedOpt) else {}
-    return strategy(weighted_by_key="num-examples", arrayrecord_key=protocol.WEIGHTS, **kwargs)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -110,10 +76,6 @@ class RoundState:
     commitments: dict[str, Digest] = field(default_factory=dict)  # what the anchor holds, by hospital account
     examples: int = 0  # test patients evaluated
     evaluated_digest: Digest | None = None  # model hash of the global model sent for evaluation
-
-
-class ReplyRejected(Exception):
-    """A reply whose signature does not hold: it is dropped and reported with this reason."""
 
 
 class StudyRun:
@@ -394,7 +356,9 @@ class StudyRun:
         for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):  # in arrival order, "first" would be luck
             name = self._name(reply.metadata.src_node_id)
             try:
-                signed, signature, signer = self._check_reply(state, reply, phase, sent)
+                signed, signature, signer = check_reply(
+                    reply, phase=phase, config=state.config, sent=sent, ledger=self.ledger,
+                    authenticated=self.hospital_of.get(reply.metadata.src_node_id))
                 if signer in signers:
                     raise ReplyRejected(f"a second reply signed by hospital {signer} in this phase")
             except ReplyRejected as rejected:
@@ -409,52 +373,6 @@ class StudyRun:
                                                     signature=hex0x(signature)))
             verified.append((reply, signer))
         return verified
-
-    def _check_reply(self, state: RoundState, reply: Message, phase: str,
-                     sent: Digest) -> tuple[RoundReply, bytes, str]:
-        """The signed RoundReply, its signature and its signer, when all of them hold for this reply."""
-        config = state.config
-        try:
-            usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
-            signed = RoundReply.from_record(reply.content[protocol.ROUND_REPLY])
-            signature = protocol.reply_signature(usage)
-            if signature is None:
-                raise ValueError("the usage record carries no signature")
-            signer = recover_round_reply(self.ledger.deployment, signed, signature)
-            if phase == "train":
-                carried = model_hash(reply.content[protocol.WEIGHTS].to_torch_state_dict())
-            else:
-                carried = protocol.metrics_digest(dict(metrics))
-            numbers = {"examples": (int(metrics["num-examples"]), int(usage["used"])),
-                       "commitment": Digest.parse(usage["commitment"]),
-                       "epsilon": protocol.epsilon_milli(float(metrics["epsilon"])) if phase == "train" else 0}
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ReplyRejected(f"not a signed reply ({exc})") from exc
-        if (signed.study_id, signed.round, signed.pinned_block, signed.phase) != (
-                config.study_id, config.round, config.block, phase):
-            raise ReplyRejected(f"signed for study {signed.study_id.short()} round {signed.round} block "
-                                f"{signed.pinned_block} {signed.phase}, not this round's {phase}")
-        if signed.model_digest != sent:
-            raise ReplyRejected("signed for another model than the one sent this round")
-        if signed.reply_digest != carried:
-            raise ReplyRejected(f"its {'weights' if phase == 'train' else 'metrics'} are not the ones signed")
-        if any(count != signed.num_examples for count in numbers["examples"]):
-            raise ReplyRejected(f"it reports {numbers['examples'][0]} examples, its hospital signed "
-                                f"{signed.num_examples}")
-        if numbers["commitment"] != signed.commitment:
-            raise ReplyRejected("its commitment is not the one signed")
-        if numbers["epsilon"] != signed.epsilon_milli:
-            raise ReplyRejected("its epsilon is not the one signed")
-        authenticated = self.hospital_of.get(reply.metadata.src_node_id)
-        if authenticated is not None and signer != authenticated:
-            raise ReplyRejected(f"signed by {signer}, but the node authenticated as hospital {authenticated}'s node")
-        try:
-            active = self.ledger.is_active_hospital(signer, block=config.block)
-        except LedgerError as exc:
-            raise ReplyRejected(f"the signer's standing could not be read from the chain: {exc}") from exc
-        if not active:
-            raise ReplyRejected(f"signed by {signer}, which is not an active hospital at block {config.block}")
-        return signed, signature, signer
 
     def _split(self, node_ids: list[int], replies: list[Message], phase: str) -> tuple[list[Message], dict[str, str]]:
         """The replies with content, and a reason by hospital name for every node that refused or was silent."""

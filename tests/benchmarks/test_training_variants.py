@@ -10,7 +10,7 @@ import pytest
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 
 from contracts import ledger as lg
-from coordinator.study_run import RunOptions, make_strategy
+from coordinator.run_options import RunOptions, make_strategy
 from federation import protocol
 from node.consent_gate import Refusal
 from node.service import HospitalNode

@@ -15,7 +15,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from coordinator.report import RunReport
 from coordinator.server_app import run_options
 from coordinator.settings import CoordinatorSettings
-from coordinator.study_run import RunOptions, StudyRun
+from coordinator.run_options import RunOptions
+from coordinator.study_run import StudyRun
 from federation import protocol
 from federation.commitment import combined_commitment, model_hash, pseudonym_commitment
 from federation.defaults import TRAINING

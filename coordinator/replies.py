@@ -1,0 +1,63 @@
+"""The coordinator's check of a node's signed reply (identity from signatures, never from a claim)."""
+
+from __future__ import annotations
+
+from flwr.app import Message
+
+from contracts.ledger import Ledger, LedgerError, recover_round_reply
+from federation import protocol
+from federation.commitment import model_hash
+from federation.ids import Digest
+from federation.protocol import RoundConfig, RoundReply
+
+
+class ReplyRejected(Exception):
+    """A reply whose signature does not hold: it is dropped and reported with this reason."""
+
+
+def check_reply(reply: Message, *, phase: str, config: RoundConfig, sent: Digest, ledger: Ledger,
+                authenticated: str | None) -> tuple[RoundReply, bytes, str]:
+    """The signed RoundReply, its signature and its signer, when all of them hold for this reply: signed by
+    an active hospital at the pinned block (`authenticated`, the hospital the node's key names, when known),
+    for this round (study, round, block, phase) and the model `sent`, over the weights or metrics it
+    carries, its examples, commitment and epsilon. Raises ReplyRejected with the reason otherwise."""
+    try:
+        usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
+        signed = RoundReply.from_record(reply.content[protocol.ROUND_REPLY])
+        signature = protocol.reply_signature(usage)
+        if signature is None:
+            raise ValueError("the usage record carries no signature")
+        signer = recover_round_reply(ledger.deployment, signed, signature)
+        if phase == "train":
+            carried = model_hash(reply.content[protocol.WEIGHTS].to_torch_state_dict())
+        else:
+            carried = protocol.metrics_digest(dict(metrics))
+        numbers = {"examples": (int(metrics["num-examples"]), int(usage["used"])),
+                   "commitment": Digest.parse(usage["commitment"]),
+                   "epsilon": protocol.epsilon_milli(float(metrics["epsilon"])) if phase == "train" else 0}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ReplyRejected(f"not a signed reply ({exc})") from exc
+    if (signed.study_id, signed.round, signed.pinned_block, signed.phase) != (
+            config.study_id, config.round, config.block, phase):
+        raise ReplyRejected(f"signed for study {signed.study_id.short()} round {signed.round} block "
+                            f"{signed.pinned_block} {signed.phase}, not this round's {phase}")
+    if signed.model_digest != sent:
+        raise ReplyRejected("signed for another model than the one sent this round")
+    if signed.reply_digest != carried:
+        raise ReplyRejected(f"its {'weights' if phase == 'train' else 'metrics'} are not the ones signed")
+    if any(count != signed.num_examples for count in numbers["examples"]):
+        raise ReplyRejected(f"it reports {numbers['examples'][0]} examples, its hospital signed "
+                            f"{signed.num_examples}")
+    if numbers["commitment"] != signed.commitment:
+        raise ReplyRejected("its commitment is not the one signed")
+    if numbers["epsilon"] != signed.epsilon_milli:
+        raise ReplyRejected("its epsilon is not the one signed")
+    if authenticated is not None and signer != authenticated:
+        raise ReplyRejected(f"signed by {signer}, but the node authenticated as hospital {authenticated}'s node")
+    try:
+        active = ledger.is_active_hospital(signer, block=config.block)
+    except LedgerError as exc:
+        raise ReplyRejected(f"the signer's standing could not be read from the chain: {exc}") from exc
+    if not active:
+        raise ReplyRejected(f"signed by {signer}, which is not an active hospital at block {config.block}")
+    return signed, signature, signer
