@@ -44,10 +44,8 @@ import time
 import numpy as np
 
 from node.twins.devices import InsulinPump
-from node.twins.uva_padova import (
-    DEFAULT_EATING_RATE_G_PER_MIN, Cohort, Scenario, basal_states, eat_meals, patient_names, simulate,
-    simulate_one_patient_solve_ivp,
-)
+from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, Cohort, Scenario, eat_meals, patient_names, simulate, simulate_one_patient_solve_ivp
+from node.twins.steady_state import basal_states
 
 DAY_MIN = 24 * 60
 

@@ -8,7 +8,7 @@ Method: maximum a posteriori with population priors, then a Laplace approximatio
   excursion; Gb sets the level between meals. Every other parameter is the population median, body
   weight comes from the record, and u2ss from the record's basal rate (the standard assumption of simulator
   cloning: the patient's basal holds them at steady state); Gpb, Gtb, Vm0, Ipb, Ib, kp1 and the basal
-  states are then derived so the twin is at steady state (`uva_padova.steady_state`). The twin and its prior: node/twins/twin.py.
+  states are then derived so the twin is at steady state (`steady_state.steady_state`). The twin and its prior: node/twins/twin.py.
   This follows the Bayesian cloning of Visentin, Dalla Man, Cobelli, "One-day Bayesian cloning of type 1
   diabetes subjects", IEEE TBME 63(11), 2016, with fewer free parameters (a few days of CGM with
   announced meals cannot identify more).
@@ -39,7 +39,8 @@ from node.twins.twin import (
     DAY_MIN, FITTED, CalibratedTwin, CalibrationError, PopulationPrior, check_record, infer_therapy,
     record_inputs, spread_meals,
 )
-from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, Scenario, basal_steady_state, simulate
+from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, Scenario, simulate
+from node.twins.steady_state import basal_steady_state
 
 CGM_VALID_MGDL = (40.0, 400.0)  # readings at the sensor's limits are censored: left out of the likelihood
 # The twin's names are part of calibration's interface (node/twins/api.py and cli.py import them from here).

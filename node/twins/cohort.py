@@ -11,7 +11,7 @@
   error, sd 20 %), given 0-10 minutes before to 20 minutes after the meal starts; 5 % of main meals and a
   third of snacks get no bolus. Rounded and clipped by the pump (devices.InsulinPump).
 - Basal: each patient's steady-state rate, as the pump can deliver it (rounded to 0.05 U/h); every patient
-  starts at the steady state of that delivered basal (uva_padova.basal_states), so nothing drifts.
+  starts at the steady state of that delivered basal (steady_state.basal_states), so nothing drifts.
 - CGM: the sensor's noise model (devices.CGMSensor, Dexcom by default: a reading every 3 minutes).
 
 Everything is drawn from one numpy generator seeded by `seed`: the same seed gives the same records. All
@@ -27,7 +27,8 @@ import numpy as np
 
 from node.twins.devices import CGMSensor, InsulinPump
 from node.twins.records import DiabetesRecord
-from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, Cohort, Scenario, basal_states, eat_meals, patient_names, simulate
+from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, Cohort, Scenario, eat_meals, patient_names, simulate
+from node.twins.steady_state import basal_states
 
 DAY_MIN = 24 * 60
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)

@@ -23,7 +23,8 @@ import numpy as np
 
 from node.twins.parameters import PMOL_PER_U, Cohort, PatientParameters
 from node.twins.twin import record_inputs
-from node.twins.uva_padova import Scenario, basal_steady_state, simulate, steady_state
+from node.twins.uva_padova import Scenario, simulate
+from node.twins.steady_state import basal_steady_state, steady_state
 
 CANDIDATES = ("Vmx", "kp3", "kabs", "Gb", "kp2", "k1", "k2", "kmax", "kmin", "p2u", "ki", "ksc", "ka1", "ka2",
               "kd", "EGPb", "Km0", "f")

@@ -14,7 +14,8 @@ from node.twins.parameters import (
     MODEL_PARAMETERS, PARAMETER_UNITS, PMOL_PER_U, Cohort, PatientParameters, load_patient, patient_names,
 )
 from node.twins.records import DiabetesRecord
-from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, eat_meals, steady_state
+from node.twins.uva_padova import DEFAULT_EATING_RATE_G_PER_MIN, eat_meals
+from node.twins.steady_state import steady_state
 
 DAY_MIN = 24 * 60
 FITTED = ("Vmx", "kp3", "kabs", "Gb")

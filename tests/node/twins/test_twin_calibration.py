@@ -9,7 +9,8 @@ from node.twins.calibration import (
     DAY_MIN, CalibrationError, PopulationPrior, calibrate, recovery_errors, virtual_patient,
 )
 from node.twins.forecast import forecast, forecast_many_origins
-from node.twins.uva_padova import Cohort, Scenario, load_patient, patient_names, simulate, steady_state
+from node.twins.uva_padova import Cohort, Scenario, load_patient, patient_names, simulate
+from node.twins.steady_state import steady_state
 
 HIDDEN = "adult#001"
 

@@ -9,21 +9,8 @@ import numpy as np
 import pytest
 
 from node.twins import devices
-from node.twins.uva_padova import (
-    STATE_NAMES,
-    Cohort,
-    Scenario,
-    Trajectories,
-    basal_rate_u_per_h,
-    basal_states,
-    basal_steady_state,
-    eat_meals,
-    load_patient,
-    next_meal_size_mg,
-    patient_names,
-    simulate,
-    simulate_one_patient_solve_ivp,
-)
+from node.twins.uva_padova import STATE_NAMES, Cohort, Scenario, Trajectories, basal_rate_u_per_h, eat_meals, load_patient, next_meal_size_mg, patient_names, simulate, simulate_one_patient_solve_ivp
+from node.twins.steady_state import basal_states, basal_steady_state
 from node.twins.stability import rk4_stability
 
 DAY_MIN = 24 * 60
