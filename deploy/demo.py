@@ -317,17 +317,9 @@ def _serve_web(services: list, workdir: Path, *, node_home: Path, coordinator_ho
         port = processes.free_port()
         service = processes.start(name, [*command, *tls, "--port", str(port)], log_path=workdir / "logs" / f"{name}.log")
         services.append(service)
-        processes.wait_until(service, lambda port=port: _port_answers(port), timeout_s=60, what=f"{name} on port {port}")
+        processes.wait_until(service, lambda port=port: processes.port_open(port), timeout_s=60, what=f"{name} on port {port}")
         web[name] = f"https://localhost:{port}/"
     return web
-
-
-def _port_answers(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _print_web(web: dict) -> None:
