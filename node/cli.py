@@ -63,8 +63,10 @@ def _node_import(args) -> int:
     from node import admin
 
     report = admin.import_records(_settings(args), Path(args.file), record_prefix=args.record_prefix, cohort=args.cohort)
-    print(f"imported {report.imported} patients from {report.source} ({report.cohorts}); "
-          f"{report.already_present} already present")
+    print(f"{report.source}: {report.summary()}; cohorts {report.cohorts}")
+    for patient in report.patients:
+        if patient.outcome in ("updated", "rejected"):
+            print(f"  {patient.record_number} {patient.outcome}: {'; '.join(patient.reasons) or 'no reason given'}")
     return 0
 
 

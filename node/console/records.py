@@ -12,7 +12,7 @@ from sqlmodel import Session, func, select
 from node import admin
 from federation.web.errors import WebError
 from node.console.deps import ConsoleState
-from node.console.schemas import ImportOut, OutstandingCode, PatientOut, PatientPage
+from node.console.schemas import ImportOut, PatientOutcomeOut, OutstandingCode, PatientOut, PatientPage
 from node.portal.models import EnrolmentCode, PortalAccount, now
 from node.store import Patient
 from node.vault import VaultError
@@ -64,8 +64,12 @@ def import_upload(state: ConsoleState, data: bytes, *, fmt: str, filename: str |
                 raise WebError(f"the node's data key cannot be used: {exc}", status=409) from None
             except ValueError as exc:  # RecordFileError (every reader's refusals derive from it)
                 raise WebError(str(exc).replace(str(path), source), status=422) from None
+    noted = [p for p in report.patients if p.outcome in ("updated", "rejected")]
     return ImportOut(source=report.source, format=fmt, imported=report.imported, incomplete=report.incomplete,
-                     already_present=report.already_present, cohorts=report.cohorts)
+                     already_present=report.already_present, updated=report.updated, rejected=report.rejected,
+                     skipped=report.skipped, cohorts=report.cohorts,
+                     patients=[PatientOutcomeOut(record_number=p.record_number, outcome=p.outcome, reasons=p.reasons)
+                               for p in noted])
 
 
 def patient_page(db: Session, *, offset: int, limit: int, cohort: str | None) -> PatientPage:

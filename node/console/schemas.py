@@ -50,12 +50,22 @@ class HealthOut(BaseModel):
     last_round: LastRound | None = Field(description="the newest entry of the node's usage log")
 
 
+class PatientOutcomeOut(BaseModel):
+    record_number: str
+    outcome: str = Field(description="updated or rejected (imported and unchanged patients are only counted)")
+    reasons: list[str]
+
+
 class ImportOut(BaseModel):
     source: str
     format: Literal["csv", "fhir"]
     imported: int
     incomplete: int
-    already_present: int
+    already_present: int = Field(description="present with the same values: nothing changed")
+    updated: int = Field(0, description="present with new values: re-sealed, the changed fields in `patients`")
+    rejected: int = Field(0, description="left out of an otherwise good file, each with its reason in `patients`")
+    skipped: dict[str, int] = Field(default_factory=dict, description="resources or values not read, by kind")
+    patients: list[PatientOutcomeOut] = Field(default_factory=list)
     cohorts: dict[str, int]
 
 

@@ -69,5 +69,6 @@ async def import_records(
         raise
     record(db, staff, "records.import", target=report.source,
            detail=f"{report.format}: {report.imported} imported ({report.incomplete} incomplete), "
-                  f"{report.already_present} already present")
+                  f"{report.updated} updated, {report.already_present} unchanged, {report.rejected} rejected"
+                  + "".join(f"; {p.record_number} {p.outcome}: {', '.join(p.reasons)}" for p in report.patients))
     return report

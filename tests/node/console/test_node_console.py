@@ -88,7 +88,8 @@ def test_csv_and_fhir_imports_report_and_list_patients(console):
     answer = client.post("/api/imports?filename=cleveland.csv", content=lines("cleveland", 12), headers=CSV_TYPE)
     assert answer.status_code == 201, answer.text
     assert answer.json() | {"cohorts": None} == {"source": "cleveland.csv", "format": "csv", "imported": 12,
-                                                 "incomplete": 0, "already_present": 0, "cohorts": None}
+                                                 "incomplete": 0, "already_present": 0, "updated": 0,
+                                                 "rejected": 0, "skipped": {}, "patients": [], "cohorts": None}
     answer = client.post("/api/imports?filename=hungary.json", content=bundle_text("hungarian", 8), headers=FHIR_TYPE)
     assert answer.status_code == 201, answer.text
     assert answer.json()["format"] == "fhir" and answer.json()["imported"] == 8
@@ -323,3 +324,19 @@ def test_the_node_cli_commands(tmp_path, capsys):
     assert (args.port, args.host, args.superlink) == (8123, "127.0.0.1", "10.0.0.5:9092")
     with pytest.raises(SystemExit):
         parser.parse_args(["console-token", "--home", "h", "--name", "x", "--role", "root"])
+
+
+def test_a_record_imported_again_with_new_values_is_reported_as_updated_never_silently_kept(console):
+    client = console.admin()
+    assert client.post("/api/imports?filename=c.csv", content=lines("cleveland", 3), headers=CSV_TYPE).status_code == 201
+    rows = lines("cleveland", 3).splitlines()
+    fields = rows[0].split(",")
+    fields[4] = str(float(fields[4]) + 10)  # the first patient's cholesterol changed in the EHR
+    rows[0] = ",".join(fields)
+    answer = client.post("/api/imports?filename=c.csv", content="\n".join(rows) + "\n", headers=CSV_TYPE)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert (body["updated"], body["already_present"], body["imported"]) == (1, 2, 0)
+    assert [(p["record_number"], p["outcome"]) for p in body["patients"]] == [("CLE-00001", "updated")]
+    assert "chol" in " ".join(body["patients"][0]["reasons"])
+    assert "CLE-00001 updated" in client.get("/api/actions").text
