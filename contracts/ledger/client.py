@@ -26,7 +26,7 @@ from contracts.ledger.errors import ChainUnavailable, ContractRejected, LedgerEr
 from contracts.ledger.keys import load_key
 from contracts.ledger.records import NodeKeyEvent, RoundAnchor, StudyTerms, from_bytes32, to_bytes32
 from contracts.ledger.signing import sign_round_reply
-from federation.ids import Digest, StudyId
+from federation.ids import Digest, StudyId, from_hex0x
 from federation.protocol import RoundReply
 
 MILLI = 1000  # epsilon and delta travel on chain in thousandths
@@ -236,7 +236,7 @@ class Ledger(ConsentCalls):
     def set_study_app(self, study_id: bytes, app_digest: bytes | str) -> dict:
         """Record the app a study runs: the SHA-256 of its FAB (bytes, or hex as Flower prints `fab_hash`);
         refused (StudyAppLocked) once a hospital accepted the study."""
-        digest = bytes.fromhex(app_digest.removeprefix("0x")) if isinstance(app_digest, str) else bytes(app_digest)
+        digest = from_hex0x(app_digest) if isinstance(app_digest, str) else bytes(app_digest)
         return self._transact(self.consortium.functions.setStudyApp(study_id, digest))
 
     def accept_study(self, study_id: bytes) -> dict:

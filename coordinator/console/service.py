@@ -20,6 +20,7 @@ from coordinator.console.schemas import (
 )
 from coordinator.report_page import write_report_page
 from federation.web.sessions import log_action
+from federation.ids import StudyId, hex0x
 
 FILES = {"model.pt": "application/octet-stream", "report.json": "application/json", "report.html": "text/html"}
 
@@ -32,7 +33,7 @@ _log = log_action  # one action log helper for all the web apps
 def study_out(view: studies.StudyView, names: dict[str, str]) -> StudyOut:
     t = view.terms
     return StudyOut(
-        study_id="0x" + t.study_id.hex(), purpose=t.purpose, purpose_text=studies.PURPOSES.get(t.purpose, t.purpose),
+        study_id=hex0x(t.study_id), purpose=t.purpose, purpose_text=studies.PURPOSES.get(t.purpose, t.purpose),
         task_id=t.task_id, data_categories=studies.category_names(t.data_categories), epsilon_budget=t.epsilon_budget,
         delta=t.delta, rounds=t.rounds, ends_at=datetime.fromtimestamp(t.ends_at, timezone.utc),
         suspended=t.suspended, ended=view.ended, proposed_block=view.proposed_block,
@@ -46,7 +47,7 @@ def list_studies(state: ConsoleState) -> list[StudyOut]:
 
 
 def get_study(state: ConsoleState, study_id: str) -> StudyOut:
-    view = studies.get_study(state.reader, bytes.fromhex(study_id[2:]))
+    view = studies.get_study(state.reader, StudyId.parse(study_id))
     return study_out(view, studies.hospital_names(state.settings.runs_dir))
 
 
@@ -61,7 +62,7 @@ def create_study(state: ConsoleState, db: Session, caller: Caller, body: StudyCr
     except (studies.StudyError, WebError, LedgerError) as exc:
         _log(db, caller, "study.create", outcome="failed", detail=f"{what}: {exc}", client=client)
         raise
-    sid = "0x" + study_id.hex()
+    sid = hex0x(study_id)
     _log(db, caller, "study.create", target=sid, detail=what, client=client)
     return StudyCreated(study_id=sid, detail=f"study {sid} proposed on chain; hospitals can now accept it")
 
@@ -143,7 +144,7 @@ def list_runs(state: ConsoleState, db: Session) -> list[RunSummary]:
 def launch_run(state: ConsoleState, db: Session, caller: Caller, body: RunCreate, *, client: str) -> RunOut:
     what = f"study {body.study_id}, {body.rounds} rounds, at least {body.min_nodes} node(s)"
     try:
-        terms = state.reader.study(bytes.fromhex(body.study_id[2:]))
+        terms = state.reader.study(StudyId.parse(body.study_id))
         if terms.rounds == 0:
             raise WebError(f"no study {body.study_id} on the consortium's chain", status=404)
         if terms.suspended or terms.ends_at <= time.time():
@@ -152,7 +153,7 @@ def launch_run(state: ConsoleState, db: Session, caller: Caller, body: RunCreate
             raise WebError(f"the study allows {terms.rounds} round(s); {body.rounds} asked", status=422)
         options = TrainingOptions(local_epochs=body.local_epochs, learning_rate=body.learning_rate,
                                   batch_size=body.batch_size, max_grad_norm=body.max_grad_norm, strategy=body.strategy)
-        row = state.runs.launch(db, name=body.name, study_id=bytes.fromhex(body.study_id[2:]), rounds=body.rounds,
+        row = state.runs.launch(db, name=body.name, study_id=StudyId.parse(body.study_id), rounds=body.rounds,
                                 min_nodes=body.min_nodes, launched_by=caller.name, options=options)
     except (WebError, RunError, LedgerError) as exc:
         _log(db, caller, "run.launch", target=body.name, outcome="failed", detail=f"{what}: {exc}", client=client)

@@ -10,6 +10,7 @@ from contracts.ledger import LedgerError
 from node.console.deps import ConsoleState
 from node.console.schemas import StudiesOut, StudyBudget
 from node.store import PrivacySpend, RoundRefusal, RoundUsage
+from federation.ids import StudyId, hex0x
 
 
 def _refusals(state: ConsoleState, study_id: str) -> int:
@@ -27,7 +28,7 @@ def studies(state: ConsoleState) -> StudiesOut:
     chain_ok, detail, ledger = True, "", None
     try:
         ledger = state.ledger()
-        accepted = ["0x" + s.hex() for s in ledger.accepted_studies(state.hospital_account())]
+        accepted = [hex0x(s) for s in ledger.accepted_studies(state.hospital_account())]
     except (LedgerError, OSError, ValueError) as exc:
         chain_ok, detail = False, f"the chain did not answer, budgets shown from the node's own accounts: {exc}"
     out = []
@@ -36,8 +37,8 @@ def studies(state: ConsoleState) -> StudiesOut:
         terms, live = None, None
         if ledger is not None and chain_ok:
             try:
-                terms = ledger.study(bytes.fromhex(study_id[2:]))
-                live = ledger.is_study_live_for(bytes.fromhex(study_id[2:]), state.hospital_account())
+                terms = ledger.study(StudyId.parse(study_id))
+                live = ledger.is_study_live_for(StudyId.parse(study_id), state.hospital_account())
             except (LedgerError, ValueError):
                 terms = None
         if terms is not None:

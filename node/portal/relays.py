@@ -18,6 +18,7 @@ from contracts.ledger import ChainUnavailable, ContractRejected, Ledger, LedgerE
 from node.portal.accounts import PortalError
 from node.portal.models import ConsentRelay, PortalAccount, now
 from node.store import Store
+from federation.ids import hex0x
 
 log = logging.getLogger("twinledger.portal.relay")
 
@@ -63,7 +64,7 @@ class Relayer:
                 else:
                     receipt = ledger.relay_revoke(signed)
             self._finish(relay_id, status="recorded", block=int(receipt["blockNumber"]),
-                         tx_hash="0x" + bytes(receipt["transactionHash"]).hex())
+                         tx_hash=hex0x(receipt["transactionHash"]))
         except ContractRejected as exc:
             self._finish(relay_id, status="failed", reason=f"the ledger refused: {exc}", failure_status=409)
         except ChainUnavailable as exc:

@@ -16,6 +16,7 @@ from contracts.ledger import (
 from federation.commitment import combined_commitment, pseudonym_commitment
 from node.portal.accounts import PortalError
 from node.store import RoundUsage, Store
+from federation.ids import Pseudonym, from_hex0x, hex0x
 
 # HL7 v3 PurposeOfUse (v3-ActReason) codes in plain language.
 PURPOSES = {
@@ -80,7 +81,7 @@ def study_hospitals(ledger: Ledger, study_id: bytes) -> list[str]:
 
 
 def study_hex(study_id: bytes) -> str:
-    return "0x" + study_id.hex()
+    return hex0x(study_id)
 
 
 def accepted_studies(ledger: Ledger) -> list[bytes]:
@@ -137,7 +138,7 @@ def rounds_using(ledger: Ledger, store: Store, pseudonym: str, study_id: bytes) 
         result.append(RoundUse(
             round=number, phases=sorted({u.phase for u in used[number]}), pinned_block=used[number][0].block,
             anchored_block=anchor.anchored_block if anchor else None,
-            model_hash="0x" + anchor.model_hash.hex() if anchor else None,
+            model_hash=hex0x(anchor.model_hash) if anchor else None,
         ))
     return result
 
@@ -163,7 +164,7 @@ def typed_data(ledger: Ledger, primary: str, message: dict) -> dict:
         "primaryType": primary,
         "domain": {"name": CONSENT_DOMAIN_NAME, "version": CONSENT_DOMAIN_VERSION, "chainId": deployment.chain_id,
                    "verifyingContract": deployment.consent_registry},
-        "message": {k: "0x" + v.hex() if isinstance(v, bytes) else v for k, v in message.items()},
+        "message": {k: hex0x(v) if isinstance(v, bytes) else v for k, v in message.items()},
     }
 
 
@@ -207,7 +208,7 @@ def from_wallet(ledger: Ledger, consent_address: str, message: dict, signature: 
     """A change the patient's wallet signed, checked before the hospital relays it: the signer must be the
     patient's consent key, the nonce the current one, the deadline near."""
     primary = "Grant" if "validUntil" in message else "Revoke"
-    raw = bytes.fromhex(signature[2:])
+    raw = from_hex0x(signature)
     try:
         signer = Account.recover_message(encode_typed_data(full_message=typed_data(ledger, primary, message)),
                                          signature=raw)
@@ -247,11 +248,11 @@ def round_proof(ledger: Ledger, store: Store, pseudonym: str, study_id: bytes, r
     use = next((u for u in rounds_using(ledger, store, pseudonym, study_id) if u.round == round_number), None)
     if use is None:
         raise PortalError(f"round {round_number} of this study did not use your data", status=404)
-    phases = {u.phase: [bytes.fromhex(p[2:]) for p in json.loads(u.pseudonyms)]
+    phases = {u.phase: [Pseudonym.parse(p) for p in json.loads(u.pseudonyms)]
               for u in store.usage(study_hex(study_id)) if u.round == round_number}
     recomputed = combined_commitment(
         pseudonym_commitment(phases["train"]) if "train" in phases else b"",
         pseudonym_commitment(phases["evaluate"]) if "evaluate" in phases else b"")
     anchor = next((a for a in ledger.round_anchors(study_id) if a.round == round_number), None)
     on_chain = anchor.commitments.get(ledger.address) if anchor else None
-    return RoundProof(use, ledger.address, "0x" + on_chain.hex() if on_chain else None, "0x" + recomputed.hex())
+    return RoundProof(use, ledger.address, hex0x(on_chain) if on_chain else None, hex0x(recomputed))

@@ -10,6 +10,7 @@ from node.portal.accounts import PortalError
 from node.portal.models import ConsentRelay
 from node.portal.schemas import ChangeOut, ConsentOut, HospitalOut, RoundProofOut, StudyOut
 from node.portal.settings import PortalSettings
+from federation.ids import StudyId
 
 
 def time_of(seconds: int) -> datetime | None:
@@ -56,7 +57,7 @@ def change_out(ledger: Ledger, row: ConsentRelay, pseudonym: bytes) -> ChangeOut
         try:
             latest = ledger.block_number()
             # The chain itself, asked at the recording block, must show the choice.
-            held = ledger.has_consent(pseudonym, bytes.fromhex(row.study_id[2:]), block=row.block)
+            held = ledger.has_consent(pseudonym, StudyId.parse(row.study_id), block=row.block)
             on_chain = held if row.action == "grant" else not held
         except LedgerError:
             pass  # the row still says what the receipt said; the page asks again later
