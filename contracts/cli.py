@@ -114,7 +114,8 @@ def _audit(args) -> int:
 
     study_id = StudyId.parse(args.study)
     auditor = lg.Ledger(lg.connect(args.rpc_url), lg.Deployment.load(Path(args.deployment_file)))
-    result = audit_study(auditor, study_id, load_usage_logs([Path(p) for p in args.usage]))
+    result = audit_study(auditor, study_id, load_usage_logs([Path(p) for p in args.usage]),
+                         report=Path(args.report) if args.report else None)
     print(json.dumps(result.as_dict(), indent=1))
     return 0 if result.violations == 0 else 1
 
@@ -164,5 +165,6 @@ def add_audit_command(subparsers) -> None:
     audit = subparsers.add_parser("audit", help="audit a study's anchored rounds against the chain")
     add_chain_options(audit)
     audit.add_argument("--study", required=True, help="the study id (0x and 64 hex digits)")
+    audit.add_argument("--report", help="the coordinator's report.json: its signed replies are verified too")
     audit.add_argument("usage", nargs="+", help="usage logs exported by the nodes")
     audit.set_defaults(func=_audit)

@@ -169,7 +169,7 @@ def run_demo(options: DemoOptions) -> dict:
         # 6. The independent audit and the report.
         usage_files = [node_admin.export_usage(settings, workdir / "audit" / f"usage-{name}.json") for name, settings in nodes.items()]
         auditor = lg.Ledger(w3, deployment)
-        audit = audit_study(auditor, study_id, load_usage_logs(usage_files))
+        audit = audit_study(auditor, study_id, load_usage_logs(usage_files), report=run_report_path)
         log.info("audit: %d violations over %d used pseudonyms in %d rounds", audit.violations, audit.checked, audit.rounds)
         run_report = json.loads(run_report_path.read_text())
         _mark_exclusions(revoked, run_report["rounds"], usage_files)
