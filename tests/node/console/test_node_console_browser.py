@@ -108,7 +108,7 @@ def test_hospital_it_logs_in_imports_a_bundle_issues_a_code_and_sees_the_budget(
     page.get_by_role("button", name="Import the file").click()
     alert = page.locator("#import-result")
     alert.get_by_text("nothing imported").wait_for()
-    assert "entry 3 (Observation" in alert.inner_text() and "420 is outside [0, 300]" in alert.inner_text()
+    assert "entry 3 (Observation" in alert.inner_text() and "420 mm[Hg] is outside [0, 300] mm[Hg]" in alert.inner_text()
     assert site["store"].patients() == []
     save_screenshot(page, "node-console-import-error")
 
