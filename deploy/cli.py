@@ -126,9 +126,25 @@ def _chain_start(args) -> int:
     return 1
 
 
-def _bench(args) -> int:
-    import benchmarks
+def _our_benchmarks():
+    """This project's benchmarks/ package, loaded from beside deploy/. Opacus 1.6 installs a top-level package
+    of its own named `benchmarks` into site-packages, which a plain import finds first from the console script."""
+    import importlib.util
 
+    loaded = sys.modules.get("benchmarks")
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    if loaded is not None and Path(loaded.__file__).resolve().parent == root:
+        return loaded
+    spec = importlib.util.spec_from_file_location("benchmarks", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmarks"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench(args) -> int:
+    benchmarks = _our_benchmarks()
     kwargs = {"patients": args.patients} if args.patients else {}
     if args.seeds:
         if args.name != "training":

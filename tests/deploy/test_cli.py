@@ -343,3 +343,12 @@ def test_chain_start_funds_and_stops_anvil_on_sigterm(tmp_path, capsys):
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+def test_bench_loads_this_projects_benchmarks_not_the_one_opacus_installs(tmp_path):
+    """Opacus 1.6 ships a top-level `benchmarks` package; the console script must run ours."""
+    code = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+            "from deploy import cli; b = cli._our_benchmarks(); print(b.__file__); print(sorted(b.NAMES))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0].endswith("benchmarks/__init__.py") and "site-packages" not in out.splitlines()[0]
+    assert "ledger" in out and "training" in out
