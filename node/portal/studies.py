@@ -10,9 +10,9 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from contracts.ledger import (
-    CONSENT_DOMAIN_NAME, CONSENT_DOMAIN_VERSION, Ledger, LedgerError, SignedGrant, SignedRevoke, StudyTerms,
-    sign_grant, sign_revoke,
+    Ledger, LedgerError, SignedGrant, SignedRevoke, StudyTerms, sign_grant, sign_revoke,
 )
+from contracts.ledger.signing import GRANT_TYPES, REVOKE_TYPES, consent_domain
 from federation.commitment import combined_commitment, pseudonym_commitment
 from node.portal.accounts import PortalError
 from node.store import RoundUsage, Store
@@ -147,13 +147,7 @@ def rounds_using(ledger: Ledger, store: Store, pseudonym: str, study_id: bytes) 
 
 _DOMAIN_TYPES = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
                  {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}]
-_TYPES = {
-    "Grant": [{"name": "pseudonym", "type": "bytes32"}, {"name": "studyId", "type": "bytes32"},
-              {"name": "validFrom", "type": "uint64"}, {"name": "validUntil", "type": "uint64"},
-              {"name": "nonce", "type": "uint64"}, {"name": "deadline", "type": "uint64"}],
-    "Revoke": [{"name": "pseudonym", "type": "bytes32"}, {"name": "studyId", "type": "bytes32"},
-               {"name": "nonce", "type": "uint64"}, {"name": "deadline", "type": "uint64"}],
-}
+_TYPES = {**GRANT_TYPES, **REVOKE_TYPES}  # the ledger client signs with the same types
 
 
 def typed_data(ledger: Ledger, primary: str, message: dict) -> dict:
@@ -162,8 +156,7 @@ def typed_data(ledger: Ledger, primary: str, message: dict) -> dict:
     return {
         "types": {"EIP712Domain": _DOMAIN_TYPES, primary: _TYPES[primary]},
         "primaryType": primary,
-        "domain": {"name": CONSENT_DOMAIN_NAME, "version": CONSENT_DOMAIN_VERSION, "chainId": deployment.chain_id,
-                   "verifyingContract": deployment.consent_registry},
+        "domain": consent_domain(deployment),
         "message": {k: hex0x(v) if isinstance(v, bytes) else v for k, v in message.items()},
     }
 
