@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 from node.records.base import RecordFileError, problems_message
+from node.records.csv_input import parse_number, read_rows
 from node.twins.records import DiabetesRecord, Event, build_record, check_range, parse_time
 
 REQUIRED = ("patient_id", "time", "cgm_mgdl")
@@ -65,16 +66,7 @@ def is_twin_csv(path: Path) -> bool:
 
 def read_twin_csv(path: Path) -> list[DiabetesRecord]:
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError:
-        raise TwinFileError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise TwinFileError(f"{path}: not a readable CSV file ({exc})") from None
-    numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
-    if not numbered:
-        raise TwinFileError(f"{path}: the file holds no rows")
+    numbered = read_rows(path, error=TwinFileError, empty="the file holds no rows")
     header = [cell.strip().lower() for cell in numbered[0][1]]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
@@ -99,15 +91,10 @@ def read_twin_csv(path: Path) -> list[DiabetesRecord]:
             problems.append(f"line {line}: time {exc}")
             continue
         for column in VALUE_COLUMNS:
-            text = cells.get(column, "")
-            if text in MISSING:
+            value = parse_number(cells.get(column, ""), column=column, line=line, missing=MISSING, problems=problems)
+            if value is None:
                 continue
-            try:
-                value = float(text)
-            except ValueError:
-                problems.append(f"line {line}: {column} is {text!r}, not a number")
-                continue
-            why = check_range(column, value) if not math.isnan(value) else None
+            why = check_range(column, value)
             if why:
                 problems.append(f"line {line}: {why}")
                 continue
