@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from federation.tasks.heart_disease import FIELD_RANGES, UCI_COLUMNS
-from node.records.base import ImportReport, RecordFileError, problems_message
+from node.records.base import ImportReport, RecordFileError, Records, problems_message
 from node.records.csv_input import parse_number, read_rows
 from node.records.kinds import HEART_DISEASE, flamby_cohorts
 from node.records.writer import write_records
@@ -28,8 +28,9 @@ def _parse_value(text: str, column: str, line: int, problems: list[str]) -> floa
     return value
 
 
-def read_heart_disease_csv(path: Path, *, record_prefix: str) -> list[tuple[str, dict]]:
-    """Parse and validate a file; returns (record number, clinical fields) in file order."""
+def read_heart_disease_csv(path: Path, *, record_prefix: str) -> Records:
+    """Parse and validate a file; returns (record number, clinical fields) in file order, each value's line as its
+    provenance."""
     rows = read_rows(path, empty="the file holds no records")
     header = [cell.strip().lower() for cell in rows[0][1]]
     if set(UCI_COLUMNS) <= set(header):
@@ -37,7 +38,7 @@ def read_heart_disease_csv(path: Path, *, record_prefix: str) -> list[tuple[str,
     else:
         columns = list(UCI_COLUMNS)
     problems: list[str] = []
-    records = []
+    records = Records(format="csv")
     for line, row in rows:
         if len(row) != len(columns):
             problems.append(f"line {line}: {len(row)} columns, expected {len(columns)}")
@@ -46,6 +47,7 @@ def read_heart_disease_csv(path: Path, *, record_prefix: str) -> list[tuple[str,
         clinical = {column: _parse_value(cells[column], column, line, problems) for column in UCI_COLUMNS}
         number = cells.get("record_number", "").strip() or f"{record_prefix}-{line:05d}"
         records.append((number, clinical))
+        records.provenance[number] = {column: {"line": line} for column in UCI_COLUMNS if clinical[column] is not None}
     if problems:
         raise RecordFileError(problems_message(path, problems))
     return records

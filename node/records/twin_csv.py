@@ -22,6 +22,7 @@ import csv
 import math
 from pathlib import Path
 
+from node.records import provenance
 from node.records.base import RecordFileError, problems_message
 from node.records.csv_input import parse_number, read_rows
 from node.twins.records import DiabetesRecord, Event, build_record, check_range, parse_time
@@ -39,14 +40,25 @@ def report_problems(path: Path, problems: list[str]) -> TwinFileError:
     return TwinFileError(problems_message(path, problems))
 
 
+class DiabetesRecords(list):
+    """DiabetesRecord in file order, with each one's provenance (record number -> series -> node/records/
+    provenance.py `series`) and the identifier system each record number was read under (FHIR only)."""
+
+    def __init__(self, records=()):
+        super().__init__(records)
+        self.provenance: dict[str, dict[str, dict]] = {}
+        self.systems: dict[str, str] = {}
+
+
 def records_from_events(path: Path, events: dict[str, list[Event]], problems: list[str], *, empty: str
-                        ) -> list[DiabetesRecord]:
+                        ) -> DiabetesRecords:
     """Every patient's record from their events, all or nothing: any problem, or no value at all, refuses the file."""
-    records = []
+    records = DiabetesRecords()
     for patient, patient_events in events.items():
         record = build_record(patient, patient_events, problems)
         if record is not None:
             records.append(record)
+            records.provenance[patient] = provenance.series(patient_events, source=Path(path).name)
     if problems:
         raise report_problems(path, problems)
     if not records:
@@ -64,7 +76,7 @@ def is_twin_csv(path: Path) -> bool:
     return {"patient_id", "time", "cgm_mgdl"} <= {cell.strip().lower() for cell in header}
 
 
-def read_twin_csv(path: Path) -> list[DiabetesRecord]:
+def read_twin_csv(path: Path) -> DiabetesRecords:
     path = Path(path)
     numbered = read_rows(path, error=TwinFileError, empty="the file holds no rows")
     header = [cell.strip().lower() for cell in numbered[0][1]]
