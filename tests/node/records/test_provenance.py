@@ -140,3 +140,14 @@ def test_a_record_stored_before_sources_were_kept_takes_the_system_and_provenanc
     assert report.already_present == 1
     _, source, stored = _stored(store, vault, NUMBER)
     assert source.identifier_system == SYNTHEA_MRN_SYSTEM and stored["trestbps"]["source"] == CLEMENTE.name
+
+
+def test_a_file_of_one_complete_heart_record_imports_as_train_instead_of_failing_the_split(node, tmp_path):
+    """One patient per file is how EHRs export (a Synthea Bundle is one patient): FLamby's split cannot split one
+    record, and used to fail the import with scikit-learn's message."""
+    store, vault = node
+    path = tmp_path / "one.csv"
+    path.write_text("record_number,age,sex,cp,trestbps,chol,fbs,restecg,thalach,exang,oldpeak,slope,ca,thal,num\n"
+                    "H-9,63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n")
+    report = import_file(store, vault, path, record_prefix="H")
+    assert report.imported == 1 and report.cohorts == {"train": 1}
