@@ -12,20 +12,14 @@ from sqlmodel import delete
 
 from node.records import import_file, provenance
 from node.records.provenance import LOCAL_RECORD_SYSTEM
-from node.store import PatientSource, Store
-from node.vault import Vault, VaultError, create_key_file
+from node.store import PatientSource
+from node.vault import VaultError
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "fhir"
 CLEMENTE = DATA / "synthea" / "Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"
 NUMBER = "1484a42d-0eaf-4654-9cbf-6b050a5cd73b"
 SYNTHEA_MRN_SYSTEM = "http://hospital.smarthealthit.org"
 UCUM = "http://unitsofmeasure.org"
-
-
-@pytest.fixture
-def node(tmp_path):
-    create_key_file(tmp_path / "data.key")
-    return Store(f"sqlite:///{tmp_path / 'node.db'}"), Vault.open(tmp_path / "data.key")
 
 
 def _stored(store, vault, number):
