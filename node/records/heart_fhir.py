@@ -134,6 +134,7 @@ class _PatientEntry:
     birth: date | None
     candidates: dict[str, list[_Candidate]] = field(default_factory=dict)
     rejected: str = ""
+    ident: str | None = None  # the Patient resource's id
 
 
 def _validation_problem(label: str, exc: ValidationError) -> str:
@@ -255,7 +256,7 @@ def read_document(document: FhirDocument, *, record_prefix: str) -> Records:
         identity = fhir_input.patient_identity(entry.resource, record_prefix=record_prefix)
         patient = _PatientEntry(entry.label, identity.number, identity.system,
                                 GENDER.get(parsed.gender) if parsed.gender else None, parsed.birthDate,
-                                rejected=identity.why)
+                                rejected=identity.why, ident=parsed.id)
         if parsed.gender and parsed.gender not in GENDER:
             problems.append(f"{entry.label}: gender: {parsed.gender!r} is not male, female, other or unknown")
         patients.append(patient)
@@ -341,6 +342,9 @@ def read_document(document: FhirDocument, *, record_prefix: str) -> Records:
             provenance[name] = {"resource": chosen.ident, "system": chosen.system, "code": chosen.code,
                                 "time": chosen.moment.isoformat() if chosen.moment else None,
                                 "not_used": len(candidates) - 1}
+        if patient.sex is not None:
+            provenance["sex"] = {"resource": patient.ident, "system": None, "code": "Patient.gender", "time": None,
+                                 "not_used": 0}
         if clinical["age"] is None and "age" not in patient.candidates and patient.birth and index:
             age = _whole_years(patient.birth, index.date())
             low, high = FIELD_RANGES["age"]

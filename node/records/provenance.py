@@ -2,7 +2,8 @@
 
 A heart-disease field's provenance is the Observation it was read from: `{"resource": id, "system": code system,
 "code": code, "time": effective time, "not_used": other measurements of it, "source": file}` (a CSV value's:
-`{"line": n, "source": file}`). A twins series' is `{"values": n, "first": time, "last": time, "from": [[time,
+`{"line": n, "source": file}`; sex: the Patient resource, code `Patient.gender`; an age derived from the birth
+date: code `Patient.birthDate` at the index date). A twins series' is `{"values": n, "first": time, "last": time, "from": [[time,
 "entry 7 (Observation abc)" or "line 12"], ...], "source": file}`. Which tests a patient had, and when, is a
 clinical fact: the JSON is sealed by node/vault.py, bound to the patient's pseudonym and to this purpose (a
 provenance blob cannot be passed off as a record, or moved to another patient).

@@ -57,7 +57,9 @@ def test_a_synthea_bundles_provenance_is_stored_with_the_record_sealed_and_bound
     assert stored["trestbps"]["system"] == "http://loinc.org" and stored["trestbps"]["code"] == "8480-6"
     assert stored["chol"]["resource"] and stored["chol"]["time"].startswith("20")
     assert set(stored) == {name for name, value in vault.open_record(
-        patient.clinical, associated=patient.pseudonym).items() if value is not None} - {"sex"}
+        patient.clinical, associated=patient.pseudonym).items() if value is not None}
+    assert stored["sex"] == {"resource": "d78af07c-9cb9-4f31-9b11-c45a28f2eec8", "system": None,
+                             "code": "Patient.gender", "time": None, "not_used": 0, "source": CLEMENTE.name}
     assert stored["trestbps"]["resource"].encode() not in source.provenance  # sealed, not in the clear
     with pytest.raises(VaultError):  # bound to its purpose: not openable as the clinical record
         vault.open_record(source.provenance, associated=patient.pseudonym)
