@@ -147,3 +147,16 @@ def test_a_file_of_one_complete_heart_record_imports_as_train_instead_of_failing
                     "H-9,63,1,1,145,233,1,2,150,0,2.3,3,0,6,0\n")
     report = import_file(store, vault, path, record_prefix="H")
     assert report.imported == 1 and report.cohorts == {"train": 1}
+
+
+def test_the_hl7_cgm_guides_readings_keep_each_values_time_and_resource(node):
+    store, vault = node
+    report = import_file(store, vault, DATA / "cgm" / "cgm-ig-examples.json", record_prefix="CGM")
+    (number,) = [p.record_number for p in report.patients if p.outcome == "imported"]
+    patient, source, stored = _stored(store, vault, number)
+    assert patient.kind == "diabetes" and source.identifier_system == "http://example.org"
+    readings = stored["cgm_mgdl"]
+    assert readings["values"] == 2 and readings["source"] == "cgm-ig-examples.json"
+    assert (readings["first"], readings["last"]) == ("2024-05-02T10:15:00+00:00", "2024-05-02T10:30:00+00:00")
+    assert "cgmSensorReadingMassPerVolumeExample" in readings["from"][0][1]
+    assert "cgmSensorReadingMolesPerVolumeExample" in readings["from"][1][1]
