@@ -50,7 +50,7 @@ def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | N
     store = Store(settings.resolved_database_url)
     vault = Vault.open(settings.data_key_file)
     return import_file(store, vault, Path(path), record_prefix=record_prefix or settings.hospital.upper()[:3],
-                       cohort=cohort)
+                       cohort=cohort, record_system=settings.record_number_system or None)
 
 
 def enrol_patients(settings: NodeSettings, ledger: Ledger, consent_keys: dict[str, str]) -> int:

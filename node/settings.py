@@ -11,6 +11,7 @@ The mechanism is federation.settings (pydantic-settings); docs/configuration.md 
 | chain-timeout-s           | 10.0                     | TWINLEDGER_CHAIN_TIMEOUT_S                |
 | max-pinned-block-age-s    | 900.0                    | TWINLEDGER_NODE_MAX_PINNED_BLOCK_AGE_S    |
 | allow-non-private-studies | false                    | TWINLEDGER_NODE_ALLOW_NON_PRIVATE_STUDIES |
+| record-number-system      | "" (see below)           | TWINLEDGER_NODE_RECORD_NUMBER_SYSTEM      |
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class NodeSettings(ComponentSettings):
     # Opt-in to studies recorded as non-private (epsilon budget >= federation.protocol.NON_PRIVATE_EPSILON), which
     # train with plain SGD; meant for benchmark baselines. Without it such a study is refused.
     allow_non_private_studies: bool = False
+    # The identifier system of the hospital's own record numbers: what a CSV's record numbers (and FHIR identifiers
+    # without a system) are read under; a record number matches across files only under the same system
+    # (node/records/writer.py). Empty: urn:twinledger:local-record-number.
+    record_number_system: str = ""
 
     @property
     def data_key_file(self) -> Path:

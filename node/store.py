@@ -1,4 +1,5 @@
-"""The node's database (SQLModel): patients with encrypted clinical data, round usage, privacy spending.
+"""The node's database (SQLModel): patients with encrypted clinical data and their sources, round usage, privacy
+spending.
 
 The pseudonym-to-patient map lives only here; deleting a patient's row is how a patient is erased.
 """
@@ -26,6 +27,22 @@ class Patient(SQLModel, table=True):
     source: str = ""
     clinical: bytes  # AES-GCM sealed JSON of the clinical fields
     imported_at: datetime = Field(default_factory=_now)
+
+
+class PatientSource(SQLModel, table=True):
+    """Where a patient's record came from, one row per patient (node/records/writer.py writes it):
+
+    - `identifier_system`: the identifier system of the record number (a FHIR identifier's `system`, or the node's
+      local record-number system for a CSV): record numbers match across files on (system, value). In the clear:
+      it names the hospital's numbering, not the patient.
+    - `provenance`: each stored value's provenance (resource id, code, time, file), AES-GCM sealed like
+      `Patient.clinical` (which tests were done when is itself clinical), bound to "<pseudonym>/provenance".
+    Erasing a patient erases this row with it (ON DELETE CASCADE; delete it first where foreign keys are off)."""
+
+    pseudonym: str = Field(primary_key=True, foreign_key="patient.pseudonym", ondelete="CASCADE")
+    identifier_system: str
+    provenance: bytes | None = None
+    updated_at: datetime = Field(default_factory=_now)
 
 
 class RoundUsage(SQLModel, table=True):

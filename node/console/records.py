@@ -1,4 +1,5 @@
-"""Imports from an upload (CSV or FHIR R4 Bundle), the patient list and enrolment codes, for the console."""
+"""Imports from an upload (CSV or FHIR R4 Bundle), the patient list, one record's sources (identifier system and
+provenance) and enrolment codes, for the console."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from sqlmodel import Session, func, select
 from node import admin
 from federation.web.errors import WebError
 from node.console.deps import ConsoleState
-from node.console.schemas import ImportOut, PatientOutcomeOut, OutstandingCode, PatientOut, PatientPage
+from node.console.schemas import ImportOut, PatientOutcomeOut, OutstandingCode, PatientOut, PatientPage, RecordOut
 from node.portal.models import EnrolmentCode, PortalAccount, now
-from node.store import Patient
-from node.vault import VaultError
+from node.records import provenance
+from node.store import Patient, PatientSource
+from node.vault import Vault, VaultError
 
 CSV_TYPES = {"text/csv", "text/plain", "application/csv"}
 FHIR_TYPES = {"application/fhir+json", "application/json"}
@@ -72,6 +74,30 @@ def import_upload(state: ConsoleState, data: bytes, *, fmt: str, filename: str |
                                for p in noted])
 
 
+def _patient_out(p: Patient, *, portal_account: bool) -> PatientOut:
+    return PatientOut(record_number=p.record_number, kind=getattr(p, "kind", "heart-disease"), cohort=p.cohort,
+                      source=p.source, imported_at=p.imported_at.replace(tzinfo=p.imported_at.tzinfo or timezone.utc),
+                      enrolled=p.consent_key is not None, portal_account=portal_account)
+
+
+def record_view(state: ConsoleState, db: Session, record_number: str) -> RecordOut:
+    """One record as hospital IT sees it: the list's columns, the identifier system and each stored value's
+    provenance (opened with the node's data key: which tests a patient had, and when, is clinical), never the
+    values."""
+    patient = db.exec(select(Patient).where(Patient.record_number == record_number)).first()
+    if patient is None:
+        raise WebError(f"no patient with record number {record_number!r}", status=404)
+    source = db.get(PatientSource, patient.pseudonym)
+    try:
+        vault = Vault.open(state.settings.node.data_key_file)
+        found = provenance.open_sealed(vault, source.provenance if source else None, pseudonym=patient.pseudonym)
+    except VaultError as exc:
+        raise WebError(f"the node's data key cannot be used: {exc}", status=409) from None
+    account = db.exec(select(PortalAccount.record_number).where(PortalAccount.record_number == record_number)).first()
+    return RecordOut(**_patient_out(patient, portal_account=account is not None).model_dump(),
+                     identifier_system=source.identifier_system if source else None, provenance=found)
+
+
 def patient_page(db: Session, *, offset: int, limit: int, cohort: str | None) -> PatientPage:
     query = select(Patient)
     count = select(func.count()).select_from(Patient)
@@ -82,12 +108,7 @@ def patient_page(db: Session, *, offset: int, limit: int, cohort: str | None) ->
     numbers = [p.record_number for p in rows]
     with_account = set(db.exec(select(PortalAccount.record_number).where(PortalAccount.record_number.in_(numbers))))
     return PatientPage(total=total, offset=offset, patients=[
-        PatientOut(record_number=p.record_number, kind=getattr(p, "kind", "heart-disease"), cohort=p.cohort,
-                   source=p.source,
-                   imported_at=p.imported_at.replace(tzinfo=p.imported_at.tzinfo or timezone.utc),
-                   enrolled=p.consent_key is not None, portal_account=p.record_number in with_account)
-        for p in rows
-    ])
+        _patient_out(p, portal_account=p.record_number in with_account) for p in rows])
 
 
 def outstanding_codes(db: Session) -> list[OutstandingCode]:

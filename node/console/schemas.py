@@ -79,6 +79,15 @@ class PatientOut(BaseModel):
     portal_account: bool
 
 
+class RecordOut(PatientOut):
+    identifier_system: str | None = Field(description="the identifier system of the record number (null: imported "
+                                                      "before systems were kept); numbers match across files only "
+                                                      "under the same system")
+    provenance: dict[str, dict] = Field(description="per stored field or series, where its value came from: FHIR "
+                                                    "resource id, code system, code, time, measurements not used, "
+                                                    "file (a CSV's: the line); no clinical values")
+
+
 class PatientPage(BaseModel):
     total: int
     offset: int

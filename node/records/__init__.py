@@ -6,6 +6,7 @@
   patient identity (MR first, never a national identifier). Mapping table: docs/fhir-mapping.md.
 - `heart_csv.py`, `heart_fhir.py` (and `heart_fhir_export.py`): heart-disease records, CSV and FHIR R4.
 - `twin_csv.py`, `twin_fhir.py`: type 1 diabetes records for the twins (node/twins/records.py), CSV and FHIR R4.
+- `csv_input.py`: what both CSV readers share (numbered non-blank rows, a cell read as a number).
 - `kinds.py`: each record kind's cohorts; `writer.py`: pseudonyms, sealing (node/vault.py) and the store.
 - `base.py`: `RecordFileError`, `Records` (what a reader read and skipped), `ImportReport` (imported, updated,
   unchanged, rejected per patient with reasons, skipped by kind, provenance).

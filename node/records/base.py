@@ -20,7 +20,9 @@ class Records(list):
       "Observation 8867-4 (heart rate at rest, not the exercise maximum)", ...);
     - `rejected`: (patient, reason) for patients left out of an import that otherwise goes ahead;
     - `provenance`: record number -> field -> (resource id, code, time) of each stored value, and how many
-      other measurements of it were not used (the rule: docs/fhir-mapping.md);
+      other measurements of it were not used (the rule: docs/fhir-mapping.md); a CSV's: the line;
+    - `systems`: record number -> the identifier system it was read under ("" or absent: none given, the node's
+      local record-number system);
     - `format`: "csv", "bundle", "ndjson" or "resource"."""
 
     def __init__(self, records=(), *, format: str = "csv"):
@@ -29,6 +31,7 @@ class Records(list):
         self.skipped: Counter = Counter()
         self.rejected: list[tuple[str, str]] = []
         self.provenance: dict[str, dict[str, dict]] = {}
+        self.systems: dict[str, str] = {}
 
 
 @dataclass

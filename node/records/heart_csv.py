@@ -7,12 +7,11 @@ is written. Records missing a value are kept but marked incomplete; no task uses
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
 from federation.tasks.heart_disease import FIELD_RANGES, UCI_COLUMNS
-from node.records.base import ImportReport, RecordFileError, problems_message
+from node.records.base import ImportReport, RecordFileError, Records, problems_message
+from node.records.csv_input import parse_number, read_rows
 from node.records.kinds import HEART_DISEASE, flamby_cohorts
 from node.records.writer import write_records
 from node.store import Store
@@ -22,41 +21,24 @@ MISSING = {"", "?", "nan", "NaN", "NA"}
 
 
 def _parse_value(text: str, column: str, line: int, problems: list[str]) -> float | None:
-    text = text.strip()
-    if text in MISSING:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        problems.append(f"line {line}: {column} is {text!r}, not a number")
-        return None
+    value = parse_number(text, column=column, line=line, missing=MISSING, problems=problems)
     low, high = FIELD_RANGES[column]
-    if math.isnan(value):
-        return None
-    if not low <= value <= high:
+    if value is not None and not low <= value <= high:
         problems.append(f"line {line}: {column} = {value:g} is outside [{low}, {high}]")
     return value
 
 
-def read_heart_disease_csv(path: Path, *, record_prefix: str) -> list[tuple[str, dict]]:
-    """Parse and validate a file; returns (record number, clinical fields) in file order."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError:
-        raise RecordFileError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise RecordFileError(f"{path}: not a readable CSV file ({exc})") from None
-    rows = [(number, row) for number, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
-    if not rows:
-        raise RecordFileError(f"{path}: the file holds no records")
+def read_heart_disease_csv(path: Path, *, record_prefix: str) -> Records:
+    """Parse and validate a file; returns (record number, clinical fields) in file order, each value's line as its
+    provenance."""
+    rows = read_rows(path, empty="the file holds no records")
     header = [cell.strip().lower() for cell in rows[0][1]]
     if set(UCI_COLUMNS) <= set(header):
         columns, rows = header, rows[1:]
     else:
         columns = list(UCI_COLUMNS)
     problems: list[str] = []
-    records = []
+    records = Records(format="csv")
     for line, row in rows:
         if len(row) != len(columns):
             problems.append(f"line {line}: {len(row)} columns, expected {len(columns)}")
@@ -65,6 +47,7 @@ def read_heart_disease_csv(path: Path, *, record_prefix: str) -> list[tuple[str,
         clinical = {column: _parse_value(cells[column], column, line, problems) for column in UCI_COLUMNS}
         number = cells.get("record_number", "").strip() or f"{record_prefix}-{line:05d}"
         records.append((number, clinical))
+        records.provenance[number] = {column: {"line": line} for column in UCI_COLUMNS if clinical[column] is not None}
     if problems:
         raise RecordFileError(problems_message(path, problems))
     return records

@@ -121,6 +121,7 @@ class _Candidate:
     value: float | None  # None: a dataAbsentReason
     label: str
     ident: str | None
+    system: str
     code: str
 
 
@@ -133,6 +134,7 @@ class _PatientEntry:
     birth: date | None
     candidates: dict[str, list[_Candidate]] = field(default_factory=dict)
     rejected: str = ""
+    ident: str | None = None  # the Patient resource's id
 
 
 def _validation_problem(label: str, exc: ValidationError) -> str:
@@ -254,7 +256,7 @@ def read_document(document: FhirDocument, *, record_prefix: str) -> Records:
         identity = fhir_input.patient_identity(entry.resource, record_prefix=record_prefix)
         patient = _PatientEntry(entry.label, identity.number, identity.system,
                                 GENDER.get(parsed.gender) if parsed.gender else None, parsed.birthDate,
-                                rejected=identity.why)
+                                rejected=identity.why, ident=parsed.id)
         if parsed.gender and parsed.gender not in GENDER:
             problems.append(f"{entry.label}: gender: {parsed.gender!r} is not male, female, other or unknown")
         patients.append(patient)
@@ -313,11 +315,11 @@ def read_document(document: FhirDocument, *, record_prefix: str) -> Records:
                 records.skipped["component " + _skip_key(ccodes).removeprefix("Observation ")] += 1
                 continue
             parts.append((ckind, component, (ckind.system, ckind.code)))
-        for part_kind, holder, (_, code) in parts:
+        for part_kind, holder, (system, code) in parts:
             ok, value = _value(holder, part_kind, entry.label, problems)
             if ok:
                 patient.candidates.setdefault(part_kind.field, []).append(
-                    _Candidate(moment, value, entry.label, observation.id, code))
+                    _Candidate(moment, value, entry.label, observation.id, system, code))
     for patient in patients:
         if patient.rejected:
             records.rejected.append((patient.number or patient.label, patient.rejected))
@@ -337,21 +339,26 @@ def read_document(document: FhirDocument, *, record_prefix: str) -> Records:
                                 f"({chosen.moment.isoformat() if chosen.moment else 'no time'})")
                 continue
             clinical[name] = chosen.value
-            provenance[name] = {"resource": chosen.ident, "code": chosen.code,
+            provenance[name] = {"resource": chosen.ident, "system": chosen.system, "code": chosen.code,
                                 "time": chosen.moment.isoformat() if chosen.moment else None,
                                 "not_used": len(candidates) - 1}
+        if patient.sex is not None:
+            provenance["sex"] = {"resource": patient.ident, "system": None, "code": "Patient.gender", "time": None,
+                                 "not_used": 0}
         if clinical["age"] is None and "age" not in patient.candidates and patient.birth and index:
             age = _whole_years(patient.birth, index.date())
             low, high = FIELD_RANGES["age"]
             if low <= age <= high:
                 clinical["age"] = float(age)
-                provenance["age"] = {"resource": None, "code": "Patient.birthDate", "time": index.isoformat(),
-                                     "not_used": 0}
+                provenance["age"] = {"resource": None, "system": None, "code": "Patient.birthDate",
+                                     "time": index.isoformat(), "not_used": 0}
             else:
                 problems.append(f"{patient.label}, field age: birthDate {patient.birth} gives age {age} on "
                                 f"{index.date()}, outside [{low}, {high}]")
         records.append((patient.number, clinical))
         records.provenance[patient.number] = provenance
+        if patient.system:
+            records.systems[patient.number] = patient.system
     if problems:
         raise BundleError(problems_message(source, problems))
     if not patients:

@@ -25,11 +25,14 @@ class RecordKind:
 
 
 def flamby_cohorts(clinicals: list[dict], cohort: str | None = None) -> list[str]:
-    """`train` or `test` by FLamby's split of the complete records in file order; the others `incomplete`."""
+    """`train` or `test` by FLamby's split of the complete records in file order; the others `incomplete`. A file
+    with one complete record (EHRs export a patient a file) cannot be split: that record is `train`."""
     task = HeartDiseaseTask()
     complete = [i for i, clinical in enumerate(clinicals) if task.is_complete(clinical)]
     cohorts = ["incomplete"] * len(clinicals)
-    if complete:
+    if len(complete) == 1:
+        cohorts[complete[0]] = "train"
+    elif complete:
         _, labels = task.examples([clinicals[i] for i in complete])
         for i, is_test in zip(complete, flamby_split(labels)):
             cohorts[i] = "test" if is_test else "train"

@@ -18,10 +18,10 @@ from pathlib import Path
 from node.records import fhir_input, heart_csv, heart_fhir, twin_csv, twin_fhir
 from node.records.base import ImportReport, Records
 from node.records.kinds import DIABETES, HEART_DISEASE, RecordKind
+from node.records.provenance import LOCAL_RECORD_SYSTEM
 from node.records.writer import write_records
 from node.store import Store
 from node.vault import Vault
-
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,18 @@ def reader_for(path: Path) -> Reader:
     return next(reader for reader in READERS if reader.accepts(path))
 
 
-def import_file(store: Store, vault: Vault, path: Path, *, record_prefix: str, cohort: str | None = None
-                ) -> ImportReport:
+def import_file(store: Store, vault: Vault, path: Path, *, record_prefix: str, cohort: str | None = None,
+                record_system: str | None = None) -> ImportReport:
     """A FHIR file with CGM readings or a twins' CSV (header with patient_id, time and cgm_mgdl) holds diabetes
     records; any other file is read as heart-disease records (FHIR: Bundle of any type or NDJSON; else CSV).
     `cohort` ("train" or "test") applies to diabetes records.
 
     All or nothing for real errors: a RecordFileError lists every problem and nothing is written. What is not
     read is counted in the report (`skipped`), patients left out are listed with why (`patients`, `rejected`),
-    and a record number already present is reported unchanged, updated or in conflict (node/records/writer.py)."""
+    and a record number already present is reported unchanged, updated or in conflict (node/records/writer.py).
+    `record_system` is the identifier system of record numbers given without one (a CSV's; default
+    node/records/provenance.py LOCAL_RECORD_SYSTEM): a record number is the same patient only under the same
+    system."""
     path = Path(path)
     try:
         reader = reader_for(path)
@@ -73,7 +76,8 @@ def import_file(store: Store, vault: Vault, path: Path, *, record_prefix: str, c
     finally:
         fhir_input.forget()
     cohorts = kind.split([clinical for _, clinical in records], cohort)
-    return write_records(store, vault, records, cohorts, kind=kind.name, source=path.name)
+    return write_records(store, vault, records, cohorts, kind=kind.name, source=path.name,
+                         record_system=record_system or LOCAL_RECORD_SYSTEM)
 
 
 def _is_fhir(path: Path) -> bool:
@@ -90,14 +94,22 @@ def _read_twin_fhir(path: Path, record_prefix: str) -> Records:
     except fhir_input.FhirFileError as exc:
         raise twin_csv.TwinFileError(str(exc)) from None
     found, skipped, rejected = twin_fhir.read_twin_document(document, record_prefix=record_prefix)
-    records = Records(((record.patient_id, record.to_clinical()) for record in found), format=document.format)
+    records = _as_records(found, format=document.format)
     records.skipped.update(skipped)
     records.rejected.extend(rejected)
     return records
 
 
+def _as_records(found, *, format: str) -> Records:
+    """Diabetes records (node/records/twin_csv.py DiabetesRecords) as (record number, clinical fields)."""
+    records = Records(((record.patient_id, record.to_clinical()) for record in found), format=format)
+    records.provenance.update(getattr(found, "provenance", {}))
+    records.systems.update(getattr(found, "systems", {}))
+    return records
+
+
 def _diabetes(read) -> Callable[[Path, str], Records]:
-    return lambda path, record_prefix: [(record.patient_id, record.to_clinical()) for record in read(path)]
+    return lambda path, record_prefix: _as_records(read(path), format="csv")
 
 
 register_kind(HEART_DISEASE)

@@ -22,7 +22,9 @@ import csv
 import math
 from pathlib import Path
 
+from node.records import provenance
 from node.records.base import RecordFileError, problems_message
+from node.records.csv_input import parse_number, read_rows
 from node.twins.records import DiabetesRecord, Event, build_record, check_range, parse_time
 
 REQUIRED = ("patient_id", "time", "cgm_mgdl")
@@ -38,14 +40,25 @@ def report_problems(path: Path, problems: list[str]) -> TwinFileError:
     return TwinFileError(problems_message(path, problems))
 
 
+class DiabetesRecords(list):
+    """DiabetesRecord in file order, with each one's provenance (record number -> series -> node/records/
+    provenance.py `series`) and the identifier system each record number was read under (FHIR only)."""
+
+    def __init__(self, records=()):
+        super().__init__(records)
+        self.provenance: dict[str, dict[str, dict]] = {}
+        self.systems: dict[str, str] = {}
+
+
 def records_from_events(path: Path, events: dict[str, list[Event]], problems: list[str], *, empty: str
-                        ) -> list[DiabetesRecord]:
+                        ) -> DiabetesRecords:
     """Every patient's record from their events, all or nothing: any problem, or no value at all, refuses the file."""
-    records = []
+    records = DiabetesRecords()
     for patient, patient_events in events.items():
         record = build_record(patient, patient_events, problems)
         if record is not None:
             records.append(record)
+            records.provenance[patient] = provenance.series(patient_events, source=Path(path).name)
     if problems:
         raise report_problems(path, problems)
     if not records:
@@ -63,18 +76,9 @@ def is_twin_csv(path: Path) -> bool:
     return {"patient_id", "time", "cgm_mgdl"} <= {cell.strip().lower() for cell in header}
 
 
-def read_twin_csv(path: Path) -> list[DiabetesRecord]:
+def read_twin_csv(path: Path) -> DiabetesRecords:
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError:
-        raise TwinFileError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise TwinFileError(f"{path}: not a readable CSV file ({exc})") from None
-    numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
-    if not numbered:
-        raise TwinFileError(f"{path}: the file holds no rows")
+    numbered = read_rows(path, error=TwinFileError, empty="the file holds no rows")
     header = [cell.strip().lower() for cell in numbered[0][1]]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
@@ -99,15 +103,10 @@ def read_twin_csv(path: Path) -> list[DiabetesRecord]:
             problems.append(f"line {line}: time {exc}")
             continue
         for column in VALUE_COLUMNS:
-            text = cells.get(column, "")
-            if text in MISSING:
+            value = parse_number(cells.get(column, ""), column=column, line=line, missing=MISSING, problems=problems)
+            if value is None:
                 continue
-            try:
-                value = float(text)
-            except ValueError:
-                problems.append(f"line {line}: {column} is {text!r}, not a number")
-                continue
-            why = check_range(column, value) if not math.isnan(value) else None
+            why = check_range(column, value)
             if why:
                 problems.append(f"line {line}: {why}")
                 continue

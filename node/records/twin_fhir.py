@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from node.records import fhir_input
 from node.records.fhir_input import FhirDocument, FhirFileError
+from node.records.provenance import LOCAL_RECORD_SYSTEM
 from node.records.twin_csv import TwinFileError, records_from_events
 from node.twins.records import DiabetesRecord, Event, check_range
 
@@ -246,6 +247,7 @@ def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
     records = records_from_events(
         source, events, problems, empty="the file holds no CGM, carbohydrate or insulin values of its patients"
     )
+    records.systems.update({number: system for number, (system, _) in numbers.items() if system})
     return records, skipped, rejected
 
 
@@ -277,7 +279,7 @@ def write_twin_bundle(records: list[DiabetesRecord], path: Path) -> Path:
         pid = f"p{i + 1}"
         ref = {"reference": f"Patient/{pid}"}
         entries.append({"fullUrl": f"urn:uuid:patient-{pid}", "resource": {
-            "resourceType": "Patient", "id": pid, "identifier": [{"system": "urn:twinledger:record", "value": r.patient_id}]}})
+            "resourceType": "Patient", "id": pid, "identifier": [{"system": LOCAL_RECORD_SYSTEM, "value": r.patient_id}]}})
 
         def observation(code, display, minute, value, unit):
             return {"resourceType": "Observation", "status": "final",

@@ -114,6 +114,18 @@ def patients_page(request: Request, db: Db, state: State, page: int = 1) -> HTML
                   notice=f"Imported {last_import.target}: {last_import.detail}." if last_import else None)
 
 
+@router.get("/patients/{record_number:path}")
+def record_page(request: Request, record_number: str, db: Db, state: State) -> HTMLResponse:
+    staff = _staff(request, db, state)
+    require_role(staff, "it-admin")
+    try:
+        found = records.record_view(state, db, record_number)
+    except WebError as exc:
+        return error_page(request, str(exc), exc.status)
+    record(db, staff, "records.view", target=record_number)
+    return render(request, "record.html", staff=staff, title=f"Record {record_number}", patient=found)
+
+
 @router.get("/enrolment")
 def enrolment_page(request: Request, db: Db, state: State) -> HTMLResponse:
     staff = _staff(request, db, state)

@@ -1,4 +1,5 @@
-"""Patients: the list (no clinical data), and imports of CSV files or FHIR R4 Bundles."""
+"""Patients: the list (no clinical data), one record's sources (identifier system, provenance), and imports of
+CSV files or FHIR R4 Bundles."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from node.console import records
 from federation.web.errors import WebError
 from node.console.deps import CurrentStaff, Db, ItAdmin, State, record
-from node.console.schemas import ImportOut, PatientPage, errors
+from node.console.schemas import ImportOut, PatientPage, RecordOut, errors
 
 router = APIRouter(prefix="/api", tags=["patients"])
 
@@ -34,6 +35,15 @@ def patients(
     cohort: Annotated[Literal["train", "test", "incomplete"] | None, Query()] = None,
 ) -> PatientPage:
     return records.patient_page(db, offset=offset, limit=limit, cohort=cohort)
+
+
+@router.get("/patients/{record_number:path}", response_model=RecordOut, responses=errors(401, 403, 404, 409))
+def patient_record(record_number: str, staff: ItAdmin, db: Db, state: State) -> RecordOut:
+    """One record's identifier system and the provenance of each stored value (no clinical values). It-admin
+    only, and logged: the provenance says which tests a patient had, and when."""
+    found = records.record_view(state, db, record_number)
+    record(db, staff, "records.view", target=record_number)
+    return found
 
 
 async def read_upload(request: Request, *, limit_bytes: int) -> bytes:

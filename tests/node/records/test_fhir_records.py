@@ -213,8 +213,8 @@ def test_observations_of_unknown_patients_duplicates_and_several_problems_at_onc
     document["entry"][-1]["resource"]["effectiveDateTime"] = "1988-06-02"
     records = read_bundle(json.dumps(document), source="b", record_prefix="X")
     assert records[0][1]["trestbps"] == 150  # the latest measurement wins
-    assert records.provenance["CLE-1"]["trestbps"] == {"resource": "later", "code": "8480-6",
-                                                      "time": "1988-06-02T00:00:00+00:00", "not_used": 1}
+    assert records.provenance["CLE-1"]["trestbps"] == {"resource": "later", "system": "http://loinc.org",
+                                                      "code": "8480-6", "time": "1988-06-02T00:00:00+00:00", "not_used": 1}
     document = _small()
     document["entry"].append(copy.deepcopy(document["entry"][0]))
     message = _problem(document)

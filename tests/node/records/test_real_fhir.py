@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 
 from node.records import RecordFileError, fhir_input, import_file
-from node.store import Store
-from node.vault import Vault, create_key_file
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "fhir"
 SYNTHEA = sorted((DATA / "synthea").glob("*.json"))
@@ -25,12 +23,6 @@ MAGGIO = DATA / "synthea" / "Louis_Maggio_2e275d4b-855a-4eb2-9021-5410aa8acd4f.j
 BULK = DATA / "bulk" / "synthea-export.ndjson"
 CGM = DATA / "cgm" / "cgm-ig-examples.json"
 UCUM = "http://unitsofmeasure.org"
-
-
-@pytest.fixture
-def node(tmp_path):
-    create_key_file(tmp_path / "data.key")
-    return Store(f"sqlite:///{tmp_path / 'node.db'}"), Vault.open(tmp_path / "data.key")
 
 
 def _clinical(store, vault, number):

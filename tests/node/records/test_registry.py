@@ -11,17 +11,9 @@ from federation.ids import Pseudonym
 from node.records import KINDS, READERS, Reader, RecordFileError, import_file, reader_for, register, register_kind
 from node.records.heart_fhir_export import export_csv_as_bundle
 from node.records.kinds import RecordKind
-from node.store import Store
-from node.vault import Vault, create_key_file
 
 DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease"
 TWIN_HEADER = "patient_id,time,cgm_mgdl\n"
-
-
-@pytest.fixture
-def node(tmp_path):
-    create_key_file(tmp_path / "data.key")
-    return Store(f"sqlite:///{tmp_path / 'node.db'}"), Vault.open(tmp_path / "data.key")
 
 
 @pytest.fixture

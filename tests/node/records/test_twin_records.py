@@ -13,10 +13,8 @@ from federation.tasks.glucose_forecast import GlucoseForecastTask
 from node.records import RecordFileError, import_file
 from node.records.twin_csv import TwinFileError, read_twin_csv
 from node.records.twin_fhir import read_twin_bundle
-from node.store import Store
 from node.twins.cohort import hospital_cohorts, hospital_parameter_sets, simulate_patients, write_records
 from node.twins.records import DiabetesRecord
-from node.vault import Vault, create_key_file
 
 HEADER = "patient_id,time,cgm_mgdl,carbs_g,bolus_u,basal_u_per_h,body_weight_kg\n"
 
@@ -24,12 +22,6 @@ HEADER = "patient_id,time,cgm_mgdl,carbs_g,bolus_u,basal_u_per_h,body_weight_kg\
 @pytest.fixture(scope="module")
 def records():
     return simulate_patients(["adult#001", "child#002"], days=1, seed=3)
-
-
-@pytest.fixture
-def node(tmp_path):
-    create_key_file(tmp_path / "data.key")
-    return Store(f"sqlite:///{tmp_path / 'node.db'}"), Vault.open(tmp_path / "data.key")
 
 
 def _same(a: DiabetesRecord, b: DiabetesRecord):
