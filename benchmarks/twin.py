@@ -30,9 +30,13 @@
 - **Identifiability** (`node.twins.identifiability`, Fisher information at the true parameters of
   `identifiability_patients` virtual patients, every third of the 30 for a mix of ages, 3 days each):
   `identifiable_parameters` is the greedy set whose Cramer-Rao relative sd stays below 0.1 (median over
-  patients); calibration does NOT yet fit that set (it fits Vmx, kp3, kabs, Gb), so
-  `param_recovery_error_on_identifiable` is the existing calibration's error on the parameters of both
-  sets, null if none.
+  patients). Calibration fits that set less f (fixed by the prior: 0.9 in all 30) plus Vmx
+  (node/twins/twin.py FITTED); `param_recovery_error` and `prior_only_recovery_error` are the median
+  relative errors of the twins and of the prior mean alone on the parameters both identifiable and fitted
+  (`param_recovery_error_covers`); `..._all_fitted` and `..._by_parameter` cover every fitted one.
+- **Therapy optimiser** (`node.twins.optimiser_check`): from each validation twin and the patient's default
+  therapy, the optimiser's plan; both plans on the TRUE patient over 3 held-out days:
+  `optimiser_tir_gain_pct` and `optimiser_tbr70_change_pct` are the mean changes in percentage points.
 - **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (benchmarks/twin_federation.py, one
   study end to end on anvil) when it is there; null, with the reason, when it is not or fails.
 """
