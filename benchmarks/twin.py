@@ -30,9 +30,13 @@
 - **Identifiability** (`node.twins.identifiability`, Fisher information at the true parameters of
   `identifiability_patients` virtual patients, every third of the 30 for a mix of ages, 3 days each):
   `identifiable_parameters` is the greedy set whose Cramer-Rao relative sd stays below 0.1 (median over
-  patients); calibration does NOT yet fit that set (it fits Vmx, kp3, kabs, Gb), so
-  `param_recovery_error_on_identifiable` is the existing calibration's error on the parameters of both
-  sets, null if none.
+  patients). Calibration fits that set less f (fixed by the prior: 0.9 in all 30) plus Vmx
+  (node/twins/twin.py FITTED); `param_recovery_error` and `prior_only_recovery_error` are the median
+  relative errors of the twins and of the prior mean alone on the parameters both identifiable and fitted
+  (`param_recovery_error_covers`); `..._all_fitted` and `..._by_parameter` cover every fitted one.
+- **Therapy optimiser** (`node.twins.optimiser_check`): from each validation twin and the patient's default
+  therapy, the optimiser's plan; both plans on the TRUE patient over 3 held-out days:
+  `optimiser_tir_gain_pct` and `optimiser_tbr70_change_pct` are the mean changes in percentage points.
 - **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (benchmarks/twin_federation.py, one
   study end to end on anvil) when it is there; null, with the reason, when it is not or fails.
 """
@@ -100,8 +104,19 @@ def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def _recovery_on(validation: dict | None, symbols: list[str]) -> dict:
+    """Median relative error, over patients and `symbols`, of the calibrated twins and of the prior mean alone."""
+    if not validation or not symbols:
+        return {}
+    fitted = [p["recovery_error"][s] for p in validation["per_patient"] for s in symbols]
+    prior = [p["prior_only_error"][s] for p in validation["per_patient"] for s in symbols]
+    return {"param_recovery_error": round(float(np.median(fitted)), 3),
+            "prior_only_recovery_error": round(float(np.median(prior)), 3)}
+
+
 def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, seed: int = 1,
-               validation_patients: int = 30, federated: bool = True, identifiability_patients: int = 10) -> dict:
+               validation_patients: int = 30, federated: bool = True, identifiability_patients: int = 10,
+               optimiser: bool = True) -> dict:
     """Simulate `patients` x `days` batched, and a subset one patient at a time with solve_ivp; calibrate
     and forecast `validation_patients` virtual patients; the federated forecaster's RMSE if asked."""
     names = patient_names()
@@ -137,7 +152,8 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
     from node.twins.validation import validate
 
     started = time.perf_counter()
-    validation = validate(patient_names()[:validation_patients], seed=seed) if validation_patients else None
+    validation = (validate(patient_names()[:validation_patients], seed=seed, optimiser=optimiser)
+                  if validation_patients else None)
     validation_s = time.perf_counter() - started
     identifiable = {}
     if identifiability_patients:
@@ -147,21 +163,23 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
         found = identifiability(names[:: max(1, len(names) // identifiability_patients)][:identifiability_patients])
         both = [s for s in found["identifiable_parameters"] if validation and s in validation["param_recovery_error_by_parameter"]]
         identifiable = {
+            **_recovery_on(validation, both),
             "identifiability_patients": identifiability_patients,
             "identifiability_s": round(time.perf_counter() - started, 1),
             "identifiable_parameters": found["identifiable_parameters"],
             "identifiable_relative_sd": found["relative_sd_joint"],
-            "param_recovery_error_on_identifiable": (
-                round(float(np.median([validation["param_recovery_error_by_parameter"][s] for s in both])), 3) if both else None),
-            "param_recovery_error_on_identifiable_covers": both,
+            "param_recovery_error_covers": both,
         }
     federated_rmse, federated_note = _federated_rmse_30min_mgdl() if federated else (None, "not run (federated=False)")
     twin_figures = {} if validation is None else {
         "validation_patients": validation["patients"],
         "validation_s": round(validation_s, 1),
         "fitted_parameters": validation["fitted"],
+        "param_recovery_error_all_fitted": validation["param_recovery_error"],
         "param_recovery_error_by_parameter": validation["param_recovery_error_by_parameter"],
-        "prior_only_recovery_error": validation["prior_median_recovery_error"],
+        "prior_only_recovery_error_all_fitted": validation["prior_median_recovery_error"],
+        "prior_only_recovery_error_by_parameter": validation["prior_recovery_error_by_parameter"],
+        **{k: v for k, v in validation.items() if k.startswith("optimiser_") and k != "optimiser_per_patient"},
         "rmse_30min_vs_true_glucose_mgdl": validation["rmse_30min_vs_true_glucose_mgdl"],
         "rmse_60min_vs_true_glucose_mgdl": validation["rmse_60min_vs_true_glucose_mgdl"],
         "rmse_30min_last_value_mgdl": validation["rmse_30min_last_value_mgdl"],
@@ -194,7 +212,9 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
         **twin_figures,
         **identifiable,
         "federated_note": federated_note,
-        "param_recovery_error": validation and validation["param_recovery_error"],
+        "param_recovery_error": identifiable.get("param_recovery_error", validation and validation["param_recovery_error"]),
+        "prior_only_recovery_error": identifiable.get("prior_only_recovery_error",
+                                                      validation and validation["prior_median_recovery_error"]),
         "rmse_30min_mgdl": validation and validation["rmse_30min_mgdl"],
         "rmse_60min_mgdl": validation and validation["rmse_60min_mgdl"],
         "federated_rmse_30min_mgdl": federated_rmse,

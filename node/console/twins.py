@@ -177,3 +177,10 @@ def diabetes_page(request: Request, db: Db, patient_id: str):
 def heart_page(request: Request, db: Db, patient_id: str):
     return _page(request, db, "heart", patient_id, "twin_heart.html", f"Heart-disease risk of {patient_id}",
                  lambda: _endpoint(request, "heart_risk")(patient_id, 130.0, 200.0))
+
+
+@pages_router.get("/twins/diabetes/{patient_id}/therapy")
+def therapy_page(request: Request, db: Db, patient_id: str):
+    """The therapy optimiser's current and proposed plans side by side (decision support; tens of seconds)."""
+    return _page(request, db, "therapy", patient_id, "twin_therapy.html", f"Therapy suggestion for {patient_id}",
+                 lambda: _endpoint(request, "therapy")(patient_id))

@@ -23,6 +23,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
+from node.twins.api_therapy import add_therapy_route
 from node.twins.calibration import DAY_MIN, CalibratedTwin, CalibrationError, calibrate
 from node.twins.forecast import Backtest, backtest_30min, choose_point_30min, forecast, latest_federated_30min
 from node.twins.glycemia import ALL_METRIC_NAMES
@@ -358,6 +359,8 @@ def twin_router(sources: TwinSources, *, cache: CalibrationCache | None = None) 
         from node.twins.plots import whatif_png
 
         return Response(whatif_png(make_whatif(patient_id, request)), media_type="image/png")
+
+    add_therapy_route(router, record_of=record_of, twin_of=twin_of, fingerprint=cache.fingerprint)
 
     @router.get("/heart/{patient_id}/risk", response_model=HeartRiskResponse)
     def heart_risk(patient_id: str,

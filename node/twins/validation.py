@@ -20,7 +20,8 @@ from node.twins.uva_padova import patient_names
 
 
 def validate(names=None, *, days: int = 4, calibration_days: int = 3, seed: int = 0, origin_every_min: int = 30,
-             gain: float = NUDGING_GAIN, max_iterations: int = 15) -> dict:
+             gain: float = NUDGING_GAIN, max_iterations: int = 15, optimiser: bool = False) -> dict:
+    """With `optimiser`, also the therapy optimiser's check on the same twins (node/twins/optimiser_check.py)."""
     names = list(names or patient_names())
     if not 0 < calibration_days < days:
         raise ValueError("calibration_days must leave at least one held-out day")
@@ -37,8 +38,9 @@ def validate(names=None, *, days: int = 4, calibration_days: int = 3, seed: int 
     for twin, prior, (record, truth, true_cgm) in zip(twins, priors, patients):
         recovery = recovery_errors(twin, truth)
         errors += list(recovery.values())
-        prior_errors += [abs(math.exp(prior.mean_log[i]) - truth.values[s]) / truth.values[s]
-                         for i, s in enumerate(prior.fitted)]
+        prior_only = {s: abs(math.exp(prior.mean_log[i]) - truth.values[s]) / truth.values[s]
+                      for i, s in enumerate(prior.fitted)}
+        prior_errors += list(prior_only.values())
         origins = list(range(split, record.minutes - 60, origin_every_min))
         predicted = forecast_many_origins(twin, record, origins, horizon_min=60, gain=gain)
         patient_rmse = {}
@@ -53,10 +55,19 @@ def validate(names=None, *, days: int = 4, calibration_days: int = 3, seed: int 
             squared_true[horizon] += list((predicted[:, horizon] - true_cgm[np.array(origins) + horizon]) ** 2)
             patient_rmse[horizon] = float(np.sqrt(np.mean(err**2)))
         per_patient.append({"patient": twin.patient_id, "recovery_error": {k: round(v, 3) for k, v in recovery.items()},
+                            "prior_only_error": {k: round(v, 3) for k, v in prior_only.items()},
                             "rmse_30min_mgdl": round(patient_rmse[30], 1), "rmse_60min_mgdl": round(patient_rmse[60], 1),
                             "residual_sd_mgdl": round(twin.residual_sd_mgdl, 1), "iterations": twin.iterations})
     errors_by_parameter = np.array(errors).reshape(len(twins), -1)
+    prior_by_parameter = np.array(prior_errors).reshape(len(twins), -1)
+    checked = {}
+    if optimiser:
+        from node.twins.optimiser_check import optimiser_check
+
+        checked = optimiser_check(twins, [record.window(0, split) for record, _, _ in patients],
+                                  [truth for _, truth, _ in patients], seed=seed)
     return {
+        **checked,
         "patients": len(twins),
         "calibration_days": calibration_days,
         "held_out_days": days - calibration_days,
@@ -65,6 +76,8 @@ def validate(names=None, *, days: int = 4, calibration_days: int = 3, seed: int 
         "param_recovery_error_by_parameter": {s: round(float(np.median(errors_by_parameter[:, i])), 3)
                                               for i, s in enumerate(twins[0].fitted)},
         "prior_median_recovery_error": round(float(np.median(prior_errors)), 3),
+        "prior_recovery_error_by_parameter": {s: round(float(np.median(prior_by_parameter[:, i])), 3)
+                                              for i, s in enumerate(twins[0].fitted)},
         "rmse_30min_mgdl": round(float(np.sqrt(np.mean(squared[30]))), 1),
         "rmse_60min_mgdl": round(float(np.sqrt(np.mean(squared[60]))), 1),
         "rmse_30min_vs_true_glucose_mgdl": round(float(np.sqrt(np.mean(squared_true[30]))), 1),

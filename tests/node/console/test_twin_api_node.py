@@ -26,6 +26,7 @@ from node.service import HospitalNode
 from node.store import Store
 from node.twins.cohort import simulate_patients, write_records
 from node.twins.forecast import Backtest, Forecast, choose_point_30min
+from node.twins.twin import FITTED
 
 HEART_DATA = Path(__file__).resolve().parents[3] / "deploy" / "data" / "heart-disease" / "processed.cleveland.data"
 FAR = int(time.time()) + 365 * 24 * 3600
@@ -101,7 +102,7 @@ def test_calibrated_twin_forecast_with_method_and_whatif(node):
     admin_client = node.api(node.admin_token)
     twin = admin_client.get(f"/api/twins/diabetes/{PATIENT}")
     assert twin.status_code == 200, twin.text
-    assert {p["symbol"] for p in twin.json()["parameters"]} == {"Vmx", "kp3", "kabs", "Gb"}
+    assert {p["symbol"] for p in twin.json()["parameters"]} == set(FITTED)
     alone = admin_client.get(f"/api/twins/diabetes/{PATIENT}/forecast", params={"horizon_min": 60}).json()
     assert alone["point_30min"]["method"] == "twin" and alone["backtest"] is None and alone["federated_model"] is None
     assert len(alone["median_mgdl"]) == 61

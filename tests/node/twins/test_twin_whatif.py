@@ -13,6 +13,7 @@ from federation.tasks.heart_disease import FEATURE_NAMES, HeartDiseaseTask, stan
 from node.twins.api import CalibrationCache, TwinSources, twin_router
 from node.twins.calibration import DAY_MIN, calibrate, virtual_patient_record
 from node.twins.cli import parse_plan
+from node.twins.twin import FITTED
 from node.twins.glycemia import metrics, risk_function
 from node.twins.heart_risk import ASSOCIATIONAL_NOTE, HeartRecordError, HeartRiskModel, heart_whatif
 from node.twins.whatif import TreatmentPlan, run_whatif
@@ -182,7 +183,7 @@ def test_api_lists_and_shows_a_calibrated_twin(client):
     assert listed == {"diabetes": [PATIENT, "short"], "heart": ["cleveland-00001"]}
     twin = client.get(f"/api/twins/diabetes/{URL_ID}")
     assert twin.status_code == 200
-    assert {p["symbol"] for p in twin.json()["parameters"]} == {"Vmx", "kp3", "kabs", "Gb"}
+    assert {p["symbol"] for p in twin.json()["parameters"]} == set(FITTED)
     assert client.get("/api/twins/diabetes/nobody").status_code == 404
     short = client.get("/api/twins/diabetes/short")
     assert short.status_code == 422 and "at least" in short.json()["detail"]
@@ -222,3 +223,24 @@ def test_api_heart_risk(client):
     assert body["scenarios"][0]["changes"]["trestbps"] == [150.0, 130.0]
     assert client.get("/api/twins/heart/nobody/risk").status_code == 404
     assert client.get("/api/twins/heart/cleveland-00001/risk", params={"trestbps_target_mmhg": 10}).status_code == 422
+
+
+@pytest.mark.slow  # a therapy search on the calibrated patient: 20-60 s
+def test_api_therapy_suggestion_beside_the_current_plan(client):
+    response = client.get(f"/api/twins/diabetes/{URL_ID}/therapy")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "clinician" in body["decision_support"] and "not a prescription" in body["decision_support"]
+    current, proposed = body["current"], body["proposed"]
+    for plan in (current, proposed):
+        assert plan["basal_u_per_h"] > 0 and plan["carb_ratio_g_per_u"] > 0 and plan["correction_factor_mgdl_per_u"] > 0
+        for band in plan["metrics"].values():
+            assert band["low"] <= band["median"] <= band["high"]
+    assert body["limits"] == {"time_below_70": 0.04, "time_below_54": 0.01, "ensemble_percentile": 95}
+    # the proposal meets the limits whenever the current plan does, and then keeps at least its time in range
+    if current["meets_limits"]:
+        assert proposed["meets_limits"]
+    assert body["plans_evaluated"] >= 7 and body["members"] == 12
+    assert client.get(f"/api/twins/diabetes/{URL_ID}/therapy").json() == body  # cached per record
+    assert client.get("/api/twins/diabetes/nobody/therapy").status_code == 404
+    assert client.get("/api/twins/diabetes/short/therapy").status_code == 422

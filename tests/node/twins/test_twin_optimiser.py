@@ -1,0 +1,71 @@
+"""Therapy optimisation on a twin (node/twins/optimiser.py): the bolus calculator it simulates, the range
+times it scores, and a search that must bring an over-insulinised therapy within the hypoglycaemia limits."""
+
+import math
+
+import numpy as np
+import pytest
+
+from node.twins.calibration import virtual_patient_record
+from node.twins.optimiser import (
+    TBR54_LIMIT, TBR70_LIMIT, TherapySettings, dose_and_simulate, optimise_therapy, range_times,
+)
+from node.twins.parameters import load_patient
+from node.twins.twin import DAY_MIN, FITTED, CalibratedTwin, PopulationPrior, infer_therapy
+
+PATIENT = "adolescent#002"
+
+
+def test_range_times_on_hand_made_traces():
+    trace = np.array([[50.0, 60.0, 70.0, 180.0, 181.0, 100.0, 100.0, 100.0, 100.0, 100.0],
+                      [np.nan] + [100.0] * 9])
+    times = range_times(trace)
+    assert times["time_in_range_70_180"][0] == pytest.approx(0.7)  # 70 and 180 are in range
+    assert times["time_below_70"][0] == pytest.approx(0.2) and times["time_below_54"][0] == pytest.approx(0.1)
+    assert all(math.isnan(v[1]) for v in times.values())  # a refused plan's NaN row scores NaN
+
+
+def test_the_bolus_calculator_doses_more_with_a_stronger_carb_ratio_and_starts_at_the_basal_steady_state():
+    patient = load_patient(PATIENT)
+    meals = np.zeros((3, 12 * 60))
+    meals[:, 60], meals[:, 6 * 60] = 60.0, 40.0
+    glucose = dose_and_simulate([patient] * 3, basal_u_per_h=patient.basal_rate_u_per_h,
+                                carb_ratio_g_per_u=[patient.carb_ratio_g_per_u, patient.carb_ratio_g_per_u / 1.5, 1e6],
+                                correction_factor_mgdl_per_u=50.0, meals_g=meals, target_mgdl=400.0)
+    assert glucose.shape == (3, 12 * 60 + 1)
+    assert np.all(glucose[1] <= glucose[0] + 1e-9) and glucose[1].min() < glucose[0].min() - 1  # more insulin, lower
+    assert glucose[2].max() > glucose[0].max() + 30  # no bolus (CR huge): a higher peak
+    assert glucose[0, 0] == pytest.approx(glucose[0, 59], abs=0.5)  # steady before the first meal
+
+
+def _twin_at_truth(name: str, record) -> CalibratedTwin:
+    """A twin whose fitted parameters are the patient's own, with a small posterior (no calibration needed)."""
+    truth = load_patient(name)
+    prior = PopulationPrior.from_patients(exclude=[name])
+    map_log = np.log([truth.values[s] for s in FITTED])
+    return CalibratedTwin(name, prior, infer_therapy(record), map_log, np.eye(len(FITTED)) * 0.05**2, 10.0, 0.5, 1, True,
+                          calibration_minutes=record.minutes, reference_values=dict(truth.values))
+
+
+@pytest.mark.slow  # a search of about 30 plans x 4 members x 1 day: 10-25 s
+def test_the_search_brings_an_over_insulinised_therapy_within_the_limits():
+    record, truth = virtual_patient_record(PATIENT, days=1, seed=2)
+    twin = _twin_at_truth(PATIENT, record)
+    aggressive = TherapySettings(truth.basal_rate_u_per_h * 1.3, truth.carb_ratio_g_per_u / 1.8, 40.0)
+    result = optimise_therapy(twin, record, current=aggressive, members=4, days=1)
+    assert not result.current.meets_limits
+    assert result.current.high["time_below_70"] > TBR70_LIMIT or result.current.high["time_below_54"] > TBR54_LIMIT
+    assert result.proposed.meets_limits and result.proposed.high["time_below_54"] <= TBR54_LIMIT + 1e-9
+    proposed = result.proposed.settings
+    assert proposed.carb_ratio_g_per_u > aggressive.carb_ratio_g_per_u or proposed.basal_u_per_h < aggressive.basal_u_per_h
+    for value, start in zip(vars(proposed).values(), vars(aggressive).values()):
+        assert start / 2 - 0.05 <= value <= start * 2 + 0.05  # the search stays within half and twice the current
+    assert "clinician" in result.note and "not a prescription" in result.note
+    assert result.days == 1 and result.members == 4 and result.plans_evaluated > 6
+
+
+def test_a_record_shorter_than_six_hours_is_refused():
+    record, _ = virtual_patient_record(PATIENT, days=1, seed=2)
+    short = record.window(0, 5 * 60)
+    with pytest.raises(ValueError, match="6 hours"):
+        optimise_therapy(_twin_at_truth(PATIENT, record), short, members=2, days=1)
