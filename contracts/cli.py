@@ -126,7 +126,7 @@ def add_chain_commands(subparsers, *, add_start=None) -> None:
                                                                                                  required=True)
     if add_start is not None:
         add_start(chain)
-    deploy = chain.add_parser("deploy", help="compile and deploy the contracts")
+    deploy = chain.add_parser("deploy", help="deploy the contracts (the compiled ones shipped with TwinLedger)")
     add_rpc_url(deploy)
     deploy.add_argument("--operator-key", default="operator.key", help="the operator's key file; created if missing")
     deploy.add_argument("--fund-from-dev-account", action="store_true", help="fund a new operator key (dev chains)")

@@ -62,9 +62,12 @@ def deploy(w3: Web3, operator_key: str, *, artifacts: dict | None = None, timeou
     deployment (a chain reset can put the new registry at the same address) is valid for this one.
     """
     if artifacts is None:
-        from contracts.build import compile_contracts
+        from contracts.build import CompileError, deployable_artifacts
 
-        artifacts = compile_contracts()
+        try:
+            artifacts = deployable_artifacts()
+        except CompileError as exc:
+            raise LedgerError(str(exc)) from exc
     operator = Account.from_key(operator_key)
     chain_id = w3.eth.chain_id
 
