@@ -2,6 +2,11 @@
 
 Nothing is downloaded: the compiler is the npm package ``solc`` installed from the lockfile. Compiled
 artifacts are cached under ``contracts/build/`` keyed by a hash of the sources and settings.
+
+``contracts/compiled.json`` holds the compiled artifacts with that hash, committed and shipped in the wheel,
+so that an install without the checkout (no Node.js, no solc-js) deploys the contracts without compiling:
+:func:`deployable_artifacts` uses it only while it matches the sources. After changing a contract, write it
+again with ``python -m contracts.build``; a test recompiles and compares, so it cannot go stale unnoticed.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ CONTRACTS_DIR = Path(__file__).resolve().parent
 SOURCES_DIR = CONTRACTS_DIR / "src"
 SOLC_SHIM = CONTRACTS_DIR / "solc"
 CACHE_DIR = CONTRACTS_DIR / "build"
+SHIPPED_FILE = CONTRACTS_DIR / "compiled.json"
 CONTRACT_NAMES = ("Consortium", "ConsentRegistry")
 
 # py-evm (the in-process test chain) implements Prague; newer solc versions default to Osaka.
@@ -43,10 +49,15 @@ def _standard_input() -> dict:
     }
 
 
+def sources_digest() -> str:
+    """A hash of the compiler's whole input (every source and setting): what the artifacts are keyed by."""
+    return hashlib.sha256(json.dumps(_standard_input(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def compile_contracts(*, use_cache: bool = True) -> dict[str, dict]:
     """Return ``{name: {"abi": [...], "bytecode": "0x..."}}`` for the TwinLedger contracts."""
     standard_input = _standard_input()
-    digest = hashlib.sha256(json.dumps(standard_input, sort_keys=True).encode()).hexdigest()[:16]
+    digest = sources_digest()
     cache_file = CACHE_DIR / f"artifacts-{digest}.json"
     if use_cache and cache_file.exists():
         return json.loads(cache_file.read_text())
@@ -54,6 +65,9 @@ def compile_contracts(*, use_cache: bool = True) -> dict[str, dict]:
         output = solcx.compile_standard(standard_input, solc_binary=SOLC_SHIM)
     except solcx.exceptions.SolcError as exc:
         raise CompileError(f"the Solidity compiler failed: {exc}") from exc
+    except OSError as exc:  # the shim is missing or not executable (an install without the checkout)
+        raise CompileError(f"the Solidity compiler cannot run ({exc}): {SHIPPED_FILE.name} does not match the "
+                           "sources, and compiling needs the checkout with `npm ci` done") from exc
     artifacts = {}
     for source in output["contracts"].values():
         for name, compiled in source.items():
@@ -68,3 +82,32 @@ def compile_contracts(*, use_cache: bool = True) -> dict[str, dict]:
     CACHE_DIR.mkdir(exist_ok=True)
     cache_file.write_text(json.dumps(artifacts))
     return artifacts
+
+
+def shipped_artifacts() -> dict | None:
+    """The committed artifacts as ``{"sources_digest": ..., "contracts": {...}}``, or None if there are none."""
+    try:
+        return json.loads(SHIPPED_FILE.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def deployable_artifacts() -> dict[str, dict]:
+    """The artifacts to deploy: the shipped ones when they were compiled from these very sources, else a
+    compilation (so an edited contract is never deployed from stale bytecode)."""
+    shipped = shipped_artifacts()
+    if shipped is not None and shipped.get("sources_digest") == sources_digest():
+        return shipped["contracts"]
+    return compile_contracts()
+
+
+def write_shipped_artifacts() -> Path:
+    """Compile afresh and write ``contracts/compiled.json``."""
+    artifacts = compile_contracts(use_cache=False)
+    SHIPPED_FILE.write_text(json.dumps({"sources_digest": sources_digest(), "contracts": artifacts},
+                                       indent=1, sort_keys=True) + "\n")
+    return SHIPPED_FILE
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_shipped_artifacts()}")

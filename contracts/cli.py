@@ -1,6 +1,7 @@
 """The chain's commands of `twinledger`: deploy and fund (`chain`), the operator's `study` actions, `audit`.
 
-    twinledger chain deploy                         compile and deploy the contracts
+    twinledger chain deploy                         deploy the contracts (compiled ones shipped in the package)
+    twinledger chain encrypt-key FILE               turn a plaintext hex key file into an encrypted keystore
     twinledger chain fund ADDRESS [--ether N]       send ether for gas from a dev chain's unlocked account
     twinledger study propose                        the operator proposes a study; prints its id
     twinledger study register-hospital ACCOUNT      the operator registers a hospital's account
@@ -20,6 +21,7 @@ import secrets
 import time
 from pathlib import Path
 
+from contracts import keystore
 from contracts import ledger as lg
 from federation.ids import StudyId
 
@@ -28,7 +30,7 @@ DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one line, exit status 2."""
-    return (lg.LedgerError,)
+    return (lg.LedgerError, keystore.KeystoreError)
 
 
 def gas_hint(address: str) -> str:
@@ -58,17 +60,29 @@ def add_chain_options(parser, *, operator: bool = False) -> None:
 
 
 def _chain_deploy(args) -> int:
-    w3 = lg.connect(args.rpc_url)
     key_path = Path(args.operator_key)
-    if not key_path.exists():
+    created = not key_path.exists()
+    if created:
         lg.write_key(key_path)
-        if args.fund_from_dev_account:
-            from eth_account import Account
+    operator_key = lg.load_key(key_path, role="operator")  # a wrong passphrase is refused before any transaction
+    w3 = lg.connect(args.rpc_url)
+    if created and args.fund_from_dev_account:
+        from eth_account import Account
 
-            lg.fund_from_dev_account(w3, Account.from_key(lg.load_key(key_path)).address)
-    deployment = lg.deploy(w3, lg.load_key(key_path))
+        lg.fund_from_dev_account(w3, Account.from_key(operator_key).address)
+    deployment = lg.deploy(w3, operator_key)
     deployment.save(Path(args.out))
     print(f"Consortium {deployment.consortium}, ConsentRegistry {deployment.consent_registry}; wrote {args.out}")
+    return 0
+
+
+def _chain_encrypt_key(args) -> int:
+    passphrase = keystore.passphrase_for(args.role)
+    if passphrase is None:
+        names = keystore.passphrase_env_names(args.role)
+        raise lg.LedgerError(f"set {names[0]} to a file holding the new passphrase (or {' or '.join(names[1:])})")
+    address = keystore.encrypt_key_file(Path(args.key_file), passphrase)
+    print(f"{args.key_file} is now an encrypted keystore of account {address}")
     return 0
 
 
@@ -84,7 +98,8 @@ def _chain_fund(args) -> int:
 
 
 def _operator(args) -> lg.Ledger:
-    return lg.Ledger.open(args.rpc_url, Path(args.deployment_file), key_path=Path(args.operator_key))
+    return lg.Ledger.open(args.rpc_url, Path(args.deployment_file), key_path=Path(args.operator_key),
+                          key_role="operator")
 
 
 def _study_propose(args) -> int:
@@ -126,7 +141,7 @@ def add_chain_commands(subparsers, *, add_start=None) -> None:
                                                                                                  required=True)
     if add_start is not None:
         add_start(chain)
-    deploy = chain.add_parser("deploy", help="compile and deploy the contracts")
+    deploy = chain.add_parser("deploy", help="deploy the contracts (the compiled ones shipped with TwinLedger)")
     add_rpc_url(deploy)
     deploy.add_argument("--operator-key", default="operator.key", help="the operator's key file; created if missing")
     deploy.add_argument("--fund-from-dev-account", action="store_true", help="fund a new operator key (dev chains)")
@@ -137,6 +152,12 @@ def add_chain_commands(subparsers, *, add_start=None) -> None:
     fund.add_argument("--ether", type=int, default=10, help="how much ether to send (default 10)")
     add_rpc_url(fund)
     fund.set_defaults(func=_chain_fund)
+    encrypt = chain.add_parser("encrypt-key", help="turn a plaintext hex key file into an encrypted keystore, in "
+                               "place (the passphrase from a file or the environment, see docs/ledger.md)")
+    encrypt.add_argument("key_file", help="the key file (hospital.key, coordinator.key, operator.key)")
+    encrypt.add_argument("--role", choices=keystore.ROLES, help="whose key it is: which passphrase variables to "
+                         "read (default: TWINLEDGER_KEY_PASSPHRASE_FILE / TWINLEDGER_KEY_PASSPHRASE)")
+    encrypt.set_defaults(func=_chain_encrypt_key)
 
 
 def add_study_commands(subparsers) -> None:

@@ -47,8 +47,11 @@ class KeystoreError(ValueError):
     """A keystore or its passphrase is missing, malformed or wrong; the message says which and where."""
 
 
-def passphrase_env_names(role: str) -> tuple[str, ...]:
-    """The environment variables `passphrase_for(role)` reads, in order: the role's own, then the shared ones."""
+def passphrase_env_names(role: str | None) -> tuple[str, ...]:
+    """The environment variables `passphrase_for(role)` reads, in order: the role's own, then the shared ones
+    (only the shared ones for role None: a key whose role the reader does not know)."""
+    if role is None:
+        return (f"{GENERIC_PASSPHRASE_ENV}_FILE", GENERIC_PASSPHRASE_ENV)
     if role not in ROLES:
         raise KeystoreError(f"unknown key role {role!r}: one of {', '.join(ROLES)}")
     own = f"TWINLEDGER_{role.upper()}_KEY_PASSPHRASE"
@@ -69,7 +72,7 @@ def read_passphrase_file(path: Path) -> str:
     return passphrase
 
 
-def passphrase_for(role: str, environ: Mapping[str, str] | None = None) -> str | None:
+def passphrase_for(role: str | None, environ: Mapping[str, str] | None = None) -> str | None:
     """The passphrase of `role`'s keystore from the environment (file variables first), or None if none is set."""
     environ = os.environ if environ is None else environ
     for name in passphrase_env_names(role):
@@ -206,7 +209,7 @@ def read_keystore(path: Path, passphrase: str) -> str:
     return hex0x(bytes(key))
 
 
-def load_key_file(path: Path, *, role: str, passphrase: str | None = None,
+def load_key_file(path: Path, *, role: str | None, passphrase: str | None = None,
                   environ: Mapping[str, str] | None = None) -> str:
     """The private key in `path` as 0x hex: a keystore, decrypted with `passphrase` or `passphrase_for(role)`,
     or a legacy plaintext hex file (read as before, so existing homes keep working until encrypted).
@@ -218,8 +221,9 @@ def load_key_file(path: Path, *, role: str, passphrase: str | None = None,
     if passphrase is None:
         passphrase = passphrase_for(role, environ)
     if passphrase is None:
-        raise KeystoreError(f"{path} is an encrypted keystore: set {' or '.join(passphrase_env_names(role)[:2])} "
-                            f"(or {passphrase_env_names(role)[3]}) to its passphrase")
+        names = passphrase_env_names(role)
+        raise KeystoreError(f"{path} is an encrypted keystore: set {names[0]} to a file holding its passphrase "
+                            f"(or {' or '.join(names[1:])})")
     return read_keystore(path, passphrase)
 
 

@@ -2,7 +2,8 @@
 
     twinledger demo [--report PATH] [--serve ...]   the whole federation on this machine, then its web pages
     twinledger chain start                          a local development chain (anvil, loopback only)
-    twinledger chain deploy                         compile and deploy the contracts
+    twinledger chain deploy                         deploy the contracts (compiled ones shipped in the package)
+    twinledger chain encrypt-key FILE               turn a plaintext hex key file into an encrypted keystore
     twinledger chain fund ADDRESS [--ether N]       send ether for gas from a dev chain's unlocked account
     twinledger study propose                        the operator proposes a study; prints its id
     twinledger study register-hospital ACCOUNT      the operator registers a hospital's account

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ class Deployment:
     chain_id: int
     consortium: str
     consent_registry: str
+    consent_domain_salt: str  # 0x-hex bytes32, random per deployment: the salt of the consent signing domain
     deployed_block: int
     abis: dict
 
@@ -30,6 +32,9 @@ class Deployment:
     def load(cls, path: Path) -> "Deployment":
         try:
             data = json.loads(Path(path).read_text())
+            if isinstance(data, dict) and "consent_domain_salt" not in data:
+                raise LedgerError(f"deployment file {path} is from before consent signatures were bound to the "
+                                  "deployment: deploy the contracts again (`twinledger chain deploy`)")
             return cls(**data)
         except FileNotFoundError as exc:
             raise LedgerError(f"no deployment file at {path}: deploy the contracts first") from exc
@@ -51,11 +56,18 @@ def connect(rpc_url: str, *, timeout_s: float = 10.0) -> Web3:
 
 
 def deploy(w3: Web3, operator_key: str, *, artifacts: dict | None = None, timeout_s: float = 60) -> Deployment:
-    """Deploy the consortium and the consent registry, with `operator_key` as the consortium's operator."""
-    if artifacts is None:
-        from contracts.build import compile_contracts
+    """Deploy the consortium and the consent registry, with `operator_key` as the consortium's operator.
 
-        artifacts = compile_contracts()
+    The registry's signing domain gets a fresh random salt, so that no consent signature made for an earlier
+    deployment (a chain reset can put the new registry at the same address) is valid for this one.
+    """
+    if artifacts is None:
+        from contracts.build import CompileError, deployable_artifacts
+
+        try:
+            artifacts = deployable_artifacts()
+        except CompileError as exc:
+            raise LedgerError(str(exc)) from exc
     operator = Account.from_key(operator_key)
     chain_id = w3.eth.chain_id
 
@@ -71,11 +83,13 @@ def deploy(w3: Web3, operator_key: str, *, artifacts: dict | None = None, timeou
         return receipt["contractAddress"], receipt["blockNumber"]
 
     consortium, first_block = _create("Consortium", operator.address)
-    registry, _ = _create("ConsentRegistry", consortium)
+    consent_domain_salt = secrets.token_bytes(32)
+    registry, _ = _create("ConsentRegistry", consortium, consent_domain_salt)
     return Deployment(
         chain_id=chain_id,
         consortium=consortium,
         consent_registry=registry,
+        consent_domain_salt="0x" + consent_domain_salt.hex(),
         deployed_block=first_block,
         abis={name: artifacts[name]["abi"] for name in ("Consortium", "ConsentRegistry")},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -10,16 +11,32 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
+from contracts.keystore import ROLES, KeystoreError, is_keystore, load_key_file
 from contracts.ledger.errors import LedgerError
 from federation.ids import hex0x
 
+log = logging.getLogger(__name__)
+_warned_plaintext: set[Path] = set()
+_ROLE_OF_FILE_NAME = {f"{role}.key": role for role in ROLES}
 
-def load_key(path: Path) -> str:
-    """Read a hex private key file (created with owner-only permissions)."""
+
+def load_key(path: Path, *, role: str | None = None) -> str:
+    """The private key in `path` as 0x hex: an encrypted keystore (standard Ethereum keystore JSON), decrypted
+    with the passphrase of `role` from a file or the environment (contracts/keystore.py names the variables),
+    or a plaintext hex file, still read but warned about. Any problem, a wrong passphrase included, is a
+    LedgerError that says what to do. `role` defaults to the one the file's conventional name says
+    (hospital.key, coordinator.key, operator.key); a key of no known role reads only the shared variables."""
+    path = Path(path)
+    role = role or _ROLE_OF_FILE_NAME.get(path.name)
     try:
-        return Path(path).read_text().strip()
-    except FileNotFoundError as exc:
-        raise LedgerError(f"no key file at {path}") from exc
+        key = load_key_file(path, role=role)
+        if not is_keystore(path) and path.resolve() not in _warned_plaintext:
+            _warned_plaintext.add(path.resolve())
+            log.warning("the key file %s holds a plaintext key: encrypt it with 'twinledger chain encrypt-key %s' "
+                        "(docs/ledger.md, Keys)", path, path)
+        return key
+    except KeystoreError as exc:
+        raise LedgerError(str(exc)) from None
 
 
 def write_key(path: Path, key_hex: str | None = None) -> str:

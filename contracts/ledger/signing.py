@@ -2,7 +2,8 @@
 
 Patients sign consent grants, revocations and cancellations: the hospital or the portal relays the signature
 (and pays the gas); the ConsentRegistry checks it against the patient's consent key. The domain binds every
-signature to one registry on one chain.
+signature to one deployment of the registry: its chain, its address and its random salt (a registry redeployed
+at the same address after a chain reset has another salt, so the old signatures are void there).
 
 Hospitals sign their replies in each round (:class:`federation.protocol.RoundReply`): the coordinator and the
 auditor recover the signer off chain. Their domain ("TwinLedger Round", bound to the consortium) differs from
@@ -59,12 +60,23 @@ class SignedCancel:
     signature: bytes
 
 
+CONSENT_DOMAIN_TYPES = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+    {"name": "salt", "type": "bytes32"},
+]
+
+
 def consent_domain(deployment: Deployment) -> dict:
+    """The consent registry's EIP-712 domain (fields as in CONSENT_DOMAIN_TYPES; the salt as 0x-hex)."""
     return {
         "name": CONSENT_DOMAIN_NAME,
         "version": CONSENT_DOMAIN_VERSION,
         "chainId": deployment.chain_id,
         "verifyingContract": deployment.consent_registry,
+        "salt": deployment.consent_domain_salt,
     }
 
 

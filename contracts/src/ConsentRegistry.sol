@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {IConsortium} from "./IConsortium.sol";
 
 /// @title TwinLedger consent registry
@@ -10,7 +11,17 @@ import {IConsortium} from "./IConsortium.sol";
 /// Pseudonyms are random 32-byte values; the map from pseudonym to patient stays in the hospital's
 /// database. Only the patient's own key can grant or revoke: directly, or through an EIP-712 signature
 /// that a hospital or the portal relays, so that patients need no ether.
+/// @dev The EIP-712 domain carries a `salt` chosen at random for each deployment, besides the chain id and
+/// the address: a registry redeployed at the same address (same chain id, same deployer and nonce, after
+/// a chain reset) must not accept the signatures, revoked grants among them, made for the one before.
+/// OpenZeppelin's EIP712 has no salt; this contract keeps its name, version and ERC-5267 report and
+/// extends the domain with the salt.
 contract ConsentRegistry is EIP712 {
+    string private constant DOMAIN_NAME = "TwinLedger Consent";
+    string private constant DOMAIN_VERSION = "1";
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)");
+
     bytes32 public constant GRANT_TYPEHASH = keccak256(
         "Grant(bytes32 pseudonym,bytes32 studyId,uint64 validFrom,uint64 validUntil,uint64 nonce,uint64 deadline)"
     );
@@ -46,6 +57,10 @@ contract ConsentRegistry is EIP712 {
     }
 
     IConsortium public immutable consortium;
+    /// @notice The random value of this deployment in the EIP-712 domain (its `salt` field).
+    bytes32 public immutable domainSalt;
+    uint256 private immutable _deployedChainId;
+    bytes32 private immutable _deployedDomainSeparator;
 
     mapping(bytes32 pseudonym => Patient) private _patients;
     mapping(bytes32 pseudonym => address hospital) private _enrolledBy;
@@ -81,8 +96,12 @@ contract ConsentRegistry is EIP712 {
     event GrantSkipped(bytes32 indexed pseudonym, uint64 nonce);
 
     /// @param consortium_ the consortium whose active hospitals may enrol patients
-    constructor(IConsortium consortium_) EIP712("TwinLedger Consent", "1") {
+    /// @param domainSalt_ a random value, new for each deployment, that every consent signature commits to
+    constructor(IConsortium consortium_, bytes32 domainSalt_) EIP712(DOMAIN_NAME, DOMAIN_VERSION) {
         consortium = consortium_;
+        domainSalt = domainSalt_;
+        _deployedChainId = block.chainid;
+        _deployedDomainSeparator = _buildSaltedDomainSeparator(domainSalt_);
     }
 
     /// @notice Commit to an enrolment before making it, so that nobody can enrol the same pseudonyms first.
@@ -268,9 +287,51 @@ contract ConsentRegistry is EIP712 {
         return _enrolledBy[pseudonym];
     }
 
-    /// @notice The EIP-712 domain separator of this registry on this chain.
+    /// @notice The EIP-712 domain separator of this registry on this chain (name, version, chain id, address, salt).
     function domainSeparator() external view returns (bytes32) {
-        return _domainSeparatorV4();
+        return _saltedDomainSeparator();
+    }
+
+    /// @notice The EIP-712 domain (ERC-5267), salt included: fields 0x1f are name, version, chainId,
+    /// verifyingContract and salt.
+    function eip712Domain()
+        public
+        view
+        override
+        returns (
+            bytes1 fields,
+            string memory name,
+            string memory version,
+            uint256 chainId,
+            address verifyingContract,
+            bytes32 salt,
+            uint256[] memory extensions
+        )
+    {
+        return (hex"1f", DOMAIN_NAME, DOMAIN_VERSION, block.chainid, address(this), domainSalt, new uint256[](0));
+    }
+
+    /// @dev Every digest this contract checks is in the salted domain.
+    function _hashTypedDataV4(bytes32 structHash) internal view override returns (bytes32) {
+        return MessageHashUtils.toTypedDataHash(_saltedDomainSeparator(), structHash);
+    }
+
+    /// @dev Cached, and rebuilt after a fork changes the chain id (as OpenZeppelin's EIP712 does).
+    function _saltedDomainSeparator() private view returns (bytes32) {
+        return block.chainid == _deployedChainId ? _deployedDomainSeparator : _buildSaltedDomainSeparator(domainSalt);
+    }
+
+    function _buildSaltedDomainSeparator(bytes32 salt) private view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                DOMAIN_TYPEHASH,
+                keccak256(bytes(DOMAIN_NAME)),
+                keccak256(bytes(DOMAIN_VERSION)),
+                block.chainid,
+                address(this),
+                salt
+            )
+        );
     }
 
     function _grantDigest(Grant calldata g) private view returns (bytes32) {

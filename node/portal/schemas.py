@@ -164,6 +164,7 @@ class Eip712Domain(BaseModel):
     version: str
     chainId: int
     verifyingContract: str
+    salt: str  # 0x-hex bytes32: binds the signature to this deployment of the registry
 
 
 class TypedDataOut(BaseModel):

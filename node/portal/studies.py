@@ -12,7 +12,7 @@ from eth_account.messages import encode_typed_data
 from contracts.ledger import (
     Ledger, LedgerError, SignedGrant, SignedRevoke, StudyTerms, sign_grant, sign_revoke,
 )
-from contracts.ledger.signing import GRANT_TYPES, REVOKE_TYPES, consent_domain
+from contracts.ledger.signing import CONSENT_DOMAIN_TYPES, GRANT_TYPES, REVOKE_TYPES, consent_domain
 from federation.commitment import combined_commitment, pseudonym_commitment
 from node.portal.accounts import PortalError
 from node.store import RoundUsage, Store
@@ -145,8 +145,6 @@ def rounds_using(ledger: Ledger, store: Store, pseudonym: str, study_id: bytes) 
 
 # ---- signing: by the portal with the password-sealed key, or by the patient's wallet ----
 
-_DOMAIN_TYPES = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                 {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}]
 _TYPES = {**GRANT_TYPES, **REVOKE_TYPES}  # the ledger client signs with the same types
 
 
@@ -154,7 +152,7 @@ def typed_data(ledger: Ledger, primary: str, message: dict) -> dict:
     """The EIP-712 typed data of a Grant or Revoke, as eth_signTypedData_v4 takes it (bytes as 0x-hex)."""
     deployment = ledger.deployment
     return {
-        "types": {"EIP712Domain": _DOMAIN_TYPES, primary: _TYPES[primary]},
+        "types": {"EIP712Domain": CONSENT_DOMAIN_TYPES, primary: _TYPES[primary]},
         "primaryType": primary,
         "domain": consent_domain(deployment),
         "message": {k: hex0x(v) if isinstance(v, bytes) else v for k, v in message.items()},

@@ -3,6 +3,7 @@
 - front-running a hospital's enrolment to hijack its patients or to block it (item 1);
 - a grant signed ahead, relayed after a relayed revocation (item 8);
 - one signature relayed ahead of a hospital's batch (item 9);
+- a signature made for an earlier deployment at the same address, after a chain reset (item 10);
 - deeply nested JSON in a process that imported the ledger (item 2, the recursion limit).
 """
 
@@ -212,8 +213,6 @@ def _fresh_deployment(artifacts, operator_key, hospital_key, pseudonym, patient_
     return hospital
 
 
-@pytest.mark.xfail(strict=True, reason="needs the deployment's domain salt in contracts/ledger/deployment.py "
-                   "(Deployment) and the portal's typed data: see the issue 12 report")
 def test_attack_signature_from_an_earlier_deployment_at_the_same_address_is_refused(artifacts):
     operator_key, hospital_key, patient_key = ("0x" + secrets.token_hex(32) for _ in range(3))
     pseudonym = Pseudonym.new()
@@ -225,3 +224,28 @@ def test_attack_signature_from_an_earlier_deployment_at_the_same_address_is_refu
     assert new.deployment.consent_registry == old.deployment.consent_registry  # the same address, chain id
     with pytest.raises(lg.ContractRejected, match="not the patient's"):
         new.relay_grants([signed])
+
+
+def test_the_registry_signs_in_the_deployments_salted_domain(chain):
+    """What the contract checks is what every signer builds from the Deployment: its salt included."""
+    from eth_account.messages import encode_typed_data
+    from contracts.ledger.signing import GRANT_TYPES, consent_domain
+
+    registry = chain.hospital.consent.functions
+    grant = {"pseudonym": b"\x01" * 32, "studyId": b"\x02" * 32, "validFrom": 0, "validUntil": 1, "nonce": 0,
+             "deadline": 1}
+    expected = encode_typed_data(consent_domain(chain.deployment), GRANT_TYPES, grant).header
+    assert registry.domainSeparator().call() == expected
+    fields, name, version, chain_id, contract, salt, _ = registry.eip712Domain().call()
+    assert (fields, name, version, chain_id, contract) == (b"\x1f", lg.CONSENT_DOMAIN_NAME, lg.CONSENT_DOMAIN_VERSION,
+                                                           chain.deployment.chain_id, chain.deployment.consent_registry)
+    assert "0x" + salt.hex() == chain.deployment.consent_domain_salt != "0x" + "00" * 32
+
+
+def test_a_deployment_file_without_the_domain_salt_is_refused_with_a_reason(chain, tmp_path):
+    """A deployment file from before item 10 names a registry whose signatures are not bound to it: redeploy."""
+    old = {k: v for k, v in chain.deployment.__dict__.items() if k != "consent_domain_salt"}
+    path = tmp_path / "deployment.json"
+    path.write_text(json.dumps(old))
+    with pytest.raises(lg.LedgerError, match="deploy the contracts again"):
+        lg.Deployment.load(path)

@@ -153,3 +153,87 @@ def test_a_missing_or_oversized_key_file_is_a_clear_error(tmp_path):
     (tmp_path / "big.key").write_text("{" + " " * 70_000 + "}")
     with pytest.raises(KeystoreError, match="too large"):
         load_key_file(tmp_path / "big.key", role="operator", passphrase="pw")
+
+
+# ---- what the ledger client reads: load_key (issue 14 item 5) ----
+
+
+def test_load_key_decrypts_a_keystore_with_its_roles_passphrase(tmp_path, monkeypatch):
+    from contracts import ledger as lg
+
+    write_keystore(tmp_path / "operator.key", "s3cret", KEY, **CHEAP)
+    monkeypatch.setenv("TWINLEDGER_OPERATOR_KEY_PASSPHRASE", "s3cret")
+    assert lg.load_key(tmp_path / "operator.key", role="operator") == KEY
+    monkeypatch.delenv("TWINLEDGER_OPERATOR_KEY_PASSPHRASE")
+    passphrase = tmp_path / "pass"
+    passphrase.write_text("s3cret\n")
+    monkeypatch.setenv("TWINLEDGER_KEY_PASSPHRASE_FILE", str(passphrase))  # the shared file, for a reader of any role
+    (tmp_path / "any.key").write_text((tmp_path / "operator.key").read_text())
+    assert lg.load_key(tmp_path / "any.key") == KEY
+
+
+def test_load_key_takes_the_role_from_the_files_conventional_name(tmp_path, monkeypatch):
+    """The node and the coordinator read hospital.key and coordinator.key without naming a role."""
+    from contracts import ledger as lg
+
+    write_keystore(tmp_path / "hospital.key", "h", KEY, **CHEAP)
+    monkeypatch.setenv("TWINLEDGER_HOSPITAL_KEY_PASSPHRASE", "h")
+    assert lg.load_key(tmp_path / "hospital.key") == KEY
+
+
+def test_load_key_with_a_wrong_passphrase_is_a_ledger_error_that_says_so(tmp_path, monkeypatch):
+    from contracts import ledger as lg
+
+    write_keystore(tmp_path / "hospital.key", "right", KEY, **CHEAP)
+    monkeypatch.setenv("TWINLEDGER_HOSPITAL_KEY_PASSPHRASE", "wrong")
+    with pytest.raises(lg.LedgerError, match="wrong passphrase for the keystore"):
+        lg.load_key(tmp_path / "hospital.key", role="hospital")
+    monkeypatch.delenv("TWINLEDGER_HOSPITAL_KEY_PASSPHRASE")
+    with pytest.raises(lg.LedgerError, match="TWINLEDGER_HOSPITAL_KEY_PASSPHRASE_FILE"):
+        lg.load_key(tmp_path / "hospital.key", role="hospital")
+
+
+def test_a_plaintext_key_file_is_still_read_but_warned_about_once(tmp_path, caplog):
+    from contracts import ledger as lg
+
+    (tmp_path / "legacy.key").write_text(KEY + "\n")
+    with caplog.at_level("WARNING", logger="contracts.ledger.keys"):
+        assert lg.load_key(tmp_path / "legacy.key") == KEY
+        assert lg.load_key(tmp_path / "legacy.key") == KEY
+    warnings = [r.getMessage() for r in caplog.records if "plaintext" in r.getMessage()]
+    assert len(warnings) == 1 and "twinledger chain encrypt-key" in warnings[0]
+
+
+def test_a_wrong_passphrase_on_the_command_line_is_one_line_and_no_traceback(tmp_path, monkeypatch, capsys):
+    """Refused before the chain is even reached: nothing is deployed with a key nobody could read."""
+    from deploy.cli import main
+
+    write_keystore(tmp_path / "operator.key", "right", KEY, **CHEAP)
+    monkeypatch.setenv("TWINLEDGER_OPERATOR_KEY_PASSPHRASE", "wrong")
+    status = main(["chain", "deploy", "--operator-key", str(tmp_path / "operator.key"),
+                   "--rpc-url", "http://127.0.0.1:9", "--out", str(tmp_path / "deployment.json")])
+    err = capsys.readouterr().err
+    assert status == 2 and "wrong passphrase" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "deployment.json").exists()
+
+
+def test_encrypt_key_turns_a_plaintext_file_into_a_keystore_of_the_same_account(tmp_path, monkeypatch, capsys):
+    import functools
+
+    from contracts import keystore
+    from contracts import ledger as lg
+    from deploy.cli import main
+
+    monkeypatch.setattr(keystore, "encrypt_key_file", functools.partial(keystore.encrypt_key_file, **CHEAP))
+
+    (tmp_path / "coordinator.key").write_text(KEY + "\n")
+    assert main(["chain", "encrypt-key", str(tmp_path / "coordinator.key"), "--role", "coordinator"]) == 2
+    assert "TWINLEDGER_COORDINATOR_KEY_PASSPHRASE_FILE" in capsys.readouterr().err  # no passphrase: nothing done
+    assert not is_keystore(tmp_path / "coordinator.key")
+    passphrase = tmp_path / "pass"
+    passphrase.write_text("s3cret\n")
+    monkeypatch.setenv("TWINLEDGER_COORDINATOR_KEY_PASSPHRASE_FILE", str(passphrase))
+    assert main(["chain", "encrypt-key", str(tmp_path / "coordinator.key"), "--role", "coordinator"]) == 0
+    assert Account.from_key(KEY).address in capsys.readouterr().out
+    assert is_keystore(tmp_path / "coordinator.key") and KEY[2:] not in (tmp_path / "coordinator.key").read_text()
+    assert lg.load_key(tmp_path / "coordinator.key", role="coordinator") == KEY

@@ -465,7 +465,8 @@ class ConsentMachine(RuleBasedStateMachine):
         p=PATIENTS,
         s=STUDIES,
         kind=st.sampled_from(["grant", "revoke", "cancel"]),
-        flaw=st.sampled_from(["foreign chain id", "foreign contract", "another key", "expired", "unknown pseudonym"]),
+        flaw=st.sampled_from(["foreign chain id", "foreign contract", "foreign deployment", "another key", "expired",
+                              "unknown pseudonym"]),
         other=st.integers(0, N_PATIENTS),
         late=st.integers(1, 10**6),
         relayer=RELAYERS,
@@ -473,9 +474,9 @@ class ConsentMachine(RuleBasedStateMachine):
     @on_chain_thread
     def relay_bad_signature(self, p, s, kind, flaw, other, late, relayer):
         """A signature with the right nonce and window but one flaw; rejected, and nothing changes.
-        Signed for another chain or another registry, or with another patient's or a stranger's key, the
-        recovered signer is not the patient's key; past its deadline it has expired; for a pseudonym
-        nobody enrolled it names no patient."""
+        Signed for another chain, another registry or another deployment at the same address (another salt),
+        or with another patient's or a stranger's key, the recovered signer is not the patient's key; past its
+        deadline it has expired; for a pseudonym nobody enrolled it names no patient."""
         ts = self._next_ts()
         d = self.deployment
         options = dict(nonce=self.model.nonces[p], deadline=ts + FAR, s=s, window=(0, ts + DAY))
@@ -483,6 +484,8 @@ class ConsentMachine(RuleBasedStateMachine):
             options["deployment"] = lg.Deployment(**{**d.__dict__, "chain_id": d.chain_id + 1})
         elif flaw == "foreign contract":
             options["deployment"] = lg.Deployment(**{**d.__dict__, "consent_registry": d.consortium})
+        elif flaw == "foreign deployment":  # the same chain and address, another deployment's salt
+            options["deployment"] = lg.Deployment(**{**d.__dict__, "consent_domain_salt": "0x" + "5a" * 32})
         elif flaw == "another key":
             options["key"] = self.stranger_key if other in (p, N_PATIENTS) else self.patient_keys[other]
         elif flaw == "expired":

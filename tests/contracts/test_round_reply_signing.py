@@ -17,7 +17,7 @@ from federation.ids import Digest, StudyId
 from federation.protocol import RoundReply
 
 DEPLOYMENT = lg.Deployment(chain_id=31337, consortium="0x" + "11" * 20, consent_registry="0x" + "22" * 20,
-                           deployed_block=1, abis={})
+                           consent_domain_salt="0x" + "33" * 32, deployed_block=1, abis={})
 KEY = "0x" + "42" * 32
 
 
