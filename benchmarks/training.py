@@ -57,6 +57,7 @@ from deploy.consortium import Consortium, chain_url
 from deploy.demo import DATA_DIR, HOSPITALS
 from federation import protocol
 from federation.ids import StudyId
+from federation.tasks.heart_disease import HeartDiseaseTask
 from node.store import Store
 
 log = logging.getLogger("twinledger.bench")
@@ -121,7 +122,8 @@ def federated_run(consortium: Consortium, workdir: Path, *, strategy: str, epsil
     errors = {r["round"]: r["errors"] for r in report["rounds"] if r["errors"]}
     if errors:
         raise RuntimeError(f"{strategy} run (epsilon {epsilon}) had errors: {errors}")
-    result = evaluate_model(arrays.to_torch_state_dict(), data)
+    # The nodes normalise with the task's declared public ranges (issue 13): evaluate as they do.
+    result = evaluate_model(arrays.to_torch_state_dict(), data, normaliser=HeartDiseaseTask().normaliser(None))
     result["coordinator_accuracy"] = report["rounds"][-1]["accuracy"]
     # Every node reported its own training wall time, and the coordinator recorded it per round.
     result["train_seconds_recorded"] = all(
