@@ -89,9 +89,11 @@ def test_trains_on_consented_diabetes_patients_only(hospital, twins):
     (usage,) = hospital.store.usage()
     used = set(usage.pseudonym_list)
     assert used == hospital.hex_of(r.patient_id for r in twins[1:4])  # not the refusing one, no heart patient
-    assert outcome.num_examples == 3  # the unit of privacy is the patient, not the window
+    # The unit of privacy is the patient, not the window: 3 patients trained (above); the count sent is noisy.
+    assert outcome.num_examples >= 1
     assert 0 < outcome.epsilon_spent <= 3.0 and math.isfinite(outcome.mean_loss)
-    (spend,) = hospital.store.spends(str(hospital.study))
+    spend, count = hospital.store.spends(str(hospital.study))
+    assert (spend.release, count.release) == ("train", "count")
     assert spend.sample_rate == 1.0  # a batch of 64 covers the 3 patients: each step samples patients
     assert set(outcome.state) == set(fresh_state())
 
