@@ -140,6 +140,9 @@ class HospitalNode:
         terms, task, train, _ = self._admit(config, "train")
         if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON:  # _admit let it through: this node opted in
             return self._train_non_private(config, terms, task, train, global_state)
+        if terms.evaluation_share <= 0:  # no room for the noisy count a train reply carries: fail closed
+            raise Refusal(protocol.BUDGET_SPENT, "no data used: the study records no evaluation share of its budget "
+                                                 "(proposed before the share existed); propose it again")
         budget = PrivacyBudget.of_study(self.store, terms)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")

@@ -23,7 +23,8 @@ def test_trains_only_on_patients_consenting_at_the_pinned_block(hospital):
     outcome = hospital.node.train(hospital.config(1), fresh_state())
     (usage,) = hospital.store.usage()
     assert set(usage.pseudonym_list) == hospital.consented_in("train", hospital.consenting)
-    assert outcome.num_examples == len(usage.pseudonym_list)
+    # The exact set is in the usage log (above); the count sent is the noisy, charged weight (issue 13).
+    assert outcome.num_examples >= 1 and hospital.store.spends(hospital.study)[-1].release == "count"
     assert outcome.commitment == pseudonym_commitment(Pseudonym.parse(p) for p in usage.pseudonym_list)
     assert 0 < outcome.epsilon_spent <= 3.0
 
