@@ -109,11 +109,13 @@ def pooled_set(data: dict[str, HospitalData], part: str) -> tuple[np.ndarray, np
     return ((x - mean) / std).astype(np.float32), y
 
 
-def evaluate_model(state: dict[str, torch.Tensor], data: dict[str, HospitalData]) -> dict:
+def evaluate_model(state: dict[str, torch.Tensor], data: dict[str, HospitalData],
+                   normaliser: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """FLamby's metrics: each hospital's test set standardised with its own training statistics (mean of the
     four accuracies), and the pooled test set standardised with the pooled training statistics (accuracy,
     AUC), as FLamby's benchmark evaluates every method. Also the union of the hospitals' own-standardised test
-    sets (`*_nodes`): what the nodes compute and the coordinator reports."""
+    sets (`*_nodes`): what the nodes compute and the coordinator reports. With `normaliser` (shift, scale),
+    every test set is normalised with it instead: the nodes' public-range normalisation (issue 13)."""
     from sklearn.metrics import roc_auc_score
 
     model = HeartDiseaseTask().build_model()
@@ -121,9 +123,13 @@ def evaluate_model(state: dict[str, torch.Tensor], data: dict[str, HospitalData]
     model.eval()
     per_hospital, scores, labels = {}, [], []
     pooled_x, pooled_y = pooled_set(data, "test")
+    if normaliser is not None:
+        shift, scale = normaliser
+        pooled_x = ((np.concatenate([d.raw_test_x for d in data.values()]) - shift) / scale).astype(np.float32)
     with torch.no_grad():
         for name, d in data.items():
-            logits = model(torch.from_numpy(d.test_x)).reshape(-1).numpy()
+            test_x = d.test_x if normaliser is None else ((d.raw_test_x - shift) / scale).astype(np.float32)
+            logits = model(torch.from_numpy(test_x)).reshape(-1).numpy()
             per_hospital[name] = float(((logits > 0) == (d.test_y > 0.5)).mean())
             scores.append(logits)
             labels.append(d.test_y)

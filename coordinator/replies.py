@@ -34,7 +34,9 @@ def check_reply(reply: Message, *, phase: str, config: RoundConfig, sent: Digest
             carried = protocol.metrics_digest(dict(metrics))
         numbers = {"examples": (int(metrics["num-examples"]), int(usage["used"])),
                    "commitment": Digest.parse(usage["commitment"]),
-                   "epsilon": protocol.epsilon_milli(float(metrics["epsilon"])) if phase == "train" else 0}
+                   # An evaluate reply without epsilon comes from a node before evaluation was charged.
+                   "epsilon": protocol.epsilon_milli(float(metrics["epsilon"]))
+                   if phase == "train" or "epsilon" in metrics else 0}
     except (KeyError, ValueError, TypeError) as exc:
         raise ReplyRejected(f"not a signed reply ({exc})") from exc
     if (signed.study_id, signed.round, signed.pinned_block, signed.phase) != (

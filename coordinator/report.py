@@ -55,6 +55,18 @@ class HospitalSummary(_Open):
     consented: int | None = None  # consented test patients at the last evaluation
     epsilon_spent: float | None = 0.0  # None: infinite (a non-private study)
     epsilon_budget: float | None = None
+    # The hospital's privacy account as its signed replies state it: one entry per release, in order, each
+    # {"round", "release" ("train": weights and the noisy count; "evaluate": the noisy sums), "epsilon_after",
+    # "cost"}; empty in reports written before evaluation was charged.
+    privacy_account: list[dict[str, Any]] = Field(default_factory=list)
+
+    def add_release(self, round_number: int, release: str, epsilon_after: float | None) -> None:
+        """Add one release the hospital signed for (epsilon None: a non-private study, nothing to count)."""
+        if epsilon_after is None:
+            return
+        before = self.privacy_account[-1]["epsilon_after"] if self.privacy_account else 0.0
+        self.privacy_account.append({"round": round_number, "release": release, "epsilon_after": epsilon_after,
+                                     "cost": round(max(epsilon_after - before, 0.0), 6)})
 
 
 class SignedReply(_Open):

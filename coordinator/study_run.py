@@ -251,6 +251,7 @@ class StudyRun:
             if hospital:
                 hospital.epsilon_spent = epsilon
                 hospital.epsilon_budget = float(metrics["epsilon-budget"])
+                hospital.add_release(state.config.round, "train", epsilon)
         return trained
 
     def aggregate(self, state: RoundState, trained: list[Message], arrays: ArrayRecord) -> ArrayRecord:
@@ -284,7 +285,10 @@ class StudyRun:
             node_sums.append(dict(metrics))
             hospital = self.hospitals.get(reply.metadata.src_node_id)
             if hospital:
-                hospital.consented = int(metrics["consented"])
+                hospital.consented = int(metrics["consented"])  # noisy: a charged release
+                if "epsilon" in metrics:  # evaluation is charged: the study's epsilon after it
+                    hospital.epsilon_spent = _finite_or_none(float(metrics["epsilon"]))
+                    hospital.add_release(state.config.round, "evaluate", hospital.epsilon_spent)
             evaluate_commitment = Digest.parse(usage["commitment"])
             state.commitments[account] = combined_commitment(train_commitments.pop(account, b""), evaluate_commitment)
         for account, train_commitment in train_commitments.items():  # trained but did not evaluate

@@ -114,11 +114,11 @@ def train(msg: Message, context: Context) -> Message:
         outcome = node.train(config, state)
     train_seconds = time.perf_counter() - started
 
+    # num-examples is the noisy, charged training count (the aggregation weight); the training loss is not sent.
     metrics = MetricRecord({
         "num-examples": outcome.num_examples,
         "epsilon": outcome.epsilon_spent,
         "epsilon-budget": outcome.epsilon_budget,
-        "train-loss": outcome.mean_loss,
         "train-seconds": train_seconds,
     })
     weights = ArrayRecord(outcome.state)
@@ -137,7 +137,8 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 @refusals_as_errors
 def evaluate(msg: Message, context: Context) -> Message:
-    """Evaluate the global model on the test patients consenting at the pinned block."""
+    """Evaluate the global model once on the test patients consenting at the pinned block; the sums and counts
+    sent are the node's charged Gaussian release, and `epsilon` is the study's epsilon after it."""
     config, state = read_request(msg)
     node = open_node(context)
 
@@ -147,12 +148,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = MetricRecord({
         "num-examples": outcome.num_examples,
         "consented": outcome.consented,
+        "epsilon": outcome.epsilon_spent,
         **outcome.sums,  # the task's additive statistics, e.g. correct, loss-sum, positives
     })
     reply = RoundReply(
         study_id=config.study_id, round=config.round, pinned_block=config.block, phase="evaluate",
         model_digest=model_hash(state), reply_digest=protocol.metrics_digest(dict(metrics)),
-        num_examples=outcome.num_examples, commitment=outcome.commitment, epsilon_milli=0,  # evaluation spends none
+        num_examples=outcome.num_examples, commitment=outcome.commitment,
+        epsilon_milli=protocol.epsilon_milli(outcome.epsilon_spent),
     )
     content = signed_usage(node, reply)
     content[protocol.METRICS] = metrics

@@ -32,20 +32,21 @@ log = logging.getLogger("twinledger.node")
 @dataclass
 class TrainOutcome:
     state: dict[str, torch.Tensor]
-    num_examples: int
+    num_examples: int  # the aggregation weight: the noisy training count (exact for a non-private study)
     epsilon_spent: float
     epsilon_budget: float
     commitment: bytes
-    mean_loss: float
+    mean_loss: float  # for the node's own log: not sent (it is not a charged release)
 
 
 @dataclass
 class EvaluateOutcome:
-    num_examples: int  # test patients evaluated
-    sums: dict[str, float]  # the task's additive statistics (federation/tasks/base.py), added up by the coordinator
+    num_examples: int  # examples evaluated, from the noisy count sum (exact for a non-private study)
+    sums: dict[str, float]  # the task's additive statistics (federation/tasks/base.py), noised, added up by the coordinator
     metrics: dict[str, float]  # this node's own metrics from those sums, for its log
     commitment: bytes
-    consented: int  # training and test patients whose consent held at the pinned block (those read)
+    consented: int  # the same noisy count (kept for replies' readers): exact counts are never sent
+    epsilon_spent: float = 0.0  # the study's epsilon at this node after this release (infinity: non-private)
 
     def __getattr__(self, name: str):
         # outcome.correct, outcome.loss_sum, ...: the task's sums by attribute
@@ -137,10 +138,12 @@ class HospitalNode:
         from node.trainer import train_private
 
         terms, task, train, _ = self._admit(config, "train")
-        study = str(config.study_id)
         if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON:  # _admit let it through: this node opted in
             return self._train_non_private(config, terms, task, train, global_state)
-        budget = PrivacyBudget(self.store, study_id=study, epsilon_budget=terms.epsilon_budget, delta=terms.delta)
+        if terms.evaluation_share <= 0:  # no room for the noisy count a train reply carries: fail closed
+            raise Refusal(protocol.BUDGET_SPENT, "no data used: the study records no evaluation share of its budget "
+                                                 "(proposed before the share existed); propose it again")
+        budget = PrivacyBudget.of_study(self.store, terms)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
         features, labels = task.training_examples(train.records)
@@ -169,13 +172,30 @@ class HospitalNode:
             noise_multiplier=plan.noise_multiplier,
         )
         epsilon = budget.record(config.round, result.steps_taken)
+        weight, epsilon = self._training_weight(budget, config.round, len(labels), epsilon)
         commitment = self._record_usage(config, "train", train.pseudonyms)
         log.info(
-            "%s round %d: trained on %d consented patients at block %d, noise %.2f, epsilon %.3f of %g",
+            "%s round %d: trained on %d consented patients at block %d, noise %.2f, epsilon %.3f of %g "
+            "(weight sent: %d, noisy)",
             self.settings.hospital, config.round, len(labels), config.block, plan.noise_multiplier, epsilon,
-            terms.epsilon_budget,
+            terms.epsilon_budget, weight,
         )
-        return TrainOutcome(result.state, len(labels), epsilon, terms.epsilon_budget, commitment, result.mean_loss)
+        return TrainOutcome(result.state, weight, epsilon, terms.epsilon_budget, commitment, result.mean_loss)
+
+    def _training_weight(self, budget, round_number: int, patients: int, epsilon: float) -> tuple[int, float]:
+        """The count of training patients this node sends as its aggregation weight: noised and charged once per
+        study (a "count" release), then reused (post-processing costs nothing). Returns it and epsilon after."""
+        from node.privacy import BudgetSpent, secure_gaussian
+
+        released = budget.released("count")
+        if released:
+            return max(1, round(released[0].value)), epsilon
+        noisy = patients + secure_gaussian(budget.release_noise())  # one patient moves the count by 1
+        try:
+            epsilon = budget.charge(round_number, "count", value=noisy)
+        except BudgetSpent as exc:  # the planner kept room for it: only a study without evaluation share
+            raise Refusal(protocol.BUDGET_SPENT, f"the trained model was not sent: {exc}") from exc
+        return max(1, round(noisy)), epsilon
 
     def _train_non_private(self, config: RoundConfig, terms, task, train, global_state) -> TrainOutcome:
         """Plain SGD for a study recorded as non-private; epsilon is reported as infinity (no DP guarantee)."""
@@ -200,29 +220,70 @@ class HospitalNode:
         return TrainOutcome(result.state, len(labels), math.inf, terms.epsilon_budget, commitment, result.mean_loss)
 
     def evaluate(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> EvaluateOutcome:
-        _, task, train, test = self._admit(config, "test")
-        features, labels = task.evaluation_examples(test.records)
+        """Evaluate the round's global model once: only round 1..R of the study at the block its training pinned,
+        and what is released is a charged Gaussian release of the task's per-patient-clipped sums."""
+        study = str(config.study_id)
+        usage = [u for u in self.store.usage(study) if u.round == config.round]
+        if any(u.phase == "evaluate" for u in usage):
+            raise Refusal(protocol.BAD_REQUEST, f"no data used: round {config.round} was already evaluated here; "
+                                                "a round is evaluated once")
+        trained_at = {u.block for u in usage if u.phase == "train"}
+        if trained_at and config.block not in trained_at:
+            raise Refusal(protocol.BAD_REQUEST, f"no data used: round {config.round} trained at block "
+                                                f"{min(trained_at)}; its evaluation must read the same block, not "
+                                                f"{config.block}")
+        terms, task, train, test = self._admit(config, "test")
+        private = terms.epsilon_budget < protocol.NON_PRIVATE_EPSILON
         used = list(test.pseudonyms)
-        if task.evaluation_reads_training_data:
+        if task.evaluation_reads_training_data:  # a task whose normaliser is fitted on training patients
             if not train.pseudonyms:
                 raise Refusal(protocol.NO_CONSENTED_PATIENTS, "no consented training patients to standardise with")
             shift, scale = task.normaliser(task.training_examples(train.records)[0])
-            # Evaluation reads the training patients too (for the normalisation): both are recorded.
             used += train.pseudonyms
         else:
-            shift, scale = task.normaliser(features)
+            shift, scale = task.normaliser(task.evaluation_examples(test.records)[0])
         model = task.build_model()
         model.load_state_dict(global_state)
-        sums = task.evaluation_sums(model, ((features - shift) / scale).astype("float32"), labels)
+        sums = self._clipped_sums(task, model, test.records, shift, scale)
+        epsilon = math.inf
+        if private:
+            sums, epsilon = self._release(terms, config.round, task, sums)
+        count = max(0, round(sums[task.evaluation_count_key]))
         metrics = task.summarise(sums)
         commitment = self._record_usage(config, "evaluate", used)
         self._keep_model(config, task, global_state, shift, scale)
         log.info(
-            "%s round %d: evaluated on %d consented test patients at block %d: %s %s",
+            "%s round %d: evaluated on %d consented test patients at block %d: %s %s%s",
             self.settings.hospital, config.round, len(test.pseudonyms), config.block, task.headline.name,
-            f"{metrics.get(task.headline.name, float('nan')):.3f}",
+            f"{metrics.get(task.headline.name, float('nan')):.3f}", " (noisy)" if private else "",
         )
-        return EvaluateOutcome(len(test.pseudonyms), sums, metrics, commitment, len(used))
+        return EvaluateOutcome(count, sums, metrics, commitment, count, epsilon)
+
+    @staticmethod
+    def _clipped_sums(task, model, records: list[dict], shift, scale) -> dict[str, float]:
+        """The task's evaluation sums, each patient's contribution clipped to [0, the task's bound]."""
+        bounds = task.evaluation_bounds
+        total = dict.fromkeys(bounds, 0.0)
+        for record in records:
+            features, labels = task.patient_evaluation_examples(record)
+            patient = task.evaluation_sums(model, ((features - shift) / scale).astype("float32"), labels)
+            if set(patient) != set(bounds):  # a sum without a bound is never released
+                raise Refusal(protocol.BAD_REQUEST, f"task {task.task_id}'s sums {sorted(patient)} do not match "
+                                                    f"its bounds {sorted(bounds)}: nothing released")
+            for key, bound in bounds.items():
+                total[key] += min(max(float(patient[key]), 0.0), bound)
+        return total
+
+    def _release(self, terms, round_number: int, task, sums: dict[str, float]) -> tuple[dict[str, float], float]:
+        """The Gaussian release of the sums, charged to the study's account first."""
+        from node.privacy import BudgetSpent, PrivacyBudget, noisy_sums
+
+        budget = PrivacyBudget.of_study(self.store, terms)
+        try:
+            epsilon = budget.charge(round_number, "evaluate")
+        except BudgetSpent as exc:
+            raise Refusal(protocol.BUDGET_SPENT, f"nothing released: {exc}") from exc
+        return noisy_sums(sums, task.evaluation_bounds, noise_multiplier=budget.release_noise()), epsilon
 
     def _keep_model(self, config: RoundConfig, task, global_state, shift, scale) -> None:
         """Keep the round's global model and the normaliser this evaluation used (node/models_store.py), for the

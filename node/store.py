@@ -63,11 +63,16 @@ class RoundUsage(SQLModel, table=True):
 
 
 class PrivacySpend(SQLModel, table=True):
-    """DP-SGD steps actually taken, as the accountant saw them: enough to recompute epsilon."""
+    """One release of the study's privacy account, as the accountant saw it: enough to recompute epsilon.
+
+    `release` says what left the node: "train" (DP-SGD steps: model weights), "evaluate" (one Gaussian release
+    of the evaluation sums, sample rate 1 and one step) or "count" (the noisy training count, `value`)."""
 
     id: int | None = Field(default=None, primary_key=True)
     study_id: str = Field(index=True)
     round: int
+    release: str = "train"
+    value: float | None = None  # what a "count" release released (it is reused as the node's weight)
     noise_multiplier: float
     sample_rate: float
     steps: int
@@ -94,6 +99,7 @@ class Store:
         self.engine = create_engine(database_url, connect_args=connect_args)
         SQLModel.metadata.create_all(self.engine)
         _add_kind_column(self.engine)
+        _add_release_columns(self.engine)
         self.kind = kind
 
     @classmethod
@@ -160,3 +166,13 @@ def _add_kind_column(engine) -> None:
     if "kind" not in columns:
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE patient ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'heart-disease'"))
+
+
+def _add_release_columns(engine) -> None:
+    """Privacy accounts made before evaluation was charged hold only DP-SGD steps."""
+    columns = {c["name"] for c in inspect(engine).get_columns("privacyspend")}
+    with engine.begin() as connection:
+        if "release" not in columns:
+            connection.execute(text("ALTER TABLE privacyspend ADD COLUMN release VARCHAR NOT NULL DEFAULT 'train'"))
+        if "value" not in columns:
+            connection.execute(text("ALTER TABLE privacyspend ADD COLUMN value FLOAT"))

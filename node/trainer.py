@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import warnings
 from dataclasses import dataclass
 
@@ -46,6 +47,13 @@ def train_private(
     loader, generator = _loader(features, labels, batch_size=batch_size, seed=seed, shuffle=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+    if seed is None:
+        # Opacus's secure mode needs torchcsprng, which does not build against this PyTorch. Its secure code
+        # paths still run: Poisson sampling and noise from `secure_rng`, noise drawn four times against
+        # floating-point attacks. The generator is PyTorch's, seeded with 63 bits of the OS CSPRNG per call
+        # (docs/privacy.md says what that does and does not give).
+        engine.secure_mode = True
+        engine.secure_rng = torch.Generator().manual_seed(secrets.randbits(63))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus warns about secure_mode; fine for this workload
         private_model, optimizer, loader = engine.make_private(

@@ -77,7 +77,8 @@ class Ledger(ConsentCalls):
 
     def study(self, study_id: bytes, *, block: int | str = "latest") -> StudyTerms:
         raw = self._read(lambda: self.consortium.functions.study(study_id).call(block_identifier=block))
-        purpose, task, categories, eps_milli, delta_exp, rounds, ends_at, _exists, suspended, _accepted, app = raw
+        (purpose, task, categories, eps_milli, delta_exp, rounds, ends_at, _exists, suspended, _accepted,
+         evaluation_percent, app) = raw
         return StudyTerms(
             study_id=study_id,
             purpose=from_bytes32(purpose),
@@ -89,6 +90,7 @@ class Ledger(ConsentCalls):
             ends_at=ends_at,
             suspended=suspended,
             app_digest=bytes(app),
+            evaluation_share=evaluation_percent / 100,
         )
 
     def is_study_live_for(self, study_id: bytes, hospital: str, *, block: int | str = "latest") -> bool:
@@ -233,6 +235,11 @@ class Ledger(ConsentCalls):
         if app_digest is not None:
             receipt = self.set_study_app(study_id, app_digest)
         return receipt
+
+    def set_study_evaluation_share(self, study_id: bytes, *, percent: int) -> dict:
+        """Set the percent (1..99) of the study's epsilon budget its evaluation releases may spend together;
+        refused (StudyAppLocked) once a hospital accepted the study."""
+        return self._transact(self.consortium.functions.setStudyEvaluationShare(study_id, percent))
 
     def set_study_app(self, study_id: bytes, app_digest: bytes | str) -> dict:
         """Record the app a study runs: the SHA-256 of its FAB (bytes, or hex as Flower prints `fab_hash`);

@@ -31,6 +31,9 @@ class StudyTerms:
     ends_at: int
     suspended: bool
     app_digest: bytes = bytes(32)  # SHA-256 of the app's FAB (Flower's fab_hash); zero bytes when none is recorded
+    # The fraction of epsilon_budget the study's evaluation releases may spend together (on chain in percent);
+    # 0 (a study recorded before the field existed) leaves evaluation no budget: nodes refuse to evaluate it.
+    evaluation_share: float = 0.0
 
     @property
     def app_digest_hex(self) -> str | None:

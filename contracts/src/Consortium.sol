@@ -12,6 +12,8 @@ import {IConsortium} from "./IConsortium.sol";
 contract Consortium is AccessControl, IConsortium {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
+    /// @notice The evaluation share a study starts with (federation/defaults.py says why).
+    uint8 public constant DEFAULT_EVALUATION_SHARE_PERCENT = 10;
 
     /// @dev DER prefix of a P-256 SubjectPublicKeyInfo before its 65-byte point (RFC 5480): the node id is
     /// sha256 of this prefix and the point, i.e. the SHA-256 of the key's DER SPKI (node/node_keys.py).
@@ -28,14 +30,17 @@ contract Consortium is AccessControl, IConsortium {
         bytes32 purpose; // HL7 v3 PurposeOfUse code, e.g. "HRESCH"
         bytes32 taskId; // federated task identifier, e.g. "heart-disease/v1"
         bytes32 dataCategories; // bit set of data categories the study may use
-        // One slot: the terms a node reads each round, and the flag that locks the app (31 of 32 bytes).
+        // One slot: the terms a node reads each round, and the flag that locks the app and the share (32 bytes).
         uint64 epsilonBudgetMilli; // per-hospital record-level epsilon budget x 1000
         uint64 deltaExponent; // delta = 10^-deltaExponent
         uint32 rounds;
         uint64 endsAt; // unix seconds
         bool exists;
         bool suspended;
-        bool accepted; // some hospital accepted: the app can no longer change
+        bool accepted; // some hospital accepted: the app and the evaluation share can no longer change
+        // Percent of the epsilon budget the study's evaluation releases (and noisy counts) may spend together;
+        // the rest is DP-SGD's. In the slot's last byte, so it costs no extra storage.
+        uint8 evaluationSharePercent;
         bytes32 appDigest; // SHA-256 of the app's FAB (Flower's fab_hash); zero when none is recorded
     }
 
@@ -119,6 +124,7 @@ contract Consortium is AccessControl, IConsortium {
             exists: true,
             suspended: false,
             accepted: false,
+            evaluationSharePercent: DEFAULT_EVALUATION_SHARE_PERCENT,
             appDigest: bytes32(0)
         });
         emit StudyProposed(studyId, purpose, taskId, epsilonBudgetMilli, rounds, endsAt);
@@ -132,6 +138,16 @@ contract Consortium is AccessControl, IConsortium {
         if (appDigest == bytes32(0)) revert InvalidStudyTerms();
         terms.appDigest = appDigest;
         emit StudyAppSet(studyId, appDigest);
+    }
+
+    /// @inheritdoc IConsortium
+    function setStudyEvaluationShare(bytes32 studyId, uint8 percent) external onlyRole(OPERATOR_ROLE) {
+        Study storage terms = _studies[studyId];
+        if (!terms.exists) revert UnknownStudy(studyId);
+        if (terms.accepted) revert StudyAppLocked(studyId);
+        if (percent == 0 || percent >= 100) revert InvalidStudyTerms();
+        terms.evaluationSharePercent = percent;
+        emit StudyEvaluationShareSet(studyId, percent);
     }
 
     /// @inheritdoc IConsortium

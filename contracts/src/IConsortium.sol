@@ -38,6 +38,7 @@ interface IConsortium {
     );
     /// @notice The study runs the app whose FAB has the SHA-256 digest `appDigest` (Flower's `fab_hash`).
     event StudyAppSet(bytes32 indexed studyId, bytes32 appDigest);
+    event StudyEvaluationShareSet(bytes32 indexed studyId, uint8 percent);
     event StudySuspensionChanged(bytes32 indexed studyId, bool suspended);
     event StudyAccepted(bytes32 indexed studyId, address indexed hospital);
     event RoundAnchored(
@@ -97,6 +98,13 @@ interface IConsortium {
     /// @dev Requires the operator role, a known study, a non-zero digest and no acceptance yet: a hospital
     /// accepts the terms and the code together. Emits {StudyAppSet}.
     function setStudyApp(bytes32 studyId, bytes32 appDigest) external;
+
+    /// @notice Set the percent of a study's epsilon budget that its evaluation releases may spend together
+    /// (a study starts with DEFAULT_EVALUATION_SHARE_PERCENT).
+    /// @dev Requires the operator role, a known study, 1 <= percent <= 99 and no acceptance yet (reverts
+    /// {StudyAppLocked} after: a hospital accepts the split of its budget with the terms). Emits
+    /// {StudyEvaluationShareSet}.
+    function setStudyEvaluationShare(bytes32 studyId, uint8 percent) external;
 
     /// @notice Suspend or resume a study for every hospital.
     /// @dev Requires the operator role and a known study. Emits {StudySuspensionChanged}.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 # Metric keys of an evaluate reply that belong to the protocol, not to any task.
-RESERVED_METRIC_KEYS = frozenset({"num-examples", "consented"})
+RESERVED_METRIC_KEYS = frozenset({"num-examples", "consented", "epsilon"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,19 @@ class FederatedTask:
     report_keys: tuple[str, ...] = ()  # metrics also written at the top level of a round's report record
     # Whether evaluation needs the consented training patients too (to fit the normalisation).
     evaluation_reads_training_data: bool = True
+    # The sum of the evaluation sums that counts the examples evaluated (the reply's num-examples, noised).
+    evaluation_count_key: str = "examples"
+
+    @property
+    def evaluation_bounds(self) -> dict[str, float]:
+        """For each evaluation sum, the most one patient can add to it (its sensitivity): the node clips each
+        patient's contribution to [0, bound] and noises each sum in proportion (node/privacy.py `noisy_sums`).
+        Every evaluation sum must be listed: a sum without a bound is never released."""
+        raise NotImplementedError
+
+    def patient_evaluation_examples(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
+        """One patient's evaluation examples (raw features, labels): the unit whose sums are clipped."""
+        return self.evaluation_examples([record])
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -97,26 +110,33 @@ class BinaryClassificationTask(FederatedTask):
 
     headline = Metric("accuracy", "Test accuracy", unit="%", scale=100.0)
     report_keys = ("accuracy", "loss", "constant_accuracy")
+    loss_clip = 10.0  # an example's cross-entropy counts at most this much in the loss sum (its sensitivity)
+
+    @property
+    def evaluation_bounds(self):
+        return {"examples": 1.0, "correct": 1.0, "loss-sum": self.loss_clip, "positives": 1.0}
 
     @torch.no_grad()
     def evaluation_sums(self, model, features, labels):
         model.eval()
         x, y = torch.from_numpy(features), torch.from_numpy(labels).reshape(-1)
         logits = model(x).reshape(-1)
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
         return {
             "examples": len(y),
             "correct": int(((logits > 0).float() == y).sum()),
-            "loss-sum": float(self.loss(logits, y)) * len(y),
+            "loss-sum": float(losses.clamp(max=self.loss_clip).sum()),
             "positives": int(y.sum()),  # lets the coordinator report a constant predictor
         }
 
     def summarise(self, sums):
+        # Sums may be noisy (differential privacy): metrics are clamped to what they can be.
         n = sums.get("examples", 0)
-        if not n:
+        if not n or n < 1:
             return {}
-        positives = sums["positives"]
+        positives = min(max(sums["positives"], 0.0), n)
         return {
-            "accuracy": sums["correct"] / n,
-            "loss": sums["loss-sum"] / n,
+            "accuracy": min(max(sums["correct"] / n, 0.0), 1.0),
+            "loss": max(sums["loss-sum"] / n, 0.0),
             "constant_accuracy": max(positives, n - positives) / n,
         }

@@ -54,6 +54,7 @@ MAX_GAP_MIN = 15  # CGM is interpolated across gaps up to this long
 BINS_MIN = (0, 15, 30, 60, 90, 120, 180)  # carbohydrate and bolus sums in [a, b) minutes before t
 FIRST_MIN = BINS_MIN[-1]  # the first minute with a full input history
 WINDOWS_PER_PATIENT = 96
+ERROR_CLIP_MGDL = 150.0  # a window's 30-min forecast error counts at most this much in the evaluation sums
 GLUCOSE_CENTRE_MGDL, GLUCOSE_SCALE_MGDL = 140.0, 50.0
 CHANGE_SCALE_MGDL = 20.0
 CARBS_SCALE_G, BOLUS_SCALE_U, BASAL_SCALE_U_PER_H = 50.0, 5.0, 1.0
@@ -163,6 +164,7 @@ class GlucoseForecastTask(FederatedTask):
     fields = RECORD_FIELDS
     headline = Metric("rmse_30min_mgdl", "30-min forecast RMSE", unit="mg/dL", higher_is_better=False)
     evaluation_reads_training_data = False  # fixed feature scales: nothing is fitted on training patients
+    evaluation_count_key = "windows"
     horizon_min = HORIZON_MIN
     windows_per_patient = WINDOWS_PER_PATIENT
 
@@ -206,6 +208,22 @@ class GlucoseForecastTask(FederatedTask):
     def normaliser(self, train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(N_FEATURES, np.float32), np.ones(N_FEATURES, np.float32)
 
+    @property
+    def evaluation_bounds(self):
+        # One patient adds at most WINDOWS_PER_PATIENT windows (patient_evaluation_examples), each error clipped.
+        windows = float(self.windows_per_patient)
+        return {"windows": windows, "sse-mgdl2": windows * ERROR_CLIP_MGDL**2,
+                "sse-lvcf-mgdl2": windows * ERROR_CLIP_MGDL**2,
+                "loss-sum": windows * (ERROR_CLIP_MGDL / CHANGE_SCALE_MGDL) ** 2}
+
+    def patient_evaluation_examples(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
+        """At most WINDOWS_PER_PATIENT of the patient's windows, evenly spread: a patient's weight is bounded."""
+        x, y = self.evaluation_examples([record])
+        if len(y) > self.windows_per_patient:
+            pick = np.linspace(0, len(y) - 1, self.windows_per_patient).round().astype(int)
+            x, y = x[pick], y[pick]
+        return x, y
+
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.mse_loss(outputs.reshape(-1), labels.reshape(-1))
 
@@ -214,21 +232,23 @@ class GlucoseForecastTask(FederatedTask):
         model.eval()
         predicted = model(torch.from_numpy(features)).reshape(-1).double().numpy()
         truth = labels.reshape(-1).astype(np.float64)
-        error_mgdl = (predicted - truth) * CHANGE_SCALE_MGDL
+        error_mgdl = np.clip((predicted - truth) * CHANGE_SCALE_MGDL, -ERROR_CLIP_MGDL, ERROR_CLIP_MGDL)
+        lvcf_mgdl = np.clip(truth * CHANGE_SCALE_MGDL, -ERROR_CLIP_MGDL, ERROR_CLIP_MGDL)
         return {
             "windows": int(len(truth)),
             "sse-mgdl2": float(np.sum(error_mgdl**2)),
-            "sse-lvcf-mgdl2": float(np.sum((truth * CHANGE_SCALE_MGDL) ** 2)),  # last value carried forward
-            "loss-sum": float(np.sum((predicted - truth) ** 2)),
+            "sse-lvcf-mgdl2": float(np.sum(lvcf_mgdl**2)),  # last value carried forward
+            "loss-sum": float(np.sum((error_mgdl / CHANGE_SCALE_MGDL) ** 2)),
         }
 
     def summarise(self, sums):
+        # Sums may be noisy (differential privacy): negative ones count as zero.
         n = sums.get("windows", 0)
-        if not n:
+        if not n or n < 1:
             return {}
         return {
-            "rmse_30min_mgdl": math.sqrt(sums["sse-mgdl2"] / n),
-            "rmse_30min_lvcf_mgdl": math.sqrt(sums["sse-lvcf-mgdl2"] / n),
-            "loss": sums["loss-sum"] / n,
+            "rmse_30min_mgdl": math.sqrt(max(sums["sse-mgdl2"], 0.0) / n),
+            "rmse_30min_lvcf_mgdl": math.sqrt(max(sums["sse-lvcf-mgdl2"], 0.0) / n),
+            "loss": max(sums["loss-sum"], 0.0) / n,
             "windows": n,
         }

@@ -4,7 +4,18 @@ Preprocessing (du Terrail et al., NeurIPS 2022 Datasets and Benchmarks): columns
 not used; records missing any other value are incomplete; the label is num > 0; chest-pain type (cp)
 and resting ECG (restecg) are one-hot encoded with their first level dropped (13 features); each
 hospital splits its complete records 66/34 into train and test, stratified on the label, with
-random_state=43, and standardises features with its own training mean and standard deviation.
+random_state=43. FLamby standardises features with each hospital's training mean and standard deviation;
+here that would be a data-dependent release outside the privacy account (issue 13), so every node
+normalises with the declared public ranges below instead: nothing is fitted on patients.
+
+The ranges (PUBLIC_RANGES) are declared, not measured on any hospital's records: the attributes and their
+units are those of the UCI Heart Disease documentation (Detrano et al. 1989; heart-disease.names in the
+UCI Machine Learning Repository, https://archive.ics.uci.edu/dataset/45/heart+disease: age in years,
+trestbps resting blood pressure in mm Hg on admission, chol serum cholesterol in mg/dl, thalach maximum
+heart rate achieved in beats/min, oldpeak ST depression induced by exercise relative to rest in mm); the
+bounds are the usual adult clinical spans of those measurements (a maximum heart rate up to 220 beats/min,
+the age-predicted maximum 220 - age at age 0). A value outside its range is kept, only scaled: the ranges
+fix the scale, they do not clip.
 """
 
 from __future__ import annotations
@@ -29,6 +40,9 @@ INPUT_FIELDS = ("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thala
 FEATURE_NAMES = (
     "age", "sex", "cp_2", "cp_3", "cp_4", "trestbps", "chol", "fbs", "restecg_1", "restecg_2", "thalach", "exang", "oldpeak",
 )
+# Declared ranges of the continuous fields (see the module docstring); 0/1 features use (0, 1).
+PUBLIC_RANGES = {"age": (20.0, 80.0), "trestbps": (80.0, 200.0), "chol": (100.0, 600.0),
+                 "thalach": (60.0, 220.0), "oldpeak": (-3.0, 7.0)}
 TRAIN_FRACTION = 0.66
 SPLIT_SEED = 43
 
@@ -38,6 +52,7 @@ class HeartDiseaseTask(BinaryClassificationTask):
     purpose = "HRESCH"
     record_kind = "heart-disease"
     fields = INPUT_FIELDS + ("num",)
+    evaluation_reads_training_data = False  # public ranges: nothing is fitted on training patients
 
     def build_model(self) -> torch.nn.Module:
         # Logistic regression, FLamby's baseline model for this data set.
@@ -52,7 +67,7 @@ class HeartDiseaseTask(BinaryClassificationTask):
         return features, labels
 
     def normaliser(self, train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return standardiser(train_features)
+        return public_normaliser()
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1), labels.reshape(-1))
@@ -92,6 +107,17 @@ def flamby_split(labels: np.ndarray) -> np.ndarray:
     is_test = np.zeros(n, dtype=bool)
     is_test[test_indices] = True
     return is_test
+
+
+def public_normaliser() -> tuple[np.ndarray, np.ndarray]:
+    """(shift, scale) from the declared ranges alone: a continuous range maps to [-2, 2] (about the span of a
+    standardised feature), a 0/1 feature to [-1, 1]."""
+    shift, scale = [], []
+    for name in FEATURE_NAMES:
+        low, high = PUBLIC_RANGES.get(name, (0.0, 1.0))
+        shift.append((low + high) / 2)
+        scale.append((high - low) / (4 if name in PUBLIC_RANGES else 2))
+    return np.array(shift, np.float32), np.array(scale, np.float32)
 
 
 def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,13 +8,23 @@ from sqlmodel import select
 
 from contracts.ledger import LedgerError
 from node.console.deps import ConsoleState
-from node.console.schemas import StudiesOut, StudyBudget
+from node.console.schemas import PrivacyRelease, StudiesOut, StudyBudget
 from node.store import PrivacySpend, RoundRefusal, RoundUsage
 from federation.ids import StudyId, hex0x
 
 
 def _refusals(state: ConsoleState, study_id: str) -> int:
     return len(state.store.refusals(study_id))
+
+
+def _account(rows: list[PrivacySpend]) -> list[PrivacyRelease]:
+    """Every release of one study's account with its cost (the rise of epsilon it caused)."""
+    out, before = [], 0.0
+    for row in rows:
+        out.append(PrivacyRelease(round=row.round, release=row.release, noise_multiplier=row.noise_multiplier,
+                                  epsilon_after=row.epsilon_after, cost=max(row.epsilon_after - before, 0.0)))
+        before = row.epsilon_after
+    return out
 
 
 def studies(state: ConsoleState) -> StudiesOut:
@@ -63,5 +73,7 @@ def studies(state: ConsoleState) -> StudiesOut:
             refusals=_refusals(state, study_id),
             ends_at=datetime.fromtimestamp(terms.ends_at, timezone.utc) if terms else None,
             suspended=terms.suspended if terms else None,
+            evaluation_share=terms.evaluation_share if terms else None,
+            releases=_account(rows),
         ))
     return StudiesOut(chain_ok=chain_ok, detail=detail or f"studies this hospital accepted on chain: {len(accepted)}", studies=out)

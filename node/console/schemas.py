@@ -110,6 +110,16 @@ class OutstandingCode(BaseModel):
     expires_at: datetime
 
 
+class PrivacyRelease(BaseModel):
+    """One entry of a study's privacy account: what left the node in a round, and what it cost."""
+
+    round: int
+    release: str = Field(description='"train" (DP-SGD steps), "count" (the noisy training count) or "evaluate"')
+    noise_multiplier: float
+    epsilon_after: float = Field(description="the study's epsilon at this node after this release")
+    cost: float = Field(description="epsilon_after minus the epsilon before this release")
+
+
 class StudyBudget(BaseModel):
     study_id: str
     accepted: bool | None = Field(description="accepted by this hospital on chain (null: the chain did not answer)")
@@ -125,6 +135,8 @@ class StudyBudget(BaseModel):
     refusals: int = Field(description="round phases this node refused (it used no data in them)")
     ends_at: datetime | None
     suspended: bool | None
+    evaluation_share: float | None = Field(default=None, description="the budget's share for evaluation (on chain)")
+    releases: list[PrivacyRelease] = Field(default_factory=list, description="the study's privacy account")
 
 
 class StudiesOut(BaseModel):

@@ -3,6 +3,8 @@ and refuses (using nothing) whenever consent, the study or the chain is unclear.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from federation import protocol
@@ -21,7 +23,8 @@ def test_trains_only_on_patients_consenting_at_the_pinned_block(hospital):
     outcome = hospital.node.train(hospital.config(1), fresh_state())
     (usage,) = hospital.store.usage()
     assert set(usage.pseudonym_list) == hospital.consented_in("train", hospital.consenting)
-    assert outcome.num_examples == len(usage.pseudonym_list)
+    # The exact set is in the usage log (above); the count sent is the noisy, charged weight (issue 13).
+    assert outcome.num_examples >= 1 and hospital.store.spends(hospital.study)[-1].release == "count"
     assert outcome.commitment == pseudonym_commitment(Pseudonym.parse(p) for p in usage.pseudonym_list)
     assert 0 < outcome.epsilon_spent <= 3.0
 
@@ -42,8 +45,10 @@ def test_revocation_excludes_the_patient_from_the_next_pinned_block(hospital):
 
 def test_evaluation_reads_consented_test_patients(hospital):
     outcome = hospital.node.evaluate(hospital.config(1), fresh_state())
-    assert outcome.num_examples == len(hospital.consented_in("test", hospital.consenting))
-    assert 0 <= outcome.correct <= outcome.num_examples
+    (usage,) = hospital.store.usage()
+    # Exactly the consented test patients are read (the usage log); the counts sent are noisy (issue 13).
+    assert set(usage.pseudonym_list) == hospital.consented_in("test", hospital.consenting)
+    assert outcome.num_examples >= 0 and math.isfinite(outcome.correct)
 
 
 def test_refuses_a_study_its_hospital_has_not_accepted(chain, hospital):

@@ -9,7 +9,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from federation.tasks.heart_disease import FEATURE_NAMES, HeartDiseaseTask, standardiser
+from federation.tasks.heart_disease import FEATURE_NAMES, HeartDiseaseTask
 from node.twins.api import CalibrationCache, TwinSources, twin_router
 from node.twins.calibration import DAY_MIN, calibrate, virtual_patient_record
 from node.twins.cli import parse_plan
@@ -140,7 +140,8 @@ def test_heart_risk_what_if_is_labelled_and_matches_the_model():
     patient = {**records[0], "trestbps": 165.0, "chol": 280.0}
     result = heart_whatif(risk_model, patient, patient_id="cleveland-00001")
     features, _ = HeartDiseaseTask().examples([patient])
-    mean, std = standardiser(HeartDiseaseTask().examples(records)[0])  # the node's, from its training records
+    # The node's normalisation for training: the task's declared public ranges (issue 13), not fitted on records.
+    mean, std = HeartDiseaseTask().normaliser(HeartDiseaseTask().examples(records)[0])
     standardised = (features - mean) / std
     expected = torch.sigmoid(torch_model(torch.tensor(standardised, dtype=torch.float32))).item()
     assert result.risk == pytest.approx(expected, rel=1e-5)

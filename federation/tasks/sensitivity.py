@@ -1,0 +1,43 @@
+"""The sensitivity check every task must pass (issue 13 item 4): DP-SGD's noise is calibrated to a clipping
+norm C on the assumption that adding or removing one patient moves the sum of clipped per-patient gradients by
+at most C. That holds when each patient's loss term depends on that patient alone; a loss that couples patients
+(a Cox partial likelihood over risk sets, a contrastive loss over the batch) breaks it silently.
+
+`clipped_sum_sensitivity` measures it on real data: the sum of clipped per-patient gradients (Opacus's own
+per-sample gradients, as DP-SGD computes them) over all patients, and again without each of a few patients;
+the largest change, in units of C, must be at most 1.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+
+def _clipped_sum(model: torch.nn.Module, loss_fn, features: np.ndarray, labels: np.ndarray,
+                 max_grad_norm: float) -> torch.Tensor:
+    from opacus import GradSampleModule  # as DP-SGD computes per-patient gradients
+
+    module = GradSampleModule(copy.deepcopy(model), loss_reduction="mean")
+    module.zero_grad()
+    loss_fn(module(torch.from_numpy(features)), torch.from_numpy(labels)).backward()
+    per_patient = torch.cat([p.grad_sample.reshape(len(features), -1) for p in module.parameters()], dim=1)
+    norms = per_patient.norm(dim=1, keepdim=True)
+    clipped = per_patient * torch.clamp(max_grad_norm / (norms + 1e-6), max=1.0)
+    module._close()
+    return clipped.sum(dim=0)
+
+
+def clipped_sum_sensitivity(model: torch.nn.Module, loss_fn, features: np.ndarray, labels: np.ndarray, *,
+                            max_grad_norm: float = 1.0, patients: int = 20) -> float:
+    """The largest change of the clipped gradient sum when one of the first `patients` patients (first axis)
+    is removed, divided by max_grad_norm: at most 1 for a task whose loss terms are per patient."""
+    whole = _clipped_sum(model, loss_fn, features, labels, max_grad_norm)
+    worst = 0.0
+    for i in range(min(patients, len(features))):
+        keep = np.arange(len(features)) != i
+        without = _clipped_sum(model, loss_fn, features[keep], labels[keep], max_grad_norm)
+        worst = max(worst, float((whole - without).norm()) / max_grad_norm)
+    return worst
