@@ -2,7 +2,8 @@
 
 A round goes through five phases, one method each:
 
-- pin: read the chain's current block; every node reads consent and study status at that block;
+- pin: the block `confirmations` behind the chain's head, with its hash; every node reads consent and study
+  status at that block (and refuses a block that is not its chain's);
 - train: send (study, round, block, global weights) to every node and collect the replies;
 - aggregate: average the replies of the nodes that trained (FedAvg, weighted by examples, or the server
   optimiser of FedAdam or FedYogi applied to that average: option `strategy`);
@@ -219,10 +220,11 @@ class StudyRun:
     # ---- the phases of a round ----
 
     def pin(self, round_number: int) -> RoundState:
-        """Pin the chain's current block: every node reads consent and the study's status there."""
-        block = self.ledger.block_number()
+        """Pin the block `confirmations` behind the chain's head: every node reads consent and the study's status
+        there, and refuses the round unless its chain has the block whose hash the round config carries."""
+        block = max(self.ledger.block_number() - self.options.confirmations, 0)
         config = RoundConfig(
-            study_id=self.options.study_id, round=round_number, block=block,
+            study_id=self.options.study_id, round=round_number, block=block, block_hash=self.ledger.block_hash(block),
             local_epochs=self.options.local_epochs, learning_rate=self.options.learning_rate,
             batch_size=self.options.batch_size, max_grad_norm=self.options.max_grad_norm,
         )

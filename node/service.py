@@ -13,7 +13,7 @@ from functools import cached_property
 
 import torch
 
-from contracts.ledger import Ledger, LedgerError
+from contracts.ledger import ChainReset, Ledger, LedgerError
 from federation import protocol
 from federation.commitment import pseudonym_commitment
 from federation.ids import hex0x
@@ -70,6 +70,8 @@ class HospitalNode:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, "no data used: this node has no deployment file configured")
         try:
             return Ledger.from_settings(self.settings, key_file=self.settings.hospital_key_file)
+        except ChainReset as exc:
+            raise Refusal(protocol.CHAIN_RESET, f"no data used: {exc}") from exc
         except LedgerError as exc:  # ChainUnavailable or any other: no data is used without the chain
             raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
 
@@ -91,7 +93,8 @@ class HospitalNode:
         """The study's terms, its task, and the consented patients: training ones (if the phase reads them,
         else None) and those of `cohort`. Only patients of the kind the task reads are candidates."""
         gate = self._gate(self.store)
-        terms = gate.check_study(config.study_id, config.block, round_number=config.round)
+        terms = gate.check_study(config.study_id, config.block, round_number=config.round,
+                                 block_hash=config.block_hash)
         if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON and not self.settings.allow_non_private_studies:
             raise Refusal(
                 protocol.STUDY_NOT_ACCEPTED,

@@ -21,6 +21,7 @@ class Deployment:
     consent_registry: str
     deployed_block: int
     abis: dict
+    deployed_block_hash: str = ""  # 0x hex; tells a reset chain with the same addresses apart ("" in older files)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,11 +72,13 @@ def deploy(w3: Web3, operator_key: str, *, artifacts: dict | None = None, timeou
         return receipt["contractAddress"], receipt["blockNumber"]
 
     consortium, first_block = _create("Consortium", operator.address)
+    first_hash = w3.eth.get_block(first_block)["hash"]
     registry, _ = _create("ConsentRegistry", consortium)
     return Deployment(
         chain_id=chain_id,
         consortium=consortium,
         consent_registry=registry,
         deployed_block=first_block,
+        deployed_block_hash="0x" + bytes(first_hash).hex(),
         abis={name: artifacts[name]["abi"] for name in ("Consortium", "ConsentRegistry")},
     )
