@@ -103,6 +103,12 @@ class ConsentGate:
         return terms
 
     def admit(self, study_id: bytes, block: int, *, cohort: str, fields: tuple[str, ...]) -> Admitted:
+        """The consented patients of `cohort` at `block`, their records decrypted (`consented`, then `open_records`)."""
+        return self.open_records(study_id, block, self.consented(study_id, block, cohort=cohort), fields=fields)
+
+    def consented(self, study_id: bytes, block: int, *, cohort: str) -> list[Patient]:
+        """The candidates of `cohort` whose consent held at `block`, as this hospital enrolled them; nothing is
+        decrypted (the node writes its intent to read them before `open_records`)."""
         # Never-enrolled patients have no key to check against: they are no candidates at all.
         candidates: list[Patient] = [p for p in self.store.candidates(cohort) if p.consent_key]
         pseudonyms = [Pseudonym.parse(p.pseudonym) for p in candidates]
@@ -119,13 +125,16 @@ class ConsentGate:
             raise Refusal(protocol.CONSENT_UNCLEAR, f"no data used: the consent answer is unclear: {exc}") from exc
         if len(answer) != len(candidates) or not all(isinstance(flag, bool) for flag in answer):
             raise Refusal(protocol.CONSENT_UNCLEAR, "no data used: the consent answer does not match the candidates")
-        admitted = [patient for patient, flag in zip(candidates, answer) if flag]
+        return [patient for patient, flag in zip(candidates, answer) if flag]
+
+    def open_records(self, study_id: bytes, block: int, patients: list[Patient], *, fields: tuple[str, ...]) -> Admitted:
+        """Decrypt the records of `patients` (whose consent `consented` checked); only `fields` leave the gate."""
         records = []
-        for patient in admitted:
+        for patient in patients:
             try:
                 record = self.vault.open_record(patient.clinical, associated=patient.pseudonym)
             except VaultError as exc:
                 raise Refusal(protocol.RECORD_UNCLEAR, f"no data used: {exc}") from exc
             # Only the fields the task declared leave the gate.
             records.append({name: record.get(name) for name in fields})
-        return Admitted(study_id, block, [Pseudonym.parse(p.pseudonym) for p in admitted], records)
+        return Admitted(study_id, block, [Pseudonym.parse(p.pseudonym) for p in patients], records)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,13 +17,13 @@ import torch
 from contracts.ledger import ChainReset, Ledger, LedgerError
 from federation import protocol
 from federation.commitment import pseudonym_commitment
-from federation.ids import hex0x
+from federation.ids import Pseudonym
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
-from node.consent_gate import Admitted, ConsentGate, Refusal
+from node.consent_gate import ConsentGate, Refusal
 from node.models_store import save_model
 from node.settings import NodeSettings
-from node.store import RoundUsage, Store
+from node.store import USAGE_COMPLETED, USAGE_VOIDED, RoundUsage, Store
 from node.trainer import steps_per_epoch
 from node.vault import Vault, VaultError
 
@@ -89,9 +90,9 @@ class HospitalNode:
             max_pinned_block_age_s=self.settings.max_pinned_block_age_s,
         )
 
-    def _admit(self, config: RoundConfig, cohort: str):
-        """The study's terms, its task, and the consented patients: training ones (if the phase reads them,
-        else None) and those of `cohort`. Only patients of the kind the task reads are candidates."""
+    def _check(self, config: RoundConfig):
+        """The study's terms, its task and a gate over the patients of the kind the task reads; a Refusal when
+        this node may not work on the round. Nothing is read yet."""
         gate = self._gate(self.store)
         terms = gate.check_study(config.study_id, config.block, round_number=config.round,
                                  block_hash=config.block_hash)
@@ -112,40 +113,61 @@ class HospitalNode:
                 f"no data used: the study's purpose {terms.purpose!r} is not the purpose task {task.task_id} serves "
                 f"({task.purpose!r})",
             )
-        gate = self._gate(self.store.for_kind(task.record_kind))
-        reads_train = cohort == "train" or task.evaluation_reads_training_data
-        train = gate.admit(config.study_id, config.block, cohort="train", fields=task.fields) if reads_train else None
-        admitted = train if cohort == "train" else gate.admit(config.study_id, config.block, cohort=cohort, fields=task.fields)
-        if not admitted.pseudonyms:
-            raise Refusal(protocol.NO_CONSENTED_PATIENTS, f"no {cohort} patient holds consent at block {config.block}")
-        return terms, task, train, admitted
+        return terms, task, self._gate(self.store.for_kind(task.record_kind))
 
-    def _record_usage(self, config: RoundConfig, phase: str, used: list[bytes]) -> bytes:
-        commitment = pseudonym_commitment(used)
-        self.store.record_usage(
-            RoundUsage(
-                study_id=str(config.study_id),
-                round=config.round,
-                phase=phase,
-                block=config.block,
-                commitment=str(commitment),
-                pseudonyms=json.dumps(sorted(hex0x(p) for p in used)),
-            )
-        )
-        return commitment
+    @contextmanager
+    def _reading(self, config: RoundConfig, cohort: str, task, gate: ConsentGate):
+        """Read the consented patients of `cohort` (and the training ones, if the phase reads them) write-ahead:
+        consent is checked, the intent to read exactly those pseudonyms is written to the usage log, and only then
+        are their records decrypted. Yields (train, admitted, commitment); the intent is completed when the block
+        ends, voided when it raises (an intent left as it is: the node stopped while using the records)."""
+        reads_train = cohort == "train" or task.evaluation_reads_training_data
+        train_patients = gate.consented(config.study_id, config.block, cohort="train") if reads_train else []
+        patients = train_patients if cohort == "train" else gate.consented(config.study_id, config.block, cohort=cohort)
+        if not patients:
+            raise Refusal(protocol.NO_CONSENTED_PATIENTS, f"no {cohort} patient holds consent at block {config.block}")
+        read = sorted({p.pseudonym for p in patients} | {p.pseudonym for p in train_patients})
+        commitment = pseudonym_commitment(Pseudonym.parse(p) for p in read)
+        phase = "train" if cohort == "train" else "evaluate"
+        usage_id = self.store.record_intent(RoundUsage(
+            study_id=str(config.study_id), round=config.round, phase=phase, block=config.block,
+            commitment=str(commitment), pseudonyms=json.dumps(read)))
+        try:
+            train = gate.open_records(config.study_id, config.block, train_patients, fields=task.fields) \
+                if reads_train else None
+            admitted = train if cohort == "train" else gate.open_records(
+                config.study_id, config.block, patients, fields=task.fields)
+            yield train, admitted, commitment
+        except Exception:
+            self._settle(usage_id, USAGE_VOIDED)
+            raise
+        self._settle(usage_id, USAGE_COMPLETED)
+
+    def _settle(self, usage_id: int, status: str) -> None:
+        try:
+            self.store.settle_usage(usage_id, status=status)
+        except Exception as exc:  # noqa: BLE001 - the intent stays: the audit still sees the read
+            log.error("%s: could not mark usage entry %d %s (it stays an intent): %s",
+                      self.settings.hospital, usage_id, status, exc)
 
     def train(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> TrainOutcome:
         # Opacus takes seconds to import; every Flower message starts a fresh process, and only training needs it.
-        from node.privacy import BudgetSpent, PrivacyBudget
-        from node.trainer import train_private
+        from node.privacy import PrivacyBudget
 
-        terms, task, train, _ = self._admit(config, "train")
+        terms, task, gate = self._check(config)
         study = str(config.study_id)
-        if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON:  # _admit let it through: this node opted in
-            return self._train_non_private(config, terms, task, train, global_state)
+        if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON:  # _check let it through: this node opted in
+            return self._train_non_private(config, terms, task, gate, global_state)
         budget = PrivacyBudget(self.store, study_id=study, epsilon_budget=terms.epsilon_budget, delta=terms.delta)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
+        with self._reading(config, "train", task, gate) as (train, _, commitment):
+            return self._train_private(config, terms, task, budget, train, commitment, global_state)
+
+    def _train_private(self, config: RoundConfig, terms, task, budget, train, commitment, global_state) -> TrainOutcome:
+        from node.privacy import BudgetSpent
+        from node.trainer import train_private
+
         features, labels = task.training_examples(train.records)
         shift, scale = task.normaliser(features)
         features = ((features - shift) / scale).astype("float32")
@@ -172,7 +194,6 @@ class HospitalNode:
             noise_multiplier=plan.noise_multiplier,
         )
         epsilon = budget.record(config.round, result.steps_taken)
-        commitment = self._record_usage(config, "train", train.pseudonyms)
         log.info(
             "%s round %d: trained on %d consented patients at block %d, noise %.2f, epsilon %.3f of %g",
             self.settings.hospital, config.round, len(labels), config.block, plan.noise_multiplier, epsilon,
@@ -180,13 +201,17 @@ class HospitalNode:
         )
         return TrainOutcome(result.state, len(labels), epsilon, terms.epsilon_budget, commitment, result.mean_loss)
 
-    def _train_non_private(self, config: RoundConfig, terms, task, train, global_state) -> TrainOutcome:
+    def _train_non_private(self, config: RoundConfig, terms, task, gate, global_state) -> TrainOutcome:
         """Plain SGD for a study recorded as non-private; epsilon is reported as infinity (no DP guarantee)."""
-        from node.trainer import train_plain
-
         study = str(config.study_id)
         if any(u.round == config.round and u.phase == "train" for u in self.store.usage(study)):
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
+        with self._reading(config, "train", task, gate) as (train, _, commitment):
+            return self._train_plain(config, terms, task, train, commitment, global_state)
+
+    def _train_plain(self, config: RoundConfig, terms, task, train, commitment, global_state) -> TrainOutcome:
+        from node.trainer import train_plain
+
         features, labels = task.training_examples(train.records)
         shift, scale = task.normaliser(features)
         model = task.build_model()
@@ -195,7 +220,6 @@ class HospitalNode:
             model, task.loss, ((features - shift) / scale).astype("float32"), labels, epochs=config.local_epochs,
             learning_rate=config.learning_rate, batch_size=config.batch_size,
         )
-        commitment = self._record_usage(config, "train", train.pseudonyms)
         log.info(
             "%s round %d: trained WITHOUT differential privacy (non-private study) on %d consented patients at block %d",
             self.settings.hospital, config.round, len(labels), config.block,
@@ -203,7 +227,11 @@ class HospitalNode:
         return TrainOutcome(result.state, len(labels), math.inf, terms.epsilon_budget, commitment, result.mean_loss)
 
     def evaluate(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> EvaluateOutcome:
-        _, task, train, test = self._admit(config, "test")
+        _, task, gate = self._check(config)
+        with self._reading(config, "test", task, gate) as (train, test, commitment):
+            return self._evaluate(config, task, train, test, commitment, global_state)
+
+    def _evaluate(self, config: RoundConfig, task, train, test, commitment, global_state) -> EvaluateOutcome:
         features, labels = task.evaluation_examples(test.records)
         used = list(test.pseudonyms)
         if task.evaluation_reads_training_data:
@@ -218,7 +246,6 @@ class HospitalNode:
         model.load_state_dict(global_state)
         sums = task.evaluation_sums(model, ((features - shift) / scale).astype("float32"), labels)
         metrics = task.summarise(sums)
-        commitment = self._record_usage(config, "evaluate", used)
         self._keep_model(config, task, global_state, shift, scale)
         log.info(
             "%s round %d: evaluated on %d consented test patients at block %d: %s %s",
