@@ -45,6 +45,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from contracts.ledger import Ledger, LedgerError
+from coordinator.accounts import settle_accounts
 from coordinator.admission import fingerprint
 from coordinator.run_options import RunOptions, make_strategy
 from coordinator.replies import ReplyRejected, check_reply
@@ -126,6 +127,7 @@ class StudyRun:
             )
         for round_number in range(1, rounds + 1):
             arrays = self.run_round(round_number, node_ids, arrays)
+        settle_accounts(self, node_ids)
         # The model first: a report that says "finished" always has its model next to it.
         torch.save(arrays.to_torch_state_dict(), self.run_dir / "model.pt")
         self.report.status = "finished"
@@ -331,7 +333,8 @@ class StudyRun:
         hospital = self.hospitals.get(node_id)
         return hospital.name if hospital else f"node {node_id}"
 
-    def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str) -> list[Message]:
+    def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str, *,
+              timeout_s: float | None = None) -> list[Message]:
         messages = [
             Message(content, dst_node_id=node_id, message_type=message_type, group_id=group) for node_id in node_ids
         ]
@@ -339,7 +342,7 @@ class StudyRun:
         # ends the phase within a fraction of a second of the last reply.
         waiting = set(self.grid.push_messages(messages))
         replies: list[Message] = []
-        deadline = time.monotonic() + self.options.round_timeout_s
+        deadline = time.monotonic() + (self.options.round_timeout_s if timeout_s is None else timeout_s)
         while waiting and time.monotonic() < deadline:
             for reply in self.grid.pull_messages(waiting):
                 replies.append(reply)

@@ -235,6 +235,12 @@ def reply_signature(usage: ConfigRecord) -> bytes | None:
         return None
 
 
-def identity_record(*, hospital: str, account: str, patients: int) -> ConfigRecord:
-    return ConfigRecord({"hospital": hospital, "account": account, "patients": patients})
+def identity_record(*, hospital: str, account: str, patients: int, study_id: str | None = None,
+                    epsilon_spent: float | None = None) -> ConfigRecord:
+    """Who a node is; asked about a study (the coordinator does at the end of a run), also the epsilon its own
+    privacy account says it spent on it (infinity: a non-private study it trained)."""
+    record = {"hospital": hospital, "account": account, "patients": patients}
+    if study_id is not None and epsilon_spent is not None:
+        record.update({"study-id": str(study_id), "epsilon-spent": float(epsilon_spent)})
+    return ConfigRecord(record)
 

@@ -254,6 +254,15 @@ class HospitalNode:
         )
         return EvaluateOutcome(len(test.pseudonyms), sums, metrics, commitment, len(used))
 
+    def epsilon_spent(self, study_id) -> float:
+        """The epsilon this node's own privacy account says it spent on the study (infinity once it trained a
+        non-private study): what the run's report shows, whatever replies were lost."""
+        study = str(study_id)
+        spends = self.store.spends(study)
+        if spends:
+            return spends[-1].epsilon_after
+        return math.inf if any(u.phase == "train" for u in self.store.usage(study)) else 0.0
+
     def _keep_model(self, config: RoundConfig, task, global_state, shift, scale) -> None:
         """Keep the round's global model and the normaliser this evaluation used (node/models_store.py), for the
         twins. Reached only after the consent-checked evaluation succeeded; a failure to write is logged, not raised:

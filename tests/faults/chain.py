@@ -14,7 +14,8 @@ from eth_account import Account
 from contracts import ledger as lg
 from deploy import processes
 from deploy.consortium import Consortium
-from federation.ids import Digest, Pseudonym
+from federation.commitment import combined_commitment, pseudonym_commitment
+from federation.ids import Digest, Pseudonym, StudyId
 
 
 @dataclass
@@ -61,6 +62,14 @@ class Recorded:
     pinned_block: int
     model_hash: Digest
 
+    def usage_log(self) -> dict:
+        """The hospital's usage log as its node would export it: round 1 trained on the consenting patients."""
+        pseudonyms = sorted(str(p) for p in self.consenting)
+        entry = {"study_id": str(StudyId(self.study_id)), "round": 1, "phase": "train", "block": self.pinned_block,
+                 "commitment": str(pseudonym_commitment(self.consenting)), "pseudonyms": pseudonyms,
+                 "status": "completed"}
+        return {"hospital": "cleveland", "account": self.hospital.address, "entries": [entry]}
+
 
 def record_a_round(w3, artifacts) -> Recorded:
     """Deploy, register a hospital, enrol four patients, three consent (signed grants the hospital relays),
@@ -80,6 +89,6 @@ def record_a_round(w3, artifacts) -> Recorded:
     hospital.relay_grants(grants)
     pinned = hospital.block_number()
     model = Digest(os.urandom(32))
-    coordinator.anchor_round(study_id, 1, pinned_block=pinned, model_hash=model,
-                             commitments={hospital.address: Digest(os.urandom(32))})
+    used = combined_commitment(pseudonym_commitment(pseudonyms[:3]), b"")
+    coordinator.anchor_round(study_id, 1, pinned_block=pinned, model_hash=model, commitments={hospital.address: used})
     return Recorded(consortium, hospital, study_id, pseudonyms[:3], pseudonyms[3:], pinned, model)
