@@ -97,13 +97,17 @@ class Ledger(ConsentCalls):
         if d.deployed_block_hash:
             try:
                 block = self._read(lambda: self.w3.eth.get_block(d.deployed_block), checked=True)
-            except (BlockNotFound, StateUnavailable):
+            except ChainUnavailable:
+                raise
+            except LedgerError:  # no such block
                 block = None
             found = "0x" + bytes(block["hash"]).hex() if block is not None else None
+            if found is None:
+                return (f"the chain no longer holds the TwinLedger contracts: it has no block {d.deployed_block}, "
+                        f"where they were deployed: {advice}")
             if found != d.deployed_block_hash.lower():
-                return (f"the chain no longer holds the TwinLedger contracts: its block {d.deployed_block} is "
-                        f"{'another block' if found else 'missing'} than the one the contracts were deployed in "
-                        f"({d.deployed_block_hash[:18]}...): {advice}")
+                return (f"the chain no longer holds the TwinLedger contracts: its block {d.deployed_block} is another "
+                        f"block than the one they were deployed in ({d.deployed_block_hash[:18]}...): {advice}")
         return None
 
     def _reset_or(self, error: LedgerError) -> LedgerError:
@@ -316,6 +320,8 @@ class Ledger(ConsentCalls):
             raise self._rejected(exc) from exc
         except (requests.exceptions.RequestException, ProviderConnectionError, ConnectionError, TimeoutError) as exc:
             raise ChainUnavailable(f"the chain cannot be reached ({transport_reason(exc)})") from exc
+        except BlockNotFound as exc:
+            raise LedgerError(f"the chain has no such block ({exc})") from exc
         except BadFunctionCallOutput as exc:
             error = LedgerError(f"the contract's answer does not decode: {exc}")
             raise (error if checked else self._reset_or(error)) from exc
