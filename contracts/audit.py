@@ -88,7 +88,7 @@ def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict], *,
     entries = {account: [e for e in log["entries"] if e["study_id"] == study_hex] for account, log in usage_logs.items()}
     names = {account: log.get("hospital", account) for account, log in usage_logs.items()}
     to_check: dict[tuple[str, int, int], set[Pseudonym]] = {}  # (hospital, round, block) -> pseudonyms read
-    covered: set[tuple[str, int, str]] = set()  # (account, round, phase) an anchor holds
+    covered: set[int] = set()  # id() of the log entries an anchor holds
     for anchor in ledger.round_anchors(study_id):
         result.rounds += 1
         if report is not None:
@@ -118,11 +118,11 @@ def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict], *,
                         f"round {anchor.round} {name} {phase}: used block {entry['block']}, pinned {anchor.pinned_block}"
                     )
                 to_check.setdefault((account, anchor.round, anchor.pinned_block), set()).update(pseudonyms)
-                covered.add((account, anchor.round, phase))
+                covered.add(id(entry))
             if combined_commitment(phase_commitments["train"], phase_commitments["evaluate"]) != anchored:
                 lost = _lost_phase(phase_commitments, anchored)
                 if lost:
-                    covered.discard((account, anchor.round, lost))  # listed below, with the other unanchored uses
+                    covered.discard(id(completed[lost]))  # listed below, with the other unanchored uses
                 else:
                     result.commitment_mismatches += 1
                     result.violations += 1
@@ -132,7 +132,7 @@ def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict], *,
     for account, logged in entries.items():
         for entry in logged:
             status = entry.get("status", COMPLETED)
-            if status == COMPLETED and (account, entry["round"], entry["phase"]) in covered:
+            if id(entry) in covered:
                 continue
             _list_unanchored(account, names[account], entry, status, result)
             pseudonyms = {Pseudonym.parse(p) for p in entry["pseudonyms"]}
