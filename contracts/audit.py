@@ -1,16 +1,24 @@
-"""Independent audit of a study's rounds against the chain.
+"""Independent audit of a study's uses of patient data against the chain.
 
-For every round anchored on chain and every hospital in it, the auditor takes the pseudonym sets the
-hospital's usage log lists, checks that they hash to the commitment the anchor holds, and asks the chain
-(not the node) whether each pseudonym held consent at the round's pinned block. Every used pseudonym
-without consent at that block, every missing or mismatched commitment, and every usage at a block
-other than the pinned one counts as a violation.
+The auditor reads every hospital's usage log in full (`twinledger node export-usage`): a node writes an entry
+as an intent before it decrypts anything and completes or voids it after (node/store.py), so the log names
+every pseudonym the node read, whether or not its reply reached the coordinator. The audit then
 
-One mismatch has an innocent explanation and is reported apart, not as a violation: the anchor holds
-exactly the hospital's logged training set and an empty evaluation (or the reverse), while its log also
-lists the other phase. That is a node whose reply was lost (it died, or lost its connection, after using
-the data and before the coordinator heard back): the phase is not in the anchor, and the auditor still
-checks every pseudonym of it for consent at the pinned block. Any other difference remains a violation.
+- for every round anchored on chain and every hospital in it, checks that the hospital's completed entries hash
+  to the commitment the anchor holds, and that they used the round's pinned block;
+- lists every entry the anchors do not hold, in `unanchored`: a reply lost after the node used the data (its
+  ClientApp or SuperNode died, its connection dropped), a round never anchored (the SuperLink died), a read that
+  never completed (the node died while using the data: status "intent"), a read the node voided after it;
+- asks the chain (not the node) whether each pseudonym of every entry, anchored or not, held consent at the
+  entry's block. A pseudonym read without consent is a violation.
+
+`violations` counts uses without consent, and what makes the anchors untrustworthy: a mismatched commitment,
+a use at a block other than the pinned one, a hospital an anchor names without a usage log, and (with the run
+report) a signed reply that does not hold. An unanchored use with consent is listed, not counted. One
+mismatch has an innocent explanation and is listed as an unanchored phase, not a violation: the anchor holds
+exactly the hospital's training set and an empty evaluation (or the reverse), while its log also lists the
+other phase. A pseudonym whose consent the chain node can no longer answer (a node restarted from a state
+file keeps no earlier states, docs/operations.md) counts in `unverified`, with a finding.
 
 Given the coordinator's run report (report.json), the auditor also verifies the hospitals' signed replies it
 keeps for each round (coordinator/study_run.py): for every hospital an anchor names, a reply it signed must be
@@ -27,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from contracts.ledger import Ledger, RoundAnchor, recover_round_reply
+from contracts.ledger import Ledger, RoundAnchor, StateUnavailable, recover_round_reply
 from federation.commitment import combined_commitment, pseudonym_commitment
 from federation.ids import Pseudonym, StudyId, from_hex0x
 from federation.protocol import RoundReply
@@ -39,9 +47,12 @@ class AuditResult:
     checked: int = 0
     rounds: int = 0
     commitment_mismatches: int = 0
-    unanchored_phases: int = 0  # consent-checked use whose reply never reached the coordinator (see above)
+    unanchored_phases: int = 0  # consent-checked uses no anchor holds, voided reads aside (see above)
     signatures_checked: int = 0  # signed replies verified against the report (0 without a report)
+    unverified: int = 0  # pseudonyms whose consent the chain node could not answer at their block
     findings: list[str] = field(default_factory=list)
+    # every use the anchors do not hold: hospital, account, round, phase, block, status, patients
+    unanchored: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,30 +76,34 @@ def load_report(report: Any) -> dict:
     return json.loads(Path(report).read_text(encoding="utf-8"))
 
 
+COMPLETED = "completed"  # an entry's status (node/store.py); exports made before the write-ahead log had none
+
+
 def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict], *, report: Any = None) -> AuditResult:
-    """Audit every anchored round of a study against the hospitals' usage logs and the chain; with `report`
-    (the coordinator's report.json, as a path or dict) also the signed replies it keeps."""
+    """Audit every use of a study's data the hospitals' usage logs name, and every anchored round, against the
+    chain; with `report` (the coordinator's report.json, as a path or dict) also the signed replies it keeps."""
     result = AuditResult()
     study_hex = str(StudyId(study_id))
     records = {r.get("round"): r for r in load_report(report).get("rounds") or [] if isinstance(r, Mapping)}
+    entries = {account: [e for e in log["entries"] if e["study_id"] == study_hex] for account, log in usage_logs.items()}
+    names = {account: log.get("hospital", account) for account, log in usage_logs.items()}
+    to_check: dict[tuple[str, int, int], set[Pseudonym]] = {}  # (hospital, round, block) -> pseudonyms read
+    covered: set[int] = set()  # id() of the log entries an anchor holds
     for anchor in ledger.round_anchors(study_id):
         result.rounds += 1
         if report is not None:
             _audit_signed_replies(ledger, anchor, records.get(anchor.round), result)
         for account, anchored in anchor.commitments.items():
-            log = usage_logs.get(account)
-            name = log["hospital"] if log else account
-            if log is None:
+            if account not in usage_logs:
                 result.violations += 1
                 result.findings.append(f"round {anchor.round}: no usage log from {account}")
                 continue
-            entries = {
-                e["phase"]: e for e in log["entries"] if e["study_id"] == study_hex and e["round"] == anchor.round
-            }
-            used: set[bytes] = set()
+            name = names[account]
+            completed = {e["phase"]: e for e in entries[account]
+                         if e["round"] == anchor.round and e.get("status", COMPLETED) == COMPLETED}
             phase_commitments = {}
             for phase in ("train", "evaluate"):
-                entry = entries.get(phase)
+                entry = completed.get(phase)
                 if entry is None:
                     phase_commitments[phase] = b""
                     continue
@@ -102,31 +117,62 @@ def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict], *,
                     result.findings.append(
                         f"round {anchor.round} {name} {phase}: used block {entry['block']}, pinned {anchor.pinned_block}"
                     )
-                used.update(pseudonyms)
+                to_check.setdefault((account, anchor.round, anchor.pinned_block), set()).update(pseudonyms)
+                covered.add(id(entry))
             if combined_commitment(phase_commitments["train"], phase_commitments["evaluate"]) != anchored:
                 lost = _lost_phase(phase_commitments, anchored)
                 if lost:
-                    result.unanchored_phases += 1
-                    result.findings.append(
-                        f"round {anchor.round} {name} {lost}: logged but not anchored (the node's reply never reached "
-                        "the coordinator); its patients are still checked for consent below"
-                    )
+                    covered.discard(id(completed[lost]))  # listed below, with the other unanchored uses
                 else:
                     result.commitment_mismatches += 1
                     result.violations += 1
                     result.findings.append(
                         f"round {anchor.round} {name}: the usage log does not match the anchored commitment"
                     )
-            ordered = sorted(used)
-            consented = ledger.consents(study_id, ordered, block=anchor.pinned_block)
-            result.checked += len(ordered)
-            for pseudonym, held in zip(ordered, consented):
-                if not held:
-                    result.violations += 1
-                    result.findings.append(
-                        f"round {anchor.round} {name}: {pseudonym.short(10)} used without consent at block {anchor.pinned_block}"
-                    )
+    for account, logged in entries.items():
+        for entry in logged:
+            status = entry.get("status", COMPLETED)
+            if id(entry) in covered:
+                continue
+            _list_unanchored(account, names[account], entry, status, result)
+            pseudonyms = {Pseudonym.parse(p) for p in entry["pseudonyms"]}
+            to_check.setdefault((account, entry["round"], entry["block"]), set()).update(pseudonyms)
+    for (account, round_number, block), pseudonyms in sorted(to_check.items(), key=lambda item: item[0][1:]):
+        _check_consent(ledger, study_id, names[account], round_number, block, sorted(pseudonyms), result)
     return result
+
+
+def _list_unanchored(account: str, name: str, entry: Mapping, status: str, result: AuditResult) -> None:
+    where = f"round {entry['round']} {name} {entry['phase']}"
+    result.unanchored.append({"hospital": name, "account": account, "round": entry["round"], "phase": entry["phase"],
+                              "block": entry["block"], "status": status, "patients": len(entry["pseudonyms"])})
+    if status == "voided":
+        result.findings.append(f"{where}: read at block {entry['block']}, then voided (the node refused after "
+                               "reading: nothing trained or released); its patients are still checked for consent")
+        return
+    result.unanchored_phases += 1
+    why = ("read and never completed (the node stopped while using the data)" if status == "intent"
+           else "the node's reply never reached the coordinator, or the round was never anchored")
+    result.findings.append(f"{where}: logged but not anchored ({why}); its patients are still checked for consent")
+
+
+def _check_consent(ledger: Ledger, study_id: bytes, name: str, round_number: int, block: int,
+                   pseudonyms: list[Pseudonym], result: AuditResult) -> None:
+    """Each pseudonym read held consent at `block`, as the chain answers; a violation for each that did not."""
+    try:
+        consented = ledger.consents(study_id, pseudonyms, block=block)
+    except StateUnavailable as exc:
+        result.unverified += len(pseudonyms)
+        result.findings.append(f"round {round_number} {name}: consent of {len(pseudonyms)} patients at block {block} "
+                               f"cannot be checked on this chain node: {exc}")
+        return
+    result.checked += len(pseudonyms)
+    for pseudonym, held in zip(pseudonyms, consented):
+        if not held:
+            result.violations += 1
+            result.findings.append(
+                f"round {round_number} {name}: {pseudonym.short(10)} used without consent at block {block}"
+            )
 
 
 def _lost_phase(phase_commitments: dict[str, bytes], anchored: bytes) -> str | None:

@@ -28,6 +28,10 @@ class RunOptions:
     seed: int = 0
     strategy: str = TRAINING.strategy  # "fedavg", "fedadam" or "fedyogi"
     server_learning_rate: float = TRAINING.server_learning_rate  # eta of FedAdam and FedYogi; unused by FedAvg
+    # Blocks between the chain's head and the block a round pins. The ServerApp passes the coordinator's setting
+    # (coordinator/settings.py, default 2); 0 here, for runs built in-process on a chain that mines a block per
+    # transaction (tests, benchmarks).
+    confirmations: int = 0
 
     def __post_init__(self) -> None:
         self.study_id = StudyId(self.study_id)

@@ -40,6 +40,7 @@ def run_options(run_config: dict, settings: CoordinatorSettings) -> RunOptions:
         wait_for_nodes_s=settings.wait_for_nodes_s,
         strategy=str(config["strategy"]),
         server_learning_rate=float(config["server-learning-rate"]),
+        confirmations=settings.confirmations,
     )
 
 

@@ -10,12 +10,18 @@ The mechanism is federation.settings (pydantic-settings); docs/configuration.md 
 | round-timeout-s         | 300.0                 | TWINLEDGER_COORDINATOR_ROUND_TIMEOUT_S  |
 | min-nodes               | 1                     | TWINLEDGER_COORDINATOR_MIN_NODES        |
 | wait-for-nodes-s        | 120.0                 | TWINLEDGER_COORDINATOR_WAIT_FOR_NODES_S |
+| confirmations           | 2                     | TWINLEDGER_COORDINATOR_CONFIRMATIONS    |
+
+`confirmations`: a round pins the block this many blocks behind the chain's head, so that a block a
+reorganisation (or a chain restarted from a state file dumped a moment earlier) can drop is not pinned.
+0 pins the head: for a development chain that mines one block per transaction and never reorganises.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import NonNegativeInt
 from pydantic_settings import SettingsConfigDict
 
 from federation.settings import ComponentSettings, OptionalPath, SettingsError
@@ -38,6 +44,7 @@ class CoordinatorSettings(ComponentSettings):
     round_timeout_s: float = 300.0
     min_nodes: int = 1
     wait_for_nodes_s: float = 120.0
+    confirmations: NonNegativeInt = 2
 
     @property
     def key_file(self) -> Path:

@@ -2,7 +2,8 @@
 
 A round goes through five phases, one method each:
 
-- pin: read the chain's current block; every node reads consent and study status at that block;
+- pin: the block `confirmations` behind the chain's head, with its hash; every node reads consent and study
+  status at that block (and refuses a block that is not its chain's);
 - train: send (study, round, block, global weights) to every node and collect the replies;
 - aggregate: average the replies of the nodes that trained (FedAvg, weighted by examples, or the server
   optimiser of FedAdam or FedYogi applied to that average: option `strategy`);
@@ -44,6 +45,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from contracts.ledger import Ledger, LedgerError
+from coordinator.accounts import settle_accounts
 from coordinator.admission import fingerprint
 from coordinator.run_options import RunOptions, make_strategy
 from coordinator.replies import ReplyRejected, check_reply
@@ -125,6 +127,7 @@ class StudyRun:
             )
         for round_number in range(1, rounds + 1):
             arrays = self.run_round(round_number, node_ids, arrays)
+        settle_accounts(self, node_ids)
         # The model first: a report that says "finished" always has its model next to it.
         torch.save(arrays.to_torch_state_dict(), self.run_dir / "model.pt")
         self.report.status = "finished"
@@ -219,10 +222,11 @@ class StudyRun:
     # ---- the phases of a round ----
 
     def pin(self, round_number: int) -> RoundState:
-        """Pin the chain's current block: every node reads consent and the study's status there."""
-        block = self.ledger.block_number()
+        """Pin the block `confirmations` behind the chain's head: every node reads consent and the study's status
+        there, and refuses the round unless its chain has the block whose hash the round config carries."""
+        block = max(self.ledger.block_number() - self.options.confirmations, 0)
         config = RoundConfig(
-            study_id=self.options.study_id, round=round_number, block=block,
+            study_id=self.options.study_id, round=round_number, block=block, block_hash=self.ledger.block_hash(block),
             local_epochs=self.options.local_epochs, learning_rate=self.options.learning_rate,
             batch_size=self.options.batch_size, max_grad_norm=self.options.max_grad_norm,
         )
@@ -333,7 +337,8 @@ class StudyRun:
         hospital = self.hospitals.get(node_id)
         return hospital.name if hospital else f"node {node_id}"
 
-    def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str) -> list[Message]:
+    def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str, *,
+              timeout_s: float | None = None) -> list[Message]:
         messages = [
             Message(content, dst_node_id=node_id, message_type=message_type, group_id=group) for node_id in node_ids
         ]
@@ -341,7 +346,7 @@ class StudyRun:
         # ends the phase within a fraction of a second of the last reply.
         waiting = set(self.grid.push_messages(messages))
         replies: list[Message] = []
-        deadline = time.monotonic() + self.options.round_timeout_s
+        deadline = time.monotonic() + (self.options.round_timeout_s if timeout_s is None else timeout_s)
         while waiting and time.monotonic() < deadline:
             for reply in self.grid.pull_messages(waiting):
                 replies.append(reply)

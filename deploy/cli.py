@@ -112,9 +112,16 @@ def _chain_start(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote_dev_chain:
         print(f"twinledger: {REMOTE_DEV_CHAIN_REFUSED.format(host=args.host)}", file=sys.stderr)
         return 2
-    service, url = processes.start_anvil(port=args.port, log_path=Path(args.log), host=args.host)
+    if args.state_interval_s < 1:
+        raise ValueError(f"--state-interval-s must be at least 1, got {args.state_interval_s}")
+    state_file = None if args.ephemeral else Path(args.state)
+    service, url = processes.start_anvil(port=args.port, log_path=Path(args.log), host=args.host,
+                                         state_file=state_file, state_interval_s=args.state_interval_s)
     listening = f" (listening on {args.host})" if args.host != "127.0.0.1" else ""
-    print(f"anvil serving JSON-RPC at {url}{listening} (log {args.log}); Ctrl-C or SIGTERM stops it", flush=True)
+    kept = (f"; state kept in {state_file} every {args.state_interval_s} s" if state_file
+            else "; in memory only (--ephemeral): a crash loses it")
+    print(f"anvil serving JSON-RPC at {url}{listening} (log {args.log}){kept}; Ctrl-C or SIGTERM stops it",
+          flush=True)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = service.process.wait()
@@ -184,6 +191,12 @@ def _add_chain_start(chain) -> None:
                             "state-rewriting methods (private test networks only)")
     start.add_argument("--port", type=int, default=8545, help="JSON-RPC port (default 8545)")
     start.add_argument("--log", default="anvil.log", help="anvil's log file (default anvil.log)")
+    start.add_argument("--state", default="chain-state.json",
+                       help="the chain's state file: loaded on start when it exists, written every "
+                            "--state-interval-s seconds and on exit (default chain-state.json)")
+    start.add_argument("--state-interval-s", type=int, default=1,
+                       help="seconds between state dumps: a crash loses at most about two of them (default 1)")
+    start.add_argument("--ephemeral", action="store_true", help="keep the chain in memory only (lost when it stops)")
     start.set_defaults(func=_chain_start)
 
 

@@ -103,7 +103,8 @@ def run_demo(options: DemoOptions) -> dict:
         # 2. The coordinator and the study (data-use agreement).
         coordinator_home = workdir / "coordinator"
         CoordinatorSettings(home=coordinator_home, rpc_url=rpc_url, deployment_file=deployment_file,
-                            min_nodes=len(HOSPITALS), round_timeout_s=600).save()
+                            min_nodes=len(HOSPITALS), round_timeout_s=600,
+                            confirmations=0).save()  # anvil: a block per transaction, never reorganised
         consortium.add_coordinator(key_file=coordinator_home / "keys" / "coordinator.key")
         study_id = consortium.propose_study(epsilon_budget=options.epsilon_budget,
                                             delta_exponent=options.delta_exponent, rounds=options.rounds)

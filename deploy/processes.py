@@ -17,6 +17,7 @@ from pathlib import Path
 import requests
 
 from coordinator import admission
+from deploy import chain_state
 from coordinator.processes import (  # noqa: F401 - re-exported: the demo, the benchmarks and the tests use them
     FLOWER_APP_DIR,
     INSECURE_LINKS_ENV,
@@ -57,15 +58,28 @@ def rpc_answers(url: str) -> bool:
     return reply.ok and "result" in reply.json()
 
 
-def start_anvil(*, port: int, log_path: Path, chain_id: int = 31337, host: str = "127.0.0.1") -> tuple[Service, str]:
-    """A local development chain listening on `host` (loopback by default); returns the service and its JSON-RPC URL."""
+def start_anvil(*, port: int, log_path: Path, chain_id: int = 31337, host: str = "127.0.0.1",
+                state_file: Path | None = None, state_interval_s: int = 1) -> tuple[Service, str]:
+    """A local development chain listening on `host` (loopback by default); returns the service and its JSON-RPC URL.
+
+    With `state_file` the chain is durable: anvil starts from the file when it exists and dumps its state there
+    every `state_interval_s` seconds, and a keeper (deploy/chain_state.py) copies each complete dump aside, so
+    a crash loses at most the last two intervals. Without it the chain lives in memory only.
+    """
     url = f"http://{reachable_host(host)}:{port}"
-    service = start(
-        "anvil",
-        [anvil_binary(), "--host", host, "--port", str(port), "--chain-id", str(chain_id), "--accounts", "2"],
-        log_path=log_path,
-    )
+    command = [anvil_binary(), "--host", host, "--port", str(port), "--chain-id", str(chain_id), "--accounts", "2"]
+    if state_file is not None:
+        state_file = Path(state_file).resolve()
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            chain_state.restore(state_file)
+        except ValueError as exc:
+            raise ProcessError(str(exc)) from exc
+        command += ["--state", str(state_file), "--state-interval", str(state_interval_s)]
+    service = start("anvil", command, log_path=log_path)
     wait_until(service, lambda: rpc_answers(url), timeout_s=30, what=f"JSON-RPC on {url}")
+    if state_file is not None:
+        chain_state.StateKeeper(state_file, interval_s=state_interval_s, alive=service.alive).start()
     return service, url
 
 

@@ -30,6 +30,8 @@ NO_CONSENTED_PATIENTS = 4005
 RECORD_UNCLEAR = 4006
 BAD_REQUEST = 4007
 APP_NOT_APPROVED = 4010  # the SuperNode's app gate (node/app_gate.py) refused the run's app: not the study's
+CHAIN_RESET = 4011  # the chain no longer holds the deployment (lost its contracts, or was reset and rebuilt)
+PINNED_BLOCK_NOT_CANONICAL = 4012  # the pinned block's hash is not the chain's block at that number
 
 # Flower's own error codes (flwr.common.constant.ErrorCode), as the coordinator reports them.
 FLOWER_ERROR_NAMES = {
@@ -53,6 +55,8 @@ ERROR_NAMES = {**FLOWER_ERROR_NAMES,
     RECORD_UNCLEAR: "record unclear",
     BAD_REQUEST: "bad request",
     APP_NOT_APPROVED: "app not approved",
+    CHAIN_RESET: "chain reset",
+    PINNED_BLOCK_NOT_CANONICAL: "pinned block not on the chain",
 }
 
 
@@ -73,9 +77,17 @@ class RoundConfig:
     learning_rate: float = TRAINING.learning_rate
     batch_size: int = TRAINING.batch_size
     max_grad_norm: float = TRAINING.max_grad_norm
+    # The pinned block's hash (0x hex): a node refuses the round unless its chain has this block at `block`.
+    # The coordinator always sends it; "" (a RoundConfig made in-process without one) skips that check.
+    block_hash: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "study_id", StudyId(self.study_id))
+        block_hash = str(self.block_hash).lower()
+        if block_hash and (len(block_hash) != 66 or not block_hash.startswith("0x")
+                           or any(c not in "0123456789abcdef" for c in block_hash[2:])):
+            raise ValueError(f"the pinned block hash must be 0x and 64 hex digits, got {self.block_hash!r}")
+        object.__setattr__(self, "block_hash", block_hash)
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord(
@@ -87,6 +99,7 @@ class RoundConfig:
                 "learning-rate": self.learning_rate,
                 "batch-size": self.batch_size,
                 "max-grad-norm": self.max_grad_norm,
+                "block-hash": self.block_hash,
             }
         )
 
@@ -101,6 +114,7 @@ class RoundConfig:
                 learning_rate=float(record["learning-rate"]),
                 batch_size=int(record["batch-size"]),
                 max_grad_norm=float(record["max-grad-norm"]),
+                block_hash=str(record.get("block-hash", "")),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"malformed round configuration: {exc}") from exc
@@ -221,6 +235,12 @@ def reply_signature(usage: ConfigRecord) -> bytes | None:
         return None
 
 
-def identity_record(*, hospital: str, account: str, patients: int) -> ConfigRecord:
-    return ConfigRecord({"hospital": hospital, "account": account, "patients": patients})
+def identity_record(*, hospital: str, account: str, patients: int, study_id: str | None = None,
+                    epsilon_spent: float | None = None) -> ConfigRecord:
+    """Who a node is; asked about a study (the coordinator does at the end of a run), also the epsilon its own
+    privacy account says it spent on it (infinity: a non-private study it trained)."""
+    record = {"hospital": hospital, "account": account, "patients": patients}
+    if study_id is not None and epsilon_spent is not None:
+        record.update({"study-id": str(study_id), "epsilon-spent": float(epsilon_spent)})
+    return ConfigRecord(record)
 

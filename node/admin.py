@@ -119,14 +119,15 @@ def pseudonyms_by_record(settings: NodeSettings) -> dict[str, str]:
 
 
 def export_usage(settings: NodeSettings, out: Path) -> Path:
-    """The node's audit log: every pseudonym set it used, per study, round and phase."""
+    """The node's audit log in full: every pseudonym set it read, per study, round and phase, with its status
+    (intent: read and never completed, completed, voided: refused after reading; node/store.py)."""
     store = Store(settings.resolved_database_url)
     entries = [
         {
             "study_id": u.study_id, "round": u.round, "phase": u.phase, "block": u.block,
-            "commitment": u.commitment, "pseudonyms": u.pseudonym_list,
+            "commitment": u.commitment, "pseudonyms": u.pseudonym_list, "status": u.status,
         }
-        for u in store.usage()
+        for u in store.usage_log()
     ]
     document = {"hospital": settings.hospital, "account": hospital_address(settings), "entries": entries}
     out.parent.mkdir(parents=True, exist_ok=True)

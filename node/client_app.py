@@ -168,8 +168,11 @@ def identify(msg: Message, context: Context) -> Message:
     try:
         node = open_node(context)
         account = Account.from_key(load_key(node.settings.hospital_key_file)).address  # no chain needed
+        # Asked about a study (at the end of a run): also this node's own account of the epsilon spent on it.
+        study = StudyId.parse(msg.content[protocol.ROUND_CONFIG]["study-id"]) if protocol.ROUND_CONFIG in msg.content else None
         identity = protocol.identity_record(
-            hospital=node.settings.hospital, account=account, patients=len(node.store.patients())
+            hospital=node.settings.hospital, account=account, patients=len(node.store.patients()),
+            study_id=study, epsilon_spent=node.epsilon_spent(study) if study is not None else None,
         )
     except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised into Flower
         return Message(Error(protocol.BAD_REQUEST, f"cannot identify this node: {exc}"), reply_to=msg)

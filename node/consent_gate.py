@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts.ledger import ChainUnavailable, ContractRejected, Ledger, LedgerError
+from contracts.ledger import ChainReset, ChainUnavailable, ContractRejected, Ledger, LedgerError
 from federation import protocol
 from federation.ids import Pseudonym, StudyId
 from node.store import Patient, Store
@@ -49,9 +49,10 @@ class ConsentGate:
         self.hospital_account = hospital_account
         self.max_pinned_block_age_s = max_pinned_block_age_s
 
-    def check_study(self, study_id: bytes, block: int, *, round_number: int | None = None):
+    def check_study(self, study_id: bytes, block: int, *, round_number: int | None = None, block_hash: str = ""):
         """The study's terms at `block`, if this hospital may work on it then, in round `round_number`
-        (1..the study's rounds); otherwise a Refusal. A round outside the study would use patient data
+        (1..the study's rounds), and `block_hash` (when given) is the hash of this chain's block `block`;
+        otherwise a Refusal. A round outside the study would use patient data
         that the consortium can never anchor, so the audit would never see it."""
         if isinstance(block, bool) or not isinstance(block, int) or block < 0:
             raise Refusal(protocol.BAD_REQUEST, f"no data used: pinned block {block!r} is not a block number")
@@ -60,7 +61,16 @@ class ConsentGate:
         try:
             latest = self.ledger.block_number()
             if block > latest:
+                self.ledger.verify_chain()  # a chain behind the pinned block may be a reset one (ChainReset below)
                 raise Refusal(protocol.BAD_REQUEST, f"pinned block {block} is ahead of the chain (at {latest})")
+            if block_hash and self.ledger.block_hash(block) != block_hash:
+                self.ledger.verify_chain()  # a reset chain is told as such (ChainReset below)
+                raise Refusal(
+                    protocol.PINNED_BLOCK_NOT_CANONICAL,
+                    f"no data used: the round pinned block {block} with hash {block_hash[:14]}..., but this "
+                    f"chain's block {block} is another (a reorganisation dropped the pinned block, or the "
+                    "coordinator reads another chain)",
+                )
             age_s = self.ledger.block_timestamp(latest) - self.ledger.block_timestamp(block)
             if age_s > self.max_pinned_block_age_s:
                 raise Refusal(
@@ -72,6 +82,8 @@ class ConsentGate:
             live = self.ledger.is_study_live_for(study_id, self.hospital_account, block=block)
         except ChainUnavailable as exc:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
+        except ChainReset as exc:
+            raise Refusal(protocol.CHAIN_RESET, f"no data used: {exc}") from exc
         except ContractRejected as exc:
             raise Refusal(protocol.STUDY_NOT_ACCEPTED, f"no data used: {exc}") from exc
         except LedgerError as exc:
@@ -91,6 +103,12 @@ class ConsentGate:
         return terms
 
     def admit(self, study_id: bytes, block: int, *, cohort: str, fields: tuple[str, ...]) -> Admitted:
+        """The consented patients of `cohort` at `block`, their records decrypted (`consented`, then `open_records`)."""
+        return self.open_records(study_id, block, self.consented(study_id, block, cohort=cohort), fields=fields)
+
+    def consented(self, study_id: bytes, block: int, *, cohort: str) -> list[Patient]:
+        """The candidates of `cohort` whose consent held at `block`, as this hospital enrolled them; nothing is
+        decrypted (the node writes its intent to read them before `open_records`)."""
         # Never-enrolled patients have no key to check against: they are no candidates at all.
         candidates: list[Patient] = [p for p in self.store.candidates(cohort) if p.consent_key]
         pseudonyms = [Pseudonym.parse(p.pseudonym) for p in candidates]
@@ -101,17 +119,22 @@ class ConsentGate:
             )
         except ChainUnavailable as exc:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
+        except ChainReset as exc:
+            raise Refusal(protocol.CHAIN_RESET, f"no data used: {exc}") from exc
         except LedgerError as exc:
             raise Refusal(protocol.CONSENT_UNCLEAR, f"no data used: the consent answer is unclear: {exc}") from exc
         if len(answer) != len(candidates) or not all(isinstance(flag, bool) for flag in answer):
             raise Refusal(protocol.CONSENT_UNCLEAR, "no data used: the consent answer does not match the candidates")
-        admitted = [patient for patient, flag in zip(candidates, answer) if flag]
+        return [patient for patient, flag in zip(candidates, answer) if flag]
+
+    def open_records(self, study_id: bytes, block: int, patients: list[Patient], *, fields: tuple[str, ...]) -> Admitted:
+        """Decrypt the records of `patients` (whose consent `consented` checked); only `fields` leave the gate."""
         records = []
-        for patient in admitted:
+        for patient in patients:
             try:
                 record = self.vault.open_record(patient.clinical, associated=patient.pseudonym)
             except VaultError as exc:
                 raise Refusal(protocol.RECORD_UNCLEAR, f"no data used: {exc}") from exc
             # Only the fields the task declared leave the gate.
             records.append({name: record.get(name) for name in fields})
-        return Admitted(study_id, block, [Pseudonym.parse(p.pseudonym) for p in admitted], records)
+        return Admitted(study_id, block, [Pseudonym.parse(p.pseudonym) for p in patients], records)

@@ -8,21 +8,22 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
-from contracts.ledger import Ledger, LedgerError
+from contracts.ledger import ChainReset, Ledger, LedgerError
 from federation import protocol
 from federation.commitment import pseudonym_commitment
-from federation.ids import hex0x
+from federation.ids import Pseudonym
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
-from node.consent_gate import Admitted, ConsentGate, Refusal
+from node.consent_gate import ConsentGate, Refusal
 from node.models_store import save_model
 from node.settings import NodeSettings
-from node.store import RoundUsage, Store
+from node.store import USAGE_COMPLETED, USAGE_VOIDED, RoundUsage, Store
 from node.trainer import steps_per_epoch
 from node.vault import Vault, VaultError
 
@@ -71,6 +72,8 @@ class HospitalNode:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, "no data used: this node has no deployment file configured")
         try:
             return Ledger.from_settings(self.settings, key_file=self.settings.hospital_key_file)
+        except ChainReset as exc:
+            raise Refusal(protocol.CHAIN_RESET, f"no data used: {exc}") from exc
         except LedgerError as exc:  # ChainUnavailable or any other: no data is used without the chain
             raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
 
@@ -88,11 +91,12 @@ class HospitalNode:
             max_pinned_block_age_s=self.settings.max_pinned_block_age_s,
         )
 
-    def _admit(self, config: RoundConfig, cohort: str):
-        """The study's terms, its task, and the consented patients: training ones (if the phase reads them,
-        else None) and those of `cohort`. Only patients of the kind the task reads are candidates."""
+    def _check(self, config: RoundConfig):
+        """The study's terms, its task and a gate over the patients of the kind the task reads; a Refusal when
+        this node may not work on the round. Nothing is read yet."""
         gate = self._gate(self.store)
-        terms = gate.check_study(config.study_id, config.block, round_number=config.round)
+        terms = gate.check_study(config.study_id, config.block, round_number=config.round,
+                                 block_hash=config.block_hash)
         if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON and not self.settings.allow_non_private_studies:
             raise Refusal(
                 protocol.STUDY_NOT_ACCEPTED,
@@ -110,42 +114,63 @@ class HospitalNode:
                 f"no data used: the study's purpose {terms.purpose!r} is not the purpose task {task.task_id} serves "
                 f"({task.purpose!r})",
             )
-        gate = self._gate(self.store.for_kind(task.record_kind))
-        reads_train = cohort == "train" or task.evaluation_reads_training_data
-        train = gate.admit(config.study_id, config.block, cohort="train", fields=task.fields) if reads_train else None
-        admitted = train if cohort == "train" else gate.admit(config.study_id, config.block, cohort=cohort, fields=task.fields)
-        if not admitted.pseudonyms:
-            raise Refusal(protocol.NO_CONSENTED_PATIENTS, f"no {cohort} patient holds consent at block {config.block}")
-        return terms, task, train, admitted
+        return terms, task, self._gate(self.store.for_kind(task.record_kind))
 
-    def _record_usage(self, config: RoundConfig, phase: str, used: list[bytes]) -> bytes:
-        commitment = pseudonym_commitment(used)
-        self.store.record_usage(
-            RoundUsage(
-                study_id=str(config.study_id),
-                round=config.round,
-                phase=phase,
-                block=config.block,
-                commitment=str(commitment),
-                pseudonyms=json.dumps(sorted(hex0x(p) for p in used)),
-            )
-        )
-        return commitment
+    @contextmanager
+    def _reading(self, config: RoundConfig, cohort: str, task, gate: ConsentGate):
+        """Read the consented patients of `cohort` (and the training ones, if the phase reads them) write-ahead:
+        consent is checked, the intent to read exactly those pseudonyms is written to the usage log, and only then
+        are their records decrypted. Yields (train, admitted, commitment); the intent is completed when the block
+        ends, voided when it raises (an intent left as it is: the node stopped while using the records)."""
+        reads_train = cohort == "train" or task.evaluation_reads_training_data
+        train_patients = gate.consented(config.study_id, config.block, cohort="train") if reads_train else []
+        patients = train_patients if cohort == "train" else gate.consented(config.study_id, config.block, cohort=cohort)
+        if not patients:
+            raise Refusal(protocol.NO_CONSENTED_PATIENTS, f"no {cohort} patient holds consent at block {config.block}")
+        read = sorted({p.pseudonym for p in patients} | {p.pseudonym for p in train_patients})
+        commitment = pseudonym_commitment(Pseudonym.parse(p) for p in read)
+        phase = "train" if cohort == "train" else "evaluate"
+        usage_id = self.store.record_intent(RoundUsage(
+            study_id=str(config.study_id), round=config.round, phase=phase, block=config.block,
+            commitment=str(commitment), pseudonyms=json.dumps(read)))
+        try:
+            train = gate.open_records(config.study_id, config.block, train_patients, fields=task.fields) \
+                if reads_train else None
+            admitted = train if cohort == "train" else gate.open_records(
+                config.study_id, config.block, patients, fields=task.fields)
+            yield train, admitted, commitment
+        except Exception:
+            self._settle(usage_id, USAGE_VOIDED)
+            raise
+        self._settle(usage_id, USAGE_COMPLETED)
+
+    def _settle(self, usage_id: int, status: str) -> None:
+        try:
+            self.store.settle_usage(usage_id, status=status)
+        except Exception as exc:  # noqa: BLE001 - the intent stays: the audit still sees the read
+            log.error("%s: could not mark usage entry %d %s (it stays an intent): %s",
+                      self.settings.hospital, usage_id, status, exc)
 
     def train(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> TrainOutcome:
         # Opacus takes seconds to import; every Flower message starts a fresh process, and only training needs it.
-        from node.privacy import BudgetSpent, PrivacyBudget
-        from node.trainer import train_private
+        from node.privacy import PrivacyBudget
 
-        terms, task, train, _ = self._admit(config, "train")
-        if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON:  # _admit let it through: this node opted in
-            return self._train_non_private(config, terms, task, train, global_state)
+        terms, task, gate = self._check(config)
+        if terms.epsilon_budget >= protocol.NON_PRIVATE_EPSILON:  # _check let it through: this node opted in
+            return self._train_non_private(config, terms, task, gate, global_state)
         if terms.evaluation_share <= 0:  # no room for the noisy count a train reply carries: fail closed
             raise Refusal(protocol.BUDGET_SPENT, "no data used: the study records no evaluation share of its budget "
                                                  "(proposed before the share existed); propose it again")
         budget = PrivacyBudget.of_study(self.store, terms)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
+        with self._reading(config, "train", task, gate) as (train, _, commitment):
+            return self._train_private(config, terms, task, budget, train, commitment, global_state)
+
+    def _train_private(self, config: RoundConfig, terms, task, budget, train, commitment, global_state) -> TrainOutcome:
+        from node.privacy import BudgetSpent
+        from node.trainer import train_private
+
         features, labels = task.training_examples(train.records)
         shift, scale = task.normaliser(features)
         features = ((features - shift) / scale).astype("float32")
@@ -173,7 +198,6 @@ class HospitalNode:
         )
         epsilon = budget.record(config.round, result.steps_taken)
         weight, epsilon = self._training_weight(budget, config.round, len(labels), epsilon)
-        commitment = self._record_usage(config, "train", train.pseudonyms)
         log.info(
             "%s round %d: trained on %d consented patients at block %d, noise %.2f, epsilon %.3f of %g "
             "(weight sent: %d, noisy)",
@@ -197,13 +221,17 @@ class HospitalNode:
             raise Refusal(protocol.BUDGET_SPENT, f"the trained model was not sent: {exc}") from exc
         return max(1, round(noisy)), epsilon
 
-    def _train_non_private(self, config: RoundConfig, terms, task, train, global_state) -> TrainOutcome:
+    def _train_non_private(self, config: RoundConfig, terms, task, gate, global_state) -> TrainOutcome:
         """Plain SGD for a study recorded as non-private; epsilon is reported as infinity (no DP guarantee)."""
-        from node.trainer import train_plain
-
         study = str(config.study_id)
         if any(u.round == config.round and u.phase == "train" for u in self.store.usage(study)):
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
+        with self._reading(config, "train", task, gate) as (train, _, commitment):
+            return self._train_plain(config, terms, task, train, commitment, global_state)
+
+    def _train_plain(self, config: RoundConfig, terms, task, train, commitment, global_state) -> TrainOutcome:
+        from node.trainer import train_plain
+
         features, labels = task.training_examples(train.records)
         shift, scale = task.normaliser(features)
         model = task.build_model()
@@ -212,7 +240,6 @@ class HospitalNode:
             model, task.loss, ((features - shift) / scale).astype("float32"), labels, epochs=config.local_epochs,
             learning_rate=config.learning_rate, batch_size=config.batch_size,
         )
-        commitment = self._record_usage(config, "train", train.pseudonyms)
         log.info(
             "%s round %d: trained WITHOUT differential privacy (non-private study) on %d consented patients at block %d",
             self.settings.hospital, config.round, len(labels), config.block,
@@ -223,7 +250,8 @@ class HospitalNode:
         """Evaluate the round's global model once: only round 1..R of the study at the block its training pinned,
         and what is released is a charged Gaussian release of the task's per-patient-clipped sums."""
         study = str(config.study_id)
-        usage = [u for u in self.store.usage(study) if u.round == config.round]
+        # An intent left by a node that stopped while evaluating counts as an evaluation: it may have been released.
+        usage = [u for u in self.store.usage_log(study) if u.round == config.round and u.status != USAGE_VOIDED]
         if any(u.phase == "evaluate" for u in usage):
             raise Refusal(protocol.BAD_REQUEST, f"no data used: round {config.round} was already evaluated here; "
                                                 "a round is evaluated once")
@@ -232,14 +260,16 @@ class HospitalNode:
             raise Refusal(protocol.BAD_REQUEST, f"no data used: round {config.round} trained at block "
                                                 f"{min(trained_at)}; its evaluation must read the same block, not "
                                                 f"{config.block}")
-        terms, task, train, test = self._admit(config, "test")
+        terms, task, gate = self._check(config)
+        with self._reading(config, "test", task, gate) as (train, test, commitment):
+            return self._evaluate(config, terms, task, train, test, commitment, global_state)
+
+    def _evaluate(self, config: RoundConfig, terms, task, train, test, commitment, global_state) -> EvaluateOutcome:
         private = terms.epsilon_budget < protocol.NON_PRIVATE_EPSILON
-        used = list(test.pseudonyms)
         if task.evaluation_reads_training_data:  # a task whose normaliser is fitted on training patients
             if not train.pseudonyms:
                 raise Refusal(protocol.NO_CONSENTED_PATIENTS, "no consented training patients to standardise with")
             shift, scale = task.normaliser(task.training_examples(train.records)[0])
-            used += train.pseudonyms
         else:
             shift, scale = task.normaliser(task.evaluation_examples(test.records)[0])
         model = task.build_model()
@@ -250,7 +280,6 @@ class HospitalNode:
             sums, epsilon = self._release(terms, config.round, task, sums)
         count = max(0, round(sums[task.evaluation_count_key]))
         metrics = task.summarise(sums)
-        commitment = self._record_usage(config, "evaluate", used)
         self._keep_model(config, task, global_state, shift, scale)
         log.info(
             "%s round %d: evaluated on %d consented test patients at block %d: %s %s%s",
@@ -284,6 +313,15 @@ class HospitalNode:
         except BudgetSpent as exc:
             raise Refusal(protocol.BUDGET_SPENT, f"nothing released: {exc}") from exc
         return noisy_sums(sums, task.evaluation_bounds, noise_multiplier=budget.release_noise()), epsilon
+
+    def epsilon_spent(self, study_id) -> float:
+        """The epsilon this node's own privacy account says it spent on the study (infinity once it trained a
+        non-private study): what the run's report shows, whatever replies were lost."""
+        study = str(study_id)
+        spends = self.store.spends(study)
+        if spends:
+            return spends[-1].epsilon_after
+        return math.inf if any(u.phase == "train" for u in self.store.usage(study)) else 0.0
 
     def _keep_model(self, config: RoundConfig, task, global_state, shift, scale) -> None:
         """Keep the round's global model and the normaliser this evaluation used (node/models_store.py), for the

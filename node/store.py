@@ -45,8 +45,14 @@ class PatientSource(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=_now)
 
 
+# The life of a usage entry: written as an intent before any record is decrypted, then completed (used: a reply
+# went out, or was lost on its way) or voided (refused after the intent: nothing trained or released). An intent
+# left as it is means the node stopped while reading: the records may have been used.
+USAGE_INTENT, USAGE_COMPLETED, USAGE_VOIDED = "intent", "completed", "voided"
+
+
 class RoundUsage(SQLModel, table=True):
-    """The exact set of pseudonyms a node used in one phase of a round: the node's audit log."""
+    """The exact set of pseudonyms a node read in one phase of a round: the node's audit log (write-ahead)."""
 
     id: int | None = Field(default=None, primary_key=True)
     study_id: str = Field(index=True)
@@ -56,6 +62,7 @@ class RoundUsage(SQLModel, table=True):
     commitment: str
     pseudonyms: str  # JSON list of 0x-hex pseudonyms
     recorded_at: datetime = Field(default_factory=_now)
+    status: str = Field(default=USAGE_COMPLETED, index=True)  # USAGE_INTENT, USAGE_COMPLETED or USAGE_VOIDED
 
     @property
     def pseudonym_list(self) -> list[str]:
@@ -100,6 +107,7 @@ class Store:
         SQLModel.metadata.create_all(self.engine)
         _add_kind_column(self.engine)
         _add_release_columns(self.engine)
+        _add_usage_status_column(self.engine)
         self.kind = kind
 
     @classmethod
@@ -131,7 +139,30 @@ class Store:
             session.add(usage)
             session.commit()
 
+    def record_intent(self, usage: RoundUsage) -> int:
+        """Write `usage` as an intent (durably, before anything is decrypted); returns its id."""
+        usage.status = USAGE_INTENT
+        with self.session() as session:
+            session.add(usage)
+            session.commit()
+            return usage.id
+
+    def settle_usage(self, usage_id: int, *, status: str) -> None:
+        """An intent completed (USAGE_COMPLETED) or voided (USAGE_VOIDED)."""
+        if status not in (USAGE_COMPLETED, USAGE_VOIDED):
+            raise ValueError(f"an intent is settled as completed or voided, not {status!r}")
+        with self.session() as session:
+            usage = session.get(RoundUsage, usage_id)
+            usage.status = status
+            session.add(usage)
+            session.commit()
+
     def usage(self, study_id: str | None = None) -> list[RoundUsage]:
+        """The completed uses (what the node replied about, or would have)."""
+        return [u for u in self.usage_log(study_id) if u.status == USAGE_COMPLETED]
+
+    def usage_log(self, study_id: str | None = None) -> list[RoundUsage]:
+        """Every entry, intents and voided ones too: what an auditor reads."""
         with self.session() as session:
             query = select(RoundUsage).order_by(RoundUsage.id)
             if study_id:
@@ -176,3 +207,11 @@ def _add_release_columns(engine) -> None:
             connection.execute(text("ALTER TABLE privacyspend ADD COLUMN release VARCHAR NOT NULL DEFAULT 'train'"))
         if "value" not in columns:
             connection.execute(text("ALTER TABLE privacyspend ADD COLUMN value FLOAT"))
+
+
+def _add_usage_status_column(engine) -> None:
+    """Usage logs made before the write-ahead log hold only completed uses: add the column so."""
+    columns = {c["name"] for c in inspect(engine).get_columns("roundusage")}
+    if "status" not in columns:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE roundusage ADD COLUMN status VARCHAR NOT NULL DEFAULT 'completed'"))

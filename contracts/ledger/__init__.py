@@ -44,7 +44,7 @@ from contracts.ledger.records import (  # noqa: E402
     to_bytes32,
 )
 from contracts.ledger.deployment import Deployment, connect, deploy
-from contracts.ledger.errors import ChainUnavailable, ContractRejected, LedgerError
+from contracts.ledger.errors import ChainReset, ChainUnavailable, ContractRejected, LedgerError, StateUnavailable
 from contracts.ledger.keys import fund_from_dev_account, load_key, write_key
 from contracts.ledger.signing import (
     CONSENT_DOMAIN_NAME,
@@ -63,8 +63,8 @@ from contracts.ledger.signing import (
 
 __all__ = [
     "CONSENT_BATCH", "CONSENT_BITMAP_SELECTOR", "CONSENT_DOMAIN_NAME", "CONSENT_DOMAIN_VERSION", "ENROL_BATCH",
-    "GRANT_BATCH", "MILLI", "SANE_RECURSION_LIMIT", "ChainUnavailable", "ConsentChange", "ConsentFollower",
+    "GRANT_BATCH", "MILLI", "SANE_RECURSION_LIMIT", "ChainReset", "ChainUnavailable", "ConsentChange", "ConsentFollower",
     "ContractRejected", "Deployment", "Ledger", "LedgerError", "NodeKeyEvent", "ROUND_DOMAIN_NAME",
-    "ROUND_REPLY_TYPES", "RoundAnchor", "SignedCancel", "SignedGrant", "SignedRevoke", "StudyTerms", "connect",
+    "ROUND_REPLY_TYPES", "RoundAnchor", "SignedCancel", "SignedGrant", "SignedRevoke", "StateUnavailable", "StudyTerms", "connect",
     "deploy", "from_bytes32", "fund_from_dev_account", "load_key", "recover_round_reply", "sign_cancel", "sign_grant", "sign_revoke", "sign_round_reply", "to_bytes32", "write_key",
 ]

@@ -13,6 +13,8 @@ import requests
 from eth_account import Account
 from web3 import Web3
 from web3.exceptions import (
+    BadFunctionCallOutput,
+    BlockNotFound,
     ContractCustomError,
     ContractLogicError,
     ProviderConnectionError,
@@ -22,7 +24,16 @@ from web3.exceptions import (
 
 from contracts.ledger.consent import ConsentCalls
 from contracts.ledger.deployment import Deployment, connect
-from contracts.ledger.errors import ChainUnavailable, ContractRejected, LedgerError, error_decoder, rejection, transport_reason
+from contracts.ledger.errors import (
+    ChainReset,
+    ChainUnavailable,
+    ContractRejected,
+    LedgerError,
+    StateUnavailable,
+    error_decoder,
+    rejection,
+    transport_reason,
+)
 from contracts.ledger.keys import load_key
 from contracts.ledger.records import NodeKeyEvent, RoundAnchor, StudyTerms, from_bytes32, to_bytes32
 from contracts.ledger.signing import sign_round_reply
@@ -48,6 +59,7 @@ class Ledger(ConsentCalls):
         self.consortium = w3.eth.contract(address=deployment.consortium, abi=deployment.abis["Consortium"])
         self.consent = w3.eth.contract(address=deployment.consent_registry, abi=deployment.abis["ConsentRegistry"])
         self._errors = error_decoder(deployment.abis)
+        self.verify_chain()
 
     @classmethod
     def open(
@@ -67,10 +79,55 @@ class Ledger(ConsentCalls):
         return cls.open(settings.rpc_url, Path(settings.deployment_file), key_path=key_file, key_role=key_role,
                         timeout_s=settings.chain_timeout_s)
 
+    # ---- the chain itself ----
+
+    def verify_chain(self) -> None:
+        """Raise ChainReset unless the chain still holds this deployment: code at both contracts' addresses and,
+        when the deployment file recorded it, the same block at the deployment's block number."""
+        reason = self._reset_reason()
+        if reason:
+            raise ChainReset(reason)
+
+    def _reset_reason(self) -> str | None:
+        d = self.deployment
+        advice = ("it lost its contracts or was reset (a dev chain restarted without its state file?): restore the "
+                  "chain's state, or deploy anew and give every component the new deployment file")
+        for name, address in (("Consortium", d.consortium), ("ConsentRegistry", d.consent_registry)):
+            if not self._read(lambda: self.w3.eth.get_code(address), checked=True):
+                return f"the chain no longer holds the TwinLedger contracts (no {name} code at {address}): {advice}"
+        if d.deployed_block_hash:
+            try:
+                block = self._read(lambda: self.w3.eth.get_block(d.deployed_block), checked=True)
+            except ChainUnavailable:
+                raise
+            except LedgerError:  # no such block
+                block = None
+            found = "0x" + bytes(block["hash"]).hex() if block is not None else None
+            if found is None:
+                return (f"the chain no longer holds the TwinLedger contracts: it has no block {d.deployed_block}, "
+                        f"where they were deployed: {advice}")
+            if found != d.deployed_block_hash.lower():
+                return (f"the chain no longer holds the TwinLedger contracts: its block {d.deployed_block} is another "
+                        f"block than the one they were deployed in ({d.deployed_block_hash[:18]}...): {advice}")
+        return None
+
+    def _reset_or(self, error: LedgerError) -> LedgerError:
+        """`error`, unless the chain was reset: then the ChainReset that explains it."""
+        try:
+            reason = self._reset_reason()
+        except LedgerError:
+            return error
+        return ChainReset(reason) if reason else error
+
     # ---- reads ----
 
     def block_number(self) -> int:
         return self._read(lambda: self.w3.eth.block_number)
+
+    def block_hash(self, block: int) -> str:
+        """The hash (0x hex) of the chain's block at number `block`."""
+        found = self._read(lambda: self.w3.eth.get_block(block))
+        return "0x" + bytes(found["hash"]).hex()
 
     def block_timestamp(self, block: int | str = "latest") -> int:
         return int(self._read(lambda: self.w3.eth.get_block(block)["timestamp"]))
@@ -262,14 +319,25 @@ class Ledger(ConsentCalls):
 
     # ---- plumbing ----
 
-    def _read(self, call):
+    def _read(self, call, *, checked: bool = False):
+        """`call()`, its failures as LedgerErrors. An answer that only a reset chain gives (an empty call result,
+        a block out of range) is checked against the deployment, unless `checked` (the check's own reads)."""
         try:
             return call()
         except (ContractCustomError, ContractLogicError) as exc:
             raise self._rejected(exc) from exc
         except (requests.exceptions.RequestException, ProviderConnectionError, ConnectionError, TimeoutError) as exc:
             raise ChainUnavailable(f"the chain cannot be reached ({transport_reason(exc)})") from exc
+        except BlockNotFound as exc:
+            raise LedgerError(f"the chain has no such block ({exc})") from exc
+        except BadFunctionCallOutput as exc:
+            error = LedgerError(f"the contract's answer does not decode: {exc}")
+            raise (error if checked else self._reset_or(error)) from exc
         except Web3RPCError as exc:
+            if "BlockOutOfRange" in str(exc) or "block not found" in str(exc).lower():
+                error = StateUnavailable(f"the chain node does not serve the state at the block asked ({exc}); a "
+                                         "chain restarted from its state file keeps no earlier states")
+                raise (error if checked else self._reset_or(error)) from exc
             raise LedgerError(f"the chain refused the request: {exc}") from exc
         except Exception as exc:
             # The in-process test chain (eth-tester) reports reverts as its own TransactionFailed.

@@ -67,8 +67,9 @@ class ConsentCalls:
             raw = self._read(lambda: self.w3.eth.call({"to": self.consent.address, "data": data}, block))
             try:
                 (words,) = eth_abi.decode(["uint256[]"], bytes(raw))
-            except Exception as exc:  # noqa: BLE001 - any undecodable answer is unclear
-                raise LedgerError(f"the consent answer for {len(chunk)} pseudonyms does not decode: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - any undecodable answer is unclear (empty: no contract there)
+                error = LedgerError(f"the consent answer for {len(chunk)} pseudonyms does not decode: {exc}")
+                raise self._reset_or(error) from exc
             if not isinstance(words, (list, tuple)) or len(words) != (len(chunk) + 255) // 256:
                 raise LedgerError(f"the consent answer for {len(chunk)} pseudonyms is malformed")
             answer.extend(bool((words[i >> 8] >> (i & 255)) & 1) for i in range(len(chunk)))

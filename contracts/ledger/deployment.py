@@ -23,6 +23,7 @@ class Deployment:
     consent_domain_salt: str  # 0x-hex bytes32, random per deployment: the salt of the consent signing domain
     deployed_block: int
     abis: dict
+    deployed_block_hash: str = ""  # 0x hex; tells a reset chain with the same addresses apart ("" in older files)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,7 @@ def deploy(w3: Web3, operator_key: str, *, artifacts: dict | None = None, timeou
 
     consortium, first_block = _create("Consortium", operator.address)
     consent_domain_salt = secrets.token_bytes(32)
+    first_hash = w3.eth.get_block(first_block)["hash"]
     registry, _ = _create("ConsentRegistry", consortium, consent_domain_salt)
     return Deployment(
         chain_id=chain_id,
@@ -91,5 +93,6 @@ def deploy(w3: Web3, operator_key: str, *, artifacts: dict | None = None, timeou
         consent_registry=registry,
         consent_domain_salt="0x" + consent_domain_salt.hex(),
         deployed_block=first_block,
+        deployed_block_hash="0x" + bytes(first_hash).hex(),
         abis={name: artifacts[name]["abi"] for name in ("Consortium", "ConsentRegistry")},
     )

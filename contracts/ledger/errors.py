@@ -1,7 +1,9 @@
 """How the ledger client fails: one exception family, and the contracts' custom errors in the domain's words.
 
 Every failure of a read or a write surfaces as a :class:`LedgerError`: :class:`ChainUnavailable` when the
-chain node cannot be reached or does not answer in time, :class:`ContractRejected` when a contract reverts,
+chain node cannot be reached or does not answer in time, :class:`ChainReset` when it no longer holds the
+deployment, :class:`StateUnavailable` when it no longer serves the state at the block asked,
+:class:`ContractRejected` when a contract reverts,
 with the custom error decoded (its selector looked up in the deployment's ABIs) into a sentence.
 """
 
@@ -22,6 +24,15 @@ class LedgerError(Exception):
 
 class ChainUnavailable(LedgerError):
     """The chain node could not be reached or did not answer in time."""
+
+
+class ChainReset(LedgerError):
+    """The chain no longer holds the deployment: no code at its addresses, or another block at its block number
+    (a dev chain restarted without its state, or a new chain at the same URL)."""
+
+
+class StateUnavailable(LedgerError):
+    """The chain node no longer serves the state at the block asked (a restarted node that kept no history)."""
 
 
 class ContractRejected(LedgerError):

@@ -318,7 +318,8 @@ def test_nodes_sync_takes_account_and_key_file_pairs(capsys):
 def test_chain_start_funds_and_stops_anvil_on_sigterm(tmp_path, capsys):
     port = processes.free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cli", "chain", "start", "--port", str(port), "--log", str(tmp_path / "anvil.log")],
+        [sys.executable, "-m", "deploy.cli", "chain", "start", "--port", str(port), "--log", str(tmp_path / "anvil.log"),
+         "--state", str(tmp_path / "chain-state.json")],
         cwd=processes.PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -338,6 +339,7 @@ def test_chain_start_funds_and_stops_anvil_on_sigterm(tmp_path, capsys):
         while _port_open(port) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _port_open(port), "anvil still listens after SIGTERM"
+        assert (tmp_path / "chain-state.json").exists(), "anvil kept no state file"
     finally:
         if process.poll() is None:
             process.kill()

@@ -51,7 +51,8 @@ class Federation:
                                             operator_key_file=self.home / "keys" / "operator.key")
         self.w3, self.deployment = self.consortium.w3, self.consortium.deployment
         CoordinatorSettings(home=self.home, rpc_url=self.rpc_url, deployment_file=deployment_file,
-                            min_nodes=len(HOSPITALS), round_timeout_s=300, wait_for_nodes_s=60).save()
+                            min_nodes=len(HOSPITALS), round_timeout_s=300, wait_for_nodes_s=60,
+                            confirmations=0).save()  # anvil: the consents just relayed are in the last blocks
         self.consortium.add_coordinator(key_file=self.home / "keys" / "coordinator.key")
         for name, filename in HOSPITALS.items():
             self.consortium.add_node(name, workdir / "nodes" / name, records=[DATA / filename]).enrol()
