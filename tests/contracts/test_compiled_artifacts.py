@@ -77,8 +77,10 @@ def test_a_wheel_deploys_the_contracts_without_the_checkout(tmp_path, anvil_url)
                     "--wheel-dir", str(wheels), str(sources)], check=True, timeout=300)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # Without PYTHONPATH: a checkout on it (with its egg-info) would make pip take twinledger as installed already.
+    clean_env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     subprocess.run([str(venv / "bin" / "pip"), "install", "--no-deps", "--quiet", "--no-index",
-                    str(next(wheels.glob("twinledger-*.whl")))], check=True, timeout=300)
+                    str(next(wheels.glob("twinledger-*.whl")))], check=True, timeout=300, env=clean_env)
     # Its dependencies from the project's venv, added after the install (that venv lists an editable twinledger,
     # which pip would take as already installed); a path a .pth adds is not scanned for .pth files itself.
     site = next((venv / "lib").glob("python*/site-packages"))
