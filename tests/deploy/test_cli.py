@@ -39,9 +39,18 @@ def _subcommands(parser: argparse.ArgumentParser, path=()):
 
 # ---- parsing ----
 
-def test_docstring_lists_every_subcommand():
-    for path, _ in _subcommands(cli.build_parser()):
-        assert "twinledger " + " ".join(path) in cli.__doc__, path
+def test_help_lists_every_command_with_its_help(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    lines = [line.strip().partition("  ") for line in capsys.readouterr().out.split("commands:\n", 1)[1].splitlines()]
+    listed = {command: text.strip() for command, _, text in lines}
+    commands = ["twinledger " + " ".join(path) for path, _ in _subcommands(cli.build_parser())]
+    assert len(commands) > 30
+    for command in commands:
+        line = next((name for name in listed if name == command or name.startswith(command + " ")), None)
+        assert line is not None, command
+        assert listed[line], f"{command} has no help"
+    assert "twinledger chain fund ADDRESS" in listed and "twinledger node import FILE" in listed  # positionals shown
 
 
 def test_every_option_has_help():
