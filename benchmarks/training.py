@@ -46,10 +46,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.flamby import (HospitalData, TrainingSettings, evaluate_model, load_hospital_data, pooled_set,
+from .flamby import (HospitalData, TrainingSettings, evaluate_model, load_hospital_data, pooled_set,
                                train_centrally, train_flamby_recipe)
-from benchmarks.grid import InProcessGrid
-from benchmarks.training_page import table_lines, write_benchmarks_page
+from .grid import InProcessGrid
+from .training_page import table_lines, write_benchmarks_page
 from contracts import ledger as lg
 from coordinator.run_options import RunOptions
 from coordinator.study_run import StudyRun

@@ -94,7 +94,7 @@ def _run(settings: ForecasterSettings, work: Path, rpc_url: str, started: float,
         homes[name], counts[name] = node.settings.home, {"train": len(train), "test": len(test)}
     set_up_s = time.monotonic() - started
 
-    from benchmarks.grid import InProcessGrid  # the benchmarks' in-process Flower transport
+    from .grid import InProcessGrid  # the benchmarks' in-process Flower transport
 
     options = RunOptions(
         study_id=study_id, num_rounds=settings.rounds, local_epochs=settings.local_epochs,

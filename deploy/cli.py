@@ -93,21 +93,25 @@ def _chain_start(args) -> int:
     return 1
 
 
+BENCHMARKS_PACKAGE = "twinledger_benchmarks"
+
+
 def _our_benchmarks():
-    """This project's benchmarks/ package, loaded from beside deploy/. Opacus 1.6 installs a top-level package
-    of its own named `benchmarks` into site-packages, which a plain import finds first from the console script."""
+    """This project's benchmarks/, as the package `twinledger_benchmarks`: Opacus 1.6 installs a top-level
+    package of its own named `benchmarks`. A wheel (and an install of the checkout) maps the folder to that name
+    (setup.py); a checkout that was not installed since has the folder beside deploy/, loaded under that name."""
     import importlib.util
 
-    loaded = sys.modules.get("benchmarks")
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    if loaded is not None and Path(loaded.__file__).resolve().parent == root:
-        return loaded
-    spec = importlib.util.spec_from_file_location("benchmarks", root / "__init__.py",
-                                                  submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmarks"] = module
-    spec.loader.exec_module(module)
-    return module
+    try:
+        return importlib.import_module(BENCHMARKS_PACKAGE)
+    except ImportError:
+        root = Path(__file__).resolve().parent.parent / "benchmarks"
+        spec = importlib.util.spec_from_file_location(BENCHMARKS_PACKAGE, root / "__init__.py",
+                                                      submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[BENCHMARKS_PACKAGE] = module
+        spec.loader.exec_module(module)
+        return module
 
 
 def _bench(args) -> int:

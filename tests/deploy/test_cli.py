@@ -361,3 +361,7 @@ def test_bench_loads_this_projects_benchmarks_not_the_one_opacus_installs(tmp_pa
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0].endswith("benchmarks/__init__.py") and "site-packages" not in out.splitlines()[0]
     assert "ledger" in out and "training" in out
+    # Under the name a wheel installs it as (tests/deploy/test_wheel.py), not Opacus' `benchmarks`.
+    code += "; print(b.__name__, b.benchmark('ledger').__module__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "twinledger_benchmarks twinledger_benchmarks.ledger"
