@@ -221,7 +221,7 @@ def round_overhead(rounds: int = 2, *, warm: bool = True, secure: bool = True) -
         links = contextlib.nullcontext() if secure else processes.insecure_links()
         with links, tempfile.TemporaryDirectory(prefix="twinledger-overhead-demo-") as scratch:
             report = run_demo(DemoOptions(workdir=Path(scratch) / "demo", report=Path(scratch) / "report.json",
-                                          rounds=rounds, revocations_per_hospital=0, timeout_s=900))
+                                          rounds=rounds, revocations_per_hospital=0, timeout_s=900)).as_dict()
     finally:
         if previous is None:
             os.environ.pop("TWINLEDGER_WARM_SUPERNODE", None)

@@ -109,25 +109,25 @@ def _run(settings: ForecasterSettings, work: Path, rpc_url: str, started: float,
     if model_out is not None:
         Path(model_out).parent.mkdir(parents=True, exist_ok=True)
         torch.save(arrays.to_torch_state_dict(), model_out)
-    report = run.report.as_dict()
-    errors = {r["round"]: r["errors"] for r in report["rounds"] if r["errors"]}
+    report = run.report
+    errors = {r.round: r.errors for r in report.rounds if r.errors}
     if errors:
         raise RuntimeError(f"the forecaster study had errors: {errors}")
-    final = report["rounds"][-1]["metrics"]
+    final = report.rounds[-1].metrics
     return {
         "task": TASK_ID,
         "federated_rmse_30min_mgdl": round(final["rmse_30min_mgdl"], 2),
         "baseline_last_value_rmse_30min_mgdl": round(final["rmse_30min_lvcf_mgdl"], 2),
-        "rmse_30min_mgdl_per_round": [round(r["metrics"]["rmse_30min_mgdl"], 2) for r in report["rounds"]],
+        "rmse_30min_mgdl_per_round": [round(r.metrics["rmse_30min_mgdl"], 2) for r in report.rounds],
         "test_windows": int(final["windows"]),
         "epsilon_budget": settings.epsilon,
-        "epsilon_spent": {h["name"]: h["epsilon_spent"] for h in report["hospitals"]},
+        "epsilon_spent": {h.name: h.epsilon_spent for h in report.hospitals},
         "dp_unit": "patient",
         "patients": counts,
         "days": settings.days,
         "held_out_days": settings.held_out_days,
         "rounds": settings.rounds,
-        "anchored_rounds": sum(1 for r in report["rounds"] if "anchor_block" in r),
+        "anchored_rounds": sum(1 for r in report.rounds if r.anchor_block is not None),
         "simulation_s": round(simulated_s, 2),
         "set_up_s": round(set_up_s, 2),
         "total_s": round(time.monotonic() - started, 2),

@@ -41,17 +41,19 @@ def _demo(args) -> int:
     options.serve_web = args.serve == "always" or (args.serve == "auto" and sys.stdin.isatty())
     options.on_report = _print_demo_summary
     report = run_demo(options)
-    return 0 if report["audit"]["violations"] == 0 else 1
+    return 0 if report.audit["violations"] == 0 else 1
 
 
-def _print_demo_summary(report: dict, report_path: Path) -> None:
-    final = report["rounds"][-1] if report["rounds"] else {}
+def _print_demo_summary(report, report_path: Path) -> None:
+    """The demo's RunReport (coordinator/report.py) with its additions (`audit`, `wall_seconds`)."""
+    accuracy = report.rounds[-1].value("accuracy") if report.rounds else None
     print()
-    print(f"Demo finished in {report['wall_seconds']} s: {len(report['rounds'])} rounds, "
-          f"final accuracy {final.get('accuracy')}, audit violations {report['audit']['violations']}.")
-    for hospital in report["hospitals"]:
-        print(f"  {hospital['name']:<12} patients {hospital['patients']:>4}  consented {hospital['consented']}  "
-              f"epsilon {hospital['epsilon_spent']:.2f} of {hospital['epsilon_budget']:g}")
+    print(f"Demo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, "
+          f"final accuracy {accuracy}, audit violations {report.audit['violations']}.")
+    for hospital in report.hospitals:
+        spent = "inf" if hospital.epsilon_spent is None else f"{hospital.epsilon_spent:.2f}"
+        print(f"  {hospital.name:<12} patients {hospital.patients:>4}  consented {hospital.consented}  "
+              f"epsilon {spent} of {hospital.epsilon_budget:g}")
     print(f"Report: {report_path}")
     print(f"Page:   {report_path.with_suffix('.html')}", flush=True)
 
