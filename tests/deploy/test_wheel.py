@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,8 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow  # builds the wheel (about 15 s)
 def test_the_wheel_ships_our_benchmarks_under_their_own_name_and_both_commands(tmp_path):
+    # From a copy: setuptools leaves build/ and an egg-info in the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "node_modules", "build", "*.egg-info",
+                                                                "__pycache__", "demo-run", "docs", "tests"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "--wheel-dir", str(tmp_path), str(source)], check=True, capture_output=True, timeout=300)
     [wheel] = tmp_path.glob("twinledger-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "twinledger_benchmarks/__init__.py" in names and "twinledger_benchmarks/training.py" in names
