@@ -79,6 +79,13 @@ def chain(request, artifacts) -> Chain:
     return Chain(w3, consortium.deployment, consortium.operator, hospital, other, coordinator, study_id, consortium)
 
 
+def pytest_configure(config):
+    # The inner loop deselects slow tests; its fuzz tests then ask for a few examples each (tests/fuzz.py).
+    from tests import fuzz
+
+    fuzz.QUICK = "not slow" in " ".join((config.getoption("markexpr") or "").split())
+
+
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps calling Google's hosts, which this network refuses.
 CHROMIUM_ARGS = [
