@@ -45,7 +45,7 @@ def build_console():
 
 
 APP, HOME, LINK = build_console()
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema = fuzz.budget(schemathesis.openapi.from_asgi("/openapi.json", APP))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -51,7 +51,7 @@ def build_console():
 
 
 APP, HOME = build_console()
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema = fuzz.budget(schemathesis.openapi.from_asgi("/openapi.json", APP))
 
 
 @pytest.fixture(scope="module", autouse=True)

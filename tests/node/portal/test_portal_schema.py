@@ -65,7 +65,7 @@ def build_portal() -> Portal:
 
 PORTAL = build_portal()
 WORLD["portal"] = PORTAL
-schema = schemathesis.openapi.from_asgi("/openapi.json", PORTAL.app)
+schema = fuzz.budget(schemathesis.openapi.from_asgi("/openapi.json", PORTAL.app))
 
 
 @pytest.fixture(scope="module", autouse=True)
