@@ -7,6 +7,10 @@
 
 One module each (ledger, training, overhead, twin; tune_training tunes the training benchmark's settings);
 every one that needs a federation builds it with deploy/consortium.py. Results go to docs/benchmarks.md.
+
+A wheel installs this folder as the package `twinledger_benchmarks` (setup.py): Opacus 1.6 installs a top-level
+package of its own named `benchmarks`. So the modules import each other relatively (`from .flamby import ...`),
+and work under either name.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import sys
 
 # name -> (module, function); imported when run, so that listing the names imports neither torch nor web3.
 BENCHMARKS = {
-    "ledger": ("benchmarks.ledger", "bench_ledger"),
-    "training": ("benchmarks.training", "bench_training"),
-    "overhead": ("benchmarks.overhead", "bench_overhead"),
-    "twin": ("benchmarks.twin", "bench_twin"),
+    "ledger": (".ledger", "bench_ledger"),
+    "training": (".training", "bench_training"),
+    "overhead": (".overhead", "bench_overhead"),
+    "twin": (".twin", "bench_twin"),
 }
 NAMES = tuple(BENCHMARKS)
 
@@ -28,7 +32,7 @@ NAMES = tuple(BENCHMARKS)
 def benchmark(name: str):
     """The function of benchmark `name` (KeyError if there is none)."""
     module, function = BENCHMARKS[name]
-    return getattr(importlib.import_module(module), function)
+    return getattr(importlib.import_module(module, __name__), function)
 
 
 def run(name: str, *, as_json: bool, **kwargs) -> int:

@@ -121,8 +121,8 @@ def _gate_for(node, task):
 def consent_epoch(repeats: int = 5, *, rpc_url: str | None = None) -> dict:
     """The gate as a round runs it (`check_study`, then `admit`, then the features) plus one epoch, against the
     same epoch on the admitted patients' features already in memory."""
-    from benchmarks.flamby import TrainingSettings
-    from benchmarks.training import heart_disease_consortium, new_study
+    from .flamby import TrainingSettings
+    from .training import heart_disease_consortium, new_study
     from deploy.consortium import chain_url
     from federation.tasks.heart_disease import HeartDiseaseTask, standardiser
     from node.service import HospitalNode
@@ -221,7 +221,7 @@ def round_overhead(rounds: int = 2, *, warm: bool = True, secure: bool = True) -
         links = contextlib.nullcontext() if secure else processes.insecure_links()
         with links, tempfile.TemporaryDirectory(prefix="twinledger-overhead-demo-") as scratch:
             report = run_demo(DemoOptions(workdir=Path(scratch) / "demo", report=Path(scratch) / "report.json",
-                                          rounds=rounds, revocations_per_hospital=0, timeout_s=900))
+                                          rounds=rounds, revocations_per_hospital=0, timeout_s=900)).as_dict()
     finally:
         if previous is None:
             os.environ.pop("TWINLEDGER_WARM_SUPERNODE", None)
@@ -264,7 +264,7 @@ def process_costs() -> dict:
 def bench_overhead(*, repeats: int = 5, rounds: int = 2, compare_stock: bool = True, write_docs: bool = True) -> dict:
     """All three ratios in one run (see the module docstring); `compare_stock`: also run the deployment with
     Flower's stock SuperNodes, side by side."""
-    from benchmarks.flamby import load_hospital_data
+    from .flamby import load_hospital_data
 
     started = time.monotonic()
     data = load_hospital_data()
@@ -341,7 +341,7 @@ def bench_overhead(*, repeats: int = 5, rounds: int = 2, compare_stock: bool = T
         "load_average_1min_at_end": round(os.getloadavg()[0], 1),
     }
     if write_docs:
-        from benchmarks.overhead_page import write_overhead_section
+        from .overhead_page import write_overhead_section
 
         write_overhead_section(result)
     return result

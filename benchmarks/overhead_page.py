@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from benchmarks.training_page import DOCS_PAGE
+from .training_page import DOCS_PAGE
 
 
 def _rounds_text(r: dict, prefix: str) -> str:

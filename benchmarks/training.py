@@ -46,10 +46,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.flamby import (HospitalData, TrainingSettings, evaluate_model, load_hospital_data, pooled_set,
+from .flamby import (HospitalData, TrainingSettings, evaluate_model, load_hospital_data, pooled_set,
                                train_centrally, train_flamby_recipe)
-from benchmarks.grid import InProcessGrid
-from benchmarks.training_page import table_lines, write_benchmarks_page
+from .grid import InProcessGrid
+from .training_page import table_lines, write_benchmarks_page
 from contracts import ledger as lg
 from coordinator.run_options import RunOptions
 from coordinator.study_run import StudyRun
@@ -118,22 +118,21 @@ def federated_run(consortium: Consortium, workdir: Path, *, strategy: str, epsil
     run = StudyRun(grid, consortium.coordinator, options, workdir / "runs" / str(study_id)[:14])
     torch.manual_seed(seed)  # the nodes' sampling and noise draw from this process's generator
     arrays = run.run()
-    report = run.report.as_dict()
-    errors = {r["round"]: r["errors"] for r in report["rounds"] if r["errors"]}
+    report = run.report
+    errors = {r.round: r.errors for r in report.rounds if r.errors}
     if errors:
         raise RuntimeError(f"{strategy} run (epsilon {epsilon}) had errors: {errors}")
     # The nodes normalise with the task's declared public ranges (issue 13): evaluate as they do.
     result = evaluate_model(arrays.to_torch_state_dict(), data, normaliser=HeartDiseaseTask().normaliser(None))
-    result["coordinator_accuracy"] = report["rounds"][-1]["accuracy"]
+    result["coordinator_accuracy"] = report.rounds[-1].value("accuracy")
     # Every node reported its own training wall time, and the coordinator recorded it per round.
     result["train_seconds_recorded"] = all(
-        set(r.get("train_seconds", {})) == set(nodes) and all(v >= 0 for v in r["train_seconds"].values())
-        for r in report["rounds"]
+        set(r.train_seconds) == set(nodes) and all(v >= 0 for v in r.train_seconds.values()) for r in report.rounds
     )
     if private:
         study_hex = str(study_id)
         delta = 10.0 ** -settings.delta_exponent
-        result["epsilon_reported"] = {h["name"]: h["epsilon_spent"] for h in report["hospitals"]}
+        result["epsilon_reported"] = {h.name: h.epsilon_spent for h in report.hospitals}
         result["epsilon_recomputed"] = {
             name: recompute_epsilon(Store(s.resolved_database_url), study_hex, delta) for name, s in nodes.items()
         }

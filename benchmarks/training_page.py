@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.flamby import FLAMBY
+from .flamby import FLAMBY
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCS_PAGE = PROJECT_ROOT / "docs" / "benchmarks.md"

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 import torch
 
-from benchmarks.flamby import (HospitalData, evaluate_model, hospital_data, load_hospital_data, plain_sgd,
+from .flamby import (HospitalData, evaluate_model, hospital_data, load_hospital_data, plain_sgd,
                                pooled_set)
 from federation.tasks.heart_disease import HeartDiseaseTask
 

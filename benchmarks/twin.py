@@ -95,7 +95,7 @@ def _federated_rmse_30min_mgdl() -> tuple[float | None, str | None]:
         try:
             from federation.tasks.glucose_forecast import federated_forecaster_rmse_30min_mgdl
         except ImportError:
-            from benchmarks.twin_federation import federated_forecaster_rmse_30min_mgdl
+            from .twin_federation import federated_forecaster_rmse_30min_mgdl
     except ImportError:
         return None, "no federated glucose forecaster in this tree"
     try:

@@ -96,7 +96,7 @@ def _run(settings: ForecasterSettings, work: Path, rpc_url: str, started: float,
         held_out_records += [r.to_clinical() for r in test]
     set_up_s = time.monotonic() - started
 
-    from benchmarks.grid import InProcessGrid  # the benchmarks' in-process Flower transport
+    from .grid import InProcessGrid  # the benchmarks' in-process Flower transport
 
     options = RunOptions(
         study_id=study_id, num_rounds=settings.rounds, local_epochs=settings.local_epochs,
@@ -111,8 +111,8 @@ def _run(settings: ForecasterSettings, work: Path, rpc_url: str, started: float,
     if model_out is not None:
         Path(model_out).parent.mkdir(parents=True, exist_ok=True)
         torch.save(arrays.to_torch_state_dict(), model_out)
-    report = run.report.as_dict()
-    errors = {r["round"]: r["errors"] for r in report["rounds"] if r["errors"]}
+    report = run.report
+    errors = {r.round: r.errors for r in report.rounds if r.errors}
     if errors:
         raise RuntimeError(f"the forecaster study had errors: {errors}")
     # The nodes' evaluation sums are a noisy DP release (issue 13): the final model's figures are computed here,
@@ -126,17 +126,17 @@ def _run(settings: ForecasterSettings, work: Path, rpc_url: str, started: float,
         "federated_rmse_30min_mgdl": round(final["rmse_30min_mgdl"], 2),
         "baseline_last_value_rmse_30min_mgdl": round(final["rmse_30min_lvcf_mgdl"], 2),
         # per round as the coordinator pooled the nodes' noisy sums (None: the noisy count was below 1)
-        "rmse_30min_mgdl_per_round": [None if r["metrics"].get("rmse_30min_mgdl") is None
-                                      else round(r["metrics"]["rmse_30min_mgdl"], 2) for r in report["rounds"]],
+        "rmse_30min_mgdl_per_round": [None if r.metrics.get("rmse_30min_mgdl") is None
+                                      else round(r.metrics["rmse_30min_mgdl"], 2) for r in report.rounds],
         "test_windows": int(final["windows"]),
         "epsilon_budget": settings.epsilon,
-        "epsilon_spent": {h["name"]: h["epsilon_spent"] for h in report["hospitals"]},
+        "epsilon_spent": {h.name: h.epsilon_spent for h in report.hospitals},
         "dp_unit": "patient",
         "patients": counts,
         "days": settings.days,
         "held_out_days": settings.held_out_days,
         "rounds": settings.rounds,
-        "anchored_rounds": sum(1 for r in report["rounds"] if "anchor_block" in r),
+        "anchored_rounds": sum(1 for r in report.rounds if r.anchor_block is not None),
         "simulation_s": round(simulated_s, 2),
         "set_up_s": round(set_up_s, 2),
         "total_s": round(time.monotonic() - started, 2),

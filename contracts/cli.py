@@ -1,15 +1,8 @@
 """The chain's commands of `twinledger`: deploy and fund (`chain`), the operator's `study` actions, `audit`.
 
-    twinledger chain deploy                         deploy the contracts (compiled ones shipped in the package)
-    twinledger chain encrypt-key FILE               turn a plaintext hex key file into an encrypted keystore
-    twinledger chain fund ADDRESS [--ether N]       send ether for gas from a dev chain's unlocked account
-    twinledger study propose                        the operator proposes a study; prints its id
-    twinledger study register-hospital ACCOUNT      the operator registers a hospital's account
-    twinledger study grant-coordinator ACCOUNT      the operator lets an account anchor rounds
-    twinledger audit                                check every anchored round against the chain
-
 `add_chain_commands(subparsers, add_start=...)` adds the `chain` group (deploy/cli.py adds `chain start`, which
-starts anvil), `add_study_commands` and `add_audit_command` the operator's and the auditor's. The options every chain client shares
+starts anvil), `add_study_commands` and `add_audit_command` the operator's and the auditor's (`twinledger chain
+--help`, `twinledger study --help` list them). The options every chain client shares
 (`add_rpc_url`, `add_chain_options`) and `gas_hint` are used by the node's and the coordinator's commands too.
 """
 
@@ -24,8 +17,7 @@ from pathlib import Path
 from contracts import keystore
 from contracts import ledger as lg
 from federation.ids import StudyId
-
-DEFAULT_RPC_URL = "http://127.0.0.1:8545"
+from federation.settings import DEFAULT_RPC_URL
 
 
 def user_errors() -> tuple[type[Exception], ...]:

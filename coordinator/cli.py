@@ -1,19 +1,8 @@
 """The coordinator's commands of `twinledger`: its home, the Flower SuperLink, a study's run, the operator console.
 
-    twinledger coordinator init                     create the coordinator's home and key
-    twinledger coordinator superlink                run the Flower SuperLink (TLS, node auth, Fleet gateway)
-    twinledger coordinator run                      run a study's training on the SuperLink
-    twinledger coordinator ca init                  create the consortium's certificate authority
-    twinledger coordinator ca issue-server SERVICE  issue a TLS server certificate
-    twinledger coordinator ca issue-client HOLDER   issue a TLS client certificate (mutual-TLS proxies)
-    twinledger coordinator ca revoke SERIAL         revoke a certificate and re-write the CRL
-    twinledger coordinator ca crl                   re-write the certificate revocation list
-    twinledger coordinator nodes admit PUBKEY...    admit SuperNode public keys to the SuperLink
-    twinledger coordinator nodes sync               make the admitted keys exactly the given hospitals'
-    twinledger console serve|token                  the operator console (coordinator/console/cli.py)
-
-`add_coordinator_commands(subparsers)` adds the `coordinator` group. `coordinator run` submits the packaged
-Flower app (coordinator/flower_app, coordinator/processes.py) with `flwr run` and reads the run's report.
+`add_coordinator_commands(subparsers)` adds the `coordinator` group (`twinledger coordinator --help` lists its
+commands; the operator console's are coordinator/console/cli.py's). `coordinator run` submits the packaged Flower
+app (coordinator/flower_app, coordinator/processes.py) with `flwr run` and reads the run's report.
 """
 
 from __future__ import annotations

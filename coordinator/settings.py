@@ -24,23 +24,20 @@ from pathlib import Path
 from pydantic import NonNegativeInt
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ComponentSettings, OptionalPath, SettingsError
+from federation.settings import ChainSettings, SettingsError
 
 __all__ = ["CONFIG_NAME", "CoordinatorSettings", "SettingsError"]
 
 CONFIG_NAME = "coordinator.toml"
 
 
-class CoordinatorSettings(ComponentSettings):
+class CoordinatorSettings(ChainSettings):
+    """The chain fields (rpc-url, deployment-file, chain-timeout-s) are federation.settings.ChainSettings'."""
+
     model_config = SettingsConfigDict(env_prefix="TWINLEDGER_COORDINATOR_")
     config_name = CONFIG_NAME
-    fixed = frozenset({"home"})
     missing_file = "no coordinator configuration at {path}: run 'twinledger coordinator init'"
 
-    home: Path
-    rpc_url: str = "http://127.0.0.1:8545"
-    deployment_file: OptionalPath = None
-    chain_timeout_s: float = 10.0
     round_timeout_s: float = 300.0
     min_nodes: int = 1
     wait_for_nodes_s: float = 120.0
@@ -53,11 +50,3 @@ class CoordinatorSettings(ComponentSettings):
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
-
-    @classmethod
-    def load(cls, home: Path | str) -> "CoordinatorSettings":
-        home = Path(home).expanduser().resolve()
-        return cls.load_file(home / CONFIG_NAME, home=home)
-
-    def save(self) -> Path:
-        return self.save_to(self.home)

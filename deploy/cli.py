@@ -1,47 +1,13 @@
 """`twinledger`: the command line for the demo and for running each part on its own.
 
-    twinledger demo [--report PATH] [--serve ...]   the whole federation on this machine, then its web pages
-    twinledger chain start                          a local development chain (anvil, loopback only)
-    twinledger chain deploy                         deploy the contracts (compiled ones shipped in the package)
-    twinledger chain encrypt-key FILE               turn a plaintext hex key file into an encrypted keystore
-    twinledger chain fund ADDRESS [--ether N]       send ether for gas from a dev chain's unlocked account
-    twinledger study propose                        the operator proposes a study; prints its id
-    twinledger study register-hospital ACCOUNT      the operator registers a hospital's account
-    twinledger study grant-coordinator ACCOUNT      the operator lets an account anchor rounds
-    twinledger node init                            create a hospital node's home and keys (SuperNode key too)
-    twinledger node import FILE                     import patient records (CSV or FHIR R4 Bundle)
-    twinledger node accept-study STUDY              accept a study with the hospital's account
-    twinledger node start                           run the node's Flower SuperNode
-    twinledger node export-usage                    export the node's usage log for auditors
-    twinledger node console                         run the hospital IT console (web, 127.0.0.1)
-    twinledger node console-token                   create or revoke a hospital staff member's console token
-    twinledger portal serve                         run the hospital's patient portal (127.0.0.1)
-    twinledger portal staff-token                   print the token hospital staff use on the portal
-    twinledger portal enrolment-code RECORD         issue a patient a one-time enrolment code
-    twinledger coordinator init                     create the coordinator's home and key
-    twinledger coordinator superlink                run the Flower SuperLink (TLS, node auth, Fleet gateway)
-    twinledger coordinator run                      run a study's training on the SuperLink
-    twinledger coordinator ca init                  create the consortium's certificate authority
-    twinledger coordinator ca issue-server SERVICE  issue a TLS server certificate
-    twinledger coordinator ca issue-client HOLDER   issue a TLS client certificate (mutual-TLS proxies)
-    twinledger coordinator ca revoke SERIAL         revoke a certificate and re-write the CRL
-    twinledger coordinator ca crl                   re-write the certificate revocation list
-    twinledger coordinator nodes admit PUBKEY...    admit SuperNode public keys to the SuperLink
-    twinledger coordinator nodes sync               make the admitted keys exactly the given hospitals'
-    twinledger console serve                        run the operator console (web, 127.0.0.1)
-    twinledger console token                        create an operator's or observer's console token
-    twinledger twin calibrate                       calibrate a patient's twin (--virtual-patient NAME | --csv FILE)
-    twinledger twin forecast                        a patient's glucose over the next hours, with bands
-    twinledger twin whatif                          compare treatment plans; --plot writes a PNG
-    twinledger twin heart                           a heart-disease patient's risk at treatment targets (associational)
-    twinledger audit                                check every anchored round against the chain
-    twinledger bench NAME [--json]                  benchmarks (ledger, training, overhead, twin)
+`twinledger --help` (and `twinledger GROUP --help`) lists every command with its one-line help, generated from
+the parsers below (`command_lines`), so the list cannot drift from the commands.
 """
 
 # Each side owns its commands: contracts/cli.py (chain, study, audit), node/cli.py (node, portal; the twins'
 # node/twins/cli.py, the IT console's node/console/cli.py), coordinator/cli.py (coordinator; the operator
-# console's coordinator/console/cli.py). This module (the docstring above is `twinledger --help`) assembles
-# them and adds what starts a whole deployment on one machine: the demo, `chain start` (anvil), the benchmarks.
+# console's coordinator/console/cli.py). This module assembles them and adds what starts a whole deployment on
+# one machine: the demo, `chain start` (anvil), the benchmarks.
 
 from __future__ import annotations
 
@@ -75,17 +41,19 @@ def _demo(args) -> int:
     options.serve_web = args.serve == "always" or (args.serve == "auto" and sys.stdin.isatty())
     options.on_report = _print_demo_summary
     report = run_demo(options)
-    return 0 if report["audit"]["violations"] == 0 else 1
+    return 0 if report.audit["violations"] == 0 else 1
 
 
-def _print_demo_summary(report: dict, report_path: Path) -> None:
-    final = report["rounds"][-1] if report["rounds"] else {}
+def _print_demo_summary(report, report_path: Path) -> None:
+    """The demo's RunReport (coordinator/report.py) with its additions (`audit`, `wall_seconds`)."""
+    accuracy = report.rounds[-1].value("accuracy") if report.rounds else None
     print()
-    print(f"Demo finished in {report['wall_seconds']} s: {len(report['rounds'])} rounds, "
-          f"final accuracy {final.get('accuracy')}, audit violations {report['audit']['violations']}.")
-    for hospital in report["hospitals"]:
-        print(f"  {hospital['name']:<12} patients {hospital['patients']:>4}  consented {hospital['consented']}  "
-              f"epsilon {hospital['epsilon_spent']:.2f} of {hospital['epsilon_budget']:g}")
+    print(f"Demo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, "
+          f"final accuracy {accuracy}, audit violations {report.audit['violations']}.")
+    for hospital in report.hospitals:
+        spent = "inf" if hospital.epsilon_spent is None else f"{hospital.epsilon_spent:.2f}"
+        print(f"  {hospital.name:<12} patients {hospital.patients:>4}  consented {hospital.consented}  "
+              f"epsilon {spent} of {hospital.epsilon_budget:g}")
     print(f"Report: {report_path}")
     print(f"Page:   {report_path.with_suffix('.html')}", flush=True)
 
@@ -134,21 +102,25 @@ def _chain_start(args) -> int:
     return 1
 
 
+BENCHMARKS_PACKAGE = "twinledger_benchmarks"
+
+
 def _our_benchmarks():
-    """This project's benchmarks/ package, loaded from beside deploy/. Opacus 1.6 installs a top-level package
-    of its own named `benchmarks` into site-packages, which a plain import finds first from the console script."""
+    """This project's benchmarks/, as the package `twinledger_benchmarks`: Opacus 1.6 installs a top-level
+    package of its own named `benchmarks`. A wheel (and an install of the checkout) maps the folder to that name
+    (setup.py); a checkout that was not installed since has the folder beside deploy/, loaded under that name."""
     import importlib.util
 
-    loaded = sys.modules.get("benchmarks")
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    if loaded is not None and Path(loaded.__file__).resolve().parent == root:
-        return loaded
-    spec = importlib.util.spec_from_file_location("benchmarks", root / "__init__.py",
-                                                  submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmarks"] = module
-    spec.loader.exec_module(module)
-    return module
+    try:
+        return importlib.import_module(BENCHMARKS_PACKAGE)
+    except ImportError:
+        root = Path(__file__).resolve().parent.parent / "benchmarks"
+        spec = importlib.util.spec_from_file_location(BENCHMARKS_PACKAGE, root / "__init__.py",
+                                                      submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[BENCHMARKS_PACKAGE] = module
+        spec.loader.exec_module(module)
+        return module
 
 
 def _bench(args) -> int:
@@ -209,8 +181,41 @@ def _add_bench_command(sub) -> None:
     bench.set_defaults(func=_bench)
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, tuple[argparse.ArgumentParser, str]]:
+    """A group's commands: name -> (parser, one-line help); empty for a command that has none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            return {name: (child, helps.get(name, "")) for name, child in action.choices.items()}
+    return {}
+
+
+def command_lines(parser: argparse.ArgumentParser, words: tuple[str, ...] = ("twinledger",),
+                  help_text: str = "") -> list[tuple[str, str]]:
+    """Every command below `parser` with its positional arguments, and its one-line help."""
+    children = _subcommands(parser)
+    if not children:
+        positionals = [(a.metavar or a.dest).upper() for a in parser._actions
+                       if not a.option_strings and not isinstance(a, argparse._HelpAction)]
+        return [(" ".join((*words, *positionals)), help_text)]
+    return [line for name, (child, text) in children.items() for line in command_lines(child, (*words, name), text)]
+
+
+def _list_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ("twinledger",)) -> None:
+    """Put the list of commands under each group's --help."""
+    children = _subcommands(parser)
+    if children:
+        lines = command_lines(parser, words)
+        width = max(len(command) for command, _ in lines) + 2
+        parser.epilog = "commands:\n" + "\n".join(f"  {command:<{width}}{text}" for command, text in lines)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        for name, (child, _) in children.items():
+            _list_commands(child, (*words, name))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="twinledger", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="twinledger", description="TwinLedger: consent-ledger federated learning "
+                                     "for hospitals (a node each), a coordinator and consent contracts on a chain.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo_command(sub)
@@ -226,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_twin_commands(sub)
     _add_bench_command(sub)
     contracts_cli.add_audit_command(sub)
+    _list_commands(parser)
     return parser
 
 

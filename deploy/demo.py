@@ -20,6 +20,7 @@ from typing import Callable
 
 from contracts import ledger as lg
 from contracts.audit import audit_study, load_usage_logs
+from coordinator.report import RoundRecord, RunReport
 from coordinator.report_page import write_report_page
 from coordinator.settings import CoordinatorSettings
 from deploy import consortium as consortium_
@@ -70,7 +71,7 @@ class DemoOptions:
     # console, print their addresses, and keep everything up until Ctrl-C.
     serve_web: bool = False
     portal_patients: int = 3  # WEB_HOSPITAL patients left unenrolled, each with a portal enrolment code
-    on_report: Callable[[dict, Path], None] | None = None  # called with the report before the web pages start
+    on_report: Callable[[RunReport, Path], None] | None = None  # called with the report before the web pages start
 
 
 def _prepare_workdir(workdir: Path) -> Path:
@@ -84,7 +85,8 @@ def _prepare_workdir(workdir: Path) -> Path:
     return workdir
 
 
-def run_demo(options: DemoOptions) -> dict:
+def run_demo(options: DemoOptions) -> RunReport:
+    """The coordinator's run report with the demo's additions (`revoked`, `audit`, `baseline`, `chain`, ...)."""
     started = time.monotonic()
     rng = random.Random(options.seed)
     workdir = _prepare_workdir(options.workdir)
@@ -172,34 +174,31 @@ def run_demo(options: DemoOptions) -> dict:
         auditor = lg.Ledger(w3, deployment)
         audit = audit_study(auditor, study_id, load_usage_logs(usage_files), report=run_report_path)
         log.info("audit: %d violations over %d used pseudonyms in %d rounds", audit.violations, audit.checked, audit.rounds)
-        run_report = json.loads(run_report_path.read_text())
-        _mark_exclusions(revoked, run_report["rounds"], usage_files)
-        report = {
-            **run_report,
-            "revoked": revoked,
-            "audit": audit.as_dict(),
-            "baseline": {"constant_predictor_accuracy": (run_report["rounds"][-1].get("constant_accuracy")
-                                                          if run_report["rounds"] else None)},
-            "chain": {"rpc_url": rpc_url, "chain_id": deployment.chain_id, "consortium": deployment.consortium,
-                      "consent_registry": deployment.consent_registry},
-            "workdir": str(workdir),
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_seconds": round(time.monotonic() - started, 1),
-        }
+        report = RunReport.load(run_report_path)
+        _mark_exclusions(revoked, report.rounds, usage_files)
+        # The demo's additions: RunReport keeps keys it does not declare, and writes them back.
+        report.revoked = revoked
+        report.audit = audit.as_dict()
+        report.baseline = {"constant_predictor_accuracy": report.rounds[-1].extra("constant_accuracy")
+                           if report.rounds else None}
+        report.chain = {"rpc_url": rpc_url, "chain_id": deployment.chain_id, "consortium": deployment.consortium,
+                        "consent_registry": deployment.consent_registry}
+        report.workdir = str(workdir)
+        report.generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        report.wall_seconds = round(time.monotonic() - started, 1)
         report_path = (options.report or workdir / "report.json").resolve()
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, indent=1))
+        report.save(report_path)
         page = write_report_page(report, report_path)
         log.info("report written to %s and %s", report_path, page)
         if options.on_report:
             options.on_report(report, report_path)
         if options.serve_web:
-            report["web"] = _serve_web(
+            report.web = _serve_web(
                 services, workdir, node_home=nodes[WEB_HOSPITAL].home, coordinator_home=coordinator_home,
                 operator_key=workdir / "operator" / "keys" / "operator.key", superlink_port=superlink_port,
                 portal_patients=portal_patients,
             )
-            _print_web(report["web"])
+            _print_web(report.web)
             _wait_for_interrupt()
         return report
 
@@ -224,8 +223,8 @@ def _watch_run(
     while True:
         if time.monotonic() > deadline:
             raise processes.ProcessError(f"the run did not finish within {options.timeout_s:g} s")
-        state = json.loads(report_path.read_text()) if report_path.exists() else {}
-        rounds = state.get("rounds", [])
+        state = _read_report(report_path)
+        rounds = state.rounds if state else []
         # Revoke as soon as the chosen round has trained: the next round pins a later block.
         if len(rounds) >= options.revoke_after_round and not revoked and options.revocations_per_hospital:
             revoked = _revoke_some(options, consortium, consenting, study_id, rng)
@@ -234,27 +233,32 @@ def _watch_run(
                 supernodes[name].stop()
                 log.info("%s: fault injected: its SuperNode stopped during round %d", name, after)
         for record in rounds[reported:]:
-            if record.get("status") != "done":
+            if record.status != "done":
                 break
             reported += 1
-            accuracy = f"{record['accuracy']:.3f}" if record.get("accuracy") is not None else "n/a"
-            log.info("round %d of %d done: pinned block %d, accuracy %s, patients used %s%s", record["round"],
-                     options.rounds, record["block"], accuracy, record.get("used"),
-                     f", refused: {sorted(record['errors'])}" if record.get("errors") else "")
-        if state.get("status") in ("finished", "failed") or not run.alive():
+            accuracy = record.value("accuracy")
+            log.info("round %d of %d done: pinned block %s, accuracy %s, patients used %s%s", record.round,
+                     options.rounds, record.block, "n/a" if accuracy is None else f"{accuracy:.3f}", record.used,
+                     f", refused: {sorted(record.errors)}" if record.errors else "")
+        if (state and state.status in ("finished", "failed")) or not run.alive():
             break
         time.sleep(0.5)
     run.process.wait(timeout=60)
-    state = json.loads(report_path.read_text()) if report_path.exists() else {}
-    if state.get("status") != "finished":
+    state = _read_report(report_path)
+    if state is None or state.status != "finished":
         raise processes.ProcessError(
-            f"the federated run did not finish (status {state.get('status')!r}: {state.get('message', '')}); "
+            f"the federated run did not finish (status {state and state.status!r}: {state and state.message}); "
             f"its log ends:\n{run.tail(40)}"
         )
     return revoked
 
 
-def _mark_exclusions(revoked: list[dict], rounds: list[dict], usage_files: list[Path]) -> None:
+def _read_report(path: Path) -> RunReport | None:
+    """The coordinator's report as it stands, or None before the first one (it is replaced atomically)."""
+    return RunReport.load(path) if path.exists() else None
+
+
+def _mark_exclusions(revoked: list[dict], rounds: list[RoundRecord], usage_files: list[Path]) -> None:
     """For each revocation: the rounds that pinned a later block, and how often the node used the patient
     in them (from the node's own usage log; the audit checks the same against the chain)."""
     used_in: dict[str, set[int]] = {}
@@ -263,7 +267,7 @@ def _mark_exclusions(revoked: list[dict], rounds: list[dict], usage_files: list[
             for pseudonym in entry["pseudonyms"]:
                 used_in.setdefault(pseudonym, set()).add(entry["round"])
     for revocation in revoked:
-        later = [r["round"] for r in rounds if r["block"] >= revocation["block"]]
+        later = [r.round for r in rounds if r.block is not None and r.block >= revocation["block"]]
         revocation["rounds_after"] = later
         revocation["used_after_revocation"] = len(used_in.get(revocation["pseudonym"], set()) & set(later))
 

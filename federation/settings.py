@@ -13,12 +13,12 @@ file or the variable and the key: every problem is a `SettingsError`. Booleans a
 (true/false, yes/no, on/off, 1/0). docs/configuration.md has every file, key, default and variable.
 
 Constructing a class by keyword (`NodeSettings(home=..., hospital=...)`) reads neither the file nor the
-environment: `init` commands and tests build settings that way, then `save()` them.
+environment: `init` commands and tests build settings that way, then `save()` them; `settings.replace(key=value)`
+is a validated copy. `ChainSettings` holds the chain fields the node and the coordinator share.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -32,6 +32,7 @@ from pydantic import BeforeValidator, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 SHARED_ENV_PREFIX = "TWINLEDGER_"
 # The chain fields every component reads from the same variable (TWINLEDGER_RPC_URL, ...).
 SHARED_FIELDS = frozenset({"rpc_url", "deployment_file", "chain_timeout_s", "database_url"})
@@ -60,14 +61,6 @@ class ComponentSettings(BaseSettings):
     legacy_env: ClassVar[dict[str, tuple[str, ...]]] = {}
     # The message when the file is missing ("{path}" is replaced); None: the file is optional.
     missing_file: ClassVar[str | None] = None
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        # These classes were frozen dataclasses: `dataclasses.replace(settings, field=value)` keeps working
-        # (it constructs the class by keyword, so the new values are validated). Prefer `model_copy(update=...)`.
-        shadow = dataclasses.make_dataclass(cls.__name__, list(cls.model_fields))
-        cls.__dataclass_fields__ = shadow.__dataclass_fields__
 
     @classmethod
     def keys(cls) -> dict[str, str]:
@@ -110,12 +103,37 @@ class ComponentSettings(BaseSettings):
         # Earlier sources win: the caller's values, then the environment, then the file.
         return (init_settings, _Environment(settings_cls), _HyphenatedToml(settings_cls, loading[1]))
 
+    def replace(self, **changes: Any) -> Self:
+        """A copy with `changes`, validated like a keyword construction (pydantic's `model_copy(update=...)`
+        would take `cookie_secure="maybe"` as it is)."""
+        return type(self)(**{name: getattr(self, name) for name in type(self).model_fields} | changes)
+
     def save_to(self, home: Path) -> Path:
         """Write every configurable value to the component's file in `home`, in the form the loader reads."""
         home.mkdir(parents=True, exist_ok=True)
         path = home / self.config_name
         path.write_text("".join(f"{key} = {_toml(getattr(self, name))}\n" for key, name in self.keys().items()))
         return path
+
+
+class ChainSettings(ComponentSettings):
+    """A side that keeps a home directory and talks to the chain (a hospital node, the coordinator): the chain
+    fields every such side reads from the same variables, and `load(home)` / `save()` of its file there."""
+
+    fixed: ClassVar[frozenset[str]] = frozenset({"home"})
+
+    home: Path
+    rpc_url: str = DEFAULT_RPC_URL
+    deployment_file: OptionalPath = None
+    chain_timeout_s: float = 10.0
+
+    @classmethod
+    def load(cls, home: Path | str) -> Self:
+        home = Path(home).expanduser().resolve()
+        return cls.load_file(home / cls.config_name, home=home)
+
+    def save(self) -> Path:
+        return self.save_to(self.home)
 
 
 class _HyphenatedToml(TomlConfigSettingsSource):

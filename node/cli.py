@@ -1,18 +1,8 @@
 """A hospital's commands of `twinledger`: its node, its patient portal, its IT console and the patient twins.
 
-    twinledger node init                            create a hospital node's home and keys
-    twinledger node import FILE                     import patient records (CSV or FHIR R4 Bundle)
-    twinledger node accept-study STUDY              accept a study with the hospital's account
-    twinledger node start                           run the node's Flower SuperNode
-    twinledger node export-usage                    export the node's usage log for auditors
-    twinledger node console                         run the hospital IT console (web, 127.0.0.1)
-    twinledger node console-token                   create or revoke a hospital staff member's console token
-    twinledger portal serve                         run the hospital's patient portal (127.0.0.1)
-    twinledger portal staff-token                   print the token hospital staff use on the portal
-    twinledger portal enrolment-code RECORD         issue a patient a one-time enrolment code
-
-`add_node_commands(subparsers)` and `add_portal_commands(subparsers)` add the groups to the twinledger command;
-the `twin` commands are node/twins/cli.py's, the IT console's node/console/cli.py's.
+`add_node_commands(subparsers)` and `add_portal_commands(subparsers)` add the groups to the twinledger command
+(`twinledger node --help` and `twinledger portal --help` list them, from the parsers' own help); the `twin`
+commands are node/twins/cli.py's, the IT console's node/console/cli.py's.
 """
 
 from __future__ import annotations

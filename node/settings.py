@@ -20,25 +20,22 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ComponentSettings, OptionalPath, SettingsError
+from federation.settings import ChainSettings, SettingsError
 
 __all__ = ["CONFIG_NAME", "NodeSettings", "SettingsError"]
 
 CONFIG_NAME = "node.toml"
 
 
-class NodeSettings(ComponentSettings):
+class NodeSettings(ChainSettings):
+    """The chain fields (rpc-url, deployment-file, chain-timeout-s) are federation.settings.ChainSettings'."""
+
     model_config = SettingsConfigDict(env_prefix="TWINLEDGER_NODE_")
     config_name = CONFIG_NAME
-    fixed = frozenset({"home"})
     missing_file = "no node configuration at {path}: run 'twinledger node init' first"
 
-    home: Path
     hospital: str
-    rpc_url: str = "http://127.0.0.1:8545"
-    deployment_file: OptionalPath = None
     database_url: str = ""  # empty: sqlite:///<home>/node.db
-    chain_timeout_s: float = 10.0
     # A round's pinned block must be recent: an older one could predate revocations.
     max_pinned_block_age_s: float = 900.0
     # Opt-in to studies recorded as non-private (epsilon budget >= federation.protocol.NON_PRIVATE_EPSILON), which
@@ -60,11 +57,3 @@ class NodeSettings(ComponentSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'node.db'}"
-
-    @classmethod
-    def load(cls, home: Path | str) -> "NodeSettings":
-        home = Path(home).expanduser().resolve()
-        return cls.load_file(home / CONFIG_NAME, home=home)
-
-    def save(self) -> Path:
-        return self.save_to(self.home)

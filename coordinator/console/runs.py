@@ -9,7 +9,6 @@ round) plus what the console knows: who launched it, whether an operator stopped
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import threading
@@ -21,6 +20,7 @@ from sqlmodel import Session, select
 from coordinator import processes
 from coordinator.console.models import ConsoleRun
 from coordinator.console.settings import ConsoleSettings, superlink_address
+from coordinator.report import RunReport
 from federation.ids import hex0x
 from federation.web.models import now
 
@@ -177,24 +177,22 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def read_report(path: Path) -> dict:
-    """The run report, or {} while there is none (or it is being replaced)."""
+def read_report(path: Path) -> RunReport | None:
+    """The run report, or None while there is none (or it is being replaced, or is not a run report)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return RunReport.load(path)
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
 
 
-def status_of(manager: RunManager, row: ConsoleRun, report: dict) -> tuple[str, str]:
+def status_of(manager: RunManager, row: ConsoleRun, report: RunReport | None) -> tuple[str, str]:
     """(status, message): starting, running, finished, failed or stopped."""
     if row.stopped_at is not None:
         return "stopped", f"stopped by {row.stopped_by}"
-    reported = report.get("status")
-    if reported in ("finished", "failed"):
-        return str(reported), str(report.get("message") or "")
+    if report is not None and report.status in ("finished", "failed"):
+        return report.status, report.message
     exit_code = manager.process_state(row.name)
     if exit_code not in (None, "unknown"):
         tail = _last_line(manager.log_tail(row.name))
         return "failed", f"flwr run exited with status {exit_code} before the run finished: {tail}"
-    return ("running" if report else "starting"), ""
+    return ("running" if report is not None else "starting"), ""

@@ -18,6 +18,7 @@ from coordinator.console.runs import RunError, TrainingOptions, read_report, sta
 from coordinator.console.schemas import (
     AcceptanceOut, HospitalOut, RoundOut, RunCreate, RunFiles, RunOut, RunSummary, StudyCreate, StudyCreated, StudyOut,
 )
+from coordinator.report import HospitalSummary, RoundRecord, RunReport
 from coordinator.report_page import write_report_page
 from federation.web.sessions import log_action
 from federation.ids import StudyId, hex0x
@@ -75,35 +76,22 @@ def _num(value) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _int(value) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _map(value, convert) -> dict:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): convert(v) for k, v in value.items()}
-
-
-def _round_out(record: dict) -> RoundOut:
-    metrics = {k: v for k, v in _map(record.get("metrics"), _num).items()}
+def _round_out(record: RoundRecord) -> RoundOut:
+    metrics = {name: _num(value) for name, value in record.metrics.items()}
     for key in ("accuracy", "loss"):  # reports written before per-round metrics existed
-        if key not in metrics and _num(record.get(key)) is not None:
-            metrics[key] = _num(record.get(key))
+        if key not in metrics and record.value(key) is not None:
+            metrics[key] = _num(record.value(key))
     return RoundOut(
-        round=_int(record.get("round")) or 0, status=str(record["status"]) if record.get("status") else None,
-        block=_int(record.get("block")), accuracy=_num(record.get("accuracy")), loss=_num(record.get("loss")),
-        metrics=metrics, used={k: v for k, v in _map(record.get("used"), _int).items() if v is not None},
-        test_used={k: v for k, v in _map(record.get("test_used"), _int).items() if v is not None},
-        epsilon=_map(record.get("epsilon"), _num), errors=_map(record.get("errors"), str),
-        anchor_block=_int(record.get("anchor_block")), seconds=_num(record.get("seconds")),
+        round=record.round, status=record.status, block=record.block, accuracy=_num(record.value("accuracy")),
+        loss=_num(record.value("loss")), metrics=metrics, used=record.used, test_used=record.test_used,
+        epsilon={name: _num(value) for name, value in record.epsilon.items()}, errors=record.errors,
+        anchor_block=record.anchor_block, seconds=_num(record.seconds),
     )
 
 
-def _hospital_out(h: dict) -> HospitalOut:
-    return HospitalOut(name=str(h.get("name", "?")), account=str(h["account"]) if h.get("account") else None,
-                       patients=_int(h.get("patients")), consented=_int(h.get("consented")),
-                       epsilon_spent=_num(h.get("epsilon_spent")), epsilon_budget=_num(h.get("epsilon_budget")))
+def _hospital_out(h: HospitalSummary) -> HospitalOut:
+    return HospitalOut(name=h.name, account=h.account or None, patients=h.patients, consented=h.consented,
+                       epsilon_spent=_num(h.epsilon_spent), epsilon_budget=_num(h.epsilon_budget))
 
 
 def require_run(db: Session, name: str) -> ConsoleRun:
@@ -113,12 +101,12 @@ def require_run(db: Session, name: str) -> ConsoleRun:
     return row
 
 
-def summary(state: ConsoleState, row: ConsoleRun, report: dict | None = None) -> RunSummary:
-    report = read_report(state.runs.run_dir(row.name) / "report.json") if report is None else report
+def summary(state: ConsoleState, row: ConsoleRun, report: RunReport | None = None) -> RunSummary:
+    report = report or read_report(state.runs.run_dir(row.name) / "report.json")
     status, _ = status_of(state.runs, row, report)
-    rounds = report.get("rounds") if isinstance(report.get("rounds"), list) else []
+    rounds = report.rounds if report is not None else []
     return RunSummary(name=row.name, study_id=row.study_id, status=status, rounds_planned=row.rounds,
-                      rounds_done=sum(1 for r in rounds if isinstance(r, dict) and r.get("status", "done") == "done"),
+                      rounds_done=sum(1 for r in rounds if r.status == "done"),
                       launched_by=row.launched_by, launched_at=row.launched_at, stopped_by=row.stopped_by)
 
 
@@ -126,12 +114,12 @@ def run_out(state: ConsoleState, db: Session, row: ConsoleRun) -> RunOut:
     run_dir = state.runs.run_dir(row.name)
     report = read_report(run_dir / "report.json")
     status, message = status_of(state.runs, row, report)
-    rounds = [r for r in report.get("rounds") or [] if isinstance(r, dict)] if isinstance(report.get("rounds"), list) else []
-    hospitals = [h for h in report.get("hospitals") or [] if isinstance(h, dict)] if isinstance(report.get("hospitals"), list) else []
+    rounds, hospitals = (report.rounds, report.hospitals) if report is not None else ([], [])
     return RunOut(
         **summary(state, row, report).model_dump(), message=message, flwr_run_id=state.runs.flwr_run_id(db, row),
         hospitals=[_hospital_out(h) for h in hospitals], rounds=[_round_out(r) for r in rounds],
-        files=RunFiles(model=(run_dir / "model.pt").exists(), report_json=bool(report), report_html=bool(report)),
+        files=RunFiles(model=(run_dir / "model.pt").exists(), report_json=report is not None,
+                       report_html=report is not None),
         log_tail=state.runs.log_tail(row.name) if status == "failed" else "",
     )
 
@@ -182,7 +170,7 @@ def run_file(state: ConsoleState, db: Session, caller: Caller, name: str, file: 
     if file == "report.html" and report_json.exists():
         if not path.exists() or path.stat().st_mtime < report_json.stat().st_mtime:
             report = read_report(report_json)
-            if report:
+            if report is not None:
                 write_report_page(report, report_json)
     if not path.exists():
         _log(db, caller, "download", target=f"{name}/{file}", outcome="failed", detail="not there yet", client=client)

@@ -3,7 +3,6 @@ consortium has with the hospitals that accepted it (from the contract's events).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -12,6 +11,7 @@ from pathlib import Path
 import requests
 
 from contracts.ledger import ChainUnavailable, Ledger, LedgerError, StudyTerms
+from coordinator.report import RunReport
 from federation.ids import StudyId
 from federation.tasks import TASKS
 from federation.web.errors import WebError
@@ -128,9 +128,8 @@ def hospital_names(runs_dir: Path) -> dict[str, str]:
     names: dict[str, str] = {}
     for path in sorted(runs_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime):
         try:
-            for hospital in json.loads(path.read_text()).get("hospitals") or []:
-                if isinstance(hospital, dict) and hospital.get("account") and hospital.get("name"):
-                    names[str(hospital["account"])] = str(hospital["name"])
-        except (OSError, ValueError, AttributeError):
+            report = RunReport.load(path)
+        except (OSError, ValueError):  # being replaced, or not a run report
             continue
+        names.update({hospital.account: hospital.name for hospital in report.hospitals if hospital.account})
     return names

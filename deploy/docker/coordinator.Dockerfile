@@ -57,7 +57,6 @@ RUN groupadd --system --gid 10001 twinledger \
     && chmod 700 /var/lib/twinledger/coordinator /var/lib/twinledger/superlink /var/lib/twinledger/operator
 COPY --from=build /opt/twinledger /opt/twinledger
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/twinledger-entrypoint
-COPY --chmod=0755 deploy/docker/probe.py /usr/local/bin/twinledger-probe
 COPY --chmod=0755 deploy/docker/operator-init.sh /usr/local/bin/twinledger-operator-init
 ENV PATH=/opt/twinledger/bin:$PATH \
     HOME=/var/lib/twinledger/coordinator \

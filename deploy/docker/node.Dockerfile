@@ -33,7 +33,6 @@ RUN groupadd --system --gid 10001 twinledger \
     && chmod 700 /var/lib/twinledger/node
 COPY --from=build /opt/twinledger /opt/twinledger
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/twinledger-entrypoint
-COPY --chmod=0755 deploy/docker/probe.py /usr/local/bin/twinledger-probe
 ENV PATH=/opt/twinledger/bin:$PATH \
     HOME=/var/lib/twinledger/node \
     TWINLEDGER_HOME=/var/lib/twinledger/node \

@@ -3,7 +3,6 @@ coordinator's choice of strategy, and a smoke run of the training benchmark."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -53,7 +52,7 @@ def test_refuses_a_non_private_study_without_the_node_opt_in(chain, hospital):
 @pytest.mark.slow  # builds a node and trains (about 10 s)
 def test_an_opted_in_node_trains_a_non_private_study_without_noise_and_reports_infinite_epsilon(chain, hospital):
     study_id = _non_private_study(chain, hospital)
-    settings = dataclasses.replace(hospital.settings, allow_non_private_studies=True)
+    settings = hospital.settings.replace(allow_non_private_studies=True)
     settings.save()
     node = HospitalNode(NodeSettings.load(settings.home), ledger=chain.hospital)
     assert node.settings.allow_non_private_studies

@@ -39,9 +39,18 @@ def _subcommands(parser: argparse.ArgumentParser, path=()):
 
 # ---- parsing ----
 
-def test_docstring_lists_every_subcommand():
-    for path, _ in _subcommands(cli.build_parser()):
-        assert "twinledger " + " ".join(path) in cli.__doc__, path
+def test_help_lists_every_command_with_its_help(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    lines = [line.strip().partition("  ") for line in capsys.readouterr().out.split("commands:\n", 1)[1].splitlines()]
+    listed = {command: text.strip() for command, _, text in lines}
+    commands = ["twinledger " + " ".join(path) for path, _ in _subcommands(cli.build_parser())]
+    assert len(commands) > 30
+    for command in commands:
+        line = next((name for name in listed if name == command or name.startswith(command + " ")), None)
+        assert line is not None, command
+        assert listed[line], f"{command} has no help"
+    assert "twinledger chain fund ADDRESS" in listed and "twinledger node import FILE" in listed  # positionals shown
 
 
 def test_every_option_has_help():
@@ -349,8 +358,11 @@ def test_chain_start_funds_and_stops_anvil_on_sigterm(tmp_path, capsys):
 
 def test_bench_loads_this_projects_benchmarks_not_the_one_opacus_installs(tmp_path):
     """Opacus 1.6 ships a top-level `benchmarks` package; the console script must run ours."""
-    code = ("import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; "
-            "from deploy import cli; b = cli._our_benchmarks(); print(b.__file__); print(sorted(b.NAMES))")
+    # Under the name a wheel installs it as (tests/deploy/test_wheel.py), and its modules found under that name.
+    code = ("import sys, importlib.util; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+            "from deploy import cli; b = cli._our_benchmarks(); print(b.__file__); print(sorted(b.NAMES)); "
+            "print(b.__name__, importlib.util.find_spec('.ledger', b.__name__).name)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0].endswith("benchmarks/__init__.py") and "site-packages" not in out.splitlines()[0]
     assert "ledger" in out and "training" in out
+    assert out.splitlines()[-1] == "twinledger_benchmarks twinledger_benchmarks.ledger"

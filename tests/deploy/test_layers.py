@@ -26,3 +26,10 @@ def test_a_part_imports_neither_deploy_nor_the_other_side(package):
     wrong = {str(path.relative_to(ROOT)): sorted(_imported_packages(path) & FORBIDDEN[package])
              for path in (ROOT / package).rglob("*.py")}
     assert {path: names for path, names in wrong.items() if names} == {}
+
+
+def test_no_module_outside_tests_is_over_400_lines_and_deploy_stays_under_1000():
+    shipped = [path for package in (*FORBIDDEN, "deploy", "benchmarks") for path in (ROOT / package).rglob("*.py")]
+    lines = {str(path.relative_to(ROOT)): len(path.read_text().splitlines()) for path in shipped}
+    assert {path: count for path, count in lines.items() if count > 400} == {}
+    assert sum(count for path, count in lines.items() if path.startswith("deploy/")) < 1000

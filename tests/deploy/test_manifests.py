@@ -12,7 +12,6 @@ one the command line accepts.
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -190,10 +190,18 @@ def test_entrypoint_without_a_home_says_so(tmp_path):
 
 
 def _probe_module():
-    spec = importlib.util.spec_from_file_location("twinledger_probe", DOCKER / "probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from federation import health
+
+    return health
+
+
+def test_the_probe_is_the_console_script_every_image_runs_as_its_healthcheck():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["twinledger-probe"] == "federation.health:main"
+    for dockerfile in ("node.Dockerfile", "coordinator.Dockerfile"):
+        text = (DOCKER / dockerfile).read_text()
+        assert 'HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["twinledger-probe"]' in text
+        assert "pip install --no-cache-dir /wheels/twinledger-*.whl" in text, "the probe comes with the wheel"
 
 
 def test_probe_answers_healthy_for_a_listening_port_and_unhealthy_for_a_closed_one(capsys):

@@ -21,7 +21,7 @@ def demo(tmp_path_factory):
         workdir=workdir / "run", report=workdir / "out" / "report.json", rounds=2, revoke_after_round=1,
         unreachable_chain_for=["switzerland"], stop_node_after_round={"va": 1}, timeout_s=900,
     )
-    report = run_demo(options)
+    report = run_demo(options).as_dict()  # report.json's shape
     usage = {}
     for path in (workdir / "run" / "audit").glob("usage-*.json"):
         document = json.loads(path.read_text())

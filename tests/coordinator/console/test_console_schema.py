@@ -18,6 +18,7 @@ from coordinator.console.app import create_app
 from deploy.consortium import Consortium, eth_tester
 from federation.web import auth
 from federation.web.app import untyped
+from tests import fuzz
 from tests.coordinator.console.test_console import FakeSuperLink, console_settings, write_fake_flwr
 
 pytestmark = [pytest.mark.schema]
@@ -44,7 +45,7 @@ def build_console():
 
 
 APP, HOME, LINK = build_console()
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema = fuzz.budget(schemathesis.openapi.from_asgi("/openapi.json", APP))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,13 +56,13 @@ def cleanup():
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=fuzz.examples(25), deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_answers_conform_as_operator(case):
     case.call_and_validate(headers={"Authorization": f"Bearer {TOKENS['operator']}"}, checks=CHECKS)
 
 
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=fuzz.examples(10), deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_answers_conform_as_observer_or_anonymous(case):
     case.call_and_validate(headers={"Authorization": f"Bearer {TOKENS['observer']}"}, checks=CHECKS)
     case.call_and_validate(checks=CHECKS)

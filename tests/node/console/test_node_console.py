@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,7 @@ class Console:
 
     def __init__(self, home: Path, *, ledger=None, **options):
         self.node = admin.init_node(home, hospital="cleveland", rpc_url="http://127.0.0.1:9", deployment_file=None)
-        self.settings = replace(ConsoleSettings.load(home), **options)
+        self.settings = ConsoleSettings.load(home).replace(**options)
         self.admin_token = create_console_token(home, name="ada", role="it-admin")
         self.viewer_token = create_console_token(home, name="vic", role="viewer")
         self.app = create_app(self.settings, ledger=ledger)

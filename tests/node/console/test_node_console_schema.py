@@ -18,6 +18,7 @@ from deploy.consortium import Consortium, eth_tester
 from federation.web import auth
 from federation.web.app import untyped
 from node.store import RoundUsage
+from tests import fuzz
 from tests.node.console.test_node_console import CSV_TYPE, Console, bundle_text, lines
 
 pytestmark = [pytest.mark.schema]
@@ -50,7 +51,7 @@ def build_console():
 
 
 APP, HOME = build_console()
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema = fuzz.budget(schemathesis.openapi.from_asgi("/openapi.json", APP))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,7 +71,7 @@ def _session(name: str) -> tuple[dict, dict]:
 
 
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=fuzz.examples(15), deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_answers_conform_as_an_it_admin(case):
     case.call_and_validate(headers={"Authorization": f"Bearer {WORLD['console'].admin_token}"}, checks=CHECKS)
     cookies, headers = _session("ada")
@@ -78,7 +79,7 @@ def test_no_5xx_and_answers_conform_as_an_it_admin(case):
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=fuzz.examples(8), deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_answers_conform_as_a_viewer_or_anonymous(case):
     cookies, headers = _session("vic")
     case.call_and_validate(cookies=cookies, headers=headers, checks=CHECKS)

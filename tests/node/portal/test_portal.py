@@ -339,12 +339,10 @@ def test_pages_answer_bad_input_with_a_readable_page(portal):
 
 
 def test_an_unreachable_chain_is_a_503_not_a_500(portal, tmp_path):
-    from dataclasses import replace
-
-    dead_node = replace(portal.settings.node, rpc_url="http://127.0.0.1:9", deployment_file=tmp_path / "deployment.json",
-                        chain_timeout_s=1)
+    dead_node = portal.settings.node.replace(rpc_url="http://127.0.0.1:9", deployment_file=tmp_path / "deployment.json",
+                                             chain_timeout_s=1)
     portal.chain.deployment.save(dead_node.deployment_file)
-    dead = TestClient(create_app(replace(portal.settings, node=dead_node)), base_url="https://testserver")
+    dead = TestClient(create_app(portal.settings.replace(node=dead_node)), base_url="https://testserver")
     code = portal.staff(dead, portal.records[0]).json()["code"]
     answer = dead.post("/api/enrolment", json={"code": code, "username": "alice", "password": PASSWORD["alice"]})
     assert answer.status_code == 503 and "cannot be reached" in answer.json()["detail"]
@@ -442,9 +440,7 @@ def test_wallet_enrolment_refuses_bad_addresses(portal):
 
 
 def test_a_change_is_followed_until_the_chain_records_it(portal):
-    from dataclasses import replace
-
-    app = create_app(replace(portal.settings, relay_wait_s=0.2), ledger=portal.chain.hospital)
+    app = create_app(portal.settings.replace(relay_wait_s=0.2), ledger=portal.chain.hospital)
     portal.app = app
     me = portal.enrol("alice", portal.records[0])
     client, csrf = portal.login("alice")

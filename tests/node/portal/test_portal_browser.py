@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -87,8 +87,8 @@ def served(artifacts, anvil_url, tmp_path_factory):
     node.accept(study)
     other.accept_study(study)
     # The page shows "sent" at once and follows the change until the chain records it (no server-side wait).
-    settings = replace(PortalSettings.load(node.settings.home), page_relay_wait_s=0.0,
-                       hospital_names={other.address.lower(): "Hungarian Institute of Cardiology"})
+    settings = PortalSettings.load(node.settings.home).replace(page_relay_wait_s=0.0,
+                                                               hospital_names={other.address.lower(): "Hungarian Institute of Cardiology"})
     from node.portal.accounts import create_staff_token
 
     staff_token = create_staff_token(settings)

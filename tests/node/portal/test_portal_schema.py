@@ -24,6 +24,7 @@ from federation.web.app import untyped
 from node.portal import accounts
 from node.portal.models import PortalAccount
 from node.store import RoundUsage
+from tests import fuzz
 from tests.node.portal.test_portal import PASSWORD, Portal
 
 pytestmark = [pytest.mark.schema]
@@ -64,7 +65,7 @@ def build_portal() -> Portal:
 
 PORTAL = build_portal()
 WORLD["portal"] = PORTAL
-schema = schemathesis.openapi.from_asgi("/openapi.json", PORTAL.app)
+schema = fuzz.budget(schemathesis.openapi.from_asgi("/openapi.json", PORTAL.app))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -91,7 +92,7 @@ def _real_study(case) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=fuzz.examples(15), deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_answers_conform_as_a_patient_with_a_portal_held_key(case):
     _real_study(case)
     cookies, headers = _logged_in("alice")
@@ -99,7 +100,7 @@ def test_no_5xx_and_answers_conform_as_a_patient_with_a_portal_held_key(case):
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=fuzz.examples(8), deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_answers_conform_as_a_wallet_patient_or_anonymous(case):
     cookies, headers = _logged_in("walt")
     case.call_and_validate(cookies=cookies, headers=headers, checks=CHECKS)

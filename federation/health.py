@@ -1,4 +1,5 @@
-"""Container health probe for the TwinLedger images (stdlib only, so it starts in a few milliseconds).
+"""`twinledger-probe`: the container health probe of the TwinLedger images (stdlib only, so it starts in a few
+milliseconds where `twinledger` would import torch and Flower first).
 
     twinledger-probe tcp 127.0.0.1:8800
     twinledger-probe http https://127.0.0.1:9443/health --cafile /etc/twinledger/ca.pem
@@ -6,7 +7,8 @@
 Exit 0 when the service answers (a TCP connection, or an HTTP status below 400), 1 otherwise, with one line on
 stderr. The portal and the consoles listen on the loopback of their container (a TLS proxy faces the network),
 so Docker's HEALTHCHECK and Kubernetes' exec probes run this inside the container. Without arguments it probes
-$TWINLEDGER_PROBE (default "tcp 127.0.0.1:9101": the SuperNode's ClientApp port).
+$TWINLEDGER_PROBE (default "tcp 127.0.0.1:9101": the SuperNode's ClientApp port). It is a console script of the
+package (pyproject.toml), so the images get it with the wheel; both sides' images use it.
 """
 
 from __future__ import annotations
