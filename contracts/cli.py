@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from contracts import ledger as lg
+from federation.app_digest import packaged_app_digest
 from federation.ids import StudyId
 
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
@@ -92,6 +93,7 @@ def _study_propose(args) -> int:
     _operator(args).propose_study(
         study_id, purpose=args.purpose, task_id=args.task, epsilon_budget=args.epsilon, delta_exponent=args.delta_exponent,
         rounds=args.rounds, ends_at=int(time.time()) + args.days * 24 * 3600,
+        app_digest=args.app_digest or packaged_app_digest(),
     )
     print(study_id)
     return 0
@@ -150,6 +152,8 @@ def add_study_commands(subparsers) -> None:
     propose.add_argument("--delta-exponent", type=int, default=5, help="delta = 10^-N (default 5)")
     propose.add_argument("--rounds", type=int, default=5, help="rounds the study allows (default 5)")
     propose.add_argument("--days", type=int, default=30, help="the study ends this many days from now (default 30)")
+    propose.add_argument("--app-digest", help="SHA-256 (hex) of the FAB the study runs; hospitals' nodes run no "
+                         "other (default: the packaged Flower app's, coordinator/flower_app)")
     propose.set_defaults(func=_study_propose)
     register = study.add_parser("register-hospital", help="register a hospital's account")
     add_chain_options(register, operator=True)

@@ -19,11 +19,12 @@ for every task it acquires.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+
+from federation.app_digest import digest_of, fab_digest
 
 log = logging.getLogger("twinledger.app_gate")
 
@@ -36,7 +37,7 @@ class AppNotApproved(Exception):
 
 def app_digest(fab_content: bytes) -> str:
     """The FAB's digest as Flower computes it (`hashlib.sha256(fab_bytes).hexdigest()`, 64 hex digits)."""
-    return hashlib.sha256(fab_content).hexdigest()
+    return digest_of(fab_content)
 
 
 def installed_app_digest(app_dir: Path) -> str:
@@ -44,9 +45,7 @@ def installed_app_digest(app_dir: Path) -> str:
 
     Requires: `app_dir` holds the Flower app's pyproject.toml. Returns 64 hex digits.
     """
-    from flwr.cli.build import build_fab_from_disk
-
-    return app_digest(build_fab_from_disk(app_dir))
+    return fab_digest(app_dir)
 
 
 def check_app(fab_content: bytes, *, approved: str, installed: str) -> str:

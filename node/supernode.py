@@ -68,12 +68,26 @@ def _shorten_idle_poll(idle_poll_s: float) -> bool:
     return True
 
 
-def approved_app_digest(context, *, installed_digest: str) -> str:
-    """The app digest the run's study approved. HOOK for the chain: once the Consortium records each study's
-    app digest (issue 11, contracts part), read it here from `context.run_config["study-id"]` at the run's pinned
-    block (`Ledger.study(...).app_digest`) and raise when the study is unknown. Until then the approved app is
-    the one installed at this hospital, so the gate still refuses every FAB but that one."""
-    return installed_digest
+def approved_app_digest(context) -> str:
+    """The app digest the run's study recorded on chain (`Consortium.setStudyApp`), read with this node's
+    settings (`--node-config node-home=...`) at the chain's latest block, so an operator who replaces or withdraws
+    a study's app is obeyed from the next message on. Raises (the gate then refuses the message) when the run
+    names no study, the node home or the chain cannot be read, or the study records no app."""
+    from contracts.ledger import Ledger, LedgerError
+    from federation.ids import StudyId
+    from node.app_gate import AppNotApproved
+    from node.settings import NodeSettings
+
+    home, study = context.node_config.get("node-home"), context.run_config.get("study-id")
+    if not home or not study:
+        raise AppNotApproved("the run names no study (run config study-id) or the node no home (node-home)")
+    try:
+        terms = Ledger.from_settings(NodeSettings.load(str(home))).study(StudyId.parse(study))
+    except LedgerError as exc:
+        raise AppNotApproved(f"the app of study {study} cannot be read from chain: {exc}") from exc
+    if terms.app_digest_hex is None:
+        raise AppNotApproved(f"study {study} records no app digest on chain: nothing may run for it")
+    return terms.app_digest_hex
 
 
 def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, installed_digest: str) -> None:
@@ -83,7 +97,7 @@ def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, ins
 
     app_gate.run_gated_clientapp(
         runtime_api_address, token, installed_app=INSTALLED_APP, installed_digest=installed_digest,
-        approved_digest=lambda context: approved_app_digest(context, installed_digest=installed_digest),
+        approved_digest=approved_app_digest,
         parent_pid=supernode_pid,
     )
 
@@ -142,13 +156,9 @@ def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threadin
 def default_app_dir() -> Path | None:
     """The packaged Flower app installed beside this node (coordinator/flower_app in the same distribution),
     located without importing the coordinator's code; None if it is not installed."""
-    import importlib.util
+    from federation.app_digest import packaged_app_dir
 
-    spec = importlib.util.find_spec("coordinator")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    app_dir = Path(next(iter(spec.submodule_search_locations))) / "flower_app"
-    return app_dir if (app_dir / "pyproject.toml").exists() else None
+    return packaged_app_dir()
 
 
 def main(argv: list[str] | None = None) -> None:

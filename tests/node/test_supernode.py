@@ -40,14 +40,51 @@ def test_launcher_refuses_tls_options_for_its_local_runtime_api():
         supernode.main(["--root-certificates", "ca.pem", "--ssl-certfile", "x.pem"])
 
 
-def test_the_app_gate_knows_the_installed_app_and_the_approved_digest_hook_defaults_to_it():
+def test_the_app_gate_knows_the_installed_app_and_studies_record_its_digest():
+    from deploy.consortium import packaged_app_digest
     from node import app_gate
 
     app_dir = supernode.default_app_dir()
     assert app_dir == processes.FLOWER_APP_DIR  # the packaged Flower app, found without importing the coordinator
-    digest = app_gate.installed_app_digest(app_dir)
-    assert supernode.approved_app_digest(object(), installed_digest=digest) == digest
+    # What the builder and `study propose` record on chain is the digest Flower computes for that app's FAB.
+    assert app_gate.installed_app_digest(app_dir) == packaged_app_digest()
     assert supernode.INSTALLED_APP == "node.client_app:app"
+
+
+class _Context:
+    def __init__(self, home, study):
+        self.node_config = {"node-home": str(home)} if home else {}
+        self.run_config = {"study-id": str(study)} if study else {}
+
+
+def _reading_chain(monkeypatch, ledger):
+    """approved_app_digest opens the node's ledger from its home: here, the test chain's, as the hospital."""
+    from contracts.ledger import Ledger
+    from node.settings import NodeSettings
+
+    monkeypatch.setattr(NodeSettings, "load", classmethod(lambda cls, home: home))
+    monkeypatch.setattr(Ledger, "from_settings", classmethod(lambda cls, settings, key_file=None: ledger))
+
+
+@pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
+def test_the_approved_digest_is_the_one_the_runs_study_recorded_on_chain(chain, monkeypatch, tmp_path):
+    from federation.ids import StudyId
+    from node import app_gate
+
+    _reading_chain(monkeypatch, chain.hospital)
+    digest = app_gate.installed_app_digest(processes.FLOWER_APP_DIR)
+    assert supernode.approved_app_digest(_Context(tmp_path, chain.study_id)) == digest  # the builder recorded it
+    other = chain.consortium.propose_study(app_digest="ab" * 32)
+    assert supernode.approved_app_digest(_Context(tmp_path, other)) == "ab" * 32
+    with pytest.raises(app_gate.AppNotApproved):  # so the packaged app's FAB is refused for that study
+        app_gate.check_app(b"any fab", approved="ab" * 32, installed=digest)
+    bare = StudyId.new()  # proposed with no app: nothing may run for it
+    chain.operator.propose_study(bare, purpose="HRESCH", task_id="t", epsilon_budget=1, delta_exponent=5, rounds=1,
+                                 ends_at=2**31)
+    for context in (_Context(tmp_path, bare), _Context(tmp_path, StudyId.new()), _Context(None, chain.study_id),
+                    _Context(tmp_path, None)):
+        with pytest.raises(app_gate.AppNotApproved):
+            supernode.approved_app_digest(context)
 
 
 def test_security_options_trust_the_ca_and_sign_with_the_node_key(tmp_path):
