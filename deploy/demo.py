@@ -137,12 +137,14 @@ def run_demo(options: DemoOptions) -> dict:
         # 4. The Flower deployment engine: one SuperLink, one SuperNode per hospital.
         flwr_home = workdir / "flower"
         superlink_port = processes.free_port()
-        services.append(processes.start_superlink(port=superlink_port, state_dir=workdir / "superlink", flwr_home=flwr_home))
+        # The SuperLink admits the node keys the hospitals recorded on chain (its node follower), nothing else.
+        services.append(processes.start_superlink(port=superlink_port, state_dir=workdir / "superlink",
+                                                  flwr_home=flwr_home, follow_home=coordinator_home))
         supernodes = {}
         for name, settings in nodes.items():
             supernodes[name] = processes.start_supernode(
                 name=name, superlink_port=superlink_port, port=processes.free_port(), node_home=settings.home,
-                flwr_home=flwr_home, log_path=logs / f"supernode-{name}.log",
+                flwr_home=flwr_home, log_path=logs / f"supernode-{name}.log", admit=False,
             )
             services.append(supernodes[name])
         processes.write_flower_federation(flwr_home, name="demo", superlink_port=superlink_port)
