@@ -40,18 +40,28 @@ DAY_S = 24 * 3600
 
 
 @contextmanager
-def chain_url(rpc_url: str | None, *, log_path: Path) -> Iterator[str]:
+def chain_url(rpc_url: str | None, *, log_path: Path, tls_ca_dir: Path | None = None) -> Iterator[str]:
     """The chain to use: `rpc_url` when given, else an anvil started here (its log at `log_path`) and
-    stopped when the block ends."""
+    stopped when the block ends. With `tls_ca_dir` (a consortium CA's directory, created if empty) the parties
+    get an https URL: anvil stays on loopback behind a TLS terminator (deploy/chain_gateway.py) whose certificate
+    that CA issues; its `ca.pem` is then the parties' chain-ca-file."""
     if rpc_url:
         yield rpc_url
         return
     from deploy import processes
+    from deploy.chain_gateway import start_chain_gateway
 
     anvil, url = processes.start_anvil(port=processes.free_port(), log_path=log_path)
+    gateway = None
     try:
+        if tls_ca_dir is not None:
+            gateway, url, _ = start_chain_gateway(upstream=url, port=processes.free_port(), ca_dir=tls_ca_dir,
+                                                  tls_dir=log_path.parent / "chain-tls",
+                                                  log_path=log_path.with_name("chain-gateway.log"))
         yield url
     finally:
+        if gateway is not None:
+            gateway.stop()
         anvil.stop()
 
 
@@ -149,17 +159,21 @@ class Consortium:
     coordinator: lg.Ledger | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
     ether: int = 100  # what each new account is funded with
+    chain_ca_file: Path | None = None  # the CA an https rpc_url's certificate chains to (written into node homes)
 
     @classmethod
     def deploy(cls, w3: Web3, *, rpc_url: str | None = None, deployment_file: Path | None = None,
-               operator_key_file: Path | None = None, artifacts: dict | None = None, ether: int = 100) -> Consortium:
-        """A funded operator deploys the contracts (saved to `deployment_file` when given)."""
+               operator_key_file: Path | None = None, artifacts: dict | None = None, ether: int = 100,
+               chain_ca_file: Path | None = None) -> Consortium:
+        """A funded operator deploys the contracts (saved to `deployment_file` when given). `chain_ca_file`: the
+        CA certificate of an https `rpc_url` (chain_url's `tls_ca_dir`), given to every node home."""
         operator_key = funded_key(w3, operator_key_file, ether=ether)
         deployment = lg.deploy(w3, operator_key, artifacts=artifacts)
         if deployment_file is not None:
             deployment.save(deployment_file)
         operator = lg.Ledger(w3, deployment, account_key=operator_key)
-        return cls(w3, deployment, operator, rpc_url=rpc_url, deployment_file=deployment_file, ether=ether)
+        return cls(w3, deployment, operator, rpc_url=rpc_url, deployment_file=deployment_file, ether=ether,
+                   chain_ca_file=chain_ca_file)
 
     def account(self, key_file: Path | None = None) -> lg.Ledger:
         """A new funded account on this consortium's contracts, with no role."""
@@ -185,9 +199,9 @@ class Consortium:
         in_process = self.rpc_url is None
         rpc_url, deployment_file = ("in-process", None) if in_process else (self.rpc_url, self.deployment_file)
         settings = node_admin.init_node(home, hospital=name, rpc_url=rpc_url, deployment_file=deployment_file)
-        if allow_non_private_studies:
-            settings = NodeSettings(home=settings.home, hospital=name, rpc_url=rpc_url,
-                                    deployment_file=deployment_file, allow_non_private_studies=True)
+        if allow_non_private_studies or (self.chain_ca_file and not in_process):
+            settings = settings.model_copy(update={"allow_non_private_studies": allow_non_private_studies,
+                                                   "chain_ca_file": None if in_process else self.chain_ca_file})
             settings.save()
         if in_process:
             ledger = self.add_hospital()

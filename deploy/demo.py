@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -92,18 +93,25 @@ def run_demo(options: DemoOptions) -> dict:
     services: list[processes.Service] = []
     with ExitStack() as stack, _stopping(services):
         # 1. The chain (anvil unless --rpc-url) and the contracts.
-        rpc_url = stack.enter_context(consortium_.chain_url(options.rpc_url, log_path=logs / "anvil.log"))
+        # The parties reach anvil over HTTPS (a TLS terminator with a certificate from the demo's consortium CA,
+        # the one the SuperLink's certificates come from too), except on the overhead benchmark's insecure side.
+        ca_dir = workdir / "superlink" / "ca"
+        secure = os.environ.get(processes.INSECURE_LINKS_ENV) != "1"
+        rpc_url = stack.enter_context(consortium_.chain_url(options.rpc_url, log_path=logs / "anvil.log",
+                                                            tls_ca_dir=ca_dir if secure else None))
+        chain_ca = ca_dir / "ca.pem" if rpc_url.startswith("https://") and not options.rpc_url else None
         log.info("using the chain at %s", rpc_url)
-        w3 = lg.connect(rpc_url)
+        w3 = lg.connect(rpc_url, ca_file=chain_ca)
         consortium = Consortium.deploy(w3, rpc_url=rpc_url, deployment_file=workdir / "chain" / "deployment.json",
-                                       operator_key_file=workdir / "operator" / "keys" / "operator.key")
+                                       operator_key_file=workdir / "operator" / "keys" / "operator.key",
+                                       chain_ca_file=chain_ca)
         deployment, deployment_file = consortium.deployment, consortium.deployment_file
         log.info("deployed Consortium at %s and ConsentRegistry at %s", deployment.consortium, deployment.consent_registry)
 
         # 2. The coordinator and the study (data-use agreement).
         coordinator_home = workdir / "coordinator"
         CoordinatorSettings(home=coordinator_home, rpc_url=rpc_url, deployment_file=deployment_file,
-                            min_nodes=len(HOSPITALS), round_timeout_s=600).save()
+                            chain_ca_file=chain_ca, min_nodes=len(HOSPITALS), round_timeout_s=600).save()
         consortium.add_coordinator(key_file=coordinator_home / "keys" / "coordinator.key")
         study_id = consortium.propose_study(epsilon_budget=options.epsilon_budget,
                                             delta_exponent=options.delta_exponent, rounds=options.rounds)

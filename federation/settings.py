@@ -34,7 +34,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 SHARED_ENV_PREFIX = "TWINLEDGER_"
 # The chain fields every component reads from the same variable (TWINLEDGER_RPC_URL, ...).
-SHARED_FIELDS = frozenset({"rpc_url", "deployment_file", "chain_timeout_s", "database_url"})
+SHARED_FIELDS = frozenset({"rpc_url", "deployment_file", "chain_timeout_s", "database_url", "chain_ca_file",
+                           "allow_plain_rpc"})
 
 # An empty string (what `save()` writes for "none") means no path.
 OptionalPath = Annotated[Path | None, BeforeValidator(lambda value: value or None)]
@@ -116,6 +117,17 @@ class ComponentSettings(BaseSettings):
         path = home / self.config_name
         path.write_text("".join(f"{key} = {_toml(getattr(self, name))}\n" for key, name in self.keys().items()))
         return path
+
+
+class ChainClientSettings(ComponentSettings):
+    """Base of the components that reach the chain's JSON-RPC (the node, the coordinator): how they trust it.
+
+    An `https://` rpc-url is verified against `chain-ca-file` (the consortium CA's ca.pem; the system's CAs when
+    empty). Plain `http://` is accepted for a loopback host only, unless `allow-plain-rpc` (development only):
+    contracts/ledger `connect` refuses it otherwise."""
+
+    chain_ca_file: OptionalPath = None
+    allow_plain_rpc: bool = False
 
 
 class _HyphenatedToml(TomlConfigSettingsSource):

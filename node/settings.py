@@ -9,6 +9,8 @@ The mechanism is federation.settings (pydantic-settings); docs/configuration.md 
 | deployment-file           | none                     | TWINLEDGER_DEPLOYMENT_FILE                |
 | database-url              | sqlite:///<home>/node.db | TWINLEDGER_DATABASE_URL                   |
 | chain-timeout-s           | 10.0                     | TWINLEDGER_CHAIN_TIMEOUT_S                |
+| chain-ca-file             | none                     | TWINLEDGER_CHAIN_CA_FILE                  |
+| allow-plain-rpc           | false                    | TWINLEDGER_ALLOW_PLAIN_RPC                |
 | max-pinned-block-age-s    | 900.0                    | TWINLEDGER_NODE_MAX_PINNED_BLOCK_AGE_S    |
 | allow-non-private-studies | false                    | TWINLEDGER_NODE_ALLOW_NON_PRIVATE_STUDIES |
 """
@@ -19,14 +21,14 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ComponentSettings, OptionalPath, SettingsError
+from federation.settings import ChainClientSettings, OptionalPath, SettingsError
 
 __all__ = ["CONFIG_NAME", "NodeSettings", "SettingsError"]
 
 CONFIG_NAME = "node.toml"
 
 
-class NodeSettings(ComponentSettings):
+class NodeSettings(ChainClientSettings):
     model_config = SettingsConfigDict(env_prefix="TWINLEDGER_NODE_")
     config_name = CONFIG_NAME
     fixed = frozenset({"home"})
