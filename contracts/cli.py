@@ -46,7 +46,16 @@ def account_address(text: str) -> str:
 
 def add_rpc_url(parser) -> None:
     parser.add_argument("--rpc-url", default=os.environ.get("TWINLEDGER_RPC_URL", DEFAULT_RPC_URL),
-                        help=f"the chain's JSON-RPC URL (default $TWINLEDGER_RPC_URL, else {DEFAULT_RPC_URL})")
+                        help=f"the chain's JSON-RPC URL (default $TWINLEDGER_RPC_URL, else {DEFAULT_RPC_URL}); "
+                             "https, or plain http to loopback only")
+    parser.add_argument("--chain-ca-file", default=os.environ.get("TWINLEDGER_CHAIN_CA_FILE") or None,
+                        help="the CA certificate an https --rpc-url's certificate chains to (the consortium CA's "
+                             "ca.pem; default $TWINLEDGER_CHAIN_CA_FILE, else the system's CAs)")
+
+
+def connect(args):
+    """The chain named by --rpc-url, trusting --chain-ca-file."""
+    return lg.connect(args.rpc_url, ca_file=args.chain_ca_file)
 
 
 def add_chain_options(parser, *, operator: bool = False) -> None:
@@ -59,7 +68,7 @@ def add_chain_options(parser, *, operator: bool = False) -> None:
 
 
 def _chain_deploy(args) -> int:
-    w3 = lg.connect(args.rpc_url)
+    w3 = connect(args)
     key_path = Path(args.operator_key)
     if not key_path.exists():
         lg.write_key(key_path)
@@ -77,7 +86,7 @@ def _chain_fund(args) -> int:
     address = account_address(args.address)
     if args.ether <= 0:
         raise ValueError(f"--ether must be positive, got {args.ether}")
-    w3 = lg.connect(args.rpc_url)
+    w3 = connect(args)
     lg.fund_from_dev_account(w3, address, ether=args.ether)
     balance = w3.from_wei(w3.eth.get_balance(address), "ether")
     print(f"sent {args.ether} ether to {address}; its balance is {balance} ether")
@@ -85,7 +94,8 @@ def _chain_fund(args) -> int:
 
 
 def _operator(args) -> lg.Ledger:
-    return lg.Ledger.open(args.rpc_url, Path(args.deployment_file), key_path=Path(args.operator_key))
+    return lg.Ledger.open(args.rpc_url, Path(args.deployment_file), key_path=Path(args.operator_key),
+                          ca_file=args.chain_ca_file)
 
 
 def _study_propose(args) -> int:
@@ -115,7 +125,7 @@ def _audit(args) -> int:
     from contracts.audit import audit_study, load_usage_logs
 
     study_id = StudyId.parse(args.study)
-    auditor = lg.Ledger(lg.connect(args.rpc_url), lg.Deployment.load(Path(args.deployment_file)))
+    auditor = lg.Ledger(connect(args), lg.Deployment.load(Path(args.deployment_file)))
     result = audit_study(auditor, study_id, load_usage_logs([Path(p) for p in args.usage]),
                          report=Path(args.report) if args.report else None)
     print(json.dumps(result.as_dict(), indent=1))

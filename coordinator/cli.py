@@ -52,7 +52,8 @@ def _coordinator_init(args) -> int:
     from coordinator.settings import CoordinatorSettings
 
     settings = CoordinatorSettings(home=Path(args.home).resolve(), rpc_url=args.rpc_url,
-                                   deployment_file=Path(args.deployment_file).resolve(), min_nodes=args.min_nodes)
+                                   deployment_file=Path(args.deployment_file).resolve(), min_nodes=args.min_nodes,
+                                   chain_ca_file=Path(args.chain_ca_file).resolve() if args.chain_ca_file else None)
     settings.save()
     if not settings.key_file.exists():
         lg.write_key(settings.key_file)

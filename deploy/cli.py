@@ -27,6 +27,7 @@
     twinledger coordinator ca crl                   re-write the certificate revocation list
     twinledger coordinator nodes admit PUBKEY...    admit SuperNode public keys to the SuperLink
     twinledger coordinator nodes sync               make the admitted keys exactly the given hospitals'
+    twinledger coordinator nodes follow             keep the admitted keys equal to the chain's hospitals'
     twinledger console serve                        run the operator console (web, 127.0.0.1)
     twinledger console token                        create an operator's or observer's console token
     twinledger twin calibrate                       calibrate a patient's twin (--virtual-patient NAME | --csv FILE)
@@ -111,7 +112,21 @@ def _chain_start(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote_dev_chain:
         print(f"twinledger: {REMOTE_DEV_CHAIN_REFUSED.format(host=args.host)}", file=sys.stderr)
         return 2
-    service, url = processes.start_anvil(port=args.port, log_path=Path(args.log), host=args.host)
+    tls = args.tls_ca_dir is not None  # anvil then stays on loopback behind the TLS terminator
+    service, url = processes.start_anvil(port=args.port, log_path=Path(args.log),
+                                         host="127.0.0.1" if tls else args.host)
+    gateway = None
+    if tls:
+        from deploy.chain_gateway import start_chain_gateway
+
+        try:
+            gateway, url, ca_cert = start_chain_gateway(
+                upstream=url, port=args.tls_port, ca_dir=Path(args.tls_ca_dir), host=args.host,
+                tls_dir=Path(args.log).resolve().parent / "chain-tls", log_path=Path(args.log).with_name("chain-gateway.log"))
+        except processes.ProcessError:
+            service.stop()
+            raise
+        print(f"chain TLS terminator: parties use {url} with chain-ca-file {ca_cert}", flush=True)
     listening = f" (listening on {args.host})" if args.host != "127.0.0.1" else ""
     print(f"anvil serving JSON-RPC at {url}{listening} (log {args.log}); Ctrl-C or SIGTERM stops it", flush=True)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -121,6 +136,8 @@ def _chain_start(args) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if gateway is not None:
+            gateway.stop()
         service.stop()
     print(f"twinledger: anvil exited with status {code}; its log ends:\n{service.tail()}", file=sys.stderr)
     return 1
@@ -183,6 +200,9 @@ def _add_chain_start(chain) -> None:
                             "state-rewriting methods (private test networks only)")
     start.add_argument("--port", type=int, default=8545, help="JSON-RPC port (default 8545)")
     start.add_argument("--log", default="anvil.log", help="anvil's log file (default anvil.log)")
+    start.add_argument("--tls-ca-dir", help="serve HTTPS: anvil on 127.0.0.1:--port behind a TLS terminator on "
+                                            "--host:--tls-port whose certificate this consortium CA issues")
+    start.add_argument("--tls-port", type=int, default=8443, help="the terminator's HTTPS port (default 8443)")
     start.set_defaults(func=_chain_start)
 
 

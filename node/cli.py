@@ -48,6 +48,9 @@ def _node_init(args) -> int:
     settings = admin.init_node(Path(args.home), hospital=args.hospital, rpc_url=args.rpc_url,
                                deployment_file=Path(args.deployment_file).resolve() if args.deployment_file else None,
                                database_url=args.database_url)
+    if args.chain_ca_file:  # the CA of an https rpc-url, kept in node.toml
+        settings = settings.model_copy(update={"chain_ca_file": Path(args.chain_ca_file).resolve()})
+        settings.save()
     from node import node_keys
 
     address = admin.hospital_address(settings)

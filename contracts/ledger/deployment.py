@@ -50,6 +50,8 @@ def connect(rpc_url: str, *, timeout_s: float = 10.0, ca_file: Path | str | None
     check_rpc_url(rpc_url, allow_plain_http=allow_plain_http)
     request_kwargs: dict = {"timeout": timeout_s}
     if ca_file:
+        if not Path(ca_file).is_file():
+            raise ChainUnavailable(f"the chain's CA certificate {ca_file} (chain-ca-file) does not exist")
         request_kwargs["verify"] = str(ca_file)
     # web3 asks eth_chainId around every eth_call; an endpoint's chain id does not change, so only it is cached
     # (blocks, "latest" above all, never are: the consent gate's freshness check depends on them).

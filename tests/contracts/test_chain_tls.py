@@ -64,3 +64,8 @@ def test_the_parties_reach_anvil_over_https_only(tmp_path: Path, anvil_url: str)
         assert not answer.startswith(b"HTTP/"), answer
     finally:
         service.stop()
+
+
+def test_a_missing_chain_ca_file_is_named(tmp_path):
+    with pytest.raises(lg.ChainUnavailable, match="chain-ca-file"):
+        lg.connect("https://127.0.0.1:1", ca_file=tmp_path / "nowhere.pem")
