@@ -10,6 +10,7 @@
     twinledger node init                            create a hospital node's home and keys (SuperNode key too)
     twinledger node import FILE                     import patient records (CSV or FHIR R4 Bundle)
     twinledger node accept-study STUDY              accept a study with the hospital's account
+    twinledger node record-key                      record the SuperNode's key on chain (the SuperLink admits it)
     twinledger node start                           run the node's Flower SuperNode
     twinledger node export-usage                    export the node's usage log for auditors
     twinledger node console                         run the hospital IT console (web, 127.0.0.1)

@@ -212,8 +212,7 @@ class Consortium:
             ledger = lg.Ledger.from_settings(settings, key_file=settings.hospital_key_file)
             # The hospital vouches for its SuperNode's key on chain: the coordinator learns which hospital a
             # Flower node is from the key it authenticated with, never from what the node says about itself.
-            keys = node_keys.ensure_node_keys(settings.home)
-            ledger.set_node_key(node_keys.chain_node_key(node_keys.load_public_key(keys.public_key)))
+            node_keys.record_node_key(ledger, settings.home)
         imports = []
         for item in records:
             path, cohort = item if isinstance(item, tuple) else (item, None)

@@ -3,6 +3,7 @@
     twinledger node init                            create a hospital node's home and keys
     twinledger node import FILE                     import patient records (CSV or FHIR R4 Bundle)
     twinledger node accept-study STUDY              accept a study with the hospital's account
+    twinledger node record-key                      record the SuperNode's key on chain (the SuperLink admits it)
     twinledger node start                           run the node's Flower SuperNode
     twinledger node export-usage                    export the node's usage log for auditors
     twinledger node console                         run the hospital IT console (web, 127.0.0.1)
@@ -57,8 +58,21 @@ def _node_init(args) -> int:
     keys = node_keys.ensure_node_keys(settings.home)
     print(f"node home {settings.home}; hospital account {address} "
           f"(ask the consortium operator to register it; {gas_hint(address)})")
-    print(f"SuperNode key {keys.public_key} (give this public key to the operator: twinledger coordinator nodes admit):")
+    print(f"SuperNode key {keys.public_key} (once the operator registered the hospital: twinledger node record-key; "
+          "without a node follower, give this public key to the operator: twinledger coordinator nodes admit):")
     print(keys.public_key.read_text().strip())
+    return 0
+
+
+def _node_record_key(args) -> int:
+    from contracts.ledger import Ledger
+    from node.node_keys import record_node_key
+
+    settings = _settings(args)
+    ledger = Ledger.from_settings(settings, key_file=settings.hospital_key_file)
+    point = record_node_key(ledger, settings.home)
+    print(f"SuperNode key of {ledger.address} on chain: 0x{point.hex()[:16]}… (the coordinator's node follower "
+          "admits it)")
     return 0
 
 
@@ -161,6 +175,9 @@ def add_node_commands(subparsers) -> None:
     accept.add_argument("--home", required=True, help=HOME_HELP)
     accept.add_argument("study", help="the study id (0x and 64 hex digits)")
     accept.set_defaults(func=_node_accept)
+    record = node.add_parser("record-key", help="record the SuperNode's key on chain as the hospital (a transaction)")
+    record.add_argument("--home", required=True, help=HOME_HELP)
+    record.set_defaults(func=_node_record_key)
     start = node.add_parser("start", help="run the node's Flower SuperNode")
     start.add_argument("--home", required=True, help=HOME_HELP)
     start.add_argument("--superlink", default="127.0.0.1:8000",
