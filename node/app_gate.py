@@ -62,6 +62,15 @@ def check_app(fab_content: bytes, *, approved: str, installed: str) -> str:
     return digest
 
 
+def refusal_of(exc: Exception) -> tuple[int, str]:
+    """The error code and reason a refusal is answered with: the exception's own (`code`, `reason`) when it
+    carries them (the node's Refusal, e.g. chain unavailable), else APP_NOT_APPROVED."""
+    code, reason = getattr(exc, "code", None), getattr(exc, "reason", None)
+    if isinstance(code, int) and isinstance(reason, str):
+        return code, reason
+    return APP_NOT_APPROVED, f"app not approved: {exc}"
+
+
 def load_installed_app(reference: str):  # -> flwr.clientapp.ClientApp
     """Import the ClientApp installed at this hospital from "module:attribute" (never from a FAB)."""
     module, _, attribute = reference.partition(":")
@@ -70,11 +79,15 @@ def load_installed_app(reference: str):  # -> flwr.clientapp.ClientApp
 
 def run_gated_clientapp(runtime_api_address: str, token: str, *, installed_app: str, installed_digest: str,
                         approved_digest: Callable[[object], str], insecure: bool = True,
-                        certificates: bytes | None = None, parent_pid: int | None = None) -> bool:
+                        certificates: bytes | None = None, parent_pid: int | None = None,
+                        on_refusal: Callable[[object, object, int, str], None] | None = None) -> bool:
     """Run one ClientApp task of the SuperNode at `runtime_api_address` (its Runtime API) under the app gate.
 
     Requires: `token` from the SuperNode's AcquireTask; `approved_digest(context)` returns the study's approved
-    app digest for the run (e.g. from chain, by `context.run_config["study-id"]`) and may raise to refuse.
+    app digest for the run (e.g. from chain, by `context.run_config["study-id"]`) and may raise to refuse (an
+    exception with an int `code` and a `reason`, like the node's Refusal, is answered with that code, e.g. chain
+    unavailable; any other with APP_NOT_APPROVED). `on_refusal(message, context, code, reason)`, when given, is
+    told of each refusal (the node keeps it for hospital IT).
     Pulls the task input, refuses (error reply, nothing of the FAB runs) unless `check_app` passes, else calls
     `load_installed_app(installed_app)(message, context)`; pushes the reply and the task's final status.
     Like Flower's body it sends the task's heartbeat while it runs and, given `parent_pid` (the SuperNode),
@@ -107,8 +120,14 @@ def run_gated_clientapp(runtime_api_address: str, token: str, *, installed_app: 
         try:
             digest = check_app(fab.content, approved=approved_digest(context), installed=installed_digest)
         except Exception as exc:  # noqa: BLE001 - any doubt about the app is a refusal
-            log.error("run %s refused: %s", run.run_id, exc)
-            reply = Message(Error(code=APP_NOT_APPROVED, reason=f"app not approved: {exc}"), reply_to=message)
+            code, reason = refusal_of(exc)
+            log.error("run %s refused: %s", run.run_id, reason)
+            reply = Message(Error(code=code, reason=reason), reply_to=message)
+            if on_refusal is not None:
+                try:
+                    on_refusal(message, context, code, reason)
+                except Exception as record_exc:  # noqa: BLE001 - keeping it must not turn a refusal into a crash
+                    log.warning("could not keep the refusal: %s", record_exc)
         else:
             log.info("run %s: app %s… approved; running the installed %s", run.run_id, digest[:16], installed_app)
             try:

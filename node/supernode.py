@@ -72,10 +72,13 @@ def approved_app_digest(context) -> str:
     """The app digest the run's study recorded on chain (`Consortium.setStudyApp`), read with this node's
     settings (`--node-config node-home=...`) at the chain's latest block, so an operator who replaces or withdraws
     a study's app is obeyed from the next message on. Raises (the gate then refuses the message) when the run
-    names no study, the node home or the chain cannot be read, or the study records no app."""
-    from contracts.ledger import Ledger, LedgerError
+    names no study, the node home or the chain cannot be read (a chain that does not answer is the node's usual
+    "chain unavailable" refusal), or the study records no app."""
+    from contracts.ledger import ChainUnavailable, Ledger, LedgerError
+    from federation import protocol
     from federation.ids import StudyId
     from node.app_gate import AppNotApproved
+    from node.consent_gate import Refusal
     from node.settings import NodeSettings
 
     home, study = context.node_config.get("node-home"), context.run_config.get("study-id")
@@ -83,11 +86,30 @@ def approved_app_digest(context) -> str:
         raise AppNotApproved("the run names no study (run config study-id) or the node no home (node-home)")
     try:
         terms = Ledger.from_settings(NodeSettings.load(str(home))).study(StudyId.parse(study))
+    except ChainUnavailable as exc:  # the same refusal the node gives for any round it cannot check on chain
+        raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
     except LedgerError as exc:
         raise AppNotApproved(f"the app of study {study} cannot be read from chain: {exc}") from exc
     if terms.app_digest_hex is None:
         raise AppNotApproved(f"study {study} records no app digest on chain: nothing may run for it")
     return terms.app_digest_hex
+
+
+def keep_refusal(message, context, code: int, reason: str) -> None:
+    """Keep a train or evaluate message's refusal by the app gate in the node's store, as the ClientApp keeps its
+    own, so hospital IT sees it (node console); other messages carry no round."""
+    from federation import protocol
+    from federation.ids import StudyId
+    from node.settings import NodeSettings
+    from node.store import RoundRefusal, Store
+
+    phase = str(message.metadata.message_type).split(".")[0]
+    home = context.node_config.get("node-home")
+    if phase not in ("train", "evaluate") or not home:
+        return
+    config = protocol.RoundConfig.from_record(message.content[protocol.ROUND_CONFIG])
+    Store(NodeSettings.load(str(home)).resolved_database_url).record_refusal(RoundRefusal(
+        study_id=str(StudyId(config.study_id)), round=config.round, phase=phase, code=code, reason=reason[:500]))
 
 
 def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, installed_digest: str) -> None:
@@ -97,7 +119,7 @@ def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, ins
 
     app_gate.run_gated_clientapp(
         runtime_api_address, token, installed_app=INSTALLED_APP, installed_digest=installed_digest,
-        approved_digest=approved_app_digest,
+        approved_digest=approved_app_digest, on_refusal=keep_refusal,
         parent_pid=supernode_pid,
     )
 

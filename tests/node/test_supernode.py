@@ -2,6 +2,7 @@
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -100,3 +101,32 @@ def test_security_options_trust_the_ca_and_sign_with_the_node_key(tmp_path):
     assert without_app[:4] == options[:4] and "--installed-app-dir" not in without_app  # the same key, kept
     stock = supernode.security_options(tmp_path / "home", root_certificates=tmp_path / "ca.pem", warm=False)
     assert "--superexec-auth-secret-file" not in stock  # Flower's own executor runs subprocess isolation: no secret
+
+
+@pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
+def test_a_chain_that_does_not_answer_is_the_nodes_chain_unavailable_refusal_and_is_kept(chain, tmp_path):
+    """The gate reads the chain first: when it cannot, the reply is the refusal the node gives for any round it
+    cannot check (chain unavailable), not an app refusal, and hospital IT finds it in the node's store."""
+    from federation import protocol
+    from federation.ids import StudyId
+    from node import admin, app_gate
+    from node.consent_gate import Refusal
+    from node.store import Store
+
+    chain.deployment.save(tmp_path / "dep.json")
+    settings = admin.init_node(tmp_path / "home", hospital="h", rpc_url=f"http://127.0.0.1:{processes.free_port()}",
+                               deployment_file=tmp_path / "dep.json")
+    with pytest.raises(Refusal) as refused:
+        supernode.approved_app_digest(_Context(settings.home, chain.study_id))
+    code, reason = app_gate.refusal_of(refused.value)
+    assert code == protocol.CHAIN_UNAVAILABLE and "cannot be reached" in reason
+    assert app_gate.refusal_of(app_gate.AppNotApproved("other app"))[0] == app_gate.APP_NOT_APPROVED
+
+    config = protocol.RoundConfig(study_id=StudyId(chain.study_id), round=2, block=7)
+    train = SimpleNamespace(metadata=SimpleNamespace(message_type="train"),
+                            content={protocol.ROUND_CONFIG: config.to_record()})
+    supernode.keep_refusal(train, _Context(settings.home, chain.study_id), code, reason)
+    query = SimpleNamespace(metadata=SimpleNamespace(message_type="query.identify"), content={})
+    supernode.keep_refusal(query, _Context(settings.home, chain.study_id), code, reason)  # no round: nothing kept
+    (kept,) = Store(settings.resolved_database_url).refusals(str(StudyId(chain.study_id)))
+    assert (kept.round, kept.phase, kept.code) == (2, "train", protocol.CHAIN_UNAVAILABLE)
