@@ -35,6 +35,16 @@ class AppNotApproved(Exception):
     """The run's app is not the one the study approved and this hospital installed."""
 
 
+class ApprovalUnknown(Exception):
+    """The study's approved app cannot be learnt now (e.g. its chain does not answer). A query message (which reads
+    no patient data: the node's identify) then runs if its FAB is the installed app; train and evaluate are refused
+    with this `code` and `reason` (the node's usual refusal, e.g. chain unavailable)."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
 def app_digest(fab_content: bytes) -> str:
     """The FAB's digest as Flower computes it (`hashlib.sha256(fab_bytes).hexdigest()`, 64 hex digits)."""
     return digest_of(fab_content)
@@ -60,6 +70,17 @@ def check_app(fab_content: bytes, *, approved: str, installed: str) -> str:
             f"app {digest[:16]}… is not the approved {approved[:18]}… / installed {installed[:16]}… app"
         )
     return digest
+
+
+def _approved(approved_digest: Callable[[object], str], message, context, installed_digest: str) -> str:
+    """The study's approved digest; for a query whose study's approval cannot be learnt now, the installed one."""
+    try:
+        return approved_digest(context)
+    except ApprovalUnknown as exc:
+        if not str(message.metadata.message_type).startswith("query"):
+            raise
+        log.warning("%s: the installed app answers this query (it reads no patient data)", exc.reason)
+        return installed_digest
 
 
 def refusal_of(exc: Exception) -> tuple[int, str]:
@@ -118,7 +139,8 @@ def run_gated_clientapp(runtime_api_address: str, token: str, *, installed_app: 
     try:
         message, context, run, fab = pull_task_input(client)
         try:
-            digest = check_app(fab.content, approved=approved_digest(context), installed=installed_digest)
+            digest = check_app(fab.content, approved=_approved(approved_digest, message, context, installed_digest),
+                               installed=installed_digest)
         except Exception as exc:  # noqa: BLE001 - any doubt about the app is a refusal
             code, reason = refusal_of(exc)
             log.error("run %s refused: %s", run.run_id, reason)

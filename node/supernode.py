@@ -72,13 +72,13 @@ def approved_app_digest(context) -> str:
     """The app digest the run's study recorded on chain (`Consortium.setStudyApp`), read with this node's
     settings (`--node-config node-home=...`) at the chain's latest block, so an operator who replaces or withdraws
     a study's app is obeyed from the next message on. Raises (the gate then refuses the message) when the run
-    names no study, the node home or the chain cannot be read (a chain that does not answer is the node's usual
-    "chain unavailable" refusal), or the study records no app."""
+    names no study, the node home or the chain cannot be read, or the study records no app. A chain that does
+    not answer raises ApprovalUnknown: train and evaluate get the node's usual "chain unavailable" refusal, the
+    identify query (no patient data) runs the installed app."""
     from contracts.ledger import ChainUnavailable, Ledger, LedgerError
     from federation import protocol
     from federation.ids import StudyId
-    from node.app_gate import AppNotApproved
-    from node.consent_gate import Refusal
+    from node.app_gate import ApprovalUnknown, AppNotApproved
     from node.settings import NodeSettings
 
     home, study = context.node_config.get("node-home"), context.run_config.get("study-id")
@@ -87,7 +87,7 @@ def approved_app_digest(context) -> str:
     try:
         terms = Ledger.from_settings(NodeSettings.load(str(home))).study(StudyId.parse(study))
     except ChainUnavailable as exc:  # the same refusal the node gives for any round it cannot check on chain
-        raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
+        raise ApprovalUnknown(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
     except LedgerError as exc:
         raise AppNotApproved(f"the app of study {study} cannot be read from chain: {exc}") from exc
     if terms.app_digest_hex is None:

@@ -105,18 +105,17 @@ def test_security_options_trust_the_ca_and_sign_with_the_node_key(tmp_path):
 
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 def test_a_chain_that_does_not_answer_is_the_nodes_chain_unavailable_refusal_and_is_kept(chain, tmp_path):
-    """The gate reads the chain first: when it cannot, the reply is the refusal the node gives for any round it
+    """The gate reads the chain first: when it cannot, train and evaluate get the refusal the node gives for any round it
     cannot check (chain unavailable), not an app refusal, and hospital IT finds it in the node's store."""
     from federation import protocol
     from federation.ids import StudyId
     from node import admin, app_gate
-    from node.consent_gate import Refusal
     from node.store import Store
 
     chain.deployment.save(tmp_path / "dep.json")
     settings = admin.init_node(tmp_path / "home", hospital="h", rpc_url=f"http://127.0.0.1:{processes.free_port()}",
                                deployment_file=tmp_path / "dep.json")
-    with pytest.raises(Refusal) as refused:
+    with pytest.raises(app_gate.ApprovalUnknown) as refused:
         supernode.approved_app_digest(_Context(settings.home, chain.study_id))
     code, reason = app_gate.refusal_of(refused.value)
     assert code == protocol.CHAIN_UNAVAILABLE and "cannot be reached" in reason
@@ -130,3 +129,19 @@ def test_a_chain_that_does_not_answer_is_the_nodes_chain_unavailable_refusal_and
     supernode.keep_refusal(query, _Context(settings.home, chain.study_id), code, reason)  # no round: nothing kept
     (kept,) = Store(settings.resolved_database_url).refusals(str(StudyId(chain.study_id)))
     assert (kept.round, kept.phase, kept.code) == (2, "train", protocol.CHAIN_UNAVAILABLE)
+
+
+def test_a_query_whose_studys_approval_cannot_be_learnt_runs_only_the_installed_app_and_train_is_refused():
+    from federation import protocol
+    from node import app_gate
+
+    def unknown(context):
+        raise app_gate.ApprovalUnknown(protocol.CHAIN_UNAVAILABLE, "no data used: the chain cannot be reached")
+
+    def message(kind):
+        return SimpleNamespace(metadata=SimpleNamespace(message_type=kind))
+
+    assert app_gate._approved(unknown, message("query.identify"), None, "ab" * 32) == "ab" * 32
+    for kind in ("train", "evaluate"):
+        with pytest.raises(app_gate.ApprovalUnknown):
+            app_gate._approved(unknown, message(kind), None, "ab" * 32)
