@@ -30,7 +30,6 @@ from eth_account import Account
 from web3 import Web3
 
 from contracts import ledger as lg
-from federation.app_digest import packaged_app_digest
 from federation.ids import Pseudonym, StudyId
 from node import admin as node_admin
 from node import node_keys
@@ -226,14 +225,15 @@ class Consortium:
                       epsilon_budget: float = 3.0, delta_exponent: int = 5, rounds: int = 5,
                       ends_at: int | None = None, study_id: bytes | None = None,
                       app_digest: str | None = None) -> StudyId:
-        """The operator records a study (a data-use agreement) and the app it runs: `app_digest` (hex), by
-        default the packaged Flower app's (federation.app_digest), the only FAB the hospitals' app gates then
-        run for it. The study ends in 30 days unless `ends_at`."""
+        """The operator records a study (a data-use agreement), ending in 30 days unless `ends_at`, and with
+        `app_digest` (hex) the app it runs: the only FAB the hospitals' app gates then run for it. Studies that
+        Flower's processes run need it (the demo passes `packaged_app_digest()`, the packaged Flower app's);
+        without it nothing runs for the study at a warm SuperNode."""
         study_id = StudyId(study_id) if study_id is not None else StudyId.new()
         self.operator.propose_study(
             study_id, purpose=purpose, task_id=task_id, epsilon_budget=epsilon_budget, delta_exponent=delta_exponent,
             rounds=rounds, ends_at=ends_at if ends_at is not None else int(time.time()) + 30 * DAY_S,
-            app_digest=app_digest or packaged_app_digest(),
+            app_digest=app_digest,
         )
         return study_id
 

@@ -26,6 +26,7 @@ from coordinator.settings import CoordinatorSettings
 from deploy import consortium as consortium_
 from deploy import processes
 from deploy.consortium import Consortium
+from federation.app_digest import packaged_app_digest
 from federation.defaults import TRAINING
 from node import admin as node_admin
 
@@ -114,7 +115,8 @@ def run_demo(options: DemoOptions) -> dict:
                             chain_ca_file=chain_ca, min_nodes=len(HOSPITALS), round_timeout_s=600).save()
         consortium.add_coordinator(key_file=coordinator_home / "keys" / "coordinator.key")
         study_id = consortium.propose_study(epsilon_budget=options.epsilon_budget,
-                                            delta_exponent=options.delta_exponent, rounds=options.rounds)
+                                            delta_exponent=options.delta_exponent, rounds=options.rounds,
+                                            app_digest=packaged_app_digest())  # the only app the nodes will run
         log.info("study %s proposed: purpose HRESCH, epsilon %g per hospital, %d rounds",
                  study_id.short(12), options.epsilon_budget, options.rounds)
 

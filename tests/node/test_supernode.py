@@ -42,7 +42,7 @@ def test_launcher_refuses_tls_options_for_its_local_runtime_api():
 
 
 def test_the_app_gate_knows_the_installed_app_and_studies_record_its_digest():
-    from deploy.consortium import packaged_app_digest
+    from federation.app_digest import packaged_app_digest
     from node import app_gate
 
     app_dir = supernode.default_app_dir()
@@ -74,7 +74,8 @@ def test_the_approved_digest_is_the_one_the_runs_study_recorded_on_chain(chain, 
 
     _reading_chain(monkeypatch, chain.hospital)
     digest = app_gate.installed_app_digest(processes.FLOWER_APP_DIR)
-    assert supernode.approved_app_digest(_Context(tmp_path, chain.study_id)) == digest  # the builder recorded it
+    packaged = chain.consortium.propose_study(app_digest=digest)  # as the demo proposes its study
+    assert supernode.approved_app_digest(_Context(tmp_path, packaged)) == digest
     other = chain.consortium.propose_study(app_digest="ab" * 32)
     assert supernode.approved_app_digest(_Context(tmp_path, other)) == "ab" * 32
     with pytest.raises(app_gate.AppNotApproved):  # so the packaged app's FAB is refused for that study
@@ -82,7 +83,8 @@ def test_the_approved_digest_is_the_one_the_runs_study_recorded_on_chain(chain, 
     bare = StudyId.new()  # proposed with no app: nothing may run for it
     chain.operator.propose_study(bare, purpose="HRESCH", task_id="t", epsilon_budget=1, delta_exponent=5, rounds=1,
                                  ends_at=2**31)
-    for context in (_Context(tmp_path, bare), _Context(tmp_path, StudyId.new()), _Context(None, chain.study_id),
+    for context in (_Context(tmp_path, bare), _Context(tmp_path, chain.study_id),  # proposed without an app
+                    _Context(tmp_path, StudyId.new()), _Context(None, packaged),
                     _Context(tmp_path, None)):
         with pytest.raises(app_gate.AppNotApproved):
             supernode.approved_app_digest(context)
