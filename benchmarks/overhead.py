@@ -208,8 +208,9 @@ def _import_seconds(modules: str, repeats: int = 3) -> float:
 def round_overhead(rounds: int = 2, *, warm: bool = True, secure: bool = True) -> dict:
     """`rounds` rounds of the demo federation; `warm`: SuperNodes with warm ClientApp processes
     (node/supernode.py), else Flower's stock `flower-supernode` (a fresh `flwr-clientapp` per message);
-    `secure`: TLS, node authentication and the Fleet gateway as deployed (the default), else the plain-HTTP
-    link without them, for the side-by-side cost of the trust boundary."""
+    `secure`: the trust boundary as deployed (the default): TLS, node authentication, the Fleet gateway and the
+    node follower on the Flower link, HTTPS through the TLS terminator to the chain, the app gate reading the
+    study's app digest on chain; else plain HTTP on both links without them, for the side-by-side cost."""
     import contextlib
 
     from deploy import processes

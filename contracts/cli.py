@@ -16,6 +16,7 @@ from pathlib import Path
 
 from contracts import keystore
 from contracts import ledger as lg
+from federation.app_digest import packaged_app_digest
 from federation.ids import StudyId
 from federation.settings import DEFAULT_RPC_URL
 
@@ -39,7 +40,16 @@ def account_address(text: str) -> str:
 
 def add_rpc_url(parser) -> None:
     parser.add_argument("--rpc-url", default=os.environ.get("TWINLEDGER_RPC_URL", DEFAULT_RPC_URL),
-                        help=f"the chain's JSON-RPC URL (default $TWINLEDGER_RPC_URL, else {DEFAULT_RPC_URL})")
+                        help=f"the chain's JSON-RPC URL (default $TWINLEDGER_RPC_URL, else {DEFAULT_RPC_URL}); "
+                             "https, or plain http to loopback only")
+    parser.add_argument("--chain-ca-file", default=os.environ.get("TWINLEDGER_CHAIN_CA_FILE") or None,
+                        help="the CA certificate an https --rpc-url's certificate chains to (the consortium CA's "
+                             "ca.pem; default $TWINLEDGER_CHAIN_CA_FILE, else the system's CAs)")
+
+
+def connect(args):
+    """The chain named by --rpc-url, trusting --chain-ca-file."""
+    return lg.connect(args.rpc_url, ca_file=args.chain_ca_file)
 
 
 def add_chain_options(parser, *, operator: bool = False) -> None:
@@ -57,7 +67,7 @@ def _chain_deploy(args) -> int:
     if created:
         lg.write_key(key_path)
     operator_key = lg.load_key(key_path, role="operator")  # a wrong passphrase is refused before any transaction
-    w3 = lg.connect(args.rpc_url)
+    w3 = connect(args)
     if created and args.fund_from_dev_account:
         from eth_account import Account
 
@@ -82,7 +92,7 @@ def _chain_fund(args) -> int:
     address = account_address(args.address)
     if args.ether <= 0:
         raise ValueError(f"--ether must be positive, got {args.ether}")
-    w3 = lg.connect(args.rpc_url)
+    w3 = connect(args)
     lg.fund_from_dev_account(w3, address, ether=args.ether)
     balance = w3.from_wei(w3.eth.get_balance(address), "ether")
     print(f"sent {args.ether} ether to {address}; its balance is {balance} ether")
@@ -91,7 +101,7 @@ def _chain_fund(args) -> int:
 
 def _operator(args) -> lg.Ledger:
     return lg.Ledger.open(args.rpc_url, Path(args.deployment_file), key_path=Path(args.operator_key),
-                          key_role="operator")
+                          key_role="operator", ca_file=args.chain_ca_file)
 
 
 def _study_propose(args) -> int:
@@ -99,6 +109,7 @@ def _study_propose(args) -> int:
     _operator(args).propose_study(
         study_id, purpose=args.purpose, task_id=args.task, epsilon_budget=args.epsilon, delta_exponent=args.delta_exponent,
         rounds=args.rounds, ends_at=int(time.time()) + args.days * 24 * 3600,
+        app_digest=args.app_digest or packaged_app_digest(),
     )
     print(study_id)
     return 0
@@ -120,7 +131,7 @@ def _audit(args) -> int:
     from contracts.audit import audit_study, load_usage_logs
 
     study_id = StudyId.parse(args.study)
-    auditor = lg.Ledger(lg.connect(args.rpc_url), lg.Deployment.load(Path(args.deployment_file)))
+    auditor = lg.Ledger(connect(args), lg.Deployment.load(Path(args.deployment_file)))
     result = audit_study(auditor, study_id, load_usage_logs([Path(p) for p in args.usage]),
                          report=Path(args.report) if args.report else None)
     print(json.dumps(result.as_dict(), indent=1))
@@ -164,6 +175,8 @@ def add_study_commands(subparsers) -> None:
     propose.add_argument("--delta-exponent", type=int, default=5, help="delta = 10^-N (default 5)")
     propose.add_argument("--rounds", type=int, default=5, help="rounds the study allows (default 5)")
     propose.add_argument("--days", type=int, default=30, help="the study ends this many days from now (default 30)")
+    propose.add_argument("--app-digest", help="SHA-256 (hex) of the FAB the study runs; hospitals' nodes run no "
+                         "other (default: the packaged Flower app's, coordinator/flower_app)")
     propose.set_defaults(func=_study_propose)
     register = study.add_parser("register-hospital", help="register a hospital's account")
     add_chain_options(register, operator=True)

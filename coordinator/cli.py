@@ -40,7 +40,8 @@ def _coordinator_init(args) -> int:
     from coordinator.settings import CoordinatorSettings
 
     settings = CoordinatorSettings(home=Path(args.home).resolve(), rpc_url=args.rpc_url,
-                                   deployment_file=Path(args.deployment_file).resolve(), min_nodes=args.min_nodes)
+                                   deployment_file=Path(args.deployment_file).resolve(), min_nodes=args.min_nodes,
+                                   chain_ca_file=Path(args.chain_ca_file).resolve() if args.chain_ca_file else None)
     settings.save()
     if not settings.key_file.exists():
         lg.write_key(settings.key_file)
@@ -58,28 +59,32 @@ def _coordinator_superlink(args) -> int:
         port=args.port, state_dir=Path(args.state_dir).resolve(), flwr_home=Path(args.flwr_home).resolve(),
         host=args.host, ca_dir=Path(args.ca_dir).resolve() if args.ca_dir else None,
         control_port=args.control_port, insecure=args.insecure,
+        follow_home=Path(args.home).resolve() if args.home and not args.insecure else None,
     )
     if link.insecure:
         print(f"INSECURE development SuperLink on {link.fleet_address}: plain HTTP, any node admitted, run "
               "submission open to whoever reaches the port", flush=True)
     else:
         print(f"SuperLink: hospitals dial the Fleet gateway at {args.host}:{args.port}; Control and Runtime APIs on "
-              f"{link.control_address} only; TLS from CA {link.root_certificates}; node keys admitted with "
-              "twinledger coordinator nodes admit|sync. Ctrl-C or SIGTERM stops it", flush=True)
+              f"{link.control_address} only; TLS from CA {link.root_certificates}; node keys "
+              + ("follow the chain (the hospitals' keys recorded with their records)" if link.follower else
+                 "admitted with twinledger coordinator nodes admit|sync|follow") + ". Ctrl-C or SIGTERM stops it",
+              flush=True)
 
     def _terminated(signum, frame):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        while link.alive() and (link.gateway is None or link.gateway.alive()):
+        while link.alive() and link.helpers_alive:
             time.sleep(1)
     except KeyboardInterrupt:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
         link.stop()
-    print(f"twinledger: the SuperLink or its gateway stopped; see {link.log_path.parent}", file=sys.stderr)
+    print(f"twinledger: the SuperLink, its gateway or its node follower stopped; see {link.log_path.parent}",
+          file=sys.stderr)
     return 1
 
 
@@ -123,12 +128,9 @@ def _ca_crl(args) -> int:
     return 0
 
 
-@contextmanager
-def _control_admin(args):
-    """The SuperLink's Control API client: --superlink is its loopback control address (or, for a link started
-    on this machine, its hospitals' port), trusting --root-certificates (or that link's CA)."""
-    from coordinator import admission
-
+def _control_target(args) -> tuple[str, Path]:
+    """The SuperLink's Control API address and CA: --superlink is its loopback control address (or, for a link
+    started on this machine, its hospitals' port), trusting --root-certificates (or that link's CA)."""
     host, port = processes.superlink_address(args.superlink)
     address, ca_cert = f"{host}:{port}", Path(args.root_certificates) if args.root_certificates else None
     link = processes.find_link(port) if processes.reachable_host(host) in processes.LOOPBACK else None
@@ -138,6 +140,15 @@ def _control_admin(args):
         address, ca_cert = link.control_address, link.root_certificates
     elif link is not None:
         address = link.control_address
+    return address, ca_cert
+
+
+@contextmanager
+def _control_admin(args):
+    """The SuperLink's Control API client (`_control_target`)."""
+    from coordinator import admission
+
+    address, ca_cert = _control_target(args)
     import httpx
 
     admin = admission.ControlAdmin(address, ca_cert)
@@ -173,6 +184,21 @@ def _nodes_sync(args) -> int:
     with _control_admin(args) as admin:
         report = admission.sync(admin, wanted)
     print(f"registered {report.registered or '{}'}; unregistered node ids {report.unregistered}; kept {report.kept}")
+    return 0
+
+
+def _nodes_follow(args) -> int:
+    """Keep the admitted keys equal to the chain's active hospitals' node keys until Ctrl-C."""
+    import logging
+
+    from coordinator import node_follower
+
+    address, ca_cert = _control_target(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        node_follower.follow(home=Path(args.home).resolve(), control=address, ca_cert=ca_cert, poll_s=args.poll_s)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -257,6 +283,8 @@ def add_coordinator_commands(subparsers) -> None:
     link.add_argument("--ca-dir", help="the consortium CA (twinledger coordinator ca init) that issues the link's "
                                        "certificates (default: a development CA in the state directory)")
     link.add_argument("--flwr-home", default=".flwr", help="Flower's home for the SuperLink (default .flwr)")
+    link.add_argument("--home", help="the coordinator's home: with it the admitted node keys follow the chain "
+                                     "(each active hospital's key on chain; suspended hospitals shut out)")
     link.add_argument("--insecure", action="store_true",
                       help="development only: plain HTTP on --host:--port, any node admitted, no gateway")
     link.set_defaults(func=_coordinator_superlink)
@@ -338,3 +366,9 @@ def _add_nodes_commands(coord) -> None:
                       help="an active hospital's account and its SuperNode public key (repeat; none: admit no one)")
     _add_control_options(sync)
     sync.set_defaults(func=_nodes_sync)
+    follow = nodes.add_parser("follow", help="keep the admitted keys equal to the active hospitals' node keys on "
+                                             "chain, polling it (Ctrl-C stops it)")
+    follow.add_argument("--home", required=True, help="the coordinator's home (the chain it reads)")
+    follow.add_argument("--poll-s", type=float, default=2.0, help="seconds between syncs (default 2)")
+    _add_control_options(follow)
+    follow.set_defaults(func=_nodes_follow)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from coordinator import ca as cax
 from coordinator.link_records import LinkRecord, find_link, forget_link, remember_link  # noqa: F401 - used by callers too
+from coordinator.node_follower import follower_command
 
 FLOWER_APP_DIR = Path(__file__).resolve().parent / "flower_app"
 VENV_BIN = Path(sys.executable).parent  # flwr, flower-superlink and flower-supernode sit beside this Python
@@ -230,14 +231,20 @@ class SuperLink(Service):
     control_address: str = ""
     root_certificates: Path | None = None  # the CA certificate clients trust; None: plain HTTP (development)
     gateway: Service | None = None
+    follower: Service | None = None  # coordinator/node_follower.py: the allowlist follows the chain
+
+    @property
+    def helpers_alive(self) -> bool:
+        return all(part is None or part.alive() for part in (self.gateway, self.follower))
 
     @property
     def insecure(self) -> bool:
         return self.root_certificates is None
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.gateway is not None:
-            self.gateway.stop(timeout_s)
+        for part in (self.follower, self.gateway):
+            if part is not None:
+                part.stop(timeout_s)
         super().stop(timeout_s)
         forget_link(self)
 
@@ -247,7 +254,7 @@ INSECURE_LINKS_ENV = "TWINLEDGER_BENCH_INSECURE_LINKS"  # "1": start_superlink(i
 
 def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = "127.0.0.1",
                     ca_dir: Path | None = None, control_port: int | None = None,
-                    insecure: bool | None = None) -> SuperLink:
+                    insecure: bool | None = None, follow_home: Path | None = None) -> SuperLink:
     """Start the consortium's SuperLink; hospitals' SuperNodes dial `host`:`port`.
 
     By default (production path): the SuperLink itself listens on 127.0.0.1:`control_port` (a free port when
@@ -260,6 +267,9 @@ def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = 
     (set only by `deploy.processes.insecure_links()`, the benchmark's way to time the same rounds both ways).
     The link is recorded for this machine's other processes (`find_link`), so `write_flower_federation` and
     `start_supernode` given this port find its control address and CA.
+    `follow_home` (a coordinator home, for its chain settings): the admitted node keys follow the chain
+    (coordinator/node_follower.py, a third process, polling every 2 s): ready once it synced the first time.
+    Without it, keys are admitted by hand (`twinledger coordinator nodes admit|sync`).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     env = flower_env(flwr_home)
@@ -289,6 +299,13 @@ def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = 
                              log_path=state_dir / "fleet-gateway.log", env=env, cwd=state_dir)
         wait_until(link.gateway, lambda: https_answers(link.fleet_address, tls.ca_cert), timeout_s=60,
                    what=f"HTTPS on {link.fleet_address}")
+        if follow_home is not None:
+            synced = state_dir / "node-follower.synced"
+            synced.unlink(missing_ok=True)
+            link.follower = start("node follower", follower_command(
+                home=Path(follow_home).resolve(), control=control, ca_cert=tls.ca_cert, synced_file=synced),
+                log_path=state_dir / "node-follower.log", env=env, cwd=state_dir)
+            wait_until(link.follower, synced.exists, timeout_s=60, what="the node keys' first sync from the chain")
     except ProcessError:
         link.stop()
         raise

@@ -7,6 +7,8 @@ The mechanism is federation.settings (pydantic-settings); docs/configuration.md 
 | rpc-url                 | http://127.0.0.1:8545 | TWINLEDGER_RPC_URL                      |
 | deployment-file         | none                  | TWINLEDGER_DEPLOYMENT_FILE              |
 | chain-timeout-s         | 10.0                  | TWINLEDGER_CHAIN_TIMEOUT_S              |
+| chain-ca-file           | none                  | TWINLEDGER_CHAIN_CA_FILE                |
+| allow-plain-rpc         | false                 | TWINLEDGER_ALLOW_PLAIN_RPC              |
 | round-timeout-s         | 300.0                 | TWINLEDGER_COORDINATOR_ROUND_TIMEOUT_S  |
 | min-nodes               | 1                     | TWINLEDGER_COORDINATOR_MIN_NODES        |
 | wait-for-nodes-s        | 120.0                 | TWINLEDGER_COORDINATOR_WAIT_FOR_NODES_S |
@@ -24,7 +26,7 @@ from pathlib import Path
 from pydantic import NonNegativeInt
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ChainSettings, SettingsError
+from federation.settings import ChainSettings, OptionalPath, SettingsError
 
 __all__ = ["CONFIG_NAME", "CoordinatorSettings", "SettingsError"]
 

@@ -83,8 +83,21 @@ def _chain_start(args) -> int:
     if args.state_interval_s < 1:
         raise ValueError(f"--state-interval-s must be at least 1, got {args.state_interval_s}")
     state_file = None if args.ephemeral else Path(args.state)
-    service, url = processes.start_anvil(port=args.port, log_path=Path(args.log), host=args.host,
+    tls = args.tls_ca_dir is not None  # anvil then stays on loopback behind the TLS terminator
+    service, url = processes.start_anvil(port=args.port, log_path=Path(args.log), host="127.0.0.1" if tls else args.host,
                                          state_file=state_file, state_interval_s=args.state_interval_s)
+    gateway = None
+    if tls:
+        from deploy.chain_gateway import start_chain_gateway
+
+        try:
+            gateway, url, ca_cert = start_chain_gateway(
+                upstream=url, port=args.tls_port, ca_dir=Path(args.tls_ca_dir), host=args.host,
+                tls_dir=Path(args.log).resolve().parent / "chain-tls", log_path=Path(args.log).with_name("chain-gateway.log"))
+        except processes.ProcessError:
+            service.stop()
+            raise
+        print(f"chain TLS terminator: parties use {url} with chain-ca-file {ca_cert}", flush=True)
     listening = f" (listening on {args.host})" if args.host != "127.0.0.1" else ""
     kept = (f"; state kept in {state_file} every {args.state_interval_s} s" if state_file
             else "; in memory only (--ephemeral): a crash loses it")
@@ -97,6 +110,8 @@ def _chain_start(args) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if gateway is not None:
+            gateway.stop()
         service.stop()
     print(f"twinledger: anvil exited with status {code}; its log ends:\n{service.tail()}", file=sys.stderr)
     return 1
@@ -169,6 +184,9 @@ def _add_chain_start(chain) -> None:
     start.add_argument("--state-interval-s", type=int, default=1,
                        help="seconds between state dumps: a crash loses at most about two of them (default 1)")
     start.add_argument("--ephemeral", action="store_true", help="keep the chain in memory only (lost when it stops)")
+    start.add_argument("--tls-ca-dir", help="serve HTTPS: anvil on 127.0.0.1:--port behind a TLS terminator on "
+                                            "--host:--tls-port whose certificate this consortium CA issues")
+    start.add_argument("--tls-port", type=int, default=8443, help="the terminator's HTTPS port (default 8443)")
     start.set_defaults(func=_chain_start)
 
 

@@ -39,18 +39,28 @@ DAY_S = 24 * 3600
 
 
 @contextmanager
-def chain_url(rpc_url: str | None, *, log_path: Path) -> Iterator[str]:
+def chain_url(rpc_url: str | None, *, log_path: Path, tls_ca_dir: Path | None = None) -> Iterator[str]:
     """The chain to use: `rpc_url` when given, else an anvil started here (its log at `log_path`) and
-    stopped when the block ends."""
+    stopped when the block ends. With `tls_ca_dir` (a consortium CA's directory, created if empty) the parties
+    get an https URL: anvil stays on loopback behind a TLS terminator (deploy/chain_gateway.py) whose certificate
+    that CA issues; its `ca.pem` is then the parties' chain-ca-file."""
     if rpc_url:
         yield rpc_url
         return
     from deploy import processes
+    from deploy.chain_gateway import start_chain_gateway
 
     anvil, url = processes.start_anvil(port=processes.free_port(), log_path=log_path)
+    gateway = None
     try:
+        if tls_ca_dir is not None:
+            gateway, url, _ = start_chain_gateway(upstream=url, port=processes.free_port(), ca_dir=tls_ca_dir,
+                                                  tls_dir=log_path.parent / "chain-tls",
+                                                  log_path=log_path.with_name("chain-gateway.log"))
         yield url
     finally:
+        if gateway is not None:
+            gateway.stop()
         anvil.stop()
 
 
@@ -148,17 +158,21 @@ class Consortium:
     coordinator: lg.Ledger | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
     ether: int = 100  # what each new account is funded with
+    chain_ca_file: Path | None = None  # the CA an https rpc_url's certificate chains to (written into node homes)
 
     @classmethod
     def deploy(cls, w3: Web3, *, rpc_url: str | None = None, deployment_file: Path | None = None,
-               operator_key_file: Path | None = None, artifacts: dict | None = None, ether: int = 100) -> Consortium:
-        """A funded operator deploys the contracts (saved to `deployment_file` when given)."""
+               operator_key_file: Path | None = None, artifacts: dict | None = None, ether: int = 100,
+               chain_ca_file: Path | None = None) -> Consortium:
+        """A funded operator deploys the contracts (saved to `deployment_file` when given). `chain_ca_file`: the
+        CA certificate of an https `rpc_url` (chain_url's `tls_ca_dir`), given to every node home."""
         operator_key = funded_key(w3, operator_key_file, ether=ether)
         deployment = lg.deploy(w3, operator_key, artifacts=artifacts)
         if deployment_file is not None:
             deployment.save(deployment_file)
         operator = lg.Ledger(w3, deployment, account_key=operator_key)
-        return cls(w3, deployment, operator, rpc_url=rpc_url, deployment_file=deployment_file, ether=ether)
+        return cls(w3, deployment, operator, rpc_url=rpc_url, deployment_file=deployment_file, ether=ether,
+                   chain_ca_file=chain_ca_file)
 
     def account(self, key_file: Path | None = None) -> lg.Ledger:
         """A new funded account on this consortium's contracts, with no role."""
@@ -184,9 +198,9 @@ class Consortium:
         in_process = self.rpc_url is None
         rpc_url, deployment_file = ("in-process", None) if in_process else (self.rpc_url, self.deployment_file)
         settings = node_admin.init_node(home, hospital=name, rpc_url=rpc_url, deployment_file=deployment_file)
-        if allow_non_private_studies:
-            settings = NodeSettings(home=settings.home, hospital=name, rpc_url=rpc_url,
-                                    deployment_file=deployment_file, allow_non_private_studies=True)
+        if allow_non_private_studies or (self.chain_ca_file and not in_process):
+            settings = settings.model_copy(update={"allow_non_private_studies": allow_non_private_studies,
+                                                   "chain_ca_file": None if in_process else self.chain_ca_file})
             settings.save()
         if in_process:
             ledger = self.add_hospital()
@@ -197,8 +211,7 @@ class Consortium:
             ledger = lg.Ledger.from_settings(settings, key_file=settings.hospital_key_file)
             # The hospital vouches for its SuperNode's key on chain: the coordinator learns which hospital a
             # Flower node is from the key it authenticated with, never from what the node says about itself.
-            keys = node_keys.ensure_node_keys(settings.home)
-            ledger.set_node_key(node_keys.chain_node_key(node_keys.load_public_key(keys.public_key)))
+            node_keys.record_node_key(ledger, settings.home)
         imports = []
         for item in records:
             path, cohort = item if isinstance(item, tuple) else (item, None)
@@ -210,12 +223,17 @@ class Consortium:
 
     def propose_study(self, *, task_id: str = "heart-disease/v1", purpose: str = "HRESCH",
                       epsilon_budget: float = 3.0, delta_exponent: int = 5, rounds: int = 5,
-                      ends_at: int | None = None, study_id: bytes | None = None) -> StudyId:
-        """The operator records a study (a data-use agreement); it ends in 30 days unless `ends_at`."""
+                      ends_at: int | None = None, study_id: bytes | None = None,
+                      app_digest: str | None = None) -> StudyId:
+        """The operator records a study (a data-use agreement), ending in 30 days unless `ends_at`, and with
+        `app_digest` (hex) the app it runs: the only FAB the hospitals' app gates then run for it. Studies that
+        Flower's processes run need it (the demo passes `packaged_app_digest()`, the packaged Flower app's);
+        without it nothing runs for the study at a warm SuperNode."""
         study_id = StudyId(study_id) if study_id is not None else StudyId.new()
         self.operator.propose_study(
             study_id, purpose=purpose, task_id=task_id, epsilon_budget=epsilon_budget, delta_exponent=delta_exponent,
             rounds=rounds, ends_at=ends_at if ends_at is not None else int(time.time()) + 30 * DAY_S,
+            app_digest=app_digest,
         )
         return study_id
 

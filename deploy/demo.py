@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -26,6 +27,7 @@ from coordinator.settings import CoordinatorSettings
 from deploy import consortium as consortium_
 from deploy import processes
 from deploy.consortium import Consortium
+from federation.app_digest import packaged_app_digest
 from federation.defaults import TRAINING
 from node import admin as node_admin
 
@@ -94,22 +96,30 @@ def run_demo(options: DemoOptions) -> RunReport:
     services: list[processes.Service] = []
     with ExitStack() as stack, _stopping(services):
         # 1. The chain (anvil unless --rpc-url) and the contracts.
-        rpc_url = stack.enter_context(consortium_.chain_url(options.rpc_url, log_path=logs / "anvil.log"))
+        # The parties reach anvil over HTTPS (a TLS terminator with a certificate from the demo's consortium CA,
+        # the one the SuperLink's certificates come from too), except on the overhead benchmark's insecure side.
+        ca_dir = workdir / "superlink" / "ca"
+        secure = os.environ.get(processes.INSECURE_LINKS_ENV) != "1"
+        rpc_url = stack.enter_context(consortium_.chain_url(options.rpc_url, log_path=logs / "anvil.log",
+                                                            tls_ca_dir=ca_dir if secure else None))
+        chain_ca = ca_dir / "ca.pem" if rpc_url.startswith("https://") and not options.rpc_url else None
         log.info("using the chain at %s", rpc_url)
-        w3 = lg.connect(rpc_url)
+        w3 = lg.connect(rpc_url, ca_file=chain_ca)
         consortium = Consortium.deploy(w3, rpc_url=rpc_url, deployment_file=workdir / "chain" / "deployment.json",
-                                       operator_key_file=workdir / "operator" / "keys" / "operator.key")
+                                       operator_key_file=workdir / "operator" / "keys" / "operator.key",
+                                       chain_ca_file=chain_ca)
         deployment, deployment_file = consortium.deployment, consortium.deployment_file
         log.info("deployed Consortium at %s and ConsentRegistry at %s", deployment.consortium, deployment.consent_registry)
 
         # 2. The coordinator and the study (data-use agreement).
         coordinator_home = workdir / "coordinator"
         CoordinatorSettings(home=coordinator_home, rpc_url=rpc_url, deployment_file=deployment_file,
-                            min_nodes=len(HOSPITALS), round_timeout_s=600,
+                            chain_ca_file=chain_ca, min_nodes=len(HOSPITALS), round_timeout_s=600,
                             confirmations=0).save()  # anvil: a block per transaction, never reorganised
         consortium.add_coordinator(key_file=coordinator_home / "keys" / "coordinator.key")
         study_id = consortium.propose_study(epsilon_budget=options.epsilon_budget,
-                                            delta_exponent=options.delta_exponent, rounds=options.rounds)
+                                            delta_exponent=options.delta_exponent, rounds=options.rounds,
+                                            app_digest=packaged_app_digest())  # the only app the nodes will run
         log.info("study %s proposed: purpose HRESCH, epsilon %g per hospital, %d rounds",
                  study_id.short(12), options.epsilon_budget, options.rounds)
 
@@ -140,12 +150,14 @@ def run_demo(options: DemoOptions) -> RunReport:
         # 4. The Flower deployment engine: one SuperLink, one SuperNode per hospital.
         flwr_home = workdir / "flower"
         superlink_port = processes.free_port()
-        services.append(processes.start_superlink(port=superlink_port, state_dir=workdir / "superlink", flwr_home=flwr_home))
+        # The SuperLink admits the node keys the hospitals recorded on chain (its node follower), nothing else.
+        services.append(processes.start_superlink(port=superlink_port, state_dir=workdir / "superlink",
+                                                  flwr_home=flwr_home, follow_home=coordinator_home))
         supernodes = {}
         for name, settings in nodes.items():
             supernodes[name] = processes.start_supernode(
                 name=name, superlink_port=superlink_port, port=processes.free_port(), node_home=settings.home,
-                flwr_home=flwr_home, log_path=logs / f"supernode-{name}.log",
+                flwr_home=flwr_home, log_path=logs / f"supernode-{name}.log", admit=False,
             )
             services.append(supernodes[name])
         processes.write_flower_federation(flwr_home, name="demo", superlink_port=superlink_port)

@@ -35,7 +35,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
 SHARED_ENV_PREFIX = "TWINLEDGER_"
 # The chain fields every component reads from the same variable (TWINLEDGER_RPC_URL, ...).
-SHARED_FIELDS = frozenset({"rpc_url", "deployment_file", "chain_timeout_s", "database_url"})
+SHARED_FIELDS = frozenset({"rpc_url", "deployment_file", "chain_timeout_s", "database_url", "chain_ca_file",
+                           "allow_plain_rpc"})
 
 # An empty string (what `save()` writes for "none") means no path.
 OptionalPath = Annotated[Path | None, BeforeValidator(lambda value: value or None)]
@@ -126,6 +127,11 @@ class ChainSettings(ComponentSettings):
     rpc_url: str = DEFAULT_RPC_URL
     deployment_file: OptionalPath = None
     chain_timeout_s: float = 10.0
+    # An https rpc-url is verified against chain-ca-file (the consortium CA's ca.pem; the system's CAs when empty).
+    # Plain http is accepted for a loopback host only, unless allow-plain-rpc (development only): contracts/ledger
+    # `connect` refuses it otherwise.
+    chain_ca_file: OptionalPath = None
+    allow_plain_rpc: bool = False
 
     @classmethod
     def load(cls, home: Path | str) -> Self:

@@ -19,11 +19,12 @@ for every task it acquires.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+
+from federation.app_digest import digest_of, fab_digest
 
 log = logging.getLogger("twinledger.app_gate")
 
@@ -34,9 +35,19 @@ class AppNotApproved(Exception):
     """The run's app is not the one the study approved and this hospital installed."""
 
 
+class ApprovalUnknown(Exception):
+    """The study's approved app cannot be learnt now (e.g. its chain does not answer). A query message (which reads
+    no patient data: the node's identify) then runs if its FAB is the installed app; train and evaluate are refused
+    with this `code` and `reason` (the node's usual refusal, e.g. chain unavailable)."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
 def app_digest(fab_content: bytes) -> str:
     """The FAB's digest as Flower computes it (`hashlib.sha256(fab_bytes).hexdigest()`, 64 hex digits)."""
-    return hashlib.sha256(fab_content).hexdigest()
+    return digest_of(fab_content)
 
 
 def installed_app_digest(app_dir: Path) -> str:
@@ -44,9 +55,7 @@ def installed_app_digest(app_dir: Path) -> str:
 
     Requires: `app_dir` holds the Flower app's pyproject.toml. Returns 64 hex digits.
     """
-    from flwr.cli.build import build_fab_from_disk
-
-    return app_digest(build_fab_from_disk(app_dir))
+    return fab_digest(app_dir)
 
 
 def check_app(fab_content: bytes, *, approved: str, installed: str) -> str:
@@ -63,6 +72,26 @@ def check_app(fab_content: bytes, *, approved: str, installed: str) -> str:
     return digest
 
 
+def _approved(approved_digest: Callable[[object], str], message, context, installed_digest: str) -> str:
+    """The study's approved digest; for a query whose study's approval cannot be learnt now, the installed one."""
+    try:
+        return approved_digest(context)
+    except ApprovalUnknown as exc:
+        if not str(message.metadata.message_type).startswith("query"):
+            raise
+        log.warning("%s: the installed app answers this query (it reads no patient data)", exc.reason)
+        return installed_digest
+
+
+def refusal_of(exc: Exception) -> tuple[int, str]:
+    """The error code and reason a refusal is answered with: the exception's own (`code`, `reason`) when it
+    carries them (the node's Refusal, e.g. chain unavailable), else APP_NOT_APPROVED."""
+    code, reason = getattr(exc, "code", None), getattr(exc, "reason", None)
+    if isinstance(code, int) and isinstance(reason, str):
+        return code, reason
+    return APP_NOT_APPROVED, f"app not approved: {exc}"
+
+
 def load_installed_app(reference: str):  # -> flwr.clientapp.ClientApp
     """Import the ClientApp installed at this hospital from "module:attribute" (never from a FAB)."""
     module, _, attribute = reference.partition(":")
@@ -71,11 +100,15 @@ def load_installed_app(reference: str):  # -> flwr.clientapp.ClientApp
 
 def run_gated_clientapp(runtime_api_address: str, token: str, *, installed_app: str, installed_digest: str,
                         approved_digest: Callable[[object], str], insecure: bool = True,
-                        certificates: bytes | None = None, parent_pid: int | None = None) -> bool:
+                        certificates: bytes | None = None, parent_pid: int | None = None,
+                        on_refusal: Callable[[object, object, int, str], None] | None = None) -> bool:
     """Run one ClientApp task of the SuperNode at `runtime_api_address` (its Runtime API) under the app gate.
 
     Requires: `token` from the SuperNode's AcquireTask; `approved_digest(context)` returns the study's approved
-    app digest for the run (e.g. from chain, by `context.run_config["study-id"]`) and may raise to refuse.
+    app digest for the run (e.g. from chain, by `context.run_config["study-id"]`) and may raise to refuse (an
+    exception with an int `code` and a `reason`, like the node's Refusal, is answered with that code, e.g. chain
+    unavailable; any other with APP_NOT_APPROVED). `on_refusal(message, context, code, reason)`, when given, is
+    told of each refusal (the node keeps it for hospital IT).
     Pulls the task input, refuses (error reply, nothing of the FAB runs) unless `check_app` passes, else calls
     `load_installed_app(installed_app)(message, context)`; pushes the reply and the task's final status.
     Like Flower's body it sends the task's heartbeat while it runs and, given `parent_pid` (the SuperNode),
@@ -106,10 +139,17 @@ def run_gated_clientapp(runtime_api_address: str, token: str, *, installed_app: 
     try:
         message, context, run, fab = pull_task_input(client)
         try:
-            digest = check_app(fab.content, approved=approved_digest(context), installed=installed_digest)
+            digest = check_app(fab.content, approved=_approved(approved_digest, message, context, installed_digest),
+                               installed=installed_digest)
         except Exception as exc:  # noqa: BLE001 - any doubt about the app is a refusal
-            log.error("run %s refused: %s", run.run_id, exc)
-            reply = Message(Error(code=APP_NOT_APPROVED, reason=f"app not approved: {exc}"), reply_to=message)
+            code, reason = refusal_of(exc)
+            log.error("run %s refused: %s", run.run_id, reason)
+            reply = Message(Error(code=code, reason=reason), reply_to=message)
+            if on_refusal is not None:
+                try:
+                    on_refusal(message, context, code, reason)
+                except Exception as record_exc:  # noqa: BLE001 - keeping it must not turn a refusal into a crash
+                    log.warning("could not keep the refusal: %s", record_exc)
         else:
             log.info("run %s: app %s… approved; running the installed %s", run.run_id, digest[:16], installed_app)
             try:

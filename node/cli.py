@@ -38,14 +38,30 @@ def _node_init(args) -> int:
     settings = admin.init_node(Path(args.home), hospital=args.hospital, rpc_url=args.rpc_url,
                                deployment_file=Path(args.deployment_file).resolve() if args.deployment_file else None,
                                database_url=args.database_url)
+    if args.chain_ca_file:  # the CA of an https rpc-url, kept in node.toml
+        settings = settings.model_copy(update={"chain_ca_file": Path(args.chain_ca_file).resolve()})
+        settings.save()
     from node import node_keys
 
     address = admin.hospital_address(settings)
     keys = node_keys.ensure_node_keys(settings.home)
     print(f"node home {settings.home}; hospital account {address} "
           f"(ask the consortium operator to register it; {gas_hint(address)})")
-    print(f"SuperNode key {keys.public_key} (give this public key to the operator: twinledger coordinator nodes admit):")
+    print(f"SuperNode key {keys.public_key} (once the operator registered the hospital: twinledger node record-key; "
+          "without a node follower, give this public key to the operator: twinledger coordinator nodes admit):")
     print(keys.public_key.read_text().strip())
+    return 0
+
+
+def _node_record_key(args) -> int:
+    from contracts.ledger import Ledger
+    from node.node_keys import record_node_key
+
+    settings = _settings(args)
+    ledger = Ledger.from_settings(settings, key_file=settings.hospital_key_file)
+    point = record_node_key(ledger, settings.home)
+    print(f"SuperNode key of {ledger.address} on chain: 0x{point.hex()[:16]}… (the coordinator's node follower "
+          "admits it)")
     return 0
 
 
@@ -148,6 +164,9 @@ def add_node_commands(subparsers) -> None:
     accept.add_argument("--home", required=True, help=HOME_HELP)
     accept.add_argument("study", help="the study id (0x and 64 hex digits)")
     accept.set_defaults(func=_node_accept)
+    record = node.add_parser("record-key", help="record the SuperNode's key on chain as the hospital (a transaction)")
+    record.add_argument("--home", required=True, help=HOME_HELP)
+    record.set_defaults(func=_node_record_key)
     start = node.add_parser("start", help="run the node's Flower SuperNode")
     start.add_argument("--home", required=True, help=HOME_HELP)
     start.add_argument("--superlink", default="127.0.0.1:8000",

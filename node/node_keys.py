@@ -110,3 +110,13 @@ def chain_node_key(key: ec.EllipticCurvePublicKey) -> bytes:
     if not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("the chain records P-256 node keys only")
     return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def record_node_key(ledger, home: Path) -> bytes:
+    """Record the node home's SuperNode key on chain as the hospital (`Consortium.setNodeKey` through `ledger`,
+    the hospital account's contracts.ledger.Ledger; generates the key pair if absent). The coordinator's node
+    follower then admits it, and learns from it which hospital the node is. Returns the 65-byte key recorded."""
+    point = chain_node_key(load_public_key(ensure_node_keys(home).public_key))
+    if ledger.node_key_of(ledger.address) != point:  # recording the same key again would only cost gas
+        ledger.set_node_key(point)
+    return point

@@ -9,6 +9,8 @@ The mechanism is federation.settings (pydantic-settings); docs/configuration.md 
 | deployment-file           | none                     | TWINLEDGER_DEPLOYMENT_FILE                |
 | database-url              | sqlite:///<home>/node.db | TWINLEDGER_DATABASE_URL                   |
 | chain-timeout-s           | 10.0                     | TWINLEDGER_CHAIN_TIMEOUT_S                |
+| chain-ca-file             | none                     | TWINLEDGER_CHAIN_CA_FILE                  |
+| allow-plain-rpc           | false                    | TWINLEDGER_ALLOW_PLAIN_RPC                |
 | max-pinned-block-age-s    | 900.0                    | TWINLEDGER_NODE_MAX_PINNED_BLOCK_AGE_S    |
 | allow-non-private-studies | false                    | TWINLEDGER_NODE_ALLOW_NON_PRIVATE_STUDIES |
 | record-number-system      | "" (see below)           | TWINLEDGER_NODE_RECORD_NUMBER_SYSTEM      |
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ChainSettings, SettingsError
+from federation.settings import ChainSettings, OptionalPath, SettingsError
 
 __all__ = ["CONFIG_NAME", "NodeSettings", "SettingsError"]
 

@@ -68,12 +68,48 @@ def _shorten_idle_poll(idle_poll_s: float) -> bool:
     return True
 
 
-def approved_app_digest(context, *, installed_digest: str) -> str:
-    """The app digest the run's study approved. HOOK for the chain: once the Consortium records each study's
-    app digest (issue 11, contracts part), read it here from `context.run_config["study-id"]` at the run's pinned
-    block (`Ledger.study(...).app_digest`) and raise when the study is unknown. Until then the approved app is
-    the one installed at this hospital, so the gate still refuses every FAB but that one."""
-    return installed_digest
+def approved_app_digest(context) -> str:
+    """The app digest the run's study recorded on chain (`Consortium.setStudyApp`), read with this node's
+    settings (`--node-config node-home=...`) at the chain's latest block, so an operator who replaces or withdraws
+    a study's app is obeyed from the next message on. Raises (the gate then refuses the message) when the run
+    names no study, the node home or the chain cannot be read, or the study records no app. A chain that does
+    not answer raises ApprovalUnknown: train and evaluate get the node's usual "chain unavailable" refusal, the
+    identify query (no patient data) runs the installed app."""
+    from contracts.ledger import ChainUnavailable, Ledger, LedgerError
+    from federation import protocol
+    from federation.ids import StudyId
+    from node.app_gate import ApprovalUnknown, AppNotApproved
+    from node.settings import NodeSettings
+
+    home, study = context.node_config.get("node-home"), context.run_config.get("study-id")
+    if not home or not study:
+        raise AppNotApproved("the run names no study (run config study-id) or the node no home (node-home)")
+    try:
+        terms = Ledger.from_settings(NodeSettings.load(str(home))).study(StudyId.parse(study))
+    except ChainUnavailable as exc:  # the same refusal the node gives for any round it cannot check on chain
+        raise ApprovalUnknown(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
+    except LedgerError as exc:
+        raise AppNotApproved(f"the app of study {study} cannot be read from chain: {exc}") from exc
+    if terms.app_digest_hex is None:
+        raise AppNotApproved(f"study {study} records no app digest on chain: nothing may run for it")
+    return terms.app_digest_hex
+
+
+def keep_refusal(message, context, code: int, reason: str) -> None:
+    """Keep a train or evaluate message's refusal by the app gate in the node's store, as the ClientApp keeps its
+    own, so hospital IT sees it (node console); other messages carry no round."""
+    from federation import protocol
+    from federation.ids import StudyId
+    from node.settings import NodeSettings
+    from node.store import RoundRefusal, Store
+
+    phase = str(message.metadata.message_type).split(".")[0]
+    home = context.node_config.get("node-home")
+    if phase not in ("train", "evaluate") or not home:
+        return
+    config = protocol.RoundConfig.from_record(message.content[protocol.ROUND_CONFIG])
+    Store(NodeSettings.load(str(home)).resolved_database_url).record_refusal(RoundRefusal(
+        study_id=str(StudyId(config.study_id)), round=config.round, phase=phase, code=code, reason=reason[:500]))
 
 
 def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, installed_digest: str) -> None:
@@ -83,7 +119,7 @@ def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, ins
 
     app_gate.run_gated_clientapp(
         runtime_api_address, token, installed_app=INSTALLED_APP, installed_digest=installed_digest,
-        approved_digest=lambda context: approved_app_digest(context, installed_digest=installed_digest),
+        approved_digest=approved_app_digest, on_refusal=keep_refusal,
         parent_pid=supernode_pid,
     )
 
@@ -142,13 +178,9 @@ def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threadin
 def default_app_dir() -> Path | None:
     """The packaged Flower app installed beside this node (coordinator/flower_app in the same distribution),
     located without importing the coordinator's code; None if it is not installed."""
-    import importlib.util
+    from federation.app_digest import packaged_app_dir
 
-    spec = importlib.util.find_spec("coordinator")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    app_dir = Path(next(iter(spec.submodule_search_locations))) / "flower_app"
-    return app_dir if (app_dir / "pyproject.toml").exists() else None
+    return packaged_app_dir()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,20 +64,23 @@ class Ledger(ConsentCalls):
     @classmethod
     def open(
         cls, rpc_url: str, deployment_path: Path, *, key_path: Path | None = None, key_role: str | None = None,
-        timeout_s: float = 10.0,
+        timeout_s: float = 10.0, ca_file: Path | None = None, allow_plain_http: bool = False,
     ) -> "Ledger":
         deployment = Deployment.load(deployment_path)
         key = load_key(key_path, role=key_role) if key_path else None
-        return cls(connect(rpc_url, timeout_s=timeout_s), deployment, account_key=key)
+        w3 = connect(rpc_url, timeout_s=timeout_s, ca_file=ca_file, allow_plain_http=allow_plain_http)
+        return cls(w3, deployment, account_key=key)
 
     @classmethod
     def from_settings(cls, settings, *, key_file: Path | None = None, key_role: str | None = None) -> "Ledger":
         """The one way a component opens the ledger: from its settings' `rpc_url`, `deployment_file` and
-        `chain_timeout_s`, as `key_file`'s account (read-only without one)."""
+        `chain_timeout_s` (and `chain_ca_file` / `allow_plain_rpc`, see `connect`), as `key_file`'s account
+        (read-only without one)."""
         if not settings.deployment_file:
             raise ChainUnavailable("no deployment file is configured (deployment-file): run 'twinledger chain deploy'")
         return cls.open(settings.rpc_url, Path(settings.deployment_file), key_path=key_file, key_role=key_role,
-                        timeout_s=settings.chain_timeout_s)
+                        timeout_s=settings.chain_timeout_s, ca_file=getattr(settings, "chain_ca_file", None),
+                        allow_plain_http=getattr(settings, "allow_plain_rpc", False))
 
     # ---- the chain itself ----
 

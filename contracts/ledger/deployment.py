@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from eth_account import Account
 from web3 import Web3
@@ -43,17 +45,44 @@ class Deployment:
             raise LedgerError(f"deployment file {path} is malformed: {exc}") from exc
 
 
-def connect(rpc_url: str, *, timeout_s: float = 10.0) -> Web3:
-    """A Web3 connection to a JSON-RPC chain node; raises ChainUnavailable if it does not answer."""
+def connect(rpc_url: str, *, timeout_s: float = 10.0, ca_file: Path | str | None = None,
+            allow_plain_http: bool = False) -> Web3:
+    """A Web3 connection to a JSON-RPC chain node; raises ChainUnavailable if it does not answer.
+
+    `https://` URLs are verified against `ca_file` (the consortium CA's certificate; the system's CAs without it).
+    Plain `http://` is refused (ChainUnavailable) unless the host is loopback or `allow_plain_http` (development only):
+    whoever sits between a party and a remote chain could otherwise answer its consent questions.
+    """
+    check_rpc_url(rpc_url, allow_plain_http=allow_plain_http)
+    request_kwargs: dict = {"timeout": timeout_s}
+    if ca_file:
+        if not Path(ca_file).is_file():
+            raise ChainUnavailable(f"the chain's CA certificate {ca_file} (chain-ca-file) does not exist")
+        request_kwargs["verify"] = str(ca_file)
     # web3 asks eth_chainId around every eth_call; an endpoint's chain id does not change, so only it is cached
     # (blocks, "latest" above all, never are: the consent gate's freshness check depends on them).
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}, cache_allowed_requests=True,
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs=request_kwargs, cache_allowed_requests=True,
                                 cacheable_requests={"eth_chainId"}))
     try:
         w3.eth.chain_id
     except Exception as exc:  # noqa: BLE001 - any transport failure means the same to the caller
         raise ChainUnavailable(f"the chain at {rpc_url} cannot be reached ({transport_reason(exc)})") from exc
     return w3
+
+
+def check_rpc_url(rpc_url: str, *, allow_plain_http: bool = False) -> None:
+    """Refuse (ChainUnavailable) a chain URL that is neither https nor plain http to loopback (unless allowed)."""
+    parts = urlsplit(rpc_url)
+    if parts.scheme == "https" or allow_plain_http:
+        return
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme != "http" or not loopback:
+        raise ChainUnavailable(f"refusing the chain at {rpc_url}: use https:// (with the consortium CA as chain-ca-file); "
+                          "plain http:// only to a loopback address, or with allow-plain-rpc (development only)")
 
 
 def deploy(w3: Web3, operator_key: str, *, artifacts: dict | None = None, timeout_s: float = 60) -> Deployment:

@@ -12,6 +12,7 @@ import requests
 
 from contracts.ledger import ChainUnavailable, Ledger, LedgerError, StudyTerms
 from coordinator.report import RunReport
+from federation.app_digest import packaged_app_digest
 from federation.ids import StudyId
 from federation.tasks import TASKS
 from federation.web.errors import WebError
@@ -119,7 +120,7 @@ def propose(operator: Ledger, *, purpose: str, task_id: str, epsilon_budget: flo
     study_id = StudyId.new()
     operator.propose_study(study_id, purpose=purpose, task_id=task_id, epsilon_budget=epsilon_budget,
                            delta_exponent=delta_exponent, rounds=rounds, ends_at=ends_at,
-                           data_categories=category_bits(data_categories))
+                           data_categories=category_bits(data_categories), app_digest=packaged_app_digest())
     return study_id
 
 

@@ -20,7 +20,8 @@ def check_chain(state: ConsoleState) -> ChainCheck:
     try:
         if not state.can_open_ledger:
             # Without a deployment file the node refuses every round; still say whether the chain answers.
-            latest = connect(node.rpc_url, timeout_s=state.settings.health_timeout_s).eth.block_number
+            latest = connect(node.rpc_url, timeout_s=state.settings.health_timeout_s, ca_file=node.chain_ca_file,
+                             allow_plain_http=node.allow_plain_rpc).eth.block_number
             return ChainCheck(ok=False, rpc_url=node.rpc_url, latest_block=latest, hospital_account=account,
                               detail="the chain answers, but node.toml names no deployment file: the node refuses "
                                      "every round")

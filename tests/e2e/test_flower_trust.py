@@ -106,12 +106,13 @@ class Federation:
         assert answer["success"], answer
         return int(answer["node-id"])
 
-    def start_supernode(self, keys: node_keys.NodeKeys, name: str, *extra: str,
-                        runtime_port: int | None = None) -> subprocess.Popen[bytes]:
+    def start_supernode(self, keys: node_keys.NodeKeys, name: str, *extra: str, runtime_port: int | None = None,
+                        node_config: str | None = None) -> subprocess.Popen[bytes]:
         proc = _start([
             str(BIN / "flower-supernode"), "--root-certificates", str(self.ca.cert_path),
             "--superlink", f"127.0.0.1:{self.gateway_port}", "--auth-supernode-private-key", str(keys.private_key),
-            "--port", str(runtime_port or _free_port()), "--node-config", f'hospital-id="{name}"', *extra,
+            "--port", str(runtime_port or _free_port()), "--node-config", node_config or f'hospital-id="{name}"',
+            *extra,
         ], self.root / f"supernode-{name}.log", self.env)
         self.processes.append(proc)
         return proc
@@ -287,6 +288,7 @@ clientapp = "{name}.app:client"
 [tool.flwr.app.config]
 result = ""
 marker = ""
+study-id = ""
 """
 
 APP_CODE = """\
@@ -335,9 +337,10 @@ def _write_app(directory: Path, name: str) -> Path:
     return directory
 
 
-def _run_app(federation: Federation, app: Path, result: Path, marker: Path) -> dict:
+def _run_app(federation: Federation, app: Path, result: Path, marker: Path, *, study: str = "") -> dict:
     done = subprocess.run(
-        [str(BIN / "flwr"), "run", str(app), "secure", "--run-config", f'result="{result}" marker="{marker}"'],
+        [str(BIN / "flwr"), "run", str(app), "secure",
+         "--run-config", f'result="{result}" marker="{marker}" study-id="{study}"'],
         env=federation.env, capture_output=True, timeout=90, check=False, cwd=app,
     )
     assert done.returncode == 0, done.stdout.decode()[-2000:] + done.stderr.decode()[-2000:]
@@ -378,6 +381,52 @@ def test_a_node_runs_only_the_approved_app_and_never_code_from_the_fab_it_is_sen
         (node_id,) = [reply["node"] for reply in accepted["replies"]]
         assert node_keys.key_fingerprint(accepted["keys"][str(node_id)].encode()) == node_keys.key_fingerprint(
             node_keys.load_public_key(keys.public_key))
+    finally:
+        stop.set()
+        executor.join(timeout=10)
+
+
+def test_a_node_runs_a_fab_only_when_its_study_recorded_that_fabs_digest_on_chain(
+    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anvil_url: str, artifacts: dict,
+) -> None:
+    """The warm SuperNode's gate (node/supernode.py approved_app_digest) asks the chain which app the run's study
+    recorded: the installed app itself is refused (4010, its ClientApp never runs) for a study that recorded
+    another app's digest, and runs for a study that recorded its own."""
+    from contracts import ledger as lg
+    from deploy.consortium import Consortium
+    from node import supernode
+
+    app = _write_app(tmp_path / "installed", "trustonchain")
+    digest = app_gate.installed_app_digest(app)
+    monkeypatch.syspath_prepend(str(app))
+    consortium = Consortium.deploy(lg.connect(anvil_url), rpc_url=anvil_url, deployment_file=tmp_path / "dep.json",
+                                   artifacts=artifacts, ether=10)
+    node = consortium.add_node("h5", tmp_path / "h5")  # registered, its node key recorded on chain
+    another_apps = consortium.propose_study(app_digest="ab" * 32)
+    this_apps = consortium.propose_study(app_digest=digest)
+    keys = node_keys.ensure_node_keys(node.settings.home)
+    admin = admission.ControlAdmin(f"127.0.0.1:{federation.port}", federation.ca.cert_path)
+    try:  # exactly this node: earlier tests' nodes are shut out
+        admission.sync(admin, {node.ledger.address: node.ledger.node_key_of(node.ledger.address)})
+    finally:
+        admin.close()
+    runtime_port = _free_port()
+    federation.start_supernode(keys, "h5", "--isolation", "process", runtime_port=runtime_port,
+                               node_config=f'node-home="{node.settings.home}"')
+    stop = threading.Event()
+    executor = threading.Thread(target=app_gate.serve_gated_tasks, args=(f"127.0.0.1:{runtime_port}", stop), kwargs={
+        "installed_app": "trustonchain.app:client", "installed_digest": digest,
+        "approved_digest": supernode.approved_app_digest,
+    }, daemon=True)
+    executor.start()
+    try:
+        refused = _run_app(federation, app, tmp_path / "refused.json", tmp_path / "refused-ran", study=str(another_apps))
+        assert [reply["error"] for reply in refused["replies"]] == [app_gate.APP_NOT_APPROVED]
+        assert not (tmp_path / "refused-ran").exists()
+
+        ran = _run_app(federation, app, tmp_path / "ran.json", tmp_path / "ran-marker", study=str(this_apps))
+        assert [reply["metrics"] for reply in ran["replies"]] == [{"answer": 1}]
+        assert (tmp_path / "ran-marker").exists()
     finally:
         stop.set()
         executor.join(timeout=10)

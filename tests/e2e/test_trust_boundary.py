@@ -130,3 +130,37 @@ def test_run_submission_from_a_hospitals_side_is_refused(link: Link) -> None:
     processes.write_flower_federation(link.flwr_home, name="operator", superlink_port=link.port)
     assert link.link.control_address in (link.flwr_home / "config.toml").read_text()
     assert _flwr(link.flwr_home, "ls", "operator")["success"]
+
+
+def test_the_allowlist_follows_the_chain_without_touching_node_homes(
+    tmp_path: Path, anvil_url: str, artifacts: dict,
+) -> None:
+    """The demo's path: a node key recorded on chain is admitted by the SuperLink's node follower (nobody admits
+    the node home's key), and suspending the hospital on chain shuts its SuperNode out."""
+    from contracts import ledger as lg
+    from coordinator.settings import CoordinatorSettings
+    from deploy.consortium import Consortium
+
+    consortium = Consortium.deploy(lg.connect(anvil_url), rpc_url=anvil_url, deployment_file=tmp_path / "dep.json",
+                                   artifacts=artifacts, ether=10)
+    node = consortium.add_node("followed", tmp_path / "followed")  # records its node key on chain
+    coordinator_home = tmp_path / "coordinator"
+    CoordinatorSettings(home=coordinator_home, rpc_url=anvil_url, deployment_file=tmp_path / "dep.json").save()
+    started = processes.start_superlink(port=processes.free_port(), state_dir=tmp_path / "superlink",
+                                        flwr_home=tmp_path / "flower", follow_home=coordinator_home)
+    link = Link(tmp_path, started, int(started.fleet_address.rpartition(":")[2]), tmp_path / "flower")
+    supernode_ = None
+    try:
+        assert started.follower is not None and started.follower.alive()
+        supernode_ = processes.start_supernode(
+            name="followed", superlink_port=link.port, port=processes.free_port(), node_home=node.settings.home,
+            flwr_home=tmp_path / "node-flwr", log_path=tmp_path / "followed.log", warm=False, admit=False)
+        assert _wait(lambda: _status(link, node.settings.home) == "online", timeout_s=40), \
+            (tmp_path / "superlink" / "node-follower.log").read_text()[-2000:]
+        consortium.operator.set_hospital_suspended(node.ledger.address, True)
+        assert _wait(lambda: _status(link, node.settings.home) == "unregistered", timeout_s=20)
+        assert _wait(lambda: not supernode_.alive(), timeout_s=30)  # refused at its next request, it stops
+    finally:
+        if supernode_ is not None:
+            supernode_.stop()
+        started.stop()

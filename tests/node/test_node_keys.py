@@ -62,3 +62,12 @@ def test_the_chain_form_is_the_uncompressed_point_whose_spki_hash_is_the_fingerp
 def test_the_chain_form_refuses_other_curves() -> None:
     with pytest.raises(ValueError, match="P-256"):
         node_keys.chain_node_key(ec.generate_private_key(ec.SECP384R1()).public_key())
+
+
+@pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
+def test_a_hospital_records_its_node_home_key_on_chain_once(chain, tmp_path):
+    point = node_keys.record_node_key(chain.hospital, tmp_path / "home")
+    assert chain.hospital.node_key_of(chain.hospital.address) == point
+    block = chain.hospital.block_number()
+    assert node_keys.record_node_key(chain.hospital, tmp_path / "home") == point  # the same key: no transaction
+    assert chain.hospital.block_number() == block
