@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import NonNegativeInt
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ChainSettings, OptionalPath, SettingsError
+from federation.settings import ChainSettings, SettingsError
 
 __all__ = ["CONFIG_NAME", "CoordinatorSettings", "SettingsError"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from federation.settings import ChainSettings, OptionalPath, SettingsError
+from federation.settings import ChainSettings, SettingsError
 
 __all__ = ["CONFIG_NAME", "NodeSettings", "SettingsError"]
 
