@@ -1,8 +1,8 @@
 """The chain's commands of `twinledger`: deploy and fund (`chain`), the operator's `study` actions, `audit`.
 
-`add_chain_commands(subparsers, add_start=...)` adds the `chain` group (deploy/cli.py adds `chain start`, which
-starts anvil), `add_study_commands` and `add_audit_command` the operator's and the auditor's (`twinledger chain
---help`, `twinledger study --help` list them). The options every chain client shares
+`add_chain_commands(subparsers, add_start=...)` adds the `chain` group (deploy/cli.py adds `chain start`,
+contracts/devchain/cli.py, which starts anvil), `add_study_commands` and `add_audit_command` the operator's
+and the auditor's (`twinledger chain --help`, `twinledger study --help` list them). The options every chain client shares
 (`add_rpc_url`, `add_chain_options`) and `gas_hint` are used by the node's and the coordinator's commands too.
 """
 

@@ -6,9 +6,9 @@ bound to 127.0.0.1, and the Fleet-only gateway (`coordinator/fleet_gateway.py`) 
 because flwr 1.41 serves its unauthenticated Control API on the Fleet port. `insecure=True` (development and the
 overhead benchmark's comparison only) is the old plain-HTTP SuperLink.
 
-The one copy of the helpers the `twinledger coordinator` commands, the operator console and `deploy` (the demo,
-the benchmarks) use to start a process that logs to a file, wait until it answers, and talk to the SuperLink
-with Flower's `flwr` CLI. A process that dies on start-up is reported with the end of its log.
+The helpers the `twinledger coordinator` commands, the operator console and `deploy` (the demo, the
+benchmarks) use to talk to the SuperLink with Flower's `flwr` CLI. Starting a process that logs to a file and
+waiting until it answers is federation/processes.py's (re-exported here), shared with the development chain.
 
 The Flower app `flwr run` submits is `FLOWER_APP_DIR` (coordinator/flower_app/pyproject.toml, package data):
 a FAB of that pyproject.toml alone. Flower's `load_app` puts the unpacked FAB first on sys.path and imports
@@ -20,48 +20,28 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import socket
-import ssl
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from coordinator import ca as cax
 from coordinator.link_records import LinkRecord, find_link, forget_link, remember_link  # noqa: F401 - used by callers too
 from coordinator.node_follower import follower_command
+from federation.processes import (  # noqa: F401 - re-exported: the coordinator's importers use them from here
+    ProcessError,
+    Service,
+    free_port,
+    https_answers,
+    port_open,
+    reachable_host,
+    start,
+    wait_until,
+)
 
 FLOWER_APP_DIR = Path(__file__).resolve().parent / "flower_app"
 VENV_BIN = Path(sys.executable).parent  # flwr, flower-superlink and flower-supernode sit beside this Python
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
-
-
-class ProcessError(RuntimeError):
-    """A part did not start, or stopped unexpectedly."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1", *, timeout_s: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def reachable_host(host: str) -> str:
-    """Where this machine reaches a service bound to `host`: loopback for the wildcard addresses."""
-    if host in ("", "0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
 
 
 def superlink_address(text: str) -> tuple[str, int]:
@@ -79,59 +59,6 @@ def flower_env(flwr_home: Path, *, bin_dir: Path = VENV_BIN) -> dict[str, str]:
                 "PYTHONUNBUFFERED": "1"})
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     return env
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if not self.alive():
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(timeout=timeout_s)
-
-
-def start(name: str, command: list[str], *, log_path: Path, env: dict | None = None, cwd: Path | None = None) -> Service:
-    """`command` in a session of its own (stopping it stops its children), stdout and stderr to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                   start_new_session=True)
-    return Service(name, process, log_path)
-
-
-def wait_until(service: Service, ready, *, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not service.alive():
-            raise ProcessError(f"{service.name} exited while starting ({what}); its log ends:\n{service.tail()}")
-        try:
-            if ready():
-                return
-        except Exception:  # noqa: BLE001 - not ready yet
-            pass
-        time.sleep(0.25)
-    service.stop()
-    raise ProcessError(f"{service.name} did not become ready within {timeout_s:g} s ({what}); its log ends:\n{service.tail()}")
 
 
 # --- The link's certificates -----------------------------------------------------------------------------------
@@ -209,16 +136,6 @@ def gateway_command(*, listen: str, upstream: str, tls: LinkTLS) -> list[str]:
     """The Fleet-only gateway (coordinator/fleet_gateway.py) hospitals dial instead of the SuperLink."""
     return [sys.executable, "-m", "coordinator.fleet_gateway", "--listen", listen, "--upstream", upstream,
             "--certfile", str(tls.gateway_cert), "--keyfile", str(tls.gateway_key), "--upstream-ca", str(tls.ca_cert)]
-
-
-def https_answers(address: str, ca_cert: Path, *, path: str = "/health", timeout_s: float = 2.0) -> bool:
-    """Whether `https://address/path` answers 200 over TLS verified against `ca_cert` (the name checked too)."""
-    context = ssl.create_default_context(cafile=str(ca_cert))
-    try:
-        with urllib.request.urlopen(f"https://{address}{path}", context=context, timeout=timeout_s) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 @dataclass

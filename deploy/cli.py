@@ -7,17 +7,19 @@ the parsers below (`command_lines`), so the list cannot drift from the commands.
 # Each side owns its commands: contracts/cli.py (chain, study, audit), node/cli.py (node, portal; the twins'
 # node/twins/cli.py, the IT console's node/console/cli.py), coordinator/cli.py (coordinator; the operator
 # console's coordinator/console/cli.py). This module assembles them and adds what starts a whole deployment on
-# one machine: the demo, `chain start` (anvil), the benchmarks.
+# one machine: the demo, the benchmarks, and `chain start` (contracts/devchain/cli.py) with the terminator's
+# certificate from the consortium CA (deploy/processes.py `start_chain_gateway`).
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 from contracts import cli as contracts_cli
+from contracts.devchain.cli import add_chain_start
 from coordinator import cli as coordinator_cli
 from node import cli as node_cli
 
@@ -58,63 +60,10 @@ def _print_demo_summary(report, report_path: Path) -> None:
     print(f"Page:   {report_path.with_suffix('.html')}", flush=True)
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived."""
+def _start_chain_gateway(**options):
+    from deploy.processes import start_chain_gateway
 
-
-def _raise_terminated(signum, frame):
-    raise _Terminated
-
-
-REMOTE_DEV_CHAIN_REFUSED = (
-    "refusing to serve the development chain on {host}: anvil unlocks its funded accounts and answers "
-    "state-rewriting methods (anvil_setBalance, anvil_setCode, anvil_setStorageAt, evm_revert...) to anyone who "
-    "reaches the port, so whoever can connect could forge consents, anchors and balances. Keep it on loopback, or "
-    "pass --allow-remote-dev-chain on a private test network only"
-)
-
-
-def _chain_start(args) -> int:
-    from deploy import processes
-
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote_dev_chain:
-        print(f"twinledger: {REMOTE_DEV_CHAIN_REFUSED.format(host=args.host)}", file=sys.stderr)
-        return 2
-    if args.state_interval_s < 1:
-        raise ValueError(f"--state-interval-s must be at least 1, got {args.state_interval_s}")
-    state_file = None if args.ephemeral else Path(args.state)
-    tls = args.tls_ca_dir is not None  # anvil then stays on loopback behind the TLS terminator
-    service, url = processes.start_anvil(port=args.port, log_path=Path(args.log), host="127.0.0.1" if tls else args.host,
-                                         state_file=state_file, state_interval_s=args.state_interval_s)
-    gateway = None
-    if tls:
-        from deploy.chain_gateway import start_chain_gateway
-
-        try:
-            gateway, url, ca_cert = start_chain_gateway(
-                upstream=url, port=args.tls_port, ca_dir=Path(args.tls_ca_dir), host=args.host,
-                tls_dir=Path(args.log).resolve().parent / "chain-tls", log_path=Path(args.log).with_name("chain-gateway.log"))
-        except processes.ProcessError:
-            service.stop()
-            raise
-        print(f"chain TLS terminator: parties use {url} with chain-ca-file {ca_cert}", flush=True)
-    listening = f" (listening on {args.host})" if args.host != "127.0.0.1" else ""
-    kept = (f"; state kept in {state_file} every {args.state_interval_s} s" if state_file
-            else "; in memory only (--ephemeral): a crash loses it")
-    print(f"anvil serving JSON-RPC at {url}{listening} (log {args.log}){kept}; Ctrl-C or SIGTERM stops it",
-          flush=True)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        code = service.process.wait()
-    except (KeyboardInterrupt, _Terminated):
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if gateway is not None:
-            gateway.stop()
-        service.stop()
-    print(f"twinledger: anvil exited with status {code}; its log ends:\n{service.tail()}", file=sys.stderr)
-    return 1
+    return start_chain_gateway(**options)
 
 
 BENCHMARKS_PACKAGE = "twinledger_benchmarks"
@@ -168,28 +117,6 @@ def _add_demo_command(sub) -> None:
     demo.set_defaults(func=_demo)
 
 
-def _add_chain_start(chain) -> None:
-    start = chain.add_parser("start", help="run anvil, a development chain; Ctrl-C or SIGTERM stops it")
-    start.add_argument("--host", default="127.0.0.1",
-                       help="address anvil listens on (default 127.0.0.1; another address needs "
-                            "--allow-remote-dev-chain)")
-    start.add_argument("--allow-remote-dev-chain", action="store_true",
-                       help="serve the dev chain beyond loopback although anvil exposes unlocked accounts and "
-                            "state-rewriting methods (private test networks only)")
-    start.add_argument("--port", type=int, default=8545, help="JSON-RPC port (default 8545)")
-    start.add_argument("--log", default="anvil.log", help="anvil's log file (default anvil.log)")
-    start.add_argument("--state", default="chain-state.json",
-                       help="the chain's state file: loaded on start when it exists, written every "
-                            "--state-interval-s seconds and on exit (default chain-state.json)")
-    start.add_argument("--state-interval-s", type=int, default=1,
-                       help="seconds between state dumps: a crash loses at most about two of them (default 1)")
-    start.add_argument("--ephemeral", action="store_true", help="keep the chain in memory only (lost when it stops)")
-    start.add_argument("--tls-ca-dir", help="serve HTTPS: anvil on 127.0.0.1:--port behind a TLS terminator on "
-                                            "--host:--tls-port whose certificate this consortium CA issues")
-    start.add_argument("--tls-port", type=int, default=8443, help="the terminator's HTTPS port (default 8443)")
-    start.set_defaults(func=_chain_start)
-
-
 def _add_bench_command(sub) -> None:
     bench = sub.add_parser("bench", help="run a benchmark; its last line is one JSON object")
     bench.add_argument("name", help="ledger, training, overhead or twin")
@@ -237,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo_command(sub)
-    contracts_cli.add_chain_commands(sub, add_start=_add_chain_start)
+    contracts_cli.add_chain_commands(sub, add_start=partial(add_chain_start, start_gateway=_start_chain_gateway))
     contracts_cli.add_study_commands(sub)
     node_cli.add_node_commands(sub)
     node_cli.add_portal_commands(sub)

@@ -42,21 +42,21 @@ DAY_S = 24 * 3600
 def chain_url(rpc_url: str | None, *, log_path: Path, tls_ca_dir: Path | None = None) -> Iterator[str]:
     """The chain to use: `rpc_url` when given, else an anvil started here (its log at `log_path`) and
     stopped when the block ends. With `tls_ca_dir` (a consortium CA's directory, created if empty) the parties
-    get an https URL: anvil stays on loopback behind a TLS terminator (deploy/chain_gateway.py) whose certificate
-    that CA issues; its `ca.pem` is then the parties' chain-ca-file."""
+    get an https URL: anvil stays on loopback behind a TLS terminator (contracts/devchain/gateway.py) whose
+    certificate that CA issues; its `ca.pem` is then the parties' chain-ca-file."""
     if rpc_url:
         yield rpc_url
         return
+    from contracts.devchain.anvil import start_anvil
     from deploy import processes
-    from deploy.chain_gateway import start_chain_gateway
 
-    anvil, url = processes.start_anvil(port=processes.free_port(), log_path=log_path)
+    anvil, url = start_anvil(port=processes.free_port(), log_path=log_path)
     gateway = None
     try:
         if tls_ca_dir is not None:
-            gateway, url, _ = start_chain_gateway(upstream=url, port=processes.free_port(), ca_dir=tls_ca_dir,
-                                                  tls_dir=log_path.parent / "chain-tls",
-                                                  log_path=log_path.with_name("chain-gateway.log"))
+            gateway, url, _ = processes.start_chain_gateway(
+                upstream=url, port=processes.free_port(), ca_dir=tls_ca_dir, tls_dir=log_path.parent / "chain-tls",
+                log_path=log_path.with_name("chain-gateway.log"))
         yield url
     finally:
         if gateway is not None:

@@ -1,23 +1,23 @@
 """Start the long-running parts as real processes: anvil, the Flower SuperLink and the hospitals' SuperNodes.
 
-The process machinery and the SuperLink side are the coordinator's (coordinator/processes.py, re-exported here
-for the demo, the benchmarks and the tests); the SuperNode launcher is the node's (node/supernode.py). This
-module adds what only a whole deployment on one machine needs: a development chain, and SuperNodes started
-as processes of this machine.
+The process machinery (federation/processes.py) and the SuperLink side (coordinator/processes.py) are
+re-exported here for the demo, the benchmarks and the tests; the development chain is the chain side's
+(contracts/devchain/), the SuperNode launcher the node's (node/supernode.py). This module adds what only a
+whole deployment on one machine needs: the chain's TLS terminator with a certificate from the consortium CA,
+and SuperNodes started as processes of this machine.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import requests
-
+from contracts.devchain import gateway as devchain_gateway
 from coordinator import admission
-from deploy import chain_state
+from coordinator import ca as cax
 from coordinator.processes import (  # noqa: F401 - re-exported: the demo, the benchmarks and the tests use them
     FLOWER_APP_DIR,
     INSECURE_LINKS_ENV,
@@ -43,44 +43,29 @@ from node import node_keys, supernode
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def anvil_binary() -> str:
-    local = PROJECT_ROOT / "node_modules" / ".bin" / "anvil"
-    if local.exists():
-        return str(local)
-    found = shutil.which("anvil")
-    if not found:
-        raise ProcessError("anvil is not installed: run 'npm ci' in the project (package @foundry-rs/anvil-linux-amd64)")
-    return found
-
-
-def rpc_answers(url: str) -> bool:
-    reply = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=2)
-    return reply.ok and "result" in reply.json()
-
-
-def start_anvil(*, port: int, log_path: Path, chain_id: int = 31337, host: str = "127.0.0.1",
-                state_file: Path | None = None, state_interval_s: int = 1) -> tuple[Service, str]:
-    """A local development chain listening on `host` (loopback by default); returns the service and its JSON-RPC URL.
-
-    With `state_file` the chain is durable: anvil starts from the file when it exists and dumps its state there
-    every `state_interval_s` seconds, and a keeper (deploy/chain_state.py) copies each complete dump aside, so
-    a crash loses at most the last two intervals. Without it the chain lives in memory only.
-    """
-    url = f"http://{reachable_host(host)}:{port}"
-    command = [anvil_binary(), "--host", host, "--port", str(port), "--chain-id", str(chain_id), "--accounts", "2"]
-    if state_file is not None:
-        state_file = Path(state_file).resolve()
-        state_file.parent.mkdir(parents=True, exist_ok=True)
+def issue_chain_certificate(*, ca_dir: Path, tls_dir: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """The chain terminator's server certificate in `tls_dir`, issued by the CA in `ca_dir` (created there if
+    missing), naming loopback and `host`. Returns (certificate, key, the CA certificate the parties trust)."""
+    authority = cax.load_ca(ca_dir) if (ca_dir / cax.CA_KEY).exists() else cax.create_ca(ca_dir)
+    dns, ips = ["localhost"], ["127.0.0.1"]
+    if host not in ("", "0.0.0.0", "::", "127.0.0.1", "localhost"):
         try:
-            chain_state.restore(state_file)
-        except ValueError as exc:
-            raise ProcessError(str(exc)) from exc
-        command += ["--state", str(state_file), "--state-interval", str(state_interval_s)]
-    service = start("anvil", command, log_path=log_path)
-    wait_until(service, lambda: rpc_answers(url), timeout_s=30, what=f"JSON-RPC on {url}")
-    if state_file is not None:
-        chain_state.StateKeeper(state_file, interval_s=state_interval_s, alive=service.alive).start()
-    return service, url
+            ipaddress.ip_address(host.strip("[]"))
+            ips.append(host.strip("[]"))
+        except ValueError:
+            dns.append(host)
+    issued = cax.issue_server_certificate(authority, tls_dir, "chain", dns_names=dns, ip_addresses=ips)
+    return issued.cert_path, issued.key_path, authority.cert_path
+
+
+def start_chain_gateway(*, upstream: str, port: int, ca_dir: Path, tls_dir: Path, log_path: Path,
+                        host: str = "127.0.0.1") -> tuple[Service, str, Path]:
+    """The chain's TLS terminator (contracts/devchain/gateway.py) on `host`:`port` in front of `upstream`, with
+    a certificate from the consortium CA in `ca_dir`. Returns (service, its https URL, the CA certificate)."""
+    certfile, keyfile, ca_cert = issue_chain_certificate(ca_dir=ca_dir, tls_dir=tls_dir, host=host)
+    service, url = devchain_gateway.start_chain_gateway(upstream=upstream, port=port, certfile=certfile,
+                                                        keyfile=keyfile, ca_cert=ca_cert, log_path=log_path, host=host)
+    return service, url, ca_cert
 
 
 def supernode_command(*, warm: bool = True) -> list[str]:

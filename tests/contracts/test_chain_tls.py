@@ -1,4 +1,4 @@
-"""The chain over HTTPS: the ledger client's URL rule, and anvil behind the TLS terminator (deploy/chain_gateway.py)."""
+"""The chain over HTTPS: the ledger client's URL rule, and anvil behind the TLS terminator (contracts/devchain/gateway.py)."""
 
 from __future__ import annotations
 
@@ -44,11 +44,10 @@ def test_the_node_and_coordinator_settings_carry_the_chain_ca_and_the_flag(tmp_p
 @pytest.mark.slow
 def test_the_parties_reach_anvil_over_https_only(tmp_path: Path, anvil_url: str) -> None:
     from deploy import processes
-    from deploy.chain_gateway import start_chain_gateway
 
-    service, url, ca_cert = start_chain_gateway(upstream=anvil_url, port=processes.free_port(),
-                                                ca_dir=tmp_path / "ca", tls_dir=tmp_path / "tls",
-                                                log_path=tmp_path / "gateway.log")
+    service, url, ca_cert = processes.start_chain_gateway(upstream=anvil_url, port=processes.free_port(),
+                                                          ca_dir=tmp_path / "ca", tls_dir=tmp_path / "tls",
+                                                          log_path=tmp_path / "gateway.log")
     try:
         assert url.startswith("https://127.0.0.1:")
         assert lg.connect(url, ca_file=ca_cert).eth.chain_id == lg.connect(anvil_url).eth.chain_id

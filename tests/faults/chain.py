@@ -12,6 +12,7 @@ from pathlib import Path
 from eth_account import Account
 
 from contracts import ledger as lg
+from contracts.devchain.anvil import start_anvil
 from deploy import processes
 from deploy.consortium import Consortium
 from federation.commitment import combined_commitment, pseudonym_commitment
@@ -35,7 +36,7 @@ class DurableChain:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, state: bool = True) -> str:
-        self.service, url = processes.start_anvil(
+        self.service, url = start_anvil(
             port=self.port, log_path=self.work / "anvil.log", state_file=self.state_file if state else None,
             state_interval_s=1)
         return url

@@ -1,4 +1,4 @@
-"""The dev chain's state file survives a kill in the middle of a dump (deploy/chain_state.py): anvil writes
+"""The dev chain's state file survives a kill in the middle of a dump (contracts/devchain/state.py): anvil writes
 it in place, so a cut-short file is replaced by the last complete copy the keeper made."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from deploy import chain_state
+from contracts.devchain import state as chain_state
 
 DUMP = json.dumps({"best_block_number": 7, "blocks": [{"number": n} for n in range(8)]}).encode()
 

@@ -1,6 +1,6 @@
 """HTTPS in front of a chain node that speaks plain HTTP only (anvil): the parties reach the chain over TLS.
 
-    python -m deploy.chain_gateway --listen 0.0.0.0:8443 --upstream http://127.0.0.1:8545 \\
+    python -m contracts.devchain.gateway --listen 0.0.0.0:8443 --upstream http://127.0.0.1:8545 \\
         --certfile tls/chain.pem --keyfile tls/chain.key
 
 anvil serves JSON-RPC over plain HTTP and has no TLS option, so someone between a hospital and the chain could
@@ -14,7 +14,6 @@ certificate as their `chain-ca-file` (contracts/ledger `connect`).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from federation.processes import Service, https_answers, reachable_host, start, wait_until
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a JSON-RPC batch of consent relays stays far below this
 
@@ -75,33 +76,20 @@ def create_chain_gateway(upstream: str, *, timeout_s: float = 60.0,
 
 
 def gateway_command(*, listen: str, upstream: str, certfile: Path, keyfile: Path) -> list[str]:
-    return [sys.executable, "-m", "deploy.chain_gateway", "--listen", listen, "--upstream", upstream,
+    return [sys.executable, "-m", "contracts.devchain.gateway", "--listen", listen, "--upstream", upstream,
             "--certfile", str(certfile), "--keyfile", str(keyfile)]
 
 
-def start_chain_gateway(*, upstream: str, port: int, ca_dir: Path, tls_dir: Path, log_path: Path,
-                        host: str = "127.0.0.1"):
-    """Start the terminator on `host`:`port` with a server certificate issued by the CA in `ca_dir` (created there
-    if missing) naming loopback and `host`. Returns (service, its https URL, the CA certificate the parties trust)."""
-    from coordinator import ca as cax
-    from coordinator.processes import https_answers, reachable_host, start, wait_until
-
-    authority = cax.load_ca(ca_dir) if (ca_dir / cax.CA_KEY).exists() else cax.create_ca(ca_dir)
-    dns, ips = ["localhost"], ["127.0.0.1"]
-    if host not in ("", "0.0.0.0", "::", "127.0.0.1", "localhost"):
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-            ips.append(host.strip("[]"))
-        except ValueError:
-            dns.append(host)
-    issued = cax.issue_server_certificate(authority, tls_dir, "chain", dns_names=dns, ip_addresses=ips)
+def start_chain_gateway(*, upstream: str, port: int, certfile: Path, keyfile: Path, ca_cert: Path, log_path: Path,
+                        host: str = "127.0.0.1") -> tuple[Service, str]:
+    """Start the terminator on `host`:`port` serving `certfile`/`keyfile` (issued by the consortium CA whose
+    certificate is `ca_cert`, naming loopback and `host`). Returns (service, its https URL)."""
     address = f"{reachable_host(host)}:{port}"
     service = start("chain TLS gateway", gateway_command(listen=f"{host}:{port}", upstream=upstream,
-                                                         certfile=issued.cert_path, keyfile=issued.key_path),
+                                                         certfile=certfile, keyfile=keyfile),
                     log_path=log_path)
-    wait_until(service, lambda: https_answers(address, authority.cert_path), timeout_s=60,
-               what=f"HTTPS on {address}")
-    return service, f"https://{address}", authority.cert_path
+    wait_until(service, lambda: https_answers(address, ca_cert), timeout_s=60, what=f"HTTPS on {address}")
+    return service, f"https://{address}"
 
 
 def main(argv: list[str] | None = None) -> None:
