@@ -7,21 +7,19 @@ A round goes through five phases, one method each:
 - train: send (study, round, block, global weights) to every node and collect the replies;
 - aggregate: average the replies of the nodes that trained (FedAvg, weighted by examples, or the server
   optimiser of FedAdam or FedYogi applied to that average: option `strategy`);
-- evaluate: every node evaluates the new global model on its consented test patients at the same block;
-  their additive sums give exact pooled metrics;
-- anchor: record the round on chain: pinned block, model hash and each hospital's commitment to the
-  pseudonyms it used in both phases.
-
-A node that refuses or fails is reported by name and reason; the round goes on with the others. The
-report (coordinator/report.py) is saved after training and after each round so that operators can watch it.
+- evaluate: every node evaluates the new global model once, at the same block, on its consented test patients;
+  the sums of their noisy (charged, differentially private) sums give the pooled metrics;
+- anchor: record the round on chain: pinned block, model hash and each hospital's commitment to the pseudonyms
+  it used in both phases.
+A node that refuses or fails is reported by name and reason; the round goes on with the others. The report
+(coordinator/report.py) is saved after training and after each round so that operators can watch it.
 
 Who a reply comes from is learnt from authentication, never from what a node says about itself:
 
 - a node's hospital is the one whose node key on chain is the key the node authenticated to the SuperLink
   with (`grid.get_nodes()` names it in the deployment engine). Once any node's key is a hospital's on chain,
-  a node whose key is not is sent nothing (reported). A Grid that names no keys (the in-process grids of
-  tests and benchmarks), or a federation whose hospitals recorded no node keys, has no such binding: there,
-  identity rests on the reply signatures alone;
+  a node whose key is not is sent nothing (reported). A Grid that names no keys (the in-process grids of tests
+  and benchmarks), or hospitals that recorded no node keys: identity rests on the reply signatures alone;
 - every train and evaluate reply carries its hospital's EIP-712 signature over a RoundReply. A reply is
   dropped, and reported, unless its signer is an active hospital at the pinned block (and the node's
   hospital where that is known), it answers this round (study, round, pinned block, phase) and the model
@@ -115,8 +113,7 @@ class StudyRun:
         node_ids = self.authenticate(self.wait_for_nodes())
         self.identify(node_ids)
         self.save_report()
-        rounds = min(self.options.num_rounds, self.terms.rounds)
-        if rounds < self.options.num_rounds:
+        if (rounds := min(self.options.num_rounds, self.terms.rounds)) < self.options.num_rounds:
             log.warning("the study allows %d rounds; running %d", self.terms.rounds, rounds)
         anchored = [r for r in range(1, rounds + 1) if self.ledger.anchor_of(self.options.study_id, r) is not None]
         if anchored:
