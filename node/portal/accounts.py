@@ -210,6 +210,7 @@ def unlock_key(session: Session, settings: PortalSettings, account: PortalAccoun
         raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
                           status=409)
     check_password_attempts(session, settings, account, session_id)
+    session.commit()  # no connection held during scrypt
     try:
         return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
     except security.WrongPassword:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from sqlalchemy import event
 from sqlmodel import Session
 
 from contracts.ledger import Ledger, LedgerError
@@ -36,6 +37,7 @@ class PortalState:
                            not_logged_in="not logged in, or the session has ended: log in again")
         self.store = Store(settings.node.resolved_database_url)  # create_all covers node.portal.models too
         upgrade(self.store.engine)
+        _patient_writers(self.store.engine)
         self._ledger = ledger
         self.chain_lock = threading.Lock()  # one relayed transaction at a time: nonces stay in order
         self.relayer = Relayer(self.store, lambda: self.ledger, self.chain_lock)
@@ -48,6 +50,22 @@ class PortalState:
             node = self.settings.node
             self._ledger = Ledger.from_settings(node, key_file=node.hospital_key_file)
         return self._ledger
+
+
+def _patient_writers(engine) -> None:
+    """SQLite for many patients at once: write-ahead logging (readers never wait for a writer, the writer never
+    waits for readers) and a writer waits up to 30 s for another instead of failing after 5."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened before (create_all) go; new ones get the pragmas
 
 
 def get_state(request: Request) -> PortalState:
@@ -107,6 +125,7 @@ class PatientRequest:
 
 def patient_request(caller: Annotated[Caller, Depends(current_patient)], db: Annotated[Session, Depends(get_db)],
                     state: Annotated[PortalState, Depends(get_state)]) -> PatientRequest:
+    db.commit()  # hand the connection back to the pool: what follows asks the chain, which may be slow
     return PatientRequest(caller, db, state)
 
 
