@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from contracts.ledger import Ledger, LedgerError
@@ -37,7 +38,7 @@ class PortalState:
                            not_logged_in="not logged in, or the session has ended: log in again")
         self.store = Store(settings.node.resolved_database_url)  # create_all covers node.portal.models too
         upgrade(self.store.engine)
-        _patient_writers(self.store.engine)
+        self.store.engine = _engine_for_many_patients(self.store.engine)
         self._ledger = ledger
         self.chain_lock = threading.Lock()  # one relayed transaction at a time: nonces stay in order
         self.relayer = Relayer(self.store, lambda: self.ledger, self.chain_lock)
@@ -52,20 +53,22 @@ class PortalState:
         return self._ledger
 
 
-def _patient_writers(engine) -> None:
-    """SQLite for many patients at once: write-ahead logging (readers never wait for a writer, the writer never
-    waits for readers) and a writer waits up to 30 s for another instead of failing after 5."""
-    if engine.dialect.name != "sqlite":
-        return
+def _engine_for_many_patients(engine):
+    """SQLite for many patients at once: a connection per session rather than a pool of 15 (each request thread
+    has its own, so none waits 30 s for a free one and fails), write-ahead logging (readers and the writer never
+    wait for each other), and a writer that waits up to 30 s for another instead of failing after 5."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine
+    many = create_engine(engine.url, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 30})
 
-    @event.listens_for(engine, "connect")
+    @event.listens_for(many, "connect")
     def _pragmas(connection, _record) -> None:
         cursor = connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.close()
 
-    engine.dispose()  # connections opened before (create_all) go; new ones get the pragmas
+    engine.dispose()
+    return many
 
 
 def get_state(request: Request) -> PortalState:

@@ -126,12 +126,12 @@ class Relayer:
 
     def relay_waiting(self) -> bool:
         """Send one batch from the outbox (withdrawals first); False when nothing was waiting."""
-        with self._store.session() as session:
-            rows = list(session.exec(select(ConsentRelay).where(ConsentRelay.status == "sent")
-                                     .order_by(ConsentRelay.action == "grant", ConsentRelay.id).limit(self.batch)))
-        if not rows:
-            return False
-        with self._lock:
+        with self._lock:  # taken first: what queues up while another transaction goes out joins this batch
+            with self._store.session() as session:
+                rows = list(session.exec(select(ConsentRelay).where(ConsentRelay.status == "sent")
+                                         .order_by(ConsentRelay.action == "grant", ConsentRelay.id).limit(self.batch)))
+            if not rows:
+                return False
             try:
                 ledger = self._ledger()
                 chain_now = ledger.block_timestamp()
@@ -188,12 +188,13 @@ class Relayer:
     def _refused(self, ledger: Ledger, row: ConsentRelay, exc: ContractRejected | None) -> None:
         """The chain refused or skipped a change. If its nonce was spent because this very change was recorded
         before (the portal crashed before it heard the receipt), it is recorded; otherwise it failed."""
-        spent = exc is None or exc.error_name == "WrongNonce"
+        spent = exc is None or (exc.error_name == "WrongNonce" and _transient_guard(
+            lambda: ledger.patient_nonce(Pseudonym.parse(row.pseudonym))) > row.nonce)
         found = _recorded_before(ledger, row) if spent else None
         if found is not None:
             block, tx_hash = found
             self._finish([row], status="recorded", block=block, tx_hash=tx_hash)
-        elif exc is None:
+        elif spent:
             log.info("change %s: grant skipped (nonce %s already spent)", row.id, row.nonce)
             self._finish([row], status="failed", reason=SKIPPED, failure_status=409)
         else:
