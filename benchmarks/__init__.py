@@ -21,6 +21,7 @@ BENCHMARKS = {
     "training": ("benchmarks.training", "bench_training"),
     "overhead": ("benchmarks.overhead", "bench_overhead"),
     "twin": ("benchmarks.twin", "bench_twin"),
+    "load": ("benchmarks.load", "bench_load"),
 }
 NAMES = tuple(BENCHMARKS)
 
