@@ -48,10 +48,21 @@ class PortalSession(SQLModel, table=True):
     last_seen: datetime = Field(default_factory=now)
 
 
+class DeviceCookie(SQLModel, table=True):
+    """A browser that logged in to this account before (OWASP's device cookies): failed logins from it count
+    against it alone, and the lockout of untrusted clients does not reach it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(index=True, unique=True)  # sha256 of the cookie's token
+    account_id: int = Field(index=True)
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=now)
+
+
 class LoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(index=True)  # "account", "ip" (logins), "session" (re-entered passwords)
-    subject: str = Field(index=True)  # the username tried, or the client address
+    kind: str = Field(index=True)  # "account", "ip" (untrusted logins), "device" (a device cookie's), "session"
+    subject: str = Field(index=True)  # the username tried, the client address, the device cookie's row id
     at: datetime = Field(default_factory=now, index=True)
 
 

@@ -24,6 +24,7 @@ from federation.web import auth
 from node.portal import accounts, relays, studies, views
 from node.portal.accounts import PortalError
 from node.portal.deps import Caller, Db, PatientRequest, Settings, State, client_ip
+from node.portal.routers.session import set_device_cookie
 from node.portal.routers.studies import password_change, wait_for_ledger
 from node.portal.schemas import STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut
 
@@ -103,10 +104,12 @@ def login_page(request: Request, settings: Settings) -> HTMLResponse:
 async def login(request: Request, db: Db, settings: Settings) -> Response:
     form = await read_form(request)
     _check_form_token(request, form)
+    device = request.cookies.get(accounts.DEVICE_COOKIE)
     try:
         body = LoginRequest(username=form.get("username", ""), password=form.get("password", ""))
-        account = accounts.authenticate(db, settings, username=body.username, password=body.password,
-                                        client_ip=client_ip(request))
+        account = await run_in_threadpool(  # scrypt: off the event loop
+            accounts.authenticate, db, settings, username=body.username, password=body.password,
+            client_ip=client_ip(request), device_cookie=device)
     except ValidationError as exc:
         return _form_page(request, settings, "login.html", status=422, title="Log in", error=_first_error(exc))
     except PortalError as exc:
@@ -116,6 +119,7 @@ async def login(request: Request, db: Db, settings: Settings) -> Response:
     response = RedirectResponse("/studies", status_code=303)
     response.set_cookie(settings.cookie_name, opened.token, max_age=settings.session_ttl_s, httponly=True,
                         samesite="strict", secure=settings.cookie_secure, path="/")
+    set_device_cookie(response, settings, accounts.trust_device(db, settings, account, device))
     return response
 
 
