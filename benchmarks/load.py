@@ -280,7 +280,7 @@ def portal_load(*, patients: int = 500, work: Path | None = None, rpc_url: str |
         work = work or Path(scratch)
         with chain_url(rpc_url, log_path=work / "anvil.log") as url:
             site = build_site(work, rpc_url=url, patients=patients)
-            site.start_portal()
+            site.start_portal(relay_wait_s=0)  # the API answers once the change is in the outbox: "sent"
             try:
                 outcomes = change_all_at_once(site)
                 rows = wait_until_settled(site, timeout_s=300)

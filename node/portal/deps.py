@@ -56,10 +56,11 @@ class PortalState:
 def _engine_for_many_patients(engine):
     """SQLite for many patients at once: a connection per session rather than a pool of 15 (each request thread
     has its own, so none waits 30 s for a free one and fails), write-ahead logging (readers and the writer never
-    wait for each other), and a writer that waits up to 30 s for another instead of failing after 5."""
+    wait for each other), and a writer that waits up to 60 s for the others instead of failing after 5 (commits stay synchronous:
+    a withdrawal in the outbox survives a power cut)."""
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return engine
-    many = create_engine(engine.url, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 30})
+    many = create_engine(engine.url, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 60})
 
     @event.listens_for(many, "connect")
     def _pragmas(connection, _record) -> None:
