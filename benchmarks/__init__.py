@@ -4,6 +4,7 @@
     twinledger bench training --json   local, pooled, FedAvg and FedAdam with and without DP-SGD (FLamby heart disease)
     twinledger bench overhead --json   DP-SGD step, consent-gated epoch and Flower round vs their plain counterparts
     twinledger bench twin --json       UVA/Padova patient twins: 1,000 patient-days batched vs one patient at a time
+    twinledger bench load --json       500 patients changing consent at once through the portal; 1M consents read at a block
 
 One module each (ledger, training, overhead, twin; tune_training tunes the training benchmark's settings);
 every one that needs a federation builds it with deploy/consortium.py. Results go to docs/benchmarks.md.

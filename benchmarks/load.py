@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -84,8 +85,6 @@ class Site:
 
     def kill_portal(self) -> None:
         """SIGKILL: the portal gets no chance to finish anything."""
-        import signal
-
         os.killpg(self.service.process.pid, signal.SIGKILL)
         self.service.process.wait(timeout=10)
 
@@ -155,7 +154,7 @@ class Outcome:
     final: dict = field(default_factory=dict)
 
 
-async def _log_in(client: httpx.AsyncClient, patient: Patient, gate: asyncio.Semaphore) -> dict:
+async def log_in(client: httpx.AsyncClient, patient: Patient, gate: asyncio.Semaphore) -> dict:
     async with gate:
         # Connection: close: the change is sent later on a fresh connection, not on one the server may have
         # closed for idling meanwhile (uvicorn's keep-alive is 5 s; the client would see a read error).
@@ -188,7 +187,7 @@ async def _burst(site: Site, *, timeout_s: float) -> list[Outcome]:
     clients = [httpx.AsyncClient(base_url=site.url, timeout=timeout_s, limits=limits) for _ in site.patients]
     try:
         gate = asyncio.Semaphore(8)  # logging in is set-up, not the load under test
-        csrfs = await asyncio.gather(*(_log_in(c, p, gate) for c, p in zip(clients, site.patients)))
+        csrfs = await asyncio.gather(*(log_in(c, p, gate) for c, p in zip(clients, site.patients)))
         outcomes = [Outcome(p, "revoke" if p.granted_before else "grant") for p in site.patients]
         start = asyncio.Event()
         tasks = [asyncio.create_task(_change(c, csrf, o, site.study, start))
@@ -215,23 +214,6 @@ def wait_until_settled(site: Site, *, timeout_s: float) -> list[ConsentRelay]:
         if all(r.status != "sent" for r in rows) or time.monotonic() > deadline:
             return rows
         time.sleep(0.5)
-
-
-def follow_up(site: Site, outcomes: list[Outcome]) -> None:
-    """Each patient asks the portal once what became of the change (what the page shows)."""
-    async def ask(outcome: Outcome, gate: asyncio.Semaphore) -> None:
-        if outcome.change_id is None:
-            return
-        async with gate, httpx.AsyncClient(base_url=site.url, timeout=60) as client:
-            await _log_in(client, outcome.patient, asyncio.Semaphore(1))
-            answer = await client.get(f"/api/changes/{outcome.change_id}")
-            outcome.final = answer.json() | {"http_status": answer.status_code}
-
-    async def everyone() -> None:
-        gate = asyncio.Semaphore(8)
-        await asyncio.gather(*(ask(o, gate) for o in outcomes))
-
-    asyncio.run(everyone())
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -298,6 +280,7 @@ ENROL_PER_TX = 5000  # set-up only: one enrol transaction per 5,000 patients, on
 
 
 ENROL_SELECTOR = keccak(text="enrol(bytes32[],address[])")[:4]
+COMMIT_SELECTOR = keccak(text="commitEnrolment(bytes32)")[:4]
 
 
 def _word(address: str) -> bytes:
@@ -315,22 +298,12 @@ def _arrays(pseudonyms: list[bytes], keys: list[str], *, head_words: int = 0) ->
 
 
 def _send_data(ledger: lg.Ledger, data: bytes, key: str, *, gas: int) -> dict:
+    """One set-up transaction with a known gas limit (no estimate: its batches are far above the default cap)."""
     w3 = ledger.w3
     tx = {"from": ledger.address, "to": ledger.consent.address, "data": data, "gas": gas, "value": 0,
           "chainId": ledger.deployment.chain_id, "nonce": w3.eth.get_transaction_count(ledger.address, "pending"),
           "gasPrice": w3.eth.gas_price}
-    return _wait(w3, w3.eth.send_raw_transaction(Account.sign_transaction(tx, key).raw_transaction))
-
-
-def _send(ledger: lg.Ledger, fn, key: str, *, gas: int) -> dict:
-    """One transaction with a known gas limit (no estimate: the set-up's batches are far above the default cap)."""
-    w3 = ledger.w3
-    tx = fn.build_transaction({"from": ledger.address, "gas": gas, "chainId": ledger.deployment.chain_id,
-                               "nonce": w3.eth.get_transaction_count(ledger.address, "pending")})
-    return _wait(w3, w3.eth.send_raw_transaction(Account.sign_transaction(tx, key).raw_transaction))
-
-
-def _wait(w3, tx_hash) -> dict:
+    tx_hash = w3.eth.send_raw_transaction(Account.sign_transaction(tx, key).raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=600)
     if receipt["status"] != 1:
         raise RuntimeError(f"set-up transaction {tx_hash.hex()} reverted")
@@ -371,10 +344,9 @@ def consent_read(*, points: tuple[int, ...] = (10_000, 100_000, 1_000_000), gran
             keys = [Account.from_key(k).address for k in patient_keys]
             keys += [Account.from_key(os.urandom(32)).address] * (total - granted)  # one key may serve many
             batches = [(pseudonyms[i:i + ENROL_PER_TX], keys[i:i + ENROL_PER_TX]) for i in range(0, total, ENROL_PER_TX)]
-            consent = hospital.consent.functions
             for batch in batches:
                 commitment = keccak(_word(hospital.address) + _arrays(*batch, head_words=1))
-                _send(hospital, consent.commitEnrolment(commitment), key, gas=200_000)
+                _send_data(hospital, COMMIT_SELECTOR + commitment, key, gas=200_000)
             for batch in batches:
                 _send_data(hospital, ENROL_SELECTOR + _arrays(*batch), key, gas=60_000 * len(batch[0]) + 1_000_000)
             enrolled_s = time.perf_counter() - started

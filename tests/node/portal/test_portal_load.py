@@ -6,11 +6,13 @@ can follow each change from "sent" to "recorded at block N"."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
+import httpx
 import pytest
 
-from benchmarks.load import build_site, change_all_at_once, follow_up, lost_changes, summary, wait_until_settled
+from benchmarks.load import build_site, change_all_at_once, log_in, lost_changes, summary, wait_until_settled
 
 pytestmark = [pytest.mark.slow]
 
@@ -22,6 +24,23 @@ def site(artifacts, anvil_url, tmp_path):
     site = build_site(tmp_path, rpc_url=anvil_url, patients=PATIENTS, artifacts=artifacts)
     yield site
     site.stop_portal()
+
+
+def follow_up(site, outcomes) -> None:
+    """Each patient asks the portal once what became of the change (what the page shows)."""
+    async def ask(outcome, gate: asyncio.Semaphore) -> None:
+        if outcome.change_id is None:
+            return
+        async with gate, httpx.AsyncClient(base_url=site.url, timeout=60) as client:
+            await log_in(client, outcome.patient, asyncio.Semaphore(1))
+            answer = await client.get(f"/api/changes/{outcome.change_id}")
+            outcome.final = answer.json() | {"http_status": answer.status_code}
+
+    async def everyone() -> None:
+        gate = asyncio.Semaphore(8)
+        await asyncio.gather(*(ask(o, gate) for o in outcomes))
+
+    asyncio.run(everyone())
 
 
 def _check(site, outcomes, rows):
