@@ -19,7 +19,7 @@ from federation.web.errors import WebError
 from federation.web.models import aware
 from node import admin
 from node.portal import security
-from node.portal.models import EnrolmentCode, LoginFailure, PortalAccount, PortalSession, now
+from node.portal.models import DeviceCookie, EnrolmentCode, LoginFailure, PortalAccount, PortalSession, now
 from node.portal.settings import PortalSettings
 from node.store import Patient
 
@@ -186,20 +186,70 @@ def record_password_failure(session: Session, account: PortalAccount, session_id
     session.commit()
 
 
-def authenticate(session: Session, settings: PortalSettings, *, username: str, password: str, client_ip: str) -> PortalAccount:
-    check_rate_limit(session, settings, username=username, client_ip=client_ip)
+# OWASP's device cookies: a browser that logged in to an account before holds a random token (only its SHA-256
+# is stored). Its failed logins count against that token alone, and the per-account lockout, which anyone can
+# trigger by typing wrong passwords for a user name, applies to untrusted clients only. So an attacker without
+# the password cannot keep a patient from logging in (and withdrawing) from a browser they used before.
+DEVICE_COOKIE = "twinledger_device"
+MAX_DEVICE_TOKENS = 5  # a browser shared by a family keeps each member's token
+
+
+def _trusted_device(session: Session, account: PortalAccount | None, tokens: list[str]) -> DeviceCookie | None:
+    if account is None:
+        return None
+    for token in tokens:
+        row = session.exec(select(DeviceCookie).where(DeviceCookie.token_hash == auth.hash_token(token))).first()
+        if row is not None and row.account_id == account.id and aware(row.expires_at) > now():
+            return row
+    return None
+
+
+def device_tokens(cookie: str | None) -> list[str]:
+    return [t for t in (cookie or "").split(".") if 0 < len(t) <= 64][:MAX_DEVICE_TOKENS]
+
+
+def authenticate(session: Session, settings: PortalSettings, *, username: str, password: str, client_ip: str,
+                 device_cookie: str | None = None) -> PortalAccount:
+    """The account, if the password is right and no lockout applies: a trusted device (`device_cookie`) is
+    limited by its own failures; any other client by the user name's and its address's failures."""
     account = session.exec(select(PortalAccount).where(PortalAccount.username == username)).first()
+    device = _trusted_device(session, account, device_tokens(device_cookie))
+    if device is not None:
+        if _failures(session, settings, "device", str(device.id)) >= settings.max_failures_per_account:
+            _too_many(settings)
+    else:
+        check_rate_limit(session, settings, username=username, client_ip=client_ip)
+    session.commit()  # no connection held during scrypt
     if account is None:
         security.burn_password_time(password)
         ok = False
     else:
         ok = security.verify_password(password, account.password_salt, account.password_hash)
     if not ok:
-        record_failure(session, username=username, client_ip=client_ip)
+        if device is not None:
+            session.add(LoginFailure(kind="device", subject=str(device.id)))
+            session.commit()
+        else:
+            record_failure(session, username=username, client_ip=client_ip)
         raise PortalError("user name or password is not correct", status=401)
     session.exec(delete(LoginFailure).where(LoginFailure.kind == "account", LoginFailure.subject == username))
     session.commit()
     return account
+
+
+def trust_device(session: Session, settings: PortalSettings, account: PortalAccount, device_cookie: str | None) -> str:
+    """After a successful login: the device cookie's new value, holding a fresh token for this account (its
+    earlier token for the account, if any, is replaced) beside the other accounts' tokens of the browser."""
+    tokens = device_tokens(device_cookie)
+    mine = _trusted_device(session, account, tokens)
+    if mine is not None:
+        tokens = [t for t in tokens if auth.hash_token(t) != mine.token_hash]
+        session.delete(mine)
+    token = auth.new_secret()
+    session.add(DeviceCookie(token_hash=auth.hash_token(token), account_id=account.id,
+                             expires_at=now() + timedelta(seconds=settings.device_cookie_ttl_s)))
+    session.commit()
+    return ".".join([token, *tokens][:MAX_DEVICE_TOKENS])
 
 
 def unlock_key(session: Session, settings: PortalSettings, account: PortalAccount, password: str, *,
@@ -210,6 +260,7 @@ def unlock_key(session: Session, settings: PortalSettings, account: PortalAccoun
         raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
                           status=409)
     check_password_attempts(session, settings, account, session_id)
+    session.commit()  # no connection held during scrypt
     try:
         return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
     except security.WrongPassword:

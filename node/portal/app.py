@@ -4,17 +4,25 @@ error's internals."""
 
 from __future__ import annotations
 
+import logging
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from contracts.ledger import Ledger
 from federation.web import SECURITY_HEADERS
 from federation.web.app import create_web_app
+from federation.web.errors import WebError
+from node.portal.accounts import PortalError
 from node.portal.deps import PortalState
 from node.portal.routers import changes, enrolment, pages, session, staff, studies
 from node.portal.settings import PortalSettings
 
+log = logging.getLogger("twinledger.portal")
 STATIC = Path(__file__).resolve().parent / "static"
 # The portal's pages carry no inline images, so its policy is stricter than the consoles' (no data: images).
 PORTAL_HEADERS = SECURITY_HEADERS | {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
@@ -26,10 +34,36 @@ def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> Fas
                          chain_name="the consent ledger", headers=PORTAL_HEADERS, explain_ledger_errors=False,
                          trusted_proxies=settings.trusted_proxies)
     app.state.portal = PortalState(settings, ledger=ledger)
-    app.state.portal.relayer.forget_interrupted()  # one server per node home (docs/portal.md)
+    relayer = app.state.portal.relayer
+    if relayer.resume():  # one server per node home (docs/portal.md): its outbox is this server's to send
+        relayer.start()
+    app.router.lifespan_context = _stopping_relayer(app.router.lifespan_context, relayer)
+    app.add_exception_handler(OperationalError, _database_busy)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _database_busy)
     for module in (staff, enrolment, session, studies, changes, pages):
         app.include_router(module.router)
     return app
+
+
+async def _database_busy(request: Request, exc: Exception):
+    """The database stayed locked (or its pool empty) past its timeout: a 503 the patient can act on, never a 500."""
+    log.warning("database busy: %s", exc)
+    busy = PortalError("the portal is busy: nothing was changed, try again in a minute", status=503,
+                       headers={"Retry-After": "60"})
+    return await request.app.exception_handlers[WebError](request, busy)  # answered as every refusal is
+
+
+def _stopping_relayer(lifespan, relayer):
+    """The app's lifespan, and at the server's stop the worker finishes the batch it is sending (what it has not
+    sent stays in the outbox for the next start)."""
+
+    @asynccontextmanager
+    async def lifespan_then_stop(app):
+        async with lifespan(app) as state:
+            yield state
+        await run_in_threadpool(relayer.shutdown)
+
+    return lifespan_then_stop
 
 
 def app_from_home(home: str) -> FastAPI:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from sqlalchemy import create_engine, event
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from contracts.ledger import Ledger, LedgerError
@@ -36,6 +38,7 @@ class PortalState:
                            not_logged_in="not logged in, or the session has ended: log in again")
         self.store = Store(settings.node.resolved_database_url)  # create_all covers node.portal.models too
         upgrade(self.store.engine)
+        self.store.engine = _engine_for_many_patients(self.store.engine)
         self._ledger = ledger
         self.chain_lock = threading.Lock()  # one relayed transaction at a time: nonces stay in order
         self.relayer = Relayer(self.store, lambda: self.ledger, self.chain_lock)
@@ -48,6 +51,25 @@ class PortalState:
             node = self.settings.node
             self._ledger = Ledger.from_settings(node, key_file=node.hospital_key_file)
         return self._ledger
+
+
+def _engine_for_many_patients(engine):
+    """SQLite for many patients at once: a connection per session rather than a pool of 15 (each request thread
+    has its own, so none waits 30 s for a free one and fails), write-ahead logging (readers and the writer never
+    wait for each other), and a writer that waits up to 60 s for the others instead of failing after 5 (commits stay synchronous:
+    a withdrawal in the outbox survives a power cut)."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine
+    many = create_engine(engine.url, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 60})
+
+    @event.listens_for(many, "connect")
+    def _pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    engine.dispose()
+    return many
 
 
 def get_state(request: Request) -> PortalState:
@@ -107,6 +129,7 @@ class PatientRequest:
 
 def patient_request(caller: Annotated[Caller, Depends(current_patient)], db: Annotated[Session, Depends(get_db)],
                     state: Annotated[PortalState, Depends(get_state)]) -> PatientRequest:
+    db.commit()  # hand the connection back to the pool: what follows asks the chain, which may be slow
     return PatientRequest(caller, db, state)
 
 

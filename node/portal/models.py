@@ -48,15 +48,30 @@ class PortalSession(SQLModel, table=True):
     last_seen: datetime = Field(default_factory=now)
 
 
+class DeviceCookie(SQLModel, table=True):
+    """A browser that logged in to this account before (OWASP's device cookies): failed logins from it count
+    against it alone, and the lockout of untrusted clients does not reach it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(index=True, unique=True)  # sha256 of the cookie's token
+    account_id: int = Field(index=True)
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=now)
+
+
 class LoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(index=True)  # "account", "ip" (logins), "session" (re-entered passwords)
-    subject: str = Field(index=True)  # the username tried, or the client address
+    kind: str = Field(index=True)  # "account", "ip" (untrusted logins), "device" (a device cookie's), "session"
+    subject: str = Field(index=True)  # the username tried, the client address, the device cookie's row id
     at: datetime = Field(default_factory=now, index=True)
 
 
 class ConsentRelay(SQLModel, table=True):
-    """A grant or revocation the patient signed, on its way to the chain: "sent", then "recorded" or "failed"."""
+    """The outbox: a grant or revocation the patient signed, kept until the chain records it or refuses it.
+
+    A request stores the signed change here and answers at once ("sent"); the relay worker (node.portal.relays)
+    sends what is waiting in batches and marks each "recorded" (block, transaction) or "failed" (reason). The
+    signature is kept, so that a portal that stops with changes on their way sends them when it starts again."""
 
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(index=True)
@@ -69,13 +84,35 @@ class ConsentRelay(SQLModel, table=True):
     failure_status: int | None = None  # the HTTP status the failure maps to (409 refused, 503 chain unavailable)
     created_at: datetime = Field(default_factory=now)
     finished_at: datetime | None = None
+    # The signed change itself (what the worker relays); empty in rows from before the outbox.
+    pseudonym: str | None = None
+    nonce: int | None = None
+    deadline: int | None = None
+    valid_from: int | None = None  # grants only
+    valid_until: int | None = None
+    signature: str | None = None  # 0x-hex, 65 bytes
+    attempts: int = 0  # sends the chain did not answer (tried again until the signature's deadline)
+    waiting: str | None = None  # why it is still waiting, for the patient (the ledger cannot be reached, say)
+
+
+OUTBOX_COLUMNS = {"pseudonym": "VARCHAR", "nonce": "BIGINT", "deadline": "BIGINT", "valid_from": "BIGINT",
+                  "valid_until": "BIGINT", "signature": "VARCHAR", "attempts": "INTEGER NOT NULL DEFAULT 0",
+                  "waiting": "VARCHAR"}
 
 
 def upgrade(engine) -> None:
-    """Bring a portal database created before wallet-held keys up to date (create_all adds no columns)."""
+    """Bring a portal database created before wallet-held keys, or before the outbox, up to date (create_all
+    adds no columns)."""
     from sqlalchemy import inspect, text
 
     columns = {c["name"] for c in inspect(engine).get_columns("portalaccount")}
     if "key_custody" not in columns:
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE portalaccount ADD COLUMN key_custody VARCHAR NOT NULL DEFAULT 'portal'"))
+    inspector = inspect(engine)
+    if inspector.has_table("consentrelay"):
+        present = {c["name"] for c in inspector.get_columns("consentrelay")}
+        with engine.begin() as connection:
+            for name, kind in OUTBOX_COLUMNS.items():
+                if name not in present:
+                    connection.execute(text(f"ALTER TABLE consentrelay ADD COLUMN {name} {kind}"))

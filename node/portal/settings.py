@@ -15,6 +15,7 @@ mechanism is federation.settings (pydantic-settings); docs/configuration.md has 
 | login-window-s           | 900     | TWINLEDGER_PORTAL_LOGIN_WINDOW_S           |
 | max-failures-per-account | 5       | TWINLEDGER_PORTAL_MAX_FAILURES_PER_ACCOUNT |
 | max-failures-per-ip      | 20      | TWINLEDGER_PORTAL_MAX_FAILURES_PER_IP      |
+| device-cookie-ttl-s      | 15552000| TWINLEDGER_PORTAL_DEVICE_COOKIE_TTL_S      |
 | signature-deadline-s     | 3600    | TWINLEDGER_PORTAL_SIGNATURE_DEADLINE_S     |
 | relay-wait-s             | 30.0    | TWINLEDGER_PORTAL_RELAY_WAIT_S             |
 | page-relay-wait-s        | 2.0     | TWINLEDGER_PORTAL_PAGE_RELAY_WAIT_S        |
@@ -54,6 +55,8 @@ class PortalSettings(WebServerSettings):
     login_window_s: int = 15 * 60
     max_failures_per_account: int = 5
     max_failures_per_ip: int = 20
+    # A browser that logged in before is trusted this long (180 days): the untrusted-client lockout spares it.
+    device_cookie_ttl_s: int = 180 * 24 * 3600
     signature_deadline_s: int = 3600  # how long a signed grant/revoke may wait to be relayed
     relay_wait_s: float = 30.0  # the JSON API waits this long for the receipt before answering 202
     page_relay_wait_s: float = 2.0  # a page waits this long, then shows "sent" and polls until recorded

@@ -70,8 +70,9 @@ def change_out(ledger: Ledger, row: ConsentRelay, pseudonym: bytes) -> ChangeOut
 
 def explain(row: ConsentRelay) -> str:
     if row.status == "sent":
-        return ("Sent to the consent ledger, waiting for a block to record it. Until it is recorded, your earlier "
-                "choice holds.")
+        waiting = f" Not yet: {row.waiting}." if row.waiting else ""
+        return ("Sent: the portal keeps your signed change and passes it to the consent ledger, then waits for a "
+                f"block to record it.{waiting} Until it is recorded, your earlier choice holds.")
     if row.status == "failed":
         return f"Not recorded: {row.reason}. Your earlier choice still holds."
     if row.action == "grant":

@@ -7,7 +7,6 @@ double-submit cookie before (login and enrolment forms).
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 from pathlib import Path as FilePath
 from typing import Annotated
@@ -25,7 +24,8 @@ from federation.web import auth
 from node.portal import accounts, relays, studies, views
 from node.portal.accounts import PortalError
 from node.portal.deps import Caller, Db, PatientRequest, Settings, State, client_ip
-from node.portal.routers.studies import password_change
+from node.portal.routers.session import set_device_cookie
+from node.portal.routers.studies import password_change, wait_for_ledger
 from node.portal.schemas import STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut
 
 HERE = FilePath(__file__).resolve().parent.parent
@@ -61,12 +61,15 @@ def _session(request: Request, db) -> Caller | None:
 def _visit(request: Request, db, state) -> PatientRequest | None:
     """A logged-in patient's page request, or None (the page then sends the browser to /login)."""
     caller = _session(request, db)
+    db.commit()  # hand the connection back: the page then asks the chain
     return PatientRequest(caller, db, state) if caller else None
 
 
 def _logged_in(request: Request, db, settings, form: dict | None = None) -> Caller:
     guard = request.app.state.portal.guard
-    return guard.require_page(request, db, form_csrf=None if form is None else form.get("csrf_token", ""))
+    caller = guard.require_page(request, db, form_csrf=None if form is None else form.get("csrf_token", ""))
+    db.commit()  # hand the connection back: what follows may ask the chain
+    return caller
 
 
 def _form_page(request: Request, settings, template: str, *, status: int = 200, **context) -> HTMLResponse:
@@ -101,10 +104,12 @@ def login_page(request: Request, settings: Settings) -> HTMLResponse:
 async def login(request: Request, db: Db, settings: Settings) -> Response:
     form = await read_form(request)
     _check_form_token(request, form)
+    device = request.cookies.get(accounts.DEVICE_COOKIE)
     try:
         body = LoginRequest(username=form.get("username", ""), password=form.get("password", ""))
-        account = accounts.authenticate(db, settings, username=body.username, password=body.password,
-                                        client_ip=client_ip(request))
+        account = await run_in_threadpool(  # scrypt: off the event loop
+            accounts.authenticate, db, settings, username=body.username, password=body.password,
+            client_ip=client_ip(request), device_cookie=device)
     except ValidationError as exc:
         return _form_page(request, settings, "login.html", status=422, title="Log in", error=_first_error(exc))
     except PortalError as exc:
@@ -114,6 +119,7 @@ async def login(request: Request, db: Db, settings: Settings) -> Response:
     response = RedirectResponse("/studies", status_code=303)
     response.set_cookie(settings.cookie_name, opened.token, max_age=settings.session_ttl_s, httponly=True,
                         samesite="strict", secure=settings.cookie_secure, path="/")
+    set_device_cookie(response, settings, accounts.trust_device(db, settings, account, device))
     return response
 
 
@@ -218,16 +224,14 @@ async def change(study_id: StudyId, action: str, request: Request, db: Db, state
                 raise PortalError("the end date must be a date such as 2027-12-31", status=422) from None
             until = views.seconds_of(day)
         # scrypt and the chain's answers take a while: off the event loop
-        row, future = await run_in_threadpool(
+        row = await run_in_threadpool(
             password_change, me, study_id, action, password=form.get("password", "")[:256], valid_until=until)
     except PortalError as exc:
         if exc.status in (401, 404):
             raise
-        return _study_page(request, me, study_id, status=exc.status, error=str(exc))
-    try:  # a quick chain answers before the page shows; a slow one is followed by the page
-        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=me.settings.page_relay_wait_s)
-    except TimeoutError:
-        pass
+        return await run_in_threadpool(_study_page, request, me, study_id, status=exc.status, error=str(exc))
+    # a quick chain answers before the page shows; a slow one is followed by the page
+    await wait_for_ledger(me, row, timeout_s=me.settings.page_relay_wait_s)
     return RedirectResponse(f"/studies/{study_id}?change={row.id}", status_code=303)
 
 

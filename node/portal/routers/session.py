@@ -13,13 +13,21 @@ from node.portal.schemas import ERRORS, AccountOut, LoginRequest, Message, Passw
 router = APIRouter(prefix="/api", tags=["session"], responses=ERRORS)
 
 
+def set_device_cookie(response: Response, settings, value: str) -> None:
+    """The browser's device cookie (accounts.DEVICE_COOKIE): sent only with logins, never readable by scripts."""
+    response.set_cookie(accounts.DEVICE_COOKIE, value, max_age=settings.device_cookie_ttl_s, httponly=True,
+                        samesite="strict", secure=settings.cookie_secure, path="/")
+
+
 @router.post("/session", response_model=SessionOut, status_code=201)
 def login(body: LoginRequest, request: Request, response: Response, db: Db, settings: Settings) -> SessionOut:
+    device = request.cookies.get(accounts.DEVICE_COOKIE)
     account = accounts.authenticate(db, settings, username=body.username, password=body.password,
-                                    client_ip=client_ip(request))
+                                    client_ip=client_ip(request), device_cookie=device)
     opened = accounts.open_session(db, settings, account)
     response.set_cookie(settings.cookie_name, opened.token, max_age=settings.session_ttl_s, httponly=True,
                         samesite="strict", secure=settings.cookie_secure, path="/")
+    set_device_cookie(response, settings, accounts.trust_device(db, settings, account, device))
     return SessionOut(username=account.username, csrf_token=opened.csrf_token, expires_at=opened.expires_at)
 
 

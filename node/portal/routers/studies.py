@@ -3,10 +3,12 @@ password-sealed key, or by the patient's own wallet), rounds and how to check th
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from contracts.fhir_consent import export_consent
@@ -40,7 +42,7 @@ def _wallet_only(me: PatientRequest) -> None:
 # ---- one change, from signature to relay (shared with the pages) ----
 
 def password_change(me: PatientRequest, study_id: str, action: str, *, password: str, valid_until: int | None):
-    """Unlock the sealed key with the password, sign, hand the signature to the relay; returns (row, future)."""
+    """Unlock the sealed key with the password, sign, put the signed change in the outbox; returns its row."""
     settings, ledger, sid = me.settings, me.ledger, _sid(study_id)
     terms = studies.require_study(ledger, sid)
     if me.account.key_custody == "wallet":
@@ -57,13 +59,22 @@ def password_change(me: PatientRequest, study_id: str, action: str, *, password:
     return me.state.relayer.submit(me.db, me.account, study_id, signed)
 
 
-def _result(me: PatientRequest, study_id: str, row, future, response: Response) -> ConsentChangeResult:
-    """Wait up to relay_wait_s for the chain; 200 once recorded, 202 while still on its way, the reason if refused."""
+async def wait_for_ledger(me: PatientRequest, row, *, timeout_s: float) -> None:
+    """Wait up to `timeout_s` for the worker to record (or fail) the change, holding no thread, no database
+    connection and no chain call."""
+    finished = me.state.relayer.finished(row.id)
+    if finished is None or timeout_s <= 0:
+        return
     try:
-        future.result(timeout=me.settings.relay_wait_s)
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(finished)), timeout=timeout_s)
     except TimeoutError:
         pass
+
+
+def _result(me: PatientRequest, study_id: str, row, response: Response) -> ConsentChangeResult:
+    """200 once recorded, 202 while still on its way ("sent"), the reason if refused."""
     me.db.refresh(row)
+    me.db.commit()  # the connection goes back before the chain is asked
     if row.status == "failed":
         raise PortalError(row.reason or "the change was not recorded", status=row.failure_status or 409)
     if row.status == "sent":
@@ -71,6 +82,11 @@ def _result(me: PatientRequest, study_id: str, row, future, response: Response) 
     return ConsentChangeResult(
         study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id, status=row.status, block=row.block,
         consent=views.consent_out(studies.consent_state(me.ledger, me.pseudonym, _sid(study_id))))
+
+
+async def _answer(me: PatientRequest, study_id: str, row, response: Response) -> ConsentChangeResult:
+    await wait_for_ledger(me, row, timeout_s=me.settings.relay_wait_s)
+    return await run_in_threadpool(_result, me, study_id, row, response)
 
 
 # ---- reading ----
@@ -91,16 +107,16 @@ def get_study(study_id: StudyId, me: Me) -> StudyDetailOut:
 # ---- changing the consent with the password-sealed key ----
 
 @router.post("/{study_id}/grant", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-def grant(study_id: StudyId, body: GrantRequest, response: Response, me: Me) -> ConsentChangeResult:
+async def grant(study_id: StudyId, body: GrantRequest, response: Response, me: Me) -> ConsentChangeResult:
     until = views.seconds_of(body.valid_until) if body.valid_until is not None else None
-    row, future = password_change(me, study_id, "grant", password=body.password, valid_until=until)
-    return _result(me, study_id, row, future, response)
+    row = await run_in_threadpool(password_change, me, study_id, "grant", password=body.password, valid_until=until)
+    return await _answer(me, study_id, row, response)
 
 
 @router.post("/{study_id}/revoke", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-def revoke(study_id: StudyId, body: RevokeRequest, response: Response, me: Me) -> ConsentChangeResult:
-    row, future = password_change(me, study_id, "revoke", password=body.password, valid_until=None)
-    return _result(me, study_id, row, future, response)
+async def revoke(study_id: StudyId, body: RevokeRequest, response: Response, me: Me) -> ConsentChangeResult:
+    row = await run_in_threadpool(password_change, me, study_id, "revoke", password=body.password, valid_until=None)
+    return await _answer(me, study_id, row, response)
 
 
 # ---- changing the consent with the patient's wallet ----
@@ -128,7 +144,7 @@ def revoke_typed_data(study_id: StudyId, me: Me) -> TypedDataOut:
     return TypedDataOut(**studies.typed_data(me.ledger, "Revoke", message))
 
 
-def _relay_signed(me: PatientRequest, study_id: str, message: dict, signature: str) -> tuple:
+def _relay_signed(me: PatientRequest, study_id: str, message: dict, signature: str):
     _wallet_only(me)
     studies.require_study(me.ledger, _sid(study_id))
     signed: SignedGrant | SignedRevoke = studies.from_wallet(me.ledger, me.account.consent_address, message, signature,
@@ -137,20 +153,21 @@ def _relay_signed(me: PatientRequest, study_id: str, message: dict, signature: s
 
 
 @router.post("/{study_id}/grant/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-def grant_signed(study_id: StudyId, body: SignedGrantRequest, response: Response, me: Me) -> ConsentChangeResult:
+async def grant_signed(study_id: StudyId, body: SignedGrantRequest, response: Response, me: Me) -> ConsentChangeResult:
     """Relay a grant the patient's wallet signed; the signer must be the patient's consent key."""
     message = {"pseudonym": me.pseudonym, "studyId": _sid(study_id), "validFrom": body.valid_from,
                "validUntil": body.valid_until, "nonce": body.nonce, "deadline": body.deadline}
-    row, future = _relay_signed(me, study_id, message, body.signature)
-    return _result(me, study_id, row, future, response)
+    row = await run_in_threadpool(_relay_signed, me, study_id, message, body.signature)
+    return await _answer(me, study_id, row, response)
 
 
 @router.post("/{study_id}/revoke/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-def revoke_signed(study_id: StudyId, body: SignedRevokeRequest, response: Response, me: Me) -> ConsentChangeResult:
+async def revoke_signed(study_id: StudyId, body: SignedRevokeRequest, response: Response, me: Me
+                        ) -> ConsentChangeResult:
     """Relay a revocation the patient's wallet signed; the signer must be the patient's consent key."""
     message = {"pseudonym": me.pseudonym, "studyId": _sid(study_id), "nonce": body.nonce, "deadline": body.deadline}
-    row, future = _relay_signed(me, study_id, message, body.signature)
-    return _result(me, study_id, row, future, response)
+    row = await run_in_threadpool(_relay_signed, me, study_id, message, body.signature)
+    return await _answer(me, study_id, row, response)
 
 
 # ---- rounds and export ----

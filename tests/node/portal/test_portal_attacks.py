@@ -1,12 +1,13 @@
 """Attacks on the patient portal that issue 12 found: a huge unauthenticated login body (#5), wrong logins and
-an undeclared proxy stopping a patient from withdrawing (#3), a password change leaving other sessions alive
-(#11)."""
+an undeclared proxy stopping a patient from withdrawing (#3, also when logged out: device cookies), a password
+change leaving other sessions alive (#11)."""
 
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 
+DEVICE_COOKIE = "twinledger_device"
 from node.portal.app import create_app
 from tests.federation.test_web_attacks import MiB, Attacker, _post
 from tests.node.portal.test_portal import PASSWORD, Portal
@@ -103,3 +104,44 @@ def test_a_password_change_ends_the_patients_other_sessions(portal):
     assert changed.status_code == 200, changed.text
     assert other.get("/api/me").status_code == 401
     assert client.get("/api/me").status_code == 200  # the session that changed it stays
+
+
+def test_wrong_logins_for_a_username_never_lock_the_patient_out_of_a_browser_that_logged_in_before(portal):
+    """Issue 12 #3: logged out, a patient could be kept from logging in (and so from withdrawing) for 15 minutes
+    by anyone typing wrong passwords for their user name. A browser that logged in before holds a device cookie:
+    the lockout of untrusted clients does not reach it (OWASP's device cookies)."""
+    portal.enrol("alice", portal.records[0])
+    browser, csrf = portal.login("alice")
+    assert browser.delete("/api/session", headers=csrf).status_code == 200  # logged out, the device cookie stays
+    attacker = _from(portal, "203.0.113.66")
+    for _ in range(3 * portal.settings.max_failures_per_account):
+        assert attacker.post("/api/session", json={"username": "alice", "password": "not it"}).status_code in (401, 429)
+    # Untrusted clients are locked out, even with the right password (the attacker might have guessed it) ...
+    stranger = _from(portal, "198.51.100.7")
+    assert stranger.post("/api/session", json={"username": "alice", "password": PASSWORD["alice"]}).status_code == 429
+    # ... but the patient's own browser logs in and withdraws.
+    login = browser.post("/api/session", json={"username": "alice", "password": PASSWORD["alice"]})
+    assert login.status_code == 201, login.text
+    assert _revoke(portal, browser, {"X-CSRF-Token": login.json()["csrf_token"]}).status_code == 200
+    # The login page is the same door.
+    page = browser.get("/login").text
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    form = browser.post("/login", data={"username": "alice", "password": PASSWORD["alice"], "csrf_token": token},
+                        follow_redirects=False)
+    assert form.status_code == 303 and form.headers["location"] == "/studies"
+
+
+def test_a_device_cookie_gives_its_holder_only_a_few_guesses_and_a_forged_one_is_untrusted(portal):
+    portal.enrol("alice", portal.records[0])
+    browser, _ = portal.login("alice")
+    device = browser.cookies.get(DEVICE_COOKIE)
+    assert device
+    thief = _from(portal, "203.0.113.9")
+    thief.cookies.set(DEVICE_COOKIE, device)
+    for _ in range(portal.settings.max_failures_per_account):
+        assert thief.post("/api/session", json={"username": "alice", "password": "guess guess"}).status_code == 401
+    assert thief.post("/api/session", json={"username": "alice", "password": "guess guess"}).status_code == 429
+    # The stolen cookie is locked; untrusted clients were never counted, and a made-up cookie is untrusted.
+    forger = _from(portal, "203.0.113.10")
+    forger.cookies.set(DEVICE_COOKIE, "made-up-device-cookie")
+    assert forger.post("/api/session", json={"username": "alice", "password": PASSWORD["alice"]}).status_code == 201

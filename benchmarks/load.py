@@ -1,0 +1,396 @@
+"""Load benchmark: many patients changing consent at once through the real portal (its own process, on anvil),
+and the consent of up to 1,000,000 pseudonyms read at one pinned block as the node reads it.
+
+    twinledger bench load --json
+
+The portal part builds a hospital node home on a fresh anvil (deploy/consortium.py), opens `patients` portal
+accounts with portal-held keys (enrolled on chain in batches), grants half of them consent, starts
+`twinledger portal serve` as a process, logs every patient in, and then sends every patient's change at once
+(a grant for those without consent, a withdrawal for those with). It counts HTTP 5xx answers, changes lost
+(neither on chain at the end nor reported to the patient as failed), the time to the portal's answer
+("sent", durably queued) and to the change's recording block, and how many changes each transaction carried.
+The fault suite (tests/node/portal/test_portal_load.py) runs the same site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timezone
+from pathlib import Path
+
+import httpx
+from eth_utils import keccak
+from eth_account import Account
+from sqlmodel import select
+
+from contracts import ledger as lg
+from contracts.devchain.anvil import anvil_binary, rpc_answers
+from contracts.ledger.consent import OWN_CONSENT_BATCH, OWN_CONSENT_BITMAP_SELECTOR
+from deploy import processes
+from deploy.consortium import Consortium, chain_url
+from federation.ids import Pseudonym
+from node import admin
+from node.portal import security
+from node.portal.models import ConsentRelay, PortalAccount
+from node.store import Store
+
+DATA = Path(__file__).resolve().parent.parent / "deploy" / "data" / "heart-disease" / "processed.cleveland.data"
+PASSWORD = "a long enough password"
+DAY_S = 86400
+
+
+@dataclass
+class Patient:
+    username: str
+    record_number: str
+    pseudonym: str
+    key: str  # the consent key the portal sealed; kept here only to sign the set-up grants
+    granted_before: bool = False
+
+
+@dataclass
+class Site:
+    """A hospital node home on a chain, with its patients' portal accounts: what the portal process serves."""
+
+    home: Path
+    consortium: Consortium
+    hospital: lg.Ledger
+    study: str
+    patients: list[Patient]
+    store: Store
+    setup_s: float = 0.0
+    service: processes.Service | None = None
+    url: str = ""
+
+    def start_portal(self, *, relay_wait_s: float | None = None, log_path: Path | None = None) -> None:
+        """`twinledger portal serve` on a free port, plain HTTP (loopback), as its own process (portal.toml's
+        defaults, or `relay_wait_s`)."""
+        port = processes.free_port()
+        env = {**os.environ, "PYTHONPATH": str(processes.PROJECT_ROOT), "TWINLEDGER_PORTAL_COOKIE_SECURE": "false"}
+        if relay_wait_s is not None:
+            env["TWINLEDGER_PORTAL_RELAY_WAIT_S"] = str(relay_wait_s)
+        command = [sys.executable, "-m", "deploy.cli", "portal", "serve", "--home", str(self.home), "--port", str(port),
+                   "--insecure-http"]
+        self.service = processes.start("portal", command, log_path=log_path or self.home / "portal.log", env=env,
+                                       cwd=processes.PROJECT_ROOT)
+        self.url = f"http://127.0.0.1:{port}"
+        processes.wait_until(self.service, lambda: httpx.get(self.url + "/login", timeout=2).status_code == 200,
+                             timeout_s=60, what="the portal's login page")
+
+    def kill_portal(self) -> None:
+        """SIGKILL: the portal gets no chance to finish anything."""
+        os.killpg(self.service.process.pid, signal.SIGKILL)
+        self.service.process.wait(timeout=10)
+
+    def stop_portal(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+
+    def holds_consent(self, patient: Patient) -> bool:
+        return self.hospital.has_consent(Pseudonym.parse(patient.pseudonym), Pseudonym.parse(self.study))
+
+    def changes(self) -> list[ConsentRelay]:
+        with self.store.session() as session:
+            return list(session.exec(select(ConsentRelay)))
+
+
+def build_site(work: Path, *, rpc_url: str, patients: int, artifacts: dict | None = None) -> Site:
+    """A node home with `patients` portal accounts (portal-held keys), enrolled on chain; half hold consent."""
+    started = time.perf_counter()
+    consortium = Consortium.deploy(lg.connect(rpc_url), rpc_url=rpc_url, deployment_file=work / "deployment.json",
+                                   artifacts=artifacts, ether=100)
+    rows = DATA.read_text().splitlines()
+    records = work / "records.csv"
+    records.write_text("\n".join(rows[i % len(rows)] for i in range(patients)) + "\n")
+    node = consortium.add_node("Cleveland Clinic", work / "cleveland", records=[records])
+    study = consortium.propose_study(epsilon_budget=3.0, delta_exponent=5, rounds=5,
+                                     ends_at=int(time.time()) + 180 * DAY_S)
+    node.accept(study)
+    store = Store(node.settings.resolved_database_url)
+    people = [Patient(f"patient{i:04d}", number, node.patients.pseudonyms[number], "0x" + os.urandom(32).hex())
+              for i, number in enumerate(sorted(node.patients.pseudonyms))]
+
+    def account(patient: Patient) -> PortalAccount:  # what redeeming an enrolment code stores
+        salt, hashed = security.hash_password(PASSWORD)
+        key_salt, sealed = security.seal_key(bytes.fromhex(patient.key[2:]), PASSWORD, associated=patient.pseudonym)
+        return PortalAccount(username=patient.username, record_number=patient.record_number,
+                             pseudonym=patient.pseudonym, consent_address=Account.from_key(patient.key).address,
+                             password_salt=salt, password_hash=hashed, key_salt=key_salt, sealed_key=sealed)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # scrypt releases the GIL
+        opened = list(pool.map(account, people))
+    with store.session() as session:
+        session.add_all(opened)
+        session.commit()
+    admin.enrol_patients(node.settings, node.ledger,
+                         {p.record_number: Account.from_key(p.key).address for p in people})
+    far = int(time.time()) + 90 * DAY_S
+    grants = []
+    for patient in people[::2]:
+        patient.granted_before = True
+        grants.append(lg.sign_grant(patient.key, consortium.deployment, pseudonym=Pseudonym.parse(patient.pseudonym),
+                                    study_id=study, valid_from=0, valid_until=far, nonce=0,
+                                    deadline=int(time.time()) + 3600))
+    node.ledger.relay_grants(grants)
+    return Site(node.settings.home, consortium, node.ledger, str(study), people, store,
+                setup_s=time.perf_counter() - started)
+
+
+@dataclass
+class Outcome:
+    patient: Patient
+    action: str
+    status: int = 0
+    accept_s: float = 0.0
+    started_at: float = 0.0  # wall clock
+    change_id: int | None = None
+    detail: str = ""
+    final: dict = field(default_factory=dict)
+
+
+async def log_in(client: httpx.AsyncClient, patient: Patient, gate: asyncio.Semaphore) -> dict:
+    async with gate:
+        # Connection: close: the change is sent later on a fresh connection, not on one the server may have
+        # closed for idling meanwhile (uvicorn's keep-alive is 5 s; the client would see a read error).
+        answer = await client.post("/api/session", json={"username": patient.username, "password": PASSWORD},
+                                   headers={"Connection": "close"})
+    answer.raise_for_status()
+    return {"X-CSRF-Token": answer.json()["csrf_token"]}
+
+
+async def _change(client: httpx.AsyncClient, csrf: dict, outcome: Outcome, study: str, start: asyncio.Event) -> None:
+    await start.wait()
+    outcome.started_at = time.time()
+    began = time.perf_counter()
+    try:
+        answer = await client.post(f"/api/studies/{study}/{outcome.action}", json={"password": PASSWORD},
+                                   headers=csrf)
+    except httpx.HTTPError as exc:
+        outcome.status, outcome.detail = 599, f"{type(exc).__name__}: {exc}"
+        outcome.accept_s = time.perf_counter() - began
+        return
+    outcome.accept_s = time.perf_counter() - began
+    outcome.status = answer.status_code
+    body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+    outcome.change_id = body.get("change_id")
+    outcome.detail = body.get("detail", "") if answer.status_code >= 400 else body.get("status", "")
+
+
+async def _burst(site: Site, *, timeout_s: float) -> list[Outcome]:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    clients = [httpx.AsyncClient(base_url=site.url, timeout=timeout_s, limits=limits) for _ in site.patients]
+    try:
+        gate = asyncio.Semaphore(8)  # logging in is set-up, not the load under test
+        csrfs = await asyncio.gather(*(log_in(c, p, gate) for c, p in zip(clients, site.patients)))
+        outcomes = [Outcome(p, "revoke" if p.granted_before else "grant") for p in site.patients]
+        start = asyncio.Event()
+        tasks = [asyncio.create_task(_change(c, csrf, o, site.study, start))
+                 for c, csrf, o in zip(clients, csrfs, outcomes)]
+        await asyncio.sleep(0.2)
+        start.set()
+        await asyncio.gather(*tasks)
+        return outcomes
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+
+
+def change_all_at_once(site: Site, *, timeout_s: float = 120.0) -> list[Outcome]:
+    """Every patient logs in, then all send their change at the same moment (grant if without consent,
+    withdraw if with); returns each answer."""
+    return asyncio.run(_burst(site, timeout_s=timeout_s))
+
+
+def wait_until_settled(site: Site, *, timeout_s: float) -> list[ConsentRelay]:
+    """The portal's changes once none is on its way any more (or at the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = site.changes()
+        if all(r.status != "sent" for r in rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def lost_changes(site: Site, outcomes: list[Outcome], rows: list[ConsentRelay]) -> list[Outcome]:
+    """Changes the patient asked for that the chain does not show at the end, and that the patient was not
+    clearly told failed (a 4xx answer, or the change's status "failed" with a reason)."""
+    by_id = {r.id: r for r in rows}
+    lost = []
+    for outcome in outcomes:
+        wanted = outcome.action == "grant"
+        if site.holds_consent(outcome.patient) == wanted:
+            continue
+        told = 400 <= outcome.status < 500 or (outcome.change_id in by_id and by_id[outcome.change_id].status == "failed")
+        if not told:
+            lost.append(outcome)
+    return lost
+
+
+def summary(site: Site, outcomes: list[Outcome], rows: list[ConsentRelay]) -> dict:
+    recorded = [r for r in rows if r.status == "recorded"]
+    started = {o.change_id: o.started_at for o in outcomes if o.change_id is not None}
+    recorded_s = [r.finished_at.replace(tzinfo=timezone.utc).timestamp() - started[r.id]
+                  for r in recorded if r.id in started and r.finished_at is not None]
+    transactions = {r.tx_hash for r in recorded if r.tx_hash}
+    return {
+        "changes": len(outcomes),
+        "http_5xx": sum(1 for o in outcomes if o.status >= 500),
+        "http_4xx": sum(1 for o in outcomes if 400 <= o.status < 500),
+        "lost": len(lost_changes(site, outcomes, rows)),
+        "failed": sum(1 for r in rows if r.status == "failed"),
+        "accept_p95_s": round(percentile([o.accept_s for o in outcomes], 0.95), 3),
+        "recorded_p95_s": round(percentile(recorded_s, 0.95), 3),
+        "relayed_per_tx": round(len(recorded) / len(transactions), 2) if transactions else 0.0,
+    }
+
+
+def portal_load(*, patients: int = 500, work: Path | None = None, rpc_url: str | None = None) -> dict:
+    """`patients` consent changes sent at once through the portal process; the figures of `summary`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        work = work or Path(scratch)
+        with chain_url(rpc_url, log_path=work / "anvil.log") as url:
+            site = build_site(work, rpc_url=url, patients=patients)
+            site.start_portal(relay_wait_s=0)  # the API answers once the change is in the outbox: "sent"
+            try:
+                outcomes = change_all_at_once(site)
+                rows = wait_until_settled(site, timeout_s=300)
+            finally:
+                site.stop_portal()
+            return {**summary(site, outcomes, rows), "portal_setup_s": round(site.setup_s, 1)}
+
+
+
+
+
+# ---- the consent of up to 1,000,000 pseudonyms at one pinned block ----
+
+# Set-up only: one enrol transaction per 5,000 patients, on an anvil with a 2e9 block gas limit that keeps the
+# state of the last 64 blocks only (with full history its memory grew by about 125 MB per such block: 12 GB at
+# 700,000 patients). The read is at the newest block, which it keeps.
+ENROL_PER_TX = 5000
+
+
+ENROL_SELECTOR = keccak(text="enrol(bytes32[],address[])")[:4]
+COMMIT_SELECTOR = keccak(text="commitEnrolment(bytes32)")[:4]
+
+
+def _word(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address[2:])
+
+
+def _arrays(pseudonyms: list[bytes], keys: list[str], *, head_words: int = 0) -> bytes:
+    """abi.encode(bytes32[], address[]) after `head_words` static words, by hand: eth_abi checks and checksums
+    every address in Python (seconds per 5,000), which would make the set-up, not the chain, the slow part."""
+    n = len(pseudonyms)
+    first = 32 * (head_words + 2)
+    head = first.to_bytes(32, "big") + (first + 32 + 32 * n).to_bytes(32, "big")
+    return (head + n.to_bytes(32, "big") + b"".join(pseudonyms) + n.to_bytes(32, "big")
+            + b"".join(_word(k) for k in keys))
+
+
+def _send_data(ledger: lg.Ledger, data: bytes, key: str, *, gas: int) -> dict:
+    """One set-up transaction with a known gas limit (no estimate: its batches are far above the default cap)."""
+    w3 = ledger.w3
+    tx = {"from": ledger.address, "to": ledger.consent.address, "data": data, "gas": gas, "value": 0,
+          "chainId": ledger.deployment.chain_id, "nonce": w3.eth.get_transaction_count(ledger.address, "pending"),
+          "gasPrice": w3.eth.gas_price}
+    tx_hash = w3.eth.send_raw_transaction(Account.sign_transaction(tx, key).raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=600)
+    if receipt["status"] != 1:
+        raise RuntimeError(f"set-up transaction {tx_hash.hex()} reverted")
+    return receipt
+
+
+def _own_call(study: bytes, hospital: str, pseudonyms: list[bytes], keys: list[str]) -> bytes:
+    """abi.encode(bytes32 studyId, address hospital, bytes32[], address[]): consentBitmapFor's arguments."""
+    return bytes(study) + _word(hospital) + _arrays(pseudonyms, keys, head_words=2)
+
+
+def consent_read(*, points: tuple[int, ...] = (10_000, 100_000, 1_000_000), granted: int = 1000,
+                 work: Path | None = None) -> dict:
+    """Enrol max(points) pseudonyms on a fresh anvil in batches of ENROL_PER_TX (`granted` of them consent,
+    signed and relayed in the ledger client's batches), pin one block, and time the hospital's own consent read
+    (`Ledger.consents` with the hospital and keys: consentBitmapFor, OWN_CONSENT_BATCH pseudonyms per eth_call,
+    the node's consent gate's call) for the first n pseudonyms, for each n of `points`."""
+    total = max(points)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = work or Path(scratch)
+        port = processes.free_port()
+        anvil = processes.start("anvil", [anvil_binary(), "--port", str(port), "--accounts", "2",
+                                          "--gas-limit", "2000000000", "--prune-history", "64"],
+                                log_path=work / "anvil.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            processes.wait_until(anvil, lambda: rpc_answers(url), timeout_s=30, what=f"JSON-RPC on {url}")
+            started = time.perf_counter()
+            consortium = Consortium.deploy(lg.connect(url, timeout_s=600), rpc_url=url)
+            key = "0x" + os.urandom(32).hex()
+            lg.fund_from_dev_account(consortium.w3, Account.from_key(key).address, ether=1000)
+            consortium.operator.register_hospital(Account.from_key(key).address, os.urandom(32))
+            hospital = lg.Ledger(consortium.w3, consortium.deployment, account_key=key, receipt_timeout_s=600)
+            study = consortium.propose_study(ends_at=int(time.time()) + 365 * DAY_S)
+            hospital.accept_study(study)
+            pseudonyms = [Pseudonym(os.urandom(32)) for _ in range(total)]
+            patient_keys = ["0x" + os.urandom(32).hex() for _ in range(granted)]
+            keys = [Account.from_key(k).address for k in patient_keys]
+            keys += [Account.from_key(os.urandom(32)).address] * (total - granted)  # one key may serve many
+            batches = [(pseudonyms[i:i + ENROL_PER_TX], keys[i:i + ENROL_PER_TX]) for i in range(0, total, ENROL_PER_TX)]
+            for batch in batches:
+                commitment = keccak(_word(hospital.address) + _arrays(*batch, head_words=1))
+                _send_data(hospital, COMMIT_SELECTOR + commitment, key, gas=200_000)
+            for batch in batches:
+                _send_data(hospital, ENROL_SELECTOR + _arrays(*batch), key, gas=60_000 * len(batch[0]) + 1_000_000)
+            enrolled_s = time.perf_counter() - started
+            far = int(time.time()) + 300 * DAY_S
+            hospital.relay_grants([
+                lg.sign_grant(k, consortium.deployment, pseudonym=pseudonyms[i], study_id=study, valid_from=0,
+                              valid_until=far, nonce=0, deadline=far) for i, k in enumerate(patient_keys)])
+            setup_s = time.perf_counter() - started
+            block = hospital.block_number()
+            figures: dict = {}
+            for n in sorted(points):
+                began = time.perf_counter()
+                answer = hospital.consents(study, pseudonyms[:n], block=block, hospital=hospital.address,
+                                           keys=keys[:n])
+                figures[n] = time.perf_counter() - began
+                if n == total:  # the same eth_calls with the calldata encoded by hand: what is the chain's share
+                    began = time.perf_counter()
+                    for start in range(0, n, OWN_CONSENT_BATCH):
+                        data = OWN_CONSENT_BITMAP_SELECTOR + _own_call(
+                            study, hospital.address, pseudonyms[start:start + OWN_CONSENT_BATCH],
+                            keys[start:start + OWN_CONSENT_BATCH])
+                        hospital.w3.eth.call({"to": hospital.consent.address, "data": data}, block)
+                    calls_only_s = time.perf_counter() - began
+                if sum(answer) != min(n, granted):
+                    raise RuntimeError(f"the consent read of {n} pseudonyms found {sum(answer)} consenting, "
+                                       f"expected {min(n, granted)}")
+        finally:
+            anvil.stop()
+    label = {10_000: "10k", 100_000: "100k", 1_000_000: "1m"}
+    return {
+        **{f"consent_read_{label.get(n, n)}_s": round(seconds, 3) for n, seconds in figures.items()},
+        "consent_read_per_100k_s": {label.get(n, str(n)): round(seconds / n * 100_000, 3)
+                                    for n, seconds in figures.items()},
+        f"consent_read_{label.get(total, total)}_calls_only_s": round(calls_only_s, 3),
+        "consent_read_setup_s": round(setup_s, 1),
+        "consent_read_enrol_s": round(enrolled_s, 1),
+        "consent_read_pseudonyms_per_call": OWN_CONSENT_BATCH,
+    }
+
+
+def bench_load(*, patients: int = 500) -> dict:
+    """`twinledger bench load`: the portal under `patients` changes at once, then the 10k/100k/1M consent reads."""
+    return {**portal_load(patients=patients), **consent_read()}

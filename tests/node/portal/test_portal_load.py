@@ -1,0 +1,82 @@
+"""Fault suite, the portal under load (issue 15 #6): many patients changing consent at once through the real
+portal process (`twinledger portal serve`) on anvil, and the portal killed while changes are on their way.
+
+Every change is answered without a 5xx, none is lost, each withdrawal is recorded on chain, and the patient
+can follow each change from "sent" to "recorded at block N"."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import httpx
+import pytest
+
+from benchmarks.load import build_site, change_all_at_once, log_in, lost_changes, summary, wait_until_settled
+
+pytestmark = [pytest.mark.slow]
+
+PATIENTS = int(os.environ.get("TWINLEDGER_LOAD_PATIENTS", "100"))
+
+
+@pytest.fixture
+def site(artifacts, anvil_url, tmp_path):
+    site = build_site(tmp_path, rpc_url=anvil_url, patients=PATIENTS, artifacts=artifacts)
+    yield site
+    site.stop_portal()
+
+
+def follow_up(site, outcomes) -> None:
+    """Each patient asks the portal once what became of the change (what the page shows)."""
+    async def ask(outcome, gate: asyncio.Semaphore) -> None:
+        if outcome.change_id is None:
+            return
+        async with gate, httpx.AsyncClient(base_url=site.url, timeout=60) as client:
+            await log_in(client, outcome.patient, asyncio.Semaphore(1))
+            answer = await client.get(f"/api/changes/{outcome.change_id}")
+            outcome.final = answer.json() | {"http_status": answer.status_code}
+
+    async def everyone() -> None:
+        gate = asyncio.Semaphore(8)
+        await asyncio.gather(*(ask(o, gate) for o in outcomes))
+
+    asyncio.run(everyone())
+
+
+def _check(site, outcomes, rows):
+    figures = summary(site, outcomes, rows)
+    failures = [(o.patient.username, o.action, o.status, o.detail) for o in outcomes if o.status >= 500]
+    assert figures["http_5xx"] == 0, failures[:5]
+    lost = [(o.patient.username, o.action, o.status, o.detail) for o in lost_changes(site, outcomes, rows)]
+    assert not lost, lost[:5]
+    # Nothing failed here (the chain is up and every signature is fresh): every change is on chain.
+    assert figures["failed"] == 0, [(r.id, r.action, r.reason) for r in rows if r.status == "failed"][:5]
+    for outcome in outcomes:
+        assert site.holds_consent(outcome.patient) == (outcome.action == "grant"), outcome.patient.username
+    return figures
+
+
+def test_patients_changing_consent_at_once_get_no_5xx_and_lose_no_change(site):
+    site.start_portal()
+    outcomes = change_all_at_once(site)
+    assert all(o.status in (200, 202) for o in outcomes), {(o.status, o.detail) for o in outcomes}
+    rows = wait_until_settled(site, timeout_s=180)
+    figures = _check(site, outcomes, rows)
+    assert figures["relayed_per_tx"] > 1  # grants go out in batches
+    follow_up(site, outcomes)
+    for outcome in outcomes:
+        final = outcome.final
+        assert final["status"] == "recorded" and final["on_chain"] is True, final
+        assert f"block {final['block']}" in final["explanation"]
+
+
+def test_a_portal_killed_with_changes_on_their_way_relays_them_after_its_restart(site):
+    site.start_portal(relay_wait_s=0)  # every answer is "sent": the change is in the outbox, not yet on chain
+    outcomes = change_all_at_once(site)
+    assert all(o.status in (200, 202) for o in outcomes), {(o.status, o.detail) for o in outcomes}
+    site.kill_portal()  # at once: most changes are still in the outbox
+    pending = [r for r in site.changes() if r.status == "sent"]
+    site.start_portal()
+    rows = wait_until_settled(site, timeout_s=180)
+    _check(site, outcomes, rows)
+    assert pending, "the portal recorded everything before it was killed: nothing was left to resume"
