@@ -51,7 +51,7 @@ def _print_demo_summary(report, report_path: Path) -> None:
     accuracy = report.rounds[-1].value("accuracy") if report.rounds else None
     print()
     print(f"Demo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, "
-          f"final accuracy {accuracy}, audit violations {report.audit['violations']}.")
+          f"final accuracy {accuracy} (the nodes' noisy DP release), audit violations {report.audit['violations']}.")
     for hospital in report.hospitals:
         spent = "inf" if hospital.epsilon_spent is None else f"{hospital.epsilon_spent:.2f}"
         print(f"  {hospital.name:<12} patients {hospital.patients:>4}  consented {hospital.consented}  "

@@ -249,7 +249,7 @@ def _watch_run(
                 break
             reported += 1
             accuracy = record.value("accuracy")
-            log.info("round %d of %d done: pinned block %s, accuracy %s, patients used %s%s", record.round,
+            log.info("round %d of %d done: pinned block %s, accuracy %s (noisy DP release), patients used %s%s", record.round,
                      options.rounds, record.block, "n/a" if accuracy is None else f"{accuracy:.3f}", record.used,
                      f", refused: {sorted(record.errors)}" if record.errors else "")
         if (state and state.status in ("finished", "failed")) or not run.alive():

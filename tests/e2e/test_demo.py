@@ -74,9 +74,23 @@ def test_epsilon_never_exceeds_the_budget(demo):
 
 
 def test_global_model_beats_a_constant_predictor(demo):
-    report, _, _ = demo
-    final = report["rounds"][-1]
-    assert final["accuracy"] > report["baseline"]["constant_predictor_accuracy"]
+    """On the model itself: the accuracy the report shows per round is the nodes' noisy evaluation release (issue
+    13: one charged release per round, inside the study's epsilon), which at the demo's budget tells little about
+    one model. So the run's final model is evaluated here on FLamby's public test split, as the nodes normalise."""
+    import numpy as np
+    import torch
+
+    from benchmarks.flamby import evaluate_model, load_hospital_data, pooled_set
+    from federation.tasks.heart_disease import HeartDiseaseTask
+
+    report, _, options = demo
+    model_file = next(options.workdir.glob("coordinator/runs/*/model.pt"))
+    data = load_hospital_data()
+    result = evaluate_model(torch.load(model_file), data, normaliser=HeartDiseaseTask().normaliser(None))
+    _, test_y = pooled_set(data, "test")
+    constant = max(float(np.mean(test_y > 0.5)), 1 - float(np.mean(test_y > 0.5)))
+    assert result["pooled_accuracy"] > constant
+    assert report["rounds"][-1]["accuracy"] is not None  # the noisy release is still reported
 
 
 def test_a_hospital_without_its_chain_uses_nothing_and_the_others_go_on(demo):
