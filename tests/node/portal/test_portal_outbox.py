@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 from sqlmodel import select
@@ -24,7 +23,7 @@ from tests.node.portal.test_portal import PASSWORD, Portal
 @pytest.fixture
 def portal(chain, tmp_path):
     portal = Portal(chain, tmp_path / "node")
-    portal.app = create_app(replace(portal.settings, relay_wait_s=0), ledger=chain.hospital)  # answers "sent" at once
+    portal.app = create_app(portal.settings.replace(relay_wait_s=0), ledger=chain.hospital)  # answers "sent" at once
     return portal
 
 
