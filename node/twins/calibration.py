@@ -252,6 +252,21 @@ MEAL_PLAN = ((7 * 60, 30, 40, 70, 1.0), (12 * 60 + 30, 30, 50, 90, 1.0), (16 * 6
              (19 * 60, 45, 50, 100, 1.0))
 
 
+def sample_meals(days: int, rng: np.random.Generator, *,
+                 carb_count_error_sd: float = 0.15) -> list[tuple[int, float, float]]:
+    """Meals of MEAL_PLAN over `days` days with jittered times and sizes: (minute, grams eaten, grams as the
+    patient counted them, with a relative carb-counting error of sd `carb_count_error_sd`)."""
+    meals = []
+    for day in range(days):
+        for time_min, spread_min, low_g, high_g, probability in MEAL_PLAN:
+            if rng.random() > probability:
+                continue
+            start = day * DAY_MIN + time_min + int(rng.integers(-spread_min, spread_min + 1))
+            grams = float(round(rng.uniform(low_g, high_g)))
+            meals.append((start, grams, grams * max(0.3, 1 + carb_count_error_sd * rng.standard_normal())))
+    return meals
+
+
 def virtual_patient_record(name: str, **options) -> tuple[DiabetesRecord, PatientParameters]:
     """(record, true parameters) of `virtual_patient`."""
     record, truth, _ = virtual_patient(name, **options)
@@ -275,15 +290,9 @@ def virtual_patient(name: str, *, days: int = 4, seed: int = 0, sensor: str = "G
     pump = InsulinPump.load("Insulet")
     carbs_g = np.zeros(minutes)
     bolus_u = np.zeros(minutes)
-    for day in range(days):
-        for time_min, spread_min, low_g, high_g, probability in MEAL_PLAN:
-            if rng.random() > probability:
-                continue
-            start = day * DAY_MIN + time_min + int(rng.integers(-spread_min, spread_min + 1))
-            grams = float(round(rng.uniform(low_g, high_g)))
-            carbs_g[start] += grams
-            estimate = grams * max(0.3, 1 + carb_count_error_sd * rng.standard_normal())
-            bolus_u[start] += float(pump.bolus_u(estimate / patient.carb_ratio_g_per_u))
+    for start, grams, counted in sample_meals(days, rng, carb_count_error_sd=carb_count_error_sd):
+        carbs_g[start] += grams
+        bolus_u[start] += float(pump.bolus_u(counted / patient.carb_ratio_g_per_u))
     basal = float(pump.basal_u_per_h(patient.basal_rate_u_per_h))
     cohort = Cohort.of([patient])
     rate = np.where(carbs_g > 0, eating_rate_g_per_min, np.nan)

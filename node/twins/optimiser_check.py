@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from node.twins.calibration import MEAL_PLAN
+from node.twins.calibration import sample_meals
 from node.twins.devices import InsulinPump
 from node.twins.optimiser import TherapySettings, dose_and_simulate, optimise_many, range_times
 from node.twins.parameters import PatientParameters
@@ -36,14 +36,9 @@ def default_therapy(truth: PatientParameters, pump: InsulinPump | None = None) -
 def held_out_meals(days: int, rng: np.random.Generator, *, carb_count_error_sd: float = 0.15):
     """(carbs eaten, carbs as counted), g at each meal's first minute, over `days` days of MEAL_PLAN."""
     eaten, counted = np.zeros(days * DAY_MIN), np.zeros(days * DAY_MIN)
-    for day in range(days):
-        for time_min, spread_min, low_g, high_g, probability in MEAL_PLAN:
-            if rng.random() > probability:
-                continue
-            start = day * DAY_MIN + time_min + int(rng.integers(-spread_min, spread_min + 1))
-            grams = float(round(rng.uniform(low_g, high_g)))
-            eaten[start] += grams
-            counted[start] += grams * max(0.3, 1 + carb_count_error_sd * rng.standard_normal())
+    for start, grams, estimate in sample_meals(days, rng, carb_count_error_sd=carb_count_error_sd):
+        eaten[start] += grams
+        counted[start] += estimate
     return eaten, counted
 
 
