@@ -109,7 +109,10 @@ def test_evaluates_rmse_on_consented_test_patients_without_reading_training_pati
     task = GlucoseForecastTask()
     model = task.build_model()
     model.load_state_dict(fresh_state())
-    record = hospital.node._admit(hospital.config(2), "test")[3].records[0]
+    config = hospital.config(2)
+    _, _, gate = hospital.node._check(config)
+    test = gate.consented(config.study_id, config.block, cohort="test")
+    record = gate.open_records(config.study_id, config.block, test, fields=task.fields).records[0]
     exact = HospitalNode._clipped_sums(task, model, [record], *task.normaliser(None))
     metrics = task.summarise(add_sums([exact]))
     # The untrained (zero) model is last value carried forward: the same RMSE as the baseline.
