@@ -3,13 +3,11 @@ and the consent of up to 1,000,000 pseudonyms read at one pinned block as the no
 
     twinledger bench load --json
 
-The portal part builds a hospital node home on a fresh anvil (deploy/consortium.py), opens `patients` portal
-accounts with portal-held keys (enrolled on chain in batches), grants half of them consent, starts
-`twinledger portal serve` as a process, logs every patient in, and then sends every patient's change at once
-(a grant for those without consent, a withdrawal for those with). It counts HTTP 5xx answers, changes lost
-(neither on chain at the end nor reported to the patient as failed), the time to the portal's answer
-("sent", durably queued) and to the change's recording block, and how many changes each transaction carried.
-The fault suite (tests/node/portal/test_portal_load.py) runs the same site.
+The portal part builds a hospital node home on a fresh anvil, opens `patients` portal accounts with portal-held
+keys (enrolled in batches), grants half of them consent, starts `twinledger portal serve` as a process, logs every
+patient in, then sends every patient's change at once (grant without consent, withdraw with). It counts HTTP 5xx,
+changes lost (neither on chain nor reported as failed), the time to "sent" (durably queued) and to the recording
+block, and changes per transaction. The fault suite (tests/node/portal/test_portal_load.py) runs the same site.
 """
 
 from __future__ import annotations
@@ -131,13 +129,14 @@ def build_site(work: Path, *, rpc_url: str, patients: int, artifacts: dict | Non
         session.commit()
     admin.enrol_patients(node.settings, node.ledger,
                          {p.record_number: Account.from_key(p.key).address for p in people})
-    far = int(time.time()) + 90 * DAY_S
+    now = max(int(time.time()), int(node.ledger.w3.eth.get_block("latest")["timestamp"]))
+    far = now + 90 * DAY_S
     grants = []
     for patient in people[::2]:
         patient.granted_before = True
         grants.append(lg.sign_grant(patient.key, consortium.deployment, pseudonym=Pseudonym.parse(patient.pseudonym),
                                     study_id=study, valid_from=0, valid_until=far, nonce=0,
-                                    deadline=int(time.time()) + 3600))
+                                    deadline=now + 3600))
     node.ledger.relay_grants(grants)
     return Site(node.settings.home, consortium, node.ledger, str(study), people, store,
                 setup_s=time.perf_counter() - started)
@@ -204,7 +203,13 @@ async def _burst(site: Site, *, timeout_s: float) -> list[Outcome]:
 def change_all_at_once(site: Site, *, timeout_s: float = 120.0) -> list[Outcome]:
     """Every patient logs in, then all send their change at the same moment (grant if without consent,
     withdraw if with); returns each answer."""
-    return asyncio.run(_burst(site, timeout_s=timeout_s))
+    return run_in_own_loop(_burst(site, timeout_s=timeout_s))
+
+
+def run_in_own_loop(coroutine):
+    """asyncio.run in a thread of its own: the caller's may run a loop already (Playwright's sync API does)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def wait_until_settled(site: Site, *, timeout_s: float) -> list[ConsentRelay]:
@@ -218,9 +223,7 @@ def wait_until_settled(site: Site, *, timeout_s: float) -> list[ConsentRelay]:
 
 
 def percentile(values: list[float], share: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
+    ordered = sorted(values) or [0.0]
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 

@@ -12,15 +12,21 @@ import os
 import httpx
 import pytest
 
-from benchmarks.load import build_site, change_all_at_once, log_in, lost_changes, summary, wait_until_settled
+from benchmarks.load import (build_site, change_all_at_once, log_in, lost_changes, run_in_own_loop, summary,
+                             wait_until_settled)
+from node.portal import security as portal_security
 
 pytestmark = [pytest.mark.slow]
 
+PRODUCTION_SCRYPT_N = 2**14  # node/portal/security.py's
 PATIENTS = int(os.environ.get("TWINLEDGER_LOAD_PATIENTS", "100"))
 
 
 @pytest.fixture
-def site(artifacts, anvil_url, tmp_path):
+def site(artifacts, anvil_url, tmp_path, monkeypatch):
+    # The accounts are hashed here and checked by a real portal process, which uses the production scrypt cost:
+    # not the cheap one tests/conftest.py sets for in-process tests.
+    monkeypatch.setattr(portal_security, "SCRYPT_N", PRODUCTION_SCRYPT_N)
     site = build_site(tmp_path, rpc_url=anvil_url, patients=PATIENTS, artifacts=artifacts)
     yield site
     site.stop_portal()
@@ -40,7 +46,7 @@ def follow_up(site, outcomes) -> None:
         gate = asyncio.Semaphore(8)
         await asyncio.gather(*(ask(o, gate) for o in outcomes))
 
-    asyncio.run(everyone())
+    run_in_own_loop(everyone())
 
 
 def _check(site, outcomes, rows):
