@@ -29,7 +29,7 @@ from eth_account import Account
 from sqlmodel import select
 
 from contracts import ledger as lg
-from contracts.devchain.anvil import anvil_binary, rpc_answers
+from contracts.devchain.anvil import start_anvil
 from contracts.ledger.consent import OWN_CONSENT_BATCH, OWN_CONSENT_BITMAP_SELECTOR
 from deploy import processes
 from deploy.consortium import Consortium, chain_url
@@ -332,12 +332,9 @@ def consent_read(*, points: tuple[int, ...] = (10_000, 100_000, 1_000_000), gran
     with tempfile.TemporaryDirectory() as scratch:
         work = work or Path(scratch)
         port = processes.free_port()
-        anvil = processes.start("anvil", [anvil_binary(), "--port", str(port), "--accounts", "2",
-                                          "--gas-limit", "2000000000", "--prune-history", "64"],
-                                log_path=work / "anvil.log")
-        url = f"http://127.0.0.1:{port}"
+        anvil, url = start_anvil(port=port, log_path=work / "anvil.log",
+                                 extra_args=("--gas-limit", "2000000000", "--prune-history", "64"))
         try:
-            processes.wait_until(anvil, lambda: rpc_answers(url), timeout_s=30, what=f"JSON-RPC on {url}")
             started = time.perf_counter()
             consortium = Consortium.deploy(lg.connect(url, timeout_s=600), rpc_url=url)
             key = "0x" + os.urandom(32).hex()

@@ -29,15 +29,18 @@ def rpc_answers(url: str) -> bool:
 
 
 def start_anvil(*, port: int, log_path: Path, chain_id: int = 31337, host: str = "127.0.0.1",
-                state_file: Path | None = None, state_interval_s: int = 1) -> tuple[Service, str]:
+                state_file: Path | None = None, state_interval_s: int = 1,
+                extra_args: tuple[str, ...] = ()) -> tuple[Service, str]:
     """A local development chain listening on `host` (loopback by default); returns the service and its JSON-RPC URL.
 
     With `state_file` the chain is durable: anvil starts from the file when it exists and dumps its state there
     every `state_interval_s` seconds, and a keeper (contracts/devchain/state.py) copies each complete dump aside,
-    so a crash loses at most the last two intervals. Without it the chain lives in memory only.
+    so a crash loses at most the last two intervals. Without it the chain lives in memory only. `extra_args` go to
+    anvil as they are (a benchmark's gas limit, for example).
     """
     url = f"http://{reachable_host(host)}:{port}"
-    command = [anvil_binary(), "--host", host, "--port", str(port), "--chain-id", str(chain_id), "--accounts", "2"]
+    command = [anvil_binary(), "--host", host, "--port", str(port), "--chain-id", str(chain_id), "--accounts", "2",
+               *extra_args]
     if state_file is not None:
         state_file = Path(state_file).resolve()
         state_file.parent.mkdir(parents=True, exist_ok=True)

@@ -9,16 +9,9 @@ import pytest
 
 from contracts import ledger as lg
 from contracts.audit import audit_study
-from tests.faults.chain import DurableChain, record_a_round
+from tests.faults.chain import record_a_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def durable(tmp_path):
-    chain = DurableChain(tmp_path)
-    yield chain
-    chain.stop()
 
 
 def test_a_killed_chain_restarts_from_its_state_file_with_contracts_consents_and_anchors(durable, artifacts):

@@ -15,16 +15,9 @@ from federation.ids import StudyId
 from node import admin
 from node.consent_gate import Refusal
 from node.service import HospitalNode
-from tests.faults.chain import DurableChain, record_a_round
+from tests.faults.chain import record_a_round
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def durable(tmp_path):
-    chain = DurableChain(tmp_path)
-    yield chain
-    chain.stop()
 
 
 def test_every_component_refuses_a_chain_restarted_without_its_state(durable, artifacts, tmp_path, capsys):
