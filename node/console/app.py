@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from contracts.ledger import Ledger
 from federation.web.app import create_web_app
 from node.console.deps import ConsoleState
+from node.console.health import readiness
 from node.console.routers import actions, enrolment, health, pages, patients, session, studies
 from node.console.settings import ConsoleSettings
 from node.console.twins import pages_router as twin_pages
@@ -29,7 +30,8 @@ def create_app(settings: ConsoleSettings, *, ledger: Ledger | None = None,
     app = create_web_app(f"TwinLedger node console ({settings.node.hospital})", static_dir=STATIC,
                          error_page=pages.error_page, chain_name="the consent ledger",
                          body_limits={"/api/imports": settings.max_upload_bytes},
-                         trusted_proxies=settings.trusted_proxies)
+                         trusted_proxies=settings.trusted_proxies,
+                         readiness=lambda: readiness(app.state.console))
     app.state.console = ConsoleState(settings, ledger=ledger)
     for router in [*API_ROUTERS, twins_api(app.state.console), *routers, twin_pages, pages.router]:
         app.include_router(router)

@@ -1,14 +1,15 @@
-"""The node's health: chain, SuperLink, database, key files, last round. Each check answers within its timeout."""
+"""The node's health: chain, SuperLink, database, key files, last round. Each check answers within its timeout.
+`node_health` is the console's health page (/api/health, staff only); `readiness` is what /readyz checks
+(federation/web/probes.py, no login): the same checks, and the database must also accept a write."""
 
 from __future__ import annotations
 
-import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlmodel import func, select
 
 from contracts.ledger import LedgerError, connect
+from federation.web import probes
 from node.console.deps import ConsoleState
 from node.console.schemas import ChainCheck, Check, HealthOut, LastRound, SuperLinkCheck
 from node.store import Patient, RoundUsage
@@ -25,14 +26,16 @@ def check_chain(state: ConsoleState) -> ChainCheck:
             return ChainCheck(ok=False, rpc_url=node.rpc_url, latest_block=latest, hospital_account=account,
                               detail="the chain answers, but node.toml names no deployment file: the node refuses "
                                      "every round")
-        latest = state.ledger().block_number()
+        ledger = state.ledger()
+        ledger.verify_chain()  # the chain still holds the deployment's contracts (ChainReset otherwise)
+        latest = ledger.block_number()
     except LedgerError as exc:
         return ChainCheck(ok=False, rpc_url=node.rpc_url, hospital_account=account, detail=str(exc))
     except Exception as exc:  # noqa: BLE001 - a health check reports, it does not fail
         return ChainCheck(ok=False, rpc_url=node.rpc_url, hospital_account=account,
                           detail=f"the chain did not answer ({type(exc).__name__})")
     return ChainCheck(ok=True, rpc_url=node.rpc_url, latest_block=latest, hospital_account=account,
-                      detail="the chain answers")
+                      detail="the chain answers and holds the contracts")
 
 
 def _hospital_account(state: ConsoleState) -> str | None:
@@ -48,34 +51,16 @@ def check_superlink(state: ConsoleState) -> SuperLinkCheck:
         return SuperLinkCheck(ok=False, address="", detail="no SuperLink address configured (console.toml superlink, "
                                                            "TWINLEDGER_SUPERLINK or --superlink)")
     host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
         return SuperLinkCheck(ok=False, address=address, detail="the SuperLink address is not host:port")
-    try:
-        with socket.create_connection((host, int(port)), timeout=state.settings.health_timeout_s):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        return SuperLinkCheck(ok=False, address=address, detail=f"no TCP connection to {address}: {reason}")
-    return SuperLinkCheck(ok=True, address=address, detail=f"{address} accepts TCP connections")
+    found = probes.reachable(address, timeout_s=state.settings.health_timeout_s)
+    return SuperLinkCheck(ok=found.ok, address=address, detail=found.detail)
 
 
 def check_keys(state: ConsoleState) -> Check:
-    problems = []
-    for label, path in (("data key", state.settings.node.data_key_file),
-                        ("hospital key", state.settings.node.hospital_key_file)):
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            problems.append(f"{label} {path} is missing")
-            continue
-        if mode & 0o077:
-            problems.append(f"{label} {path} is readable by others (mode {mode:o}): chmod 600 it")
-        elif not os.access(path, os.R_OK):
-            problems.append(f"{label} {path} cannot be read by this process")
-    if problems:
-        return Check(ok=False, detail="; ".join(problems))
-    return Check(ok=True, detail="data key and hospital key present, owner-only")
+    node = state.settings.node
+    found = probes.key_files({"data key": node.data_key_file, "hospital key": node.hospital_key_file})
+    return Check(ok=found.ok, detail=found.detail)
 
 
 def check_database(state: ConsoleState) -> tuple[Check, int, LastRound | None]:
@@ -109,3 +94,22 @@ def node_health(state: ConsoleState) -> HealthOut:
         chain=chain_check, superlink=superlink_check, database=database, keys=keys, patients=patients,
         last_round=last,
     )
+
+
+def readiness(state: ConsoleState) -> probes.Checks:
+    """/readyz's checks: the chain (with the contracts), the SuperLink, the database (read and write), the keys."""
+
+    def database() -> probes.Check:
+        read = check_database(state)[0]
+        return probes.database_writable(state.store.engine) if read.ok else probes.Check(False, read.detail)
+
+    return {
+        "chain": lambda: _plain(check_chain(state)),
+        "superlink": lambda: _plain(check_superlink(state)),
+        "database": database,
+        "keys": lambda: _plain(check_keys(state)),
+    }
+
+
+def _plain(check: Check) -> probes.Check:
+    return probes.Check(check.ok, check.detail)

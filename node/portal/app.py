@@ -12,13 +12,16 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from sqlmodel import func, select
 
 from contracts.ledger import Ledger
-from federation.web import SECURITY_HEADERS
+from federation import metrics
+from federation.web import SECURITY_HEADERS, probes
 from federation.web.app import create_web_app
 from federation.web.errors import WebError
 from node.portal.accounts import PortalError
 from node.portal.deps import PortalState
+from node.portal.models import ConsentRelay
 from node.portal.routers import changes, enrolment, pages, session, staff, studies
 from node.portal.settings import PortalSettings
 
@@ -32,7 +35,9 @@ def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> Fas
     app = create_web_app(f"TwinLedger patient portal ({settings.node.hospital})", static_dir=STATIC,
                          error_page=lambda request, message, status: pages.error_page(request, settings, message, status),
                          chain_name="the consent ledger", headers=PORTAL_HEADERS, explain_ledger_errors=False,
-                         trusted_proxies=settings.trusted_proxies)
+                         trusted_proxies=settings.trusted_proxies,
+                         readiness=lambda: readiness(app.state.portal),
+                         before_scrape=lambda: count_relays_pending(app.state.portal))
     app.state.portal = PortalState(settings, ledger=ledger)
     relayer = app.state.portal.relayer
     if relayer.resume():  # one server per node home (docs/portal.md): its outbox is this server's to send
@@ -43,6 +48,24 @@ def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> Fas
     for module in (staff, enrolment, session, studies, changes, pages):
         app.include_router(module.router)
     return app
+
+
+def readiness(state: PortalState) -> probes.Checks:
+    """/readyz's checks: the chain (with the contracts) the portal relays to, its database accepts writes, and the
+    keys it enrols and relays with."""
+    node = state.settings.node
+    return {
+        "chain": lambda: probes.chain_ready(lambda: state.ledger),
+        "database": lambda: probes.database_writable(state.store.engine),
+        "keys": lambda: probes.key_files({"data key": node.data_key_file, "hospital key": node.hospital_key_file}),
+    }
+
+
+def count_relays_pending(state: PortalState) -> None:
+    """The outbox's changes still to send, for the twinledger_relays_pending gauge (read at each scrape)."""
+    with state.store.session() as db:
+        metrics.relays_pending(db.exec(select(func.count()).select_from(ConsentRelay)
+                                       .where(ConsentRelay.status == "sent")).one())
 
 
 async def _database_busy(request: Request, exc: Exception):
