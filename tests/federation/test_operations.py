@@ -21,6 +21,7 @@ from node.console.app import create_app as create_node_console
 from node.console.settings import ConsoleSettings as NodeConsoleSettings
 from node.portal.app import create_app as create_portal
 from node.portal.settings import PortalSettings
+from tests.node.hospital import fresh_state, hospital  # noqa: F401 - the fixture
 
 
 @pytest.fixture
@@ -223,3 +224,13 @@ def test_the_portal_exposes_its_pending_relays_read_from_the_outbox(tmp_path):
                                 nonce=1, deadline=0, status=status))
         db.commit()
     assert sample(client(app).get("/metrics").text, "twinledger_relays_pending") == 2
+
+
+@pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)  # the hooks do not depend on the chain
+def test_a_round_trained_shows_its_consent_read_and_the_epsilon_spent_in_the_metrics(hospital, tmp_path):
+    app = node_console(tmp_path, superlink="")
+    before = sample(client(app).get("/metrics").text, "twinledger_consent_read_seconds_count") or 0.0
+    outcome = hospital.node.train(hospital.config(1), fresh_state())
+    text = client(app).get("/metrics").text
+    assert sample(text, "twinledger_consent_read_seconds_count") == before + 1
+    assert sample(text, "twinledger_epsilon_spent", study=hospital.study) == pytest.approx(outcome.epsilon_spent)
