@@ -30,6 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from federation.logs import setup_logging
+
 # The Fleet calls of flwr 1.41 (flwr/superlink/routers/fleet/router.py), all POST.
 FLEET_CALLS = frozenset({
     "register-node", "activate-node", "deactivate-node", "unregister-node", "send-node-heartbeat",
@@ -109,10 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keyfile", type=Path, required=True, help="its private key (PEM)")
     parser.add_argument("--upstream-ca", type=Path, required=True, help="CA certificate the SuperLink's chains to")
     args = parser.parse_args(argv)
+    setup_logging()  # the access log without the SuperNodes' polls (federation/logs.py)
     host, _, port = args.listen.rpartition(":")
     uvicorn.run(create_gateway(args.upstream, upstream_ca=args.upstream_ca), host=host.strip("[]"), port=int(port),
                 ssl_certfile=str(args.certfile), ssl_keyfile=str(args.keyfile), log_level="info",
-                access_log=True)
+                access_log=True, log_config=None)
 
 
 if __name__ == "__main__":

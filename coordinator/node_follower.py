@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from coordinator import admission
+from federation.logs import setup_logging
 
 log = logging.getLogger("twinledger.node_follower")
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-s", type=float, default=2.0, help="seconds between syncs (default 2)")
     parser.add_argument("--synced-file", type=Path, help="touched after every successful sync (readiness)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         follow(home=args.home, control=args.control, ca_cert=args.ca_cert, poll_s=args.poll_s,
                synced_file=args.synced_file)

@@ -18,8 +18,10 @@ from contracts.ledger import Ledger
 from coordinator.settings import CoordinatorSettings
 from coordinator.run_options import RunOptions
 from coordinator.study_run import StudyRun
+from federation import metrics
 from federation.defaults import TRAINING
 from federation.ids import StudyId
+from federation.logs import setup_logging
 
 app = ServerApp()
 log = logging.getLogger("twinledger.coordinator")
@@ -46,7 +48,7 @@ def run_options(run_config: dict, settings: CoordinatorSettings) -> RunOptions:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()  # one line format, no colour codes, no line per poll of the SuperLink (federation/logs.py)
     config = dict(context.run_config)
     settings = CoordinatorSettings.load(str(config["coordinator-home"]))
     options = run_options(config, settings)
@@ -57,5 +59,6 @@ def main(grid: Grid, context: Context) -> None:
         run.run()
     except Exception as exc:
         run.fail(str(exc))
+        metrics.round_ended(completed=False)  # the round the run stopped in (or before)
         raise
     log.info("run finished; report at %s", run.report_path)

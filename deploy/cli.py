@@ -13,7 +13,6 @@ the parsers below (`command_lines`), so the list cannot drift from the commands.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from functools import partial
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from contracts import cli as contracts_cli
 from contracts.devchain.cli import add_chain_start
 from coordinator import cli as coordinator_cli
+from federation.logs import setup_logging
 from node import cli as node_cli
 
 
@@ -182,13 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("web3", "urllib3", "asyncio", "matplotlib", "PIL", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(verbose=args.verbose)  # TWINLEDGER_LOG_FORMAT=json for JSON lines (federation/logs.py)
     user_errors = contracts_cli.user_errors() + node_cli.user_errors() + coordinator_cli.user_errors()
     try:
         return args.func(args) or 0

@@ -25,7 +25,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import pydantic_settings
 from pydantic import BeforeValidator, ValidationError
@@ -196,3 +196,19 @@ def _toml(value: Any) -> str:
     if isinstance(value, Path):
         return json.dumps(str(value))
     return json.dumps(value)
+
+
+class LogSettings(ComponentSettings):
+    """How every TwinLedger process logs (federation/logs.py), from the environment only (no file):
+    TWINLEDGER_LOG_FORMAT = text (default) | json (one JSON object a line, for a log collector), and
+    TWINLEDGER_LOG_LEVEL = DEBUG | INFO (default) | WARNING | ERROR."""
+
+    model_config = SettingsConfigDict(env_prefix="TWINLEDGER_LOG_")
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def from_environment(cls) -> "LogSettings":
+        """The settings the environment gives (a SettingsError names the variable when a value is wrong)."""
+        return cls.load_file(Path("TWINLEDGER_LOG_* variables"))

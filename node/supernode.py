@@ -34,6 +34,8 @@ import time
 import types
 from pathlib import Path
 
+from federation.logs import setup_logging
+
 log = logging.getLogger("twinledger.supernode")
 
 INSTALLED_APP = "node.client_app:app"  # the ClientApp this hospital installed: the only one that runs here
@@ -98,11 +100,12 @@ def approved_app_digest(context) -> str:
 def keep_refusal(message, context, code: int, reason: str) -> None:
     """Keep a train or evaluate message's refusal by the app gate in the node's store, as the ClientApp keeps its
     own, so hospital IT sees it (node console); other messages carry no round."""
-    from federation import protocol
+    from federation import metrics, protocol
     from federation.ids import StudyId
     from node.settings import NodeSettings
     from node.store import RoundRefusal, Store
 
+    metrics.refused(code)
     phase = str(message.metadata.message_type).split(".")[0]
     home = context.node_config.get("node-home")
     if phase not in ("train", "evaluate") or not home:
@@ -200,13 +203,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--isolation is set by this launcher (process: ClientApps come from its warm server)")
     if any(arg.startswith("--ssl-") for arg in flower_args):
         parser.error("the warm ClientApps reach the Runtime API over plain HTTP on loopback: no --ssl-* options")
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    logging.getLogger("twinledger.app_gate").addHandler(handler)
-    logging.getLogger("twinledger.app_gate").setLevel(logging.INFO)
-    _shorten_idle_poll(ours.idle_poll_s)
+    _shorten_idle_poll(ours.idle_poll_s)  # imports Flower, whose coloured handler setup_logging takes off
+    setup_logging()
     app_dir = ours.installed_app_dir or default_app_dir()
     if app_dir is None:
         parser.error("no installed Flower app to gate on: give --installed-app-dir")

@@ -57,11 +57,14 @@ def uvicorn_options(settings: WebServerSettings, *, insecure_http: bool = False)
 
 def serve(app, settings: WebServerSettings, *, host: str, port: int, insecure_http: bool = False) -> None:
     """Run `app` with uvicorn: HTTPS with the settings' certificate, or plain HTTP only when asked explicitly.
-    uvicorn's own proxy-header handling is off: the app reads X-Forwarded-For itself, from trusted proxies only."""
+    uvicorn's own proxy-header handling is off: the app reads X-Forwarded-For itself, from trusted proxies only.
+    uvicorn gets no logging configuration of its own: its lines go to the root handler of federation.logs
+    (one format, no colour codes, no access-log line per probe or scrape)."""
     import uvicorn
 
     options = uvicorn_options(settings, insecure_http=insecure_http)
-    uvicorn.run(app, host=host, port=port, proxy_headers=False, server_header=False, log_level="info", **options)
+    uvicorn.run(app, host=host, port=port, proxy_headers=False, server_header=False, log_level="info",
+                log_config=None, **options)
 
 
 def add_serving_arguments(parser) -> None:
