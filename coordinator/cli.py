@@ -58,7 +58,7 @@ def _coordinator_superlink(args) -> int:
     link = processes.start_superlink(
         port=args.port, state_dir=Path(args.state_dir).resolve(), flwr_home=Path(args.flwr_home).resolve(),
         host=args.host, ca_dir=Path(args.ca_dir).resolve() if args.ca_dir else None,
-        control_port=args.control_port, insecure=args.insecure,
+        control_port=args.control_port, insecure=args.insecure, health_address=args.health_server_address,
         follow_home=Path(args.home).resolve() if args.home and not args.insecure else None,
     )
     if link.insecure:
@@ -287,6 +287,8 @@ def add_coordinator_commands(subparsers) -> None:
                                      "(each active hospital's key on chain; suspended hospitals shut out)")
     link.add_argument("--insecure", action="store_true",
                       help="development only: plain HTTP on --host:--port, any node admitted, no gateway")
+    link.add_argument("--health-server-address", help="serve Flower's gRPC health service (no TLS) at HOST:PORT, "
+                                                      "e.g. 127.0.0.1:9098, for a gRPC probe")
     link.set_defaults(func=_coordinator_superlink)
     _add_ca_commands(coord)
     _add_nodes_commands(coord)

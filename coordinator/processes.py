@@ -119,9 +119,11 @@ def _names(cert_path: Path) -> set[str]:
     return {*sans.get_values_for_type(x509.DNSName), *(str(ip) for ip in sans.get_values_for_type(x509.IPAddress))}
 
 
-def superlink_command(*, database: Path, host: str, port: int, tls: LinkTLS | None = None) -> list[str]:
+def superlink_command(*, database: Path, host: str, port: int, tls: LinkTLS | None = None,
+                      health_address: str | None = None) -> list[str]:
     """`flower-superlink` serving its APIs on `host`:`port`: with TLS and SuperNode authentication when `tls`
-    is given (production), plain HTTP open to any node otherwise (development only)."""
+    is given (production), plain HTTP open to any node otherwise (development only); `health_address`: Flower's
+    gRPC health service there (grpc.health.v1, no TLS: a loopback address, for a gRPC probe)."""
     # Without --disable-runtime-dependency-installation, flwr 1.41 runs `uv sync` for every run and installs the
     # app's dependencies (a CUDA torch among them) into a fresh environment: the apps use this environment instead.
     security = ["--insecure"] if tls is None else [
@@ -129,7 +131,8 @@ def superlink_command(*, database: Path, host: str, port: int, tls: LinkTLS | No
         "--ssl-ca-certfile", str(tls.ca_cert), "--enable-supernode-auth",
     ]
     return [str(VENV_BIN / "flower-superlink"), *security, "--disable-runtime-dependency-installation",
-            "--database", str(database), "--host", host, "--port", str(port)]
+            "--database", str(database), "--host", host, "--port", str(port),
+            *(["--health-server-address", health_address] if health_address else [])]
 
 
 def gateway_command(*, listen: str, upstream: str, tls: LinkTLS) -> list[str]:
@@ -171,7 +174,8 @@ INSECURE_LINKS_ENV = "TWINLEDGER_BENCH_INSECURE_LINKS"  # "1": start_superlink(i
 
 def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = "127.0.0.1",
                     ca_dir: Path | None = None, control_port: int | None = None,
-                    insecure: bool | None = None, follow_home: Path | None = None) -> SuperLink:
+                    insecure: bool | None = None, follow_home: Path | None = None,
+                    health_address: str | None = None) -> SuperLink:
     """Start the consortium's SuperLink; hospitals' SuperNodes dial `host`:`port`.
 
     By default (production path): the SuperLink itself listens on 127.0.0.1:`control_port` (a free port when
@@ -194,7 +198,8 @@ def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = 
     if insecure is None:
         insecure = os.environ.get(INSECURE_LINKS_ENV) == "1"
     if insecure:
-        service = start("superlink", superlink_command(database=database, host=host, port=port),
+        service = start("superlink", superlink_command(database=database, host=host, port=port,
+                                                       health_address=health_address),
                         log_path=state_dir / "superlink.log", env=env, cwd=state_dir)
         address = f"{reachable_host(host)}:{port}"
         wait_until(service, lambda: port_open(port, reachable_host(host).strip("[]")), timeout_s=60,
@@ -206,7 +211,8 @@ def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = 
     tls = link_tls(state_dir, ca_dir=ca_dir, public_host=host)
     control_port = control_port or free_port()
     control = f"127.0.0.1:{control_port}"
-    service = start("superlink", superlink_command(database=database, host="127.0.0.1", port=control_port, tls=tls),
+    service = start("superlink", superlink_command(database=database, host="127.0.0.1", port=control_port, tls=tls,
+                                                   health_address=health_address),
                     log_path=state_dir / "superlink.log", env=env, cwd=state_dir)
     link = SuperLink(service.name, service.process, service.log_path, fleet_address=f"{reachable_host(host)}:{port}",
                      control_address=control, root_certificates=tls.ca_cert)
@@ -262,7 +268,9 @@ def run_config_overrides(config: dict) -> str:
 
 def flwr_run_command(*, federation: str, run_config: dict, flwr: Path = VENV_BIN / "flwr",
                      app_dir: Path = FLOWER_APP_DIR) -> list[str]:
-    return [str(flwr), "run", str(app_dir), federation, "--stream", "--run-config", run_config_overrides(run_config)]
+    # Through federation.logs: the log keeps flwr's lines without their colour codes and without per-poll lines.
+    return [sys.executable, "-m", "federation.logs", "--", str(flwr), "run", str(app_dir), federation, "--stream",
+            "--run-config", run_config_overrides(run_config)]
 
 
 def flwr_run(*, federation: str, run_config: dict, flwr_home: Path, log_path: Path,

@@ -103,6 +103,7 @@ def _node_start(args) -> int:
     os.execve(
         command[0],
         [*command, *security, "--superlink", args.superlink, "--port", str(args.port),
+         *(["--health-server-address", args.health_server_address] if args.health_server_address else []),
          "--node-config", f'node-home="{settings.home}"'],
         supernode.environment(Path(args.flwr_home)),
     )
@@ -181,6 +182,8 @@ def add_node_commands(subparsers) -> None:
     start.add_argument("--stock-supernode", action="store_true",
                        help="Flower's flower-supernode as is (a fresh ClientApp process per message, 3 s idle poll; "
                             "no app gate: it runs the ClientApp a FAB names, so development and benchmarks only)")
+    start.add_argument("--health-server-address", help="serve Flower's gRPC health service (no TLS) at HOST:PORT, "
+                                                       "e.g. 127.0.0.1:9102, for a gRPC probe")
     start.set_defaults(func=_node_start)
     export = node.add_parser("export-usage", help="export the node's usage log for auditors")
     export.add_argument("--home", required=True, help=HOME_HELP)

@@ -40,11 +40,23 @@ def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Link]:
     root = tmp_path_factory.mktemp("boundary")
     port = processes.free_port()
     flwr_home = root / "flower"
-    started = processes.start_superlink(port=port, state_dir=root / "superlink", flwr_home=flwr_home)
+    started = processes.start_superlink(port=port, state_dir=root / "superlink", flwr_home=flwr_home,
+                                        health_address=f"127.0.0.1:{processes.free_port()}")
     try:
         yield Link(root, started, port, flwr_home)
     finally:
         started.stop()
+
+
+def test_the_superlink_serves_flowers_grpc_health_service_for_a_probe(link: Link):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    command = link.link.process.args
+    address = command[command.index("--health-server-address") + 1]
+    with grpc.insecure_channel(address) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def _status(link: Link, home: Path) -> str | None:

@@ -234,3 +234,21 @@ def test_a_round_trained_shows_its_consent_read_and_the_epsilon_spent_in_the_met
     text = client(app).get("/metrics").text
     assert sample(text, "twinledger_consent_read_seconds_count") == before + 1
     assert sample(text, "twinledger_epsilon_spent", study=hospital.study) == pytest.approx(outcome.epsilon_spent)
+
+
+# ---- Flower's own health service ----------------------------------------------------------------------------------
+
+def test_the_superlink_and_the_supernode_are_started_with_flowers_health_service_when_asked(tmp_path, monkeypatch):
+    from coordinator.processes import superlink_command
+    from deploy.cli import main
+    from node import cli as node_cli
+
+    command = superlink_command(database=tmp_path / "state.db", host="127.0.0.1", port=9,
+                                health_address="127.0.0.1:9098")
+    assert command[command.index("--health-server-address") + 1] == "127.0.0.1:9098"
+    assert "--health-server-address" not in superlink_command(database=tmp_path / "s.db", host="127.0.0.1", port=9)
+    node_home(tmp_path)
+    started = []
+    monkeypatch.setattr(node_cli.os, "execve", lambda path, argv, env: started.append(argv))
+    main(["node", "start", "--home", str(tmp_path / "node"), "--insecure", "--health-server-address", "0.0.0.0:9102"])
+    assert started[0][started[0].index("--health-server-address") + 1] == "0.0.0.0:9102"
