@@ -252,3 +252,23 @@ def test_the_superlink_and_the_supernode_are_started_with_flowers_health_service
     monkeypatch.setattr(node_cli.os, "execve", lambda path, argv, env: started.append(argv))
     main(["node", "start", "--home", str(tmp_path / "node"), "--insecure", "--health-server-address", "0.0.0.0:9102"])
     assert started[0][started[0].index("--health-server-address") + 1] == "0.0.0.0:9102"
+
+
+def test_the_sample_scrape_configuration_lints_and_scrapes_the_consoles_over_https():
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    from tests.deploy.test_manifests import YAMLLINT_CONFIG, _tool
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "prometheus.yml"
+    linted = subprocess.run([_tool("yamllint"), "--strict", "-d", YAMLLINT_CONFIG, str(path)], capture_output=True,
+                            text=True, timeout=60)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    jobs = {job["job_name"]: job for job in yaml.safe_load(path.read_text())["scrape_configs"]}
+    assert set(jobs) == {"twinledger-node", "twinledger-coordinator"}
+    for job in jobs.values():
+        assert job["scheme"] == "https" and job["metrics_path"] == "/metrics"
+        ports = {target.rpartition(":")[2] for config in job["static_configs"] for target in config["targets"]}
+        assert "8443" not in ports  # never the public portal port
