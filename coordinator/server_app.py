@@ -18,7 +18,7 @@ from contracts.ledger import Ledger
 from coordinator.settings import CoordinatorSettings
 from coordinator.run_options import RunOptions
 from coordinator.study_run import StudyRun
-from federation import metrics
+from federation import monitoring
 from federation.defaults import TRAINING
 from federation.ids import StudyId
 from federation.logs import setup_logging
@@ -59,6 +59,6 @@ def main(grid: Grid, context: Context) -> None:
         run.run()
     except Exception as exc:
         run.fail(str(exc))
-        metrics.round_ended(completed=False)  # the round the run stopped in (or before)
+        monitoring.round_ended(completed=False)  # the round the run stopped in (or before)
         raise
     log.info("run finished; report at %s", run.report_path)

@@ -48,7 +48,7 @@ from coordinator.admission import fingerprint
 from coordinator.run_options import RunOptions, make_strategy
 from coordinator.replies import ReplyRejected, check_reply
 from coordinator.report import HospitalSummary, RoundRecord, RunReport, SignedReply, StudySummary
-from federation import metrics, protocol
+from federation import monitoring, protocol
 from federation.commitment import combined_commitment, model_hash
 from federation.ids import Digest, hex0x
 from federation.protocol import RoundConfig
@@ -207,7 +207,7 @@ class StudyRun:
         state.record.seconds = round(time.monotonic() - state.started, 2)
         state.record.status = "done"
         self.save_report()
-        metrics.round_ended(completed=state.record.anchor_block is not None)
+        monitoring.round_ended(completed=state.record.anchor_block is not None)
         headline = self.task.headline.name
         value = state.record.metrics.get(headline)
         log.info(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.ledger import ChainReset, ChainUnavailable, ContractRejected, Ledger, LedgerError
-from federation import metrics, protocol
+from federation import monitoring, protocol
 from federation.ids import Pseudonym, StudyId
 from node.store import Patient, Store
 from node.vault import Vault, VaultError
@@ -27,7 +27,7 @@ class Refusal(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-        metrics.refused(code)  # every refusal is raised where it is made, so it is counted once
+        monitoring.refused(code)  # every refusal is raised where it is made, so it is counted once
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class ConsentGate:
         """The consented patients of `cohort` at `block`, their records decrypted (`consented`, then `open_records`)."""
         return self.open_records(study_id, block, self.consented(study_id, block, cohort=cohort), fields=fields)
 
-    @metrics.consent_read()
+    @monitoring.consent_read()
     def consented(self, study_id: bytes, block: int, *, cohort: str) -> list[Patient]:
         """The candidates of `cohort` whose consent held at `block`, as this hospital enrolled them; nothing is
         decrypted (the node writes its intent to read them before `open_records`)."""

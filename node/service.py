@@ -15,7 +15,7 @@ from functools import cached_property
 import torch
 
 from contracts.ledger import ChainReset, Ledger, LedgerError
-from federation import metrics, protocol
+from federation import monitoring, protocol
 from federation.commitment import pseudonym_commitment
 from federation.ids import Pseudonym
 from federation.protocol import RoundConfig
@@ -198,7 +198,7 @@ class HospitalNode:
         )
         epsilon = budget.record(config.round, result.steps_taken)
         weight, epsilon = self._training_weight(budget, config.round, len(labels), epsilon)
-        metrics.epsilon_spent(config.study_id, epsilon)
+        monitoring.epsilon_spent(config.study_id, epsilon)
         log.info(
             "%s round %d: trained on %d consented patients at block %d, noise %.2f, epsilon %.3f of %g "
             "(weight sent: %d, noisy)",
@@ -279,7 +279,7 @@ class HospitalNode:
         epsilon = math.inf
         if private:
             sums, epsilon = self._release(terms, config.round, task, sums)
-            metrics.epsilon_spent(config.study_id, epsilon)
+            monitoring.epsilon_spent(config.study_id, epsilon)
         count = max(0, round(sums[task.evaluation_count_key]))
         metrics = task.summarise(sums)
         self._keep_model(config, task, global_state, shift, scale)

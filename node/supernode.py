@@ -100,12 +100,12 @@ def approved_app_digest(context) -> str:
 def keep_refusal(message, context, code: int, reason: str) -> None:
     """Keep a train or evaluate message's refusal by the app gate in the node's store, as the ClientApp keeps its
     own, so hospital IT sees it (node console); other messages carry no round."""
-    from federation import metrics, protocol
+    from federation import monitoring, protocol
     from federation.ids import StudyId
     from node.settings import NodeSettings
     from node.store import RoundRefusal, Store
 
-    metrics.refused(code)
+    monitoring.refused(code)
     phase = str(message.metadata.message_type).split(".")[0]
     home = context.node_config.get("node-home")
     if phase not in ("train", "evaluate") or not home:
@@ -120,6 +120,7 @@ def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, ins
     app gate (node/app_gate.py): only a FAB with the installed app's digest, and the installed ClientApp runs."""
     from node import app_gate
 
+    setup_logging()  # the fork server imported opacus, whose basicConfig would format this process's lines
     app_gate.run_gated_clientapp(
         runtime_api_address, token, installed_app=INSTALLED_APP, installed_digest=installed_digest,
         approved_digest=approved_app_digest, on_refusal=keep_refusal,

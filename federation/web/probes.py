@@ -3,7 +3,7 @@
     GET /healthz   200 {"status": "alive"}: the process serves requests (a liveness probe)
     GET /readyz    200 {"status": "ready", "checks": {...}}, or 503 {"status": "not ready", "failed": [names],
                    "checks": {name: {"ok": false, "detail": "..."}}}: the app's own checks (a readiness probe)
-    GET /metrics   Prometheus' text format (federation/metrics.py)
+    GET /metrics   Prometheus' text format (federation/monitoring.py)
 
 Each app passes its checks, by name (`chain`, `database`, `keys`, `superlink`); the checks here are the pieces
 they are made of. Every check runs in parallel with the others and answers within `timeout_s`: one that raises
@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from federation import metrics
+from federation import monitoring
 from federation.health import probe_tcp
 
 
@@ -60,7 +60,7 @@ def add_probes(app: FastAPI, *, readiness: Callable[[], Checks] | None = None,
                 await run_in_threadpool(before_scrape)
             except Exception:  # noqa: BLE001 - a gauge that could not be refreshed keeps its last value
                 pass
-        body, content_type = metrics.exposition()
+        body, content_type = monitoring.exposition()
         return Response(body, media_type=content_type)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlmodel import func, select
 
 from contracts.ledger import Ledger
-from federation import metrics
+from federation import monitoring
 from federation.web import SECURITY_HEADERS, probes
 from federation.web.app import create_web_app
 from federation.web.errors import WebError
@@ -64,7 +64,7 @@ def readiness(state: PortalState) -> probes.Checks:
 def count_relays_pending(state: PortalState) -> None:
     """The outbox's changes still to send, for the twinledger_relays_pending gauge (read at each scrape)."""
     with state.store.session() as db:
-        metrics.relays_pending(db.exec(select(func.count()).select_from(ConsentRelay)
+        monitoring.relays_pending(db.exec(select(func.count()).select_from(ConsentRelay)
                                        .where(ConsentRelay.status == "sent")).one())
 
 

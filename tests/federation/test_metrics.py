@@ -1,5 +1,5 @@
 """The metrics of processes that serve no HTTP (the SuperNode's ClientApps, the ServerApp) reach a web app's
-/metrics through prometheus-client's multiprocess mode (federation/metrics.py, docs/operations.md)."""
+/metrics through prometheus-client's multiprocess mode (federation/monitoring.py, docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ import sys
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from federation import metrics
+from federation import monitoring
 
 # What a SuperNode and a ServerApp do in a round, in a process of their own that shares the directory.
 ROUND_IN_ANOTHER_PROCESS = """
 import time
-from federation import metrics
-metrics.refused(4003)
-metrics.refused(4003)
-metrics.epsilon_spent("0x" + "ab" * 32, 0.75)
-metrics.epsilon_spent("0x" + "ab" * 32, 1.25)
-metrics.epsilon_spent("0x" + "cd" * 32, float("inf"))
-with metrics.consent_read():
+from federation import monitoring
+monitoring.refused(4003)
+monitoring.refused(4003)
+monitoring.epsilon_spent("0x" + "ab" * 32, 0.75)
+monitoring.epsilon_spent("0x" + "ab" * 32, 1.25)
+monitoring.epsilon_spent("0x" + "cd" * 32, float("inf"))
+with monitoring.consent_read():
     time.sleep(0.02)
-metrics.round_ended(completed=True)
-metrics.round_ended(completed=False)
+monitoring.round_ended(completed=True)
+monitoring.round_ended(completed=False)
 """
 
 
@@ -38,7 +38,7 @@ def test_a_web_app_exposes_what_other_processes_of_its_side_recorded(tmp_path, m
         subprocess.run([sys.executable, "-c", ROUND_IN_ANOTHER_PROCESS], check=True, timeout=60,
                        env={**_environment(), "PROMETHEUS_MULTIPROC_DIR": str(shared)})
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
-    body, content_type = metrics.exposition()
+    body, content_type = monitoring.exposition()
     assert content_type.startswith("text/plain")
     found = samples(body.decode())
     assert found[("twinledger_refusals_total", (("code", "4003"), ("name", "consent unclear")))] == 4

@@ -227,13 +227,18 @@ def test_the_portal_exposes_its_pending_relays_read_from_the_outbox(tmp_path):
 
 
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)  # the hooks do not depend on the chain
-def test_a_round_trained_shows_its_consent_read_and_the_epsilon_spent_in_the_metrics(hospital, tmp_path):
+def test_a_round_trained_and_evaluated_shows_its_consent_reads_and_the_epsilon_spent_in_the_metrics(hospital, tmp_path):
     app = node_console(tmp_path, superlink="")
     before = sample(client(app).get("/metrics").text, "twinledger_consent_read_seconds_count") or 0.0
-    outcome = hospital.node.train(hospital.config(1), fresh_state())
+    trained = hospital.node.train(hospital.config(1), fresh_state())
     text = client(app).get("/metrics").text
     assert sample(text, "twinledger_consent_read_seconds_count") == before + 1
-    assert sample(text, "twinledger_epsilon_spent", study=hospital.study) == pytest.approx(outcome.epsilon_spent)
+    assert sample(text, "twinledger_epsilon_spent", study=hospital.study) == pytest.approx(trained.epsilon_spent)
+    evaluated = hospital.node.evaluate(hospital.config(1, block=hospital.store.usage()[0].block), fresh_state())
+    text = client(app).get("/metrics").text
+    assert sample(text, "twinledger_consent_read_seconds_count") >= before + 2  # test patients, and training ones
+    assert sample(text, "twinledger_epsilon_spent", study=hospital.study) == pytest.approx(evaluated.epsilon_spent)
+    assert evaluated.epsilon_spent > trained.epsilon_spent
 
 
 # ---- Flower's own health service ----------------------------------------------------------------------------------

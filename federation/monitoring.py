@@ -7,8 +7,10 @@
                                                 is the number of reads)
     twinledger_relays_pending                   portal: signed consent changes in the outbox, not yet on chain
 
-The code that does the work calls the hooks below in one line (`refused(code)`, `@consent_read()`,
-`epsilon_spent(...)`, `round_ended(...)`, `relays_pending(...)`). Each web service answers `/metrics`
+The code that does the work calls the hooks below in one line (`monitoring.refused(code)`,
+`@monitoring.consent_read()`, `monitoring.epsilon_spent(...)`, `monitoring.round_ended(...)`,
+`monitoring.relays_pending(...)`); the module is not called `metrics`, the name of the models' metrics
+everywhere else (a local `metrics` would hide it). Each web service answers `/metrics`
 (federation/web/probes.py) with `exposition()`.
 
 The ClientApp runs inside the SuperNode's process and the ServerApp inside a process the SuperLink starts:
