@@ -189,12 +189,9 @@ def _nodes_sync(args) -> int:
 
 def _nodes_follow(args) -> int:
     """Keep the admitted keys equal to the chain's active hospitals' node keys until Ctrl-C."""
-    import logging
-
     from coordinator import node_follower
 
     address, ca_cert = _control_target(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         node_follower.follow(home=Path(args.home).resolve(), control=address, ca_cert=ca_cert, poll_s=args.poll_s)
     except KeyboardInterrupt:

@@ -87,6 +87,10 @@ def setup_logging(*, verbose: bool = False, stream: TextIO | None = None) -> Log
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # a uvicorn configured earlier in the process
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(logging.NOTSET)  # uvicorn.run sets its --log-level again
     logging.getLogger("uvicorn.access").addFilter(RoutineRequests())
     _flower_through_root()
     return settings

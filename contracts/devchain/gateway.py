@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from federation.logs import setup_logging
 from federation.processes import Service, https_answers, reachable_host, start, wait_until
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a JSON-RPC batch of consent relays stays far below this
@@ -101,9 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--certfile", type=Path, required=True, help="the terminator's TLS certificate (PEM)")
     parser.add_argument("--keyfile", type=Path, required=True, help="its private key (PEM)")
     args = parser.parse_args(argv)
+    setup_logging()
     host, _, port = args.listen.rpartition(":")
     uvicorn.run(create_chain_gateway(args.upstream), host=host.strip("[]"), port=int(port),
-                ssl_certfile=str(args.certfile), ssl_keyfile=str(args.keyfile), log_level="warning")
+                ssl_certfile=str(args.certfile), ssl_keyfile=str(args.keyfile), log_level="warning", log_config=None)
 
 
 if __name__ == "__main__":

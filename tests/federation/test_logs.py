@@ -21,7 +21,8 @@ def restored_logging(monkeypatch):
     monkeypatch.delenv("TWINLEDGER_LOG_FORMAT", raising=False)
     monkeypatch.delenv("TWINLEDGER_LOG_LEVEL", raising=False)
     root = logging.getLogger()
-    loggers = [logging.getLogger(name) for name in ("flwr", "httpx", "uvicorn.access", "twinledger.test")]
+    loggers = [logging.getLogger(name) for name in ("flwr", "httpx", "uvicorn", "uvicorn.error", "uvicorn.access",
+                                                          "twinledger.test")]
     saved = (root.handlers[:], root.level, [(lg, lg.handlers[:], lg.level, lg.filters[:], lg.propagate)
                                             for lg in loggers])
     yield
@@ -59,7 +60,12 @@ def test_a_wrong_log_format_is_refused_naming_the_variable(monkeypatch):
 
 
 def test_text_lines_off_a_terminal_have_no_colour_codes_and_flower_logs_once_through_ours():
+    import logging.config
+
     from flwr.common.logger import log as flower_log  # attaches Flower's colouring handler
+    from uvicorn.config import LOGGING_CONFIG
+
+    logging.config.dictConfig(LOGGING_CONFIG)  # a uvicorn that ran earlier in this process with its own config
 
     stream = io.StringIO()
     assert not stream.isatty()
