@@ -120,7 +120,7 @@ def test_a_read_only_database_or_a_missing_key_makes_the_node_console_not_ready(
 def test_the_portal_is_ready_with_its_chain_and_not_ready_when_the_chain_is_down(tmp_path, in_process_chain):
     ready = client(portal(tmp_path / "up", ledger=in_process_chain.hospital)).get("/readyz")
     assert ready.status_code == 200 and set(ready.json()["checks"]) == {"chain", "database", "keys"}, ready.text
-    down = node_home(tmp_path / "down").replace(deployment_file=tmp_path / "deployment.json", chain_timeout_s=1)
+    down = node_home(tmp_path / "down").replace(deployment_file=tmp_path / "deployment.json", chain_timeout_s=0.2)
     in_process_chain.deployment.save(down.deployment_file)
     answer = client(create_portal(PortalSettings(node=down))).get("/readyz")
     assert answer.status_code == 503 and answer.json()["failed"] == ["chain"], answer.text
