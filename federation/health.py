@@ -2,6 +2,7 @@
 milliseconds where `twinledger` would import torch and Flower first).
 
     twinledger-probe tcp 127.0.0.1:8800
+    twinledger-probe http http://127.0.0.1:8800/readyz          # a web app's readiness (federation/web/probes.py)
     twinledger-probe http https://127.0.0.1:9443/health --cafile /etc/twinledger/ca.pem
 
 Exit 0 when the service answers (a TCP connection, or an HTTP status below 400), 1 otherwise, with one line on

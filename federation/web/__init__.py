@@ -1,7 +1,8 @@
 """The web kit of TwinLedger's three web apps (the patient portal, the hospital IT console, the operator
 console): one app factory (`app.create_web_app`), one error model (`errors`), one caller and session check
 (`sessions.Guard`, `sessions.Caller`), the schemas they share (`schemas`), role tokens, login sessions with CSRF
-tokens, the action log (`auth`, `models`) and one stylesheet.
+tokens, the action log (`auth`, `models`) and one stylesheet; /healthz, /readyz and /metrics without a login
+(`probes`, each app passing its readiness checks to the factory).
 
     app = create_web_app(title, static_dir=..., error_page=..., chain_name="the consent ledger")   # app.py
     raise WebError("no such study", status=404)       # answered as a Problem under /api, the error page elsewhere
