@@ -115,6 +115,19 @@ def _node_export(args) -> int:
     return 0
 
 
+def _node_migrate(args) -> int:
+    from sqlalchemy import create_engine
+
+    from federation.migrations import current_revision, migrate
+    from node.migrations import NODE_SCHEMA
+
+    engine = create_engine(_settings(args).resolved_database_url)
+    outcome = migrate(engine, NODE_SCHEMA)
+    print(f"node database {engine.url.render_as_string(hide_password=True)}: {outcome} "
+          f"(revision {current_revision(engine)})")
+    return 0
+
+
 def _portal_serve(args) -> int:
     from node.portal.admin import serve
 
@@ -186,6 +199,10 @@ def add_node_commands(subparsers) -> None:
     export.add_argument("--home", required=True, help=HOME_HELP)
     export.add_argument("--out", required=True, help="the JSON file to write")
     export.set_defaults(func=_node_export)
+    migrate = node.add_parser("migrate", help="upgrade the node's database (node, portal and IT console tables) to "
+                              "this version's schema; every node process also does it on start")
+    migrate.add_argument("--home", required=True, help=HOME_HELP)
+    migrate.set_defaults(func=_node_migrate)
     from node.console.cli import add_node_console_commands
 
     add_node_console_commands(node)
