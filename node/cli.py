@@ -19,11 +19,12 @@ HOME_HELP = "the node's home directory"
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one line, exit status 2."""
+    from node.backup import BackupError
     from node.records import RecordFileError
     from node.settings import SettingsError
     from node.vault import VaultError
 
-    return (RecordFileError, SettingsError, VaultError)
+    return (BackupError, RecordFileError, SettingsError, VaultError)
 
 
 def _settings(args):
@@ -128,6 +129,25 @@ def _node_migrate(args) -> int:
     return 0
 
 
+def _node_backup(args) -> int:
+    from node.backup import backup_home, backup_passphrase
+
+    passphrase = backup_passphrase(Path(args.passphrase_file) if args.passphrase_file else None)
+    out = backup_home(_settings(args), Path(args.out), passphrase=passphrase)
+    print(f"node home {Path(args.home).resolve()} backed up, encrypted, to {out}")
+    return 0
+
+
+def _node_restore(args) -> int:
+    from node.backup import backup_passphrase, restore_home
+
+    passphrase = backup_passphrase(Path(args.passphrase_file) if args.passphrase_file else None)
+    kept = restore_home(Path(args.archive), Path(args.home), passphrase=passphrase, force=args.force)
+    print(f"node home {Path(args.home).resolve()} restored from {args.archive}"
+          + (f"; the home it replaced is kept at {kept}" if kept else ""))
+    return 0
+
+
 def _portal_serve(args) -> int:
     from node.portal.admin import serve
 
@@ -203,6 +223,22 @@ def add_node_commands(subparsers) -> None:
                               "this version's schema; every node process also does it on start")
     migrate.add_argument("--home", required=True, help=HOME_HELP)
     migrate.set_defaults(func=_node_migrate)
+    passphrase_help = ("a file holding the archive's passphrase on its first line (default: "
+                       "$TWINLEDGER_BACKUP_PASSPHRASE_FILE, else $TWINLEDGER_BACKUP_PASSPHRASE)")
+    backup = node.add_parser("backup", help="write the node home (database, keys, settings) to an archive encrypted "
+                             "with a passphrase")
+    backup.add_argument("--home", required=True, help=HOME_HELP)
+    backup.add_argument("--out", required=True, help="the archive to write (never overwritten)")
+    backup.add_argument("--passphrase-file", help=passphrase_help)
+    backup.set_defaults(func=_node_backup)
+    restore = node.add_parser("restore", help="restore a node home from an archive of 'twinledger node backup' "
+                              "(stop the node, portal and console first)")
+    restore.add_argument("--home", required=True, help=HOME_HELP + " (empty or missing, unless --force)")
+    restore.add_argument("--passphrase-file", help=passphrase_help)
+    restore.add_argument("--force", action="store_true",
+                         help="replace a home that is not empty (it is kept as <home>.before-restore-<time>)")
+    restore.add_argument("archive", help="the backup archive")
+    restore.set_defaults(func=_node_restore)
     from node.console.cli import add_node_console_commands
 
     add_node_console_commands(node)
