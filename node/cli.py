@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from contracts.cli import add_rpc_url, gas_hint
+from contracts.cli import add_plaintext_key, add_rpc_url, gas_hint
 from federation.ids import StudyId
 
 HOME_HELP = "the node's home directory"
@@ -38,7 +38,7 @@ def _node_init(args) -> int:
 
     settings = admin.init_node(Path(args.home), hospital=args.hospital, rpc_url=args.rpc_url,
                                deployment_file=Path(args.deployment_file).resolve() if args.deployment_file else None,
-                               database_url=args.database_url)
+                               database_url=args.database_url, plaintext_key=args.plaintext_key)
     if args.chain_ca_file:  # the CA of an https rpc-url, kept in node.toml
         settings = settings.model_copy(update={"chain_ca_file": Path(args.chain_ca_file).resolve()})
         settings.save()
@@ -185,6 +185,7 @@ def add_node_commands(subparsers) -> None:
     add_rpc_url(init)
     init.add_argument("--deployment-file", help="the consortium's deployment.json (the node refuses every round without it)")
     init.add_argument("--database-url", default="", help="any SQLAlchemy URL; default SQLite in the home")
+    add_plaintext_key(init, role="hospital")
     init.set_defaults(func=_node_init)
     imp = node.add_parser("import", help="import patient records (CSV or FHIR Bundle: heart disease, or twins' type 1 diabetes data)")
     imp.add_argument("--home", required=True, help=HOME_HELP)

@@ -97,7 +97,7 @@ def test_an_old_create_all_console_database_is_stamped_and_keeps_its_tokens(tmp_
 def test_the_migrate_commands_upgrade_a_node_home_and_a_console_home(tmp_path, capsys):
     from deploy import cli
 
-    assert cli.main(["node", "init", "--home", str(tmp_path / "node"), "--hospital", "h1"]) == 0
+    assert cli.main(["node", "init", "--home", str(tmp_path / "node"), "--hospital", "h1", "--plaintext-key"]) == 0
     assert cli.main(["node", "migrate", "--home", str(tmp_path / "node")]) == 0
     assert "node.db: current (revision 0001)" in capsys.readouterr().out
     from coordinator.settings import CoordinatorSettings
