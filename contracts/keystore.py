@@ -106,16 +106,19 @@ def write_keystore(path: Path, passphrase: str, private_key: str | bytes | None 
         keystore = Account.encrypt(key, passphrase, kdf=kdf, iterations=iterations)
     except (ValueError, TypeError) as exc:
         raise KeystoreError(f"cannot encrypt this key: {exc}") from None
-    path = Path(path)
+    _write_new_key_file(Path(path), json.dumps(keystore))
+    return hex0x(Account.from_key(key).key)
+
+
+def _write_new_key_file(path: Path, text: str) -> None:
+    """`text` and a newline into the new owner-only file `path` (in an owner-only folder); never overwrites."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeystoreError(f"{path} exists: a key file is never overwritten") from None
     with os.fdopen(fd, "w") as handle:
-        json.dump(keystore, handle)
-        handle.write("\n")
-    return hex0x(Account.from_key(key).key)
+        handle.write(text + "\n")
 
 
 def create_key_file(path: Path, *, role: str, plaintext: bool = False, environ: Mapping[str, str] | None = None) -> str:
@@ -125,14 +128,7 @@ def create_key_file(path: Path, *, role: str, plaintext: bool = False, environ: 
     warns about it). Returns the key as 0x hex."""
     if plaintext:
         key = hex0x(secrets.token_bytes(32))
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise KeystoreError(f"{path} exists: a key file is never overwritten") from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key + "\n")
+        _write_new_key_file(Path(path), key)
         return key
     passphrase = passphrase_for(role, environ)
     if passphrase is None:
