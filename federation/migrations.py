@@ -87,8 +87,14 @@ def migrate(engine: Engine, schema: Schema) -> str:
             outcome = "stamped and upgraded"
         else:
             outcome = "created"
-    with engine.begin() as connection:
-        command.upgrade(_config(schema, connection), "head")
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_config(schema, connection), "head")
+    except Exception:
+        # Two processes starting on one new database (the portal and the IT console, say): the other one migrated.
+        if current_revision(engine) == latest:
+            return "current"
+        raise
     return outcome
 
 

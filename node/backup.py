@@ -205,13 +205,21 @@ def restore_home(archive: Path, home: Path, *, passphrase: str, force: bool = Fa
         raise BackupError(f"{home} is not empty: restore into a new home, or pass --force (the present home is "
                           "then kept beside it as <home>.before-restore-<time>)")
     tar_bytes = _open(archive, passphrase)
+    empty = home.exists() and not any(home.iterdir())
+    # An empty home (a fresh volume, a mount point) is filled from a folder inside it: renames stay on its device.
     home.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{home.name}.restore-", dir=home.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{home.name}.restore-", dir=home if empty else home.parent))
     try:
         _extract(tar_bytes, staging)
     except (BackupError, tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise exc if isinstance(exc, BackupError) else BackupError(f"the backup cannot be unpacked: {exc}") from None
+    if empty:
+        for entry in staging.iterdir():
+            os.rename(entry, home / entry.name)
+        staging.rmdir()
+        home.chmod(0o700)
+        return None
     staging.chmod(0o700)
     kept = None
     if home.exists():

@@ -42,6 +42,11 @@ def test_a_backup_restores_the_whole_home_into_a_new_one(home, tmp_path):
     settings = NodeSettings.load(restored)
     (refusal,) = Store(settings.resolved_database_url).refusals("0xab")
     assert refusal.reason == "before the backup"
+    volume = tmp_path / "volume"  # an empty home that exists already (a fresh volume): filled in place
+    volume.mkdir()
+    assert restore_home(archive, volume, passphrase=PASSPHRASE) is None
+    assert _files(volume) == _files(home.home) and sorted(p.name for p in tmp_path.iterdir()
+                                                           if "before-restore" in p.name) == []
 
 
 def test_the_database_is_copied_consistently_while_it_is_written(home, tmp_path):
