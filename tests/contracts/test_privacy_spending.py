@@ -39,4 +39,4 @@ def test_gas_of_recording_spending(chain):
     first = chain.hospital.record_spending(chain.study_id, 0.5)["gasUsed"]
     later = chain.hospital.record_spending(chain.study_id, 0.9)["gasUsed"]
     print(f"recordSpending gas: first {first}, later {later}")
-    assert first <= 55_000 and later <= 35_000  # docs/ledger.md, Gas
+    assert first <= 55_000 and later <= 35_000  # docs/ledger.md, Consortium (recordSpending)
