@@ -61,11 +61,20 @@ def add_chain_options(parser, *, operator: bool = False) -> None:
         parser.add_argument("--operator-key", default="operator.key", help="hex private key file of the operator")
 
 
+def add_plaintext_key(parser, *, role: str) -> None:
+    """`--plaintext-key`: the commands that create a party's key write it encrypted (contracts/keystore.py)."""
+    variable = keystore.passphrase_env_names(role)[0]
+    parser.add_argument("--plaintext-key", action="store_true",
+                        help=f"development only: write a new {role} key as plaintext hex instead of an encrypted "
+                             f"keystore (whose passphrase is read from the file ${variable} names, or the "
+                             "variables docs/ledger.md lists)")
+
+
 def _chain_deploy(args) -> int:
     key_path = Path(args.operator_key)
     created = not key_path.exists()
     if created:
-        lg.write_key(key_path)
+        keystore.create_key_file(key_path, role="operator", plaintext=args.plaintext_key)
     operator_key = lg.load_key(key_path, role="operator")  # a wrong passphrase is refused before any transaction
     w3 = connect(args)
     if created and args.fund_from_dev_account:
@@ -149,6 +158,7 @@ def add_chain_commands(subparsers, *, add_start=None) -> None:
     add_rpc_url(deploy)
     deploy.add_argument("--operator-key", default="operator.key", help="the operator's key file; created if missing")
     deploy.add_argument("--fund-from-dev-account", action="store_true", help="fund a new operator key (dev chains)")
+    add_plaintext_key(deploy, role="operator")
     deploy.add_argument("--out", default="deployment.json", help="where to write the deployment file (default deployment.json)")
     deploy.set_defaults(func=_chain_deploy)
     fund = chain.add_parser("fund", help="send ether for gas to an account from a dev chain's unlocked account")

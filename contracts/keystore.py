@@ -7,6 +7,9 @@ and decrypted by eth-account (`Account.encrypt` / `Account.decrypt`): no cryptog
     load_key_file(path, role="hospital")              a keystore (passphrase from the environment) or a legacy
                                                       plaintext hex file
     encrypt_key_file(path, passphrase)                turn a legacy plaintext key file into a keystore, in place
+    create_key_file(path, role=...)                   a new key for `node init`, `coordinator init`, `chain
+                                                      deploy`: a keystore under the role's passphrase from the
+                                                      environment, plaintext hex only when asked (development)
 
 The passphrase comes from a file or from the environment, never from the command line (where `ps` shows it):
 `passphrase_for(role)` reads, first found wins, `$TWINLEDGER_<ROLE>_KEY_PASSPHRASE_FILE`,
@@ -103,16 +106,37 @@ def write_keystore(path: Path, passphrase: str, private_key: str | bytes | None 
         keystore = Account.encrypt(key, passphrase, kdf=kdf, iterations=iterations)
     except (ValueError, TypeError) as exc:
         raise KeystoreError(f"cannot encrypt this key: {exc}") from None
-    path = Path(path)
+    _write_new_key_file(Path(path), json.dumps(keystore))
+    return hex0x(Account.from_key(key).key)
+
+
+def _write_new_key_file(path: Path, text: str) -> None:
+    """`text` and a newline into the new owner-only file `path` (in an owner-only folder); never overwrites."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeystoreError(f"{path} exists: a key file is never overwritten") from None
     with os.fdopen(fd, "w") as handle:
-        json.dump(keystore, handle)
-        handle.write("\n")
-    return hex0x(Account.from_key(key).key)
+        handle.write(text + "\n")
+
+
+def create_key_file(path: Path, *, role: str, plaintext: bool = False, environ: Mapping[str, str] | None = None) -> str:
+    """A new random key at `path` (never overwriting one), for the commands that create a party's key: a keystore
+    encrypted under `passphrase_for(role)`; without a passphrase in the environment, KeystoreError naming the
+    variables. `plaintext` writes the legacy hex file instead (development only: `--plaintext-key`; load_key
+    warns about it). Returns the key as 0x hex."""
+    if plaintext:
+        key = hex0x(secrets.token_bytes(32))
+        _write_new_key_file(Path(path), key)
+        return key
+    passphrase = passphrase_for(role, environ)
+    if passphrase is None:
+        names = passphrase_env_names(role)
+        raise KeystoreError(f"the new {role} key at {path} is written encrypted: set {names[0]} to a file holding its "
+                            f"passphrase (or {' or '.join(names[1:])}); --plaintext-key writes it unencrypted, for "
+                            "development only")
+    return write_keystore(path, passphrase)
 
 
 def _json_depth(text: str) -> int:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from contracts import ledger as lg
-from contracts.cli import add_rpc_url, gas_hint
+from contracts.cli import add_plaintext_key, add_rpc_url, gas_hint
 from coordinator import processes
 from federation.defaults import TRAINING
 from federation.ids import StudyId
@@ -39,12 +39,14 @@ def _coordinator_init(args) -> int:
 
     from coordinator.settings import CoordinatorSettings
 
+    from contracts.keystore import create_key_file
+
     settings = CoordinatorSettings(home=Path(args.home).resolve(), rpc_url=args.rpc_url,
                                    deployment_file=Path(args.deployment_file).resolve(), min_nodes=args.min_nodes,
                                    chain_ca_file=Path(args.chain_ca_file).resolve() if args.chain_ca_file else None)
+    if not settings.key_file.exists():  # first: without a passphrase nothing is written
+        create_key_file(settings.key_file, role="coordinator", plaintext=args.plaintext_key)
     settings.save()
-    if not settings.key_file.exists():
-        lg.write_key(settings.key_file)
     address = Account.from_key(lg.load_key(settings.key_file)).address
     print(f"coordinator home {settings.home}; account {address} "
           f"(the operator grants it the coordinator role: twinledger study grant-coordinator; {gas_hint(address)})")
@@ -266,6 +268,7 @@ def add_coordinator_commands(subparsers) -> None:
     add_rpc_url(init)
     init.add_argument("--deployment-file", required=True, help="the consortium's deployment.json")
     init.add_argument("--min-nodes", type=int, default=1, help="SuperNodes a run waits for (default 1)")
+    add_plaintext_key(init, role="coordinator")
     init.set_defaults(func=_coordinator_init)
     link = coord.add_parser("superlink", help="run the Flower SuperLink: TLS, SuperNode authentication, and the "
                                               "Fleet-only gateway hospitals dial (Ctrl-C or SIGTERM stops it)")

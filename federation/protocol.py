@@ -32,6 +32,9 @@ BAD_REQUEST = 4007
 APP_NOT_APPROVED = 4010  # the SuperNode's app gate (node/app_gate.py) refused the run's app: not the study's
 CHAIN_RESET = 4011  # the chain no longer holds the deployment (lost its contracts, or was reset and rebuilt)
 PINNED_BLOCK_NOT_CANONICAL = 4012  # the pinned block's hash is not the chain's block at that number
+# The node's privacy account shows less epsilon spent than the chain records for this hospital (Consortium
+# spendingOf): its database was restored from an older backup, or replaced. Training would reopen spent budget.
+BUDGET_BEHIND_CHAIN = 4013
 
 # Flower's own error codes (flwr.common.constant.ErrorCode), as the coordinator reports them.
 FLOWER_ERROR_NAMES = {
@@ -57,6 +60,7 @@ ERROR_NAMES = {**FLOWER_ERROR_NAMES,
     APP_NOT_APPROVED: "app not approved",
     CHAIN_RESET: "chain reset",
     PINNED_BLOCK_NOT_CANONICAL: "pinned block not on the chain",
+    BUDGET_BEHIND_CHAIN: "privacy account behind the chain",
 }
 
 

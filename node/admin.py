@@ -10,7 +10,8 @@ from pathlib import Path
 from eth_account import Account
 from sqlmodel import select
 
-from contracts.ledger import ContractRejected, Ledger, SignedGrant, SignedRevoke, load_key, write_key
+from contracts.keystore import create_key_file as new_key_file
+from contracts.ledger import ContractRejected, Ledger, SignedGrant, SignedRevoke, load_key
 from federation.ids import Pseudonym
 from node.records import ImportReport, import_file
 from node.settings import NodeSettings
@@ -20,18 +21,23 @@ from node.vault import Vault, create_key_file
 log = logging.getLogger(__name__)
 
 
-def init_node(home: Path, *, hospital: str, rpc_url: str, deployment_file: Path | None, database_url: str = "") -> NodeSettings:
-    """Create a node's home: configuration, data key and hospital account key (owner-only files)."""
+def init_node(home: Path, *, hospital: str, rpc_url: str, deployment_file: Path | None, database_url: str = "",
+              plaintext_key: bool = True) -> NodeSettings:
+    """Create a node's home: configuration, data key and hospital account key (owner-only files).
+
+    A new hospital key is an encrypted keystore under the hospital's passphrase from the environment
+    (contracts/keystore.py `create_key_file`) unless `plaintext_key`: the library default, for tests and the
+    demo's in-process consortium; `twinledger node init` encrypts unless given --plaintext-key."""
     settings = NodeSettings(
         home=Path(home).resolve(), hospital=hospital, rpc_url=rpc_url, deployment_file=deployment_file,
         database_url=database_url,
     )
+    if not settings.hospital_key_file.exists():  # first: without a passphrase nothing is written
+        new_key_file(settings.hospital_key_file, role="hospital", plaintext=plaintext_key)
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.save()
     if not settings.data_key_file.exists():
         create_key_file(settings.data_key_file)
-    if not settings.hospital_key_file.exists():
-        write_key(settings.hospital_key_file)
     Store(settings.resolved_database_url)
     database = settings.home / "node.db"
     if not settings.database_url and database.exists():

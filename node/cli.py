@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from contracts.cli import add_rpc_url, gas_hint
+from contracts.cli import add_plaintext_key, add_rpc_url, gas_hint
 from federation.ids import StudyId
 
 HOME_HELP = "the node's home directory"
@@ -19,11 +19,12 @@ HOME_HELP = "the node's home directory"
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one line, exit status 2."""
+    from node.backup import BackupError
     from node.records import RecordFileError
     from node.settings import SettingsError
     from node.vault import VaultError
 
-    return (RecordFileError, SettingsError, VaultError)
+    return (BackupError, RecordFileError, SettingsError, VaultError)
 
 
 def _settings(args):
@@ -37,7 +38,7 @@ def _node_init(args) -> int:
 
     settings = admin.init_node(Path(args.home), hospital=args.hospital, rpc_url=args.rpc_url,
                                deployment_file=Path(args.deployment_file).resolve() if args.deployment_file else None,
-                               database_url=args.database_url)
+                               database_url=args.database_url, plaintext_key=args.plaintext_key)
     if args.chain_ca_file:  # the CA of an https rpc-url, kept in node.toml
         settings = settings.model_copy(update={"chain_ca_file": Path(args.chain_ca_file).resolve()})
         settings.save()
@@ -116,6 +117,38 @@ def _node_export(args) -> int:
     return 0
 
 
+def _node_migrate(args) -> int:
+    from sqlalchemy import create_engine
+
+    from federation.migrations import current_revision, migrate
+    from node.migrations import NODE_SCHEMA
+
+    engine = create_engine(_settings(args).resolved_database_url)
+    outcome = migrate(engine, NODE_SCHEMA)
+    print(f"node database {engine.url.render_as_string(hide_password=True)}: {outcome} "
+          f"(revision {current_revision(engine)})")
+    return 0
+
+
+def _node_backup(args) -> int:
+    from node.backup import backup_home, backup_passphrase
+
+    passphrase = backup_passphrase(Path(args.passphrase_file) if args.passphrase_file else None)
+    out = backup_home(_settings(args), Path(args.out), passphrase=passphrase)
+    print(f"node home {Path(args.home).resolve()} backed up, encrypted, to {out}")
+    return 0
+
+
+def _node_restore(args) -> int:
+    from node.backup import backup_passphrase, restore_home
+
+    passphrase = backup_passphrase(Path(args.passphrase_file) if args.passphrase_file else None)
+    kept = restore_home(Path(args.archive), Path(args.home), passphrase=passphrase, force=args.force)
+    print(f"node home {Path(args.home).resolve()} restored from {args.archive}"
+          + (f"; the home it replaced is kept at {kept}" if kept else ""))
+    return 0
+
+
 def _portal_serve(args) -> int:
     from node.portal.admin import serve
 
@@ -153,6 +186,7 @@ def add_node_commands(subparsers) -> None:
     add_rpc_url(init)
     init.add_argument("--deployment-file", help="the consortium's deployment.json (the node refuses every round without it)")
     init.add_argument("--database-url", default="", help="any SQLAlchemy URL; default SQLite in the home")
+    add_plaintext_key(init, role="hospital")
     init.set_defaults(func=_node_init)
     imp = node.add_parser("import", help="import patient records (CSV or FHIR Bundle: heart disease, or twins' type 1 diabetes data)")
     imp.add_argument("--home", required=True, help=HOME_HELP)
@@ -189,6 +223,26 @@ def add_node_commands(subparsers) -> None:
     export.add_argument("--home", required=True, help=HOME_HELP)
     export.add_argument("--out", required=True, help="the JSON file to write")
     export.set_defaults(func=_node_export)
+    migrate = node.add_parser("migrate", help="upgrade the node's database (node, portal and IT console tables) to "
+                              "this version's schema; every node process also does it on start")
+    migrate.add_argument("--home", required=True, help=HOME_HELP)
+    migrate.set_defaults(func=_node_migrate)
+    passphrase_help = ("a file holding the archive's passphrase on its first line (default: "
+                       "$TWINLEDGER_BACKUP_PASSPHRASE_FILE, else $TWINLEDGER_BACKUP_PASSPHRASE)")
+    backup = node.add_parser("backup", help="write the node home (database, keys, settings) to an archive encrypted "
+                             "with a passphrase")
+    backup.add_argument("--home", required=True, help=HOME_HELP)
+    backup.add_argument("--out", required=True, help="the archive to write (never overwritten)")
+    backup.add_argument("--passphrase-file", help=passphrase_help)
+    backup.set_defaults(func=_node_backup)
+    restore = node.add_parser("restore", help="restore a node home from an archive of 'twinledger node backup' "
+                              "(stop the node, portal and console first)")
+    restore.add_argument("--home", required=True, help=HOME_HELP + " (empty or missing, unless --force)")
+    restore.add_argument("--passphrase-file", help=passphrase_help)
+    restore.add_argument("--force", action="store_true",
+                         help="replace a home that is not empty (it is kept as <home>.before-restore-<time>)")
+    restore.add_argument("archive", help="the backup archive")
+    restore.set_defaults(func=_node_restore)
     from node.console.cli import add_node_console_commands
 
     add_node_console_commands(node)

@@ -40,6 +40,24 @@ class BudgetSpent(Exception):
     """Training would exceed the study's privacy budget at this hospital."""
 
 
+class BudgetBehindChain(Exception):
+    """The node's own account shows less epsilon spent than the chain records for this hospital."""
+
+
+def check_chain_spending(spent: float, recorded_micro: int, *, hospital: str, study_id: str) -> None:
+    """Refuse (BudgetBehindChain) when the node's account (`spent`, epsilon) is below what the chain records as
+    this hospital's spending (`recorded_micro`, Consortium.spendingOf in millionths). The node writes its account
+    before it records on chain, so an account below the chain's is one restored from an older backup (or
+    replaced): training on it would spend the same budget a second time."""
+    from contracts.ledger import epsilon_micro
+
+    if epsilon_micro(spent) < recorded_micro:
+        raise BudgetBehindChain(
+            f"hospital {hospital}'s privacy account for study {study_id} shows epsilon {spent:.6f} spent, the chain "
+            f"records {recorded_micro / 1e6:.6f}: the node database is older than its last round (restored from a "
+            "backup?); restore the newest backup, or leave this study (docs/operations.md, Backup and restore)")
+
+
 def epsilon_of(history: list[tuple[float, float, int]], *, delta: float) -> float:
     """Epsilon of a sequence of (noise multiplier, sample rate, steps), by the RDP accountant."""
     if not history:

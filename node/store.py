@@ -104,10 +104,10 @@ class Store:
     def __init__(self, database_url: str, *, kind: str | None = None):
         connect_args = {"check_same_thread": False} if database_url.startswith("sqlite") else {}
         self.engine = create_engine(database_url, connect_args=connect_args)
-        SQLModel.metadata.create_all(self.engine)
-        _add_kind_column(self.engine)
-        _add_release_columns(self.engine)
-        _add_usage_status_column(self.engine)
+        from federation.migrations import migrate
+        from node.migrations import NODE_SCHEMA
+
+        migrate(self.engine, NODE_SCHEMA)  # node/migrations; a create_all database from before is stamped
         self.kind = kind
 
     @classmethod
@@ -189,6 +189,9 @@ class Store:
         with self.session() as session:
             query = select(RoundRefusal).where(RoundRefusal.study_id == study_id).order_by(RoundRefusal.id)
             return list(session.exec(query))
+
+
+# The fix-ups below bring a create_all database from before migrations to the baseline (node/migrations).
 
 
 def _add_kind_column(engine) -> None:

@@ -27,7 +27,7 @@ import web3  # noqa: F401
 SANE_RECURSION_LIMIT = 1000  # CPython's default
 sys.setrecursionlimit(min(sys.getrecursionlimit(), SANE_RECURSION_LIMIT))
 
-from contracts.ledger.client import MILLI, Ledger  # noqa: E402 - after the limit is reset
+from contracts.ledger.client import MICRO, MILLI, Ledger, epsilon_micro  # noqa: E402 - after the limit is reset
 from contracts.ledger.consent import (  # noqa: E402
     CONSENT_BATCH,
     CONSENT_BITMAP_SELECTOR,
@@ -63,7 +63,7 @@ from contracts.ledger.signing import (
 
 __all__ = [
     "CONSENT_BATCH", "CONSENT_BITMAP_SELECTOR", "CONSENT_DOMAIN_NAME", "CONSENT_DOMAIN_VERSION", "ENROL_BATCH",
-    "GRANT_BATCH", "MILLI", "SANE_RECURSION_LIMIT", "ChainReset", "ChainUnavailable", "ConsentChange", "ConsentFollower",
+    "GRANT_BATCH", "MICRO", "MILLI", "SANE_RECURSION_LIMIT", "ChainReset", "ChainUnavailable", "ConsentChange", "ConsentFollower",
     "ContractRejected", "Deployment", "Ledger", "LedgerError", "NodeKeyEvent", "ROUND_DOMAIN_NAME",
     "ROUND_REPLY_TYPES", "RoundAnchor", "SignedCancel", "SignedGrant", "SignedRevoke", "StateUnavailable", "StudyTerms", "connect",
     "deploy", "from_bytes32", "fund_from_dev_account", "load_key", "recover_round_reply", "sign_cancel", "sign_grant", "sign_revoke", "sign_round_reply", "to_bytes32", "write_key",

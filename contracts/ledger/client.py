@@ -7,6 +7,7 @@ locally with the caller's key and wait for the receipt. Every failure surfaces a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import requests
@@ -41,6 +42,13 @@ from federation.ids import Digest, StudyId, from_hex0x
 from federation.protocol import RoundReply
 
 MILLI = 1000  # epsilon and delta travel on chain in thousandths
+MICRO = 1_000_000  # a hospital's recorded privacy spending travels in millionths
+
+
+def epsilon_micro(epsilon: float) -> int:
+    """Epsilon in the chain's millionths, rounded down: what a node records never exceeds its own account, so its
+    own account (the same float, the same rounding) is never below what it recorded."""
+    return math.floor(epsilon * MICRO)
 
 
 class Ledger(ConsentCalls):
@@ -241,6 +249,11 @@ class Ledger(ConsentCalls):
             )
         return sorted(anchors, key=lambda a: a.round)
 
+    def spending_of(self, study_id: bytes, hospital: str, *, block: int | str = "latest") -> int:
+        """The epsilon (millionths) `hospital` recorded as spent on `study_id` at `block`; 0 if none."""
+        return self._read(
+            lambda: self.consortium.functions.spendingOf(study_id, hospital).call(block_identifier=block))
+
     # ---- signatures (off chain) ----
 
     def sign_round_reply(self, reply: RoundReply) -> bytes:
@@ -319,6 +332,11 @@ class Ledger(ConsentCalls):
                 study_id, round_number, pinned_block, model_hash, hospitals, [commitments[h] for h in hospitals]
             )
         )
+
+    def record_spending(self, study_id: bytes, epsilon: float) -> dict:
+        """Record, as this hospital, the epsilon its node has spent on `study_id` so far (rounded down to
+        millionths); a value below the recorded one is refused (ContractRejected SpendingDecreased)."""
+        return self._transact(self.consortium.functions.recordSpending(study_id, epsilon_micro(epsilon)))
 
     # ---- plumbing ----
 

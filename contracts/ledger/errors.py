@@ -60,6 +60,7 @@ ERROR_TEXT = {
     "RoundOutOfRange": "round {1} is outside the rounds study {0} allows",
     "PinnedBlockInFuture": "pinned block {0} is in the future",
     "CommitmentLengthMismatch": "hospitals and commitments differ in length",
+    "SpendingDecreased": "study {0}: hospital {1} recorded epsilon spending {2} (millionths) already; {3} would lower it",
     "NotAnActiveHospital": "account {0} is not an active hospital",
     "AlreadyEnrolled": "pseudonym {0} is already enrolled",
     "UnknownPseudonym": "pseudonym {0} is not enrolled",

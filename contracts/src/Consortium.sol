@@ -6,7 +6,8 @@ import {IConsortium} from "./IConsortium.sol";
 
 /// @title TwinLedger consortium: hospitals and their nodes, studies and their app, round anchors
 /// @notice The operator registers hospitals and proposes studies; each hospital records its SuperNode's key and
-/// accepts a study with its own account; the coordinator anchors every finished training round, once. Nothing
+/// accepts a study with its own account; the coordinator anchors every finished training round, once; each
+/// hospital records the epsilon it has spent per study, which only grows. Nothing
 /// here identifies a patient: studies and hospitals are named by opaque 32-byte identifiers.
 /// @dev Errors, events and the NatSpec of every external function are in {IConsortium}.
 contract Consortium is AccessControl, IConsortium {
@@ -51,6 +52,8 @@ contract Consortium is AccessControl, IConsortium {
     mapping(bytes32 studyId => mapping(uint32 round => bytes32 modelHash)) private _anchors;
     // Apart from the model hash, which may be zero: an anchored round is final whatever it holds.
     mapping(bytes32 studyId => mapping(uint32 round => bool)) private _anchored;
+    // Each hospital's epsilon spent per study, in millionths: only ever grows (recordSpending).
+    mapping(bytes32 studyId => mapping(address hospital => uint64 epsilonSpentMicro)) private _spending;
 
     /// @param operator the consortium operator, who registers hospitals and proposes studies
     constructor(address operator) {
@@ -191,6 +194,21 @@ contract Consortium is AccessControl, IConsortium {
         _anchored[studyId][round] = true;
         _anchors[studyId][round] = modelHash;
         emit RoundAnchored(studyId, round, pinnedBlock, modelHash, hospitals, commitments);
+    }
+
+    /// @inheritdoc IConsortium
+    function recordSpending(bytes32 studyId, uint64 epsilonSpentMicro) external {
+        if (!_hospitals[msg.sender].registered) revert UnknownHospital(msg.sender);
+        if (!_studies[studyId].exists) revert UnknownStudy(studyId);
+        uint64 recorded = _spending[studyId][msg.sender];
+        if (epsilonSpentMicro < recorded) revert SpendingDecreased(studyId, msg.sender, recorded, epsilonSpentMicro);
+        _spending[studyId][msg.sender] = epsilonSpentMicro;
+        emit SpendingRecorded(studyId, msg.sender, epsilonSpentMicro);
+    }
+
+    /// @inheritdoc IConsortium
+    function spendingOf(bytes32 studyId, address hospital) external view returns (uint64) {
+        return _spending[studyId][hospital];
     }
 
     /// @inheritdoc IConsortium

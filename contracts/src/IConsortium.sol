@@ -26,6 +26,8 @@ interface IConsortium {
     error RoundOutOfRange(bytes32 studyId, uint32 round);
     error PinnedBlockInFuture(uint64 pinnedBlock);
     error CommitmentLengthMismatch();
+    /// @dev A hospital's recorded privacy spending only grows: `offered` is below the `recorded` epsilon.
+    error SpendingDecreased(bytes32 studyId, address hospital, uint64 recorded, uint64 offered);
 
     // ---- events ----
 
@@ -49,6 +51,10 @@ interface IConsortium {
         address[] hospitals,
         bytes32[] commitments
     );
+
+    /// @notice `hospital` has spent `epsilonSpentMicro` / 1e6 of its epsilon budget for `studyId` (its node's own
+    /// privacy account, after a round).
+    event SpendingRecorded(bytes32 indexed studyId, address indexed hospital, uint64 epsilonSpentMicro);
 
     // ---- hospitals and their nodes ----
 
@@ -141,4 +147,18 @@ interface IConsortium {
 
     /// @notice The model hash anchored for a round; zero when the round is not anchored (see {isAnchored}).
     function anchorOf(bytes32 studyId, uint32 round) external view returns (bytes32);
+
+    // ---- privacy spending ----
+
+    /// @notice Record the epsilon the calling hospital has spent on `studyId` so far (millionths, rounded down),
+    /// as its node's privacy account says after a round. A node refuses to train while its own account shows
+    /// less than this (a node database restored from an older backup must not spend the same budget again).
+    /// @dev Requires a registered hospital (a suspended one still records: it only makes its node stricter), a
+    /// known study and a value no lower than the one recorded (reverts {SpendingDecreased}; an equal value is
+    /// accepted, so a retried transaction does no harm). Signed by the hospital's own key: the coordinator
+    /// cannot write it. Emits {SpendingRecorded}.
+    function recordSpending(bytes32 studyId, uint64 epsilonSpentMicro) external;
+
+    /// @notice The epsilon (millionths) `hospital` last recorded as spent on `studyId`; zero if none.
+    function spendingOf(bytes32 studyId, address hospital) external view returns (uint64);
 }

@@ -39,6 +39,18 @@ def serve(home: Path | str, *, port: int = 8900, host: str = "127.0.0.1", tls_ce
     serve_app(create_app(settings), settings, host=host, port=port, insecure_http=insecure_http)
 
 
+def _migrate(args) -> int:
+    from sqlmodel import create_engine
+
+    from coordinator.console.migrations import CONSOLE_SCHEMA
+    from federation.migrations import current_revision, migrate
+
+    engine = create_engine(ConsoleSettings.load(Path(args.home)).database_url)
+    print(f"console database {engine.url.database}: {migrate(engine, CONSOLE_SCHEMA)} "
+          f"(revision {current_revision(engine)})")
+    return 0
+
+
 def _serve(args) -> int:
     serve(Path(args.home), port=args.port, tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile,
           insecure_http=args.insecure_http)
@@ -74,3 +86,7 @@ def add_console_commands(subparsers) -> None:
     token.add_argument("--role", required=True, choices=ROLES, help="operator: create studies, launch and stop runs; "
                        "observer: watch only")
     token.set_defaults(func=_token)
+    migrate = actions.add_parser("migrate", help="upgrade console.db to this version's schema (the console also "
+                                 "does it on start)")
+    migrate.add_argument("--home", required=True, help=home_help)
+    migrate.set_defaults(func=_migrate)

@@ -7,7 +7,6 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from federation.web import models as web_models
 from federation.web.models import now
 
 
@@ -25,5 +24,8 @@ class ConsoleRun(SQLModel, table=True):
 
 
 def create_tables(engine: Engine) -> None:
-    web_models.create_tables(engine)
-    SQLModel.metadata.create_all(engine, tables=[ConsoleRun.__table__])
+    """Create or upgrade console.db (its migrations, coordinator/console/migrations)."""
+    from coordinator.console.migrations import CONSOLE_SCHEMA
+    from federation.migrations import migrate
+
+    migrate(engine, CONSOLE_SCHEMA)

@@ -54,7 +54,8 @@ contracts() {
     sleep 2
   done
   umask 022
-  twinledger chain deploy --operator-key "${operator}/operator.key" --fund-from-dev-account \
+  # --plaintext-key: the one-host consortium's development operator key (docs/operations.md, Keys as secrets).
+  twinledger chain deploy --operator-key "${operator}/operator.key" --fund-from-dev-account --plaintext-key \
     --out "${public}/deployment.json"
   echo "consortium deployed: ${public}/deployment.json"
 }

@@ -44,11 +44,12 @@ def studies(state: ConsoleState) -> StudiesOut:
     out = []
     for study_id in list(dict.fromkeys(accepted + local)):
         rows = [s for s in spends if s.study_id == study_id]
-        terms, live = None, None
+        terms, live, recorded = None, None, None
         if ledger is not None and chain_ok:
             try:
                 terms = ledger.study(StudyId.parse(study_id))
                 live = ledger.is_study_live_for(StudyId.parse(study_id), state.hospital_account())
+                recorded = ledger.spending_of(StudyId.parse(study_id), state.hospital_account())
             except (LedgerError, ValueError):
                 terms = None
         if terms is not None:
@@ -58,6 +59,14 @@ def studies(state: ConsoleState) -> StudiesOut:
                                   delta=terms.delta).spent()
         else:
             spent = rows[-1].epsilon_after if rows else 0.0
+        behind = None
+        if recorded is not None and terms is not None:
+            from node.privacy import BudgetBehindChain, check_chain_spending
+
+            try:
+                check_chain_spending(spent, recorded, hospital=state.settings.node.hospital, study_id=study_id)
+            except BudgetBehindChain as exc:
+                behind = f"training refused (code 4013): {exc}"
         out.append(StudyBudget(
             study_id=study_id,
             accepted=(study_id in accepted) if chain_ok else None,
@@ -75,5 +84,7 @@ def studies(state: ConsoleState) -> StudiesOut:
             suspended=terms.suspended if terms else None,
             evaluation_share=terms.evaluation_share if terms else None,
             releases=_account(rows),
+            epsilon_on_chain=recorded / 1e6 if recorded is not None else None,
+            behind_chain=behind,
         ))
     return StudiesOut(chain_ok=chain_ok, detail=detail or f"studies this hospital accepted on chain: {len(accepted)}", studies=out)

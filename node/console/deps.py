@@ -13,7 +13,6 @@ from sqlmodel import Session
 
 from contracts.ledger import Ledger, LedgerError
 from federation.web.errors import WebError
-from federation.web.models import create_tables
 from federation.web.sessions import BEARER, Caller, Guard, client_ip, log_action, require_role
 from node import admin
 from node.console.settings import ROLES, ConsoleSettings
@@ -26,8 +25,7 @@ class ConsoleState:
     def __init__(self, settings: ConsoleSettings, *, ledger: Ledger | None = None):
         self.settings = settings
         self.guard = Guard(cookie_name=settings.cookie_name, idle_s=settings.session_idle_s, roles=ROLES)
-        self.store = Store(settings.node.resolved_database_url)
-        create_tables(self.store.engine)
+        self.store = Store(settings.node.resolved_database_url)  # its migrations cover the console's tables too
         self._ledger = ledger
         self.import_lock = threading.Lock()  # one import at a time: record numbers are checked, then written
         self._ledger_lock = threading.Lock()

@@ -137,6 +137,10 @@ class StudyBudget(BaseModel):
     suspended: bool | None
     evaluation_share: float | None = Field(default=None, description="the budget's share for evaluation (on chain)")
     releases: list[PrivacyRelease] = Field(default_factory=list, description="the study's privacy account")
+    epsilon_on_chain: float | None = Field(default=None, description="the spending this hospital recorded on chain "
+                                           "(null: unknown)")
+    behind_chain: str | None = Field(default=None, description="why the node refuses to train this study: its "
+                                     "account is below the chain's record (a database restored from an older backup)")
 
 
 class StudiesOut(BaseModel):

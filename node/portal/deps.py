@@ -19,7 +19,7 @@ from federation import ids
 from federation.web.sessions import Caller, Guard, client_ip
 from node.portal import accounts
 from node.portal.accounts import PortalError
-from node.portal.models import PortalAccount, PortalSession, upgrade
+from node.portal.models import PortalAccount, PortalSession
 from node.portal.relays import Relayer
 from node.portal.settings import PortalSettings
 from node.store import Store
@@ -36,8 +36,7 @@ class PortalState:
         self.guard = Guard(cookie_name=settings.cookie_name, idle_s=settings.session_idle_s, roles=("patient",),
                            bearer=False, table=PortalSession, holder_of=accounts.patient_of,
                            not_logged_in="not logged in, or the session has ended: log in again")
-        self.store = Store(settings.node.resolved_database_url)  # create_all covers node.portal.models too
-        upgrade(self.store.engine)
+        self.store = Store(settings.node.resolved_database_url)  # its migrations cover the portal's tables too
         self.store.engine = _engine_for_many_patients(self.store.engine)
         self._ledger = ledger
         self.chain_lock = threading.Lock()  # one relayed transaction at a time: nonces stay in order

@@ -1,4 +1,4 @@
-"""The portal's tables, in the node's database (created on the node's engine with create_all).
+"""The portal's tables, in the node's database (created and upgraded by its migrations, node/migrations).
 
 Secrets are stored only as hashes (enrolment codes, session tokens) or encrypted under the patient's
 password (the consent key).
@@ -101,8 +101,8 @@ OUTBOX_COLUMNS = {"pseudonym": "VARCHAR", "nonce": "BIGINT", "deadline": "BIGINT
 
 
 def upgrade(engine) -> None:
-    """Bring a portal database created before wallet-held keys, or before the outbox, up to date (create_all
-    adds no columns)."""
+    """Bring a portal database created before wallet-held keys, or before the outbox, to the migrations' baseline
+    (create_all adds no columns; node/migrations calls this before stamping such a database)."""
     from sqlalchemy import inspect, text
 
     columns = {c["name"] for c in inspect(engine).get_columns("portalaccount")}

@@ -96,7 +96,8 @@ def test_a_wheel_deploys_the_contracts_without_the_checkout(tmp_path, anvil_url)
                            cwd=home, env=env, capture_output=True, text=True, timeout=60, check=True)
     assert Path(where.stdout.strip()).parent == installed  # the wheel's code, not the checkout's
     done = subprocess.run([str(venv / "bin" / "twinledger"), "chain", "deploy", "--rpc-url", anvil_url,
-                           "--fund-from-dev-account"], cwd=home, env=env, capture_output=True, text=True, timeout=300)
+                           "--fund-from-dev-account"], cwd=home, env={**env, "TWINLEDGER_OPERATOR_KEY_PASSPHRASE": "wheel"},
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     deployment = lg.Deployment.load(home / "deployment.json")
     assert lg.connect(anvil_url).eth.get_code(deployment.consent_registry)

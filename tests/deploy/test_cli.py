@@ -106,7 +106,8 @@ def test_chain_fund_parses_address_and_ether():
 def node_home(tmp_path, capsys):
     home = tmp_path / "node-home"
     assert cli.main(["node", "init", "--home", str(home), "--hospital", "cleveland",
-                     "--rpc-url", "http://127.0.0.1:1", "--deployment-file", str(tmp_path / "deployment.json")]) == 0
+                     "--rpc-url", "http://127.0.0.1:1", "--deployment-file", str(tmp_path / "deployment.json"),
+                     "--plaintext-key"]) == 0
     out = capsys.readouterr().out
     assert "twinledger chain fund 0x" in out  # the account needs gas
     assert "ecdsa-sha2-nistp256 " in out  # the SuperNode's public key, for the operator to admit
@@ -192,7 +193,7 @@ class _FakeRun:
 def coordinator_home(tmp_path, capsys):
     home = tmp_path / "coordinator-home"
     assert cli.main(["coordinator", "init", "--home", str(home), "--rpc-url", "http://127.0.0.1:1",
-                     "--deployment-file", str(tmp_path / "deployment.json"), "--min-nodes", "3"]) == 0
+                     "--deployment-file", str(tmp_path / "deployment.json"), "--min-nodes", "3", "--plaintext-key"]) == 0
     assert "twinledger chain fund 0x" in capsys.readouterr().out
     return home
 

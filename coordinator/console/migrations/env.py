@@ -1,0 +1,7 @@
+"""Alembic's entry point for console.db's migrations (federation/migrations.py passes the connection)."""
+
+from alembic import context
+
+from federation.migrations import run_env
+
+run_env(context)
