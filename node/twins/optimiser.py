@@ -262,7 +262,6 @@ def optimise_many(twins: list[CalibratedTwin], records: list[DiabetesRecord], *,
     `currents`: the therapy to start from, per patient (default: each twin's therapy, read from its record).
     Each ensemble member also counts the meals' carbs with its own error (sd `carb_count_error_sd`), the same
     draws for every plan, so the limits must hold under counting errors as well as parameter uncertainty."""
-    rng = np.random.default_rng(seed)
     currents = currents or [TherapySettings.of(t.therapy) for t in twins]
     searches = []
     for twin, record, current in zip(twins, records, currents):
@@ -276,7 +275,9 @@ def optimise_many(twins: list[CalibratedTwin], records: list[DiabetesRecord], *,
         if min(current.carb_ratio_g_per_u, current.correction_factor_mgdl_per_u) <= 0 or current.basal_u_per_h <= 0:
             raise ValueError("the current therapy needs a positive basal, carb ratio and correction factor")
         meals_g = np.asarray(record.carbs_g[first:], dtype=float)
-        counting = np.maximum(0.3, 1 + carb_count_error_sd * rng.standard_normal((members, len(meals_g))))
+        # each patient's own draws: a patient's answer does not depend on who else is in the batch
+        draws = np.random.default_rng(seed).standard_normal((members, len(meals_g)))
+        counting = np.maximum(0.3, 1 + carb_count_error_sd * draws)
         searches.append(_Search(twin, twin.patients(twin.ensemble_log(members, seed=seed)), meals_g, rates,
                                 meals_g[None, :] * counting, current, best=current))
     _evaluate([(s, s.current) for s in searches])
@@ -319,17 +320,19 @@ def _result(search: _Search) -> TherapyOptimisation:
     fixes = changed and not current_ok and search.scores[search.best][0]
     if changed and fixes:
         why = ("change: the current plan breaks the hypoglycaemia limits on the twin; the proposed plan meets them "
-               "and lowers time below 70 for the whole ensemble, even where it costs time in range")
+               f"and does not raise time below 70 for {ROBUST_PERCENTILE} % of the calibrated twins, even where it "
+               "costs time in range")
     elif changed:
-        why = ("change: in the whole ensemble the proposed plan does not raise time below 70"
-               + (" and does not lower time in range" if current_ok else ", and it comes closer to the limits"))
+        why = (f"change: for {ROBUST_PERCENTILE} % of the calibrated twins the proposed plan does not raise time "
+               "below 70" + (" or lower time in range" if current_ok else ", and it comes closer to the limits"))
     elif current_ok:
         why = ("no change recommended: no plan within half and twice the current settings raises time in range "
-               "without raising time below 70 or lowering time in range for some of the calibrated twins")
+               f"without raising time below 70 or lowering time in range for more than {100 - ROBUST_PERCENTILE} % "
+               "of the calibrated twins")
     else:
         why = ("no change recommended: the current plan breaks the hypoglycaemia limits on the twin, but no plan "
-               "within half and twice the current settings lowers time below 70 for every calibrated twin; "
-               "review the patient's hypoglycaemia with them")
+               f"within half and twice the current settings keeps time below 70 from rising for {ROBUST_PERCENTILE} % "
+               "of the calibrated twins; review the patient's hypoglycaemia with them")
     return TherapyOptimisation(
         patient_id=search.twin.patient_id, current=_summary("current", search, search.current),
         proposed=_summary("proposed", search, search.best), members=len(search.members),

@@ -38,6 +38,13 @@ def test_the_bolus_calculator_doses_more_with_a_stronger_carb_ratio_and_starts_a
     assert glucose[0, 0] == pytest.approx(glucose[0, 59], abs=0.5)  # steady before the first meal
 
 
+@pytest.fixture(scope="module")
+def day_record():
+    """One day of the test patient's record (a simulation with its sensor): built once for the module."""
+    record, truth = virtual_patient_record(PATIENT, days=1, seed=2)
+    return record, truth
+
+
 def _twin_at_truth(name: str, record) -> CalibratedTwin:
     """A twin whose fitted parameters are the patient's own, with a small posterior (no calibration needed)."""
     truth = load_patient(name)
@@ -48,8 +55,8 @@ def _twin_at_truth(name: str, record) -> CalibratedTwin:
 
 
 @pytest.mark.slow  # a search of about 30 plans x 4 members x 1 day: 10-25 s
-def test_the_search_brings_an_over_insulinised_therapy_within_the_limits():
-    record, truth = virtual_patient_record(PATIENT, days=1, seed=2)
+def test_the_search_brings_an_over_insulinised_therapy_within_the_limits(day_record):
+    record, truth = day_record
     twin = _twin_at_truth(PATIENT, record)
     aggressive = TherapySettings(truth.basal_rate_u_per_h * 1.3, truth.carb_ratio_g_per_u / 1.8, 40.0)
     result = optimise_therapy(twin, record, current=aggressive, members=4, days=1)
@@ -66,8 +73,8 @@ def test_the_search_brings_an_over_insulinised_therapy_within_the_limits():
     assert result.days == 1 and result.members == 4 and result.plans_evaluated > 6
 
 
-def test_a_record_shorter_than_six_hours_is_refused():
-    record, _ = virtual_patient_record(PATIENT, days=1, seed=2)
+def test_a_record_shorter_than_six_hours_is_refused(day_record):
+    record, _ = day_record
     short = record.window(0, 5 * 60)
     with pytest.raises(ValueError, match="6 hours"):
         optimise_therapy(_twin_at_truth(PATIENT, record), short, members=2, days=1)
@@ -118,3 +125,16 @@ def test_a_plan_that_fixes_hypoglycaemia_may_cost_time_in_range_and_says_so():
     assert answer.changed and answer.fixes_hypoglycaemia and answer.proposed.meets_limits
     assert answer.recommendation.startswith("change: the current plan breaks the hypoglycaemia limits")
     assert answer.paired_change["time_in_range_70_180"]["median"] < 0 < -answer.paired_change["time_below_70"]["high"]
+
+
+def test_a_patients_answer_does_not_depend_on_who_else_is_in_the_batch(day_record):
+    from node.twins.optimiser import optimise_many
+
+    record, _ = day_record
+    morning = record.window(3 * 60, 9 * 60)  # 6 h around breakfast: a short search
+    twin = _twin_at_truth(PATIENT, morning)
+    alone = optimise_many([twin], [morning], members=2, days=1, max_iterations=1)[0]
+    batch = optimise_many([twin, twin], [morning, morning], members=2, days=1, max_iterations=1)
+    for answer in batch:  # the API answers one patient; the benchmark's check batches 30: the same answer
+        assert answer.proposed.settings == alone.proposed.settings
+        assert answer.current.median == alone.current.median and answer.recommendation == alone.recommendation
