@@ -19,8 +19,8 @@
 - **Calibration and forecast** (`node.twins.validation.validate`): each of the 30 virtual patients lives
   4 days at home (meals, carb-counted boluses, pump, CGM noise); its twin is calibrated on days 1-3 with
   a prior from the other 29 (its own parameters hidden), then forecasts 30 and 60 min ahead every 30 min
-  of day 4 from what is known at each origin. `param_recovery_error` is the median relative error of the
-  fitted parameters (Vmx, kp3, kabs, Gb) over patients and parameters; `rmse_30min_mgdl` and
+  of day 4 from what is known at each origin. `param_recovery_error` is the median relative error over
+  patients and the identifiable fitted parameters (below); `rmse_30min_mgdl` and
   `rmse_60min_mgdl` are against the CGM readings (noise included, as published figures are).
 - **Against an independent reference** (`reference_max_abs_dbg_mgdl`): each of the 30 virtual patients
   over a day of three meals (50, 70, 80 g eaten at 5 g/min) with boluses of carbs / CR, the batched twin
@@ -29,14 +29,20 @@
   |difference| in plasma or subcutaneous glucose over the day, worst patient (goal < 2 mg/dL).
 - **Identifiability** (`node.twins.identifiability`, Fisher information at the true parameters of
   `identifiability_patients` virtual patients, every third of the 30 for a mix of ages, 3 days each):
-  `identifiable_parameters` is the greedy set whose Cramer-Rao relative sd stays below 0.1 (median over
-  patients). Calibration fits that set less f (fixed by the prior: 0.9 in all 30) plus Vmx
-  (node/twins/twin.py FITTED); `param_recovery_error` and `prior_only_recovery_error` are the median
-  relative errors of the twins and of the prior mean alone on the parameters both identifiable and fitted
-  (`param_recovery_error_covers`); `..._all_fitted` and `..._by_parameter` cover every fitted one.
+  `identifiable_parameters` are those whose posterior relative sd stays below 0.1 (median over patients)
+  when every other parameter is only known to the population's spread, as calibration faces it (the
+  Bayesian Cramer-Rao bound; `identifiable_posterior_relative_sd`); `identifiable_parameters_others_known`
+  is the earlier greedy set, with every other parameter assumed known. Calibration fits Gb, kmin, kp3, ki,
+  kmax, k1 and Vmx (node/twins/twin.py FITTED); `param_recovery_error` and `prior_only_recovery_error` are
+  the median relative errors of the twins and of the prior mean alone on the parameters both identifiable
+  and fitted (`param_recovery_error_covers`; `..._others_known_set` on the earlier set); `..._all_fitted`
+  and `..._by_parameter` cover every fitted one.
 - **Therapy optimiser** (`node.twins.optimiser_check`): from each validation twin and the patient's default
   therapy, the optimiser's plan; both plans on the TRUE patient over 3 held-out days:
-  `optimiser_tir_gain_pct` and `optimiser_tbr70_change_pct` are the mean changes in percentage points.
+  `optimiser_tir_gain_pct` and `optimiser_tbr70_change_pct` are the mean changes in percentage points;
+  per patient, `optimiser_patients_tir_down_to_fix_hypo` counts those whose time in range fell where the
+  default broke the hypoglycaemia limits on the twin (the plan trades range for safety, on purpose) and
+  `optimiser_patients_tir_down_otherwise` the rest.
 - **Federated forecaster**: `federated_forecaster_rmse_30min_mgdl()` (benchmarks/twin_federation.py, one
   study end to end on anvil) when it is there; null, with the reason, when it is not or fails.
 """
@@ -161,14 +167,21 @@ def bench_twin(*, patients: int = 1000, days: int = 1, loop_patients: int = 30, 
 
         started = time.perf_counter()
         found = identifiability(names[:: max(1, len(names) // identifiability_patients)][:identifiability_patients])
-        both = [s for s in found["identifiable_parameters"] if validation and s in validation["param_recovery_error_by_parameter"]]
+        fitted = validation["param_recovery_error_by_parameter"] if validation else {}
+        both = [s for s in found["identifiable_parameters_others_unknown"] if s in fitted]
+        known = [s for s in found["identifiable_parameters"] if s in fitted]
         identifiable = {
             **_recovery_on(validation, both),
+            **{f"{k}_others_known_set": v for k, v in _recovery_on(validation, known).items()},
             "identifiability_patients": identifiability_patients,
             "identifiability_s": round(time.perf_counter() - started, 1),
-            "identifiable_parameters": found["identifiable_parameters"],
-            "identifiable_relative_sd": found["relative_sd_joint"],
+            "identifiable_parameters": found["identifiable_parameters_others_unknown"],
+            "identifiable_posterior_relative_sd": {s: sd for s, sd in found["posterior_relative_sd_others_unknown"].items()
+                                                   if s in fitted or not fitted},
+            "identifiable_parameters_others_known": found["identifiable_parameters"],
+            "identifiable_relative_sd_others_known": found["relative_sd_joint"],
             "param_recovery_error_covers": both,
+            "param_recovery_error_others_known_set_covers": known,
         }
     federated_rmse, federated_note = _federated_rmse_30min_mgdl() if federated else (None, "not run (federated=False)")
     twin_figures = {} if validation is None else {

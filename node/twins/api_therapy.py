@@ -49,6 +49,13 @@ class TherapyResponse(BaseModel):
     members: int
     days: int = Field(description="days of the patient's own meals each plan was simulated over")
     plans_evaluated: int
+    recommendation: str = Field(description='"change: ..." or "no change recommended: ..." (the proposed plan is '
+                                            'then the current one), with the reason')
+    changed: bool = Field(description="the proposed plan differs from the current one")
+    fixes_hypoglycaemia: bool = Field(description="the current plan breaks the hypoglycaemia limits on the twin "
+                                                  "and the proposed one meets them, possibly at a cost in time in range")
+    change_bands: dict[str, Band] = Field(description="proposed minus current per calibrated twin (paired): "
+                                                      "time in range and time below 70, median and 5-95 % band")
 
 
 def therapy_response(result: TherapyOptimisation) -> TherapyResponse:
@@ -60,7 +67,9 @@ def therapy_response(result: TherapyOptimisation) -> TherapyResponse:
     return TherapyResponse(
         patient_id=result.patient_id, decision_support=result.note, current=plan(result.current),
         proposed=plan(result.proposed), members=result.members, days=result.days,
-        plans_evaluated=result.plans_evaluated,
+        plans_evaluated=result.plans_evaluated, recommendation=result.recommendation, changed=result.changed,
+        fixes_hypoglycaemia=result.fixes_hypoglycaemia,
+        change_bands={k: Band(**v) for k, v in result.paired_change.items()},
         limits={"time_below_70": TBR70_LIMIT, "time_below_54": TBR54_LIMIT, "ensemble_percentile": ROBUST_PERCENTILE})
 
 

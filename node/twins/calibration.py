@@ -2,10 +2,12 @@
 
 Method: maximum a posteriori with population priors, then a Laplace approximation of the posterior.
 
-- **Fitted parameters** (FITTED): Vmx (peripheral insulin sensitivity), kp3 (hepatic insulin sensitivity),
-  kabs (meal absorption from the gut) and Gb (the glucose the patient's own basal rate holds them at).
-  Insulin sensitivity and meal absorption set the size and timing of every post-meal and post-bolus
-  excursion; Gb sets the level between meals. Every other parameter is the population median, body
+- **Fitted parameters** (FITTED, node/twins/twin.py): Gb (the glucose the patient's own basal holds them
+  at), kmin and kmax (gastric emptying), kp3 (hepatic insulin sensitivity), ki (delay of insulin action on
+  production), k1 (plasma to tissue exchange) and Vmx (peripheral insulin sensitivity). With the other
+  parameters unknown, three days identify only Gb, kmin and ki (node/twins/identifiability.py); the others
+  are fitted as nuisance parameters, because left at population values their mismatch moves the rest
+  (docs/twins.md, "Why recovery stops short"). Every other parameter is the population median, body
   weight comes from the record, and u2ss from the record's basal rate (the standard assumption of simulator
   cloning: the patient's basal holds them at steady state); Gpb, Gtb, Vm0, Ipb, Ib, kp1 and the basal
   states are then derived so the twin is at steady state (`steady_state.steady_state`). The twin and its prior: node/twins/twin.py.

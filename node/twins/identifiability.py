@@ -13,6 +13,14 @@ of a mean by (1 + rho)/(1 - rho), the Fisher information of log(theta) is
 and sqrt(diag(F^-1)) is the Cramer-Rao bound on each parameter's relative standard error when the set is
 estimated together. Parameters are chosen greedily: at each step the candidate whose addition keeps the
 median (over patients) of the set's worst relative error smallest, while that stays below `max_relative_sd`.
+
+That bound assumes every other parameter KNOWN. Calibration does not know them: it leaves them at population
+medians. `identifiable_with_others_unknown` therefore asks what the data identify when every candidate is
+uncertain as it is across the published patients (the Bayesian Cramer-Rao bound, Gill and Levit 1995):
+posterior covariance (F + P)^-1 with P the inverse of the population covariance of log(theta) (shrunk as
+the calibration prior is). A parameter is identifiable when its posterior relative sd (median over patients)
+is below `max_relative_sd` AND the data at least halve its population sd (so that the prior alone, as for f,
+which is 0.9 in every published patient, does not count as identification).
 """
 
 from __future__ import annotations
@@ -96,12 +104,47 @@ def identifiable_set(sens: list[np.ndarray], candidates=CANDIDATES, *, max_relat
             "relative_sd_alone": alone, "max_relative_sd": max_relative_sd}
 
 
+def population_cov_log(candidates=CANDIDATES, names=None) -> np.ndarray:
+    """Covariance of log(theta) over the published patients, shrunk towards its diagonal as the prior is."""
+    from node.twins.parameters import load_patient, patient_names
+    from node.twins.twin import PRIOR_SHRINKAGE
+
+    logs = np.log([[load_patient(n).values[c] for c in candidates] for n in (names or patient_names())])
+    cov = np.cov(logs, rowvar=False)
+    return (1 - PRIOR_SHRINKAGE) * cov + PRIOR_SHRINKAGE * np.diag(np.diag(cov))
+
+
+def posterior_relative_sd(sensitivity: np.ndarray, prior_cov_log: np.ndarray, *, sd_mgdl: float = READING_SD_MGDL,
+                          rho: float = READING_RHO) -> np.ndarray:
+    """Posterior sd of each candidate's log when all are estimated together under the population prior."""
+    fisher = sensitivity.T @ sensitivity / (sd_mgdl**2 * (1 + rho) / (1 - rho))
+    floor = 1e-8 * np.eye(len(prior_cov_log))  # a parameter the population never varies (f) is known
+    posterior = np.linalg.inv(fisher + np.linalg.inv(prior_cov_log + floor))
+    return np.sqrt(np.clip(np.diag(posterior), 0, None))
+
+
+def identifiable_with_others_unknown(sens: list[np.ndarray], prior_cov_log: np.ndarray, candidates=CANDIDATES, *,
+                                     max_relative_sd: float = 0.1, min_shrinkage: float = 0.5) -> dict:
+    """Identifiable parameters when every candidate is only known to the population's spread (see module doc)."""
+    posterior = np.median([posterior_relative_sd(s, prior_cov_log) for s in sens], axis=0)
+    prior_sd = np.sqrt(np.diag(prior_cov_log))
+    found = [c for j, c in enumerate(candidates)
+             if posterior[j] < max_relative_sd and posterior[j] < min_shrinkage * prior_sd[j]]
+    return {"identifiable_parameters_others_unknown": found,
+            "posterior_relative_sd_others_unknown": {c: round(float(posterior[j]), 4) for j, c in enumerate(candidates)},
+            "population_relative_sd": {c: round(float(prior_sd[j]), 4) for j, c in enumerate(candidates)}}
+
+
 def identifiability(names, *, days: int = 3, seed: int = 0, candidates=CANDIDATES, max_relative_sd: float = 0.1) -> dict:
-    """Fisher-information identifiability on the named virtual patients' first `days` days."""
+    """Fisher-information identifiability on the named virtual patients' first `days` days: with every other
+    parameter known (`identifiable_parameters`) and with all at the population's spread (`..._others_unknown`)."""
     from node.twins.calibration import virtual_patient
 
     pairs = []
     for i, name in enumerate(names):
         record, truth, _ = virtual_patient(name, days=days + 1, seed=seed + i)
         pairs.append((record.window(0, days * 24 * 60), truth))
-    return identifiable_set(sensitivities(pairs, candidates), candidates, max_relative_sd=max_relative_sd)
+    sens = sensitivities(pairs, candidates)
+    return {**identifiable_set(sens, candidates, max_relative_sd=max_relative_sd),
+            **identifiable_with_others_unknown(sens, population_cov_log(candidates), candidates,
+                                               max_relative_sd=max_relative_sd)}

@@ -18,6 +18,13 @@ the limits must hold at the calibration ensemble's 95th percentile, not only for
   CF 1 mg/dL/U). Score: a plan meeting both limits beats any plan that does not; among plans meeting them,
   higher mean time in range over the ensemble (a move must gain at least MIN_GAIN); among plans that do
   not, the smaller excess over the limits.
+- **Conservative, per patient**: a candidate is admissible only when the ensemble is confident it does
+  not raise time below 70 compared with the current plan (the change, paired member by member on the same
+  carb-counting draws, is <= 0 at the ROBUST_PERCENTILE-th percentile) and, when the current plan already
+  meets the limits, does not lower time in range (the change >= 0 at the (100 - ROBUST_PERCENTILE)-th
+  percentile). When no admissible plan beats the current one the answer keeps it and says why
+  (`recommendation` "no change recommended: ..."). When the current plan breaks the limits, a plan that
+  lowers time in range to meet them is admissible (`fixes_hypoglycaemia`): that is the clinical call.
 - The result shows the current and proposed plans side by side with median and 5-95 % bands over the
   ensemble. Checked on held-out days of virtual patients against their default therapy
   (node/twins/optimiser_check.py, docs/twins.md).
@@ -145,6 +152,10 @@ class TherapyOptimisation:
     days: int
     plans_evaluated: int
     iterations: int
+    recommendation: str = ""  # "change: ..." or "no change recommended: ..."
+    changed: bool = False
+    fixes_hypoglycaemia: bool = False  # the current plan breaks the limits on the twin; the proposal meets them
+    paired_change: dict = field(default_factory=dict)  # proposed - current, paired per member: low/median/high
     note: str = NOTE
     limits: dict = field(default_factory=lambda: {"time_below_70": TBR70_LIMIT, "time_below_54": TBR54_LIMIT,
                                                   "percentile": ROBUST_PERCENTILE})
@@ -174,6 +185,26 @@ class _Search:
                 if candidate not in self.scores and candidate not in found:
                     found.append(candidate)
         return found
+
+
+def _paired_change(search: "_Search", plan: TherapySettings) -> dict[str, np.ndarray]:
+    """Per ensemble member: plan minus current, time in range and time below 70 (same member, same carb counts)."""
+    new, old = range_times(search.glucose[plan]), range_times(search.glucose[search.current])
+    return {k: new[k] - old[k] for k in ("time_in_range_70_180", "time_below_70")}
+
+
+def _admissible(search: "_Search", plan: TherapySettings) -> bool:
+    """The ensemble is confident the plan does not raise time below 70 and, when the current plan meets the
+    limits, does not lower time in range."""
+    if plan == search.current:
+        return True
+    change = _paired_change(search, plan)
+    if not np.isfinite(change["time_below_70"]).all():
+        return False
+    if np.percentile(change["time_below_70"], ROBUST_PERCENTILE) > 0:
+        return False
+    current_ok = search.scores[search.current][0]
+    return not current_ok or np.percentile(change["time_in_range_70_180"], 100 - ROBUST_PERCENTILE) >= 0
 
 
 def _score(glucose: np.ndarray) -> tuple:
@@ -219,7 +250,8 @@ def _evaluate(jobs: list[tuple[_Search, TherapySettings]]) -> None:
     for search, plan in jobs:
         n, minutes = len(search.members), len(search.meals_g)
         search.glucose[plan] = glucose[row : row + n, : minutes + 1]
-        search.scores[plan] = _score(search.glucose[plan])
+        score = _score(search.glucose[plan])
+        search.scores[plan] = score if _admissible(search, plan) else (False, -math.inf)
         row += n
 
 
@@ -230,7 +262,6 @@ def optimise_many(twins: list[CalibratedTwin], records: list[DiabetesRecord], *,
     `currents`: the therapy to start from, per patient (default: each twin's therapy, read from its record).
     Each ensemble member also counts the meals' carbs with its own error (sd `carb_count_error_sd`), the same
     draws for every plan, so the limits must hold under counting errors as well as parameter uncertainty."""
-    rng = np.random.default_rng(seed)
     currents = currents or [TherapySettings.of(t.therapy) for t in twins]
     searches = []
     for twin, record, current in zip(twins, records, currents):
@@ -244,7 +275,9 @@ def optimise_many(twins: list[CalibratedTwin], records: list[DiabetesRecord], *,
         if min(current.carb_ratio_g_per_u, current.correction_factor_mgdl_per_u) <= 0 or current.basal_u_per_h <= 0:
             raise ValueError("the current therapy needs a positive basal, carb ratio and correction factor")
         meals_g = np.asarray(record.carbs_g[first:], dtype=float)
-        counting = np.maximum(0.3, 1 + carb_count_error_sd * rng.standard_normal((members, len(meals_g))))
+        # each patient's own draws: a patient's answer does not depend on who else is in the batch
+        draws = np.random.default_rng(seed).standard_normal((members, len(meals_g)))
+        counting = np.maximum(0.3, 1 + carb_count_error_sd * draws)
         searches.append(_Search(twin, twin.patients(twin.ensemble_log(members, seed=seed)), meals_g, rates,
                                 meals_g[None, :] * counting, current, best=current))
     _evaluate([(s, s.current) for s in searches])
@@ -275,10 +308,37 @@ def optimise_many(twins: list[CalibratedTwin], records: list[DiabetesRecord], *,
                 s.step /= 2
             else:
                 s.done = True
-    return [TherapyOptimisation(
-        patient_id=s.twin.patient_id, current=_summary("current", s, s.current),
-        proposed=_summary("proposed", s, s.best), members=len(s.members), days=int(math.ceil(len(s.meals_g) / DAY_MIN)),
-        plans_evaluated=len(s.scores), iterations=s.iterations) for s in searches]
+    return [_result(s) for s in searches]
+
+
+def _result(search: _Search) -> TherapyOptimisation:
+    current_ok = search.scores[search.current][0]
+    changed = search.best != search.current
+    change = _paired_change(search, search.best)
+    band = {k: {"low": float(np.percentile(v, 100 - ROBUST_PERCENTILE)), "median": float(np.median(v)),
+                "high": float(np.percentile(v, ROBUST_PERCENTILE))} for k, v in change.items()}
+    fixes = changed and not current_ok and search.scores[search.best][0]
+    if changed and fixes:
+        why = ("change: the current plan breaks the hypoglycaemia limits on the twin; the proposed plan meets them "
+               f"and does not raise time below 70 for {ROBUST_PERCENTILE} % of the calibrated twins, even where it "
+               "costs time in range")
+    elif changed:
+        why = (f"change: for {ROBUST_PERCENTILE} % of the calibrated twins the proposed plan does not raise time "
+               "below 70" + (" or lower time in range" if current_ok else ", and it comes closer to the limits"))
+    elif current_ok:
+        why = ("no change recommended: no plan within half and twice the current settings raises time in range "
+               f"without raising time below 70 or lowering time in range for more than {100 - ROBUST_PERCENTILE} % "
+               "of the calibrated twins")
+    else:
+        why = ("no change recommended: the current plan breaks the hypoglycaemia limits on the twin, but no plan "
+               f"within half and twice the current settings keeps time below 70 from rising for {ROBUST_PERCENTILE} % "
+               "of the calibrated twins; review the patient's hypoglycaemia with them")
+    return TherapyOptimisation(
+        patient_id=search.twin.patient_id, current=_summary("current", search, search.current),
+        proposed=_summary("proposed", search, search.best), members=len(search.members),
+        days=int(math.ceil(len(search.meals_g) / DAY_MIN)), plans_evaluated=len(search.scores),
+        iterations=search.iterations, recommendation=why, changed=changed, fixes_hypoglycaemia=bool(fixes),
+        paired_change=band)
 
 
 def optimise_therapy(twin: CalibratedTwin, record: DiabetesRecord, **options) -> TherapyOptimisation:
@@ -293,4 +353,4 @@ def _summary(name: str, search: _Search, plan: TherapySettings) -> PlanSummary:
                        median={m: float(np.median(values[m])) for m in ALL_METRIC_NAMES},
                        low={m: float(np.percentile(values[m], 5)) for m in ALL_METRIC_NAMES},
                        high={m: float(np.percentile(values[m], 95)) for m in ALL_METRIC_NAMES},
-                       meets_limits=bool(search.scores[plan][0]))
+                       meets_limits=bool(_score(search.glucose[plan])[0]))

@@ -8,6 +8,10 @@ For each virtual patient (its twin calibrated on its first days, calibration.vir
    ratio and correction factor (Quest.csv);
 2. the optimiser (node/twins/optimiser.py) searches from the default on the twin, over the meals of the
    record's last days, robustly over the calibration ensemble;
+   The optimiser keeps the default unless the ensemble is confident the change does not raise time below 70
+   (and, where the default meets the limits on the twin, does not lower time in range); where the default
+   breaks the limits on the twin, a plan that fixes that may lower time in range: those patients are counted
+   apart (`optimiser_patients_tir_down_to_fix_hypo`);
 3. the TRUE patient (its own parameter set, which the twin never saw) lives `held_out_days` new days
    (the meal plan of calibration.MEAL_PLAN with a new seed, carbs counted with a 15 % error) twice, once
    under each plan, dosed by the same bolus calculator (carbs / CR, plus a correction above 120 mg/dL),
@@ -64,9 +68,11 @@ def optimiser_check(twins, records, truths, *, held_out_days: int = 3, seed: int
     times = {k: v.reshape(-1, 2) for k, v in range_times(glucose[:, 1:]).items()}
     tir_gain = times["time_in_range_70_180"][:, 1] - times["time_in_range_70_180"][:, 0]
     tbr70_change = times["time_below_70"][:, 1] - times["time_below_70"][:, 0]
+    fixes = np.array([r.fixes_hypoglycaemia for r in results], dtype=bool)
     per_patient = [{
         "patient": r.patient_id,
         "default": vars(d), "proposed": vars(r.proposed.settings), "twin_meets_limits": r.proposed.meets_limits,
+        "changed": r.changed, "fixes_hypoglycaemia": r.fixes_hypoglycaemia, "recommendation": r.recommendation,
         "tir_default": round(float(times["time_in_range_70_180"][k, 0]), 3),
         "tir_proposed": round(float(times["time_in_range_70_180"][k, 1]), 3),
         "tbr70_default": round(float(times["time_below_70"][k, 0]), 4),
@@ -86,8 +92,12 @@ def optimiser_check(twins, records, truths, *, held_out_days: int = 3, seed: int
         "optimiser_tbr70_proposed_pct": round(float(times["time_below_70"][:, 1].mean() * 100), 2),
         "optimiser_patients_tir_up": int((tir_gain > 0.001).sum()),
         "optimiser_patients_tir_down": int((tir_gain < -0.001).sum()),
+        "optimiser_patients_tir_down_to_fix_hypo": int(((tir_gain < -0.001) & fixes).sum()),
+        "optimiser_patients_tir_down_otherwise": int(((tir_gain < -0.001) & ~fixes).sum()),
         "optimiser_patients_tbr70_up": int((tbr70_change > 0.001).sum()),
-        "optimiser_patients_changed": sum(r.proposed.settings != d for r, d in zip(results, defaults)),
+        "optimiser_patients_changed": sum(r.changed for r in results),
+        "optimiser_patients_fixing_hypo": int(fixes.sum()),
+        "optimiser_patients_default_breaks_limits_on_twin": sum(not r.current.meets_limits for r in results),
         "optimiser_patients": len(results),
         "optimiser_held_out_days": held_out_days,
         "optimiser_members": members,

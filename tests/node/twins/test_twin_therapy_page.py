@@ -38,6 +38,7 @@ def test_the_therapy_page_shows_both_plans_with_bands(tmp_path):
     assert "<th scope=\"col\">Current</th><th scope=\"col\">Proposed</th>" in text
     assert "Basal rate (U/h)" in text and "Carb ratio (g/U)" in text and "Correction factor (mg/dL/U)" in text
     assert re.search(r"Time in range 70-180 \(%\)</th>\s*<td>[\d.]+ \([\d.]+-[\d.]+\)</td>", text)  # median (band)
+    assert re.search(r'id="therapy-recommendation"><strong>(Change|No change recommended): ', text)  # and why
     missing = client.get("/twins/diabetes/nobody/therapy")
     assert missing.status_code == 404 and "no diabetes twin" in missing.text
     api = TestClient(create_app(ConsoleSettings.load(home)), base_url="https://testserver")

@@ -241,6 +241,14 @@ def test_api_therapy_suggestion_beside_the_current_plan(client):
     # the proposal meets the limits whenever the current plan does, and then keeps at least its time in range
     if current["meets_limits"]:
         assert proposed["meets_limits"]
+    # a change only when no calibrated twin is worse below 70; otherwise the current plan, with the reason
+    assert body["change_bands"]["time_below_70"]["high"] <= 0
+    if body["changed"]:
+        assert body["recommendation"].startswith("change: ")
+    else:
+        assert body["recommendation"].startswith("no change recommended: ")
+        assert {k: proposed[k] for k in ("basal_u_per_h", "carb_ratio_g_per_u")} == \
+            {k: current[k] for k in ("basal_u_per_h", "carb_ratio_g_per_u")}
     assert body["plans_evaluated"] >= 7 and body["members"] == 12
     assert client.get(f"/api/twins/diabetes/{URL_ID}/therapy").json() == body  # cached per record
     assert client.get("/api/twins/diabetes/nobody/therapy").status_code == 404
