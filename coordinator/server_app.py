@@ -13,8 +13,10 @@ import logging
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.exit import add_exit_handler
 
 from contracts.ledger import Ledger
+from coordinator import recovery
 from coordinator.settings import CoordinatorSettings
 from coordinator.run_options import RunOptions
 from coordinator.study_run import StudyRun
@@ -50,12 +52,31 @@ def main(grid: Grid, context: Context) -> None:
     config = dict(context.run_config)
     settings = CoordinatorSettings.load(str(config["coordinator-home"]))
     options = run_options(config, settings)
-    ledger = Ledger.from_settings(settings, key_file=settings.key_file)
-    run_name = str(config.get("run-name", "") or f"run-{context.run_id}")
-    run = StudyRun(grid, ledger, options, settings.runs_dir / run_name)
+    run_dir = settings.runs_dir / str(config.get("run-name", "") or f"run-{context.run_id}")
+    try:
+        run = StudyRun(grid, Ledger.from_settings(settings, key_file=settings.key_file), options, run_dir)
+    except Exception as exc:  # the chain, the key or the study could not be read: the run never started
+        recovery.write_failed(run_dir, f"the run could not start: {exc}")
+        raise
+    recovery.claim(run_dir)
+    # Signalled (the SuperLink or SuperExec stopped, flwr stop), Flower runs its exit handlers and then raises
+    # SystemExit here; the report is final before either.
+    add_exit_handler(lambda: end_on_exit(run), run_before_force_exit=True)
     try:
         run.run()
-    except Exception as exc:
-        run.fail(str(exc))
+    except BaseException as exc:
+        if run.report.status == "running":
+            cause = recovery.stopped_cause(exc)
+            run.fail(recovery.ended_message(run.report, cause) if isinstance(exc, (KeyboardInterrupt, SystemExit))
+                     else cause)
         raise
+    finally:
+        recovery.release(run_dir)
     log.info("run finished; report at %s", run.report_path)
+
+
+def end_on_exit(run: StudyRun) -> None:
+    """Flower's exit handler: a run still "running" when the ServerApp is made to exit ends with a report."""
+    if run.report.status == "running":
+        run.fail(recovery.ended_message(run.report, recovery.stopped_cause(SystemExit())))
+        recovery.release(run.run_dir)
