@@ -53,6 +53,39 @@ PRELOAD = (
 # ClientApp processes (GNU OpenMP does not survive fork; seen here with a warm-up DP-SGD step).
 
 
+PARENT_ENV = "TWINLEDGER_SUPERNODE_PID"  # set by the SuperNode before it starts its fork server
+
+
+def die_with_parent(signum: int) -> bool:
+    """Linux: this process gets `signum` when the thread that started it exits (prctl PR_SET_PDEATHSIG), so that
+    a SuperNode killed outright leaves no fork server or ClientApp behind (issue 15 found its fork server
+    orphaned). False where prctl is not there."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _guard_fork_server() -> None:
+    """In the fork server (which imports this module first, PRELOAD): die with the SuperNode that started it, and
+    exit at once if it is gone already (it may have died before the prctl)."""
+    supernode_pid = os.environ.get(PARENT_ENV)
+    if supernode_pid and "multiprocessing.forkserver" in sys.modules and os.getpid() != int(supernode_pid):
+        import signal
+
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != int(supernode_pid):
+            os._exit(0)
+
+
+_guard_fork_server()
+
+
 def _shorten_idle_poll(idle_poll_s: float) -> bool:
     """Make flwr's SuperNode main loop sleep at most `idle_poll_s` where it would sleep 3 s (or 0.5 s)."""
     import flwr
@@ -115,8 +148,11 @@ def keep_refusal(message, context, code: int, reason: str) -> None:
 def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, installed_digest: str) -> None:
     """One ClientApp task, in a process forked from the warm server: Flower's `flwr-clientapp` body behind the
     app gate (node/app_gate.py): only a FAB with the installed app's digest, and the installed ClientApp runs."""
+    import signal
+
     from node import app_gate
 
+    die_with_parent(signal.SIGTERM)  # the fork server; it dies with the SuperNode
     app_gate.run_gated_clientapp(
         runtime_api_address, token, installed_app=INSTALLED_APP, installed_digest=installed_digest,
         approved_digest=approved_app_digest, on_refusal=keep_refusal,
@@ -140,6 +176,7 @@ def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threadin
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
+    os.environ[PARENT_ENV] = str(os.getpid())  # the fork server inherits it: _guard_fork_server
     # Start the fork server (and its imports) now, while the node is idle, not when the first message arrives.
     warm_up = context.Process(target=int)
     warm_up.start()
