@@ -32,6 +32,8 @@ BAD_REQUEST = 4007
 APP_NOT_APPROVED = 4010  # the SuperNode's app gate (node/app_gate.py) refused the run's app: not the study's
 CHAIN_RESET = 4011  # the chain no longer holds the deployment (lost its contracts, or was reset and rebuilt)
 PINNED_BLOCK_NOT_CANONICAL = 4012  # the pinned block's hash is not the chain's block at that number
+STORE_UNAVAILABLE = 4013  # the node's database cannot be read or written (damaged, read-only, full disk)
+HOSPITAL_KEY_MISSING = 4014  # the hospital's account key is not in the node home: it cannot sign or read the chain
 
 # Flower's own error codes (flwr.common.constant.ErrorCode), as the coordinator reports them.
 FLOWER_ERROR_NAMES = {
@@ -57,6 +59,8 @@ ERROR_NAMES = {**FLOWER_ERROR_NAMES,
     APP_NOT_APPROVED: "app not approved",
     CHAIN_RESET: "chain reset",
     PINNED_BLOCK_NOT_CANONICAL: "pinned block not on the chain",
+    STORE_UNAVAILABLE: "node database unavailable",
+    HOSPITAL_KEY_MISSING: "hospital key missing",
 }
 
 
