@@ -85,3 +85,16 @@ def test_a_full_disk_is_refused_before_any_record_is_decrypted(hospital, monkeyp
             except OSError:  # ENOSPC: the disk is full
                 pass
         _refused_before_decrypting(hospital, _node_on(hospital, disk / "node.db", monkeypatch))
+
+
+def test_a_deleted_hospital_key_is_reported_as_such_not_as_chain_unavailable(chain, tmp_path):
+    from node import admin
+
+    chain.deployment.save(tmp_path / "deployment.json")
+    settings = admin.init_node(tmp_path / "node", hospital="cleveland", rpc_url="http://127.0.0.1:9",
+                               deployment_file=tmp_path / "deployment.json")
+    settings.hospital_key_file.unlink()
+    config = RoundConfig(study_id=StudyId.new(), round=1, block=1)
+    reply = client_app.app(message=round_message(MessageType.TRAIN, config), context=context(settings.home))
+    assert reply.has_error() and reply.error.code == protocol.HOSPITAL_KEY_MISSING
+    assert str(settings.hospital_key_file) in reply.error.reason and "restore it" in reply.error.reason
