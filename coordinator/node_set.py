@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from coordinator.study_run import StudyRun
 
 log = logging.getLogger("twinledger.coordinator")
-REJOIN_TIMEOUT_S = 10.0  # at most this long, before a round, for a new or silent node's identify reply
+REJOIN_TIMEOUT_S = 15.0  # at most this long, before a round, for a new or silent node's identify reply
 # A round's deadline is round-timeout-s after it pinned its block: training must end by this share of it, so
 # that evaluation has the rest (a hung node in training no longer makes a round twice the timeout).
 TRAIN_SHARE = 0.75
@@ -162,6 +162,7 @@ class NodeSet:
                 self.members.add(node_id)
                 log.info("%s takes part from round %d", run._name(node_id), round_number)
         ready = [n for n in connected if n in self.members and n not in self.silent]
+        self._note_absent(ready, connected)
         if len(ready) < run.options.min_nodes:
             raise NotEnoughNodes(self._missing_message(round_number, ready, connected))
         return ready
@@ -172,19 +173,33 @@ class NodeSet:
         for node_id in node_ids:
             self.silent[node_id] = f"no reply to {phase} in round {round_number}"
 
+    def _note_absent(self, ready: list[int], connected: list[int]) -> None:
+        """Each hospital of the run that is not in this round, with why, in the round's errors (`excluded` is
+        added to every round's); a hospital back in the round is taken off."""
+        run = self.run
+        present = {run._name(n) for n in ready}
+        for hospital in run.report.hospitals:
+            key = hospital.name
+            if key in present:
+                run.excluded.pop(key, None)
+            else:
+                run.excluded[key] = f"not in this round: {self._why_absent(hospital, connected)}"
+
+    def _why_absent(self, hospital: HospitalSummary, connected: list[int]) -> str:
+        node_ids = [n for n, h in self.run.hospitals.items() if h is hospital]
+        why = next((self.silent[n] for n in node_ids if n in self.silent), None)
+        if why is not None:
+            return f"{why}, and none to identify since"
+        return "its node answers no query" if any(n in connected for n in node_ids) else \
+            "its SuperNode is not connected"
+
     def _missing_message(self, round_number: int, ready: list[int], connected: list[int]) -> str:
         run = self.run
         present = {run._name(n) for n in ready}
         missing = []
         for hospital in run.report.hospitals:
-            if hospital.name in present:
-                continue
-            node_ids = [n for n, h in run.hospitals.items() if h is hospital]
-            why = next((self.silent[n] for n in node_ids if n in self.silent), None)
-            if why is None:
-                why = "its node answers no query" if any(n in connected for n in node_ids) else \
-                    "its SuperNode is not connected"
-            missing.append(f"{hospital.name} ({why})")
+            if hospital.name not in present:
+                missing.append(f"{hospital.name} ({self._why_absent(hospital, connected)})")
         return (f"round {round_number} cannot start: {len(ready)} hospital(s) can take part "
                 f"({', '.join(sorted(present)) or 'none'}), min-nodes is {run.options.min_nodes}; missing: "
                 f"{', '.join(missing) or 'none'}. The run ends here; rounds already anchored stay on chain")

@@ -101,6 +101,41 @@ def _shorten_idle_poll(idle_poll_s: float) -> bool:
     return True
 
 
+HEARTBEAT_S = 10.0  # flwr 1.41: 30; the SuperLink holds a silent node "online" for twice this
+REJOIN_WAIT_S = 5.0  # between a refused activation and the next try
+
+
+class ActivationRefused(Exception):
+    """The SuperLink refused to activate this node: it still holds the session of this node's previous process
+    (killed, so it never signed off) until that session's heartbeat lapses."""
+
+
+def _rejoin_after_a_crash(heartbeat_s: float) -> bool:
+    """A SuperNode restarted after a crash rejoins: flwr 1.41's SuperNode exits when the SuperLink refuses to
+    activate it (code 2004: the dead process's session is still "online", for twice the heartbeat interval);
+    here that raises ActivationRefused, which `main` answers by starting again a moment later. A shorter
+    heartbeat also lets the SuperLink tell a dead or hung node sooner (20 s rather than 60 s)."""
+    import flwr
+    from flwr.supercore import heartbeat
+    from flwr.supercore.exit import ExitCode
+    from flwr.supernode import fleet_http_connection as fleet
+
+    if not flwr.__version__.startswith("1.41.") or not hasattr(fleet, "flwr_exit"):
+        log.warning("flwr %s: a restarted SuperNode exits while the SuperLink holds its last session",
+                    flwr.__version__)
+        return False
+    fleet.HEARTBEAT_DEFAULT_INTERVAL = heartbeat.HEARTBEAT_DEFAULT_INTERVAL = heartbeat_s
+    flwr_exit = fleet.flwr_exit
+
+    def exit_unless_refused(code, message=None, *args, **kwargs):
+        if code == ExitCode.SUPERNODE_CONNECTION_ERROR and "[code: 2004]" in (message or ""):
+            raise ActivationRefused(message)
+        return flwr_exit(code, message, *args, **kwargs)
+
+    fleet.flwr_exit = exit_unless_refused
+    return True
+
+
 def approved_app_digest(context) -> str:
     """The app digest the run's study recorded on chain (`Consortium.setStudyApp`), read with this node's
     settings (`--node-config node-home=...`) at the chain's latest block, so an operator who replaces or withdraws
@@ -244,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("twinledger.app_gate").addHandler(handler)
     logging.getLogger("twinledger.app_gate").setLevel(logging.INFO)
     _shorten_idle_poll(ours.idle_poll_s)
+    _rejoin_after_a_crash(HEARTBEAT_S)
     app_dir = ours.installed_app_dir or default_app_dir()
     if app_dir is None:
         parser.error("no installed Flower app to gate on: give --installed-app-dir")
@@ -267,6 +303,13 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = ["flower-supernode", *flower_args, "--port", str(ours.port), "--isolation", "process"]
     try:
         flower_supernode()
+    except ActivationRefused:
+        stop.set()
+        log.warning("the SuperLink still holds this node's session from before it stopped: starting again in %g s",
+                    REJOIN_WAIT_S)
+        time.sleep(REJOIN_WAIT_S)
+        # A fresh process: Flower's servers, threads and exit handlers of this one go (its fork server with them).
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     finally:
         stop.set()
 

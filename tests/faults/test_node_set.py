@@ -77,8 +77,18 @@ def test_a_run_left_with_fewer_than_min_nodes_ends_naming_the_hospitals_missing(
         run.run()
     message = str(ended.value)
     assert message.startswith("round 3 cannot start: 1 hospital(s) can take part (alpha), min-nodes is 2")
-    assert "missing: beta (no reply to train in round 2)" in message
+    assert "missing: beta (no reply to train in round 2, and none to identify since)" in message
     assert [r.anchor_block is not None for r in run.report.rounds] == [True, True]  # what was done stays anchored
+
+
+def test_a_hospital_left_out_of_a_round_is_named_in_that_rounds_errors(chain, tmp_path):
+    grid = FakeGrid({1: FakeHospital("alpha", chain.hospital), 2: Hangs("beta", chain.other_hospital, from_round=1)})
+    run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=2, round_timeout_s=1.0), tmp_path / "run")
+    run.run()
+    first, second = RunReport.load(tmp_path / "run" / "report.json").rounds
+    assert first.errors["beta"].startswith("train: no reply within 1 s")
+    assert second.errors["beta"] == "not in this round: no reply to train in round 1, and none to identify since"
+    assert second.used == {"alpha": 10}
 
 
 def test_the_superlinks_node_unavailable_answer_names_the_hospital_not_node_1(chain, tmp_path):
