@@ -288,20 +288,22 @@ class StudyRun:
 
     def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str, *,
               timeout_s: float | None = None) -> list[Message]:
-        messages = [
-            Message(content, dst_node_id=node_id, message_type=message_type, group_id=group) for node_id in node_ids
-        ]
         # Grid.send_and_receive (flwr 1.41) asks the SuperLink for replies every 3 s; asking every REPLY_POLL_S
         # ends the phase within a fraction of a second of the last reply. Within a round, the phase's deadline
         # counts from the round's start (node_set.phase_deadline), so that the round ends within the timeout.
-        destination = dict(zip(self.grid.push_messages(messages), node_ids))
-        waiting = set(destination)
-        replies: list[Message] = []
         if timeout_s is not None or self.round_started is None:
             deadline = time.monotonic() + (self.options.round_timeout_s if timeout_s is None else timeout_s)
         else:
             deadline = phase_deadline(started=self.round_started, round_timeout_s=self.options.round_timeout_s,
                                       message_type=message_type)
+        # A message expires with its phase: a node that comes back later (restarted, resumed) never works, and
+        # spends budget, on a phase whose replies are no longer awaited.
+        ttl = max(deadline - time.monotonic(), 1.0)
+        messages = [Message(content, dst_node_id=node_id, message_type=message_type, group_id=group, ttl=ttl)
+                    for node_id in node_ids]
+        destination = dict(zip(self.grid.push_messages(messages), node_ids))
+        waiting = set(destination)
+        replies: list[Message] = []
         while waiting:  # replies already there count, even when the deadline has passed
             for reply in self.grid.pull_messages(waiting):
                 node_id = destination.get(reply.metadata.reply_to_message_id)
