@@ -91,3 +91,15 @@ def test_a_serverapp_that_cannot_open_the_ledger_writes_a_final_report(tmp_path)
     report = RunReport.load(home / "runs" / "r" / "report.json")
     assert report.status == "failed" and report.message.startswith("the run could not start: ")
     assert "missing.json" in report.message
+
+
+def test_the_operator_console_shows_a_killed_runs_end_not_running(tmp_path):
+    from types import SimpleNamespace
+
+    from coordinator.console.runs import status_of
+
+    _running_report(tmp_path, pid=_dead_pid())
+    manager = SimpleNamespace(run_dir=lambda name: tmp_path, process_state=lambda name: None)
+    status, message = status_of(manager, SimpleNamespace(name="run", stopped_at=None),
+                                RunReport.load(tmp_path / "report.json"))
+    assert status == "failed" and message.startswith("the coordinator's ServerApp (pid")
