@@ -39,6 +39,15 @@ REJOIN_TIMEOUT_S = 15.0  # at most this long, before a round, for a new or silen
 TRAIN_SHARE = 0.75
 
 
+# Flower's answers for a node that is not there: its message expired undelivered, its reply is gone, or the
+# SuperLink lost its heartbeat (flwr.common.constant.ErrorCode 3, 4, 5). Such a node counts as silent.
+ABSENT_ERRORS = (3, 4, 5)
+
+
+def is_absent(reply) -> bool:
+    return reply.has_error() and reply.error.code in ABSENT_ERRORS
+
+
 class NotEnoughNodes(RuntimeError):
     """Fewer hospitals than `min-nodes` can take part: the run ends here, its report naming who is missing."""
 
@@ -153,15 +162,21 @@ class NodeSet:
         """The nodes to send round `round_number` to: connected, admitted, identified, and answering; raises
         NotEnoughNodes when fewer than `min-nodes` are left."""
         run = self.run
-        connected = self._authenticate(sorted(run.grid.get_node_ids()))
-        ask = [n for n in connected if n not in self.members or n in self.silent]
-        if ask:
-            timeout_s = min(REJOIN_TIMEOUT_S, run.options.round_timeout_s)
-            for node_id in self._identify(ask, timeout_s=timeout_s, connected=connected):
-                self.silent.pop(node_id, None)
-                self.members.add(node_id)
-                log.info("%s takes part from round %d", run._name(node_id), round_number)
-        ready = [n for n in connected if n in self.members and n not in self.silent]
+        # Too few: wait for nodes to come back (a SuperNode restarting) as long as the run waits for nodes to start.
+        deadline = time.monotonic() + run.options.wait_for_nodes_s
+        while True:
+            connected = self._authenticate(sorted(run.grid.get_node_ids()))
+            ask = [n for n in connected if n not in self.members or n in self.silent]
+            if ask:
+                timeout_s = min(REJOIN_TIMEOUT_S, run.options.round_timeout_s)
+                for node_id in self._identify(ask, timeout_s=timeout_s, connected=connected):
+                    self.silent.pop(node_id, None)
+                    self.members.add(node_id)
+                    log.info("%s takes part from round %d", run._name(node_id), round_number)
+            ready = [n for n in connected if n in self.members and n not in self.silent]
+            if len(ready) >= run.options.min_nodes or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
         self._note_absent(ready, connected)
         if len(ready) < run.options.min_nodes:
             raise NotEnoughNodes(self._missing_message(round_number, ready, connected))

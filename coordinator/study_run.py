@@ -47,7 +47,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 
 from contracts.ledger import Ledger, LedgerError
 from coordinator.accounts import settle_accounts
-from coordinator.node_set import NodeSet, phase_deadline
+from coordinator.node_set import NodeSet, is_absent, phase_deadline
 from coordinator.run_options import RunOptions, make_strategy
 from coordinator.replies import ReplyRejected, check_reply
 from coordinator.report import HospitalSummary, RoundRecord, RunReport, SignedReply, StudySummary
@@ -316,7 +316,8 @@ class StudyRun:
                 break
             time.sleep(REPLY_POLL_S)
         if message_type in (MessageType.TRAIN, MessageType.EVALUATE):
-            self.nodes.mark_silent([destination[m] for m in waiting], phase=message_type, round_number=int(group) if group.isdigit() else 0)
+            absent = [destination[m] for m in waiting] + [r.metadata.src_node_id for r in replies if is_absent(r)]
+            self.nodes.mark_silent(absent, phase=message_type, round_number=int(group) if group.isdigit() else 0)
         return replies
 
     def _verified(self, state: RoundState, replies: list[Message], phase: str, sent: Digest,

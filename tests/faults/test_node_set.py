@@ -98,11 +98,13 @@ def test_the_superlinks_node_unavailable_answer_names_the_hospital_not_node_1(ch
         def __call__(self, msg):
             if msg.metadata.message_type != MessageType.TRAIN:
                 return super().__call__(msg)
-            reply = Message(Error(0, "Node Unavailable"), reply_to=msg)
+            reply = Message(Error(5, "Node Unavailable"), reply_to=msg)
             reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
             return reply
 
     grid = FakeGrid({3: FakeHospital("alpha", chain.hospital), 4: Lost("beta", chain.other_hospital)})
     StudyRun(grid, chain.coordinator, options(chain, num_rounds=1), tmp_path / "run").run()
     (record,) = RunReport.load(tmp_path / "run" / "report.json").rounds
-    assert "node 1" not in record.errors and "Node Unavailable" in record.errors["beta"]
+    assert "node 1" not in record.errors and record.errors["beta"].startswith("train: node unavailable")
+    # a node the SuperLink lost is sent nothing more that round
+    assert MessageType.EVALUATE not in [m.metadata.message_type for m in grid.sent if m.metadata.dst_node_id == 4]
