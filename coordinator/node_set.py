@@ -10,8 +10,9 @@ again before every round:
   place in the report (the same HospitalSummary, by account or name);
 - a node that gave no reply within a phase's deadline (hung, or its reply lost) is sent nothing more in that
   round, and must answer an `identify` query (REJOIN_TIMEOUT_S) before it is sent a round again;
-- if fewer than `min-nodes` hospitals are left, the run ends (`NotEnoughNodes`) with a report naming the
-  hospitals missing and why.
+- dead and hung nodes are not counted: if fewer than `round-min-nodes` hospitals are left (after waiting
+  `wait-for-nodes-s` for nodes to come back), the run ends (`NotEnoughNodes`) with a report naming the hospitals
+  missing and why. (`min-nodes` is what the run waits for before round 1.)
 
 A reply still counts only for the hospital whose node key authenticated the node (`hospital_of`, checked by
 coordinator/replies.py); re-identifying a node never changes that binding.
@@ -160,7 +161,7 @@ class NodeSet:
 
     def for_round(self, round_number: int) -> list[int]:
         """The nodes to send round `round_number` to: connected, admitted, identified, and answering; raises
-        NotEnoughNodes when fewer than `min-nodes` are left."""
+        NotEnoughNodes when fewer than `round-min-nodes` are left."""
         run = self.run
         # Too few: wait for nodes to come back (a SuperNode restarting) as long as the run waits for nodes to start.
         deadline = time.monotonic() + run.options.wait_for_nodes_s
@@ -174,11 +175,11 @@ class NodeSet:
                     self.members.add(node_id)
                     log.info("%s takes part from round %d", run._name(node_id), round_number)
             ready = [n for n in connected if n in self.members and n not in self.silent]
-            if len(ready) >= run.options.min_nodes or time.monotonic() >= deadline:
+            if len(ready) >= run.options.round_min_nodes or time.monotonic() >= deadline:
                 break
             time.sleep(1.0)
         self._note_absent(ready, connected)
-        if len(ready) < run.options.min_nodes:
+        if len(ready) < run.options.round_min_nodes:
             raise NotEnoughNodes(self._missing_message(round_number, ready, connected))
         return ready
 
@@ -205,8 +206,8 @@ class NodeSet:
         why = next((self.silent[n] for n in node_ids if n in self.silent), None)
         if why is not None:
             return f"{why}, and none to identify since"
-        return "its node answers no query" if any(n in connected for n in node_ids) else \
-            "its SuperNode is not connected"
+        return "no reply to identify" if any(n in connected for n in node_ids) else \
+            "node unavailable: its SuperNode is not connected"
 
     def _missing_message(self, round_number: int, ready: list[int], connected: list[int]) -> str:
         run = self.run
@@ -216,5 +217,5 @@ class NodeSet:
             if hospital.name not in present:
                 missing.append(f"{hospital.name} ({self._why_absent(hospital, connected)})")
         return (f"round {round_number} cannot start: {len(ready)} hospital(s) can take part "
-                f"({', '.join(sorted(present)) or 'none'}), min-nodes is {run.options.min_nodes}; missing: "
+                f"({', '.join(sorted(present)) or 'none'}), round-min-nodes is {run.options.round_min_nodes}; missing: "
                 f"{', '.join(missing) or 'none'}. The run ends here; rounds already anchored stay on chain")

@@ -2,7 +2,8 @@
 
 Run config (pyproject.toml [tool.flwr.app.config], overridable with `flwr run --run-config`):
 study-id, coordinator-home, run-name, and the training keys of federation.defaults.TRAINING under their
-hyphenated names (num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, min-nodes,
+hyphenated names (num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, min-nodes, round-min-nodes
+(hospitals a round after the first needs, default 1),
 strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)). A key
 missing from the run config takes TRAINING's value; min-nodes takes the coordinator's settings' value.
 """
@@ -39,6 +40,7 @@ def run_options(run_config: dict, settings: CoordinatorSettings) -> RunOptions:
         max_grad_norm=float(config["max-grad-norm"]),
         round_timeout_s=settings.round_timeout_s,
         min_nodes=int(config["min-nodes"]),
+        round_min_nodes=int(config.get("round-min-nodes", 1)),
         wait_for_nodes_s=settings.wait_for_nodes_s,
         strategy=str(config["strategy"]),
         server_learning_rate=float(config["server-learning-rate"]),

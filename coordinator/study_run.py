@@ -14,7 +14,7 @@ A round goes through five phases, one method each:
 A node that refuses or fails is reported by name and reason; the round goes on with the others. Training must
 reply by 3/4 of `round-timeout-s` after the round pinned its block, evaluation by all of it; a node silent in a
 phase is sent nothing more that round, and before each round the node set is taken again (coordinator/node_set.py:
-dead nodes out, restarted ones back, the run ends when fewer than `min-nodes` hospitals are left). The report
+dead nodes out, restarted ones back, the run ends when fewer than `round-min-nodes` hospitals are left). The report
 (coordinator/report.py) is saved after training and after each round so that operators can watch it.
 
 Who a reply comes from is learnt from authentication, never from what a node says about itself:

@@ -69,14 +69,14 @@ def test_a_restarted_supernode_rejoins_at_the_next_round_as_the_same_hospital(ch
     assert 7 in {m.metadata.dst_node_id for m in grid.sent if m.metadata.message_type == MessageType.TRAIN}
 
 
-def test_a_run_left_with_fewer_than_min_nodes_ends_naming_the_hospitals_missing(chain, tmp_path):
+def test_a_run_left_with_fewer_than_round_min_nodes_ends_naming_the_hospitals_missing(chain, tmp_path):
     grid = FakeGrid({1: FakeHospital("alpha", chain.hospital), 2: Hangs("beta", chain.other_hospital, from_round=2)})
-    run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=3, min_nodes=2, round_timeout_s=1.0),
+    run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=3, round_min_nodes=2, round_timeout_s=1.0),
                    tmp_path / "run")
     with pytest.raises(NotEnoughNodes) as ended:
         run.run()
     message = str(ended.value)
-    assert message.startswith("round 3 cannot start: 1 hospital(s) can take part (alpha), min-nodes is 2")
+    assert message.startswith("round 3 cannot start: 1 hospital(s) can take part (alpha), round-min-nodes is 2")
     assert "missing: beta (no reply to train in round 2, and none to identify since)" in message
     assert [r.anchor_block is not None for r in run.report.rounds] == [True, True]  # what was done stays anchored
 
