@@ -70,6 +70,9 @@ class HospitalNode:
             return self._ledger
         if self.settings.deployment_file is None:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, "no data used: this node has no deployment file configured")
+        if not self.settings.hospital_key_file.exists():  # not the chain's fault: say so (issue 15)
+            raise Refusal(protocol.HOSPITAL_KEY_MISSING, f"no data used: the hospital's key "
+                          f"{self.settings.hospital_key_file} is missing: restore it from the node home's backup")
         try:
             return Ledger.from_settings(self.settings, key_file=self.settings.hospital_key_file)
         except ChainReset as exc:
