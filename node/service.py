@@ -197,7 +197,7 @@ class HospitalNode:
             noise_multiplier=plan.noise_multiplier,
         )
         epsilon = budget.record(config.round, result.steps_taken)
-        weight, epsilon = self._training_weight(budget, config.round, len(labels), epsilon)
+        weight, epsilon = self._training_weight(budget, config.round, task.training_weight(train.records), epsilon)
         log.info(
             "%s round %d: trained on %d consented patients at block %d, noise %.2f, epsilon %.3f of %g "
             "(weight sent: %d, noisy)",
@@ -244,7 +244,8 @@ class HospitalNode:
             "%s round %d: trained WITHOUT differential privacy (non-private study) on %d consented patients at block %d",
             self.settings.hospital, config.round, len(labels), config.block,
         )
-        return TrainOutcome(result.state, len(labels), math.inf, terms.epsilon_budget, commitment, result.mean_loss)
+        return TrainOutcome(result.state, task.training_weight(train.records), math.inf, terms.epsilon_budget, commitment,
+                            result.mean_loss)
 
     def evaluate(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> EvaluateOutcome:
         """Evaluate the round's global model once: only round 1..R of the study at the block its training pinned,

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from federation.tasks.data_path import DemoData, RecordFileError, RecordReader, Subgroup
+from federation.tasks.standardise import standardise
+
 # Metric keys of an evaluate reply that belong to the protocol, not to any task.
 RESERVED_METRIC_KEYS = frozenset({"num-examples", "consented", "epsilon"})
 
@@ -45,6 +48,32 @@ class FederatedTask:
     evaluation_reads_training_data: bool = True
     # The sum of the evaluation sums that counts the examples evaluated (the reply's num-examples, noised).
     evaluation_count_key: str = "examples"
+
+    # Its data path (federation/tasks/data_path.py; docs/tasks.md "Adding a condition").
+    readers: tuple[RecordReader, ...] = ()  # how the node reads its records, CSV and FHIR
+    description: str = ""  # what a study of the task learns, in plain language (the portal, before consent)
+    data_read: str = ""  # which of a patient's data it reads, in plain language
+    data_categories: dict[str, int] = {}  # on-chain data categories it uses (name -> bit): the console offers them
+    demo_data: DemoData | None = None  # files `twinledger study run` and the demo use without --data
+    # What FedAvg weighs a hospital's update by (`training_weight`, sent noised): "patients" by default.
+    aggregation_weight: str = "patients"
+    subgroups: tuple[Subgroup, ...] = ()  # the headline metric is also reported for each group
+
+    def training_weight(self, records: list[dict]) -> int:
+        """The count FedAvg weighs this node's update by: its training patients (default). A task may count
+        something else that carries its information (events of survival data), but each patient may add at
+        most 1 to it: the node releases it with the noise of a count of patients (node/service.py)."""
+        return len(records)
+
+    def split_cohorts(self, clinicals: list[dict], cohort: str | None) -> list[str]:
+        """The cohort of each record read from one file ("train", "test" or "incomplete"), in file order:
+        `cohort` if given, else "train"; incomplete records "incomplete"."""
+        return ["incomplete" if not self.is_complete(c) else cohort or "train" for c in clinicals]
+
+    def check_cohort(self, source: str, cohort: str | None) -> None:
+        """Refuse (RecordFileError naming the file) a cohort the task's records cannot take, before reading."""
+        if cohort not in (None, "train", "test"):
+            raise RecordFileError(f"{source}: cohort must be train or test, not {cohort!r}")
 
     @property
     def evaluation_bounds(self) -> dict[str, float]:
@@ -78,9 +107,7 @@ class FederatedTask:
     def normaliser(self, train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(shift, scale): features are used as (features - shift) / scale. Default: the training patients'
         mean and standard deviation per feature (scale 1 where a feature is constant)."""
-        flat = train_features.reshape(-1, train_features.shape[-1])
-        mean, std = flat.mean(axis=0), flat.std(axis=0)
-        std[std == 0] = 1.0
+        mean, std = standardise(train_features.reshape(-1, train_features.shape[-1]))
         return mean.astype(np.float32), std.astype(np.float32)
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
