@@ -10,6 +10,7 @@ the node resolves it; it then returns the node's `Records`.
 
 from __future__ import annotations
 
+import csv
 import importlib.resources
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,15 +46,53 @@ class DemoData:
     directory: str = ""
     write: Callable[[Path], None] | None = None
 
+    def root(self) -> Path:
+        """Where shipped files are (package data)."""
+        return Path(str(importlib.resources.files(self.package).joinpath(self.directory)))
+
     def files(self, scratch: Path) -> dict[str, Path]:
         """Hospital name -> file; written under `scratch` first if the data are generated."""
         if self.write is not None:
             scratch.mkdir(parents=True, exist_ok=True)
             self.write(scratch)
-            root = scratch
-        else:
-            root = Path(str(importlib.resources.files(self.package).joinpath(self.directory)))
+        root = scratch if self.write is not None else self.root()
         return {name: root / filename for name, filename in self.hospitals.items()}
+
+
+CONSENT_FILE = "consent.csv"  # in a study's data directory: hospital,record_number,consent (yes or no)
+
+
+def hospital_files(directory: Path) -> dict[str, Path]:
+    """A study's data directory: one file per hospital, named by the file's stem (consent.csv, README and
+    hidden files are not hospitals)."""
+    files = {p.stem: p for p in sorted(Path(directory).iterdir())
+             if p.is_file() and p.name != CONSENT_FILE and not p.name.startswith((".", "README"))}
+    if not files:
+        raise ValueError(f"{directory}: no data files (one file per hospital)")
+    return files
+
+
+def study_consent(files: dict[str, Path], *, consent_file: Path | None = None,
+                  demo: bool = False) -> dict[tuple[str, str], bool] | None:
+    """(hospital, record number) -> whether the patient consents, from `consent_file` or the data's consent.csv.
+    Consent fails closed: a patient the file does not list does not consent, and data other than a task's demo
+    data without a consent file is refused. None: demo data without a file (the demo's seeded declines)."""
+    found = consent_file or next((d / CONSENT_FILE for d in sorted({p.parent for p in files.values()})
+                                  if (d / CONSENT_FILE).is_file()), None)
+    if found is None:
+        if demo:
+            return None
+        raise ValueError(f"no consent given: put {CONSENT_FILE} (hospital,record_number,consent) beside the data "
+                         "or give --consent FILE")
+    with open(found, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"hospital", "record_number", "consent"} <= set(rows[0]):
+        raise ValueError(f"{found}: the header must name hospital, record_number and consent")
+    return {(row["hospital"].strip(), row["record_number"].strip()): row["consent"].strip().lower() in YES
+            for row in rows}
+
+
+YES = ("yes", "y", "1", "true")
 
 
 @dataclass(frozen=True)

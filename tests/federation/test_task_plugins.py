@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TASKS_DIR = ROOT / "federation" / "tasks"
 # The modules that serve every task: they may reach tasks only through the registry.
 GENERIC = ["node/records/registry.py", "node/records/kinds.py", "node/portal/studies.py", "node/service.py",
-           "node/client_app.py", "coordinator", "federation/tasks/base.py",
+           "node/client_app.py", "coordinator", "deploy/demo.py", "federation/tasks/base.py",
            "federation/tasks/data_path.py"]
 
 
@@ -51,7 +51,9 @@ def test_generic_modules_name_no_task(entry):
                     named.append(f"{path.relative_to(ROOT)}: {name}")
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in TASKS:
                 named.append(f"{path.relative_to(ROOT)}: {node.value!r}")
-    assert named == []
+    # The demo is, by definition, the study run of the heart-disease task's demo data: it names it once.
+    allowed = ["deploy/demo.py: 'heart-disease/v1'"] if entry == "deploy/demo.py" else []
+    assert named == allowed
 
 
 @pytest.mark.parametrize("task_id", sorted(TASKS))
