@@ -40,7 +40,7 @@ class StudySummary(_Open):
     epsilon_budget: float | None = None
     delta: float | None = None
     rounds: int | None = None
-    metric: dict[str, Any] | None = None  # the task's headline metric (name, label, unit, scale)
+    metric: dict[str, Any] | None = None  # the task's headline metric (federation/tasks/base.py Metric)
 
     @classmethod
     def of(cls, terms: StudyTerms, metric: dict | None) -> "StudySummary":
@@ -88,6 +88,8 @@ class RoundRecord(_Open):
     block: int | None = None  # the pinned block
     status: Literal["training", "evaluating", "done"] = "done"
     metrics: dict[str, float | None] = Field(default_factory=dict)  # the pooled evaluation
+    # Each hospital's metrics from its own (noisy) sums: kept beside the pooled ones (a hospital served worse shows).
+    hospital_metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     used: dict[str, int] = Field(default_factory=dict)  # patients each hospital trained on
     test_used: dict[str, int] = Field(default_factory=dict)  # test patients each hospital evaluated
     epsilon: dict[str, float | None] = Field(default_factory=dict)  # cumulative; None is infinite

@@ -23,16 +23,36 @@ RESERVED_METRIC_KEYS = frozenset({"num-examples", "consented", "epsilon"})
 
 @dataclass(frozen=True)
 class Metric:
-    """How a run report and its page show a task's headline metric."""
+    """How a run report and its page show a task's headline metric: what it is, how it is computed over the
+    hospitals, its range and chance level, and how precisely to print it."""
 
     name: str  # key in a round's "metrics", e.g. "accuracy" or "rmse_30min_mgdl"
     label: str  # for people, e.g. "Test accuracy"
     unit: str = ""  # as shown, e.g. "%" or "mg/dL"
     scale: float = 1.0  # shown value = value * scale (accuracy 0.8 is shown as 80 %)
     higher_is_better: bool = True
+    decimals: int = 1  # of the shown value (a concordance index needs 3: 0.515, not 0.5)
+    low: float | None = None  # the range the value can take (unscaled), e.g. 0 and 1; None: unbounded
+    high: float | None = None
+    chance: float | None = None  # what a model without information scores (unscaled), e.g. 0.5 for a C-index
+    # How the value is computed over the hospitals: POOLED (from every node's additive sums added up: as if the
+    # test sets were pooled), STRATIFIED (pairs or terms counted within each hospital, then added up) or
+    # MEAN_OVER_HOSPITALS (each hospital's value from its own sums, then their unweighted mean).
+    pooling: str = "pooled test set"
+    description: str = ""  # one line saying what the value is, for the report page's legend
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def shown(self, value: float | None) -> str:
+        """The value as people read it: scaled, to `decimals` places, with its unit."""
+        if value is None:
+            return "—"
+        unit = self.unit if self.unit in ("", "%") else f" {self.unit}"
+        return f"{value * self.scale:.{self.decimals}f}{unit}"
+
+
+POOLED, STRATIFIED, MEAN_OVER_HOSPITALS = "pooled test set", "stratified by hospital", "mean over hospitals"
 
 
 class FederatedTask:
@@ -135,7 +155,8 @@ def add_sums(replies: list[dict[str, float]]) -> dict[str, float]:
 class BinaryClassificationTask(FederatedTask):
     """A task whose model outputs one logit per example and whose label is 0 or 1."""
 
-    headline = Metric("accuracy", "Test accuracy", unit="%", scale=100.0)
+    headline = Metric("accuracy", "Test accuracy", unit="%", scale=100.0, low=0.0, high=1.0,
+                      description="share of test patients classified correctly, over all hospitals' test sets")
     report_keys = ("accuracy", "loss", "constant_accuracy")
     loss_clip = 10.0  # an example's cross-entropy counts at most this much in the loss sum (its sensitivity)
 

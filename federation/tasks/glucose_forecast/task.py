@@ -164,7 +164,8 @@ class GlucoseForecastTask(FederatedTask):
     purpose = "HRESCH"
     record_kind = "diabetes"
     fields = RECORD_FIELDS
-    headline = Metric("rmse_30min_mgdl", "30-min forecast RMSE", unit="mg/dL", higher_is_better=False)
+    headline = Metric("rmse_30min_mgdl", "30-min forecast RMSE", unit="mg/dL", higher_is_better=False, low=0.0,
+                      description="root mean squared error of the 30-min forecast over every hospital's test windows")
     evaluation_reads_training_data = False  # fixed feature scales: nothing is fitted on training patients
     evaluation_count_key = "windows"
     horizon_min = HORIZON_MIN
