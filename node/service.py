@@ -302,6 +302,10 @@ class HospitalNode:
                                                     f"its bounds {sorted(bounds)}: nothing released")
             for key, bound in bounds.items():
                 total[key] += min(max(float(patient[key]), 0.0), bound)
+            for partition in task.evaluation_partitions:  # the noise assumes one block per patient: enforce it
+                if sum(any(patient[key] > 0 for key in block) for block in partition) > 1:
+                    raise Refusal(protocol.BAD_REQUEST, f"task {task.task_id}: a patient adds to two blocks of a "
+                                                        "partition of its sums: nothing released")
         return total
 
     def _release(self, terms, round_number: int, task, sums: dict[str, float]) -> tuple[dict[str, float], float]:
@@ -313,7 +317,8 @@ class HospitalNode:
             epsilon = budget.charge(round_number, "evaluate")
         except BudgetSpent as exc:
             raise Refusal(protocol.BUDGET_SPENT, f"nothing released: {exc}") from exc
-        return noisy_sums(sums, task.evaluation_bounds, noise_multiplier=budget.release_noise()), epsilon
+        return noisy_sums(sums, task.evaluation_bounds, noise_multiplier=budget.release_noise(),
+                          partitions=task.evaluation_partitions), epsilon
 
     def epsilon_spent(self, study_id) -> float:
         """The epsilon this node's own privacy account says it spent on the study (infinity once it trained a

@@ -102,6 +102,12 @@ class FederatedTask:
         Every evaluation sum must be listed: a sum without a bound is never released."""
         raise NotImplementedError
 
+    # Blocks of evaluation sums of which one patient adds to at most one, per partition: a histogram's cells
+    # (blocks of one sum), or the sums of subgroups of one axis. The node refuses to release sums where a patient
+    # adds to two blocks of one partition, and noises at the sensitivity this allows: a partition counts as its
+    # largest block, not as all its sums (node/privacy.py sums_sensitivity; docs/privacy.md).
+    evaluation_partitions: tuple[tuple[tuple[str, ...], ...], ...] = ()
+
     def patient_evaluation_examples(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
         """One patient's evaluation examples (raw features, labels): the unit whose sums are clipped."""
         return self.evaluation_examples([record])
