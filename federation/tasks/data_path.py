@@ -105,6 +105,22 @@ class Subgroup:
     of: Callable[[dict], str | None]
 
 
+def demo_records(task, scratch: Path) -> dict[str, list[dict]]:
+    """Hospital -> the clinical fields of its demo records, read by the task's own readers (not the node's):
+    for checks that need a task's real data without a node (the sensitivity check). Empty when the task ships
+    no demo data or reads it only through the node."""
+    if task.demo_data is None:
+        return {}
+    readers = [r for r in task.readers if callable(r.read) and callable(r.accepts)]
+    found = {}
+    for hospital, path in task.demo_data.files(scratch).items():
+        reader = next((r for r in readers if r.accepts(path)), None)
+        if reader is None:
+            return {}
+        found[hospital] = [fields for _, fields in reader.read(path, hospital)]
+    return found
+
+
 def resolve(reference):
     """A callable, or "module:function" imported now (the node resolves its own readers this way)."""
     if callable(reference):
