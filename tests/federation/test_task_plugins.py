@@ -33,9 +33,10 @@ def _files(entry: str) -> list[Path]:
 def test_every_task_is_a_package_registered_once():
     packages = _task_packages()
     assert len(packages) == len(TASKS)
-    registration = (TASKS_DIR / "__init__.py").read_text()
+    registration = (TASKS_DIR / "__init__.py").read_text().splitlines()
     for package in packages:
-        assert len(re.findall(rf"\bfederation\.tasks\.{package}\b", registration)) == 1, package
+        lines = [line for line in registration if re.search(rf"\bfederation\.tasks\.{package}\b", line)]
+        assert lines == [f'    "federation.tasks.{package}",'], package
 
 
 @pytest.mark.parametrize("entry", GENERIC)

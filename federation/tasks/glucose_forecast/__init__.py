@@ -2,4 +2,6 @@
 (node/records/twin_csv.py, twin_fhir.py), named in the task's `readers`."""
 
 from federation.tasks.glucose_forecast.task import *  # noqa: F401,F403 (the task's public names, as before the package)
-from federation.tasks.glucose_forecast.task import GlucoseForecastTask  # noqa: F401
+from federation.tasks.glucose_forecast.task import GlucoseForecastTask
+
+TASK = GlucoseForecastTask()

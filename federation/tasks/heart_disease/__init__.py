@@ -2,4 +2,6 @@
 readers (readers.py: the UCI CSV here, FHIR R4 on the node)."""
 
 from federation.tasks.heart_disease.task import *  # noqa: F401,F403 (the task's public names, as before the package)
-from federation.tasks.heart_disease.task import HeartDiseaseTask  # noqa: F401 (named for readers of this file)
+from federation.tasks.heart_disease.task import HeartDiseaseTask
+
+TASK = HeartDiseaseTask()
