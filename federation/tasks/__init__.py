@@ -14,6 +14,7 @@ from federation.tasks.base import FederatedTask
 PACKAGES = (  # one line per task
     "federation.tasks.heart_disease",
     "federation.tasks.glucose_forecast",
+    "federation.tasks.breast_cancer_survival",
 )
 
 TASKS: dict[str, FederatedTask] = {task.task_id: task for task in (importlib.import_module(p).TASK for p in PACKAGES)}
