@@ -41,11 +41,15 @@ class StudySummary(_Open):
     delta: float | None = None
     rounds: int | None = None
     metric: dict[str, Any] | None = None  # the task's headline metric (federation/tasks/base.py Metric)
+    # What a round's `used` counts: the nodes' noisy aggregation weight, "patients" unless the task weighs by another
+    # count (the survival task: "events").
+    weighted_by: str = "patients"
 
     @classmethod
-    def of(cls, terms: StudyTerms, metric: dict | None) -> "StudySummary":
+    def of(cls, terms: StudyTerms, metric: dict | None, weighted_by: str = "patients") -> "StudySummary":
         return cls(id=str(StudyId(terms.study_id)), purpose=terms.purpose, task=terms.task_id,
-                   epsilon_budget=terms.epsilon_budget, delta=terms.delta, rounds=terms.rounds, metric=metric)
+                   epsilon_budget=terms.epsilon_budget, delta=terms.delta, rounds=terms.rounds, metric=metric,
+                   weighted_by=weighted_by)
 
 
 class HospitalSummary(_Open):

@@ -159,8 +159,10 @@ def _plots(report: RunReport, names: list[str], out: pathlib.Path) -> list[tuple
         after = [x for x, r in zip(xs, rounds) if (r.block or -1) >= min(revoked)]
         if after:
             ax.axvline(after[0] - 0.5, ls=":", color="black", lw=2, label="revocations")
-    ax.set(title="Consented patients used for training per round", xlabel="Round", ylabel="Patients (count)")
-    made.append(("patients.png", "Grouped bar chart of patients used per hospital per round"
+    counted = report.study.weighted_by or "patients"
+    what = "Consented patients used" if counted == "patients" else f"Training {counted} (the FedAvg weight)"
+    ax.set(title=f"{what} for training per round", xlabel="Round", ylabel=f"{counted.capitalize()} (count)")
+    made.append(("patients.png", f"Grouped bar chart of {what.lower()} per hospital per round"
                  + (", with a dotted line before the first round after a revocation" if revoked else "")))
     _finish(fig, ax, xs, out / made[-1][0])
     return made

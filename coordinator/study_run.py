@@ -86,7 +86,7 @@ class StudyRun:
         self.run_dir = run_dir
         self.terms = ledger.study(options.study_id)
         self.task = get_task(self.terms.task_id)
-        self.report = RunReport(study=StudySummary.of(self.terms, self.task.headline.as_dict()))
+        self.report = RunReport(study=StudySummary.of(self.terms, self.task.headline.as_dict(), self.task.aggregation_weight))
         self.hospitals: dict[int, HospitalSummary] = {}  # by Flower node id; the same objects as in the report
         self.hospital_of: dict[int, str] = {}  # Flower node id -> hospital account, from the node's authenticated key
         self.excluded: dict[str, str] = {}  # nodes sent nothing, by name, and why
