@@ -94,6 +94,8 @@ class RoundRecord(_Open):
     metrics: dict[str, float | None] = Field(default_factory=dict)  # the pooled evaluation
     # Each hospital's metrics from its own (noisy) sums: kept beside the pooled ones (a hospital served worse shows).
     hospital_metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    # The task's subgroups (axis -> group -> metrics), from the same added-up sums: a group served worse shows.
+    subgroup_metrics: dict[str, dict[str, dict[str, float | None]]] = Field(default_factory=dict)
     used: dict[str, int] = Field(default_factory=dict)  # patients each hospital trained on
     test_used: dict[str, int] = Field(default_factory=dict)  # test patients each hospital evaluated
     epsilon: dict[str, float | None] = Field(default_factory=dict)  # cumulative; None is infinite

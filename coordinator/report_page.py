@@ -218,6 +218,13 @@ def write_report_page(report: RunReport | dict, json_path: pathlib.Path) -> path
              f"({_e(metric.get('pooling') or POOLED)}"
              + (f"; chance level {_num(chance * scale, shown)}" if isinstance(chance, (int, float)) else "")
              + "). Each value is computed from the nodes’ noisy (differentially private) sums.</p>")
+    fair = next((r for r in reversed(rounds) if r.subgroup_metrics), None)
+    by_group = "" if fair is None else "<h2>Per subgroup</h2>" + _table(
+        ["Subgroup", "Group", f"{metric['label']}, round {fair.round}"],
+        [[_td(_e(axis)), _td(_e(group)), _td(_num(None if m.get(metric["name"]) is None
+                                                   else m[metric["name"]] * scale, shown), True)]
+         for axis, groups in fair.subgroup_metrics.items() for group, m in groups.items()],
+        "The headline metric for each group the task declares, from the same noisy sums as the pooled value")
     last = next((r for r in reversed(rounds) if r.hospital_metrics), None)
     by_hospital = "" if last is None else "<h2>Per hospital</h2>" + _table(
         ["Hospital", f"{metric['label']}, round {last.round}"],
@@ -240,7 +247,7 @@ def write_report_page(report: RunReport | dict, json_path: pathlib.Path) -> path
         f"<p>Generated at {_e(report.extra('generated_at'))}; ε budget {_e(study.epsilon_budget)}, "
         f"δ {_e(study.delta)}.</p>",
         "<h2>Hospitals</h2>" + _table(["Hospital", "Patients", "Consented", "ε spent / budget"], hosp_rows, "Hospitals"),
-        "<h2>Rounds</h2>" + about + _table(round_head, round_rows, "Rounds") + by_hospital,
+        "<h2>Rounds</h2>" + about + _table(round_head, round_rows, "Rounds") + by_hospital + by_group,
         "<h2>Revocations</h2>" + (_table(["Pseudonym", "Block", "Hospital"], rev_rows, "Consent revocations")
                                   if rev_rows else "<p>No consent was revoked during the run.</p>"),
         f"<h2>Audit</h2><ul><li>Violations: {_e(violations)}</li><li>Records checked: {_e(audit.get('checked'))}</li>"

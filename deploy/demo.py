@@ -264,7 +264,7 @@ def _watch_run(
                 break
             reported += 1
             value = record.value(metric.name)
-            log.info("round %d of %d done: pinned block %s, %s %s (noisy DP release), patients used %s%s", record.round,
+            log.info("round %d of %d done: pinned block %s, %s %s (noisy DP release), used %s%s", record.round,
                      options.rounds, record.block, metric.name, "n/a" if value is None else f"{value:.3f}", record.used,
                      f", refused: {sorted(record.errors)}" if record.errors else "")
         if (state and state.status in ("finished", "failed")) or not run.alive():

@@ -292,17 +292,17 @@ class HospitalNode:
     @staticmethod
     def _clipped_sums(task, model, records: list[dict], shift, scale) -> dict[str, float]:
         """The task's evaluation sums, each patient's contribution clipped to [0, the task's bound]."""
-        bounds = task.evaluation_bounds
+        bounds = task.release_bounds  # the task's sums and its subgroups' (federation/tasks/base.py)
         total = dict.fromkeys(bounds, 0.0)
         for record in records:
             features, labels = task.patient_evaluation_examples(record)
-            patient = task.evaluation_sums(model, ((features - shift) / scale).astype("float32"), labels)
+            patient = task.patient_release_sums(model, ((features - shift) / scale).astype("float32"), labels, record)
             if set(patient) != set(bounds):  # a sum without a bound is never released
                 raise Refusal(protocol.BAD_REQUEST, f"task {task.task_id}'s sums {sorted(patient)} do not match "
                                                     f"its bounds {sorted(bounds)}: nothing released")
             for key, bound in bounds.items():
                 total[key] += min(max(float(patient[key]), 0.0), bound)
-            for partition in task.evaluation_partitions:  # the noise assumes one block per patient: enforce it
+            for partition in task.release_partitions:  # the noise assumes one block per patient: enforce it
                 if sum(any(patient[key] > 0 for key in block) for block in partition) > 1:
                     raise Refusal(protocol.BAD_REQUEST, f"task {task.task_id}: a patient adds to two blocks of a "
                                                         "partition of its sums: nothing released")
@@ -317,8 +317,8 @@ class HospitalNode:
             epsilon = budget.charge(round_number, "evaluate")
         except BudgetSpent as exc:
             raise Refusal(protocol.BUDGET_SPENT, f"nothing released: {exc}") from exc
-        return noisy_sums(sums, task.evaluation_bounds, noise_multiplier=budget.release_noise(),
-                          partitions=task.evaluation_partitions), epsilon
+        return noisy_sums(sums, task.release_bounds, noise_multiplier=budget.release_noise(),
+                          partitions=task.release_partitions), epsilon
 
     def epsilon_spent(self, study_id) -> float:
         """The epsilon this node's own privacy account says it spent on the study (infinity once it trained a

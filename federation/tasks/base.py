@@ -79,6 +79,31 @@ class FederatedTask:
     aggregation_weight: str = "patients"
     subgroups: tuple[Subgroup, ...] = ()  # the headline metric is also reported for each group
 
+    # The sums a node releases: the task's evaluation sums and, for each subgroup, the same sums of its patients
+    # under "<axis>=<group>/<sum>" (a patient is in at most one group of an axis: a partition, docs/privacy.md).
+    @property
+    def release_bounds(self) -> dict[str, float]:
+        bounds = self.evaluation_bounds
+        return {**bounds, **{subgroup_key(s.axis, g, k): b for s in self.subgroups for g in s.groups
+                             for k, b in bounds.items()}}
+
+    @property
+    def release_partitions(self) -> tuple:
+        keys = tuple(self.evaluation_bounds)
+        groups = tuple(tuple(tuple(subgroup_key(s.axis, g, k) for k in keys) for g in s.groups) for s in self.subgroups)
+        return tuple(self.evaluation_partitions) + groups
+
+    def patient_release_sums(self, model, features, labels, record: dict) -> dict[str, float]:
+        """One patient's released sums: `evaluation_sums`, and the same under their subgroup of each axis."""
+        sums = self.evaluation_sums(model, features, labels)
+        released = dict.fromkeys(self.release_bounds, 0.0)
+        released.update(sums)
+        for subgroup in self.subgroups:
+            group = subgroup.of(record)
+            if group in subgroup.groups:
+                released.update({subgroup_key(subgroup.axis, group, k): v for k, v in sums.items()})
+        return released
+
     def training_weight(self, records: list[dict]) -> int:
         """The count FedAvg weighs this node's update by: its training patients (default). A task may count
         something else that carries its information (events of survival data), but each patient may add at
@@ -146,6 +171,10 @@ class FederatedTask:
     def summarise(self, sums: dict[str, float]) -> dict[str, float]:
         """Metrics from sums (one node's, or all nodes' added up); {} when nothing was evaluated."""
         raise NotImplementedError
+
+
+def subgroup_key(axis: str, group: str, key: str) -> str:
+    return f"{axis}={group}/{key}"
 
 
 def add_sums(replies: list[dict[str, float]]) -> dict[str, float]:

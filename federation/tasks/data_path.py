@@ -102,7 +102,8 @@ class Subgroup:
     evaluation sums partition the patients (docs/privacy.md)."""
 
     axis: str  # e.g. "sex"
-    of: Callable[[dict], str | None]
+    groups: tuple[str, ...]  # every group of the axis (the release declares a bound for each group's sums)
+    of: Callable[[dict], str | None]  # the group of a record (one of `groups`), or None: in none of them
 
 
 def demo_records(task, scratch: Path) -> dict[str, list[dict]]:

@@ -4,7 +4,7 @@ declared MEAN_OVER_HOSPITALS is the unweighted mean of the hospitals' values ins
 
 from __future__ import annotations
 
-from federation.tasks.base import MEAN_OVER_HOSPITALS, FederatedTask, add_sums
+from federation.tasks.base import MEAN_OVER_HOSPITALS, FederatedTask, add_sums, subgroup_key
 
 
 def round_metrics(task: FederatedTask, sums_by_hospital: dict[str, dict[str, float]]
@@ -17,3 +17,15 @@ def round_metrics(task: FederatedTask, sums_by_hospital: dict[str, dict[str, flo
         values = [m[task.headline.name] for m in per_hospital.values() if m.get(task.headline.name) is not None]
         pooled[task.headline.name] = sum(values) / len(values) if values else None
     return pooled, per_hospital
+
+
+def subgroup_metrics(task: FederatedTask, sums_by_hospital: dict[str, dict[str, float]]) -> dict[str, dict[str, dict]]:
+    """axis -> group -> the task's metrics of that group's patients, from the same added-up (noisy) sums."""
+    total = add_sums(list(sums_by_hospital.values()))
+    found: dict[str, dict[str, dict]] = {}
+    for subgroup in task.subgroups:
+        for group in subgroup.groups:
+            prefix = subgroup_key(subgroup.axis, group, "")
+            sums = {key[len(prefix):]: value for key, value in total.items() if key.startswith(prefix)}
+            found.setdefault(subgroup.axis, {})[group] = task.summarise(sums) if sums else {}
+    return found

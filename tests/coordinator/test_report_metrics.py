@@ -3,6 +3,7 @@ range from its chance level, and says how it was computed over the hospitals; pe
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from coordinator.report_page import _y_range, write_report_page
@@ -59,3 +60,23 @@ def test_round_metrics_keep_each_hospital_and_a_mean_over_hospitals_says_so():
 
     pooled, _ = round_metrics(Mean(), sums)
     assert pooled["accuracy"] == pytest.approx(0.7)
+
+
+def test_subgroups_get_the_headline_from_the_same_sums_and_partition_the_patients():
+    from federation.tasks.metrics import subgroup_metrics
+
+    task = TASKS["heart-disease/v1"]
+    model = task.build_model()
+    old, young = {"age": 70.0, "sex": 0}, {"age": 30.0, "sex": 1}
+    features = np.zeros((1, 13), np.float32)
+    labels = np.ones(1, np.float32)
+    sums = {name: task.patient_release_sums(model, features, labels, record)
+            for name, record in (("a", old), ("b", young))}
+    assert set(sums["a"]) == set(task.release_bounds)
+    assert sums["a"]["sex=female/examples"] == 1 and sums["a"]["sex=male/examples"] == 0
+    assert sums["a"]["age band=60 and over/examples"] == 1 and sums["b"]["age band=under 45/examples"] == 1
+    groups = subgroup_metrics(task, sums)
+    assert set(groups) == {"sex", "age band"} and set(groups["age band"]) == {"under 45", "45-59", "60 and over"}
+    assert groups["sex"]["female"]["accuracy"] == groups["sex"]["male"]["accuracy"]  # same model, same example
+    assert groups["age band"]["45-59"] == {}  # nobody in it
+    assert len(task.release_partitions) == len(task.evaluation_partitions) + 2

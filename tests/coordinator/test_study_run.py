@@ -161,7 +161,7 @@ def test_report_json_keeps_the_shape_its_readers_know(chain, tmp_path):
     assert set(saved["hospitals"][0]) == {"name", "account", "patients", "consented", "epsilon_spent", "epsilon_budget",
                                           "privacy_account"}
     assert set(saved["rounds"][0]) == {
-        "round", "block", "accuracy", "loss", "constant_accuracy", "metrics", "hospital_metrics", "used", "test_used", "epsilon",
+        "round", "block", "accuracy", "loss", "constant_accuracy", "metrics", "hospital_metrics", "subgroup_metrics", "used", "test_used", "epsilon",
         "train_seconds", "errors", "replies", "status", "seconds", "training_seconds", "model_hash", "anchor_block"}
     assert {r["reply"]["phase"] for r in saved["rounds"][0]["replies"]} == {"train", "evaluate"}
 

@@ -34,8 +34,8 @@ def test_noise_follows_the_partitioned_sensitivity():
 
 class _Task:
     task_id = "partitioned/v1"
-    evaluation_bounds = BOUNDS
-    evaluation_partitions = PARTITION
+    evaluation_bounds = release_bounds = BOUNDS
+    evaluation_partitions = release_partitions = PARTITION
 
     def __init__(self, both: bool):
         self.both = both
@@ -43,7 +43,7 @@ class _Task:
     def patient_evaluation_examples(self, record):
         return np.zeros((1, 1), np.float32), np.zeros(1, np.float32)
 
-    def evaluation_sums(self, model, features, labels):
+    def patient_release_sums(self, model, features, labels, record):
         return {"examples": 1, "a/correct": 1, "a/examples": 1, "b/correct": 0, "b/examples": int(self.both)}
 
 

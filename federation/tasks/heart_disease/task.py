@@ -45,6 +45,7 @@ FEATURE_NAMES = (
 # Declared ranges of the continuous fields (see the module docstring); 0/1 features use (0, 1).
 PUBLIC_RANGES = {"age": (20.0, 80.0), "trestbps": (80.0, 200.0), "chol": (100.0, 600.0),
                  "thalach": (60.0, 220.0), "oldpeak": (-3.0, 7.0)}
+AGE_BANDS = ("under 45", "45-59", "60 and over")  # the fairness subgroups' age bands (years)
 TRAIN_FRACTION = 0.66
 SPLIT_SEED = 43
 
@@ -64,8 +65,8 @@ class HeartDiseaseTask(BinaryClassificationTask):
     demo_data = DemoData(package="deploy", directory="data/heart-disease", hospitals={
         "cleveland": "processed.cleveland.data", "hungary": "processed.hungarian.data",
         "switzerland": "processed.switzerland.data", "va": "processed.va.data"})
-    subgroups = (Subgroup("sex", lambda r: {0: "female", 1: "male"}.get(r.get("sex"))),
-                 Subgroup("age band", lambda r: age_band(r.get("age"))))
+    subgroups = (Subgroup("sex", ("female", "male"), lambda r: {0: "female", 1: "male"}.get(r.get("sex"))),
+                 Subgroup("age band", AGE_BANDS, lambda r: age_band(r.get("age"))))
 
     @property
     def readers(self):
