@@ -53,7 +53,7 @@ from federation.commitment import combined_commitment, model_hash
 from federation.ids import Digest, hex0x
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
-from federation.tasks.metrics import round_metrics, subgroup_metrics
+from federation.tasks.metrics import round_metrics
 
 log = logging.getLogger("twinledger.coordinator")
 REPLY_POLL_S = 0.25  # seconds between requests for the nodes' replies (flwr's send_and_receive: 3)
@@ -304,8 +304,7 @@ class StudyRun:
         if state.examples:
             # Every node's sums added up, then the task's metrics: weighted by examples, exactly; and each node's.
             try:
-                record.metrics, record.hospital_metrics = round_metrics(self.task, node_sums)
-                record.subgroup_metrics = subgroup_metrics(self.task, node_sums)
+                record.metrics, record.hospital_metrics, record.subgroup_metrics = round_metrics(self.task, node_sums)
             except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
                 record.errors["coordinator"] = f"evaluation replies lack the task's sums: {exc!r}"
             record.set_report_keys(self.task.report_keys)

@@ -51,14 +51,14 @@ def test_round_metrics_keep_each_hospital_and_a_mean_over_hospitals_says_so():
     task = TASKS["heart-disease/v1"]
     sums = {"a": {"examples": 100, "correct": 90, "loss-sum": 30, "positives": 40},
             "b": {"examples": 10, "correct": 5, "loss-sum": 6, "positives": 5}}
-    pooled, per_hospital = round_metrics(task, sums)
+    pooled, per_hospital, _ = round_metrics(task, sums)
     assert pooled["accuracy"] == pytest.approx(95 / 110)  # weighted by examples: the pooled test set
     assert per_hospital["a"]["accuracy"] == 0.9 and per_hospital["b"]["accuracy"] == 0.5
 
     class Mean(type(task)):
         headline = Metric("accuracy", "Mean accuracy", pooling=MEAN_OVER_HOSPITALS)
 
-    pooled, _ = round_metrics(Mean(), sums)
+    pooled, _, _ = round_metrics(Mean(), sums)
     assert pooled["accuracy"] == pytest.approx(0.7)
 
 
