@@ -56,7 +56,7 @@ from federation.commitment import combined_commitment, model_hash
 from federation.ids import Digest, hex0x
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
-from federation.tasks.base import add_sums
+from federation.tasks.metrics import round_metrics
 
 log = logging.getLogger("twinledger.coordinator")
 REPLY_POLL_S = 0.25  # seconds between requests for the nodes' replies (flwr's send_and_receive: 3)
@@ -89,7 +89,7 @@ class StudyRun:
         self.run_dir = run_dir
         self.terms = ledger.study(options.study_id)
         self.task = get_task(self.terms.task_id)
-        self.report = RunReport(study=StudySummary.of(self.terms, self.task.headline.as_dict()))
+        self.report = RunReport(study=StudySummary.of(self.terms, self.task.headline.as_dict(), self.task.aggregation_weight))
         self.hospitals: dict[int, HospitalSummary] = {}  # by Flower node id; the same objects as in the report
         self.hospital_of: dict[int, str] = {}  # Flower node id -> hospital account, from the node's authenticated key
         self.excluded: dict[str, str] = {}  # nodes sent nothing, by name, and why
@@ -222,13 +222,13 @@ class StudyRun:
         replies = self._send(node_ids, MessageType.EVALUATE, content, str(state.config.round))
         answered, eval_errors = self._split(node_ids, replies, "evaluate")
         state.evaluated_digest = model_hash(arrays.to_torch_state_dict())
-        record, node_sums = state.record, []
+        record, node_sums = state.record, {}
         train_commitments = dict(state.train_commitments)
         for reply, account in self._verified(state, answered, "evaluate", state.evaluated_digest, eval_errors):
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
             record.test_used[self._name(reply.metadata.src_node_id)] = int(usage["used"])
             state.examples += int(metrics["num-examples"])
-            node_sums.append(dict(metrics))
+            node_sums[self._name(reply.metadata.src_node_id)] = dict(metrics)
             hospital = self.hospitals.get(reply.metadata.src_node_id)
             if hospital:
                 hospital.consented = int(metrics["consented"])  # noisy: a charged release
@@ -247,9 +247,9 @@ class StudyRun:
         }
         record.errors.update(self.excluded)
         if state.examples:
-            # Every node's sums added up, then the task's metrics: weighted by examples, exactly.
+            # Every node's sums added up, then the task's metrics: weighted by examples, exactly; and each node's.
             try:
-                record.metrics = self.task.summarise(add_sums(node_sums))
+                record.metrics, record.hospital_metrics, record.subgroup_metrics = round_metrics(self.task, node_sums)
             except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
                 record.errors["coordinator"] = f"evaluation replies lack the task's sums: {exc!r}"
             record.set_report_keys(self.task.report_keys)
