@@ -17,7 +17,7 @@ as if its node had dropped, and the protocol removes its masks.
 
 Dropouts: a node that stops answering during the protocol is dropped from it; the round goes on while at least
 `reconstruction_threshold` nodes answer each stage, otherwise it ends with the global model unchanged (reported).
-A node that refuses to train drops out the same way. Rounds with fewer than MIN_NODES nodes (one hospital) are
+A node that refuses (to train, or at any stage: its app gate, a chain it cannot reach) drops out the same way. Rounds with fewer than MIN_NODES nodes (one hospital) are
 aggregated in the clear by StudyRun: a sum of one update is that update.
 """
 
@@ -112,6 +112,32 @@ class RoundStrategy(Strategy):
         return None
 
 
+class RoundWorkflow(SecAggPlusWorkflow):
+    """Flower's SecAggPlusWorkflow, except that a node that dropped out before it shared its keys is forgotten.
+
+    Flower 1.41 keeps such a node among the sampled ones and among every node's neighbours, so that in the unmask
+    stage it asks the others for shares of its key, which they never received (the node dropped before it sent
+    them): the round ended at the first node that refused the setup (seen in the demo: a hospital whose chain is
+    unreachable). Nothing of it is in any masked vector (the others add pairwise masks only with nodes whose
+    shares they received), so leaving it out is exact; the protocol's messages and cryptography are unchanged."""
+
+    def setup_stage(self, grid, context, state) -> bool:
+        return super().setup_stage(grid, context, state) and _forget_dropped(state)
+
+    def share_keys_stage(self, grid, context, state) -> bool:
+        return super().share_keys_stage(grid, context, state) and _forget_dropped(state)
+
+
+def _forget_dropped(state) -> bool:
+    gone = state.sampled_node_ids - state.active_node_ids
+    state.sampled_node_ids = set(state.active_node_ids)
+    for node_id in gone:
+        state.nid_to_neighbours.pop(node_id, None)
+    for neighbours in state.nid_to_neighbours.values():
+        neighbours -= gone
+    return True
+
+
 class StageGrid:
     """The Grid as the workflow sees it: each stage's messages go out through StudyRun's own polling; the masked
     vectors are checked (signature, round, hospital) before the workflow adds them up, and every node that fails
@@ -149,7 +175,7 @@ def train_and_aggregate(run: StudyRun, state: RoundState, node_ids: list[int], a
     context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: state.config.round})
     context.state.array_records[MAIN_PARAMS_RECORD] = arrays
     threshold = reconstruction_threshold(len(node_ids))
-    workflow = SecAggPlusWorkflow(
+    workflow = RoundWorkflow(
         num_shares=1.0, reconstruction_threshold=threshold, max_weight=max_weight(run, node_ids),
         clipping_range=CLIPPING_RANGE, quantization_range=QUANTIZATION_RANGE, modulus_range=MODULUS_RANGE,
         timeout=run.options.round_timeout_s,

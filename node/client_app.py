@@ -154,7 +154,7 @@ def secure_aggregation(msg: Message, context: Context, call_next) -> Message:
         return Message(refused.error, reply_to=msg)
     except (KeyError, ValueError, TypeError) as exc:
         log.warning("secure aggregation message refused: %s", exc)
-        return Message(Error(protocol.BAD_REQUEST, f"bad secure aggregation message: {exc}"), reply_to=msg)
+        return Message(Error(protocol.BAD_REQUEST, f"bad secure aggregation message: {exc!r}"), reply_to=msg)
     finally:
         node = _unsigned.pop(msg.metadata.message_id, None)
     if node is not None and not reply.has_error():
