@@ -16,7 +16,7 @@ each masked-vector reply is a signed RoundReply whose `reply_digest` is the dige
 as if its node had dropped, and the protocol removes its masks.
 
 Dropouts: a node that stops answering during the protocol is dropped from it; the round goes on while at least
-`reconstruction_threshold` nodes answer each stage, otherwise it ends with the global model unchanged (reported).
+`reconstruction_threshold` nodes answer each stage and MIN_SUMMED masked vectors are in the sum, otherwise it ends with the global model unchanged (reported).
 A node that refuses (to train, or at any stage: its app gate, a chain it cannot reach) drops out the same way. Rounds with fewer than MIN_NODES nodes (one hospital) are
 aggregated in the clear by StudyRun: a sum of one update is that update.
 """
@@ -49,10 +49,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("twinledger.coordinator")
 
 MIN_NODES = 2  # SecAgg+ needs two; with one node the sum is the update
+# Flower 1.41 draws each mask from numpy's RandomState seeded with 32 bits folded from its 32-byte secret. Once the
+# sum is unmasked the coordinator knows every sender's private mask, so a vector whose only unknown is one pairwise
+# mask (a sum of two) falls to a search of 2**32 seeds. With three or more vectors in the sum each has at least two
+# unknown pairwise masks (2**64): a round that started with three or more nodes never unmasks a sum of fewer.
+MIN_SUMMED = 3
 # Quantisation (SecAgg+ adds integers modulo MODULUS_RANGE): each weight, times w_i / max_weight, is clipped to
 # +-CLIPPING_RANGE and rounded stochastically to one of QUANTIZATION_RANGE levels, a step of 2*16/2**24 = 1.9e-6.
-# The models are linear with weights of order 1; the step is four orders of magnitude below the DP-SGD noise in an
-# update (docs/privacy.md). MODULUS_RANGE / QUANTIZATION_RANGE = 256 nodes can be added without overflow.
+# The models are linear with weights of order 1; the error is more than three orders of magnitude below the DP-SGD
+# noise in an update (docs/privacy.md). MODULUS_RANGE / QUANTIZATION_RANGE = 256 nodes can be added without overflow.
 CLIPPING_RANGE = 16.0
 QUANTIZATION_RANGE = 2**24
 MODULUS_RANGE = 2**32
@@ -127,6 +132,10 @@ class RoundWorkflow(SecAggPlusWorkflow):
     def share_keys_stage(self, grid, context, state) -> bool:
         return super().share_keys_stage(grid, context, state) and _forget_dropped(state)
 
+    def collect_masked_vectors_stage(self, grid, context, state) -> bool:
+        summed = min(MIN_SUMMED, len(self.round_nodes))
+        return super().collect_masked_vectors_stage(grid, context, state) and len(state.active_node_ids) >= summed
+
 
 def _forget_dropped(state) -> bool:
     gone = state.sampled_node_ids - state.active_node_ids
@@ -180,11 +189,13 @@ def train_and_aggregate(run: StudyRun, state: RoundState, node_ids: list[int], a
         clipping_range=CLIPPING_RANGE, quantization_range=QUANTIZATION_RANGE, modulus_range=MODULUS_RANGE,
         timeout=run.options.round_timeout_s,
     )
+    workflow.round_nodes = list(node_ids)
     workflow(StageGrid(run, state, model_hash(arrays.to_torch_state_dict())), context)
     if strategy.average is None:
         state.train_errors["coordinator"] = (
-            f"secure aggregation ended before the sum was unmasked: fewer than {threshold} of the {len(node_ids)} "
-            "nodes answered a stage; the global model is unchanged")
+            f"secure aggregation ended before the sum was unmasked: too few of the {len(node_ids)} nodes answered "
+            f"a stage (a sum needs {min(MIN_SUMMED, len(node_ids))} masked vectors and {threshold} nodes' shares); "
+            "the global model is unchanged")
         log.warning("round %d: %s", state.config.round, state.train_errors["coordinator"])
         return arrays
     average = ArrayRecord({name: torch.from_numpy(value) for name, value in zip(names, strategy.average, strict=True)})

@@ -3,8 +3,9 @@
 Run config (pyproject.toml [tool.flwr.app.config], overridable with `flwr run --run-config`):
 study-id, coordinator-home, run-name, and the training keys of federation.defaults.TRAINING under their
 hyphenated names (num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, min-nodes,
-strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)), secure-aggregation (true unless set false). A key
-missing from the run config takes TRAINING's value; min-nodes takes the coordinator's settings' value.
+strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)), and
+secure-aggregation (Flower's SecAgg+ over the updates; true unless set false). A key missing from the run config
+takes TRAINING's value; min-nodes takes the coordinator's settings' value.
 """
 
 from __future__ import annotations

@@ -233,12 +233,52 @@ class ShiftingNode:
 
 def test_secure_aggregation_sums_signed_masked_vectors_and_leaves_out_a_reply_signed_by_a_stranger(
         chain, tmp_path, monkeypatch):
-    from tests.coordinator.test_study_run import FakeGrid, FakeHospital
+    from tests.coordinator.test_study_run import FakeGrid
 
     stranger = chain.ledger_for("0x" + "5" * 64)  # signs, but is no hospital of the consortium
     cores = {1: ShiftingNode("alpha", chain.hospital, weight=30, shift=0.25),
              2: ShiftingNode("beta", chain.other_hospital, weight=10, shift=-0.5),
-             3: ShiftingNode("mallory", stranger, weight=1000, shift=8.0)}
+             3: ShiftingNode("gamma", chain.consortium.add_hospital(), weight=20, shift=0.125),
+             4: ShiftingNode("mallory", stranger, weight=1000, shift=8.0)}
+    run = _secure_run(chain, tmp_path, monkeypatch, cores, FakeGrid)
+    grid = run.grid
+    torch.manual_seed(0)
+    before = run.task.build_model().state_dict()
+    after = run.run().to_torch_state_dict()
+
+    (record,) = run.report.rounds
+    assert set(record.used) == {"alpha", "beta", "gamma"} and "not an active hospital" in record.errors["mallory"]
+    shift = (30 * 0.25 + 10 * -0.5 + 20 * 0.125) / 60  # FedAvg over the hospitals: mallory's vector is unmasked away
+    bound = secure_round.quantisation_error_bound(3, [30, 10, 20], secure_round.max_weight(run, [1, 2, 3, 4]))
+    for key in before:
+        assert (after[key].double() - (before[key].double() + shift)).abs().max() <= bound + 1e-6
+    assert {r.reply["phase"] for r in record.replies} == {"train"}
+    masked = [m for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]
+    assert len(masked) == 4 * 4 - 1  # setup, share keys, masked vectors, unmask (mallory left out of the last)
+
+
+def test_a_sum_of_two_masked_vectors_is_never_unmasked_in_a_round_of_more_nodes(chain, tmp_path, monkeypatch):
+    """Flower's masks come from 32-bit seeds: a sum of two would leave each vector one 2**32 search from the
+    coordinator. With a third hospital dropped (its reply fails the signature check), the round ends unmasked."""
+    from tests.coordinator.test_study_run import FakeGrid
+
+    stranger = chain.ledger_for("0x" + "6" * 64)
+    cores = {1: ShiftingNode("alpha", chain.hospital, weight=30, shift=0.25),
+             2: ShiftingNode("beta", chain.other_hospital, weight=10, shift=-0.5),
+             3: ShiftingNode("mallory", stranger, weight=10, shift=1.0)}
+    run = _secure_run(chain, tmp_path, monkeypatch, cores, FakeGrid)
+    torch.manual_seed(0)
+    before = run.task.build_model().state_dict()
+    after = run.run().to_torch_state_dict()
+    (record,) = run.report.rounds
+    assert "a sum needs 3 masked vectors" in record.errors["coordinator"]
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def _secure_run(chain, tmp_path, monkeypatch, cores: dict, grid_class) -> StudyRun:
+    """A one-round secure StudyRun whose nodes are the real ClientApp over `cores` (node id -> ShiftingNode)."""
+    from tests.coordinator.test_study_run import FakeHospital
+
     contexts = {n: Context(run_id=1, node_id=n, node_config={"node-home": str(n)}, state=RecordDict(), run_config={})
                 for n in cores}
     monkeypatch.setattr(client_app, "open_node", lambda context: cores[int(context.node_config["node-home"])])
@@ -258,20 +298,7 @@ def test_secure_aggregation_sums_signed_masked_vectors_and_leaves_out_a_reply_si
             return client_app.app(message=delivered, context=contexts[node_id])
         return answer
 
-    grid = FakeGrid({n: node(n) for n in cores})
+    grid = grid_class({n: node(n) for n in cores})
     options = RunOptions(study_id=chain.study_id, num_rounds=1, wait_for_nodes_s=0, round_timeout_s=0.5,
                          strategy="fedavg", secure_aggregation=True)
-    run = StudyRun(grid, chain.coordinator, options, tmp_path / "run")
-    torch.manual_seed(0)
-    before = run.task.build_model().state_dict()
-    after = run.run().to_torch_state_dict()
-
-    (record,) = run.report.rounds
-    assert set(record.used) == {"alpha", "beta"} and "not an active hospital" in record.errors["mallory"]
-    shift = (30 * 0.25 + 10 * -0.5) / 40  # FedAvg over the two hospitals: mallory's vector is unmasked away
-    bound = secure_round.quantisation_error_bound(2, [30, 10], secure_round.max_weight(run, [1, 2, 3]))
-    for key in before:
-        assert (after[key].double() - (before[key].double() + shift)).abs().max() <= bound + 1e-6
-    assert {r.reply["phase"] for r in record.replies} == {"train"}
-    masked = [m for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]
-    assert len(masked) == 4 * 3 - 1  # setup, share keys, masked vectors, unmask (mallory left out of the last)
+    return StudyRun(grid, chain.coordinator, options, tmp_path / "run")
