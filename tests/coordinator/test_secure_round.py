@@ -75,7 +75,7 @@ class Federation:
             monkeypatch.setattr(TaskIdentity, name, value)
 
     def run(self, grid, tmp_path: Path) -> tuple[StudyRun, dict]:
-        options = RunOptions(study_id=self.study, num_rounds=1, wait_for_nodes_s=0, round_timeout_s=2,
+        options = RunOptions(study_id=self.study, num_rounds=1, wait_for_nodes_s=0, round_timeout_s=1,
                              strategy="fedavg", min_nodes=len(HOSPITALS), secure_aggregation=True)
         run = StudyRun(grid, self.coordinator, options, tmp_path / "run")
         torch.manual_seed(0)
