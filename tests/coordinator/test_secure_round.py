@@ -275,7 +275,7 @@ def test_a_sum_of_two_masked_vectors_is_never_unmasked_in_a_round_of_more_nodes(
     assert all(torch.equal(after[k], before[k]) for k in before)
 
 
-def _secure_run(chain, tmp_path, monkeypatch, cores: dict, grid_class) -> StudyRun:
+def _secure_run(chain, tmp_path, monkeypatch, cores: dict, grid_class, *, strategy: str = "fedavg") -> StudyRun:
     """A one-round secure StudyRun whose nodes are the real ClientApp over `cores` (node id -> ShiftingNode)."""
     from tests.coordinator.test_study_run import FakeHospital
 
@@ -300,5 +300,34 @@ def _secure_run(chain, tmp_path, monkeypatch, cores: dict, grid_class) -> StudyR
 
     grid = grid_class({n: node(n) for n in cores})
     options = RunOptions(study_id=chain.study_id, num_rounds=1, wait_for_nodes_s=0, round_timeout_s=0.5,
-                         strategy="fedavg", secure_aggregation=True)
+                         strategy=strategy, secure_aggregation=True)
     return StudyRun(grid, chain.coordinator, options, tmp_path / "run")
+
+
+def test_the_runs_server_optimiser_works_on_the_unmasked_average(chain, tmp_path, monkeypatch):
+    """FedAdam (the Flower app's default strategy) over the securely summed average, as over the plain one."""
+    from flwr.app import ArrayRecord, Message, MetricRecord
+
+    from coordinator.run_options import make_strategy
+    from tests.coordinator.test_study_run import FakeGrid
+
+    cores = {1: ShiftingNode("alpha", chain.hospital, weight=30, shift=0.25),
+             2: ShiftingNode("beta", chain.other_hospital, weight=10, shift=-0.5),
+             3: ShiftingNode("gamma", chain.consortium.add_hospital(), weight=20, shift=0.125)}
+    run = _secure_run(chain, tmp_path, monkeypatch, cores, FakeGrid, strategy="fedadam")
+    torch.manual_seed(0)
+    before = run.task.build_model().state_dict()
+    after = run.run().to_torch_state_dict()
+
+    plain = make_strategy(run.options)
+    plain.current_arrays = {k: v.numpy() for k, v in before.items()}
+    average = ArrayRecord({k: v + (30 * 0.25 + 10 * -0.5 + 20 * 0.125) / 60 for k, v in before.items()})
+    reply = Message(RecordDict({protocol.WEIGHTS: average, protocol.METRICS: MetricRecord({"num-examples": 1})}),
+                    dst_node_id=0, message_type=MessageType.TRAIN)
+    expected, _ = plain.aggregate_train(1, [reply])
+    assert run.report.rounds[0].errors == {"alpha": "evaluate: no consented patients: no test patients here",
+                                           "beta": "evaluate: no consented patients: no test patients here",
+                                           "gamma": "evaluate: no consented patients: no test patients here"}
+    for key, value in expected.to_torch_state_dict().items():
+        assert torch.allclose(after[key].double(), value.double(), atol=1e-4)
+        assert not torch.allclose(after[key], before[key])
