@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -161,7 +162,10 @@ class StageGrid:
             return []
         stage = str(messages[0].content.config_records[RECORD_KEY_CONFIGS][Key.STAGE])
         node_ids = [m.metadata.dst_node_id for m in messages]
+        started = time.monotonic()
         replies = self.run.exchange(messages, timeout_s=timeout)
+        log.info("round %d: secure aggregation stage %s: %d of %d node(s) answered in %.2f s", self.state.config.round,
+                 stage, len(replies), len(messages), time.monotonic() - started)
         if stage == Stage.COLLECT_MASKED_VECTORS:
             # Only verified replies enter the sum; a dropped one is unmasked away like a node that went silent.
             return self.run.count_trained(self.state, node_ids, replies, self.sent, masked=True)
