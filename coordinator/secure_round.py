@@ -149,9 +149,10 @@ def _forget_dropped(state) -> bool:
 
 
 class StageGrid:
-    """The Grid as the workflow sees it: each stage's messages go out through StudyRun's own polling; the masked
-    vectors are checked (signature, round, hospital) before the workflow adds them up, and every node that fails
-    a stage is reported by name."""
+    """The Grid as the workflow sees it: each stage's messages go out through StudyRun's own polling, each with the
+    round's config record as a plain train message has it (the node's app gate records a refusal under the round
+    it names); the masked vectors are checked (signature, round, hospital) before the workflow adds them up, and
+    every node that fails a stage is reported by name."""
 
     def __init__(self, run: StudyRun, state: RoundState, sent: Digest):
         self.run, self.state, self.sent = run, state, sent
@@ -162,6 +163,8 @@ class StageGrid:
             return []
         stage = str(messages[0].content.config_records[RECORD_KEY_CONFIGS][Key.STAGE])
         node_ids = [m.metadata.dst_node_id for m in messages]
+        for message in messages:  # a node that refuses a stage (its app gate) keeps the round's refusal for its IT
+            message.content.config_records.setdefault(protocol.ROUND_CONFIG, self.state.config.to_record())
         started = time.monotonic()
         replies = self.run.exchange(messages, timeout_s=timeout)
         log.info("round %d: secure aggregation stage %s: %d of %d node(s) answered in %.2f s", self.state.config.round,

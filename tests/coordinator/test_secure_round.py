@@ -25,6 +25,7 @@ from coordinator.study_run import StudyRun
 from federation import protocol
 from federation.commitment import pseudonym_commitment
 from federation.ids import Pseudonym
+from federation.protocol import RoundConfig
 from node import client_app
 from node.consent_gate import Refusal
 from node.service import HospitalNode, TrainOutcome
@@ -255,6 +256,8 @@ def test_secure_aggregation_sums_signed_masked_vectors_and_leaves_out_a_reply_si
     assert {r.reply["phase"] for r in record.replies} == {"train"}
     masked = [m for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]
     assert len(masked) == 4 * 4 - 1  # setup, share keys, masked vectors, unmask (mallory left out of the last)
+    # Every stage names the round, as a plain train message does: a node's app gate keeps a refusal under it.
+    assert all(RoundConfig.from_record(m.content[protocol.ROUND_CONFIG]).round == 1 for m in masked)
 
 
 def test_a_sum_of_two_masked_vectors_is_never_unmasked_in_a_round_of_more_nodes(chain, tmp_path, monkeypatch):
