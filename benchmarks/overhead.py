@@ -20,6 +20,10 @@ by side in one run.
   the warm launcher (node/supernode.py); the same deployment with Flower's stock `flower-supernode` runs in the
   same benchmark for comparison (`stock_round_*`). What a fresh ClientApp process pays before its message
   (imports) is measured separately.
+- **secagg_round_ratio**: the same deployment's round wall time (train, aggregate, evaluate, anchor) with secure
+  aggregation (Flower's SecAgg+, the default) over the same rounds aggregated in the clear (`secure-aggregation`
+  false), four hospitals, both runs in this benchmark; `secagg_training_phase_ratio` compares the training phases
+  alone (where SecAgg+'s four stages run).
 """
 
 from __future__ import annotations
@@ -205,12 +209,13 @@ def _import_seconds(modules: str, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def round_overhead(rounds: int = 2, *, warm: bool = True, secure: bool = True) -> dict:
+def round_overhead(rounds: int = 2, *, warm: bool = True, secure: bool = True, secure_aggregation: bool = True) -> dict:
     """`rounds` rounds of the demo federation; `warm`: SuperNodes with warm ClientApp processes
     (node/supernode.py), else Flower's stock `flower-supernode` (a fresh `flwr-clientapp` per message);
     `secure`: the trust boundary as deployed (the default): TLS, node authentication, the Fleet gateway and the
     node follower on the Flower link, HTTPS through the TLS terminator to the chain, the app gate reading the
-    study's app digest on chain; else plain HTTP on both links without them, for the side-by-side cost."""
+    study's app digest on chain; else plain HTTP on both links without them, for the side-by-side cost;
+    `secure_aggregation`: the updates summed with SecAgg+ (the default), else aggregated in the clear."""
     import contextlib
 
     from deploy import processes
@@ -222,7 +227,8 @@ def round_overhead(rounds: int = 2, *, warm: bool = True, secure: bool = True) -
         links = contextlib.nullcontext() if secure else processes.insecure_links()
         with links, tempfile.TemporaryDirectory(prefix="twinledger-overhead-demo-") as scratch:
             report = run_demo(DemoOptions(workdir=Path(scratch) / "demo", report=Path(scratch) / "report.json",
-                                          rounds=rounds, revocations_per_hospital=0, timeout_s=900)).as_dict()
+                                          rounds=rounds, revocations_per_hospital=0, timeout_s=900,
+                                          secure_aggregation=secure_aggregation)).as_dict()
     finally:
         if previous is None:
             os.environ.pop("TWINLEDGER_WARM_SUPERNODE", None)
@@ -282,6 +288,9 @@ def bench_overhead(*, repeats: int = 5, rounds: int = 2, compare_stock: bool = T
     log.info("consent epoch: gated %.4f s vs in memory %.4f s", consent["gated_s"], consent["in_memory_s"])
     deployment = round_overhead(rounds, warm=True)
     insecure = round_overhead(rounds, warm=True, secure=False)  # same rounds, plain HTTP, no node auth
+    in_the_clear = round_overhead(rounds, warm=True, secure_aggregation=False)  # same rounds, no SecAgg+
+    log.info("round: %.2f s with secure aggregation vs %.2f s without", deployment["round_seconds"],
+             in_the_clear["round_seconds"])
     log.info("round: %.2f s secure vs %.2f s insecure", deployment["round_seconds"], insecure["round_seconds"])
     stock = round_overhead(rounds, warm=False) if compare_stock else None
     log.info("round overhead: %s (stock Flower SuperNodes: %s)", deployment["ratio"], stock and stock["ratio"])
@@ -333,6 +342,13 @@ def bench_overhead(*, repeats: int = 5, rounds: int = 2, compare_stock: bool = T
         "round_seconds_insecure": round(insecure["round_seconds"], 2),
         "secure_round_ratio": round(deployment["round_seconds"] / insecure["round_seconds"], 3),
         "secure_round_ratio_goal": 1.10,
+        "secagg_round_ratio": round(deployment["round_seconds"] / in_the_clear["round_seconds"], 3),
+        "secagg_round_ratio_goal": 1.5,
+        "secagg_training_phase_ratio": round(deployment["training_seconds"] / in_the_clear["training_seconds"], 3),
+        "round_seconds_secagg": round(deployment["round_seconds"], 2),
+        "round_seconds_without_secagg": round(in_the_clear["round_seconds"], 2),
+        "training_seconds_secagg": round(deployment["training_seconds"], 2),
+        "training_seconds_without_secagg": round(in_the_clear["training_seconds"], 2),
         **({**rounds_of(stock, "stock_round_"), "stock_round_mean_training_seconds": round(stock["training_seconds"], 2),
             "stock_round_mean_seconds": round(stock["round_seconds"], 2)} if stock else {}),
         **{key: round(value, 3) for key, value in costs.items()},

@@ -56,6 +56,12 @@ def write_overhead_section(result: dict, path: Path | None = None) -> Path:
            f"{statistics.fmean(r['stock_round_max_train_seconds']):.2f} s)" if stock else "")
         + " | report, cut | a real deployment round's training phase (coordinator: pin block, send, wait, aggregate) / "
         "the slowest node's own `train-seconds` |",
+        *([f"| `secagg_round_ratio` | — (new) | {r['secagg_round_ratio']:.2f} (round {r['round_seconds_secagg']:.1f} s vs "
+           f"{r['round_seconds_without_secagg']:.1f} s; training phase {r['training_seconds_secagg']:.1f} s vs "
+           f"{r['training_seconds_without_secagg']:.1f} s, ratio {r['secagg_training_phase_ratio']:.2f}) | ≤ 1.5 | the "
+           "same deployment's round with secure aggregation (Flower's SecAgg+: setup, share keys, masked vectors, "
+           "unmask, four messages to each node instead of one) / the same rounds aggregated in the clear |"]
+          if "secagg_round_ratio" in r else []),
         "",
         "**DP-SGD step.** The model has 14 parameters, so a plain step costs a fraction of a millisecond and the DP step's "
         "cost is Opacus's fixed per-step work (hooks that keep per-example gradients, per-example norms, clipping, "

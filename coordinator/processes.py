@@ -270,8 +270,11 @@ def write_flower_federation(flwr_home: Path, *, name: str, superlink_port: int, 
 
 
 def run_config_overrides(config: dict) -> str:
-    """`flwr run --run-config` text: numbers as they are, everything else quoted."""
-    return " ".join(f"{k}={v}" if isinstance(v, (int, float)) else f'{k}="{v}"' for k, v in config.items())
+    """`flwr run --run-config` text: numbers as they are, booleans as TOML writes them, everything else quoted."""
+    def value(v) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else f'"{v}"'
+
+    return " ".join(f"{k}={value(v)}" for k, v in config.items())
 
 
 def flwr_run_command(*, federation: str, run_config: dict, flwr: Path = VENV_BIN / "flwr",

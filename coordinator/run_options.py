@@ -35,6 +35,10 @@ class RunOptions:
     # (coordinator/settings.py, default 2); 0 here, for runs built in-process on a chain that mines a block per
     # transaction (tests, benchmarks).
     confirmations: int = 0
+    # Flower's SecAgg+ for the model updates (coordinator/secure_round.py): the coordinator learns only their sum.
+    # The ServerApp's run config turns it on (`secure-aggregation`, true by default); off here, for runs built
+    # in-process whose nodes answer plain train messages (tests), and for the benchmarks' side-by-side cost.
+    secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
         self.study_id = StudyId(self.study_id)

@@ -4,8 +4,9 @@ Run config (pyproject.toml [tool.flwr.app.config], overridable with `flwr run --
 study-id, coordinator-home, run-name, and the training keys of federation.defaults.TRAINING under their
 hyphenated names (num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, min-nodes, round-min-nodes
 (hospitals a round after the first needs, default 1),
-strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)). A key
-missing from the run config takes TRAINING's value; min-nodes takes the coordinator's settings' value.
+strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)), and
+secure-aggregation (Flower's SecAgg+ over the updates; true unless set false). A key missing from the run config
+takes TRAINING's value; min-nodes takes the coordinator's settings' value.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def run_options(run_config: dict, settings: CoordinatorSettings) -> RunOptions:
         strategy=str(config["strategy"]),
         server_learning_rate=float(config["server-learning-rate"]),
         confirmations=settings.confirmations,
+        secure_aggregation=str(config.get("secure-aggregation", True)).lower() not in ("false", "0", "no"),
     )
 
 

@@ -6,7 +6,8 @@ A round goes through five phases, one method each:
   status at that block (and refuses a block that is not its chain's);
 - train: send (study, round, block, global weights) to every node and collect the replies;
 - aggregate: average the replies of the nodes that trained (FedAvg, weighted by examples, or the server
-  optimiser of FedAdam or FedYogi applied to that average: option `strategy`);
+  optimiser of FedAdam or FedYogi applied to that average: option `strategy`); with `secure_aggregation` these two
+  phases are Flower's SecAgg+ protocol (coordinator/secure_round.py): only the weighted sum is ever unmasked;
 - evaluate: every node evaluates the new global model once, at the same block, on its consented test patients;
   the sums of their noisy (charged, differentially private) sums give the pooled metrics;
 - anchor: record the round on chain: pinned block, model hash and each hospital's commitment to the pseudonyms
@@ -46,10 +47,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy.fedopt import FedOpt
 
 from contracts.ledger import Ledger, LedgerError
+from coordinator import secure_round
 from coordinator.accounts import settle_accounts
 from coordinator.node_set import NodeSet, is_absent, phase_deadline
 from coordinator.run_options import RunOptions, make_strategy
-from coordinator.replies import ReplyRejected, check_reply
+from coordinator.replies import ReplyRejected, check_reply, split_replies
 from coordinator.report import HospitalSummary, RoundRecord, RunReport, SignedReply, StudySummary
 from federation import monitoring, protocol
 from federation.commitment import combined_commitment, model_hash
@@ -141,8 +143,10 @@ class StudyRun:
         state = self.pin(round_number)
         self.round_started = state.started
         log.info("round %d: pinned block %d; training on %d node(s)", round_number, state.config.block, len(node_ids))
-        trained = self.train(state, node_ids, arrays)
-        arrays = self.aggregate(state, trained, arrays)
+        if self.options.secure_aggregation and len(node_ids) >= secure_round.MIN_NODES:
+            arrays = secure_round.train_and_aggregate(self, state, node_ids, arrays)
+        else:
+            arrays = self.aggregate(state, self.train(state, node_ids, arrays), arrays)
         state.record.training_seconds = round(time.monotonic() - state.started, 2)
         state.record.status = "evaluating"
         self.report.rounds.append(state.record)
@@ -180,10 +184,15 @@ class StudyRun:
         """Every node trains on its consented patients; returns the replies of those that did."""
         content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: state.config.to_record()})
         replies = self._send(node_ids, MessageType.TRAIN, content, str(state.config.round))
-        answered, state.train_errors = self._split(node_ids, replies, "train")
-        sent = model_hash(arrays.to_torch_state_dict())
+        return self.count_trained(state, node_ids, replies, model_hash(arrays.to_torch_state_dict()))
+
+    def count_trained(self, state: RoundState, node_ids: list[int], replies: list[Message], sent: Digest, *,
+                      masked: bool = False) -> list[Message]:
+        """The train replies whose signature holds, counted in the round's record (`masked`: secure aggregation's)."""
+        answered, errors = self._split(node_ids, replies, "train")
+        state.train_errors.update(errors)
         trained = []
-        for reply, signer in self._verified(state, answered, "train", sent, state.train_errors):
+        for reply, signer in self._verified(state, answered, "train", sent, state.train_errors, masked=masked):
             trained.append(reply)
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
             name = self._name(reply.metadata.src_node_id)
@@ -288,6 +297,13 @@ class StudyRun:
 
     def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str, *,
               timeout_s: float | None = None) -> list[Message]:
+        messages = [
+            Message(content, dst_node_id=node_id, message_type=message_type, group_id=group) for node_id in node_ids
+        ]
+        return self.exchange(messages, timeout_s=timeout_s)
+
+    def exchange(self, messages: list[Message], *, timeout_s: float | None = None) -> list[Message]:
+        message_type, group = messages[0].metadata.message_type, messages[0].metadata.group_id
         # Grid.send_and_receive (flwr 1.41) asks the SuperLink for replies every 3 s; asking every REPLY_POLL_S
         # ends the phase within a fraction of a second of the last reply. Within a round, the phase's deadline
         # counts from the round's start (node_set.phase_deadline), so that the round ends within the timeout.
@@ -299,9 +315,9 @@ class StudyRun:
         # A message expires with its phase: a node that comes back later (restarted, resumed) never works, and
         # spends budget, on a phase whose replies are no longer awaited.
         ttl = max(deadline - time.monotonic(), 1.0)
-        messages = [Message(content, dst_node_id=node_id, message_type=message_type, group_id=group, ttl=ttl)
-                    for node_id in node_ids]
-        destination = dict(zip(self.grid.push_messages(messages), node_ids))
+        for message in messages:
+            message.metadata.ttl = ttl
+        destination = dict(zip(self.grid.push_messages(messages), [m.metadata.dst_node_id for m in messages]))
         waiting = set(destination)
         replies: list[Message] = []
         while waiting:  # replies already there count, even when the deadline has passed
@@ -321,7 +337,7 @@ class StudyRun:
         return replies
 
     def _verified(self, state: RoundState, replies: list[Message], phase: str, sent: Digest,
-                  errors: dict[str, str]) -> list[tuple[Message, str]]:
+                  errors: dict[str, str], *, masked: bool = False) -> list[tuple[Message, str]]:
         """The replies whose signature holds, each with its signer (the hospital account it counts for); every
         other reply is dropped, with its reason in `errors` (by node name). Replies are taken in node id order
         (a second reply signed by the same hospital is the one from the higher node id). Keeps the signed
@@ -332,7 +348,7 @@ class StudyRun:
             try:
                 signed, signature, signer = check_reply(
                     reply, phase=phase, config=state.config, sent=sent, ledger=self.ledger,
-                    authenticated=self.hospital_of.get(reply.metadata.src_node_id))
+                    authenticated=self.hospital_of.get(reply.metadata.src_node_id), masked=masked)
                 if signer in signers:
                     raise ReplyRejected(f"a second reply signed by hospital {signer} in this phase")
             except ReplyRejected as rejected:
@@ -349,21 +365,4 @@ class StudyRun:
         return verified
 
     def _split(self, node_ids: list[int], replies: list[Message], phase: str) -> tuple[list[Message], dict[str, str]]:
-        """The replies with content, and a reason by hospital name for every node that refused or was silent."""
-        ok, errors = [], {}
-        answered = set()
-        for reply in replies:
-            node_id = reply.metadata.src_node_id
-            answered.add(node_id)
-            if reply.has_error():
-                code = reply.error.code
-                reason = reply.error.reason or "no reason given"
-                errors[self._name(node_id)] = f"{protocol.ERROR_NAMES.get(code, f'error {code}')}: {reason}"
-                log.warning("%s did not %s: %s", self._name(node_id), phase, errors[self._name(node_id)])
-            else:
-                ok.append(reply)
-        for node_id in set(node_ids) - answered:
-            errors[self._name(node_id)] = (f"no reply within {self.options.round_timeout_s:g} s, the round's timeout "
-                                           "(node down or hung?)")
-            log.warning("%s did not reply to %s", self._name(node_id), phase)
-        return ok, errors
+        return split_replies(node_ids, replies, phase, name_of=self._name, timeout_s=self.options.round_timeout_s)

@@ -70,6 +70,7 @@ class DemoOptions:
     # Fault injection: stop this hospital's SuperNode once this round has trained (mid-round).
     stop_node_after_round: dict[str, int] = field(default_factory=dict)
     seed: int = 7
+    secure_aggregation: bool = True  # Flower's SecAgg+ over the updates (off: the overhead benchmark's comparison)
     timeout_s: float = 1800.0
     # After the run: start the patient portal and the hospital console of WEB_HOSPITAL and the operator
     # console, print their addresses, and keep everything up until Ctrl-C.
@@ -187,6 +188,7 @@ def run_demo(options: DemoOptions) -> RunReport:
                 "local-epochs": options.local_epochs, "learning-rate": options.learning_rate,
                 "batch-size": options.batch_size, "max-grad-norm": options.max_grad_norm, "run-name": run_name,
                 "min-nodes": len(nodes), "strategy": options.strategy,
+                "secure-aggregation": options.secure_aggregation,
             },
             flwr_home=flwr_home,
             log_path=logs / "flwr-run.log",

@@ -20,6 +20,9 @@ METRICS = "metrics"
 USAGE = "usage"
 ROUND_REPLY = "round-reply"  # the RoundReply a node signed (train and evaluate replies)
 REPLY_SIGNATURE = "reply-signature"  # key in the usage record: the hospital's EIP-712 signature over it
+# Secure aggregation (Flower's SecAgg+, coordinator/secure_round.py): the train message carries the round in Flower's
+# legacy FitIns layout, whose parameters have no names; the round config record names them, in order (JSON list).
+WEIGHT_NAMES = "weight-names"
 
 # Error codes a node replies with when it uses no data. The reason text says why, for people.
 CHAIN_UNAVAILABLE = 4001
@@ -169,12 +172,21 @@ def metrics_digest(metrics: Mapping) -> Digest:
     return Digest(keccak(canonical.encode()))
 
 
+def masked_digest(vectors: list[bytes]) -> Digest:
+    """keccak-256 over a node's masked vector in secure aggregation (SecAgg+'s masked parameters, each array's bytes
+    length-prefixed): the `reply_digest` of a train reply then, so that its signature covers what the node sent."""
+    from eth_utils import keccak
+
+    return Digest(keccak(b"".join(len(v).to_bytes(8, "big") + bytes(v) for v in vectors)))
+
+
 @dataclass(frozen=True)
 class RoundReply:
     """What a hospital signs about its reply in one phase of a round (EIP-712, contracts.ledger.signing):
     the round it answers (study, round, pinned block, phase), the model it received (`model_digest`, the model
     hash of the weights sent to it), what it sends back (`reply_digest`: the model hash of its trained weights,
-    or `metrics_digest` of its evaluation metrics), how many examples it used, its commitment to the pseudonyms
+    `masked_digest` of its masked vector under secure aggregation, or `metrics_digest` of its evaluation
+    metrics), how many examples it used, its commitment to the pseudonyms
     it used and the epsilon it has spent (thousandths)."""
 
     study_id: StudyId

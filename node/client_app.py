@@ -8,19 +8,32 @@ the reply. A refusal (the node used no data) becomes an error reply with the pro
 the hospital's signature (its chain key) over a `RoundReply`: what round it answers, the model it received, what
 it sends back, how many examples it used, its commitment and its epsilon; the coordinator drops a reply whose
 signature does not hold.
+
+Secure aggregation (Flower's SecAgg+, on unless the run turns it off): a train message that carries SecAgg+'s
+configuration goes through Flower's `secaggplus_mod` (`secure_aggregation` below). Its four stages run here; in the
+third the train handler trains as always and answers in Flower's legacy FitRes layout, the mod quantises, weights
+and masks the weights and clears every array from the reply, and the hospital signs the masked vector
+(`protocol.masked_digest`) with the round's numbers: the coordinator never receives this hospital's weights, only
+its masked vector, which it can add up with the others' but not read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
 import time
 from contextlib import contextmanager
 
 import torch
 from eth_account import Account
-from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.compat.common import recorddict_compat as compat
 
 from contracts.ledger import load_key
 from federation import protocol
@@ -50,11 +63,22 @@ def refusals_as_errors(handler):
     return answer
 
 
+FITINS_CONFIG = "fitins.config"  # Flower's legacy FitIns layout: how SecAgg+ sends the round (and its weights)
+
+
 def read_request(msg: Message) -> tuple[RoundConfig, dict[str, torch.Tensor]]:
-    """The round's configuration and the global model's weights; a refusal when either is malformed."""
+    """The round's configuration and the global model's weights, from our own layout or (secure aggregation) from
+    Flower's legacy FitIns layout; a refusal when either is malformed."""
     try:
-        config = RoundConfig.from_record(msg.content[protocol.ROUND_CONFIG])
-        state = msg.content[protocol.WEIGHTS].to_torch_state_dict()
+        if FITINS_CONFIG in msg.content.config_records:
+            fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+            config = RoundConfig.from_record(msg.content.config_records[FITINS_CONFIG])
+            names = json.loads(str(fitins.config[protocol.WEIGHT_NAMES]))
+            arrays = parameters_to_ndarrays(fitins.parameters)
+            state = {str(name): torch.from_numpy(array.copy()) for name, array in zip(names, arrays, strict=True)}
+        else:
+            config = RoundConfig.from_record(msg.content[protocol.ROUND_CONFIG])
+            state = msg.content[protocol.WEIGHTS].to_torch_state_dict()
     except (KeyError, ValueError, TypeError) as exc:
         raise Refusal(protocol.BAD_REQUEST, f"bad request, no data used: {exc}") from exc
     return config, state
@@ -101,7 +125,49 @@ def signed_usage(node: HospitalNode, reply: RoundReply) -> RecordDict:
     })
 
 
-@app.train()
+# Nodes whose train reply waits for the hospital's signature over its masked vector, by request message id.
+_unsigned: dict[str, HospitalNode] = {}
+
+
+class _TrainRefused(Exception):
+    def __init__(self, error: Error):
+        self.error = error
+
+
+def secure_aggregation(msg: Message, context: Context, call_next) -> Message:
+    """Flower's SecAgg+ client side for a train message that carries its configuration (any other message goes
+    straight to its handler): a refusal of the train handler stays the refusal it was (an error reply with its
+    code and reason), the masked vector is signed by the hospital, and a malformed protocol message is a
+    bad request."""
+    if msg.metadata.message_type != MessageType.TRAIN or RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return call_next(msg, context)
+
+    def train_or_raise(inner: Message, inner_context: Context) -> Message:
+        reply = call_next(inner, inner_context)
+        if reply.has_error():
+            raise _TrainRefused(reply.error)
+        return reply
+
+    try:
+        reply = secaggplus_mod(msg, context, train_or_raise)
+    except _TrainRefused as refused:
+        return Message(refused.error, reply_to=msg)
+    except (KeyError, ValueError, TypeError) as exc:
+        log.warning("secure aggregation message refused: %s", exc)
+        return Message(Error(protocol.BAD_REQUEST, f"bad secure aggregation message: {exc!r}"), reply_to=msg)
+    finally:
+        node = _unsigned.pop(msg.metadata.message_id, None)
+    if node is not None and not reply.has_error():
+        content = reply.content
+        unsigned = RoundReply.from_record(content.config_records[protocol.ROUND_REPLY])
+        masked = content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
+        for key, record in signed_usage(node, dataclasses.replace(
+                unsigned, reply_digest=protocol.masked_digest(masked))).items():
+            content[key] = record
+    return reply
+
+
+@app.train(mods=[secure_aggregation])
 @refusals_as_errors
 def train(msg: Message, context: Context) -> Message:
     """Train the global model on the patients consenting at the pinned block, with DP-SGD."""
@@ -128,8 +194,17 @@ def train(msg: Message, context: Context) -> Message:
         num_examples=outcome.num_examples, commitment=outcome.commitment,
         epsilon_milli=protocol.epsilon_milli(outcome.epsilon_spent),
     )
-    content = signed_usage(node, reply)
-    content[protocol.WEIGHTS] = weights
+    if FITINS_CONFIG in msg.content.config_records:
+        # Secure aggregation: the weights in the order they came, for SecAgg+ to weight by num-examples and mask;
+        # the hospital signs once the masked vector exists (`secure_aggregation`).
+        fitres = FitRes(status=Status(Code.OK, "trained"), num_examples=outcome.num_examples, metrics={},
+                        parameters=ndarrays_to_parameters([outcome.state[name].numpy() for name in state]))
+        content = compat.fitres_to_recorddict(fitres, keep_input=True)
+        content[protocol.ROUND_REPLY] = reply.to_record()
+        _unsigned[msg.metadata.message_id] = node
+    else:
+        content = signed_usage(node, reply)
+        content[protocol.WEIGHTS] = weights
     content[protocol.METRICS] = metrics
     return Message(content, reply_to=msg)
 
