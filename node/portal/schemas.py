@@ -76,6 +76,10 @@ class LoginRequest(Strict):
     password: str = Field(min_length=1, max_length=256)
 
 
+class WithdrawalRequest(LoginRequest):
+    study_id: str = Field(pattern=STUDY_ID_PATTERN, description="the study to withdraw from: 0x and 64 hex digits")
+
+
 class SessionOut(BaseModel):
     username: str
     csrf_token: str = Field(description="send it back in the X-CSRF-Token header of every POST and DELETE")
