@@ -30,6 +30,9 @@ OWN_CONSENT_BATCH = 2048
 OWN_CONSENT_BITMAP_SELECTOR = keccak(text="consentBitmapFor(bytes32,address,bytes32[],address[])")[:4]
 ENROL_BATCH = 200
 GRANT_BATCH = 100
+REVOKE_BATCH = 100
+# RevocationSkipped's reason, as ConsentRegistry.Refusal numbers it.
+REFUSALS = ("Valid", "Expired", "UnknownPseudonym", "NonceSpent", "WrongNonce", "WrongSigner")
 
 
 class ConsentCalls:
@@ -176,6 +179,31 @@ class ConsentCalls:
 
     def relay_revoke(self, revoke: SignedRevoke) -> dict:
         return self._transact(self.consent.functions.revokeBySig(revoke.as_struct(), revoke.signature))
+
+    def relay_revokes(self, revokes: Sequence[SignedRevoke]) -> list[dict]:
+        """Relay patients' signed revocations, many per transaction. In a batch, a revocation that is expired,
+        replayed, signed ahead, forged or for an unknown pseudonym is skipped, never fatal to the others:
+        `skipped_revocations(receipts)` says which and why. A lone one is sent as `revokeBySig` (refused with
+        its reason)."""
+        receipts = []
+        for i in range(0, len(revokes), REVOKE_BATCH):
+            chunk = revokes[i : i + REVOKE_BATCH]
+            if len(chunk) == 1:
+                fn = self.consent.functions.revokeBySig(chunk[0].as_struct(), chunk[0].signature)
+            else:
+                fn = self.consent.functions.revokeBatchBySig([r.as_struct() for r in chunk], [r.signature for r in chunk])
+            receipts.append(self._transact(fn))
+        return receipts
+
+    def skipped_revocations(self, receipts: Sequence[dict]) -> list[tuple[Pseudonym, int, str]]:
+        """(pseudonym, nonce, reason) of every revocation a batch skipped; the reason is a `REFUSALS` name."""
+        from web3.logs import DISCARD
+
+        return [
+            (Pseudonym(event["args"]["pseudonym"]), int(event["args"]["nonce"]), REFUSALS[event["args"]["reason"]])
+            for receipt in receipts
+            for event in self.consent.events.RevocationSkipped().process_receipt(receipt, errors=DISCARD)
+        ]
 
 
 class _WithGas:
