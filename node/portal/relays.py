@@ -1,10 +1,10 @@
 """Relaying signed consent changes to the chain: a durable outbox (the `consentrelay` table) and one worker.
 
 A request stores the change the patient signed in the outbox and answers at once ("sent"): it holds no
-database connection and waits on no chain. The worker thread takes what is waiting, withdrawals first, and
-sends it with the hospital's account, many to a transaction: withdrawals (`revokeBatchBySig`, where a bad
-signature is skipped alone), then grants (`grantBatchBySig`). It marks each change "recorded" (block, transaction) or "failed" (the
-reason, in words a patient can read). When the chain cannot be reached it keeps the change and tries again
+database connection and waits on no chain. The worker thread takes what is waiting and sends it with the
+hospital's account, many to a transaction: withdrawals first (`revokeBatchBySig`, where a bad signature is
+skipped alone), then grants (`grantBatchBySig`). It marks each change "recorded" (block, transaction) or
+"failed" (the reason, in words a patient can read). When the chain cannot be reached it keeps the change and tries again
 until the signature's deadline. The outbox is read again when the portal starts: nothing signed is lost to a
 restart, and a change the chain recorded before the crash is recognised as recorded, not sent twice.
 """

@@ -1,6 +1,7 @@
 """The portal's outbox (node/portal/relays.py): grants and withdrawals relayed in batches, with a change spent
-elsewhere reported for that patient only, one invalid signature failing alone, a change the chain recorded before a crash recognised as
-recorded after the restart, and a chain that cannot be reached keeping the changes until it answers."""
+elsewhere reported for that patient only, one invalid signature failing alone, a change the chain recorded
+before a crash recognised as recorded after the restart, and a chain that cannot be reached keeping the changes
+until it answers."""
 
 from __future__ import annotations
 
