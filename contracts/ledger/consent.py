@@ -149,15 +149,8 @@ class ConsentCalls:
     def relay_grants(self, grants: Sequence[SignedGrant]) -> list[dict]:
         """Relay patients' signed grants, many per transaction. In a batch, a grant somebody relayed first
         (or the patient voided) is skipped, not fatal: `skipped_grants(receipts)` says which."""
-        receipts = []
-        for i in range(0, len(grants), GRANT_BATCH):
-            chunk = grants[i : i + GRANT_BATCH]
-            if len(chunk) == 1:
-                fn = self.consent.functions.grantBySig(chunk[0].as_struct(), chunk[0].signature)
-            else:
-                fn = self.consent.functions.grantBatchBySig([g.as_struct() for g in chunk], [g.signature for g in chunk])
-            receipts.append(self._transact(fn))
-        return receipts
+        functions = self.consent.functions
+        return self._relay_in_batches(grants, GRANT_BATCH, functions.grantBySig, functions.grantBatchBySig)
 
     def skipped_grants(self, receipts: Sequence[dict]) -> list[tuple[Pseudonym, int]]:
         """(pseudonym, nonce) of every grant a batch skipped because its nonce was already spent."""
@@ -185,13 +178,19 @@ class ConsentCalls:
         replayed, signed ahead, forged or for an unknown pseudonym is skipped, never fatal to the others:
         `skipped_revocations(receipts)` says which and why. A lone one is sent as `revokeBySig` (refused with
         its reason)."""
+        functions = self.consent.functions
+        return self._relay_in_batches(revokes, REVOKE_BATCH, functions.revokeBySig, functions.revokeBatchBySig)
+
+    def _relay_in_batches(self, signed: Sequence, size: int, one, many) -> list[dict]:
+        """A transaction per `size` signed changes: `many(structs, signatures)`, or `one(struct, signature)` for a
+        chunk of one."""
         receipts = []
-        for i in range(0, len(revokes), REVOKE_BATCH):
-            chunk = revokes[i : i + REVOKE_BATCH]
+        for i in range(0, len(signed), size):
+            chunk = signed[i : i + size]
             if len(chunk) == 1:
-                fn = self.consent.functions.revokeBySig(chunk[0].as_struct(), chunk[0].signature)
+                fn = one(chunk[0].as_struct(), chunk[0].signature)
             else:
-                fn = self.consent.functions.revokeBatchBySig([r.as_struct() for r in chunk], [r.signature for r in chunk])
+                fn = many([s.as_struct() for s in chunk], [s.signature for s in chunk])
             receipts.append(self._transact(fn))
         return receipts
 

@@ -208,6 +208,15 @@ def device_tokens(cookie: str | None) -> list[str]:
     return [t for t in (cookie or "").split(".") if 0 < len(t) <= 64][:MAX_DEVICE_TOKENS]
 
 
+def password_matches(session: Session, account: PortalAccount | None, password: str) -> bool:
+    """Whether the password is the account's; an unknown user name (None) costs the same scrypt time."""
+    session.commit()  # no connection held during scrypt
+    if account is None:
+        security.burn_password_time(password)
+        return False
+    return security.verify_password(password, account.password_salt, account.password_hash)
+
+
 def authenticate(session: Session, settings: PortalSettings, *, username: str, password: str, client_ip: str,
                  device_cookie: str | None = None) -> PortalAccount:
     """The account, if the password is right and no lockout applies: a trusted device (`device_cookie`) is
@@ -219,13 +228,7 @@ def authenticate(session: Session, settings: PortalSettings, *, username: str, p
             too_many(settings)
     else:
         check_rate_limit(session, settings, username=username, client_ip=client_ip)
-    session.commit()  # no connection held during scrypt
-    if account is None:
-        security.burn_password_time(password)
-        ok = False
-    else:
-        ok = security.verify_password(password, account.password_salt, account.password_hash)
-    if not ok:
+    if not password_matches(session, account, password):
         if device is not None:
             session.add(LoginFailure(kind="device", subject=str(device.id)))
             session.commit()

@@ -12,6 +12,10 @@ towards the user name's login lockout. So an attacker gets a few guesses per add
 none that lock the patient out: the patient's own client has its own count. Behind a proxy nobody declared in
 trusted-proxies every client has the proxy's address, so there the door's count is per user name and can be
 exhausted by anyone behind the same proxy (docs/portal.md: declare the proxy).
+
+A patient whose own wallet holds the consent key gets, for the password, the typed data to sign
+(`revoke_typed_data`); the wallet's signature is then relayed without a session (`relay_signed`): it
+authenticates itself, and a signature by any other key, or for a user name without a wallet, is refused alike.
 """
 
 from __future__ import annotations
@@ -41,13 +45,7 @@ def authenticate(session: Session, settings, *, username: str, password: str, cl
             or (device is None and accounts.real(client_ip)
                 and accounts.failures(session, settings, "ip", str(client_ip)) >= settings.max_failures_per_ip)):
         accounts.too_many(settings)
-    session.commit()  # no connection held during scrypt
-    if account is None:
-        security.burn_password_time(password)
-        ok = False
-    else:
-        ok = security.verify_password(password, account.password_salt, account.password_hash)
-    if not ok:
+    if not accounts.password_matches(session, account, password):
         session.add(LoginFailure(kind=DOOR, subject=subject))
         accounts.record_failure(session, username=username, client_ip=client_ip)  # the login's counts too
         raise PortalError("user name or password is not correct", status=401)
@@ -71,3 +69,41 @@ def withdraw(session: Session, state, account: PortalAccount, *, password: str, 
     signed = studies.sign_with_key(ledger, key, message)
     del key
     return state.relayer.submit(session, account, study_id, signed)
+
+
+NOT_THE_KEY = ("the signature is not from the consent key of this account: sign with the wallet account you gave "
+               "at enrolment")
+
+
+def revoke_typed_data(state, account: PortalAccount, *, study_id: str) -> dict:
+    """What a wallet patient's wallet signs to withdraw (after the door checked the password)."""
+    if account.key_custody != "wallet":
+        raise PortalError("the portal keeps your consent key under your password: send it to POST /api/withdrawals",
+                          status=409)
+    ledger, sid = state.ledger, ids.StudyId.parse(study_id)
+    studies.require_study(ledger, sid)
+    message = studies.revoke_message(ledger, ids.Pseudonym.parse(account.pseudonym), sid,
+                                     deadline_s=state.settings.signature_deadline_s)
+    return studies.typed_data(ledger, "Revoke", message)
+
+
+def relay_signed(session: Session, state, *, username: str, study_id: str, nonce: int, deadline: int,
+                 signature: str) -> tuple[PortalAccount, ConsentRelay]:
+    """Put a revocation the patient's wallet signed in the outbox, without a session. The signature is checked
+    before anything is stored; an unknown user name or one without a wallet answers as a wrong signature."""
+    account = session.exec(select(PortalAccount).where(PortalAccount.username == username)).first()
+    session.commit()  # no connection held while the chain is asked
+    ledger, sid = state.ledger, ids.StudyId.parse(study_id)
+    studies.require_study(ledger, sid)
+    wallet = account is not None and account.key_custody == "wallet"
+    pseudonym = ids.Pseudonym.parse(account.pseudonym) if wallet else bytes(32)
+    expected = account.consent_address if wallet else "0x" + "00" * 20  # no signature recovers to it
+    message = {"pseudonym": pseudonym, "studyId": sid, "nonce": nonce, "deadline": deadline}
+    try:
+        signed = studies.from_wallet(ledger, expected, message, signature,
+                                     deadline_s=state.settings.signature_deadline_s)
+    except PortalError as exc:
+        if exc.status == 403:
+            raise PortalError(NOT_THE_KEY, status=403) from None
+        raise
+    return account, state.relayer.submit(session, account, study_id, signed)

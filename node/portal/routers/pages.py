@@ -26,7 +26,8 @@ from node.portal.accounts import PortalError
 from node.portal.deps import Caller, Db, PatientRequest, Settings, State, client_ip
 from node.portal.routers.session import set_device_cookie
 from node.portal.routers.studies import password_change, wait_for_ledger
-from node.portal.routers.withdrawals import door
+from node.portal import withdrawals
+from node.portal.routers.withdrawals import at_the_door, checked_at_the_door
 from node.portal.schemas import (
     STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut, WithdrawalRequest,
 )
@@ -148,13 +149,19 @@ async def withdraw(request: Request, db: Db, state: State) -> Response:
     try:
         body = WithdrawalRequest(username=form.get("username", ""), password=form.get("password", ""),
                                  study_id=form.get("study_id", ""))
-        me, row = await run_in_threadpool(door, request, db, state, username=body.username, password=body.password,
-                                          study_id=body.study_id)
+        account = await run_in_threadpool(checked_at_the_door, request, db, state, username=body.username,
+                                          password=body.password)
+        if account.key_custody == "wallet":  # the page hands the wallet what to sign (portal.js)
+            typed = await run_in_threadpool(withdrawals.revoke_typed_data, state, account, study_id=body.study_id)
+            return await run_in_threadpool(_withdraw_page, request, state, typed=typed, study_id=body.study_id,
+                                           consent_address=account.consent_address, **again)
+        row = await run_in_threadpool(withdrawals.withdraw, db, state, account, password=body.password,
+                                      study_id=body.study_id)
     except ValidationError as exc:
         return await run_in_threadpool(_withdraw_page, request, state, status=422, error=_first_error(exc), **again)
     except PortalError as exc:
         return await run_in_threadpool(_withdraw_page, request, state, status=exc.status, error=str(exc), **again)
-    await wait_for_ledger(me, row, timeout_s=state.settings.page_relay_wait_s)
+    await wait_for_ledger(at_the_door(request, db, state, account), row, timeout_s=state.settings.page_relay_wait_s)
     db.refresh(row)
     db.commit()
     return await run_in_threadpool(_withdraw_page, request, state, change=row)

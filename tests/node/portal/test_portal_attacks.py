@@ -215,3 +215,44 @@ def test_the_withdrawal_door_gives_each_client_only_a_few_guesses(portal):
     answer = _withdraw(_from(portal, "198.51.100.9"), portal)
     assert answer.status_code == 200, answer.text
     assert _withdraw(portal.client(), portal, username="nobody-here").status_code == 401
+
+
+def test_a_wallet_patient_on_a_new_browser_withdraws_with_a_signature_while_logins_are_locked(portal):
+    """The door for a patient whose wallet holds the key: the password (checked at the door) gives the typed
+    data to sign, and the wallet's signature is relayed without a session; a signature by any other key, or
+    for a user name that does not exist, is refused alike."""
+    from eth_account import Account
+
+    from tests.node.portal.test_portal import _wallet_sign
+
+    wallet = Account.create()
+    client = portal.client()
+    code = portal.staff(client, portal.records[0]).json()["code"]
+    assert client.post("/api/enrolment", json={"code": code, "username": "alice", "password": PASSWORD["alice"],
+                                               "wallet_address": wallet.address}).status_code == 201
+    attacker = _from(portal, "203.0.113.66")
+    for _ in range(3 * portal.settings.max_failures_per_account):
+        attacker.post("/api/session", json={"username": "alice", "password": "not it"})
+    new_browser = _from(portal, "198.51.100.7")
+    assert _withdraw(new_browser, portal).status_code == 409  # the portal holds no key to sign with
+    door = {"username": "alice", "password": PASSWORD["alice"], "study_id": portal.study}
+    assert new_browser.post("/api/withdrawals/typed-data", json={**door, "password": "not it"}).status_code == 401
+    typed = new_browser.post("/api/withdrawals/typed-data", json=door)
+    assert typed.status_code == 200, typed.text
+    typed = typed.json()
+    assert typed["primaryType"] == "Revoke"
+    m = typed["message"]
+    body = {"username": "alice", "study_id": portal.study, "nonce": m["nonce"], "deadline": m["deadline"]}
+    other = _wallet_sign(Account.create().key, typed)
+    forged = new_browser.post("/api/withdrawals/signed", json={**body, "signature": other})
+    nobody = new_browser.post("/api/withdrawals/signed", json={**body, "username": "nobody", "signature": other})
+    assert forged.status_code == nobody.status_code == 403
+    assert forged.json()["detail"] == nobody.json()["detail"]
+    answer = new_browser.post("/api/withdrawals/signed", json={**body, "signature": _wallet_sign(wallet.key, typed)})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "recorded" and answer.json()["granted"] is False
+    # The page gives the wallet what to sign (portal.js signs it and sends it to /api/withdrawals/signed).
+    page = new_browser.get("/withdraw").text
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    form = new_browser.post("/withdraw", data={**door, "csrf_token": token})
+    assert form.status_code == 200 and 'id="wallet-form"' in form.text and "data-typed=" in form.text
