@@ -275,9 +275,8 @@ def test_a_wallet_owned_key_signs_in_the_patients_wallet(browser, served):
         page.get_by_label("Password").fill(PASSWORDS["walt"])
         page.get_by_role("button", name="Withdraw", exact=True).click()
         page.get_by_role("button", name="Withdraw: sign with my wallet").click()
-        page.wait_for_function("/recorded|sent/.test(document.getElementById('wallet-status').textContent)")
+        page.locator("#wallet-status", has_text="Your withdrawal is").wait_for()
         assert asked[-1]["primaryType"] == "Revoke" and len(asked) == 3
-        assert "Your withdrawal is" in page.locator("#wallet-status").inner_text()
     finally:
         context.close()
 
