@@ -30,6 +30,9 @@ OWN_CONSENT_BATCH = 2048
 OWN_CONSENT_BITMAP_SELECTOR = keccak(text="consentBitmapFor(bytes32,address,bytes32[],address[])")[:4]
 ENROL_BATCH = 200
 GRANT_BATCH = 100
+REVOKE_BATCH = 100
+# RevocationSkipped's reason, as ConsentRegistry.Refusal numbers it.
+REFUSALS = ("Valid", "Expired", "UnknownPseudonym", "NonceSpent", "WrongNonce", "WrongSigner")
 
 
 class ConsentCalls:
@@ -146,15 +149,8 @@ class ConsentCalls:
     def relay_grants(self, grants: Sequence[SignedGrant]) -> list[dict]:
         """Relay patients' signed grants, many per transaction. In a batch, a grant somebody relayed first
         (or the patient voided) is skipped, not fatal: `skipped_grants(receipts)` says which."""
-        receipts = []
-        for i in range(0, len(grants), GRANT_BATCH):
-            chunk = grants[i : i + GRANT_BATCH]
-            if len(chunk) == 1:
-                fn = self.consent.functions.grantBySig(chunk[0].as_struct(), chunk[0].signature)
-            else:
-                fn = self.consent.functions.grantBatchBySig([g.as_struct() for g in chunk], [g.signature for g in chunk])
-            receipts.append(self._transact(fn))
-        return receipts
+        functions = self.consent.functions
+        return self._relay_in_batches(grants, GRANT_BATCH, functions.grantBySig, functions.grantBatchBySig)
 
     def skipped_grants(self, receipts: Sequence[dict]) -> list[tuple[Pseudonym, int]]:
         """(pseudonym, nonce) of every grant a batch skipped because its nonce was already spent."""
@@ -176,6 +172,37 @@ class ConsentCalls:
 
     def relay_revoke(self, revoke: SignedRevoke) -> dict:
         return self._transact(self.consent.functions.revokeBySig(revoke.as_struct(), revoke.signature))
+
+    def relay_revokes(self, revokes: Sequence[SignedRevoke]) -> list[dict]:
+        """Relay patients' signed revocations, many per transaction. In a batch, a revocation that is expired,
+        replayed, signed ahead, forged or for an unknown pseudonym is skipped, never fatal to the others:
+        `skipped_revocations(receipts)` says which and why. A lone one is sent as `revokeBySig` (refused with
+        its reason)."""
+        functions = self.consent.functions
+        return self._relay_in_batches(revokes, REVOKE_BATCH, functions.revokeBySig, functions.revokeBatchBySig)
+
+    def _relay_in_batches(self, signed: Sequence, size: int, one, many) -> list[dict]:
+        """A transaction per `size` signed changes: `many(structs, signatures)`, or `one(struct, signature)` for a
+        chunk of one."""
+        receipts = []
+        for i in range(0, len(signed), size):
+            chunk = signed[i : i + size]
+            if len(chunk) == 1:
+                fn = one(chunk[0].as_struct(), chunk[0].signature)
+            else:
+                fn = many([s.as_struct() for s in chunk], [s.signature for s in chunk])
+            receipts.append(self._transact(fn))
+        return receipts
+
+    def skipped_revocations(self, receipts: Sequence[dict]) -> list[tuple[Pseudonym, int, str]]:
+        """(pseudonym, nonce, reason) of every revocation a batch skipped; the reason is a `REFUSALS` name."""
+        from web3.logs import DISCARD
+
+        return [
+            (Pseudonym(event["args"]["pseudonym"]), int(event["args"]["nonce"]), REFUSALS[event["args"]["reason"]])
+            for receipt in receipts
+            for event in self.consent.events.RevocationSkipped().process_receipt(receipt, errors=DISCARD)
+        ]
 
 
 class _WithGas:

@@ -1,26 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.30;
 
-import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {IConsortium} from "./IConsortium.sol";
+import {SaltedEIP712} from "./SaltedEIP712.sol";
 
 /// @title TwinLedger consent registry
 /// @notice Records, per patient pseudonym and study, the patient's consent and its validity window.
 /// Pseudonyms are random 32-byte values; the map from pseudonym to patient stays in the hospital's
 /// database. Only the patient's own key can grant or revoke: directly, or through an EIP-712 signature
 /// that a hospital or the portal relays, so that patients need no ether.
-/// @dev The EIP-712 domain carries a `salt` chosen at random for each deployment, besides the chain id and
-/// the address: a registry redeployed at the same address (same chain id, same deployer and nonce, after
-/// a chain reset) must not accept the signatures, revoked grants among them, made for the one before.
-/// OpenZeppelin's EIP712 has no salt; this contract keeps its name, version and ERC-5267 report and
-/// extends the domain with the salt.
-contract ConsentRegistry is EIP712 {
-    string private constant DOMAIN_NAME = "TwinLedger Consent";
-    string private constant DOMAIN_VERSION = "1";
-    bytes32 private constant DOMAIN_TYPEHASH =
-        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)");
+/// @dev The EIP-712 domain carries a `salt` chosen at random for each deployment (SaltedEIP712): a registry
+/// redeployed at the same address must not accept the signatures, revoked grants among them, made for the
+/// one before.
+contract ConsentRegistry is SaltedEIP712 {
 
     bytes32 public constant GRANT_TYPEHASH = keccak256(
         "Grant(bytes32 pseudonym,bytes32 studyId,uint64 validFrom,uint64 validUntil,uint64 nonce,uint64 deadline)"
@@ -56,11 +49,17 @@ contract ConsentRegistry is EIP712 {
         uint64 deadline;
     }
 
+    /// @notice Why a signature in a batch of revocations was skipped ({RevocationSkipped}); `Valid` if it was not.
+    enum Refusal {
+        Valid,
+        Expired,
+        UnknownPseudonym,
+        NonceSpent, // relayed before, or voided by a cancellation or another revocation
+        WrongNonce, // signed ahead of the patient's next nonce
+        WrongSigner // not signed by the patient's consent key (forged, or for another registry or deployment)
+    }
+
     IConsortium public immutable consortium;
-    /// @notice The random value of this deployment in the EIP-712 domain (its `salt` field).
-    bytes32 public immutable domainSalt;
-    uint256 private immutable _deployedChainId;
-    bytes32 private immutable _deployedDomainSeparator;
 
     mapping(bytes32 pseudonym => Patient) private _patients;
     mapping(bytes32 pseudonym => address hospital) private _enrolledBy;
@@ -94,14 +93,12 @@ contract ConsentRegistry is EIP712 {
     event SignaturesCancelled(bytes32 indexed pseudonym, uint64 nextNonce);
     event EnrolmentCommitted(address indexed hospital, bytes32 indexed commitment);
     event GrantSkipped(bytes32 indexed pseudonym, uint64 nonce);
+    event RevocationSkipped(bytes32 indexed pseudonym, bytes32 indexed studyId, uint64 nonce, Refusal reason);
 
     /// @param consortium_ the consortium whose active hospitals may enrol patients
     /// @param domainSalt_ a random value, new for each deployment, that every consent signature commits to
-    constructor(IConsortium consortium_, bytes32 domainSalt_) EIP712(DOMAIN_NAME, DOMAIN_VERSION) {
+    constructor(IConsortium consortium_, bytes32 domainSalt_) SaltedEIP712("TwinLedger Consent", "1", domainSalt_) {
         consortium = consortium_;
-        domainSalt = domainSalt_;
-        _deployedChainId = block.chainid;
-        _deployedDomainSeparator = _buildSaltedDomainSeparator(domainSalt_);
     }
 
     /// @notice Commit to an enrolment before making it, so that nobody can enrol the same pseudonyms first.
@@ -201,12 +198,31 @@ contract ConsentRegistry is EIP712 {
     /// signed ahead (at a later nonce) cannot bring the consent back. Requirements: as {grantBySig}.
     /// Emits {ConsentRevoked} and {SignaturesCancelled}.
     function revokeBySig(Revoke calldata r, bytes calldata signature) external {
-        bytes32 digest = _hashTypedDataV4(
-            keccak256(abi.encode(REVOKE_TYPEHASH, r.pseudonym, r.studyId, r.nonce, r.deadline))
-        );
-        uint256 index = _useSignature(r.pseudonym, r.nonce, r.deadline, digest, signature);
+        uint256 index = _useSignature(r.pseudonym, r.nonce, r.deadline, _revokeDigest(r), signature);
         _revoke(r.pseudonym, index, r.studyId);
         _cancel(r.pseudonym);
+    }
+
+    /// @notice Relay many signed revocations in one transaction.
+    /// @dev Each is checked alone: an expired, replayed, out-of-order or forged revocation, or one for an
+    /// unknown pseudonym, is skipped with its reason, so that no bad signature holds back the others'
+    /// withdrawals. Each one used voids its patient's outstanding signatures, as {revokeBySig} does.
+    /// Requirements: the lists have the same length. Emits {ConsentRevoked} and {SignaturesCancelled} per
+    /// revocation used, {RevocationSkipped} per revocation skipped.
+    function revokeBatchBySig(Revoke[] calldata revocations, bytes[] calldata signatures) external {
+        if (revocations.length != signatures.length) revert LengthMismatch();
+        for (uint256 i = 0; i < revocations.length; ++i) {
+            Revoke calldata r = revocations[i];
+            (Refusal refusal, uint256 index) =
+                _checkSignature(r.pseudonym, r.nonce, r.deadline, _revokeDigest(r), signatures[i]);
+            if (refusal != Refusal.Valid) {
+                emit RevocationSkipped(r.pseudonym, r.studyId, r.nonce, refusal);
+                continue;
+            }
+            _patients[r.pseudonym].nonce = r.nonce + 1;
+            _revoke(r.pseudonym, index, r.studyId);
+            _cancel(r.pseudonym);
+        }
     }
 
     /// @notice Cancel every signature the patient has given and nobody has relayed yet.
@@ -287,57 +303,14 @@ contract ConsentRegistry is EIP712 {
         return _enrolledBy[pseudonym];
     }
 
-    /// @notice The EIP-712 domain separator of this registry on this chain (name, version, chain id, address, salt).
-    function domainSeparator() external view returns (bytes32) {
-        return _saltedDomainSeparator();
-    }
-
-    /// @notice The EIP-712 domain (ERC-5267), salt included: fields 0x1f are name, version, chainId,
-    /// verifyingContract and salt.
-    function eip712Domain()
-        public
-        view
-        override
-        returns (
-            bytes1 fields,
-            string memory name,
-            string memory version,
-            uint256 chainId,
-            address verifyingContract,
-            bytes32 salt,
-            uint256[] memory extensions
-        )
-    {
-        return (hex"1f", DOMAIN_NAME, DOMAIN_VERSION, block.chainid, address(this), domainSalt, new uint256[](0));
-    }
-
-    /// @dev Every digest this contract checks is in the salted domain.
-    function _hashTypedDataV4(bytes32 structHash) internal view override returns (bytes32) {
-        return MessageHashUtils.toTypedDataHash(_saltedDomainSeparator(), structHash);
-    }
-
-    /// @dev Cached, and rebuilt after a fork changes the chain id (as OpenZeppelin's EIP712 does).
-    function _saltedDomainSeparator() private view returns (bytes32) {
-        return block.chainid == _deployedChainId ? _deployedDomainSeparator : _buildSaltedDomainSeparator(domainSalt);
-    }
-
-    function _buildSaltedDomainSeparator(bytes32 salt) private view returns (bytes32) {
-        return keccak256(
-            abi.encode(
-                DOMAIN_TYPEHASH,
-                keccak256(bytes(DOMAIN_NAME)),
-                keccak256(bytes(DOMAIN_VERSION)),
-                block.chainid,
-                address(this),
-                salt
-            )
-        );
-    }
-
     function _grantDigest(Grant calldata g) private view returns (bytes32) {
         return _hashTypedDataV4(
             keccak256(abi.encode(GRANT_TYPEHASH, g.pseudonym, g.studyId, g.validFrom, g.validUntil, g.nonce, g.deadline))
         );
+    }
+
+    function _revokeDigest(Revoke calldata r) private view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(REVOKE_TYPEHASH, r.pseudonym, r.studyId, r.nonce, r.deadline)));
     }
 
     /// @dev Checks the patient's signature and uses its nonce; returns the patient's index.
@@ -345,15 +318,32 @@ contract ConsentRegistry is EIP712 {
         private
         returns (uint256 index)
     {
-        if (block.timestamp > deadline) revert SignatureExpired(deadline);
+        Refusal refusal;
+        (refusal, index) = _checkSignature(pseudonym, nonce, deadline, digest, signature);
+        if (refusal == Refusal.Expired) revert SignatureExpired(deadline);
+        if (refusal == Refusal.UnknownPseudonym) revert UnknownPseudonym(pseudonym);
+        if (refusal == Refusal.NonceSpent || refusal == Refusal.WrongNonce) {
+            revert WrongNonce(pseudonym, _patients[pseudonym].nonce, nonce);
+        }
+        if (refusal == Refusal.WrongSigner) revert WrongSigner(pseudonym);
+        _patients[pseudonym].nonce = nonce + 1;
+    }
+
+    /// @dev Whether the patient's signature may be used now (`Valid`, with the patient's index) or why not.
+    function _checkSignature(bytes32 pseudonym, uint64 nonce, uint64 deadline, bytes32 digest, bytes calldata signature)
+        private
+        view
+        returns (Refusal, uint256)
+    {
+        if (block.timestamp > deadline) return (Refusal.Expired, 0);
         Patient memory patient = _patients[pseudonym];
-        if (patient.key == address(0)) revert UnknownPseudonym(pseudonym);
-        if (nonce != patient.nonce) revert WrongNonce(pseudonym, patient.nonce, nonce);
+        if (patient.key == address(0)) return (Refusal.UnknownPseudonym, 0);
+        if (nonce < patient.nonce) return (Refusal.NonceSpent, 0);
+        if (nonce > patient.nonce) return (Refusal.WrongNonce, 0);
         // slither-disable-next-line unused-return
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-        if (err != ECDSA.RecoverError.NoError || signer != patient.key) revert WrongSigner(pseudonym);
-        _patients[pseudonym].nonce = nonce + 1;
-        return patient.index;
+        if (err != ECDSA.RecoverError.NoError || signer != patient.key) return (Refusal.WrongSigner, 0);
+        return (Refusal.Valid, patient.index);
     }
 
     /// @dev The caller's own patient index, or a revert if the caller is not the patient.

@@ -8,8 +8,8 @@ from sqlmodel import select
 
 from contracts.ledger import LedgerError
 from node.console.deps import ConsoleState
-from node.console.schemas import PrivacyRelease, StudiesOut, StudyBudget
-from node.store import PrivacySpend, RoundRefusal, RoundUsage
+from node.console.schemas import PrivacyRelease, StudiesOut, StudyBudget, UnfinishedRead
+from node.store import USAGE_COMPLETED, USAGE_INTENT, PrivacySpend, RoundRefusal, RoundUsage
 from federation.ids import StudyId, hex0x
 
 
@@ -30,10 +30,15 @@ def _account(rows: list[PrivacySpend]) -> list[PrivacyRelease]:
 def studies(state: ConsoleState) -> StudiesOut:
     with state.store.session() as db:
         spends = list(db.exec(select(PrivacySpend).order_by(PrivacySpend.id)))
-        usage = list(db.exec(select(RoundUsage.study_id, RoundUsage.round, RoundUsage.phase)))
+        # The write-ahead log, read as the audit reads it (contracts/audit.py): a completed entry is a use; an
+        # intent is a read a node that stopped never completed (its reply was not sent); a voided read released
+        # nothing and is no use.
+        log = list(db.exec(select(RoundUsage.study_id, RoundUsage.round, RoundUsage.phase, RoundUsage.status)))
         refused = list(db.exec(select(RoundRefusal.study_id)))
+    usage = [u for u in log if u[3] == USAGE_COMPLETED]
+    unfinished = sorted({(u[0], u[1], u[2]) for u in log if u[3] == USAGE_INTENT})
     # A study this node only ever refused (chain unreachable, budget spent...) is listed too.
-    local = list(dict.fromkeys([s.study_id for s in spends] + [u[0] for u in usage] + list(refused)))
+    local = list(dict.fromkeys([s.study_id for s in spends] + [u[0] for u in log] + list(refused)))
     accepted: list[str] = []
     chain_ok, detail, ledger = True, "", None
     try:
@@ -79,6 +84,7 @@ def studies(state: ConsoleState) -> StudiesOut:
             rounds_allowed=terms.rounds if terms else None,
             rounds_contributed=len({u[1] for u in usage if u[0] == study_id and u[2] == "train"}),
             rounds_evaluated=len({u[1] for u in usage if u[0] == study_id and u[2] == "evaluate"}),
+            reads_not_completed=[UnfinishedRead(round=r, phase=p) for sid, r, p in unfinished if sid == study_id],
             refusals=_refusals(state, study_id),
             ends_at=datetime.fromtimestamp(terms.ends_at, timezone.utc) if terms else None,
             suspended=terms.suspended if terms else None,

@@ -120,6 +120,11 @@ class PrivacyRelease(BaseModel):
     cost: float = Field(description="epsilon_after minus the epsilon before this release")
 
 
+class UnfinishedRead(BaseModel):
+    round: int
+    phase: str = Field(description="'train' or 'evaluate'")
+
+
 class StudyBudget(BaseModel):
     study_id: str
     accepted: bool | None = Field(description="accepted by this hospital on chain (null: the chain did not answer)")
@@ -130,8 +135,11 @@ class StudyBudget(BaseModel):
     epsilon_budget: float | None
     delta: float | None
     rounds_allowed: int | None
-    rounds_contributed: int = Field(description="rounds this node trained in")
-    rounds_evaluated: int
+    rounds_contributed: int = Field(description="rounds this node trained in (completed uses only)")
+    rounds_evaluated: int = Field(description="rounds this node evaluated (completed uses only)")
+    reads_not_completed: list[UnfinishedRead] = Field(
+        default_factory=list, description="read, reply not sent: data read by a node that stopped before it completed "
+                                          "the use (the audit lists and consent-checks these; voided reads are no use)")
     refusals: int = Field(description="round phases this node refused (it used no data in them)")
     ends_at: datetime | None
     suspended: bool | None

@@ -133,7 +133,7 @@ def redeem_enrolment_code(
 
 # ---- login, rate limits, sessions ----
 
-def _failures(session: Session, settings: PortalSettings, kind: str, subject: str) -> int:
+def failures(session: Session, settings: PortalSettings, kind: str, subject: str) -> int:
     since = now() - timedelta(seconds=settings.login_window_s)
     return session.exec(
         select(func.count()).select_from(LoginFailure).where(
@@ -146,16 +146,16 @@ def check_rate_limit(session: Session, settings: PortalSettings, *, username: st
     """Before a login's password is checked: refused (429) after too many failed logins for the user name, or
     from the client's address when that address names one client (federation.web.clients: behind a proxy nobody
     declared in trusted-proxies, every client has the proxy's address, and locking it out would lock out everyone)."""
-    if (_failures(session, settings, "account", username) >= settings.max_failures_per_account
-            or (_real(client_ip) and _failures(session, settings, "ip", client_ip) >= settings.max_failures_per_ip)):
-        _too_many(settings)
+    if (failures(session, settings, "account", username) >= settings.max_failures_per_account
+            or (real(client_ip) and failures(session, settings, "ip", client_ip) >= settings.max_failures_per_ip)):
+        too_many(settings)
 
 
-def _real(client_ip: str) -> bool:
+def real(client_ip: str) -> bool:
     return getattr(client_ip, "real", True)
 
 
-def _too_many(settings: PortalSettings):
+def too_many(settings: PortalSettings):
     minutes = settings.login_window_s // 60
     raise PortalError(f"too many failed attempts: try again in {minutes} minutes", status=429,
                       headers={"Retry-After": str(settings.login_window_s)})
@@ -163,7 +163,7 @@ def _too_many(settings: PortalSettings):
 
 def record_failure(session: Session, *, username: str, client_ip: str) -> None:
     session.add(LoginFailure(kind="account", subject=username))
-    if _real(client_ip):
+    if real(client_ip):
         session.add(LoginFailure(kind="ip", subject=client_ip))
     session.commit()
 
@@ -177,8 +177,8 @@ def _session_subject(account: PortalAccount, session_id) -> str:
 
 
 def check_password_attempts(session: Session, settings: PortalSettings, account: PortalAccount, session_id) -> None:
-    if _failures(session, settings, "session", _session_subject(account, session_id)) >= settings.max_failures_per_account:
-        _too_many(settings)
+    if failures(session, settings, "session", _session_subject(account, session_id)) >= settings.max_failures_per_account:
+        too_many(settings)
 
 
 def record_password_failure(session: Session, account: PortalAccount, session_id) -> None:
@@ -194,7 +194,7 @@ DEVICE_COOKIE = "twinledger_device"
 MAX_DEVICE_TOKENS = 5  # a browser shared by a family keeps each member's token
 
 
-def _trusted_device(session: Session, account: PortalAccount | None, tokens: list[str]) -> DeviceCookie | None:
+def trusted_device(session: Session, account: PortalAccount | None, tokens: list[str]) -> DeviceCookie | None:
     if account is None:
         return None
     for token in tokens:
@@ -208,24 +208,27 @@ def device_tokens(cookie: str | None) -> list[str]:
     return [t for t in (cookie or "").split(".") if 0 < len(t) <= 64][:MAX_DEVICE_TOKENS]
 
 
+def password_matches(session: Session, account: PortalAccount | None, password: str) -> bool:
+    """Whether the password is the account's; an unknown user name (None) costs the same scrypt time."""
+    session.commit()  # no connection held during scrypt
+    if account is None:
+        security.burn_password_time(password)
+        return False
+    return security.verify_password(password, account.password_salt, account.password_hash)
+
+
 def authenticate(session: Session, settings: PortalSettings, *, username: str, password: str, client_ip: str,
                  device_cookie: str | None = None) -> PortalAccount:
     """The account, if the password is right and no lockout applies: a trusted device (`device_cookie`) is
     limited by its own failures; any other client by the user name's and its address's failures."""
     account = session.exec(select(PortalAccount).where(PortalAccount.username == username)).first()
-    device = _trusted_device(session, account, device_tokens(device_cookie))
+    device = trusted_device(session, account, device_tokens(device_cookie))
     if device is not None:
-        if _failures(session, settings, "device", str(device.id)) >= settings.max_failures_per_account:
-            _too_many(settings)
+        if failures(session, settings, "device", str(device.id)) >= settings.max_failures_per_account:
+            too_many(settings)
     else:
         check_rate_limit(session, settings, username=username, client_ip=client_ip)
-    session.commit()  # no connection held during scrypt
-    if account is None:
-        security.burn_password_time(password)
-        ok = False
-    else:
-        ok = security.verify_password(password, account.password_salt, account.password_hash)
-    if not ok:
+    if not password_matches(session, account, password):
         if device is not None:
             session.add(LoginFailure(kind="device", subject=str(device.id)))
             session.commit()
@@ -241,7 +244,7 @@ def trust_device(session: Session, settings: PortalSettings, account: PortalAcco
     """After a successful login: the device cookie's new value, holding a fresh token for this account (its
     earlier token for the account, if any, is replaced) beside the other accounts' tokens of the browser."""
     tokens = device_tokens(device_cookie)
-    mine = _trusted_device(session, account, tokens)
+    mine = trusted_device(session, account, tokens)
     if mine is not None:
         tokens = [t for t in tokens if auth.hash_token(t) != mine.token_hash]
         session.delete(mine)

@@ -22,7 +22,7 @@ from federation.web.errors import WebError
 from node.portal.accounts import PortalError
 from node.portal.deps import PortalState
 from node.portal.models import ConsentRelay
-from node.portal.routers import changes, enrolment, pages, session, staff, studies
+from node.portal.routers import changes, enrolment, pages, session, staff, studies, withdrawals
 from node.portal.settings import PortalSettings
 
 log = logging.getLogger("twinledger.portal")
@@ -45,7 +45,7 @@ def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> Fas
     app.router.lifespan_context = _stopping_relayer(app.router.lifespan_context, relayer)
     app.add_exception_handler(OperationalError, _database_busy)
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_busy)
-    for module in (staff, enrolment, session, studies, changes, pages):
+    for module in (staff, enrolment, session, studies, withdrawals, changes, pages):
         app.include_router(module.router)
     return app
 

@@ -61,8 +61,8 @@ class DeviceCookie(SQLModel, table=True):
 
 class LoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(index=True)  # "account", "ip" (untrusted logins), "device" (a device cookie's), "session"
-    subject: str = Field(index=True)  # the username tried, the client address, the device cookie's row id
+    kind: str = Field(index=True)  # "account", "ip" (untrusted logins), "device" (a device cookie's), "session", "door"
+    subject: str = Field(index=True)  # the username tried, the client address, the device cookie's row id, "user|client"
     at: datetime = Field(default_factory=now, index=True)
 
 

@@ -1,10 +1,10 @@
 """Relaying signed consent changes to the chain: a durable outbox (the `consentrelay` table) and one worker.
 
 A request stores the change the patient signed in the outbox and answers at once ("sent"): it holds no
-database connection and waits on no chain. The worker thread takes what is waiting, withdrawals first, and
-sends it with the hospital's account: grants many to a transaction (`grantBatchBySig`), withdrawals one each
-(the registry has no batch for them). It marks each change "recorded" (block, transaction) or "failed" (the
-reason, in words a patient can read). When the chain cannot be reached it keeps the change and tries again
+database connection and waits on no chain. The worker thread takes what is waiting and sends it with the
+hospital's account, many to a transaction: withdrawals first (`revokeBatchBySig`, where a bad signature is
+skipped alone), then grants (`grantBatchBySig`). It marks each change "recorded" (block, transaction) or
+"failed" (the reason, in words a patient can read). When the chain cannot be reached it keeps the change and tries again
 until the signature's deadline. The outbox is read again when the portal starts: nothing signed is lost to a
 restart, and a change the chain recorded before the crash is recognised as recorded, not sent twice.
 """
@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from sqlmodel import Session, select
 
 from contracts.ledger import ContractRejected, Ledger, SignedGrant, SignedRevoke
-from contracts.ledger.consent import GRANT_BATCH
+from contracts.ledger.consent import GRANT_BATCH, REVOKE_BATCH
 from federation.ids import Pseudonym, StudyId, from_hex0x, hex0x
 from node.portal.accounts import PortalError
 from node.portal.models import ConsentRelay, PortalAccount, now
@@ -32,6 +32,13 @@ EXPIRED = "its signature expired before the consent ledger could record it: sign
 SKIPPED = ("the ledger skipped it: its signature was already used or voided (another change of yours, or a "
            "cancellation, came first): look at your current choice and sign again if it is not what you want")
 UNREACHABLE = "the consent ledger cannot be reached; the portal keeps trying until the signature expires"
+# Why a batch of withdrawals skipped one (ConsentRegistry.Refusal; a spent nonce is handled as a skipped grant is).
+REVOCATION_REFUSED = {
+    "Expired": "its signature expired before the consent ledger could record it: sign the change again",
+    "UnknownPseudonym": "the consent ledger does not know your pseudonym: ask the hospital",
+    "WrongNonce": "its signature is out of order (another change of yours is on its way): sign the change again",
+    "WrongSigner": "the signature is not the patient's consent key",
+}
 
 
 class _Transient(Exception):
@@ -142,8 +149,9 @@ class Relayer:
             self._finish(expired, status="failed", reason=EXPIRED, failure_status=409)
             live = [r for r in rows if r not in expired]
             try:
-                for row in (r for r in live if r.action == "revoke"):
-                    self._relay_revoke(ledger, row)
+                revokes = [r for r in live if r.action == "revoke"]
+                if revokes:
+                    self._relay_revokes(ledger, revokes)
                 grants = [r for r in live if r.action == "grant"]
                 if grants:
                     self._relay_grants(ledger, grants)
@@ -152,15 +160,25 @@ class Relayer:
                 raise
         return True
 
-    def _relay_revoke(self, ledger: Ledger, row: ConsentRelay) -> None:
-        signed = SignedRevoke(Pseudonym.parse(row.pseudonym), StudyId.parse(row.study_id), row.nonce, row.deadline,
-                              from_hex0x(row.signature))
+    def _relay_revokes(self, ledger: Ledger, rows: list[ConsentRelay]) -> None:
+        signed = [SignedRevoke(Pseudonym.parse(r.pseudonym), StudyId.parse(r.study_id), r.nonce, r.deadline,
+                               from_hex0x(r.signature)) for r in rows]
         try:
-            receipt = _transient_guard(lambda: ledger.relay_revoke(signed))
+            receipts = _transient_guard(lambda: ledger.relay_revokes(signed))
         except ContractRejected as exc:
-            self._refused(ledger, row, exc)
+            self._one_at_a_time(ledger, rows, exc, self._relay_revokes)
             return
-        self._finish([row], status="recorded", block=int(receipt["blockNumber"]), tx_hash=hex0x(receipt["transactionHash"]))
+        for pseudonym, nonce, reason in ledger.skipped_revocations(receipts):
+            for row in rows:
+                if (row.pseudonym.lower(), row.nonce) != (hex0x(pseudonym), nonce) or row.status != "sent":
+                    continue
+                if reason == "NonceSpent":
+                    self._refused(ledger, row, None)
+                else:
+                    log.info("change %s: withdrawal skipped (%s)", row.id, reason)
+                    self._finish([row], status="failed", failure_status=409,
+                                 reason="the ledger refused: " + REVOCATION_REFUSED.get(reason, reason))
+        self._recorded(rows, receipts, per_receipt=REVOKE_BATCH)
 
     def _relay_grants(self, ledger: Ledger, rows: list[ConsentRelay]) -> None:
         signed = [SignedGrant(Pseudonym.parse(r.pseudonym), StudyId.parse(r.study_id), r.valid_from, r.valid_until,
@@ -168,20 +186,29 @@ class Relayer:
         try:
             receipts = _transient_guard(lambda: ledger.relay_grants(signed))
         except ContractRejected as exc:
-            if len(rows) == 1:
-                self._refused(ledger, rows[0], exc)
-                return
-            # One invalid grant reverts the whole batch: send them one at a time, so that it fails alone.
-            log.warning("a batch of %d grants was refused (%s): sending them one at a time", len(rows), exc)
-            for row in rows:
-                self._relay_grants(ledger, [row])
+            self._one_at_a_time(ledger, rows, exc, self._relay_grants)
             return
         skipped = {(hex0x(p), n) for p, n in ledger.skipped_grants(receipts)}
         for row in rows:
             if (row.pseudonym.lower(), row.nonce) in skipped:
                 self._refused(ledger, row, None)
-        for i, receipt in enumerate(receipts):  # the ledger client sends GRANT_BATCH grants per transaction
-            chunk = [r for r in rows[i * GRANT_BATCH:(i + 1) * GRANT_BATCH] if r.status == "sent"]
+        self._recorded(rows, receipts, per_receipt=GRANT_BATCH)
+
+    def _one_at_a_time(self, ledger: Ledger, rows: list[ConsentRelay], exc: ContractRejected, relay) -> None:
+        """A lone change refused fails; a refused batch (one invalid grant reverts it) is sent one at a time, so
+        that the invalid one fails alone."""
+        if len(rows) == 1:
+            self._refused(ledger, rows[0], exc)
+            return
+        log.warning("a batch of %d changes was refused (%s): sending them one at a time", len(rows), exc)
+        for row in rows:
+            relay(ledger, [row])
+
+    def _recorded(self, rows: list[ConsentRelay], receipts: list[dict], *, per_receipt: int) -> None:
+        """Mark what is still "sent" recorded, at the block of its transaction (the ledger client sends
+        `per_receipt` changes per transaction)."""
+        for i, receipt in enumerate(receipts):
+            chunk = [r for r in rows[i * per_receipt:(i + 1) * per_receipt] if r.status == "sent"]
             self._finish(chunk, status="recorded", block=int(receipt["blockNumber"]),
                          tx_hash=hex0x(receipt["transactionHash"]))
 
@@ -195,7 +222,7 @@ class Relayer:
             block, tx_hash = found
             self._finish([row], status="recorded", block=block, tx_hash=tx_hash)
         elif spent:
-            log.info("change %s: grant skipped (nonce %s already spent)", row.id, row.nonce)
+            log.info("change %s: %s skipped (nonce %s already spent)", row.id, row.action, row.nonce)
             self._finish([row], status="failed", reason=SKIPPED, failure_status=409)
         else:
             log.info("change %s refused: %s", row.id, exc)

@@ -76,6 +76,18 @@ class LoginRequest(Strict):
     password: str = Field(min_length=1, max_length=256)
 
 
+class WithdrawalRequest(LoginRequest):
+    study_id: str = Field(pattern=STUDY_ID_PATTERN, description="the study to withdraw from: 0x and 64 hex digits")
+
+
+class SignedWithdrawalRequest(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    study_id: str = Field(pattern=STUDY_ID_PATTERN, description="the study to withdraw from: 0x and 64 hex digits")
+    nonce: int = Field(ge=0, le=UINT64)
+    deadline: int = Field(ge=0, le=UINT64)
+    signature: str = Field(pattern=SIGNATURE_PATTERN, description="the wallet's 65-byte signature, 0x-hex")
+
+
 class SessionOut(BaseModel):
     username: str
     csrf_token: str = Field(description="send it back in the X-CSRF-Token header of every POST and DELETE")

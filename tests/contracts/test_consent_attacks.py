@@ -2,7 +2,8 @@
 
 - front-running a hospital's enrolment to hijack its patients or to block it (item 1);
 - a grant signed ahead, relayed after a relayed revocation (item 8);
-- one signature relayed ahead of a hospital's batch (item 9);
+- one signature relayed ahead of a hospital's batch (item 9), and a replayed or forged one in a batch of
+  revocations (issue 15: withdrawals relayed many to a transaction);
 - a signature made for an earlier deployment at the same address, after a chain reset (item 10);
 - deeply nested JSON in a process that imported the ledger (item 2, the recursion limit).
 """
@@ -170,6 +171,43 @@ def test_a_voided_signature_in_a_batch_is_skipped_and_a_forged_one_still_reverts
     receipts = chain.hospital.relay_grants(grants)
     assert chain.hospital.skipped_grants(receipts) == [(pseudonyms[0], 0)]
     assert chain.hospital.consents(chain.study_id, pseudonyms, block=chain.hospital.block_number()) == [False, True]
+
+
+def _revoke(chain, key, pseudonym, *, nonce=1, deadline=FAR):
+    return lg.sign_revoke(key, chain.deployment, pseudonym=pseudonym, study_id=chain.study_id, nonce=nonce,
+                          deadline=deadline)
+
+
+def test_attack_a_replayed_or_forged_revocation_in_a_batch_is_refused_and_the_others_are_recorded(chain):
+    """A batch of withdrawals must not be held back by one bad signature: a replayed revocation (its nonce
+    spent), a forged one, one signed ahead, an expired one and one for an unknown pseudonym are each skipped
+    with their reason, and every valid withdrawal in the batch is recorded."""
+    pseudonyms, keys = _patients(6)
+    chain.hospital.enrol(pseudonyms, _addresses(keys))
+    chain.hospital.relay_grants([_grant(chain, k, p) for p, k in zip(pseudonyms, keys)])
+    replayed = _revoke(chain, keys[1], pseudonyms[1])
+    chain.other_hospital.relay_revokes([replayed])  # relayed once: the copy in the batch is a replay
+    chain.hospital.relay_grants([_grant(chain, keys[1], pseudonyms[1], nonce=2**32)])  # granted again since
+    past = chain.hospital.block_timestamp() - 1
+    unknown = Pseudonym.new()
+    batch = [_revoke(chain, keys[0], pseudonyms[0]), replayed,
+             _revoke(chain, "0x" + secrets.token_hex(32), pseudonyms[2]),  # forged: not the patient's key
+             _revoke(chain, keys[3], pseudonyms[3], nonce=7),  # signed ahead of the patient's nonce
+             _revoke(chain, keys[4], pseudonyms[4], deadline=past),
+             _revoke(chain, keys[5], unknown),
+             _revoke(chain, keys[5], pseudonyms[5])]
+    receipts = chain.hospital.relay_revokes(batch)
+    assert len(receipts) == 1
+    assert chain.hospital.skipped_revocations(receipts) == [
+        (pseudonyms[1], 1, "NonceSpent"), (pseudonyms[2], 1, "WrongSigner"), (pseudonyms[3], 7, "WrongNonce"),
+        (pseudonyms[4], 1, "Expired"), (unknown, 1, "UnknownPseudonym")]
+    revoked = chain.hospital.consent.events.ConsentRevoked().process_receipt(receipts[0])
+    assert [Pseudonym(e.args.pseudonym) for e in revoked] == [pseudonyms[0], pseudonyms[5]]
+    block = chain.hospital.block_number()
+    assert chain.hospital.consents(chain.study_id, pseudonyms, block=block) == [False, True, True, True, True, False]
+    # Each revocation used voids what its patient signed ahead, as a single relayed one does.
+    with pytest.raises(lg.ContractRejected, match="replayed or out of order"):
+        chain.other_hospital.relay_grants([_grant(chain, keys[0], pseudonyms[0], nonce=2)])
 
 
 # ---- item 2: the recursion limit after importing the ledger ----

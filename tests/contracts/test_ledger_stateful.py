@@ -462,6 +462,41 @@ class ConsentMachine(RuleBasedStateMachine):
             assert self._relay(sig, self._relayer(relayer), match="replayed or out of order") == "WrongNonce"
 
     @rule(
+        items=st.lists(st.tuples(PATIENTS, STUDIES, st.sampled_from(
+            [None, None, "replayed", "another key", "ahead", "expired", "unknown pseudonym"])), min_size=2, max_size=3),
+        relayer=RELAYERS,
+    )
+    @on_chain_thread
+    def relay_revoke_batch(self, items, relayer):
+        """Several signed revocations in one transaction (issue 15), some with one flaw each: every one is checked
+        alone, as the batch reaches it (a second one of a patient finds the nonce the first voided), and a bad
+        one is skipped with its reason, never reverting the others."""
+        ts = self._next_ts()
+        sigs = []
+        for p, s, flaw in items:
+            nonce = self.model.nonces[p] + (5 if flaw == "ahead" else 0)
+            if flaw == "replayed" and nonce > 0:
+                nonce -= 1
+            sigs.append(self._sign("revoke", None if flaw == "unknown pseudonym" else p, nonce=nonce, s=s,
+                                   deadline=max(0, ts - 1) if flaw == "expired" else ts + FAR,
+                                   key=self.stranger_key if flaw == "another key" else None))
+        receipt = self._expect_success(lambda: self._relayer(relayer).relay_revokes([sig.message for sig in sigs]), ts)
+        skipped, revoked, cancelled = [], [], []
+        for sig in sigs:
+            error = self._expected_error(sig, ts)
+            if error == "WrongNonce" and sig.nonce < self.model.nonces[sig.patient]:
+                error = "NonceSpent"
+            if error is not None:
+                skipped.append((sig.pseudonym, sig.nonce, error.removeprefix("Signature")))
+                continue
+            self.model.nonces[sig.patient] = sig.nonce + 1
+            revoked.append(self._revoked(receipt, sig.patient, sig.study))
+            cancelled.append(self._cancelled(sig.patient))
+            self.model.used.append(sig)
+        assert self.hospital.skipped_revocations([receipt]) == skipped
+        self._check_events(receipt, revoked=revoked, cancelled=cancelled)
+
+    @rule(
         p=PATIENTS,
         s=STUDIES,
         kind=st.sampled_from(["grant", "revoke", "cancel"]),

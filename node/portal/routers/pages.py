@@ -26,7 +26,11 @@ from node.portal.accounts import PortalError
 from node.portal.deps import Caller, Db, PatientRequest, Settings, State, client_ip
 from node.portal.routers.session import set_device_cookie
 from node.portal.routers.studies import password_change, wait_for_ledger
-from node.portal.schemas import STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut
+from node.portal import withdrawals
+from node.portal.routers.withdrawals import at_the_door, checked_at_the_door
+from node.portal.schemas import (
+    STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut, WithdrawalRequest,
+)
 
 HERE = FilePath(__file__).resolve().parent.parent
 templates = page_templates(HERE / "templates")
@@ -121,6 +125,46 @@ async def login(request: Request, db: Db, settings: Settings) -> Response:
                         samesite="strict", secure=settings.cookie_secure, path="/")
     set_device_cookie(response, settings, accounts.trust_device(db, settings, account, device))
     return response
+
+
+def _withdraw_page(request: Request, state, *, status: int = 200, **context) -> HTMLResponse:
+    ledger = state.ledger
+    choices = [{"id": studies.study_hex(sid), "purpose": studies.purpose_text(ledger.study(sid).purpose)}
+               for sid in studies.accepted_studies(ledger)]
+    return _form_page(request, state.settings, "withdraw.html", status=status, title="Withdraw without logging in",
+                      choices=choices, **context)
+
+
+@router.get("/withdraw", response_class=HTMLResponse)
+def withdraw_page(request: Request, state: State) -> HTMLResponse:
+    return _withdraw_page(request, state)
+
+
+@router.post("/withdraw")
+async def withdraw(request: Request, db: Db, state: State) -> Response:
+    """The withdrawal door (node.portal.withdrawals) as a form, for a browser that cannot log in."""
+    form = await read_form(request)
+    _check_form_token(request, form)
+    again = {"username": form.get("username", "")}
+    try:
+        body = WithdrawalRequest(username=form.get("username", ""), password=form.get("password", ""),
+                                 study_id=form.get("study_id", ""))
+        account = await run_in_threadpool(checked_at_the_door, request, db, state, username=body.username,
+                                          password=body.password)
+        if account.key_custody == "wallet":  # the page hands the wallet what to sign (portal.js)
+            typed = await run_in_threadpool(withdrawals.revoke_typed_data, state, account, study_id=body.study_id)
+            return await run_in_threadpool(_withdraw_page, request, state, typed=typed, study_id=body.study_id,
+                                           consent_address=account.consent_address, **again)
+        row = await run_in_threadpool(withdrawals.withdraw, db, state, account, password=body.password,
+                                      study_id=body.study_id)
+    except ValidationError as exc:
+        return await run_in_threadpool(_withdraw_page, request, state, status=422, error=_first_error(exc), **again)
+    except PortalError as exc:
+        return await run_in_threadpool(_withdraw_page, request, state, status=exc.status, error=str(exc), **again)
+    await wait_for_ledger(at_the_door(request, db, state, account), row, timeout_s=state.settings.page_relay_wait_s)
+    db.refresh(row)
+    db.commit()
+    return await run_in_threadpool(_withdraw_page, request, state, change=row)
 
 
 @router.get("/enrol", response_class=HTMLResponse)

@@ -84,7 +84,7 @@ def _result(me: PatientRequest, study_id: str, row, response: Response) -> Conse
         consent=views.consent_out(studies.consent_state(me.ledger, me.pseudonym, _sid(study_id))))
 
 
-async def _answer(me: PatientRequest, study_id: str, row, response: Response) -> ConsentChangeResult:
+async def answer(me: PatientRequest, study_id: str, row, response: Response) -> ConsentChangeResult:
     await wait_for_ledger(me, row, timeout_s=me.settings.relay_wait_s)
     return await run_in_threadpool(_result, me, study_id, row, response)
 
@@ -110,13 +110,13 @@ def get_study(study_id: StudyId, me: Me) -> StudyDetailOut:
 async def grant(study_id: StudyId, body: GrantRequest, response: Response, me: Me) -> ConsentChangeResult:
     until = views.seconds_of(body.valid_until) if body.valid_until is not None else None
     row = await run_in_threadpool(password_change, me, study_id, "grant", password=body.password, valid_until=until)
-    return await _answer(me, study_id, row, response)
+    return await answer(me, study_id, row, response)
 
 
 @router.post("/{study_id}/revoke", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
 async def revoke(study_id: StudyId, body: RevokeRequest, response: Response, me: Me) -> ConsentChangeResult:
     row = await run_in_threadpool(password_change, me, study_id, "revoke", password=body.password, valid_until=None)
-    return await _answer(me, study_id, row, response)
+    return await answer(me, study_id, row, response)
 
 
 # ---- changing the consent with the patient's wallet ----
@@ -158,7 +158,7 @@ async def grant_signed(study_id: StudyId, body: SignedGrantRequest, response: Re
     message = {"pseudonym": me.pseudonym, "studyId": _sid(study_id), "validFrom": body.valid_from,
                "validUntil": body.valid_until, "nonce": body.nonce, "deadline": body.deadline}
     row = await run_in_threadpool(_relay_signed, me, study_id, message, body.signature)
-    return await _answer(me, study_id, row, response)
+    return await answer(me, study_id, row, response)
 
 
 @router.post("/{study_id}/revoke/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
@@ -167,7 +167,7 @@ async def revoke_signed(study_id: StudyId, body: SignedRevokeRequest, response: 
     """Relay a revocation the patient's wallet signed; the signer must be the patient's consent key."""
     message = {"pseudonym": me.pseudonym, "studyId": _sid(study_id), "nonce": body.nonce, "deadline": body.deadline}
     row = await run_in_threadpool(_relay_signed, me, study_id, message, body.signature)
-    return await _answer(me, study_id, row, response)
+    return await answer(me, study_id, row, response)
 
 
 # ---- rounds and export ----

@@ -46,7 +46,8 @@
         let query = "";
         const until = form.querySelector('input[name="valid_until"]');
         if (until && until.value) { query = "?valid_until=" + encodeURIComponent(until.value + "T00:00:00Z"); }
-        const typed = await api("/api/studies/" + study + "/" + action + "/typed-data" + query);
+        const typed = form.dataset.typed ? JSON.parse(form.dataset.typed)
+          : await api("/api/studies/" + study + "/" + action + "/typed-data" + query);
         say("Confirm in your wallet…");
         const signature = await window.ethereum.request({
           method: "eth_signTypedData_v4", params: [account, JSON.stringify(typed)],
@@ -56,6 +57,15 @@
           ? { valid_from: m.validFrom, valid_until: m.validUntil, nonce: m.nonce, deadline: m.deadline, signature: signature }
           : { nonce: m.nonce, deadline: m.deadline, signature: signature };
         say("Sending your signed choice to the ledger…");
+        if (form.dataset.signed) {  // the withdrawal door: no session, the signature speaks for the patient
+          const sent = await api(form.dataset.signed, {
+            method: "POST", headers: { "Content-Type": "application/json" },
+            body: JSON.stringify(Object.assign({ username: form.dataset.username, study_id: study }, body)),
+          });
+          say(sent.status === "recorded" ? "Your withdrawal is recorded on the consent ledger at block " + sent.block + "."
+            : "Your withdrawal is sent: the consent ledger will record it within a minute. Log in later to see it.");
+          return;
+        }
         const result = await api("/api/studies/" + study + "/" + action + "/signed", {
           method: "POST",
           headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },

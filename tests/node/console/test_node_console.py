@@ -242,6 +242,36 @@ def test_budget_per_accepted_study(chain, tmp_path):
     assert out["studies"][0]["accepted"] is None and out["studies"][0]["epsilon_budget"] is None
 
 
+def test_budget_counts_only_completed_uses_and_shows_reads_a_stopped_node_never_completed(chain, tmp_path):
+    """The write-ahead usage log (issue 15) holds intents and voided reads too. As the audit reads it: a completed
+    entry is a use; an intent left by a node that stopped is a read whose reply was never sent, shown apart; a
+    voided read (the node refused after reading: nothing trained or released) is no use at all."""
+    from node.store import USAGE_INTENT, USAGE_VOIDED
+
+    console = Console(tmp_path / "node", ledger=chain.hospital)
+    study = str(chain.study_id)
+    entries = [(1, "train", None), (1, "evaluate", None), (2, "train", USAGE_INTENT), (3, "train", USAGE_VOIDED),
+               (3, "evaluate", USAGE_VOIDED), (4, "evaluate", USAGE_INTENT)]
+    for round_number, phase, status in entries:
+        usage = RoundUsage(study_id=study, round=round_number, phase=phase, block=3, commitment="0x00",
+                           pseudonyms="[]")
+        if status is None:
+            console.store.record_usage(usage)
+            continue
+        intent = console.store.record_intent(usage)
+        if status == USAGE_VOIDED:
+            console.store.settle_usage(intent, status=USAGE_VOIDED)
+    first = console.viewer().get("/api/studies").json()["studies"][0]
+    assert (first["rounds_contributed"], first["rounds_evaluated"]) == (1, 1)
+    assert first["reads_not_completed"] == [{"round": 2, "phase": "train"}, {"round": 4, "phase": "evaluate"}]
+    client = console.client()
+    form_token = re.search(r'name="form_token" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"form_token": form_token, "token": console.viewer_token})
+    page = client.get("/studies").text
+    assert "1 trained of 5 allowed, 1 evaluated" in page
+    assert "Read, reply not sent" in page and "round 2 training" in page and "round 4 evaluation" in page
+
+
 def test_pages_log_in_show_the_node_and_keep_viewers_to_looking(console):
     client = console.client()
     assert client.get("/", follow_redirects=False).headers["location"] == "/login"

@@ -1,16 +1,20 @@
 """Attacks on the patient portal that issue 12 found: a huge unauthenticated login body (#5), wrong logins and
-an undeclared proxy stopping a patient from withdrawing (#3, also when logged out: device cookies), a password
-change leaving other sessions alive (#11)."""
+an undeclared proxy stopping a patient from withdrawing (#3, also when logged out: device cookies; from a new
+browser: the withdrawal door), a password change leaving other sessions alive (#11)."""
 
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
-DEVICE_COOKIE = "twinledger_device"
+from federation.ids import Pseudonym, StudyId
 from node.portal.app import create_app
+from node.portal.models import ConsentRelay
 from tests.federation.test_web_attacks import MiB, Attacker, _post
 from tests.node.portal.test_portal import PASSWORD, Portal
+
+DEVICE_COOKIE = "twinledger_device"
 
 
 @pytest.fixture
@@ -145,3 +149,110 @@ def test_a_device_cookie_gives_its_holder_only_a_few_guesses_and_a_forged_one_is
     forger = _from(portal, "203.0.113.10")
     forger.cookies.set(DEVICE_COOKIE, "made-up-device-cookie")
     assert forger.post("/api/session", json={"username": "alice", "password": PASSWORD["alice"]}).status_code == 201
+
+
+def _withdraw(client, portal, password=None, username="alice"):
+    return client.post("/api/withdrawals", json={"username": username, "password": password or PASSWORD["alice"],
+                                                 "study_id": portal.study})
+
+
+def _granted(portal, client, csrf) -> None:
+    granted = client.post(f"/api/studies/{portal.study}/grant", json={"password": PASSWORD["alice"]}, headers=csrf)
+    assert granted.status_code == 200 and granted.json()["consent"]["granted"], granted.text
+    assert client.delete("/api/session", headers=csrf).status_code == 200
+
+
+def test_wrong_logins_for_a_username_never_stop_the_patient_withdrawing_from_a_new_browser(portal):
+    """Issue 12 #3, the last residual: a browser that never logged in (a new device, cleared cookies) is an
+    untrusted client, locked out of logging in while anyone types wrong passwords for the user name. The withdrawal
+    door does not share that lockout: the patient's right password withdraws, and the chain records it."""
+    portal.enrol("alice", portal.records[0])
+    _granted(portal, *portal.login("alice"))
+    attacker = _from(portal, "203.0.113.66")
+    for _ in range(3 * portal.settings.max_failures_per_account):
+        assert attacker.post("/api/session", json={"username": "alice", "password": "not it"}).status_code in (401, 429)
+    new_browser = _from(portal, "198.51.100.7")
+    assert new_browser.post("/api/session", json={"username": "alice", "password": PASSWORD["alice"]}).status_code == 429
+    answer = _withdraw(new_browser, portal)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "recorded" and body["granted"] is False and body["consent"]["granted"] is False
+    with portal.store.session() as db:
+        row = db.get(ConsentRelay, body["change_id"])
+        assert (row.action, row.status, row.block) == ("revoke", "recorded", body["block"])
+        assert db.exec(select(ConsentRelay).where(ConsentRelay.action == "revoke")).all() == [row]
+    ledger, pseudonym = portal.chain.hospital, Pseudonym.parse(row.pseudonym)
+    assert not ledger.has_consent(pseudonym, StudyId.parse(portal.study), block=body["block"])  # the chain says so
+    # The same door as a page, linked from the login page, for a browser without scripts.
+    page = _from(portal, "198.51.100.8")
+    assert 'href="/withdraw"' in page.get("/login").text
+    form = page.get("/withdraw").text
+    token = form.split('name="csrf_token" value="')[1].split('"')[0]
+    assert f'value="{portal.study.lower()}"' in form.lower()
+    sent = page.post("/withdraw", data={"username": "alice", "password": PASSWORD["alice"], "study_id": portal.study,
+                                        "csrf_token": token})
+    assert sent.status_code == 200 and "Your withdrawal is" in sent.text, sent.text
+    wrong = page.post("/withdraw", data={"username": "alice", "password": "not it", "study_id": portal.study,
+                                         "csrf_token": token})
+    assert wrong.status_code == 401 and "not correct" in wrong.text
+
+def test_the_withdrawal_door_gives_each_client_only_a_few_guesses(portal):
+    """The door is no way around the brute-force limits: each client gets a few wrong passwords per account (and
+    its address a few more across accounts), then even the right password is refused from it; its failures also
+    count towards the user name's login lockout."""
+    portal.enrol("alice", portal.records[0])
+    attacker = _from(portal, "203.0.113.66")
+    for _ in range(portal.settings.max_failures_per_account):
+        assert _withdraw(attacker, portal, "guess guess guess").status_code == 401
+    assert _withdraw(attacker, portal).status_code == 429  # this client's guesses are spent
+    assert _from(portal, "198.51.100.8").post(
+        "/api/session", json={"username": "alice", "password": PASSWORD["alice"]}).status_code == 429
+    sprayer = _from(portal, "203.0.113.67")
+    for i in range(portal.settings.max_failures_per_ip):
+        assert _withdraw(sprayer, portal, "guess guess guess", username=f"user{i}").status_code in (401, 429)
+    assert _withdraw(sprayer, portal, "guess guess guess", username="fresh-name").status_code == 429
+    # The patient, from yet another new browser, still withdraws.
+    answer = _withdraw(_from(portal, "198.51.100.9"), portal)
+    assert answer.status_code == 200, answer.text
+    assert _withdraw(portal.client(), portal, username="nobody-here").status_code == 401
+
+
+def test_a_wallet_patient_on_a_new_browser_withdraws_with_a_signature_while_logins_are_locked(portal):
+    """The door for a patient whose wallet holds the key: the password (checked at the door) gives the typed
+    data to sign, and the wallet's signature is relayed without a session; a signature by any other key, or
+    for a user name that does not exist, is refused alike."""
+    from eth_account import Account
+
+    from tests.node.portal.test_portal import _wallet_sign
+
+    wallet = Account.create()
+    client = portal.client()
+    code = portal.staff(client, portal.records[0]).json()["code"]
+    assert client.post("/api/enrolment", json={"code": code, "username": "alice", "password": PASSWORD["alice"],
+                                               "wallet_address": wallet.address}).status_code == 201
+    attacker = _from(portal, "203.0.113.66")
+    for _ in range(3 * portal.settings.max_failures_per_account):
+        attacker.post("/api/session", json={"username": "alice", "password": "not it"})
+    new_browser = _from(portal, "198.51.100.7")
+    assert _withdraw(new_browser, portal).status_code == 409  # the portal holds no key to sign with
+    door = {"username": "alice", "password": PASSWORD["alice"], "study_id": portal.study}
+    assert new_browser.post("/api/withdrawals/typed-data", json={**door, "password": "not it"}).status_code == 401
+    typed = new_browser.post("/api/withdrawals/typed-data", json=door)
+    assert typed.status_code == 200, typed.text
+    typed = typed.json()
+    assert typed["primaryType"] == "Revoke"
+    m = typed["message"]
+    body = {"username": "alice", "study_id": portal.study, "nonce": m["nonce"], "deadline": m["deadline"]}
+    other = _wallet_sign(Account.create().key, typed)
+    forged = new_browser.post("/api/withdrawals/signed", json={**body, "signature": other})
+    nobody = new_browser.post("/api/withdrawals/signed", json={**body, "username": "nobody", "signature": other})
+    assert forged.status_code == nobody.status_code == 403
+    assert forged.json()["detail"] == nobody.json()["detail"]
+    answer = new_browser.post("/api/withdrawals/signed", json={**body, "signature": _wallet_sign(wallet.key, typed)})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "recorded" and answer.json()["granted"] is False
+    # The page gives the wallet what to sign (portal.js signs it and sends it to /api/withdrawals/signed).
+    page = new_browser.get("/withdraw").text
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    form = new_browser.post("/withdraw", data={**door, "csrf_token": token})
+    assert form.status_code == 200 and 'id="wallet-form"' in form.text and "data-typed=" in form.text

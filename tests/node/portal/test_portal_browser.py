@@ -266,6 +266,17 @@ def test_a_wallet_owned_key_signs_in_the_patients_wallet(browser, served):
         assert asked[-1]["primaryType"] == "Revoke" and revoked_at > block
         assert not served.hospital.has_consent(pseudonym, served.study_id, block=revoked_at)
         assert "From the next training round on" in page.locator("#change").inner_text()
+
+        # The withdrawal door, logged out (as on a browser that cannot log in): the password gives the wallet
+        # what to sign, and the signature goes to the ledger without a session.
+        page.context.clear_cookies()
+        page.goto(served.url + "/withdraw")
+        page.get_by_label("User name").fill("walt")
+        page.get_by_label("Password").fill(PASSWORDS["walt"])
+        page.get_by_role("button", name="Withdraw", exact=True).click()
+        page.get_by_role("button", name="Withdraw: sign with my wallet").click()
+        page.locator("#wallet-status", has_text="Your withdrawal is").wait_for()
+        assert asked[-1]["primaryType"] == "Revoke" and len(asked) == 3
     finally:
         context.close()
 

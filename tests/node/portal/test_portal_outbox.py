@@ -1,6 +1,7 @@
-"""The portal's outbox (node/portal/relays.py): grants relayed in batches with a grant spent elsewhere reported for
-that patient only, one invalid signature failing alone, a change the chain recorded before a crash recognised as
-recorded after the restart, and a chain that cannot be reached keeping the changes until it answers."""
+"""The portal's outbox (node/portal/relays.py): grants and withdrawals relayed in batches, with a change spent
+elsewhere reported for that patient only, one invalid signature failing alone, a change the chain recorded
+before a crash recognised as recorded after the restart, and a chain that cannot be reached keeping the changes
+until it answers."""
 
 from __future__ import annotations
 
@@ -90,6 +91,47 @@ def test_one_invalid_signature_in_a_batch_fails_alone(portal):
     refused = _settled(portal, bad.id)
     assert refused.status == "failed" and "is not the patient's" in refused.reason
     assert not chain.hospital.has_consent(Pseudonym.parse(bob.pseudonym), chain.study_id)
+
+
+def test_withdrawals_go_many_to_a_transaction_and_a_replayed_or_forged_one_does_not_hold_back_the_others(portal):
+    """Issue 15: withdrawals were relayed one per transaction. Now a burst goes out as one revokeBatchBySig; a
+    withdrawal somebody relayed first is recognised as recorded, a forged one fails alone."""
+    chain = portal.chain
+    PASSWORD.setdefault("carol", "carol's long password")
+    names = ("alice", "bob", "carol")
+    me = {name: portal.enrol(name, portal.records[i]) for i, name in enumerate(names)}
+    for name in names:
+        client, csrf = portal.login(name)
+        granted = client.post(f"/api/studies/{portal.study}/grant", json={"password": PASSWORD[name]}, headers=csrf)
+        assert _settled(portal, granted.json()["change_id"]).status == "recorded"
+    state, sent = portal.app.state.portal, {}
+    with state.chain_lock:  # the worker waits: the three withdrawals go out in one batch
+        for name in ("alice", "bob"):
+            client, csrf = portal.login(name)
+            answer = client.post(f"/api/studies/{portal.study}/revoke", json={"password": PASSWORD[name]}, headers=csrf)
+            assert answer.status_code == 202, answer.text
+            sent[name] = answer.json()["change_id"]
+        with state.store.session() as session:  # Bob's signed withdrawal, relayed by someone else first
+            row = session.get(ConsentRelay, sent["bob"])
+            bobs = lg.SignedRevoke(Pseudonym.parse(row.pseudonym), chain.study_id, row.nonce, row.deadline,
+                                   bytes.fromhex(row.signature[2:]))
+        replayed_at = int(chain.other_hospital.relay_revoke(bobs)["blockNumber"])
+        carol = _account(portal, "carol")  # a signature not by Carol's key, in Carol's place in the outbox
+        pseudonym = Pseudonym.parse(carol.pseudonym)
+        forged = lg.sign_revoke(_key(portal, "alice"), chain.deployment, pseudonym=pseudonym, study_id=chain.study_id,
+                                nonce=chain.hospital.patient_nonce(pseudonym),
+                                deadline=chain.hospital.block_timestamp() + 3600)
+        with state.store.session() as session:
+            sent["carol"] = state.relayer.submit(session, carol, portal.study, forged).id
+    alice, bob, carol = (_settled(portal, sent[name]) for name in names)
+    assert alice.status == "recorded" and not chain.hospital.has_consent(
+        Pseudonym.parse(me["alice"]["pseudonym"]), chain.study_id, block=alice.block)
+    assert (bob.status, bob.block) == ("recorded", replayed_at)
+    assert carol.status == "failed" and "is not the patient's" in carol.reason
+    assert chain.hospital.has_consent(pseudonym, chain.study_id)
+    tx = chain.hospital.w3.eth.get_transaction(alice.tx_hash)
+    call, _ = chain.hospital.consent.decode_function_input(tx["input"])
+    assert call.fn_name == "revokeBatchBySig"
 
 
 def test_a_withdrawal_the_chain_recorded_before_a_crash_is_recorded_after_the_restart(portal):
