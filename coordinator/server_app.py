@@ -3,7 +3,8 @@
 Run config (pyproject.toml [tool.flwr.app.config], overridable with `flwr run --run-config`):
 study-id, coordinator-home, run-name, and the training keys of federation.defaults.TRAINING under their
 hyphenated names (num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, min-nodes,
-strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)). A key
+strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)), and
+evaluate-rounds ("last", "all" or round numbers such as "2,5"; coordinator/run_options.py). A key
 missing from the run config takes TRAINING's value; min-nodes takes the coordinator's settings' value.
 """
 
@@ -41,6 +42,7 @@ def run_options(run_config: dict, settings: CoordinatorSettings) -> RunOptions:
         strategy=str(config["strategy"]),
         server_learning_rate=float(config["server-learning-rate"]),
         confirmations=settings.confirmations,
+        evaluate_rounds=str(config.get("evaluate-rounds", "last")),
     )
 
 

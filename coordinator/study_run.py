@@ -7,8 +7,8 @@ A round goes through five phases, one method each:
 - train: send (study, round, block, global weights) to every node and collect the replies;
 - aggregate: average the replies of the nodes that trained (FedAvg, weighted by examples, or the server
   optimiser of FedAdam or FedYogi applied to that average: option `strategy`);
-- evaluate: every node evaluates the new global model once, at the same block, on its consented test patients;
-  the sums of their noisy (charged, differentially private) sums give the pooled metrics;
+- evaluate: in the rounds the run evaluates (`evaluate_rounds`, default the last), every node evaluates the new
+  global model once, at the same block, on its consented test patients; their noisy (charged) sums add up;
 - anchor: record the round on chain: pinned block, model hash and each hospital's commitment to the pseudonyms
   it used in both phases.
 A node that refuses or fails is reported by name and reason; the round goes on with the others. The report
@@ -90,7 +90,7 @@ class StudyRun:
         self.hospitals: dict[int, HospitalSummary] = {}  # by Flower node id; the same objects as in the report
         self.hospital_of: dict[int, str] = {}  # Flower node id -> hospital account, from the node's authenticated key
         self.excluded: dict[str, str] = {}  # nodes sent nothing, by name, and why
-        self.strategy = make_strategy(options)
+        self.strategy, self.evaluated_rounds = make_strategy(options), options.evaluated_rounds(self.terms.rounds)
 
     @property
     def report_path(self) -> Path:
@@ -226,7 +226,7 @@ class StudyRun:
             study_id=self.options.study_id, round=round_number, block=block, block_hash=self.ledger.block_hash(block),
             local_epochs=self.options.local_epochs, learning_rate=self.options.learning_rate,
             batch_size=self.options.batch_size, max_grad_norm=self.options.max_grad_norm,
-        )
+            evaluations=len(self.evaluated_rounds))
         record = RoundRecord(round=round_number, block=block, status="training")
         record.set_report_keys(self.task.report_keys)
         return RoundState(config=config, record=record)
@@ -272,13 +272,13 @@ class StudyRun:
         return ArrayRecord(model.state_dict())
 
     def evaluate(self, state: RoundState, node_ids: list[int], arrays: ArrayRecord) -> None:
-        """Every node evaluates the global model on its consented test patients; the sums are added up."""
+        """Every node evaluates the global model on its consented test patients (in an evaluated round)."""
         content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: state.config.to_record()})
-        replies = self._send(node_ids, MessageType.EVALUATE, content, str(state.config.round))
-        answered, eval_errors = self._split(node_ids, replies, "evaluate")
+        sent_to = node_ids if state.config.round in self.evaluated_rounds else []  # else: training commitments only
+        replies = self._send(sent_to, MessageType.EVALUATE, content, str(state.config.round)) if sent_to else []
+        answered, eval_errors = self._split(sent_to, replies, "evaluate")
         state.evaluated_digest = model_hash(arrays.to_torch_state_dict())
-        record, node_sums = state.record, []
-        train_commitments = dict(state.train_commitments)
+        record, node_sums, train_commitments = state.record, [], dict(state.train_commitments)
         for reply, account in self._verified(state, answered, "evaluate", state.evaluated_digest, eval_errors):
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
             record.test_used[self._name(reply.metadata.src_node_id)] = int(usage["used"])

@@ -49,13 +49,14 @@ def _demo(args) -> int:
 def _print_demo_summary(report, report_path: Path) -> None:
     """The demo's RunReport (coordinator/report.py) with its additions (`audit`, `wall_seconds`)."""
     accuracy = report.rounds[-1].value("accuracy") if report.rounds else None
+    shown = "n/a" if accuracy is None else f"{accuracy:.3f}"
     print()
-    print(f"Demo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, "
-          f"final accuracy {accuracy} (the nodes' noisy DP release), audit violations {report.audit['violations']}.")
+    print(f"Demo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, final accuracy {shown} "
+          f"(one noisy DP release of the last round), audit violations {report.audit['violations']}.")
     for hospital in report.hospitals:
         spent = "inf" if hospital.epsilon_spent is None else f"{hospital.epsilon_spent:.2f}"
-        print(f"  {hospital.name:<12} patients {hospital.patients:>4}  consented {hospital.consented}  "
-              f"epsilon {spent} of {hospital.epsilon_budget:g}")
+        print(f"  {hospital.name:<12} patients {hospital.patients:>4}  consented test patients {hospital.consented} "
+              f"(noisy)  epsilon {spent} of {hospital.epsilon_budget:g}")
     print(f"Report: {report_path}")
     print(f"Page:   {report_path.with_suffix('.html')}", flush=True)
 

@@ -161,7 +161,7 @@ class HospitalNode:
         if terms.evaluation_share <= 0:  # no room for the noisy count a train reply carries: fail closed
             raise Refusal(protocol.BUDGET_SPENT, "no data used: the study records no evaluation share of its budget "
                                                  "(proposed before the share existed); propose it again")
-        budget = PrivacyBudget.of_study(self.store, terms)
+        budget = self._planned_budget(config, terms)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
         with self._reading(config, "train", task, gate) as (train, _, commitment):
@@ -205,6 +205,18 @@ class HospitalNode:
             terms.epsilon_budget, weight,
         )
         return TrainOutcome(result.state, weight, epsilon, terms.epsilon_budget, commitment, result.mean_loss)
+
+    def _planned_budget(self, config: RoundConfig, terms):
+        """The study's privacy account with its number of evaluations fixed (the run's declaration, checked
+        against the one fixed before): a Refusal, no data used, when they differ."""
+        from node.privacy import PlanConflict, PrivacyBudget
+
+        budget = PrivacyBudget.of_study(self.store, terms)
+        try:
+            budget.bind(config.evaluations, round_number=config.round)
+        except PlanConflict as exc:
+            raise Refusal(protocol.BAD_REQUEST, f"no data used: {exc}") from exc
+        return budget
 
     def _training_weight(self, budget, round_number: int, patients: int, epsilon: float) -> tuple[int, float]:
         """The count of training patients this node sends as its aggregation weight: noised and charged once per
@@ -261,6 +273,11 @@ class HospitalNode:
                                                 f"{min(trained_at)}; its evaluation must read the same block, not "
                                                 f"{config.block}")
         terms, task, gate = self._check(config)
+        if terms.epsilon_budget < protocol.NON_PRIVATE_EPSILON:
+            budget = self._planned_budget(config, terms)
+            if not budget.evaluations_left():  # refused before any record is read
+                raise Refusal(protocol.BUDGET_SPENT, f"no data used: the study's {budget.evaluations} planned "
+                                                     "evaluation(s) were all released here")
         with self._reading(config, "test", task, gate) as (train, test, commitment):
             return self._evaluate(config, terms, task, train, test, commitment, global_state)
 

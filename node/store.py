@@ -88,6 +88,17 @@ class PrivacySpend(SQLModel, table=True):
     recorded_at: datetime = Field(default_factory=_now)
 
 
+class EvaluationPlan(SQLModel, table=True):
+    """How many of a study's rounds will be evaluated here: fixed by the first round request that reached the
+    privacy account (node/privacy.py `PrivacyBudget.bind`), never changed after. The evaluation share's noise is
+    planned for exactly this many evaluation releases, and no more are answered."""
+
+    study_id: str = Field(primary_key=True)
+    evaluations: int
+    declared_in_round: int
+    recorded_at: datetime = Field(default_factory=_now)
+
+
 class RoundRefusal(SQLModel, table=True):
     """A round phase the node refused (it used no data), with the protocol error code and the reason."""
 
@@ -179,6 +190,24 @@ class Store:
         with self.session() as session:
             session.add_all(spends)
             session.commit()
+
+    def evaluation_plan(self, study_id: str) -> EvaluationPlan | None:
+        with self.session() as session:
+            return session.get(EvaluationPlan, study_id)
+
+    def fix_evaluation_plan(self, study_id: str, *, evaluations: int, round_number: int) -> EvaluationPlan:
+        """The study's plan: the one already fixed, or this one, fixed now (the first writer wins)."""
+        from sqlalchemy.exc import IntegrityError
+
+        if (plan := self.evaluation_plan(study_id)) is not None:
+            return plan
+        try:
+            with self.session() as session:
+                session.add(EvaluationPlan(study_id=study_id, evaluations=evaluations, declared_in_round=round_number))
+                session.commit()
+        except IntegrityError:  # another request fixed it first
+            pass
+        return self.evaluation_plan(study_id)
 
     def record_refusal(self, refusal: RoundRefusal) -> None:
         with self.session() as session:
