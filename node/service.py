@@ -161,6 +161,9 @@ class HospitalNode:
         if terms.evaluation_share <= 0:  # no room for the noisy count a train reply carries: fail closed
             raise Refusal(protocol.BUDGET_SPENT, "no data used: the study records no evaluation share of its budget "
                                                  "(proposed before the share existed); propose it again")
+        if task.sensitivity_bound is None:  # a loss that may couple patients, with no bound measured: fail closed
+            raise Refusal(protocol.STUDY_NOT_ACCEPTED, f"no data used: task {task.task_id} declares no sensitivity "
+                                                       "bound; DP-SGD's noise cannot be calibrated to it")
         budget = self._planned_budget(config, terms)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
@@ -195,6 +198,7 @@ class HospitalNode:
             batch_size=config.batch_size,
             max_grad_norm=config.max_grad_norm,
             noise_multiplier=plan.noise_multiplier,
+            sensitivity_bound=task.sensitivity_bound,
         )
         epsilon = budget.record(config.round, result.steps_taken)
         weight, epsilon = self._training_weight(budget, config.round, len(labels), epsilon)

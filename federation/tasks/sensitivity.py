@@ -5,7 +5,8 @@ at most C. That holds when each patient's loss term depends on that patient alon
 
 `clipped_sum_sensitivity` measures it on real data: the sum of clipped per-patient gradients (Opacus's own
 per-sample gradients, as DP-SGD computes them) over all patients, and again without each of a few patients;
-the largest change, in units of C, must be at most 1.
+the largest change, in units of C, must be at most the task's declared `sensitivity_bound` (1 unless the task
+declares more; the node then scales its noise by the bound, node/trainer.py).
 """
 
 from __future__ import annotations
@@ -41,3 +42,13 @@ def clipped_sum_sensitivity(model: torch.nn.Module, loss_fn, features: np.ndarra
         without = _clipped_sum(model, loss_fn, features[keep], labels[keep], max_grad_norm)
         worst = max(worst, float((whole - without).norm()) / max_grad_norm)
     return worst
+
+
+def within_declared_bound(task, model: torch.nn.Module, features: np.ndarray, labels: np.ndarray, *,
+                          max_grad_norm: float = 1.0, patients: int = 20) -> bool:
+    """Whether the measured sensitivity is within what the task declares (a task that declares none fails)."""
+    if task.sensitivity_bound is None:
+        return False
+    measured = clipped_sum_sensitivity(model, task.loss, features, labels, max_grad_norm=max_grad_norm,
+                                       patients=patients)
+    return measured <= task.sensitivity_bound + 1e-4
