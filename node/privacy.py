@@ -118,6 +118,20 @@ def release_sds(bounds: dict[str, float], *, noise_multiplier: float) -> dict[st
     return {key: noise_multiplier * math.sqrt(len(bounds)) * bound for key, bound in bounds.items()}
 
 
+def one_record_per_person(persons: list[str], *, salt: str) -> list[int]:
+    """Indices (in order) of one record per person: several records of one person are one unit of privacy.
+
+    DP-SGD and the evaluation sums then see each person at most once per round, so Opacus's per-example clipping,
+    Poisson sampling and accountant count persons (and one person moves the clipped gradient sum by at most the
+    clipping norm). Which record is chosen depends only on the person and the round's `salt` (fresh from the OS
+    CSPRNG each round): removing a person changes no other person's choice."""
+    rows: dict[str, list[int]] = {}
+    for index, person in enumerate(persons):
+        rows.setdefault(person, []).append(index)
+    return sorted(group[0] if len(group) == 1 else random.Random(f"{salt}|{person}").choice(group)
+                  for person, group in rows.items())
+
+
 @dataclass(frozen=True)
 class RoundPlan:
     noise_multiplier: float

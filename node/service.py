@@ -174,7 +174,7 @@ class HospitalNode:
         from node.privacy import BudgetSpent
         from node.trainer import train_private
 
-        features, labels = task.training_examples(train.records)
+        features, labels = task.training_examples(self._one_per_person(train))
         shift, scale = task.normaliser(features)
         features = ((features - shift) / scale).astype("float32")
         sample_rate, steps = steps_per_epoch(len(labels), config.batch_size)
@@ -295,7 +295,7 @@ class HospitalNode:
             shift, scale = task.normaliser(task.evaluation_examples(test.records)[0])
         model = task.build_model()
         model.load_state_dict(global_state)
-        sums = self._clipped_sums(task, model, test.records, shift, scale)
+        sums = self._clipped_sums(task, model, self._one_per_person(test) if private else test.records, shift, scale)
         epsilon = math.inf
         if private:
             sums, epsilon = self._release(terms, config.round, task, sums)
@@ -308,6 +308,16 @@ class HospitalNode:
             f"{metrics.get(task.headline.name, float('nan')):.3f}", " (noisy)" if private else "",
         )
         return EvaluateOutcome(count, sums, metrics, commitment, count, epsilon)
+
+    def _one_per_person(self, admitted) -> list[dict]:
+        """One record of each person among the admitted (node/privacy.py one_record_per_person)."""
+        import secrets
+
+        from node.privacy import one_record_per_person
+
+        persons = self.store.persons_of(admitted.pseudonyms)
+        chosen = one_record_per_person([persons[str(p)] for p in admitted.pseudonyms], salt=secrets.token_hex(16))
+        return [admitted.records[i] for i in chosen]
 
     @staticmethod
     def _clipped_sums(task, model, records: list[dict], shift, scale) -> dict[str, float]:

@@ -26,6 +26,9 @@ class Patient(SQLModel, table=True):
     kind: str = Field(default="heart-disease", index=True)  # which tasks can read it: a task's record_kind
     source: str = ""
     clinical: bytes  # AES-GCM sealed JSON of the clinical fields
+    # The person the record belongs to ("system|value", node/records/provenance.py person_key): records of one
+    # person are one unit of privacy (node/privacy.py one_record_per_person). None: the record is its own person.
+    person: str | None = Field(default=None, index=True)
     imported_at: datetime = Field(default_factory=_now)
 
 
@@ -117,6 +120,7 @@ class Store:
         self.engine = create_engine(database_url, connect_args=connect_args)
         SQLModel.metadata.create_all(self.engine)
         _add_kind_column(self.engine)
+        _add_person_column(self.engine)
         _add_release_columns(self.engine)
         _add_usage_status_column(self.engine)
         self.kind = kind
@@ -144,6 +148,16 @@ class Store:
     def patients(self) -> list[Patient]:
         with self.session() as session:
             return list(session.exec(select(Patient).order_by(Patient.id)))
+
+    def persons_of(self, pseudonyms) -> dict[str, str]:
+        """Each pseudonym's person (the pseudonym itself for a record linked to none)."""
+        wanted = [str(p) for p in pseudonyms]
+        found: dict[str, str] = {}
+        with self.session() as session:
+            for at in range(0, len(wanted), 500):  # bounded IN lists
+                query = select(Patient.pseudonym, Patient.person).where(Patient.pseudonym.in_(wanted[at:at + 500]))
+                found.update({pseudonym: person for pseudonym, person in session.exec(query) if person})
+        return {p: found.get(p, p) for p in wanted}
 
     def record_usage(self, usage: RoundUsage) -> None:
         with self.session() as session:
@@ -226,6 +240,15 @@ def _add_kind_column(engine) -> None:
     if "kind" not in columns:
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE patient ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'heart-disease'"))
+
+
+def _add_person_column(engine) -> None:
+    """Records stored before persons were linked are each their own person (NULL)."""
+    columns = {c["name"] for c in inspect(engine).get_columns("patient")}
+    if "person" not in columns:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE patient ADD COLUMN person VARCHAR"))
+            connection.execute(text("CREATE INDEX IF NOT EXISTS ix_patient_person ON patient (person)"))
 
 
 def _add_release_columns(engine) -> None:
