@@ -39,6 +39,19 @@ def test_rows_with_one_person_id_are_linked_to_one_person(tmp_path):
     assert linked["r3"] == f"{LOCAL_PERSON_SYSTEM}|p-2"
     assert linked["r4"] == f"{LOCAL_RECORD_SYSTEM}|r4"  # no person id: the record is its own person
 
+    # What the node trains and evaluates on: one record of each person among those admitted.
+    from types import SimpleNamespace
+
+    from federation.ids import Pseudonym
+    from node.consent_gate import Admitted
+    from node.service import HospitalNode
+
+    patients = store.patients()
+    admitted = Admitted(b"\0" * 32, 1, [Pseudonym.parse(p.pseudonym) for p in patients],
+                        [{"number": p.record_number} for p in patients])
+    used = HospitalNode._one_per_person(SimpleNamespace(store=store), admitted)
+    assert len(used) == 3 and sum(r["number"] in ("r0", "r1", "r2") for r in used) == 1
+
 
 def test_one_record_per_person_is_chosen_and_no_other_persons_choice_depends_on_it():
     persons = ["a", "b", "b", "b", "c", "c"]
