@@ -246,7 +246,7 @@ def write_report_page(report: RunReport | dict, json_path: pathlib.Path) -> path
         f"<h1>{_e(title)}</h1><p>{summary}</p>",
         f"<p>Generated at {_e(report.extra('generated_at'))}; ε budget {_e(study.epsilon_budget)}, "
         f"δ {_e(study.delta)}.</p>",
-        "<h2>Hospitals</h2>" + _table(["Hospital", "Patients", "Consented", "ε spent / budget"], hosp_rows, "Hospitals"),
+        "<h2>Hospitals</h2>" + _table(["Hospital", "Patients", "Consented test patients (noisy)", "ε spent / budget"], hosp_rows, "Hospitals"),
         "<h2>Rounds</h2>" + about + _table(round_head, round_rows, "Rounds") + by_hospital + by_group,
         "<h2>Revocations</h2>" + (_table(["Pseudonym", "Block", "Hospital"], rev_rows, "Consent revocations")
                                   if rev_rows else "<p>No consent was revoked during the run.</p>"),

@@ -39,9 +39,31 @@ class RunOptions:
     # The ServerApp's run config turns it on (`secure-aggregation`, true by default); off here, for runs built
     # in-process whose nodes answer plain train messages (tests), and for the benchmarks' side-by-side cost.
     secure_aggregation: bool = False
+    # Which rounds the nodes evaluate: "last" (default), "all", or round numbers "2,5". Each evaluation is a
+    # charged release from the study's evaluation share, planned for exactly this many (node/privacy.py): one
+    # evaluation gets the whole share and is readable; five get five noisier ones.
+    evaluate_rounds: str = "last"
 
     def __post_init__(self) -> None:
         self.study_id = StudyId(self.study_id)
+        self.evaluated_rounds()  # ValueError now, not mid-run
+
+    def evaluated_rounds(self, study_rounds: int | None = None) -> tuple[int, ...]:
+        """The rounds the nodes evaluate, of the num_rounds the run trains (at most the study's rounds)."""
+        rounds = self.num_rounds if study_rounds is None else min(self.num_rounds, study_rounds)
+        spec = str(self.evaluate_rounds).strip().lower()
+        if spec == "last":
+            return (rounds,) if rounds >= 1 else ()
+        if spec == "all":
+            return tuple(range(1, rounds + 1))
+        try:
+            chosen = sorted({int(part) for part in spec.split(",") if part.strip()})
+        except ValueError:
+            raise ValueError(f"evaluate-rounds is 'last', 'all' or round numbers like '2,5', not "
+                             f"{self.evaluate_rounds!r}") from None
+        if not chosen or chosen[0] < 1:
+            raise ValueError(f"evaluate-rounds names no round of 1..{rounds}: {self.evaluate_rounds!r}")
+        return tuple(r for r in chosen if r <= rounds)
 
 
 STRATEGIES = {"fedavg": FedAvg, "fedadam": FedAdam, "fedyogi": FedYogi}

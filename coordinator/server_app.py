@@ -5,7 +5,8 @@ study-id, coordinator-home, run-name, and the training keys of federation.defaul
 hyphenated names (num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, min-nodes, round-min-nodes
 (hospitals a round after the first needs, default 1),
 strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)), and
-secure-aggregation (Flower's SecAgg+ over the updates; true unless set false). A key missing from the run config
+secure-aggregation (Flower's SecAgg+ over the updates; true unless set false), and
+evaluate-rounds ("last", "all" or round numbers such as "2,5"; coordinator/run_options.py). A key missing from the run config
 takes TRAINING's value; min-nodes takes the coordinator's settings' value.
 """
 
@@ -49,6 +50,7 @@ def run_options(run_config: dict, settings: CoordinatorSettings) -> RunOptions:
         server_learning_rate=float(config["server-learning-rate"]),
         confirmations=settings.confirmations,
         secure_aggregation=str(config.get("secure-aggregation", True)).lower() not in ("false", "0", "no"),
+        evaluate_rounds=str(config.get("evaluate-rounds", "last")),
     )
 
 

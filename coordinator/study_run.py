@@ -8,8 +8,8 @@ A round goes through five phases, one method each:
 - aggregate: average the replies of the nodes that trained (FedAvg, weighted by examples, or the server
   optimiser of FedAdam or FedYogi applied to that average: option `strategy`); with `secure_aggregation` these two
   phases are Flower's SecAgg+ protocol (coordinator/secure_round.py): only the weighted sum is ever unmasked;
-- evaluate: every node evaluates the new global model once, at the same block, on its consented test patients;
-  the sums of their noisy (charged, differentially private) sums give the pooled metrics;
+- evaluate: in the rounds the run evaluates (`evaluate_rounds`, default the last), every node evaluates the new
+  global model once, at the same block, on its consented test patients; their noisy (charged) sums add up;
 - anchor: record the round on chain: pinned block, model hash and each hospital's commitment to the pseudonyms
   it used in both phases.
 A node that refuses or fails is reported by name and reason; the round goes on with the others. Training must
@@ -97,7 +97,7 @@ class StudyRun:
         self.excluded: dict[str, str] = {}  # nodes sent nothing, by name, and why
         self.nodes = NodeSet(self)  # who takes part in each round
         self.round_started: float | None = None  # the phases' deadlines count from it (node_set.phase_deadline)
-        self.strategy = make_strategy(options)
+        self.strategy, self.evaluated_rounds = make_strategy(options), options.evaluated_rounds(self.terms.rounds)
 
     @property
     def report_path(self) -> Path:
@@ -175,7 +175,7 @@ class StudyRun:
             study_id=self.options.study_id, round=round_number, block=block, block_hash=self.ledger.block_hash(block),
             local_epochs=self.options.local_epochs, learning_rate=self.options.learning_rate,
             batch_size=self.options.batch_size, max_grad_norm=self.options.max_grad_norm,
-        )
+            evaluations=len(self.evaluated_rounds))
         record = RoundRecord(round=round_number, block=block, status="training")
         record.set_report_keys(self.task.report_keys)
         return RoundState(config=config, record=record)
@@ -226,10 +226,11 @@ class StudyRun:
         return ArrayRecord(model.state_dict())
 
     def evaluate(self, state: RoundState, node_ids: list[int], arrays: ArrayRecord) -> None:
-        """Every node evaluates the global model on its consented test patients; the sums are added up."""
+        """Every node evaluates the global model on its consented test patients (in an evaluated round)."""
         content = RecordDict({protocol.WEIGHTS: arrays, protocol.ROUND_CONFIG: state.config.to_record()})
-        replies = self._send(node_ids, MessageType.EVALUATE, content, str(state.config.round))
-        answered, eval_errors = self._split(node_ids, replies, "evaluate")
+        sent_to = node_ids if state.config.round in self.evaluated_rounds else []  # else: training commitments only
+        replies = self._send(sent_to, MessageType.EVALUATE, content, str(state.config.round)) if sent_to else []
+        answered, eval_errors = self._split(sent_to, replies, "evaluate")
         state.evaluated_digest = model_hash(arrays.to_torch_state_dict())
         record, node_sums = state.record, {}
         train_commitments = dict(state.train_commitments)

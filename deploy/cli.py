@@ -52,12 +52,14 @@ def _print_demo_summary(report, report_path: Path) -> None:
     """The demo's RunReport (coordinator/report.py) with its additions (`audit`, `wall_seconds`)."""
     metric = ((report.study and report.study.metric) or {}).get("name", "accuracy")
     value = report.rounds[-1].value(metric) if report.rounds else None
-    print(f"\nDemo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, "
-          f"final {metric} {value} (the nodes' noisy DP release), audit violations {report.audit['violations']}.")
+    shown = "n/a" if value is None else f"{value:.3f}"
+    print()
+    print(f"Demo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, final {metric} {shown} "
+          f"(one noisy DP release of the last round), audit violations {report.audit['violations']}.")
     for hospital in report.hospitals:
         spent = "inf" if hospital.epsilon_spent is None else f"{hospital.epsilon_spent:.2f}"
-        print(f"  {hospital.name:<12} patients {hospital.patients:>4}  consented {hospital.consented}  "
-              f"epsilon {spent} of {hospital.epsilon_budget:g}")
+        print(f"  {hospital.name:<12} patients {hospital.patients:>4}  consented test patients {hospital.consented} "
+              f"(noisy)  epsilon {spent} of {hospital.epsilon_budget:g}")
     print(f"Report: {report_path}")
     print(f"Page:   {report_path.with_suffix('.html')}", flush=True)
 

@@ -91,9 +91,15 @@ class RoundConfig:
     # The pinned block's hash (0x hex): a node refuses the round unless its chain has this block at `block`.
     # The coordinator always sends it; "" (a RoundConfig made in-process without one) skips that check.
     block_hash: str = ""
+    # How many of the study's rounds this run evaluates (the run option `evaluate-rounds`), in every round's
+    # config: a node fixes it the first time it spends budget on the study and plans its evaluation share for
+    # exactly that many releases. 0 (not declared): the node plans for every round of the study.
+    evaluations: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "study_id", StudyId(self.study_id))
+        if int(self.evaluations) < 0:
+            raise ValueError(f"evaluations must be 0 (not declared) or more, got {self.evaluations!r}")
         block_hash = str(self.block_hash).lower()
         if block_hash and (len(block_hash) != 66 or not block_hash.startswith("0x")
                            or any(c not in "0123456789abcdef" for c in block_hash[2:])):
@@ -111,6 +117,7 @@ class RoundConfig:
                 "batch-size": self.batch_size,
                 "max-grad-norm": self.max_grad_norm,
                 "block-hash": self.block_hash,
+                "evaluations": int(self.evaluations),
             }
         )
 
@@ -126,6 +133,7 @@ class RoundConfig:
                 batch_size=int(record["batch-size"]),
                 max_grad_norm=float(record["max-grad-norm"]),
                 block_hash=str(record.get("block-hash", "")),
+                evaluations=int(record.get("evaluations", 0)),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"malformed round configuration: {exc}") from exc

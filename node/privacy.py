@@ -7,9 +7,14 @@ Three kinds of release are charged to the study's (epsilon, delta), in one RDP a
 - "count": the noisy count of training patients the node sends as its aggregation weight, once per study.
 
 The study's evaluation share (on chain, `Consortium` study field `evaluationSharePercent`) fixes the noise of the
-last two: its rounds' evaluations and the one count together spend at most that share of the budget. The noise
-multiplier of each training round is then chosen so that the rounds the study still allows, and the evaluation
-releases still possible, fit in what is left; a round that would exceed it is refused.
+last two: the study's evaluations and the one count together spend at most that share of the budget. How many
+evaluations there will be is fixed in the node's own account before anything is spent (`PrivacyBudget.bind`,
+node.store.EvaluationPlan): the run declares it in every round's config (0: every round), the first request
+fixes it, a request declaring another number is refused, and no evaluation beyond it is answered. So a run that
+evaluates only its last round gets one release with the whole share, and a coordinator that declares fewer
+evaluations than it asks for gets refusals, never more releases. The noise multiplier of each training round is
+then chosen so that the rounds the study still allows, and the evaluation releases still possible, fit in what
+is left; a round that would exceed it is refused.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ def check_chain_spending(spent: float, recorded_micro: int, *, hospital: str, st
             "backup?); restore the newest backup, or leave this study (docs/operations.md, Backup and restore)")
 
 
+class PlanConflict(Exception):
+    """A round request declares another number of evaluations than the study's account fixed."""
+
+
 def epsilon_of(history: list[tuple[float, float, int]], *, delta: float) -> float:
     """Epsilon of a sequence of (noise multiplier, sample rate, steps), by the RDP accountant."""
     if not history:
@@ -103,6 +112,11 @@ def release_noise_multiplier(*, epsilon: float, delta: float, releases: int) -> 
     return high
 
 
+@lru_cache(maxsize=256)
+def _release_noise(epsilon: float, delta: float, releases: int) -> float:
+    return release_noise_multiplier(epsilon=epsilon, delta=delta, releases=releases)
+
+
 def secure_gaussian(sd: float) -> float:
     """N(0, sd^2) from the OS CSPRNG, as Opacus's secure mode draws it: the sum of four draws over two, which
     resists the floating-point attacks on a single draw (Opacus, optimizers/optimizer.py `_generate_noise`)."""
@@ -115,8 +129,28 @@ def noisy_sums(sums: dict[str, float], bounds: dict[str, float], *, noise_multip
     units of the bounds the vector's L2 sensitivity is `sums_sensitivity` (sqrt(len(bounds)) without
     partitions), so each sum gets noise of sd noise_multiplier * sensitivity * bound. Its RDP is one Gaussian
     step at `noise_multiplier`."""
+    sds = release_sds(bounds, noise_multiplier=noise_multiplier, partitions=partitions)
+    return {key: float(sums[key]) + secure_gaussian(sd) for key, sd in sds.items()}
+
+
+def release_sds(bounds: dict[str, float], *, noise_multiplier: float, partitions: tuple = ()) -> dict[str, float]:
+    """The noise sd `noisy_sums` gives each sum: what a reader of the release should expect around it."""
     scale = noise_multiplier * sums_sensitivity(bounds, partitions)
-    return {key: float(sums[key]) + secure_gaussian(scale * bound) for key, bound in bounds.items()}
+    return {key: scale * bound for key, bound in bounds.items()}
+
+
+def one_record_per_person(persons: list[str], *, salt: str) -> list[int]:
+    """Indices (in order) of one record per person: several records of one person are one unit of privacy.
+
+    DP-SGD and the evaluation sums then see each person at most once per round, so Opacus's per-example clipping,
+    Poisson sampling and accountant count persons (and one person moves the clipped gradient sum by at most the
+    clipping norm). Which record is chosen depends only on the person and the round's `salt` (fresh from the OS
+    CSPRNG each round): removing a person changes no other person's choice."""
+    rows: dict[str, list[int]] = {}
+    for index, person in enumerate(persons):
+        rows.setdefault(person, []).append(index)
+    return sorted(group[0] if len(group) == 1 else random.Random(f"{salt}|{person}").choice(group)
+                  for person, group in rows.items())
 
 
 def sums_sensitivity(bounds: dict[str, float], partitions: tuple = ()) -> float:
@@ -137,19 +171,48 @@ class RoundPlan:
 
 class PrivacyBudget:
     def __init__(self, store: Store, *, study_id: str, epsilon_budget: float, delta: float,
-                 evaluation_share: float = 0.0, rounds: int = 0):
+                 evaluation_share: float = 0.0, rounds: int = 0, evaluations: int | None = None):
         self.store = store
         self.study_id = study_id
         self.epsilon_budget = epsilon_budget
         self.delta = delta
         self.evaluation_share = evaluation_share
         self.rounds = rounds  # the study's rounds: each may be evaluated once
+        self._evaluations = evaluations  # None: the account's fixed plan (EvaluationPlan), or every round
 
     @classmethod
     def of_study(cls, store: Store, terms) -> "PrivacyBudget":
         """The account of the study whose on-chain terms are `terms` (contracts.ledger.StudyTerms)."""
         return cls(store, study_id=str(StudyId(terms.study_id)), epsilon_budget=terms.epsilon_budget,
                    delta=terms.delta, evaluation_share=terms.evaluation_share, rounds=terms.rounds)
+
+    @property
+    def evaluations(self) -> int:
+        """The evaluation releases the study's share is planned for: the number fixed in this account, or
+        (before one is fixed) every round of the study."""
+        if self._evaluations is not None:
+            return self._evaluations
+        plan = self.store.evaluation_plan(self.study_id)
+        return plan.evaluations if plan is not None else self.rounds
+
+    def bind(self, declared: int, *, round_number: int) -> int:
+        """Fix the number of evaluations the run declared (0: every round) before anything is spent, or check it
+        against the number fixed before; PlanConflict when it differs or is not 1..rounds. An account that spent
+        before plans were fixed planned for every round: it stays so."""
+        wanted = declared or self.rounds
+        if not 1 <= wanted <= self.rounds:
+            raise PlanConflict(f"the run declares {declared} evaluations; the study has {self.rounds} rounds")
+        if self.store.evaluation_plan(self.study_id) is None and self.releases():
+            self.store.fix_evaluation_plan(self.study_id, evaluations=self.rounds, round_number=round_number)
+        plan = self.store.fix_evaluation_plan(self.study_id, evaluations=wanted, round_number=round_number)
+        if plan.evaluations != wanted:
+            raise PlanConflict(f"this study's evaluations were fixed at {plan.evaluations} (in round "
+                               f"{plan.declared_in_round}); the run now declares {wanted}")
+        self._evaluations = plan.evaluations
+        return plan.evaluations
+
+    def evaluations_left(self) -> int:
+        return max(0, self.evaluations - len(self.released("evaluate")))
 
     def history(self) -> list[tuple[float, float, int]]:
         return [(s.noise_multiplier, s.sample_rate, s.steps) for s in self.store.spends(self.study_id)]
@@ -168,21 +231,22 @@ class PrivacyBudget:
         return [s for s in self.releases() if s.release == kind]
 
     def release_noise(self) -> float:
-        """The noise multiplier of every evaluation and count release of this study: the study's rounds'
-        evaluations and one count together spend at most the evaluation share of the budget."""
-        return release_noise_multiplier(epsilon=self.epsilon_budget * self.evaluation_share, delta=self.delta,
-                                        releases=self.rounds + 1)
+        """The noise multiplier of every evaluation and count release of this study: its planned evaluations
+        and one count together spend at most the evaluation share of the budget."""
+        return _release_noise(self.epsilon_budget * self.evaluation_share, self.delta, self.evaluations + 1)
 
     def _releases_left(self) -> list[tuple[float, float, int]]:
         """The evaluation and count releases still possible, as the planner reserves them."""
         if self.evaluation_share <= 0:
             return []
-        left = self.rounds + 1 - len(self.released("evaluate")) - len(self.released("count"))
+        left = self.evaluations + 1 - len(self.released("evaluate")) - len(self.released("count"))
         return [(self.release_noise(), 1.0, left)] if left > 0 else []
 
     def charge(self, round_number: int, kind: str, *, value: float | None = None) -> float:
         """Charge one evaluation or count release at the study's release noise; BudgetSpent (nothing recorded)
-        when it would exceed the budget. Returns epsilon spent after it."""
+        when it would exceed the budget or is an evaluation beyond the planned ones. Returns epsilon after it."""
+        if kind == "evaluate" and not self.evaluations_left():
+            raise BudgetSpent(f"the study's {self.evaluations} planned evaluation(s) were all released here")
         sigma = self.release_noise()
         epsilon = epsilon_of(self.history() + [(sigma, 1.0, 1)], delta=self.delta)
         if epsilon > self.epsilon_budget * (1 + 1e-9):

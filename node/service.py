@@ -164,7 +164,10 @@ class HospitalNode:
         if terms.evaluation_share <= 0:  # no room for the noisy count a train reply carries: fail closed
             raise Refusal(protocol.BUDGET_SPENT, "no data used: the study records no evaluation share of its budget "
                                                  "(proposed before the share existed); propose it again")
-        budget = PrivacyBudget.of_study(self.store, terms)
+        if task.sensitivity_bound is None:  # a loss that may couple patients, with no bound measured: fail closed
+            raise Refusal(protocol.STUDY_NOT_ACCEPTED, f"no data used: task {task.task_id} declares no sensitivity "
+                                                       "bound; DP-SGD's noise cannot be calibrated to it")
+        budget = self._planned_budget(config, terms)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
         self._check_spending(config, budget)
@@ -175,7 +178,7 @@ class HospitalNode:
         from node.privacy import BudgetSpent
         from node.trainer import train_private
 
-        features, labels = task.training_examples(train.records)
+        features, labels = task.training_examples(self._one_per_person(train))
         shift, scale = task.normaliser(features)
         features = ((features - shift) / scale).astype("float32")
         sample_rate, steps = steps_per_epoch(len(labels), config.batch_size)
@@ -199,6 +202,7 @@ class HospitalNode:
             batch_size=config.batch_size,
             max_grad_norm=config.max_grad_norm,
             noise_multiplier=plan.noise_multiplier,
+            sensitivity_bound=task.sensitivity_bound,
         )
         epsilon = budget.record(config.round, result.steps_taken)
         weight, epsilon = self._training_weight(budget, config.round, task.training_weight(train.records), epsilon)
@@ -211,6 +215,18 @@ class HospitalNode:
             terms.epsilon_budget, weight,
         )
         return TrainOutcome(result.state, weight, epsilon, terms.epsilon_budget, commitment, result.mean_loss)
+
+    def _planned_budget(self, config: RoundConfig, terms):
+        """The study's privacy account with its number of evaluations fixed (the run's declaration, checked
+        against the one fixed before): a Refusal, no data used, when they differ."""
+        from node.privacy import PlanConflict, PrivacyBudget
+
+        budget = PrivacyBudget.of_study(self.store, terms)
+        try:
+            budget.bind(config.evaluations, round_number=config.round)
+        except PlanConflict as exc:
+            raise Refusal(protocol.BAD_REQUEST, f"no data used: {exc}") from exc
+        return budget
 
     def _training_weight(self, budget, round_number: int, patients: int, epsilon: float) -> tuple[int, float]:
         """The count of training patients this node sends as its aggregation weight: noised and charged once per
@@ -269,9 +285,11 @@ class HospitalNode:
                                                 f"{config.block}")
         terms, task, gate = self._check(config)
         if terms.epsilon_budget < protocol.NON_PRIVATE_EPSILON:
-            from node.privacy import PrivacyBudget
-
-            self._check_spending(config, PrivacyBudget.of_study(self.store, terms))
+            budget = self._planned_budget(config, terms)
+            if not budget.evaluations_left():  # refused before any record is read
+                raise Refusal(protocol.BUDGET_SPENT, f"no data used: the study's {budget.evaluations} planned "
+                                                     "evaluation(s) were all released here")
+            self._check_spending(config, budget)
         with self._reading(config, "test", task, gate) as (train, test, commitment):
             return self._evaluate(config, terms, task, train, test, commitment, global_state)
 
@@ -285,7 +303,7 @@ class HospitalNode:
             shift, scale = task.normaliser(task.evaluation_examples(test.records)[0])
         model = task.build_model()
         model.load_state_dict(global_state)
-        sums = self._clipped_sums(task, model, test.records, shift, scale)
+        sums = self._clipped_sums(task, model, self._one_per_person(test) if private else test.records, shift, scale)
         epsilon = math.inf
         if private:
             sums, epsilon = self._release(terms, config.round, task, sums)
@@ -300,6 +318,16 @@ class HospitalNode:
             f"{metrics.get(task.headline.name, float('nan')):.3f}", " (noisy)" if private else "",
         )
         return EvaluateOutcome(count, sums, metrics, commitment, count, epsilon)
+
+    def _one_per_person(self, admitted) -> list[dict]:
+        """One record of each person among the admitted (node/privacy.py one_record_per_person)."""
+        import secrets
+
+        from node.privacy import one_record_per_person
+
+        persons = self.store.persons_of(admitted.pseudonyms)
+        chosen = one_record_per_person([persons[str(p)] for p in admitted.pseudonyms], salt=secrets.token_hex(16))
+        return [admitted.records[i] for i in chosen]
 
     @staticmethod
     def _clipped_sums(task, model, records: list[dict], shift, scale) -> dict[str, float]:

@@ -41,6 +41,9 @@ class Patient(SQLModel, table=True):
     kind: str = Field(default="heart-disease", index=True)  # which tasks can read it: a task's record_kind
     source: str = ""
     clinical: bytes  # AES-GCM sealed JSON of the clinical fields
+    # The person the record belongs to ("system|value", node/records/provenance.py person_key): records of one
+    # person are one unit of privacy (node/privacy.py one_record_per_person). None: the record is its own person.
+    person: str | None = Field(default=None, index=True)
     imported_at: datetime = Field(default_factory=_now)
 
 
@@ -103,6 +106,17 @@ class PrivacySpend(SQLModel, table=True):
     recorded_at: datetime = Field(default_factory=_now)
 
 
+class EvaluationPlan(SQLModel, table=True):
+    """How many of a study's rounds will be evaluated here: fixed by the first round request that reached the
+    privacy account (node/privacy.py `PrivacyBudget.bind`), never changed after. The evaluation share's noise is
+    planned for exactly this many evaluation releases, and no more are answered."""
+
+    study_id: str = Field(primary_key=True)
+    evaluations: int
+    declared_in_round: int
+    recorded_at: datetime = Field(default_factory=_now)
+
+
 class RoundRefusal(SQLModel, table=True):
     """A round phase the node refused (it used no data), with the protocol error code and the reason."""
 
@@ -153,6 +167,16 @@ class Store:
     def patients(self) -> list[Patient]:
         with self.session() as session:
             return list(session.exec(select(Patient).order_by(Patient.id)))
+
+    def persons_of(self, pseudonyms) -> dict[str, str]:
+        """Each pseudonym's person (the pseudonym itself for a record linked to none)."""
+        wanted = [str(p) for p in pseudonyms]
+        found: dict[str, str] = {}
+        with self.session() as session:
+            for at in range(0, len(wanted), 500):  # bounded IN lists
+                query = select(Patient.pseudonym, Patient.person).where(Patient.pseudonym.in_(wanted[at:at + 500]))
+                found.update({pseudonym: person for pseudonym, person in session.exec(query) if person})
+        return {p: found.get(p, p) for p in wanted}
 
     def record_usage(self, usage: RoundUsage) -> None:
         with self.session() as session:
@@ -205,6 +229,24 @@ class Store:
         with self.session() as session:
             session.add_all(spends)
             session.commit()
+
+    def evaluation_plan(self, study_id: str) -> EvaluationPlan | None:
+        with self.session() as session:
+            return session.get(EvaluationPlan, study_id)
+
+    def fix_evaluation_plan(self, study_id: str, *, evaluations: int, round_number: int) -> EvaluationPlan:
+        """The study's plan: the one already fixed, or this one, fixed now (the first writer wins)."""
+        from sqlalchemy.exc import IntegrityError
+
+        if (plan := self.evaluation_plan(study_id)) is not None:
+            return plan
+        try:
+            with self.session() as session:
+                session.add(EvaluationPlan(study_id=study_id, evaluations=evaluations, declared_in_round=round_number))
+                session.commit()
+        except IntegrityError:  # another request fixed it first
+            pass
+        return self.evaluation_plan(study_id)
 
     def record_refusal(self, refusal: RoundRefusal) -> None:
         with self.session() as session:

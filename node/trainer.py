@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import warnings
 from dataclasses import dataclass
@@ -40,8 +41,16 @@ def train_private(
     max_grad_norm: float,
     noise_multiplier: float,
     seed: int | None = None,
+    sensitivity_bound: float = 1.0,
 ) -> TrainingResult:
-    """DP-SGD with Poisson sampling; the privacy spending is read back from Opacus's accountant."""
+    """DP-SGD with Poisson sampling; the privacy spending is read back from Opacus's accountant.
+
+    `noise_multiplier` is the one the privacy account is charged for: noise sd over the sensitivity of the
+    clipped gradient sum. For a task whose loss couples patients that sensitivity is `sensitivity_bound` times
+    the clipping norm (federation/tasks/base.py), so Opacus adds noise_multiplier * sensitivity_bound times the
+    clipping norm, and its accountant's history is divided back by the bound."""
+    if not (math.isfinite(sensitivity_bound) and sensitivity_bound >= 1.0):
+        raise ValueError(f"a sensitivity bound is at least 1 (times the clipping norm), got {sensitivity_bound!r}")
     from opacus import PrivacyEngine
 
     loader, generator = _loader(features, labels, batch_size=batch_size, seed=seed, shuffle=False)
@@ -60,7 +69,7 @@ def train_private(
             module=model,
             optimizer=optimizer,
             data_loader=loader,
-            noise_multiplier=noise_multiplier,
+            noise_multiplier=noise_multiplier * sensitivity_bound,
             max_grad_norm=max_grad_norm,
             poisson_sampling=True,
             noise_generator=generator,
@@ -79,7 +88,8 @@ def train_private(
                 losses.append(loss.item())
     # The wrapped module shares its parameters with `model`, whose state dict has no `_module.` prefix.
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    return TrainingResult(state, list(engine.accountant.history), float(np.mean(losses)) if losses else float("nan"))
+    steps_taken = [(sigma / sensitivity_bound, rate, steps) for sigma, rate, steps in engine.accountant.history]
+    return TrainingResult(state, steps_taken, float(np.mean(losses)) if losses else float("nan"))
 
 
 def train_plain(

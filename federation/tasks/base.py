@@ -68,6 +68,12 @@ class FederatedTask:
     evaluation_reads_training_data: bool = True
     # The sum of the evaluation sums that counts the examples evaluated (the reply's num-examples, noised).
     evaluation_count_key: str = "examples"
+    # How far one patient can move the sum of clipped per-patient gradients, in multiples of the clipping norm.
+    # 1: each patient's loss term depends on that patient alone (what Opacus assumes). A loss that couples
+    # patients (a Cox partial likelihood over risk sets) declares the bound federation/tasks/sensitivity.py
+    # measures it within; the node multiplies the noise by it and charges the budget for the noise divided by
+    # it, so epsilon stays honest. None (declared unknown): nodes refuse to train the task.
+    sensitivity_bound: float | None = 1.0
 
     # Its data path (federation/tasks/data_path.py; docs/tasks.md "Adding a condition").
     readers: tuple[RecordReader, ...] = ()  # how the node reads its records, CSV and FHIR

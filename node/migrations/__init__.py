@@ -15,7 +15,8 @@ def _tables():
     from node import store
     from node.portal import models as portal
 
-    own = [store.Patient, store.PatientSource, store.RoundUsage, store.PrivacySpend, store.RoundRefusal]
+    own = [store.Patient, store.PatientSource, store.RoundUsage, store.PrivacySpend, store.RoundRefusal,
+           store.EvaluationPlan]
     portal_tables = [portal.PortalAccount, portal.EnrolmentCode, portal.PortalSession, portal.DeviceCookie,
                      portal.LoginFailure, portal.ConsentRelay]
     return [m.__table__ for m in own + portal_tables] + list(web.TABLES)

@@ -21,6 +21,8 @@ class Records(list):
       other measurements of it were not used (the rule: docs/fhir-mapping.md); a CSV's: the line;
     - `systems`: record number -> the identifier system it was read under ("" or absent: none given, the node's
       local record-number system);
+    - `persons`: record number -> the person it belongs to, as "system|value" (a CSV's `person_id` column); absent:
+      the record's own identifier (system and record number) is the person;
     - `format`: "csv", "bundle", "ndjson" or "resource"."""
 
     def __init__(self, records=(), *, format: str = "csv"):
@@ -30,6 +32,7 @@ class Records(list):
         self.rejected: list[tuple[str, str]] = []
         self.provenance: dict[str, dict[str, dict]] = {}
         self.systems: dict[str, str] = {}
+        self.persons: dict[str, str] = {}
 
 
 @dataclass

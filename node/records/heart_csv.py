@@ -1,5 +1,6 @@
 """Heart-disease records from CSV: the UCI Heart Disease layout (14 columns, no header) or a CSV with a header
-naming those columns (and optionally `record_number`).
+naming those columns (and optionally `record_number`, and `person_id`: rows of one person, several records, are
+linked and count as one unit of privacy, docs/privacy.md).
 
 An import is all or nothing: a malformed line rejects the whole file with every bad line listed, and nothing
 is written. Records missing a value are kept but marked incomplete; no task uses them. Cohorts: FLamby's split.
@@ -12,6 +13,7 @@ from pathlib import Path
 from federation.tasks.heart_disease import FIELD_RANGES, UCI_COLUMNS, HeartDiseaseTask
 from node.records.base import ImportReport, RecordFileError, Records, problems_message
 from node.records.csv_input import parse_number, read_rows
+from node.records.provenance import LOCAL_PERSON_SYSTEM, person_key
 from node.records.writer import write_records
 from node.store import Store
 from node.vault import Vault
@@ -46,6 +48,8 @@ def read_heart_disease_csv(path: Path, *, record_prefix: str) -> Records:
         clinical = {column: _parse_value(cells[column], column, line, problems) for column in UCI_COLUMNS}
         number = cells.get("record_number", "").strip() or f"{record_prefix}-{line:05d}"
         records.append((number, clinical))
+        if person := cells.get("person_id", "").strip():
+            records.persons[number] = person_key(LOCAL_PERSON_SYSTEM, person)
         records.provenance[number] = {column: {"line": line} for column in UCI_COLUMNS if clinical[column] is not None}
     if problems:
         raise RecordFileError(problems_message(path, problems))

@@ -15,6 +15,12 @@ from node.vault import Vault
 
 PURPOSE = "provenance"
 LOCAL_RECORD_SYSTEM = "urn:twinledger:local-record-number"  # a record number given without a system
+LOCAL_PERSON_SYSTEM = "urn:twinledger:local-person-id"  # a CSV's person_id column
+
+
+def person_key(system: str, value: str) -> str:
+    """How node/store.py Patient.person names a person: records with the same key are one unit of privacy."""
+    return f"{system}|{value}"
 
 
 def _associated(pseudonym: str) -> str:

@@ -50,6 +50,7 @@ def write_records(store: Store, vault: Vault, records: Sequence[tuple[str, dict]
     """Store (record number, clinical fields) pairs of one kind, each in its cohort, in one transaction."""
     found_provenance = getattr(records, "provenance", {})
     systems = getattr(records, "systems", {})
+    persons = getattr(records, "persons", {})
     report = ImportReport(source=source, format=getattr(records, "format", "csv"),
                           skipped=dict(getattr(records, "skipped", {})), provenance=dict(found_provenance))
     for number, why in getattr(records, "rejected", []):
@@ -68,7 +69,8 @@ def write_records(store: Store, vault: Vault, records: Sequence[tuple[str, dict]
             if stored is None:
                 pseudonym = str(Pseudonym.new())
                 session.add(Patient(record_number=number, pseudonym=pseudonym, cohort=cohort, kind=kind, source=source,
-                                    clinical=vault.seal(clinical, associated=pseudonym)))
+                                    clinical=vault.seal(clinical, associated=pseudonym),
+                                    person=persons.get(number) or provenance.person_key(system, number)))
                 new_sources.append(PatientSource(
                     pseudonym=pseudonym, identifier_system=system,
                     provenance=provenance.seal(vault, provenance.merge({}, given, clinical, source=source),

@@ -124,7 +124,7 @@ def superlink_identity(monkeypatch):
 
 def options(chain, **changes) -> RunOptions:
     return RunOptions(study_id=chain.study_id, **{"num_rounds": 2, "wait_for_nodes_s": 0, "round_timeout_s": 0.5,
-                                                  "strategy": "fedavg", **changes})
+                                                  "strategy": "fedavg", "evaluate_rounds": "all", **changes})
 
 
 def test_a_round_trains_aggregates_evaluates_and_anchors_what_the_nodes_used(chain, tmp_path):
@@ -148,6 +148,30 @@ def test_a_round_trains_aggregates_evaluates_and_anchors_what_the_nodes_used(cha
     assert anchor.commitments == {chain.hospital.address: combined_commitment(
         pseudonym_commitment(alpha.train_pseudonyms), pseudonym_commitment(alpha.test_pseudonyms))}
     assert report.rounds[0].anchor_block == anchor.anchored_block
+
+
+def test_only_the_last_round_is_evaluated_by_default_and_every_config_says_how_many(chain, tmp_path):
+    alpha = FakeHospital("alpha", chain.hospital)
+    grid = FakeGrid({1: alpha})
+    run = StudyRun(grid, chain.coordinator, options(chain, num_rounds=3, evaluate_rounds="last"), tmp_path / "run")
+    run.run()
+    sent = [(m.metadata.message_type, RoundConfig.from_record(m.content[protocol.ROUND_CONFIG]))
+            for m in grid.sent if m.metadata.message_type in (MessageType.TRAIN, MessageType.EVALUATE)]
+    assert [c.round for t, c in sent if t == MessageType.EVALUATE] == [3]
+    assert {c.evaluations for _, c in sent} == {1}
+    first, _, last = run.report.rounds
+    assert first.metrics == {} and first.value("accuracy") is None and first.errors == {}
+    assert last.metrics["accuracy"] == pytest.approx(3 / TESTED)
+    (anchor, *_) = chain.coordinator.round_anchors(chain.study_id)[-3:]
+    assert anchor.commitments == {chain.hospital.address: combined_commitment(
+        pseudonym_commitment(alpha.train_pseudonyms), b"")}
+
+
+@pytest.mark.parametrize("spec, expected", [("last", (5,)), ("all", (1, 2, 3, 4, 5)), ("2, 5,9", (2, 5))])
+def test_evaluate_rounds_option(spec, expected):
+    assert RunOptions(study_id=StudyId.new(), num_rounds=5, evaluate_rounds=spec).evaluated_rounds(study_rounds=7) == expected
+    with pytest.raises(ValueError, match="evaluate-rounds"):
+        RunOptions(study_id=StudyId.new(), num_rounds=5, evaluate_rounds="every other")
 
 
 def test_report_json_keeps_the_shape_its_readers_know(chain, tmp_path):

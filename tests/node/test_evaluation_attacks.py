@@ -9,6 +9,7 @@ Gaussian release of per-patient-clipped sums charged to the study's privacy acco
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import pytest
@@ -118,3 +119,17 @@ def test_every_release_is_in_the_account_with_its_cost(hospital):
     assert [r.release for r in releases] == ["train", "count", "evaluate"]
     assert all(b.epsilon_after > a.epsilon_after for a, b in zip(releases, releases[1:]))
     assert releases[-1].epsilon_after <= 3.0
+
+
+@pytest.mark.parametrize("chain", ["anvil"], indirect=True)  # the node's logic: one chain is enough
+def test_attack_declaring_one_evaluation_then_asking_for_more_is_refused_before_reading(hospital):
+    """A coordinator that declares one evaluation (so that the planner spends the whole share on it) and then
+    asks for another round's evaluation, or declares more later: refused, nothing read, one release only."""
+    one = dataclasses.replace(hospital.config(1), evaluations=1)
+    hospital.node.evaluate(one, fresh_state())
+    refusal = _refused(hospital, dataclasses.replace(hospital.config(2), evaluations=1), fresh_state())
+    assert refusal.code == protocol.BUDGET_SPENT and "planned evaluation" in refusal.reason
+    refusal = _refused(hospital, dataclasses.replace(hospital.config(2), evaluations=5), fresh_state())
+    assert refusal.code == protocol.BAD_REQUEST and "fixed at 1" in refusal.reason
+    assert [u.phase for u in hospital.store.usage_log()] == ["evaluate"]
+    assert [r.release for r in _budget(hospital).releases()] == ["evaluate"]
