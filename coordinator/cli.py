@@ -1,8 +1,7 @@
 """The coordinator's commands of `twinledger`: its home, the Flower SuperLink, a study's run, the operator console.
 
-`add_coordinator_commands(subparsers)` adds the `coordinator` group (`twinledger coordinator --help` lists its
-commands; the operator console's are coordinator/console/cli.py's). `coordinator run` submits the packaged Flower
-app (coordinator/flower_app, coordinator/processes.py) with `flwr run` and reads the run's report.
+`add_coordinator_commands(subparsers)` adds the `coordinator` group (the operator console's: coordinator/console/
+cli.py). `coordinator run` submits the packaged Flower app with `flwr run` and reads the run's report.
 """
 
 from __future__ import annotations

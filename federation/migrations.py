@@ -15,6 +15,7 @@ stay as they are. The scripts run Alembic's `env.py` from the folder, which call
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,6 +28,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
+
+# Alembic says INFO twice per database open (its context, its DDL mode): noise in every command's output.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

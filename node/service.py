@@ -20,6 +20,7 @@ from federation.commitment import pseudonym_commitment
 from federation.ids import Pseudonym
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
+from node import spending
 from node.consent_gate import ConsentGate, Refusal
 from node.models_store import save_model
 from node.settings import NodeSettings
@@ -170,7 +171,7 @@ class HospitalNode:
         budget = self._planned_budget(config, terms)
         if config.round in budget.rounds_trained():
             raise Refusal(protocol.BAD_REQUEST, f"round {config.round} was already trained here: replayed request")
-        self._check_spending(config, budget)
+        spending.check(self, config, budget)
         with self._reading(config, "train", task, gate) as (train, _, commitment):
             return self._train_private(config, terms, task, budget, train, commitment, global_state)
 
@@ -207,7 +208,7 @@ class HospitalNode:
         epsilon = budget.record(config.round, result.steps_taken)
         weight, epsilon = self._training_weight(budget, config.round, task.training_weight(train.records), epsilon)
         monitoring.epsilon_spent(config.study_id, epsilon)
-        self._record_spending(config, epsilon)
+        spending.record(self, config, epsilon)
         log.info(
             "%s round %d: trained on %d consented patients at block %d, noise %.2f, epsilon %.3f of %g "
             "(weight sent: %d, noisy)",
@@ -289,7 +290,7 @@ class HospitalNode:
             if not budget.evaluations_left():  # refused before any record is read
                 raise Refusal(protocol.BUDGET_SPENT, f"no data used: the study's {budget.evaluations} planned "
                                                      "evaluation(s) were all released here")
-            self._check_spending(config, budget)
+            spending.check(self, config, budget)
         with self._reading(config, "test", task, gate) as (train, test, commitment):
             return self._evaluate(config, terms, task, train, test, commitment, global_state)
 
@@ -308,7 +309,7 @@ class HospitalNode:
         if private:
             sums, epsilon = self._release(terms, config.round, task, sums)
             monitoring.epsilon_spent(config.study_id, epsilon)
-            self._record_spending(config, epsilon)
+            spending.record(self, config, epsilon)
         count = max(0, round(sums[task.evaluation_count_key]))
         metrics = task.summarise(sums)
         self._keep_model(config, task, global_state, shift, scale)
@@ -359,31 +360,6 @@ class HospitalNode:
             raise Refusal(protocol.BUDGET_SPENT, f"nothing released: {exc}") from exc
         return noisy_sums(sums, task.release_bounds, noise_multiplier=budget.release_noise(),
                           partitions=task.release_partitions), epsilon
-
-    def _check_spending(self, config: RoundConfig, budget) -> None:
-        """Refuse (BUDGET_BEHIND_CHAIN) while the node's privacy account is below the spending the chain records
-        for this hospital at the pinned block (node/privacy.py `check_chain_spending`)."""
-        from node.privacy import BudgetBehindChain, check_chain_spending
-
-        try:
-            recorded = self.ledger.spending_of(config.study_id, self.account, block=config.block)
-        except LedgerError as exc:
-            raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: the chain's record of this hospital's "
-                                                      f"privacy spending cannot be read: {exc}") from exc
-        try:
-            check_chain_spending(budget.spent(), recorded, hospital=self.settings.hospital,
-                                 study_id=str(config.study_id))
-        except BudgetBehindChain as exc:
-            raise Refusal(protocol.BUDGET_BEHIND_CHAIN, f"no data used: {exc}") from exc
-
-    def _record_spending(self, config: RoundConfig, epsilon: float) -> None:
-        """Record the account's epsilon on chain, after the node's own account holds it (so the account is never
-        below the chain's record). A failure is logged: the next round's release records the larger value."""
-        try:
-            self.ledger.record_spending(config.study_id, epsilon)
-        except LedgerError as exc:
-            log.warning("%s round %d: epsilon %.6f spent is in the node's privacy account but could not be recorded "
-                        "on chain (the next round records it): %s", self.settings.hospital, config.round, epsilon, exc)
 
     def epsilon_spent(self, study_id) -> float:
         """The epsilon this node's own privacy account says it spent on the study (infinity once it trained a
