@@ -27,6 +27,7 @@ BENCHMARKS = {
     "overhead": (".overhead", "bench_overhead"),
     "twin": (".twin", "bench_twin"),
     "load": (".load", "bench_load"),
+    "survival": (".survival", "bench_survival"),
 }
 NAMES = tuple(BENCHMARKS)
 

@@ -9,7 +9,7 @@ CGM noise), written as twins' CSV files and imported by the node's importer; eve
 consenting on chain to one study of task glucose-forecast/v1; the coordinator's `StudyRun` drives the
 nodes' ClientApp over the in-process transport of the training benchmark (`benchmarks.grid.InProcessGrid`:
 Flower messages serialised both ways), so the consent gate, the privacy budget (patient-level DP-SGD,
-see federation/tasks/glucose_forecast.py), the usage log and the round anchors are all the real ones.
+see federation/tasks/glucose_forecast/task.py), the usage log and the round anchors are all the real ones.
 
 Held out: at each hospital, `held_out_sets` parameter sets (all their lives) never train; the nodes
 hold only their last `held_out_days` days, as test patients. The RMSE is what the coordinator

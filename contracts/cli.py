@@ -174,8 +174,9 @@ def add_chain_commands(subparsers, *, add_start=None) -> None:
     encrypt.set_defaults(func=_chain_encrypt_key)
 
 
-def add_study_commands(subparsers) -> None:
-    """`twinledger study propose|register-hospital|grant-coordinator`: the consortium operator's actions."""
+def add_study_commands(subparsers):
+    """`twinledger study propose|register-hospital|grant-coordinator`: the consortium operator's actions. Returns
+    the group, for the commands deploy/ adds (`study run`)."""
     study = subparsers.add_parser("study", help="consortium operator actions").add_subparsers(dest="action", required=True)
     propose = study.add_parser("propose", help="propose a study; prints its id")
     add_chain_options(propose, operator=True)
@@ -196,6 +197,7 @@ def add_study_commands(subparsers) -> None:
     add_chain_options(grant, operator=True)
     grant.add_argument("account", help="the coordinator's account address (printed by coordinator init)")
     grant.set_defaults(func=_grant_coordinator)
+    return study
 
 
 def add_audit_command(subparsers) -> None:

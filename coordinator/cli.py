@@ -247,10 +247,12 @@ def _check_report(runs_dir: Path, run_name: str, *, started: float, log: str, fl
         print(f"twinledger: the run wrote no report (flwr run exited with status {flwr_code}); see {log}",
               file=sys.stderr)
         return flwr_code or 1
-    report = json.loads(report_path.read_text())
+    report = _final_report(report_path, flwr_code=flwr_code)
     status = report.get("status")
     if status != "finished":
-        print(f"twinledger: the run is {status}: {report.get('message') or '(no message)'}; see {log}", file=sys.stderr)
+        reason = report.get("message") or "the report gives no reason"
+        label = "still running" if status == "running" else status
+        print(f"twinledger: the run is {label}: {reason}; see {log}", file=sys.stderr)
         print(f"Report: {report_path}")
         return 1
     rounds = report.get("rounds", [])
@@ -258,6 +260,29 @@ def _check_report(runs_dir: Path, run_name: str, *, started: float, log: str, fl
     print(f"run finished: {len(rounds)} round(s), {anchored} anchored")
     print(f"Report: {report_path}")
     return 0
+
+
+def _final_report(report_path: Path, *, flwr_code: int, wait_s: float = 15.0) -> dict:
+    """The report once it is final. `flwr run` returns when its stream ends, also when the SuperLink stopped:
+    the ServerApp then ends the run itself (coordinator/recovery.py) within moments, or, if it was killed, the
+    run is ended here."""
+    from coordinator import recovery
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        report = recovery.end_abandoned(report_path.parent)
+        if report is None or report.status != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if report is None:
+        return json.loads(report_path.read_text())
+    data = report.as_dict()
+    if report.status == "running":
+        claimed = recovery.owner(report_path.parent)
+        where = f"in the ServerApp (pid {claimed[0]}) on the SuperLink's machine" if claimed else "on the SuperLink"
+        data["message"] = (f"flwr run ended (status {flwr_code}) while the run goes on {where}: its report is "
+                           "updated after every round")
+    return data
 
 
 def add_coordinator_commands(subparsers) -> None:

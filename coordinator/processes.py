@@ -19,6 +19,7 @@ packages installed beside Flower (flwr 1.41: flwr/supercore/object_ref.py, flwr/
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from coordinator import ca as cax
 from coordinator.link_records import LinkRecord, find_link, forget_link, remember_link  # noqa: F401 - used by callers too
 from coordinator.node_follower import follower_command
+from coordinator.recovery import end_abandoned_runs
 from federation.processes import (  # noqa: F401 - re-exported: the coordinator's importers use them from here
     ProcessError,
     Service,
@@ -39,6 +41,7 @@ from federation.processes import (  # noqa: F401 - re-exported: the coordinator'
     wait_until,
 )
 
+log = logging.getLogger("twinledger.coordinator")
 FLOWER_APP_DIR = Path(__file__).resolve().parent / "flower_app"
 VENV_BIN = Path(sys.executable).parent  # flwr, flower-superlink and flower-supernode sit beside this Python
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -188,11 +191,16 @@ def start_superlink(*, port: int, state_dir: Path, flwr_home: Path, host: str = 
     (set only by `deploy.processes.insecure_links()`, the benchmark's way to time the same rounds both ways).
     The link is recorded for this machine's other processes (`find_link`), so `write_flower_federation` and
     `start_supernode` given this port find its control address and CA.
-    `follow_home` (a coordinator home, for its chain settings): the admitted node keys follow the chain
+    `follow_home` (a coordinator home, for its chain settings and runs): runs an earlier SuperLink's ServerApp
+    left at "running" are ended first (coordinator/recovery.py); the admitted node keys follow the chain
     (coordinator/node_follower.py, a third process, polling every 2 s): ready once it synced the first time.
     Without it, keys are admitted by hand (`twinledger coordinator nodes admit|sync`).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
+    if follow_home is not None:
+        # No ServerApp of an earlier SuperLink outlives it: a run it left at "running" ends now, saying why.
+        for name in end_abandoned_runs(Path(follow_home) / "runs"):  # CoordinatorSettings.runs_dir
+            log.warning("run %s ended: its ServerApp stopped with the SuperLink before (see its report)", name)
     env = flower_env(flwr_home)
     database = state_dir / "state.db"
     if insecure is None:

@@ -40,12 +40,16 @@ class StudySummary(_Open):
     epsilon_budget: float | None = None
     delta: float | None = None
     rounds: int | None = None
-    metric: dict[str, Any] | None = None  # the task's headline metric (name, label, unit, scale)
+    metric: dict[str, Any] | None = None  # the task's headline metric (federation/tasks/base.py Metric)
+    # What a round's `used` counts: the nodes' noisy aggregation weight, "patients" unless the task weighs by another
+    # count (the survival task: "events").
+    weighted_by: str = "patients"
 
     @classmethod
-    def of(cls, terms: StudyTerms, metric: dict | None) -> "StudySummary":
+    def of(cls, terms: StudyTerms, metric: dict | None, weighted_by: str = "patients") -> "StudySummary":
         return cls(id=str(StudyId(terms.study_id)), purpose=terms.purpose, task=terms.task_id,
-                   epsilon_budget=terms.epsilon_budget, delta=terms.delta, rounds=terms.rounds, metric=metric)
+                   epsilon_budget=terms.epsilon_budget, delta=terms.delta, rounds=terms.rounds, metric=metric,
+                   weighted_by=weighted_by)
 
 
 class HospitalSummary(_Open):
@@ -88,6 +92,10 @@ class RoundRecord(_Open):
     block: int | None = None  # the pinned block
     status: Literal["training", "evaluating", "done"] = "done"
     metrics: dict[str, float | None] = Field(default_factory=dict)  # the pooled evaluation
+    # Each hospital's metrics from its own (noisy) sums: kept beside the pooled ones (a hospital served worse shows).
+    hospital_metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    # The task's subgroups (axis -> group -> metrics), from the same added-up sums: a group served worse shows.
+    subgroup_metrics: dict[str, dict[str, dict[str, float | None]]] = Field(default_factory=dict)
     used: dict[str, int] = Field(default_factory=dict)  # patients each hospital trained on
     test_used: dict[str, int] = Field(default_factory=dict)  # test patients each hospital evaluated
     epsilon: dict[str, float | None] = Field(default_factory=dict)  # cumulative; None is infinite

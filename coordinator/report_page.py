@@ -58,7 +58,8 @@ def _td(text: str, numeric: bool = False) -> str:
     return f'<td class="n">{text}</td>' if numeric else f"<td>{text}</td>"
 
 
-ACCURACY = {"name": "accuracy", "label": "Test accuracy", "unit": "%", "scale": 100.0}
+ACCURACY = {"name": "accuracy", "label": "Test accuracy", "unit": "%", "scale": 100.0, "low": 0.0, "high": 1.0}
+POOLED = "pooled test set"
 
 
 def _metric(report: RunReport) -> dict:
@@ -71,6 +72,24 @@ def _value(record: RoundRecord, metric: dict) -> float | None:
     """A round's headline value as shown (scaled), or None when the round has none."""
     value = record.value(metric["name"])
     return None if value is None else value * float(metric.get("scale") or 1.0)
+
+
+def _format(metric: dict) -> str:
+    """The shown value's format: the metric's decimals (1 if it names none) and its unit."""
+    unit = metric.get("unit") or ""
+    return f"{{:.{int(metric.get('decimals', 1))}f}}" + (unit if unit in ("", "%") else f" {unit}")
+
+
+def _y_range(metric: dict, shown: list[float]) -> tuple[float | None, float | None]:
+    """The axis: the metric's declared range (scaled), from its chance level when every value is above it, so
+    that a C-index going 0.515 -> 0.775 is not drawn flat on a 0-100 axis; unbounded sides follow the data."""
+    scale = float(metric.get("scale") or 1.0)
+    low, high, chance = (metric.get(k) for k in ("low", "high", "chance"))
+    bottom = low * scale if low is not None else (0.0 if all(v >= 0 for v in shown) else None)
+    if chance is not None and shown and min(shown) >= chance * scale:
+        margin = 0.1 * ((high * scale if high is not None else max(shown)) - chance * scale)
+        bottom = chance * scale - margin
+    return bottom, (high * scale if high is not None else None)
 
 
 def _extra(report: RunReport, key: str, kind: type) -> Any:
@@ -91,7 +110,7 @@ def _plots(report: RunReport, names: list[str], out: pathlib.Path) -> list[tuple
     fig, ax = plt.subplots(figsize=(8, 4.2))
     acc = [_value(r, metric) for r in rounds]
     ax.plot(xs, [float("nan") if a is None else a for a in acc], "o-", color=colours[0],
-            label="global model (pooled test set)")
+            label=f"global model ({metric.get('pooling') or POOLED})")
     for x, a in zip(xs, acc):
         if a is None:  # evaluation failed: leave a gap and say so
             ax.annotate("no result", (x, 3), ha="center", fontsize="small", color="dimgray")
@@ -99,12 +118,13 @@ def _plots(report: RunReport, names: list[str], out: pathlib.Path) -> list[tuple
     base = _extra(report, "baseline", dict).get("constant_predictor_accuracy") if is_accuracy else None
     if base is not None:
         ax.axhline(100 * base, ls="--", color=colours[7], label="constant predictor")
+    scale = float(metric.get("scale") or 1.0)
+    if metric.get("chance") is not None:
+        ax.axhline(metric["chance"] * scale, ls=":", color=colours[7], label=f"chance ({metric['chance']:g})")
     unit = f" ({metric['unit']})" if metric.get("unit") else ""
     ax.set(title=f"{metric['label']} per round", xlabel="Round", ylabel=f"{metric['label']}{unit}")
-    if is_accuracy:
-        ax.set_ylim(0, 100)
-    else:
-        ax.set_ylim(bottom=0)
+    bottom, top = _y_range(metric, [a for a in acc if a is not None])
+    ax.set_ylim(bottom=bottom, top=top)
     made.append(("accuracy.png" if is_accuracy else "metric.png",
                  f"Line chart of the global model's {metric['label'].lower()}{unit} per round"
                  + (f", with the constant-predictor baseline at {100 * base:.1f}%" if base is not None else "")))
@@ -139,8 +159,10 @@ def _plots(report: RunReport, names: list[str], out: pathlib.Path) -> list[tuple
         after = [x for x, r in zip(xs, rounds) if (r.block or -1) >= min(revoked)]
         if after:
             ax.axvline(after[0] - 0.5, ls=":", color="black", lw=2, label="revocations")
-    ax.set(title="Consented patients used for training per round", xlabel="Round", ylabel="Patients (count)")
-    made.append(("patients.png", "Grouped bar chart of patients used per hospital per round"
+    counted = report.study.weighted_by or "patients"
+    what = "Consented patients used" if counted == "patients" else f"Training {counted} (the FedAvg weight)"
+    ax.set(title=f"{what} for training per round", xlabel="Round", ylabel=f"{counted.capitalize()} (count)")
+    made.append(("patients.png", f"Grouped bar chart of {what.lower()} per hospital per round"
                  + (", with a dotted line before the first round after a revocation" if revoked else "")))
     _finish(fig, ax, xs, out / made[-1][0])
     return made
@@ -169,7 +191,7 @@ def write_report_page(report: RunReport | dict, json_path: pathlib.Path) -> path
     plots = _plots(report, names, plot_dir)
 
     metric = _metric(report)
-    shown = "{:.1f}" + (metric.get("unit") if metric.get("unit") == "%" else f" {metric.get('unit') or ''}".rstrip())
+    shown = _format(metric)
     final = next((_value(r, metric) for r in reversed(rounds) if _value(r, metric) is not None), None)
     violations = audit.get("violations")
     summary = (f"Study purpose <strong>{_e(study.purpose)}</strong>, task {_e(study.task)}: "
@@ -190,6 +212,25 @@ def write_report_page(report: RunReport | dict, json_path: pathlib.Path) -> path
             row.append(_td("<br>".join(f"{_e(k)}: {_e(v)}" for k, v in errs.items()) or "—"))
         round_rows.append(row)
     round_head = ["Round", "Pinned block", (metric["label"][5:].capitalize() if metric["label"].startswith("Test ") else metric["label"])] + [f"Used: {n}" for n in names] + (["Errors"] if has_errors else [])
+    scale = float(metric.get("scale") or 1.0)
+    chance = metric.get("chance")
+    about = (f"<p>{_e(metric['label'])}: {_e(metric.get('description') or 'the task’s headline metric')} "
+             f"({_e(metric.get('pooling') or POOLED)}"
+             + (f"; chance level {_num(chance * scale, shown)}" if isinstance(chance, (int, float)) else "")
+             + "). Each value is computed from the nodes’ noisy (differentially private) sums.</p>")
+    fair = next((r for r in reversed(rounds) if r.subgroup_metrics), None)
+    by_group = "" if fair is None else "<h2>Per subgroup</h2>" + _table(
+        ["Subgroup", "Group", f"{metric['label']}, round {fair.round}"],
+        [[_td(_e(axis)), _td(_e(group)), _td(_num(None if m.get(metric["name"]) is None
+                                                   else m[metric["name"]] * scale, shown), True)]
+         for axis, groups in fair.subgroup_metrics.items() for group, m in groups.items()],
+        "The headline metric for each group the task declares, from the same noisy sums as the pooled value")
+    last = next((r for r in reversed(rounds) if r.hospital_metrics), None)
+    by_hospital = "" if last is None else "<h2>Per hospital</h2>" + _table(
+        ["Hospital", f"{metric['label']}, round {last.round}"],
+        [[_td(_e(name)), _td(_num(None if m.get(metric["name"]) is None else m[metric["name"]] * scale, shown), True)]
+         for name, m in last.hospital_metrics.items()],
+        "The headline metric from each hospital's own test patients (noisier than the pooled value)")
     rev = [v for v in _extra(report, "revoked", list) if isinstance(v, dict)]
     rev_rows = [[_td(f"<code>{_e(_short(v.get('pseudonym')))}</code>"), _td(_e(v.get("block")), True),
                  _td(_e(v.get("hospital")))] for v in rev]
@@ -206,7 +247,7 @@ def write_report_page(report: RunReport | dict, json_path: pathlib.Path) -> path
         f"<p>Generated at {_e(report.extra('generated_at'))}; ε budget {_e(study.epsilon_budget)}, "
         f"δ {_e(study.delta)}.</p>",
         "<h2>Hospitals</h2>" + _table(["Hospital", "Patients", "Consented", "ε spent / budget"], hosp_rows, "Hospitals"),
-        "<h2>Rounds</h2>" + _table(round_head, round_rows, "Rounds"),
+        "<h2>Rounds</h2>" + about + _table(round_head, round_rows, "Rounds") + by_hospital + by_group,
         "<h2>Revocations</h2>" + (_table(["Pseudonym", "Block", "Hospital"], rev_rows, "Consent revocations")
                                   if rev_rows else "<p>No consent was revoked during the run.</p>"),
         f"<h2>Audit</h2><ul><li>Violations: {_e(violations)}</li><li>Records checked: {_e(audit.get('checked'))}</li>"

@@ -23,7 +23,10 @@ class RunOptions:
     batch_size: int = TRAINING.batch_size
     max_grad_norm: float = TRAINING.max_grad_norm
     round_timeout_s: float = 300.0
-    min_nodes: int = TRAINING.min_nodes
+    min_nodes: int = TRAINING.min_nodes  # nodes a run waits for before round 1
+    # Hospitals a later round needs (dead and hung nodes are not counted): fewer, and the run ends with a report
+    # naming the hospitals missing (coordinator/node_set.py).
+    round_min_nodes: int = 1
     wait_for_nodes_s: float = 120.0
     seed: int = 0
     strategy: str = TRAINING.strategy  # "fedavg", "fedadam" or "fedyogi"

@@ -2,7 +2,8 @@
 
 Run config (pyproject.toml [tool.flwr.app.config], overridable with `flwr run --run-config`):
 study-id, coordinator-home, run-name, and the training keys of federation.defaults.TRAINING under their
-hyphenated names (num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, min-nodes,
+hyphenated names (num-rounds, local-epochs, learning-rate, batch-size, max-grad-norm, min-nodes, round-min-nodes
+(hospitals a round after the first needs, default 1),
 strategy ("fedavg", "fedadam" or "fedyogi"), server-learning-rate (FedAdam's and FedYogi's eta)). A key
 missing from the run config takes TRAINING's value; min-nodes takes the coordinator's settings' value.
 """
@@ -13,8 +14,10 @@ import logging
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.exit import add_exit_handler
 
 from contracts.ledger import Ledger
+from coordinator import recovery
 from coordinator.settings import CoordinatorSettings
 from coordinator.run_options import RunOptions
 from coordinator.study_run import StudyRun
@@ -39,6 +42,7 @@ def run_options(run_config: dict, settings: CoordinatorSettings) -> RunOptions:
         max_grad_norm=float(config["max-grad-norm"]),
         round_timeout_s=settings.round_timeout_s,
         min_nodes=int(config["min-nodes"]),
+        round_min_nodes=int(config.get("round-min-nodes", 1)),
         wait_for_nodes_s=settings.wait_for_nodes_s,
         strategy=str(config["strategy"]),
         server_learning_rate=float(config["server-learning-rate"]),
@@ -52,13 +56,32 @@ def main(grid: Grid, context: Context) -> None:
     config = dict(context.run_config)
     settings = CoordinatorSettings.load(str(config["coordinator-home"]))
     options = run_options(config, settings)
-    ledger = Ledger.from_settings(settings, key_file=settings.key_file)
-    run_name = str(config.get("run-name", "") or f"run-{context.run_id}")
-    run = StudyRun(grid, ledger, options, settings.runs_dir / run_name)
+    run_dir = settings.runs_dir / str(config.get("run-name", "") or f"run-{context.run_id}")
+    try:
+        run = StudyRun(grid, Ledger.from_settings(settings, key_file=settings.key_file), options, run_dir)
+    except Exception as exc:  # the chain, the key or the study could not be read: the run never started
+        recovery.write_failed(run_dir, f"the run could not start: {exc}")
+        raise
+    recovery.claim(run_dir)
+    # Signalled (the SuperLink or SuperExec stopped, flwr stop), Flower runs its exit handlers and then raises
+    # SystemExit here; the report is final before either.
+    add_exit_handler(lambda: end_on_exit(run), run_before_force_exit=True)
     try:
         run.run()
-    except Exception as exc:
-        run.fail(str(exc))
-        monitoring.round_ended(completed=False)  # the round the run stopped in (or before)
+    except BaseException as exc:
+        if run.report.status == "running":
+            cause = recovery.stopped_cause(exc)
+            run.fail(recovery.ended_message(run.report, cause) if isinstance(exc, (KeyboardInterrupt, SystemExit))
+                     else cause)
+            monitoring.round_ended(completed=False)  # the round the run stopped in (or before)
         raise
+    finally:
+        recovery.release(run_dir)
     log.info("run finished; report at %s", run.report_path)
+
+
+def end_on_exit(run: StudyRun) -> None:
+    """Flower's exit handler: a run still "running" when the ServerApp is made to exit ends with a report."""
+    if run.report.status == "running":
+        run.fail(recovery.ended_message(run.report, recovery.stopped_cause(SystemExit())))
+        recovery.release(run.run_dir)

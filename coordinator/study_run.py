@@ -11,7 +11,10 @@ A round goes through five phases, one method each:
   the sums of their noisy (charged, differentially private) sums give the pooled metrics;
 - anchor: record the round on chain: pinned block, model hash and each hospital's commitment to the pseudonyms
   it used in both phases.
-A node that refuses or fails is reported by name and reason; the round goes on with the others. The report
+A node that refuses or fails is reported by name and reason; the round goes on with the others. Training must
+reply by 3/4 of `round-timeout-s` after the round pinned its block, evaluation by all of it; a node silent in a
+phase is sent nothing more that round, and before each round the node set is taken again (coordinator/node_set.py:
+dead nodes out, restarted ones back, the run ends when fewer than `round-min-nodes` hospitals are left). The report
 (coordinator/report.py) is saved after training and after each round so that operators can watch it.
 
 Who a reply comes from is learnt from authentication, never from what a node says about itself:
@@ -44,7 +47,7 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 
 from contracts.ledger import Ledger, LedgerError
 from coordinator.accounts import settle_accounts
-from coordinator.admission import fingerprint
+from coordinator.node_set import NodeSet, is_absent, phase_deadline
 from coordinator.run_options import RunOptions, make_strategy
 from coordinator.replies import ReplyRejected, check_reply
 from coordinator.report import HospitalSummary, RoundRecord, RunReport, SignedReply, StudySummary
@@ -53,7 +56,7 @@ from federation.commitment import combined_commitment, model_hash
 from federation.ids import Digest, hex0x
 from federation.protocol import RoundConfig
 from federation.tasks import get_task
-from federation.tasks.base import add_sums
+from federation.tasks.metrics import round_metrics
 
 log = logging.getLogger("twinledger.coordinator")
 REPLY_POLL_S = 0.25  # seconds between requests for the nodes' replies (flwr's send_and_receive: 3)
@@ -86,10 +89,12 @@ class StudyRun:
         self.run_dir = run_dir
         self.terms = ledger.study(options.study_id)
         self.task = get_task(self.terms.task_id)
-        self.report = RunReport(study=StudySummary.of(self.terms, self.task.headline.as_dict()))
+        self.report = RunReport(study=StudySummary.of(self.terms, self.task.headline.as_dict(), self.task.aggregation_weight))
         self.hospitals: dict[int, HospitalSummary] = {}  # by Flower node id; the same objects as in the report
         self.hospital_of: dict[int, str] = {}  # Flower node id -> hospital account, from the node's authenticated key
         self.excluded: dict[str, str] = {}  # nodes sent nothing, by name, and why
+        self.nodes = NodeSet(self)  # who takes part in each round
+        self.round_started: float | None = None  # the phases' deadlines count from it (node_set.phase_deadline)
         self.strategy = make_strategy(options)
 
     @property
@@ -110,8 +115,7 @@ class StudyRun:
     def run(self) -> ArrayRecord:
         torch.manual_seed(self.options.seed)
         arrays = ArrayRecord(self.task.build_model().state_dict())
-        node_ids = self.authenticate(self.wait_for_nodes())
-        self.identify(node_ids)
+        node_ids = self.nodes.start()
         self.save_report()
         if (rounds := min(self.options.num_rounds, self.terms.rounds)) < self.options.num_rounds:
             log.warning("the study allows %d rounds; running %d", self.terms.rounds, rounds)
@@ -123,6 +127,8 @@ class StudyRun:
                 "propose a new study to train again"
             )
         for round_number in range(1, rounds + 1):
+            if round_number > 1:  # who left, who came back (coordinator/node_set.py)
+                node_ids = self.nodes.for_round(round_number)
             arrays = self.run_round(round_number, node_ids, arrays)
         settle_accounts(self, node_ids)
         # The model first: a report that says "finished" always has its model next to it.
@@ -131,70 +137,9 @@ class StudyRun:
         self.save_report()
         return arrays
 
-    def wait_for_nodes(self) -> list[int]:
-        deadline = time.monotonic() + self.options.wait_for_nodes_s
-        while True:
-            node_ids = sorted(self.grid.get_node_ids())
-            if len(node_ids) >= self.options.min_nodes or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
-        if len(node_ids) < self.options.min_nodes:
-            raise RuntimeError(
-                f"only {len(node_ids)} node(s) connected after {self.options.wait_for_nodes_s:g} s; "
-                f"{self.options.min_nodes} needed"
-            )
-        return node_ids
-
-    def authenticate(self, node_ids: list[int]) -> list[int]:
-        """Learn each node's hospital from the key it authenticated with; returns the nodes to work with.
-
-        A node's hospital is the one whose node key on chain has the fingerprint of the node's key (Flower's
-        `NodeInfo.public_key`). When at least one node is bound so, the others are sent nothing; when none is
-        (no keys from the Grid, or none recorded on chain), every node takes part and its replies count only
-        under the hospital that signed them.
-        """
-        keys = {info.node_id: bytes(info.public_key) for info in self.grid.get_nodes()
-                if info.node_id in node_ids and info.public_key}
-        for node_id, pem in keys.items():
-            try:
-                account = self.ledger.hospital_by_node_id(fingerprint(pem))
-            except ValueError:  # not a key the chain could hold
-                account = None
-            if account is not None:
-                self.hospital_of[node_id] = account
-        if not self.hospital_of:
-            if keys:
-                log.warning("no node authenticated with a hospital's node key on chain: replies count only under "
-                            "the hospital that signed them")
-            return node_ids
-        for node_id in sorted(set(node_ids) - set(self.hospital_of)):
-            self.excluded[f"node {node_id}"] = ("not admitted: the key it authenticated with is no hospital's node key "
-                                                "on chain; nothing was sent to it")
-            log.warning("node %s: %s", node_id, self.excluded[f"node {node_id}"])
-        return sorted(self.hospital_of)
-
-    def identify(self, node_ids: list[int]) -> None:
-        """Each node's name and patient count, for the report. The account a node names is a claim: the report
-        shows the account its key is bound to on chain, or (without keys) the signer of its first verified reply."""
-        for reply in self._send(node_ids, f"{MessageType.QUERY}.identify", RecordDict(), "identify"):
-            node_id = reply.metadata.src_node_id
-            if reply.has_error():
-                log.warning("node %s could not identify itself: %s", node_id, reply.error.reason)
-                continue
-            identity = reply.content[protocol.USAGE]
-            authenticated = self.hospital_of.get(node_id)
-            if authenticated and str(identity["account"]) != authenticated:
-                log.warning("node %s says it is hospital %s but authenticated as hospital %s's node",
-                            node_id, identity["account"], authenticated)
-            self.hospitals[node_id] = HospitalSummary(
-                name=str(identity["hospital"]), account=authenticated, patients=int(identity["patients"]),
-                epsilon_budget=self.terms.epsilon_budget,
-            )
-        self.report.hospitals = sorted(self.hospitals.values(), key=lambda h: h.name)
-        log.info("hospitals in this run: %s", ", ".join(h.name for h in self.report.hospitals))
-
     def run_round(self, round_number: int, node_ids: list[int], arrays: ArrayRecord) -> ArrayRecord:
         state = self.pin(round_number)
+        self.round_started = state.started
         log.info("round %d: pinned block %d; training on %d node(s)", round_number, state.config.block, len(node_ids))
         trained = self.train(state, node_ids, arrays)
         arrays = self.aggregate(state, trained, arrays)
@@ -202,7 +147,7 @@ class StudyRun:
         state.record.status = "evaluating"
         self.report.rounds.append(state.record)
         self.save_report()  # operators (and the demo) see training results before evaluation ends
-        self.evaluate(state, node_ids, arrays)
+        self.evaluate(state, [n for n in node_ids if n not in self.nodes.silent], arrays)
         self.anchor(state, arrays)
         state.record.seconds = round(time.monotonic() - state.started, 2)
         state.record.status = "done"
@@ -277,13 +222,13 @@ class StudyRun:
         replies = self._send(node_ids, MessageType.EVALUATE, content, str(state.config.round))
         answered, eval_errors = self._split(node_ids, replies, "evaluate")
         state.evaluated_digest = model_hash(arrays.to_torch_state_dict())
-        record, node_sums = state.record, []
+        record, node_sums = state.record, {}
         train_commitments = dict(state.train_commitments)
         for reply, account in self._verified(state, answered, "evaluate", state.evaluated_digest, eval_errors):
             usage, metrics = reply.content[protocol.USAGE], reply.content[protocol.METRICS]
             record.test_used[self._name(reply.metadata.src_node_id)] = int(usage["used"])
             state.examples += int(metrics["num-examples"])
-            node_sums.append(dict(metrics))
+            node_sums[self._name(reply.metadata.src_node_id)] = dict(metrics)
             hospital = self.hospitals.get(reply.metadata.src_node_id)
             if hospital:
                 hospital.consented = int(metrics["consented"])  # noisy: a charged release
@@ -302,9 +247,9 @@ class StudyRun:
         }
         record.errors.update(self.excluded)
         if state.examples:
-            # Every node's sums added up, then the task's metrics: weighted by examples, exactly.
+            # Every node's sums added up, then the task's metrics: weighted by examples, exactly; and each node's.
             try:
-                record.metrics = self.task.summarise(add_sums(node_sums))
+                record.metrics, record.hospital_metrics, record.subgroup_metrics = round_metrics(self.task, node_sums)
             except (KeyError, ValueError, TypeError, ZeroDivisionError) as exc:
                 record.errors["coordinator"] = f"evaluation replies lack the task's sums: {exc!r}"
             record.set_report_keys(self.task.report_keys)
@@ -331,25 +276,48 @@ class StudyRun:
     # ---- messages ----
 
     def _name(self, node_id: int) -> str:
+        """The hospital's name; for a node not yet identified, the name its authenticated account has in this
+        run (a restarted SuperNode) or that account; "node N" only for a node nothing is known of."""
         hospital = self.hospitals.get(node_id)
-        return hospital.name if hospital else f"node {node_id}"
+        if hospital is not None:
+            return hospital.name
+        account = self.hospital_of.get(node_id)
+        if account is not None:
+            return next((h.name for h in self.hospitals.values() if h.account == account), f"hospital {account}")
+        return f"node {node_id}"
 
     def _send(self, node_ids: list[int], message_type: str, content: RecordDict, group: str, *,
               timeout_s: float | None = None) -> list[Message]:
-        messages = [
-            Message(content, dst_node_id=node_id, message_type=message_type, group_id=group) for node_id in node_ids
-        ]
         # Grid.send_and_receive (flwr 1.41) asks the SuperLink for replies every 3 s; asking every REPLY_POLL_S
-        # ends the phase within a fraction of a second of the last reply.
-        waiting = set(self.grid.push_messages(messages))
+        # ends the phase within a fraction of a second of the last reply. Within a round, the phase's deadline
+        # counts from the round's start (node_set.phase_deadline), so that the round ends within the timeout.
+        if timeout_s is not None or self.round_started is None:
+            deadline = time.monotonic() + (self.options.round_timeout_s if timeout_s is None else timeout_s)
+        else:
+            deadline = phase_deadline(started=self.round_started, round_timeout_s=self.options.round_timeout_s,
+                                      message_type=message_type)
+        # A message expires with its phase: a node that comes back later (restarted, resumed) never works, and
+        # spends budget, on a phase whose replies are no longer awaited.
+        ttl = max(deadline - time.monotonic(), 1.0)
+        messages = [Message(content, dst_node_id=node_id, message_type=message_type, group_id=group, ttl=ttl)
+                    for node_id in node_ids]
+        destination = dict(zip(self.grid.push_messages(messages), node_ids))
+        waiting = set(destination)
         replies: list[Message] = []
-        deadline = time.monotonic() + (self.options.round_timeout_s if timeout_s is None else timeout_s)
-        while waiting and time.monotonic() < deadline:
+        while waiting:  # replies already there count, even when the deadline has passed
             for reply in self.grid.pull_messages(waiting):
+                node_id = destination.get(reply.metadata.reply_to_message_id)
+                if reply.has_error() and node_id is not None and reply.metadata.src_node_id != node_id:
+                    # The SuperLink answers for a node it lost ("node unavailable") under its own node id.
+                    reply.metadata.__dict__["_src_node_id"] = node_id
                 replies.append(reply)
                 waiting.discard(reply.metadata.reply_to_message_id)
-            if waiting:
-                time.sleep(REPLY_POLL_S)
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(REPLY_POLL_S)
+        if message_type in (MessageType.TRAIN, MessageType.EVALUATE):
+            absent = [destination[m] for m in waiting] + [r.metadata.src_node_id for r in replies if is_absent(r)]
+            self.nodes.mark_silent(absent, phase=message_type, round_number=int(group) if group.isdigit() else 0)
         return replies
 
     def _verified(self, state: RoundState, replies: list[Message], phase: str, sent: Digest,
@@ -395,6 +363,7 @@ class StudyRun:
             else:
                 ok.append(reply)
         for node_id in set(node_ids) - answered:
-            errors[self._name(node_id)] = f"no reply within {self.options.round_timeout_s:g} s (node down?)"
+            errors[self._name(node_id)] = (f"no reply within {self.options.round_timeout_s:g} s, the round's timeout "
+                                           "(node down or hung?)")
             log.warning("%s did not reply to %s", self._name(node_id), phase)
         return ok, errors

@@ -32,9 +32,11 @@ def _hospital_round(value: str) -> tuple[str, int]:
 
 
 def _demo(args) -> int:
+    """`twinledger demo` and `twinledger study run`: one code path (deploy/demo.py run_demo)."""
     from deploy.demo import DemoOptions, run_demo
 
     options = DemoOptions(
+        task_id=args.task, data=args.data and Path(args.data), consent_file=args.consent and Path(args.consent),
         workdir=Path(args.workdir), report=Path(args.report) if args.report else None, rpc_url=args.rpc_url,
         rounds=args.rounds, epsilon_budget=args.epsilon, revoke_after_round=args.revoke_after_round,
         unreachable_chain_for=args.unreachable_chain_for or [], timeout_s=args.timeout_s,
@@ -48,10 +50,10 @@ def _demo(args) -> int:
 
 def _print_demo_summary(report, report_path: Path) -> None:
     """The demo's RunReport (coordinator/report.py) with its additions (`audit`, `wall_seconds`)."""
-    accuracy = report.rounds[-1].value("accuracy") if report.rounds else None
-    print()
-    print(f"Demo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, "
-          f"final accuracy {accuracy} (the nodes' noisy DP release), audit violations {report.audit['violations']}.")
+    metric = ((report.study and report.study.metric) or {}).get("name", "accuracy")
+    value = report.rounds[-1].value(metric) if report.rounds else None
+    print(f"\nDemo finished in {report.wall_seconds} s: {len(report.rounds)} rounds, "
+          f"final {metric} {value} (the nodes' noisy DP release), audit violations {report.audit['violations']}.")
     for hospital in report.hospitals:
         spent = "inf" if hospital.epsilon_spent is None else f"{hospital.epsilon_spent:.2f}"
         print(f"  {hospital.name:<12} patients {hospital.patients:>4}  consented {hospital.consented}  "
@@ -99,6 +101,22 @@ def _bench(args) -> int:
 
 def _add_demo_command(sub) -> None:
     demo = sub.add_parser("demo", help="run a demo federation of four hospitals on this machine")
+    demo.set_defaults(func=_demo, task="heart-disease/v1", data=None, consent=None)
+    _add_run_options(demo)
+
+
+def _add_study_run_command(study) -> None:
+    run = study.add_parser("run", help="run a study of a task on this machine: chain, a node per data file, consent, "
+                                       "the federation, the audit and the report (the demo's code path)")
+    run.add_argument("--task", required=True, help="federated task id, e.g. heart-disease/v1")
+    run.add_argument("--data", help="one records file per hospital, named by the hospital, and consent.csv "
+                                    "(hospital,record_number,consent); default: the task's demo data")
+    run.add_argument("--consent", help="the consent file, if not DIR/consent.csv")
+    run.set_defaults(func=_demo, serve="never")
+    _add_run_options(run, demo_only=False)
+
+
+def _add_run_options(demo, *, demo_only: bool = True) -> None:
     demo.add_argument("--workdir", default="demo-run", help="where the demo keeps its chain, nodes and logs")
     demo.add_argument("--report", help="where to write the JSON report (an HTML page goes next to it)")
     demo.add_argument("--rpc-url", help="use this running chain instead of starting anvil")
@@ -111,10 +129,10 @@ def _add_demo_command(sub) -> None:
     demo.add_argument("--unreachable-chain-for", action="append", metavar="HOSPITAL",
                       help="fault injection: this hospital's node gets a chain URL that does not answer")
     demo.add_argument("--timeout-s", type=float, default=1800.0, help="give up after this many seconds (default 1800)")
-    demo.add_argument("--serve", choices=("auto", "always", "never"), default="auto",
-                      help="after the run, serve the patient portal, the hospital IT console and the operator console "
-                           "and print their addresses, until Ctrl-C (auto: only when run from a terminal)")
-    demo.set_defaults(func=_demo)
+    if demo_only:
+        demo.add_argument("--serve", choices=("auto", "always", "never"), default="auto",
+                          help="after the run, serve the patient portal, the hospital IT console and the operator "
+                               "console and print their addresses, until Ctrl-C (auto: only when run from a terminal)")
 
 
 def _add_bench_command(sub) -> None:
@@ -165,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo_command(sub)
     contracts_cli.add_chain_commands(sub, add_start=partial(add_chain_start, start_gateway=_start_chain_gateway))
-    contracts_cli.add_study_commands(sub)
+    _add_study_run_command(contracts_cli.add_study_commands(sub))
     node_cli.add_node_commands(sub)
     node_cli.add_portal_commands(sub)
     coordinator_cli.add_coordinator_commands(sub)

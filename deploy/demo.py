@@ -1,5 +1,6 @@
-"""The demo federation: four hospitals, a chain, a consortium study and a private federated run, all on
-this machine and all real (anvil, the Flower SuperLink and SuperNodes as processes).
+"""A study of any task on this machine (`twinledger study run --task ID --data DIR`), all real: anvil, the Flower
+SuperLink and SuperNodes as processes, one hospital node per data file, consent on chain, the audit and the
+report. The demo (`twinledger demo`) is this with the heart-disease task's demo data: four hospitals.
 
 Each step calls the same functions the one-by-one commands use (see docs/deployment.md).
 """
@@ -29,23 +30,24 @@ from deploy import processes
 from deploy.consortium import Consortium
 from federation.app_digest import packaged_app_digest
 from federation.defaults import TRAINING
+from federation.tasks import get_task
+from federation.tasks.data_path import hospital_files, study_consent
 from node import admin as node_admin
 
 log = logging.getLogger("twinledger.demo")
 
-DATA_DIR = Path(__file__).resolve().parent / "data" / "heart-disease"
-HOSPITALS = {  # node name -> UCI file
-    "cleveland": "processed.cleveland.data",
-    "hungary": "processed.hungarian.data",
-    "switzerland": "processed.switzerland.data",
-    "va": "processed.va.data",
-}
+DEMO_TASK = "heart-disease/v1"
+HOSPITALS = get_task(DEMO_TASK).demo_data.hospitals  # node name -> UCI file
+DATA_DIR = get_task(DEMO_TASK).demo_data.root()
 MARKER = ".twinledger-demo"
 WEB_HOSPITAL = "cleveland"
 
 
 @dataclass
 class DemoOptions:
+    task_id: str = DEMO_TASK
+    data: Path | None = None  # one file per hospital (its name is the file's stem); default: the task's demo data
+    consent_file: Path | None = None  # default: DIR/consent.csv; the demo data without one: `decline_fraction`
     workdir: Path = Path("demo-run")
     report: Path | None = None
     rpc_url: str | None = None
@@ -87,11 +89,22 @@ def _prepare_workdir(workdir: Path) -> Path:
     return workdir
 
 
+def study_data(options: DemoOptions, workdir: Path) -> tuple[dict[str, Path], dict[tuple[str, str], bool] | None]:
+    """Hospital name -> records file, and (hospital, record number) -> consent (federation/tasks/data_path.py)."""
+    task = get_task(options.task_id)
+    if options.data is None and task.demo_data is None:
+        raise ValueError(f"task {task.task_id} ships no demo data: give --data DIR (one file per hospital)")
+    files = task.demo_data.files(workdir / "data") if options.data is None else hospital_files(Path(options.data))
+    return files, study_consent(files, consent_file=options.consent_file, demo=options.data is None)
+
+
 def run_demo(options: DemoOptions) -> RunReport:
     """The coordinator's run report with the demo's additions (`revoked`, `audit`, `baseline`, `chain`, ...)."""
     started = time.monotonic()
     rng = random.Random(options.seed)
     workdir = _prepare_workdir(options.workdir)
+    task = get_task(options.task_id)
+    hospitals, consent = study_data(options, workdir)
     logs = workdir / "logs"
     services: list[processes.Service] = []
     with ExitStack() as stack, _stopping(services):
@@ -114,20 +127,21 @@ def run_demo(options: DemoOptions) -> RunReport:
         # 2. The coordinator and the study (data-use agreement).
         coordinator_home = workdir / "coordinator"
         CoordinatorSettings(home=coordinator_home, rpc_url=rpc_url, deployment_file=deployment_file,
-                            chain_ca_file=chain_ca, min_nodes=len(HOSPITALS), round_timeout_s=600,
+                            chain_ca_file=chain_ca, min_nodes=len(hospitals), round_timeout_s=600,
                             confirmations=0).save()  # anvil: a block per transaction, never reorganised
         consortium.add_coordinator(key_file=coordinator_home / "keys" / "coordinator.key")
-        study_id = consortium.propose_study(epsilon_budget=options.epsilon_budget,
+        study_id = consortium.propose_study(task_id=task.task_id, purpose=task.purpose,
+                                            epsilon_budget=options.epsilon_budget,
                                             delta_exponent=options.delta_exponent, rounds=options.rounds,
                                             app_digest=packaged_app_digest())  # the only app the nodes will run
-        log.info("study %s proposed: purpose HRESCH, epsilon %g per hospital, %d rounds",
-                 study_id.short(12), options.epsilon_budget, options.rounds)
+        log.info("study %s proposed: task %s, purpose %s, epsilon %g per hospital, %d rounds", study_id.short(12),
+                 task.task_id, task.purpose, options.epsilon_budget, options.rounds)
 
-        # 3. Four hospital nodes: records, study acceptance, patients' consent.
+        # 3. A hospital node per file: records, study acceptance, patients' consent.
         portal_patients: list[str] = []
         consenting: dict[str, list[str]] = {}
-        for name, filename in HOSPITALS.items():
-            node = consortium.add_node(name, workdir / "nodes" / name, records=[DATA_DIR / filename])
+        for name, path in hospitals.items():
+            node = consortium.add_node(name, workdir / "nodes" / name, records=[path])
             node.accept(study_id)
             numbers = list(node.patients.pseudonyms)
             if options.serve_web and name == WEB_HOSPITAL:
@@ -135,7 +149,8 @@ def run_demo(options: DemoOptions) -> RunReport:
                 portal_patients = sorted(numbers)[: options.portal_patients]
                 numbers = [n for n in numbers if n not in portal_patients]
             node.enrol(numbers)
-            consenting[name] = [n for n in numbers if rng.random() >= options.decline_fraction]
+            consenting[name] = [n for n in numbers if consent.get((name, n), False)] if consent is not None else \
+                [n for n in numbers if rng.random() >= options.decline_fraction]
             node.consent(study_id, consenting[name])
             (report,) = node.imports
             log.info("%s: imported %d patients (%s); %d consent, %d decline",
@@ -178,7 +193,7 @@ def run_demo(options: DemoOptions) -> RunReport:
         )
         services.append(run)
         run_report_path = coordinator_home / "runs" / run_name / "report.json"
-        revoked = _watch_run(run, run_report_path, options, consortium, consenting, study_id, rng,
+        revoked = _watch_run(run, run_report_path, options, task.headline, consortium, consenting, study_id, rng,
                              supernodes=supernodes, deadline=started + options.timeout_s)
 
         # 6. The independent audit and the report.
@@ -226,8 +241,8 @@ def _stopping(services: list[processes.Service]) -> Iterator[None]:
 
 
 def _watch_run(
-    run, report_path: Path, options: DemoOptions, consortium: Consortium, consenting: dict[str, list[str]], study_id,
-    rng, *, supernodes, deadline
+    run, report_path: Path, options: DemoOptions, metric, consortium: Consortium, consenting: dict[str, list[str]],
+    study_id, rng, *, supernodes, deadline
 ):
     """Follow the coordinator's report; after the chosen round, some consenting patients revoke."""
     revoked: list[dict] = []
@@ -248,9 +263,9 @@ def _watch_run(
             if record.status != "done":
                 break
             reported += 1
-            accuracy = record.value("accuracy")
-            log.info("round %d of %d done: pinned block %s, accuracy %s (noisy DP release), patients used %s%s", record.round,
-                     options.rounds, record.block, "n/a" if accuracy is None else f"{accuracy:.3f}", record.used,
+            value = record.value(metric.name)
+            log.info("round %d of %d done: pinned block %s, %s %s (noisy DP release), used %s%s", record.round,
+                     options.rounds, record.block, metric.name, "n/a" if value is None else f"{value:.3f}", record.used,
                      f", refused: {sorted(record.errors)}" if record.errors else "")
         if (state and state.status in ("finished", "failed")) or not run.alive():
             break

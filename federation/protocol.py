@@ -35,6 +35,8 @@ PINNED_BLOCK_NOT_CANONICAL = 4012  # the pinned block's hash is not the chain's 
 # The node's privacy account shows less epsilon spent than the chain records for this hospital (Consortium
 # spendingOf): its database was restored from an older backup, or replaced. Training would reopen spent budget.
 BUDGET_BEHIND_CHAIN = 4013
+STORE_UNAVAILABLE = 4014  # the node's database cannot be read or written (damaged, read-only, full disk)
+HOSPITAL_KEY_MISSING = 4015  # the hospital's account key is not in the node home: it cannot sign or read the chain
 
 # Flower's own error codes (flwr.common.constant.ErrorCode), as the coordinator reports them.
 FLOWER_ERROR_NAMES = {
@@ -61,6 +63,8 @@ ERROR_NAMES = {**FLOWER_ERROR_NAMES,
     CHAIN_RESET: "chain reset",
     PINNED_BLOCK_NOT_CANONICAL: "pinned block not on the chain",
     BUDGET_BEHIND_CHAIN: "privacy account behind the chain",
+    STORE_UNAVAILABLE: "node database unavailable",
+    HOSPITAL_KEY_MISSING: "hospital key missing",
 }
 
 

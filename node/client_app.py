@@ -30,7 +30,7 @@ from federation.protocol import RoundConfig, RoundReply
 from node.consent_gate import Refusal
 from node.service import HospitalNode
 from node.settings import NodeSettings, SettingsError
-from node.store import RoundRefusal
+from node.store import RoundRefusal, StoreUnavailable
 
 app = ClientApp()
 log = logging.getLogger("twinledger.node")
@@ -43,7 +43,7 @@ def refusals_as_errors(handler):
     def answer(msg: Message, context: Context) -> Message:
         try:
             return handler(msg, context)
-        except Refusal as refusal:
+        except (Refusal, StoreUnavailable) as refusal:  # a database that fails: refused, nothing decrypted
             log.warning("refused: %s", refusal.reason)
             return Message(Error(refusal.code, refusal.reason), reply_to=msg)
 

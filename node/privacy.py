@@ -109,12 +109,24 @@ def secure_gaussian(sd: float) -> float:
     return sum(_SECURE.gauss(0.0, sd) for _ in range(4)) / 2
 
 
-def noisy_sums(sums: dict[str, float], bounds: dict[str, float], *, noise_multiplier: float) -> dict[str, float]:
+def noisy_sums(sums: dict[str, float], bounds: dict[str, float], *, noise_multiplier: float,
+               partitions: tuple = ()) -> dict[str, float]:
     """The Gaussian mechanism on a vector of sums where one patient moves each sum by at most its bound: in
-    units of the bounds the vector's L2 sensitivity is sqrt(len(bounds)), so each sum gets noise of sd
-    noise_multiplier * sqrt(len(bounds)) * bound. Its RDP is one Gaussian step at `noise_multiplier`."""
-    scale = noise_multiplier * math.sqrt(len(bounds))
+    units of the bounds the vector's L2 sensitivity is `sums_sensitivity` (sqrt(len(bounds)) without
+    partitions), so each sum gets noise of sd noise_multiplier * sensitivity * bound. Its RDP is one Gaussian
+    step at `noise_multiplier`."""
+    scale = noise_multiplier * sums_sensitivity(bounds, partitions)
     return {key: float(sums[key]) + secure_gaussian(scale * bound) for key, bound in bounds.items()}
+
+
+def sums_sensitivity(bounds: dict[str, float], partitions: tuple = ()) -> float:
+    """L2 sensitivity of the sums in units of their bounds. A partition (federation/tasks/base.py
+    `evaluation_partitions`) is blocks of sums of which one patient adds to at most one (the node checks it):
+    it counts as its largest block, not as all its sums. Every other sum counts once."""
+    grouped = {key for partition in partitions for block in partition for key in block}
+    if not grouped <= set(bounds):
+        raise ValueError(f"partitioned sums without a bound: {sorted(grouped - set(bounds))}")
+    return math.sqrt(len(set(bounds) - grouped) + sum(max(map(len, p), default=0) for p in partitions))
 
 
 @dataclass(frozen=True)

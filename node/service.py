@@ -70,6 +70,9 @@ class HospitalNode:
             return self._ledger
         if self.settings.deployment_file is None:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, "no data used: this node has no deployment file configured")
+        if not self.settings.hospital_key_file.exists():  # not the chain's fault: say so (issue 15)
+            raise Refusal(protocol.HOSPITAL_KEY_MISSING, f"no data used: the hospital's key "
+                          f"{self.settings.hospital_key_file} is missing: restore it from the node home's backup")
         try:
             return Ledger.from_settings(self.settings, key_file=self.settings.hospital_key_file)
         except ChainReset as exc:
@@ -198,7 +201,7 @@ class HospitalNode:
             noise_multiplier=plan.noise_multiplier,
         )
         epsilon = budget.record(config.round, result.steps_taken)
-        weight, epsilon = self._training_weight(budget, config.round, len(labels), epsilon)
+        weight, epsilon = self._training_weight(budget, config.round, task.training_weight(train.records), epsilon)
         monitoring.epsilon_spent(config.study_id, epsilon)
         self._record_spending(config, epsilon)
         log.info(
@@ -247,7 +250,8 @@ class HospitalNode:
             "%s round %d: trained WITHOUT differential privacy (non-private study) on %d consented patients at block %d",
             self.settings.hospital, config.round, len(labels), config.block,
         )
-        return TrainOutcome(result.state, len(labels), math.inf, terms.epsilon_budget, commitment, result.mean_loss)
+        return TrainOutcome(result.state, task.training_weight(train.records), math.inf, terms.epsilon_budget, commitment,
+                            result.mean_loss)
 
     def evaluate(self, config: RoundConfig, global_state: dict[str, torch.Tensor]) -> EvaluateOutcome:
         """Evaluate the round's global model once: only round 1..R of the study at the block its training pinned,
@@ -300,16 +304,20 @@ class HospitalNode:
     @staticmethod
     def _clipped_sums(task, model, records: list[dict], shift, scale) -> dict[str, float]:
         """The task's evaluation sums, each patient's contribution clipped to [0, the task's bound]."""
-        bounds = task.evaluation_bounds
+        bounds = task.release_bounds  # the task's sums and its subgroups' (federation/tasks/base.py)
         total = dict.fromkeys(bounds, 0.0)
         for record in records:
             features, labels = task.patient_evaluation_examples(record)
-            patient = task.evaluation_sums(model, ((features - shift) / scale).astype("float32"), labels)
+            patient = task.patient_release_sums(model, ((features - shift) / scale).astype("float32"), labels, record)
             if set(patient) != set(bounds):  # a sum without a bound is never released
                 raise Refusal(protocol.BAD_REQUEST, f"task {task.task_id}'s sums {sorted(patient)} do not match "
                                                     f"its bounds {sorted(bounds)}: nothing released")
             for key, bound in bounds.items():
                 total[key] += min(max(float(patient[key]), 0.0), bound)
+            for partition in task.release_partitions:  # the noise assumes one block per patient: enforce it
+                if sum(any(patient[key] > 0 for key in block) for block in partition) > 1:
+                    raise Refusal(protocol.BAD_REQUEST, f"task {task.task_id}: a patient adds to two blocks of a "
+                                                        "partition of its sums: nothing released")
         return total
 
     def _release(self, terms, round_number: int, task, sums: dict[str, float]) -> tuple[dict[str, float], float]:
@@ -321,7 +329,8 @@ class HospitalNode:
             epsilon = budget.charge(round_number, "evaluate")
         except BudgetSpent as exc:
             raise Refusal(protocol.BUDGET_SPENT, f"nothing released: {exc}") from exc
-        return noisy_sums(sums, task.evaluation_bounds, noise_multiplier=budget.release_noise()), epsilon
+        return noisy_sums(sums, task.release_bounds, noise_multiplier=budget.release_noise(),
+                          partitions=task.release_partitions), epsilon
 
     def _check_spending(self, config: RoundConfig, budget) -> None:
         """Refuse (BUDGET_BEHIND_CHAIN) while the node's privacy account is below the spending the chain records

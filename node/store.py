@@ -10,7 +10,22 @@ import json
 from datetime import datetime, timezone
 
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from federation import protocol
+
+
+class StoreUnavailable(RuntimeError):
+    """The node's database cannot be opened or written: `code` is protocol.STORE_UNAVAILABLE, the message says
+    which database and what hospital IT can do. Nothing is decrypted after it (the write-ahead intent fails
+    first)."""
+
+    code = protocol.STORE_UNAVAILABLE
+
+    @property
+    def reason(self) -> str:
+        return str(self)
 
 
 def _now() -> datetime:
@@ -104,10 +119,15 @@ class Store:
     def __init__(self, database_url: str, *, kind: str | None = None):
         connect_args = {"check_same_thread": False} if database_url.startswith("sqlite") else {}
         self.engine = create_engine(database_url, connect_args=connect_args)
-        from federation.migrations import migrate
-        from node.migrations import NODE_SCHEMA
+        try:
+            from federation.migrations import migrate
+            from node.migrations import NODE_SCHEMA
 
-        migrate(self.engine, NODE_SCHEMA)  # node/migrations; a create_all database from before is stamped
+            migrate(self.engine, NODE_SCHEMA)  # node/migrations; a create_all database from before is stamped
+        except DatabaseError as exc:  # a truncated or damaged file, a read-only disk on first use
+            raise StoreUnavailable(
+                f"the node's database {self.engine.url.database or database_url} cannot be opened "
+                f"({exc.orig or exc}): restore it from a backup, or check the disk it is on") from None
         self.kind = kind
 
     @classmethod
@@ -142,10 +162,16 @@ class Store:
     def record_intent(self, usage: RoundUsage) -> int:
         """Write `usage` as an intent (durably, before anything is decrypted); returns its id."""
         usage.status = USAGE_INTENT
-        with self.session() as session:
-            session.add(usage)
-            session.commit()
-            return usage.id
+        try:
+            with self.session() as session:
+                session.add(usage)
+                session.commit()
+                return usage.id
+        except OperationalError as exc:  # read-only or full disk: refused before anything is decrypted
+            raise StoreUnavailable(
+                f"no data used: the node's database {self.engine.url.database} cannot be written ({exc.orig}), so "
+                "the intent to read the cohort could not be logged and nothing was decrypted: free disk space or "
+                "make the node home writable") from None
 
     def settle_usage(self, usage_id: int, *, status: str) -> None:
         """An intent completed (USAGE_COMPLETED) or voided (USAGE_VOIDED)."""

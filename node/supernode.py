@@ -55,6 +55,39 @@ PRELOAD = (
 # ClientApp processes (GNU OpenMP does not survive fork; seen here with a warm-up DP-SGD step).
 
 
+PARENT_ENV = "TWINLEDGER_SUPERNODE_PID"  # set by the SuperNode before it starts its fork server
+
+
+def die_with_parent(signum: int) -> bool:
+    """Linux: this process gets `signum` when the thread that started it exits (prctl PR_SET_PDEATHSIG), so that
+    a SuperNode killed outright leaves no fork server or ClientApp behind (issue 15 found its fork server
+    orphaned). False where prctl is not there."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _guard_fork_server() -> None:
+    """In the fork server (which imports this module first, PRELOAD): die with the SuperNode that started it, and
+    exit at once if it is gone already (it may have died before the prctl)."""
+    supernode_pid = os.environ.get(PARENT_ENV)
+    if supernode_pid and "multiprocessing.forkserver" in sys.modules and os.getpid() != int(supernode_pid):
+        import signal
+
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != int(supernode_pid):
+            os._exit(0)
+
+
+_guard_fork_server()
+
+
 def _shorten_idle_poll(idle_poll_s: float) -> bool:
     """Make flwr's SuperNode main loop sleep at most `idle_poll_s` where it would sleep 3 s (or 0.5 s)."""
     import flwr
@@ -67,6 +100,41 @@ def _shorten_idle_poll(idle_poll_s: float) -> bool:
     clock.__dict__.update(time.__dict__)
     clock.sleep = lambda seconds: time.sleep(min(seconds, idle_poll_s))
     loop.time = clock
+    return True
+
+
+HEARTBEAT_S = 10.0  # flwr 1.41: 30; the SuperLink holds a silent node "online" for twice this
+REJOIN_WAIT_S = 5.0  # between a refused activation and the next try
+
+
+class ActivationRefused(Exception):
+    """The SuperLink refused to activate this node: it still holds the session of this node's previous process
+    (killed, so it never signed off) until that session's heartbeat lapses."""
+
+
+def _rejoin_after_a_crash(heartbeat_s: float) -> bool:
+    """A SuperNode restarted after a crash rejoins: flwr 1.41's SuperNode exits when the SuperLink refuses to
+    activate it (code 2004: the dead process's session is still "online", for twice the heartbeat interval);
+    here that raises ActivationRefused, which `main` answers by starting again a moment later. A shorter
+    heartbeat also lets the SuperLink tell a dead or hung node sooner (20 s rather than 60 s)."""
+    import flwr
+    from flwr.supercore import heartbeat
+    from flwr.supercore.exit import ExitCode
+    from flwr.supernode import fleet_http_connection as fleet
+
+    if not flwr.__version__.startswith("1.41.") or not hasattr(fleet, "flwr_exit"):
+        log.warning("flwr %s: a restarted SuperNode exits while the SuperLink holds its last session",
+                    flwr.__version__)
+        return False
+    fleet.HEARTBEAT_DEFAULT_INTERVAL = heartbeat.HEARTBEAT_DEFAULT_INTERVAL = heartbeat_s
+    flwr_exit = fleet.flwr_exit
+
+    def exit_unless_refused(code, message=None, *args, **kwargs):
+        if code == ExitCode.SUPERNODE_CONNECTION_ERROR and "[code: 2004]" in (message or ""):
+            raise ActivationRefused(message)
+        return flwr_exit(code, message, *args, **kwargs)
+
+    fleet.flwr_exit = exit_unless_refused
     return True
 
 
@@ -118,9 +186,12 @@ def keep_refusal(message, context, code: int, reason: str) -> None:
 def _run_clientapp(runtime_api_address: str, token: str, supernode_pid: int, installed_digest: str) -> None:
     """One ClientApp task, in a process forked from the warm server: Flower's `flwr-clientapp` body behind the
     app gate (node/app_gate.py): only a FAB with the installed app's digest, and the installed ClientApp runs."""
+    import signal
+
     from node import app_gate
 
     setup_logging()  # the fork server imported opacus, whose basicConfig would format this process's lines
+    die_with_parent(signal.SIGTERM)  # the fork server; it dies with the SuperNode
     app_gate.run_gated_clientapp(
         runtime_api_address, token, installed_app=INSTALLED_APP, installed_digest=installed_digest,
         approved_digest=approved_app_digest, on_refusal=keep_refusal,
@@ -144,6 +215,7 @@ def _serve_tasks(runtime_api_address: str, *, task_poll_s: float, stop: threadin
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
+    os.environ[PARENT_ENV] = str(os.getpid())  # the fork server inherits it: _guard_fork_server
     # Start the fork server (and its imports) now, while the node is idle, not when the first message arrives.
     warm_up = context.Process(target=int)
     warm_up.start()
@@ -206,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("the warm ClientApps reach the Runtime API over plain HTTP on loopback: no --ssl-* options")
     _shorten_idle_poll(ours.idle_poll_s)  # imports Flower, whose coloured handler setup_logging takes off
     setup_logging()
+    _rejoin_after_a_crash(HEARTBEAT_S)
     app_dir = ours.installed_app_dir or default_app_dir()
     if app_dir is None:
         parser.error("no installed Flower app to gate on: give --installed-app-dir")
@@ -229,6 +302,13 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = ["flower-supernode", *flower_args, "--port", str(ours.port), "--isolation", "process"]
     try:
         flower_supernode()
+    except ActivationRefused:
+        stop.set()
+        log.warning("the SuperLink still holds this node's session from before it stopped: starting again in %g s",
+                    REJOIN_WAIT_S)
+        time.sleep(REJOIN_WAIT_S)
+        # A fresh process: Flower's servers, threads and exit handlers of this one go (its fork server with them).
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     finally:
         stop.set()
 

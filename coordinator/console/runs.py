@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from coordinator import processes
+from coordinator import processes, recovery
 from coordinator.console.models import ConsoleRun
 from coordinator.console.settings import ConsoleSettings, superlink_address
 from coordinator.report import RunReport
@@ -189,6 +189,8 @@ def status_of(manager: RunManager, row: ConsoleRun, report: RunReport | None) ->
     """(status, message): starting, running, finished, failed or stopped."""
     if row.stopped_at is not None:
         return "stopped", f"stopped by {row.stopped_by}"
+    if report is not None and report.status == "running":  # its ServerApp killed: ended now (issue 15)
+        report = recovery.end_abandoned(manager.run_dir(row.name)) or report
     if report is not None and report.status in ("finished", "failed"):
         return report.status, report.message
     exit_code = manager.process_state(row.name)

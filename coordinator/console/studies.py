@@ -15,6 +15,7 @@ from coordinator.report import RunReport
 from federation.app_digest import packaged_app_digest
 from federation.ids import StudyId
 from federation.tasks import TASKS
+from federation.tasks.data_path import data_categories
 from federation.web.errors import WebError
 
 # HL7 v3 PurposeOfUse codes a research study can name, in plain language.
@@ -27,17 +28,9 @@ PURPOSES = {
     "HQUALIMP": "improving the quality of care",
     "MLTRAINING": "training machine-learning models",
 }
-# The contract keeps a 256-bit set of data categories a study may use; these are the console's bits.
-DATA_CATEGORIES = {
-    "demographics": 0,
-    "vital-signs": 1,
-    "laboratory": 2,
-    "diagnoses": 3,
-    "ecg": 4,
-    "exercise-test": 5,
-    "medications": 6,
-    "glucose": 7,
-}
+# The contract keeps a 256-bit set of data categories a study may use: the shared ones and every task's own
+# (federation/tasks/data_path.py `data_categories`), name -> bit.
+DATA_CATEGORIES = data_categories(TASKS.values())
 
 
 class StudyError(WebError):

@@ -14,6 +14,7 @@ from contracts.ledger import (
 )
 from contracts.ledger.signing import CONSENT_DOMAIN_TYPES, GRANT_TYPES, REVOKE_TYPES, consent_domain
 from federation.commitment import combined_commitment, pseudonym_commitment
+from federation.tasks import TASKS
 from node.portal.accounts import PortalError
 from node.store import RoundUsage, Store
 from federation.ids import Pseudonym, from_hex0x, hex0x
@@ -37,20 +38,6 @@ PURPOSES = {
     "HTEST": "testing health information systems",
     "MLTRAINING": "training machine-learning models",
 }
-# What each federated task learns, and which of the patient's data it reads, in plain language.
-TASKS = {
-    "heart-disease/v1": (
-        "predicting coronary artery disease from heart examination results",
-        "your age and sex, and results of your heart examination: type of chest pain, resting blood pressure, "
-        "cholesterol, fasting blood sugar, resting ECG, maximum heart rate, chest pain during exercise, ST depression, "
-        "and the diagnosis",
-    ),
-    "glucose-forecast/v1": (
-        "forecasting blood glucose 30 minutes ahead from continuous glucose monitor readings, meals and insulin doses",
-        "your continuous glucose monitor readings, the carbohydrates you ate and the insulin you took (bolus doses "
-        "and basal rates), with their times",
-    ),
-}
 MAX_VALID_UNTIL = 2**32 - 1
 
 
@@ -59,11 +46,15 @@ def purpose_text(code: str) -> str:
 
 
 def task_text(task_id: str) -> str:
-    return TASKS[task_id][0] if task_id in TASKS else f"the federated task {task_id}"
+    """What a study of the task learns, as the task declares it (federation/tasks/*/ `description`)."""
+    task = TASKS.get(task_id)
+    return task.description if task and task.description else f"the federated task {task_id}"
 
 
 def data_text(task_id: str) -> str:
-    return TASKS[task_id][1] if task_id in TASKS else "the fields its task declares (ask the hospital)"
+    """Which of the patient's data the task reads, as the task declares it (`data_read`)."""
+    task = TASKS.get(task_id)
+    return task.data_read if task and task.data_read else "the fields its task declares (ask the hospital)"
 
 
 def study_hospitals(ledger: Ledger, study_id: bytes) -> list[str]:

@@ -1,7 +1,10 @@
 """Importing patient records into a node's store: readers by record kind and format, one writer.
 
 - `registry.py`: `import_file(store, vault, path, record_prefix=..., cohort=None)` picks the reader
-  (`READERS`, by record kind and format) and stores what it read; `register` adds a reader.
+  (`READERS`, by record kind and format) and stores what it read. Readers and kinds are the tasks'
+  (federation/tasks/*/ `readers`, `split_cohorts`), registered for every task in `federation.tasks.TASKS`;
+  a file no reader takes is refused naming the known kinds. `register` adds a reader by hand.
+- `builtin_readers.py`: the node-side readers the shipped tasks name (they need the FHIR parser or the twins).
 - `fhir_input.py`: FHIR R4 as EHRs send it (Bundles of any type, NDJSON, BOM), depth-bounded, parsed once;
   patient identity (MR first, never a national identifier). Mapping table: docs/fhir-mapping.md.
 - `heart_csv.py`, `heart_fhir.py` (and `heart_fhir_export.py`): heart-disease records, CSV and FHIR R4.

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from federation.tasks.data_path import RecordFileError  # noqa: F401 (defined beside the tasks: their readers raise it)
+
 MAX_PROBLEMS_SHOWN = 20
-
-
-class RecordFileError(ValueError):
-    """The file cannot be imported; the message lists every problem with where it is."""
 
 
 class Records(list):

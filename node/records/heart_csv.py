@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from federation.tasks.heart_disease import FIELD_RANGES, UCI_COLUMNS
+from federation.tasks.heart_disease import FIELD_RANGES, UCI_COLUMNS, HeartDiseaseTask
 from node.records.base import ImportReport, RecordFileError, Records, problems_message
 from node.records.csv_input import parse_number, read_rows
-from node.records.kinds import HEART_DISEASE, flamby_cohorts
 from node.records.writer import write_records
 from node.store import Store
 from node.vault import Vault
@@ -55,8 +54,9 @@ def read_heart_disease_csv(path: Path, *, record_prefix: str) -> Records:
 
 def store_heart_disease(store: Store, vault: Vault, records: list[tuple[str, dict]], *, source: str) -> ImportReport:
     """Store checked records: pseudonyms, FLamby's split, known record numbers skipped."""
-    cohorts = flamby_cohorts([clinical for _, clinical in records])
-    return write_records(store, vault, records, cohorts, kind=HEART_DISEASE.name, source=source)
+    task = HeartDiseaseTask()
+    cohorts = task.split_cohorts([clinical for _, clinical in records])
+    return write_records(store, vault, records, cohorts, kind=task.record_kind, source=source)
 
 
 def import_heart_disease_csv(store: Store, vault: Vault, path: Path, *, record_prefix: str) -> ImportReport:

@@ -1,12 +1,12 @@
 """The registry of record readers: each reads one format of one record kind; `import_file` picks the first
 reader that accepts the file, lets the kind split the records into cohorts and hands them to the one writer.
 
-Readers are tried in the order registered, readers that recognise their files by content first; the fallbacks
-come last (heart-disease FHIR takes any other FHIR file: `.json`, `.ndjson` or text starting with `{`;
-heart-disease CSV any other file). A FHIR file is parsed once (node/records/fhir_input.py `load`): choosing the
-reader and reading share the parsed document. A twins FHIR file is one with CGM readings. A new kind of
-record registers its kind (node/records/kinds.py) and its readers, which `register` puts ahead of the
-fallbacks (docs/tasks.md, "Adding a task").
+The readers are the tasks' (federation/tasks/*/: a task's `readers`, registered here for every task in
+federation.tasks.TASKS): adding a task adds its readers, with no change here. Readers that recognise their
+files by content come first, fallbacks last (heart-disease FHIR takes any other FHIR file: `.json`, `.ndjson`
+or text starting with `{`). A CSV reader is never offered a FHIR file. A file no reader takes is refused with
+the kinds this node knows. A FHIR file is parsed once (node/records/fhir_input.py `load`): choosing the reader
+and reading share the parsed document.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.records import fhir_input, heart_csv, heart_fhir, twin_csv, twin_fhir
-from node.records.base import ImportReport, Records
-from node.records.kinds import DIABETES, HEART_DISEASE, RecordKind
+from federation.tasks import TASKS
+from federation.tasks.data_path import resolve
+from node.records import fhir_input
+from node.records.base import ImportReport, RecordFileError, Records
+from node.records.kinds import RecordKind
 from node.records.provenance import LOCAL_RECORD_SYSTEM
 from node.records.writer import write_records
 from node.store import Store
@@ -50,16 +52,51 @@ def register(reader: Reader) -> Reader:
     return reader
 
 
+def register_task(task) -> None:
+    """A task's record kind and readers (federation/tasks/data_path.py RecordReader)."""
+    register_kind(RecordKind.of_task(task))
+    for declared in task.readers:
+        register(Reader(task.record_kind, declared.format, _accepts(declared), _reads(declared),
+                        fallback=declared.fallback))
+
+
+def _accepts(declared) -> Callable[[Path], bool]:
+    def accepts(path: Path) -> bool:
+        if declared.format == "csv" and fhir_input.sniff(path):
+            return False
+        return bool(resolve(declared.accepts)(path))
+
+    return accepts
+
+
+def _reads(declared) -> Callable[[Path, str], Records]:
+    def read(path: Path, record_prefix: str) -> Records:
+        rows = resolve(declared.read)(path, record_prefix)
+        return rows if isinstance(rows, Records) else Records(rows, format=declared.format)
+
+    return read
+
+
 def reader_for(path: Path) -> Reader:
     path = Path(path)
-    return next(reader for reader in READERS if reader.accepts(path))
+    if not path.is_file():
+        raise RecordFileError(f"{path}: no such file")
+    found = next((reader for reader in READERS if reader.accepts(path)), None)
+    if found is None:
+        known = {}
+        for reader in READERS:
+            known.setdefault(reader.kind, []).append(reader.format)
+        kinds = "; ".join(f"{kind} ({', '.join(sorted(formats))})" for kind, formats in known.items())
+        raise RecordFileError(f"{path.name}: no reader of this node recognises the file; the record kinds it "
+                              f"reads are: {kinds} (docs/tasks.md says what each expects)")
+    return found
 
 
 def import_file(store: Store, vault: Vault, path: Path, *, record_prefix: str, cohort: str | None = None,
                 record_system: str | None = None) -> ImportReport:
-    """A FHIR file with CGM readings or a twins' CSV (header with patient_id, time and cgm_mgdl) holds diabetes
-    records; any other file is read as heart-disease records (FHIR: Bundle of any type or NDJSON; else CSV).
-    `cohort` ("train" or "test") applies to diabetes records.
+    """Read a file with the reader of its kind and format (a twins' CSV, a heart-disease UCI CSV, FHIR, a task's
+    own layout), split it into cohorts as its kind does (`cohort`, "train" or "test", where the kind takes one)
+    and store it.
 
     All or nothing for real errors: a RecordFileError lists every problem and nothing is written. What is not
     read is counted in the report (`skipped`), patients left out are listed with why (`patients`, `rejected`),
@@ -80,46 +117,5 @@ def import_file(store: Store, vault: Vault, path: Path, *, record_prefix: str, c
                          record_system=record_system or LOCAL_RECORD_SYSTEM)
 
 
-def _is_fhir(path: Path) -> bool:
-    return fhir_input.sniff(path)
-
-
-def _is_twin_fhir(path: Path) -> bool:
-    return _is_fhir(path) and twin_fhir.is_twin_bundle(path)
-
-
-def _read_twin_fhir(path: Path, record_prefix: str) -> Records:
-    try:
-        document = fhir_input.load(path)
-    except fhir_input.FhirFileError as exc:
-        raise twin_csv.TwinFileError(str(exc)) from None
-    found, skipped, rejected = twin_fhir.read_twin_document(document, record_prefix=record_prefix)
-    records = _as_records(found, format=document.format)
-    records.skipped.update(skipped)
-    records.rejected.extend(rejected)
-    return records
-
-
-def _as_records(found, *, format: str) -> Records:
-    """Diabetes records (node/records/twin_csv.py DiabetesRecords) as (record number, clinical fields)."""
-    records = Records(((record.patient_id, record.to_clinical()) for record in found), format=format)
-    records.provenance.update(getattr(found, "provenance", {}))
-    records.systems.update(getattr(found, "systems", {}))
-    return records
-
-
-def _diabetes(read) -> Callable[[Path, str], Records]:
-    return lambda path, record_prefix: _as_records(read(path), format="csv")
-
-
-register_kind(HEART_DISEASE)
-register_kind(DIABETES)
-register(Reader(DIABETES.name, "fhir", _is_twin_fhir, _read_twin_fhir))
-register(Reader(DIABETES.name, "csv", lambda path: not _is_fhir(path) and twin_csv.is_twin_csv(path),
-                _diabetes(twin_csv.read_twin_csv)))
-register(Reader(HEART_DISEASE.name, "fhir", _is_fhir,
-                lambda path, record_prefix: heart_fhir.read_bundle_file(path, record_prefix=record_prefix),
-                fallback=True))
-register(Reader(HEART_DISEASE.name, "csv", lambda path: True,
-                lambda path, record_prefix: heart_csv.read_heart_disease_csv(path, record_prefix=record_prefix),
-                fallback=True))
+for _task in TASKS.values():
+    register_task(_task)

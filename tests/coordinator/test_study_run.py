@@ -157,11 +157,11 @@ def test_report_json_keeps_the_shape_its_readers_know(chain, tmp_path):
 
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert set(saved) == {"status", "message", "started_at", "study", "hospitals", "rounds"}
-    assert set(saved["study"]) == {"id", "purpose", "task", "epsilon_budget", "delta", "rounds", "metric"}
+    assert set(saved["study"]) == {"id", "purpose", "task", "epsilon_budget", "delta", "rounds", "metric", "weighted_by"}
     assert set(saved["hospitals"][0]) == {"name", "account", "patients", "consented", "epsilon_spent", "epsilon_budget",
                                           "privacy_account"}
     assert set(saved["rounds"][0]) == {
-        "round", "block", "accuracy", "loss", "constant_accuracy", "metrics", "used", "test_used", "epsilon",
+        "round", "block", "accuracy", "loss", "constant_accuracy", "metrics", "hospital_metrics", "subgroup_metrics", "used", "test_used", "epsilon",
         "train_seconds", "errors", "replies", "status", "seconds", "training_seconds", "model_hash", "anchor_block"}
     assert {r["reply"]["phase"] for r in saved["rounds"][0]["replies"]} == {"train", "evaluate"}
 

@@ -57,8 +57,26 @@ def test_a_registered_kind_is_imported_sealed_under_fresh_pseudonyms(tmp_path, n
 
 
 def test_a_new_reader_comes_before_the_fallbacks(scratch_kind):
-    assert [(r.kind, r.fallback) for r in READERS][-3:] == [("scratch", False), ("heart-disease", True),
-                                                           ("heart-disease", True)]
+    # Only FHIR falls back to heart disease; a CSV is heart disease only in the UCI layout (issue 17).
+    assert [(r.kind, r.format, r.fallback) for r in READERS][-2:] == [("scratch", "tsv", False),
+                                                                      ("heart-disease", "fhir", True)]
+
+
+def test_an_unknown_csv_is_refused_naming_the_known_kinds_not_read_as_heart_disease(tmp_path, node):
+    store, vault = node
+    path = tmp_path / "oncology.csv"
+    path.write_text("pid,time,event,age\nP1,12.5,1,61\n")
+    with pytest.raises(RecordFileError, match=r"no reader .* recognises.*heart-disease \(csv, fhir\).*diabetes"):
+        import_file(store, vault, path, record_prefix="X")
+    assert store.patients() == []
+
+
+def test_every_registered_task_brings_its_kind_and_readers():
+    from federation.tasks import TASKS
+
+    for task in TASKS.values():
+        assert task.record_kind in KINDS
+        assert {r.format for r in READERS if r.kind == task.record_kind} == {r.format for r in task.readers}
 
 
 def test_a_reader_needs_its_kind_registered_first():
@@ -69,4 +87,11 @@ def test_a_reader_needs_its_kind_registered_first():
 def test_heart_disease_files_refuse_a_cohort_before_reading(tmp_path, node):
     store, vault = node
     with pytest.raises(RecordFileError, match="split as FLamby does"):
+        import_file(store, vault, DATA / "processed.cleveland.data", record_prefix="X", cohort="test")
+    assert store.patients() == []
+
+
+def test_a_missing_file_is_refused_by_name(tmp_path, node):
+    store, vault = node
+    with pytest.raises(RecordFileError, match="absent.csv: no such file"):
         import_file(store, vault, tmp_path / "absent.csv", record_prefix="X", cohort="test")

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from federation.tasks.base import BinaryClassificationTask
+from federation.tasks.data_path import DemoData, RecordFileError, Subgroup
+from federation.tasks.standardise import standardise as standardiser  # noqa: F401 (FLamby's per-hospital standardisation)
 
 UCI_COLUMNS = (
     "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
@@ -43,6 +45,7 @@ FEATURE_NAMES = (
 # Declared ranges of the continuous fields (see the module docstring); 0/1 features use (0, 1).
 PUBLIC_RANGES = {"age": (20.0, 80.0), "trestbps": (80.0, 200.0), "chol": (100.0, 600.0),
                  "thalach": (60.0, 220.0), "oldpeak": (-3.0, 7.0)}
+AGE_BANDS = ("under 45", "45-59", "60 and over")  # the fairness subgroups' age bands (years)
 TRAIN_FRACTION = 0.66
 SPLIT_SEED = 43
 
@@ -53,6 +56,40 @@ class HeartDiseaseTask(BinaryClassificationTask):
     record_kind = "heart-disease"
     fields = INPUT_FIELDS + ("num",)
     evaluation_reads_training_data = False  # public ranges: nothing is fitted on training patients
+    description = "predicting coronary artery disease from heart examination results"
+    data_read = ("your age and sex, and results of your heart examination: type of chest pain, resting blood pressure, "
+                 "cholesterol, fasting blood sugar, resting ECG, maximum heart rate, chest pain during exercise, "
+                 "ST depression, and the diagnosis")
+    data_categories = {"demographics": 0, "vital-signs": 1, "laboratory": 2, "diagnoses": 3, "ecg": 4,
+                       "exercise-test": 5}
+    demo_data = DemoData(package="deploy", directory="data/heart-disease", hospitals={
+        "cleveland": "processed.cleveland.data", "hungary": "processed.hungarian.data",
+        "switzerland": "processed.switzerland.data", "va": "processed.va.data"})
+    subgroups = (Subgroup("sex", ("female", "male"), lambda r: {0: "female", 1: "male"}.get(r.get("sex"))),
+                 Subgroup("age band", AGE_BANDS, lambda r: age_band(r.get("age"))))
+
+    @property
+    def readers(self):
+        from federation.tasks.heart_disease.readers import READERS
+
+        return READERS
+
+    def split_cohorts(self, clinicals: list[dict], cohort: str | None = None) -> list[str]:
+        """`train` or `test` by FLamby's split of the complete records in file order; the others `incomplete`. A
+        file with one complete record (EHRs export a patient a file) cannot be split: that record is `train`."""
+        complete = [i for i, clinical in enumerate(clinicals) if self.is_complete(clinical)]
+        cohorts = ["incomplete"] * len(clinicals)
+        if len(complete) == 1:
+            cohorts[complete[0]] = "train"
+        elif complete:
+            _, labels = self.examples([clinicals[i] for i in complete])
+            for i, is_test in zip(complete, flamby_split(labels)):
+                cohorts[i] = "test" if is_test else "train"
+        return cohorts
+
+    def check_cohort(self, source: str, cohort: str | None) -> None:
+        if cohort is not None:
+            raise RecordFileError(f"{source}: heart-disease records are split as FLamby does; a cohort cannot be given")
 
     def build_model(self) -> torch.nn.Module:
         # Logistic regression, FLamby's baseline model for this data set.
@@ -71,6 +108,13 @@ class HeartDiseaseTask(BinaryClassificationTask):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits.reshape(-1), labels.reshape(-1))
+
+
+def age_band(age) -> str | None:
+    """Under 45, 45-59, 60 and over (years): bands wide enough that each hospital's test set has patients in each."""
+    if not _is_number(age):
+        return None
+    return "under 45" if age < 45 else "45-59" if age < 60 else "60 and over"
 
 
 def _is_number(value) -> bool:
@@ -118,14 +162,3 @@ def public_normaliser() -> tuple[np.ndarray, np.ndarray]:
         shift.append((low + high) / 2)
         scale.append((high - low) / (4 if name in PUBLIC_RANGES else 2))
     return np.array(shift, np.float32), np.array(scale, np.float32)
-
-
-def standardiser(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of a hospital's training features (std 1 where a feature is constant).
-
-    The sample standard deviation (ddof=1), as FLamby computes it (torch's default).
-    """
-    mean = train_features.mean(axis=0)
-    std = train_features.std(axis=0, ddof=1) if len(train_features) > 1 else np.zeros_like(mean)
-    std[std == 0] = 1.0
-    return mean, std

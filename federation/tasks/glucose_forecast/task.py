@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from federation.tasks.base import FederatedTask, Metric
+from federation.tasks.data_path import RecordReader
 
 # Fields of a diabetes record (node/twins/records.py DiabetesRecord.to_clinical writes exactly these).
 RECORD_FIELDS = ("start", "minutes", "cgm_mgdl", "carbs_g", "bolus_u", "basal_u_per_h")
@@ -58,6 +59,7 @@ ERROR_CLIP_MGDL = 150.0  # a window's 30-min forecast error counts at most this 
 GLUCOSE_CENTRE_MGDL, GLUCOSE_SCALE_MGDL = 140.0, 50.0
 CHANGE_SCALE_MGDL = 20.0
 CARBS_SCALE_G, BOLUS_SCALE_U, BASAL_SCALE_U_PER_H = 50.0, 5.0, 1.0
+TEST_FRACTION, SPLIT_SEED = 1 / 3, 43  # the cohort split of a file read without a cohort
 N_FEATURES = 1 + HISTORY_MIN // STEP_MIN + 2 * (len(BINS_MIN) - 1) + 1
 
 
@@ -162,11 +164,37 @@ class GlucoseForecastTask(FederatedTask):
     purpose = "HRESCH"
     record_kind = "diabetes"
     fields = RECORD_FIELDS
-    headline = Metric("rmse_30min_mgdl", "30-min forecast RMSE", unit="mg/dL", higher_is_better=False)
+    headline = Metric("rmse_30min_mgdl", "30-min forecast RMSE", unit="mg/dL", higher_is_better=False, low=0.0,
+                      description="root mean squared error of the 30-min forecast over every hospital's test windows")
     evaluation_reads_training_data = False  # fixed feature scales: nothing is fitted on training patients
     evaluation_count_key = "windows"
     horizon_min = HORIZON_MIN
     windows_per_patient = WINDOWS_PER_PATIENT
+    description = ("forecasting blood glucose 30 minutes ahead from continuous glucose monitor readings, meals and "
+                   "insulin doses")
+    data_read = ("your continuous glucose monitor readings, the carbohydrates you ate and the insulin you took (bolus "
+                 "doses and basal rates), with their times")
+    data_categories = {"glucose": 7, "medications": 6}
+    # Its records are the node's twins (node/twins/records.py); both readers need the node's record builder.
+    readers = (
+        RecordReader("fhir", "node.records.builtin_readers:is_twin_fhir", "node.records.builtin_readers:read_twin_fhir"),
+        RecordReader("csv", "node.records.twin_csv:is_twin_csv", "node.records.builtin_readers:read_twin_csv"),
+    )
+    # No demo files: `twinledger twin cohort` writes a cohort's CSV (node/twins/cohort.py).
+
+    def split_cohorts(self, clinicals: list[dict], cohort: str | None = None) -> list[str]:
+        """`cohort` for every usable record if given; otherwise a third of the usable records (at least one when
+        there are two or more) are `test`, chosen by a random permutation seeded 43 (FLamby's split seed) in file
+        order. A record with no complete forecasting window is `incomplete`."""
+        usable = [i for i, clinical in enumerate(clinicals) if self.is_complete(clinical)]
+        cohorts = ["incomplete"] * len(clinicals)
+        for i in usable:
+            cohorts[i] = cohort or "train"
+        if cohort is None and len(usable) >= 2:
+            n_test = max(1, round(len(usable) * TEST_FRACTION))
+            for i in np.random.default_rng(SPLIT_SEED).permutation(usable)[:n_test]:
+                cohorts[int(i)] = "test"
+        return cohorts
 
     def build_model(self) -> torch.nn.Module:
         model = torch.nn.Linear(N_FEATURES, 1)

@@ -1,0 +1,128 @@
+"""How a run ends when its processes do not: a final report saying why, never "running" forever.
+
+Issue 15 saw a SuperLink killed mid-run leave `report.json` at "running" and the CLI say "the run is running:
+(no message)". A run does not resume after its ServerApp stopped: a study's rounds run once (a round's privacy
+budget is spent at the nodes whether or not it was anchored, and StudyRun refuses a study with anchored rounds),
+so the honest end is a final report naming the round that was cut and the rounds that stay anchored on chain.
+Three ways get there (docs/operations.md, "When things fail"):
+
+- the ServerApp is signalled (its SuperLink or SuperExec stopped, `flwr stop`): Flower's exit handlers run
+  `end_on_exit`, and the ServerApp's own `except` writes the same report;
+- the ServerApp is killed outright: it leaves `serverapp.pid` beside the report, and whoever looks next on that
+  machine ends the run: `twinledger coordinator run` when `flwr run` returns, and a (re)starting SuperLink
+  that follows the coordinator's home (`end_abandoned_runs`);
+- the ServerApp cannot start its run (the ledger does not open, the study cannot be read): `write_failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from coordinator.report import RunReport
+
+log = logging.getLogger("twinledger.coordinator")
+OWNER_FILE = "serverapp.pid"  # "PID HOST" of the ServerApp process writing the run's report
+
+
+def claim(run_dir: Path) -> None:
+    """Record that this process writes the run's report (removed by `release` when the run ends)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
+
+
+def release(run_dir: Path) -> None:
+    (run_dir / OWNER_FILE).unlink(missing_ok=True)
+
+
+def owner(run_dir: Path) -> tuple[int, bool | None] | None:
+    """(pid, alive) of the process that writes the run's report; alive is None when it runs on another machine.
+    None when no process claims the run."""
+    try:
+        pid_text, _, host = (run_dir / OWNER_FILE).read_text(encoding="utf-8").strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():
+        return pid, None
+    return pid, _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:  # a zombie has exited: only its parent has not reaped it yet
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def ended_message(report: RunReport, cause: str) -> str:
+    """`cause`, the round it cut, and what stays: the rounds anchored on chain."""
+    cut = next((r.round for r in report.rounds if r.status != "done"), len(report.rounds) + 1)
+    anchored = [r.round for r in report.rounds if r.anchor_block is not None]
+    kept = f"rounds {', '.join(map(str, anchored))} stay anchored on chain" if anchored else "no round was anchored"
+    where = f"during round {cut}" if report.rounds or cut > 1 else "before round 1"
+    return (f"{cause} {where}; {kept}. A run does not resume (a study's rounds run once): propose a new study "
+            "to train again")
+
+
+def end_run(report_path: Path, cause: str) -> RunReport | None:
+    """Mark a report still "running" failed with `cause` (and the rounds it leaves); the report, or None."""
+    try:
+        report = RunReport.load(report_path)
+    except (OSError, ValueError):
+        return None
+    if report.status == "running":
+        report.status, report.message = "failed", ended_message(report, cause)
+        report.save(report_path)
+        log.warning("run %s ended: %s", report_path.parent.name, report.message)
+    return report
+
+
+def end_abandoned(run_dir: Path) -> RunReport | None:
+    """End the run in `run_dir` if its report says "running" while the ServerApp that wrote it is gone (on this
+    machine); the report as it then is, or None when there is none."""
+    claimed = owner(run_dir)
+    if claimed is not None and claimed[1] is False:
+        report = end_run(run_dir / "report.json",
+                         f"the coordinator's ServerApp (pid {claimed[0]}) stopped without a final report (killed, "
+                         "or its SuperLink was)")
+        release(run_dir)
+        return report
+    try:
+        return RunReport.load(run_dir / "report.json")
+    except (OSError, ValueError):
+        return None
+
+
+def end_abandoned_runs(runs_dir: Path) -> list[str]:
+    """End every abandoned run under a coordinator's `runs_dir` (a SuperLink starting: no ServerApp of an
+    earlier one survives it); the names of the runs ended."""
+    ended = []
+    for pid_file in sorted(Path(runs_dir).glob(f"*/{OWNER_FILE}")):
+        before = owner(pid_file.parent)
+        report = end_abandoned(pid_file.parent)
+        if before is not None and before[1] is False and report is not None and report.status == "failed":
+            ended.append(pid_file.parent.name)
+    return ended
+
+
+def write_failed(run_dir: Path, message: str) -> None:
+    """A final report for a run that could not start (its ledger or study could not be read)."""
+    report = RunReport(status="failed", message=message)
+    report.save(run_dir / "report.json")
+
+
+def stopped_cause(exc: BaseException) -> str:
+    """What an exception that ends the ServerApp says about why."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return ("the coordinator's ServerApp was stopped (its SuperLink or SuperExec stopped, or the run was "
+                "stopped with flwr stop)")
+    return str(exc) or type(exc).__name__
