@@ -5,24 +5,12 @@
 #
 #   docker build -f deploy/docker/coordinator.Dockerfile -t twinledger-coordinator:0.1.0 .   (repository root)
 #
-# The contracts are compiled while building (solc-js needs Node.js, which stays in the build stage), so
-# `twinledger chain deploy` in the image reads the compiled artifacts and runs no compiler.
+# `twinledger chain deploy` deploys the compiled contracts the wheel ships (contracts/compiled.json, checked
+# against the Solidity sources beside it): the image needs no Node.js, solc-js or compiler.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG NODE_IMAGE=node:20-bookworm-slim
 
-# --- npm: solc-js and OpenZeppelin from the lockfile ---------------------------------------------------------------
-FROM ${NODE_IMAGE} AS npm
-WORKDIR /src
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
-
-# --- build: the wheel, its virtual environment and the compiled contracts ----------------------------------------
+# --- build: the project's wheel and a virtual environment holding it ---------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
-# Node.js runs solc-js (WebAssembly) for the one compilation below; this stage is not shipped.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends nodejs \
-    && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -32,20 +20,11 @@ COPY contracts ./contracts
 COPY federation ./federation
 COPY deploy ./deploy
 COPY benchmarks ./benchmarks
-COPY --from=npm /src/node_modules ./node_modules
 # torch first and pinned: any range that admits a newer release pulls a CUDA build of several GB.
-# contracts/build.py caches the artifacts beside the installed package (contracts/build/), keyed by the sources'
-# hash; the solc shim looks for node_modules beside the package, linked there for this one step.
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN python -m venv /opt/twinledger \
     && /opt/twinledger/bin/pip install --no-cache-dir torch==2.13.0 \
     && /opt/twinledger/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/twinledger/bin/pip install --no-cache-dir /wheels/twinledger-*.whl \
-    && site=$(/opt/twinledger/bin/python -c 'import contracts, pathlib; print(pathlib.Path(contracts.__file__).parent.parent)') \
-    && chmod 0755 "$site/contracts/solc" \
-    && ln -s /src/node_modules "$site/node_modules" \
-    && /opt/twinledger/bin/python -c 'from contracts.build import compile_contracts; compile_contracts()' \
-    && rm "$site/node_modules"
+    && /opt/twinledger/bin/pip install --no-cache-dir /wheels/twinledger-*.whl
 
 # --- run ------------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
