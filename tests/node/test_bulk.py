@@ -151,3 +151,30 @@ def test_a_line_of_a_patient_not_yet_enrolled_is_reported(node, tmp_path):
     path = _write(tmp_path / "consents.jsonl", [node.grant_line(node.numbers[0])])
     [outcome] = consent_import.import_consents(path, node.settings, node.chain.hospital)
     assert outcome.outcome == "rejected" and "not enrolled" in outcome.reason
+
+
+def test_the_commands_report_per_patient_and_name_a_malformed_line(node, tmp_path, monkeypatch, capsys):
+    from deploy.cli import main
+    from node import cli
+
+    monkeypatch.setattr(cli, "_ledger", lambda settings: node.chain.hospital)
+    home = str(node.settings.home)
+    addresses = tmp_path / "addresses.csv"
+    addresses.write_text("record_number,consent_address\n" + "".join(f"{n},{a}\n" for n, a in node.addresses.items()))
+    assert main(["node", "enrol", "--home", home, "--addresses", str(addresses), "--all",
+                 "--report", str(tmp_path / "enrol.csv")]) == 0
+    assert f"enrolment: {len(node.numbers)} enrolled" in capsys.readouterr().out
+    assert main(["node", "enrol", "--home", home, "--addresses", str(addresses), node.numbers[0]]) == 0
+    assert f"{node.numbers[0]} already enrolled" in capsys.readouterr().out
+
+    broken = _write(tmp_path / "broken.jsonl", [node.grant_line(node.numbers[0]), '{"action": "grant"'])
+    assert main(["node", "consent", "import", "--home", home, str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jsonl line 2: not JSON" in err.splitlines()[-1] and "Traceback" not in err
+    good = _write(tmp_path / "good.jsonl", [node.grant_line(n) for n in node.numbers[:3]]
+                  + [node.grant_line(node.numbers[3], deadline=1)])
+    assert main(["node", "consent", "import", "--home", home, str(good)]) == 1  # one line expired
+    out = capsys.readouterr().out
+    assert "line 4" in out and "expired" in out and "3 recorded, 1 rejected" in out
+    report = (tmp_path / "good.jsonl.report.csv").read_text().splitlines()
+    assert len(report) == 5 and report[1].startswith("1,") and ",recorded," in report[1]
