@@ -85,6 +85,14 @@ def test_enrol_fails_alone_the_patient_another_hospital_took(node):
     assert [outcomes[n].outcome for n in node.numbers if n != taken] == ["enrolled"] * 5
 
 
+def test_a_patient_enrolled_on_chain_by_a_run_that_stopped_reads_already_enrolled(node):
+    stopped = node.numbers[1]  # the chain enrolled it, the run stopped before the node wrote the key down
+    node.chain.hospital.enrol([bytes.fromhex(node.pseudonyms[stopped][2:])], [node.addresses[stopped]])
+    outcomes = {o.patient: o.outcome for o in node.enrol()}
+    assert outcomes.pop(stopped) == "already enrolled" and set(outcomes.values()) == {"enrolled"}
+    assert {p.record_number: p.consent_key for p in node.store.patients()}[stopped] == node.addresses[stopped]
+
+
 def test_consent_addresses_file_names_a_bad_line(tmp_path):
     path = tmp_path / "addresses.csv"
     path.write_text("record_number,consent_address\nCLE-1,0x" + "ab" * 20 + "\nCLE-2,not-an-address\n")
