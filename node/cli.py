@@ -149,6 +149,56 @@ def _node_restore(args) -> int:
     return 0
 
 
+def _ledger(settings):
+    from contracts.ledger import Ledger
+
+    return Ledger.from_settings(settings, key_file=settings.hospital_key_file)
+
+
+def _node_enrol(args) -> int:
+    from node import bulk
+
+    if args.all == bool(args.patients):
+        raise ValueError("name the patients (record numbers) to enrol, or --all for every imported patient")
+    settings = _settings(args)
+    addresses = bulk.read_consent_addresses(Path(args.addresses))
+    outcomes = bulk.enrol(settings, _ledger(settings), addresses, None if args.all else args.patients)
+    for outcome in outcomes:
+        print(f"  {outcome.patient} {outcome.outcome}" + (f": {outcome.reason}" if outcome.reason else ""))
+    if args.report:
+        bulk.write_report(outcomes, Path(args.report), ("patient", "outcome", "reason"))
+    print(f"enrolment: {bulk.summary(outcomes)}" + (f"; report {args.report}" if args.report else ""))
+    return 1 if any(o.outcome == "failed" for o in outcomes) else 0
+
+
+def _node_consent_import(args) -> int:
+    from node import bulk, consent_import
+
+    settings = _settings(args)
+    path = Path(args.file)
+    lines = consent_import.read_signed_consents(path)  # a malformed file stops here, before the chain is asked
+    ledger = _ledger(settings)
+    good, rejected = consent_import.check(lines, settings, ledger)
+    outcomes = sorted(rejected + (consent_import.relay(good, settings, ledger) if good else []), key=lambda o: o.line)
+    report = Path(args.report) if args.report else path.with_name(path.name + ".report.csv")
+    bulk.write_report(outcomes, report, consent_import.REPORT_FIELDS)
+    for outcome in outcomes:
+        if outcome.outcome != "recorded":
+            print(f"  line {outcome.line} ({outcome.patient}) {outcome.outcome}: {outcome.reason}")
+    print(f"{path}: {bulk.summary(outcomes)}; per-patient report {report}")
+    return 0 if all(o.outcome == "recorded" for o in outcomes) else 1
+
+
+def _node_erase(args) -> int:
+    import json
+
+    from node.erase import erase_patient
+
+    receipt = erase_patient(_settings(args), args.patient)
+    print(json.dumps(receipt, indent=1))
+    return 0
+
+
 def _portal_serve(args) -> int:
     from node.portal.admin import serve
 
@@ -243,9 +293,34 @@ def add_node_commands(subparsers) -> None:
                          help="replace a home that is not empty (it is kept as <home>.before-restore-<time>)")
     restore.add_argument("archive", help="the backup archive")
     restore.set_defaults(func=_node_restore)
+    _add_bulk_commands(node)
     from node.console.cli import add_node_console_commands
 
     add_node_console_commands(node)
+
+
+def _add_bulk_commands(node) -> None:
+    """Hospital IT's bulk work: enrol, consent import, erase (node/bulk.py, node/consent_import.py, node/erase.py)."""
+    enrol = node.add_parser("enrol", help="enrol imported patients on chain with their consent addresses, in batches")
+    enrol.add_argument("--home", required=True, help=HOME_HELP)
+    enrol.add_argument("--addresses", required=True,
+                       help="CSV with the header record_number,consent_address: each patient's own consent address")
+    enrol.add_argument("--all", action="store_true", help="every imported patient")
+    enrol.add_argument("--report", help="also write the per-patient report to this CSV file")
+    enrol.add_argument("patients", nargs="*", metavar="PATIENT", help="record numbers to enrol")
+    enrol.set_defaults(func=_node_enrol)
+    consent = node.add_parser("consent", help="patients' signed consents").add_subparsers(dest="consent_action",
+                                                                                          required=True)
+    imp = consent.add_parser("import", help="check and relay consents signed elsewhere (JSON lines of EIP-712 "
+                             "signatures; docs/node.md)")
+    imp.add_argument("--home", required=True, help=HOME_HELP)
+    imp.add_argument("--report", help="the per-patient report to write (default FILE.report.csv)")
+    imp.add_argument("file", help="the signed consents, one JSON object a line")
+    imp.set_defaults(func=_node_consent_import)
+    erase = node.add_parser("erase", help="erase a patient (docs/privacy.md) and write a receipt in <home>/erasures")
+    erase.add_argument("--home", required=True, help=HOME_HELP)
+    erase.add_argument("patient", help="the patient's record number (or pseudonym)")
+    erase.set_defaults(func=_node_erase)
 
 
 def add_portal_commands(subparsers) -> None:
