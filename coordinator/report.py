@@ -140,6 +140,11 @@ class RunReport(_Open):
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
     @classmethod
+    def load_if_present(cls, path: Path) -> "RunReport | None":
+        """The report as it stands, or None before the first one (it is replaced atomically)."""
+        return cls.load(path) if path.exists() else None
+
+    @classmethod
     def coerce(cls, report: "RunReport | dict") -> "RunReport":
         return report if isinstance(report, RunReport) else cls.model_validate(report)
 

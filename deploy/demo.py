@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -30,6 +29,7 @@ from deploy import processes
 from deploy.consortium import Consortium
 from federation.app_digest import packaged_app_digest
 from federation.defaults import TRAINING
+from federation.files import fresh_workdir
 from federation.tasks import get_task
 from federation.tasks.data_path import hospital_files, study_consent
 from node import admin as node_admin
@@ -90,17 +90,6 @@ class DemoOptions:
         return ",".join(str(r) for r in sorted({self.revoke_after_round, self.rounds}) if 1 <= r <= self.rounds)
 
 
-def _prepare_workdir(workdir: Path) -> Path:
-    workdir = workdir.resolve()
-    if workdir.exists() and any(workdir.iterdir()):
-        if not (workdir / MARKER).exists():
-            raise SystemExit(f"{workdir} exists and is not a demo directory: choose another --workdir")
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    (workdir / MARKER).write_text("created by twinledger demo; removed by the next demo run\n")
-    return workdir
-
-
 def study_data(options: DemoOptions, workdir: Path) -> tuple[dict[str, Path], dict[tuple[str, str], bool] | None]:
     """Hospital name -> records file, and (hospital, record number) -> consent (federation/tasks/data_path.py)."""
     task = get_task(options.task_id)
@@ -114,7 +103,7 @@ def run_demo(options: DemoOptions) -> RunReport:
     """The coordinator's run report with the demo's additions (`revoked`, `audit`, `baseline`, `chain`, ...)."""
     started = time.monotonic()
     rng = random.Random(options.seed)
-    workdir = _prepare_workdir(options.workdir)
+    workdir = fresh_workdir(options.workdir, marker=MARKER, made_by="demo")
     task = get_task(options.task_id)
     hospitals, consent = study_data(options, workdir)
     logs = workdir / "logs"
@@ -264,7 +253,7 @@ def _watch_run(
     while True:
         if time.monotonic() > deadline:
             raise processes.ProcessError(f"the run did not finish within {options.timeout_s:g} s")
-        state = _read_report(report_path)
+        state = RunReport.load_if_present(report_path)
         rounds = state.rounds if state else []
         # Revoke as soon as the chosen round has trained: the next round pins a later block.
         if len(rounds) >= options.revoke_after_round and not revoked and options.revocations_per_hospital:
@@ -286,18 +275,13 @@ def _watch_run(
             break
         time.sleep(0.5)
     run.process.wait(timeout=60)
-    state = _read_report(report_path)
+    state = RunReport.load_if_present(report_path)
     if state is None or state.status != "finished":
         raise processes.ProcessError(
             f"the federated run did not finish (status {state and state.status!r}: {state and state.message}); "
             f"its log ends:\n{run.tail(40)}"
         )
     return revoked
-
-
-def _read_report(path: Path) -> RunReport | None:
-    """The coordinator's report as it stands, or None before the first one (it is replaced atomically)."""
-    return RunReport.load(path) if path.exists() else None
 
 
 def _mark_exclusions(revoked: list[dict], rounds: list[RoundRecord], usage_files: list[Path]) -> None:

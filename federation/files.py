@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -15,3 +16,16 @@ def write_secret(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as out:
         out.write(data)
     os.replace(tmp, path)
+
+
+def fresh_workdir(workdir: Path, *, marker: str, made_by: str) -> Path:
+    """`workdir`, empty, marked as made by `made_by`: a folder that exists, is not empty and lacks the marker (not
+    one this command made) is never removed."""
+    workdir = workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / marker).exists():
+            raise SystemExit(f"{workdir} exists and is not a {made_by} directory: choose another --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / marker).write_text(f"created by twinledger {made_by}; removed by the next {made_by} run\n")
+    return workdir
