@@ -110,9 +110,9 @@ def parse(data: bytes | str, *, source: str) -> FhirDocument:
     lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if len(lines) > 1 and all(line.lstrip().startswith("{") and line.rstrip().endswith("}") for _, line in lines):
         try:
-            json.loads(lines[0][1])
+            loads(lines[0][1], source=source)  # depth-bounded: the sniff parses untrusted text too
             is_ndjson = True
-        except json.JSONDecodeError:
+        except FhirFileError:
             is_ndjson = False
         if is_ndjson:
             return _ndjson(lines, source)

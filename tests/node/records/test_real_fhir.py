@@ -326,14 +326,15 @@ DEPTH_ATTACK = textwrap.dedent("""
     folder = Path(tempfile.mkdtemp())
     create_key_file(folder / "k")
     store, vault = Store(f"sqlite:///{folder / 'n.db'}"), Vault.open(folder / "k")
-    extension = {"url": "http://example.org/x", "valueString": "leaf"}
-    for _ in range(900):
-        extension = {"url": "http://example.org/x", "extension": [extension]}
-    patient = {"resourceType": "Patient", "id": "deep", "extension": [extension]}
-    files = {"extensions.json": json.dumps({"resourceType": "Bundle", "type": "collection",
-                                            "entry": [{"resource": patient}]}),
+    # Written as text: the node's sane recursion limit (contracts/ledger) may already hold in this process, and
+    # json.dumps of 900 nested objects would need more.
+    extension = ('{"url": "http://example.org/x", "extension": [' * 900
+                 + '{"url": "http://example.org/x", "valueString": "leaf"}' + "]}" * 900)
+    patient = '{"resourceType": "Patient", "id": "deep", "extension": [' + extension + "]}"
+    files = {"extensions.json": '{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": '
+                                + patient + "}]}",
              "deep.json": "[" * 100000 + "]" * 100000,
-             "deep.ndjson": json.dumps(patient) + "\\n" + json.dumps(patient) + "\\n"}
+             "deep.ndjson": patient + "\\n" + patient + "\\n"}
     for name, text in files.items():
         (folder / name).write_text(text)
         try:
