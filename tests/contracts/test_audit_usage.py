@@ -137,9 +137,10 @@ def test_an_old_export_without_statuses_reads_as_completed_uses(hospital, tmp_pa
 
 def test_an_old_database_gets_the_status_column_with_its_uses_completed(tmp_path):
     url = f"sqlite:///{tmp_path / 'node.db'}"
-    Store(url)  # today's schema, then drop back to the old usage table
+    Store(url)  # today's schema, then drop back to the old usage table of a database from before migrations
     engine = create_engine(url)
     with engine.begin() as db:
+        db.execute(text("DROP TABLE alembic_version"))
         db.execute(text("DROP TABLE roundusage"))
         db.execute(text("CREATE TABLE roundusage (id INTEGER PRIMARY KEY, study_id VARCHAR, round INTEGER, "
                         "phase VARCHAR, block INTEGER, commitment VARCHAR, pseudonyms VARCHAR, recorded_at DATETIME)"))
