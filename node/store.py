@@ -7,6 +7,7 @@ The pseudonym-to-patient map lives only here; deleting a patient's row is how a 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from sqlalchemy import inspect, text
@@ -183,19 +184,24 @@ class Store:
             session.add(usage)
             session.commit()
 
+    @contextmanager
+    def _writing_before_reading(self, what: str):
+        """A write that comes before any record is decrypted: a read-only or full disk refuses here, not later."""
+        try:
+            yield
+        except OperationalError as exc:
+            raise StoreUnavailable(
+                f"no data used: the node's database {self.engine.url.database} cannot be written ({exc.orig}), so "
+                f"{what} and nothing was decrypted: free disk space or make the node home writable") from None
+
     def record_intent(self, usage: RoundUsage) -> int:
         """Write `usage` as an intent (durably, before anything is decrypted); returns its id."""
         usage.status = USAGE_INTENT
-        try:
-            with self.session() as session:
-                session.add(usage)
-                session.commit()
-                return usage.id
-        except OperationalError as exc:  # read-only or full disk: refused before anything is decrypted
-            raise StoreUnavailable(
-                f"no data used: the node's database {self.engine.url.database} cannot be written ({exc.orig}), so "
-                "the intent to read the cohort could not be logged and nothing was decrypted: free disk space or "
-                "make the node home writable") from None
+        with self._writing_before_reading("the intent to read the cohort could not be logged"), \
+                self.session() as session:
+            session.add(usage)
+            session.commit()
+            return usage.id
 
     def settle_usage(self, usage_id: int, *, status: str) -> None:
         """An intent completed (USAGE_COMPLETED) or voided (USAGE_VOIDED)."""
@@ -241,7 +247,8 @@ class Store:
         if (plan := self.evaluation_plan(study_id)) is not None:
             return plan
         try:
-            with self.session() as session:
+            with self._writing_before_reading("the study's evaluation plan could not be fixed"), \
+                    self.session() as session:
                 session.add(EvaluationPlan(study_id=study_id, evaluations=evaluations, declared_in_round=round_number))
                 session.commit()
         except IntegrityError:  # another request fixed it first
