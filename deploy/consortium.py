@@ -64,6 +64,11 @@ def chain_url(rpc_url: str | None, *, log_path: Path, tls_ca_dir: Path | None = 
         anvil.stop()
 
 
+def chain_now(ledger: lg.Ledger) -> int:
+    """Now, by the chain's clock when it is ahead of this machine's (a test chain moved forward)."""
+    return max(int(time.time()), ledger.block_timestamp())
+
+
 def eth_tester() -> Web3:
     """A fresh in-process chain (eth-tester, py-evm): for unit tests; Flower's processes cannot reach it."""
     from web3.providers.eth_tester import EthereumTesterProvider
@@ -120,7 +125,7 @@ class Node:
                 valid_until: int | None = None, deadline: int | None = None) -> int:
         """Enrolled patients (default: all) sign a grant for the study; the hospital relays them in batches.
         Returns the block of the last relay."""
-        now = int(time.time())
+        now = chain_now(self.ledger)
         valid_until = valid_until if valid_until is not None else now + 365 * DAY_S
         deadline = deadline if deadline is not None else now + 3600
         grants = []
@@ -139,7 +144,7 @@ class Node:
         nonce = self.ledger.patient_nonce(pseudonym)
         revoke = lg.sign_revoke(
             self.patients.keys[number], self.deployment, pseudonym=pseudonym, study_id=study_id, nonce=nonce,
-            deadline=deadline or int(time.time()) + 3600,
+            deadline=deadline or chain_now(self.ledger) + 3600,
         )
         block = node_admin.relay_revoke(self.ledger, revoke)
         self.patients.nonces[number] = nonce + 1
@@ -232,7 +237,7 @@ class Consortium:
         study_id = StudyId(study_id) if study_id is not None else StudyId.new()
         self.operator.propose_study(
             study_id, purpose=purpose, task_id=task_id, epsilon_budget=epsilon_budget, delta_exponent=delta_exponent,
-            rounds=rounds, ends_at=ends_at if ends_at is not None else int(time.time()) + 30 * DAY_S,
+            rounds=rounds, ends_at=ends_at if ends_at is not None else chain_now(self.operator) + 30 * DAY_S,
             app_digest=app_digest,
         )
         return study_id
