@@ -3,15 +3,17 @@ patients one after another.
 
 Layout (a header row is required; column names in any order and case, other columns ignored):
 
-    patient_id,time,cgm_mgdl,carbs_g,bolus_u,basal_u_per_h,body_weight_kg
-    P-001,2026-01-05T07:00:00Z,132,,,0.8,72
-    P-001,2026-01-05T07:05:00Z,135,45,4.5,,
+    patient_id,time,cgm_mgdl,carbs_g,bolus_u,basal_u_per_h,body_weight_kg,age_years
+    P-001,2026-01-05T07:00:00Z,132,,,0.8,72,34
+    P-001,2026-01-05T07:05:00Z,135,45,4.5,,,
 
 - `patient_id` (required): the hospital's record number for the patient; never leaves the node.
 - `time` (required): ISO 8601 with a time zone (`Z` or an offset such as `+01:00`), to the minute.
 - `cgm_mgdl` a sensor glucose reading (mg/dL), `carbs_g` carbohydrate eaten (g), `bolus_u` an insulin
-  bolus (U), `basal_u_per_h` the basal rate from that time on (U/h), `body_weight_kg`. Any may be empty;
-  at least `cgm_mgdl` must be a column. Ranges: node/twins/records.py RANGES.
+  bolus (U), `basal_u_per_h` the basal rate from that time on (U/h), `body_weight_kg`, `age_years` the
+  patient's age in years at the record's start (on any of the patient's rows; every value given must be the
+  same; the glucose task reports its metrics per age group from it, a patient without it is in no group).
+  Any may be empty; at least `cgm_mgdl` must be a column. Ranges: node/twins/records.py RANGES.
 
 All or nothing: any bad row rejects the file, and the error lists every problem (file, line, column, why).
 """
@@ -28,7 +30,7 @@ from node.records.csv_input import parse_number, read_rows
 from node.twins.records import DiabetesRecord, Event, build_record, check_range, parse_time
 
 REQUIRED = ("patient_id", "time", "cgm_mgdl")
-VALUE_COLUMNS = ("cgm_mgdl", "carbs_g", "bolus_u", "basal_u_per_h", "body_weight_kg")
+VALUE_COLUMNS = ("cgm_mgdl", "carbs_g", "bolus_u", "basal_u_per_h", "body_weight_kg", "age_years")
 MISSING = {"", "NA", "na", "nan", "NaN"}
 
 
@@ -137,6 +139,7 @@ def write_twin_csv(records: list[DiabetesRecord], path: Path) -> Path:
                     _cell(r.bolus_u[m]) if r.bolus_u[m] > 0 else "",
                     _cell(r.basal_u_per_h[m]) if basal_change[m] else "",
                     _cell(r.body_weight_kg) if i == 0 and r.body_weight_kg is not None else "",
+                    _cell(r.age_years) if i == 0 and r.age_years is not None else "",
                 ])
     return path
 

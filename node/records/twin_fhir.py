@@ -5,7 +5,9 @@ A file is a twins file only when it holds CGM readings (`is_twin_document`); a r
 What is read (anything else is skipped and counted by kind in the import report):
 
 - Patient: the record number by node/records/fhir_input.py `patient_identity` (MR first, never a national
-  identifier; two Patients sharing a value under different systems are different patients, both rejected).
+  identifier; two Patients sharing a value under different systems are different patients, both rejected);
+  `birthDate` (optional) gives the age in whole years at the record's start (a date to the year or month counts
+  from its first day); a Patient without it has no age (the glucose task's age groups leave it out).
 - Observation, CGM glucose, per the HL7 CGM implementation guide: LOINC 99504-3 (mass, UCUM `mg/dL`) or
   105272-9 (molar, UCUM `mmol/L`, converted at 18.016 mg/dL per mmol/L); at `effectiveDateTime` (or
   `effectiveInstant`, or an `effectivePeriod` with one start and no other end). A reading with a
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -33,7 +37,7 @@ from pydantic import ValidationError
 from node.records import fhir_input
 from node.records.fhir_input import FhirDocument, FhirFileError
 from node.records.provenance import LOCAL_RECORD_SYSTEM
-from node.records.twin_csv import TwinFileError, records_from_events
+from node.records.twin_csv import TwinFileError, records_from_events, report_problems
 from node.twins.records import DiabetesRecord, Event, check_range
 
 LOINC = "http://loinc.org"
@@ -180,6 +184,7 @@ def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
     rejected: list[tuple[str, str]] = []
     patients: dict[str, str | None] = {}  # reference ("Patient/x" or fullUrl) -> record number (None: rejected)
     numbers: dict[str, tuple[str, str]] = {}  # record number -> (system, where)
+    births: dict[str, tuple[str, str]] = {}  # record number -> (birthDate as written, where)
     parsed = []
     for entry in document.entries:
         raw, where = entry.resource, entry.label
@@ -219,6 +224,8 @@ def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
                 continue
             else:
                 numbers[number] = (identity.system, where)
+            if number is not None and raw.get("birthDate"):
+                births[number] = (str(raw["birthDate"]), where)
             for reference in fhir_input.references(entry, resource.id):
                 patients[reference] = number
             continue
@@ -248,7 +255,33 @@ def read_twin_document(document: FhirDocument, *, record_prefix: str = "P"
         source, events, problems, empty="the file holds no CGM, carbohydrate or insulin values of its patients"
     )
     records.systems.update({number: system for number, (system, _) in numbers.items() if system})
+    for i, record in enumerate(records):
+        if record.patient_id in births:
+            written, where = births[record.patient_id]
+            try:
+                records[i] = replace(record, age_years=age_at(written, record.start.date()))
+            except _Problem as problem:
+                problems.append(f"{where}: {problem}")
+    if problems:
+        raise report_problems(source, problems)
     return records, skipped, rejected
+
+
+def age_at(birth_date: str, day: date) -> float:
+    """Whole years from a FHIR birthDate (YYYY, YYYY-MM or YYYY-MM-DD; a partial date counts from its first day)
+    to `day`; _Problem if it is not a date, after `day`, or outside RANGES."""
+    parts = birth_date.split("-")
+    try:
+        born = date(int(parts[0]), int(parts[1]) if len(parts) > 1 else 1, int(parts[2]) if len(parts) > 2 else 1)
+    except (ValueError, IndexError):
+        raise _Problem(f"birthDate {birth_date!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)") from None
+    if born > day:
+        raise _Problem(f"birthDate {birth_date} is after the record's start ({day})")
+    years = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    why = check_range("age_years", float(years))
+    if why:
+        raise _Problem(f"birthDate {birth_date}: {why} at the record's start ({day})")
+    return float(years)
 
 
 def read_twin_bundle(path: Path) -> list[DiabetesRecord]:
@@ -278,8 +311,10 @@ def write_twin_bundle(records: list[DiabetesRecord], path: Path) -> Path:
     for i, r in enumerate(records):
         pid = f"p{i + 1}"
         ref = {"reference": f"Patient/{pid}"}
+        born = {} if r.age_years is None else {"birthDate": birth_date(r.start.date(), age_years=r.age_years)}
         entries.append({"fullUrl": f"urn:uuid:patient-{pid}", "resource": {
-            "resourceType": "Patient", "id": pid, "identifier": [{"system": LOCAL_RECORD_SYSTEM, "value": r.patient_id}]}})
+            "resourceType": "Patient", "id": pid, "identifier": [{"system": LOCAL_RECORD_SYSTEM, "value": r.patient_id}],
+            **born}})
 
         def observation(code, display, minute, value, unit):
             return {"resourceType": "Observation", "status": "final",
@@ -310,3 +345,10 @@ def write_twin_bundle(records: list[DiabetesRecord], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
     return path
+
+
+def birth_date(day: date, *, age_years: float) -> str:
+    """A birthDate at which someone is `age_years` (whole years) old on `day`: their birthday that day (28 February
+    for 29 February), so that `age_at` reads the age back."""
+    year = day.year - int(age_years)
+    return (date(year, 2, 28) if (day.month, day.day) == (2, 29) else day.replace(year=year)).isoformat()

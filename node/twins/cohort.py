@@ -13,6 +13,8 @@
 - Basal: each patient's steady-state rate, as the pump can deliver it (rounded to 0.05 U/h); every patient
   starts at the steady state of that delivered basal (steady_state.basal_states), so nothing drifts.
 - CGM: the sensor's noise model (devices.CGMSensor, Dexcom by default: a reading every 3 minutes).
+- Age: the parameter set's published age (Quest.csv), at the record's start; the exports carry it (CSV
+  `age_years`, FHIR Patient.birthDate), so a glucose study reports its metrics per age group.
 
 Everything is drawn from one numpy generator seeded by `seed`: the same seed gives the same records. All
 patients of all hospitals are simulated at once (uva_padova.simulate is batched).
@@ -115,6 +117,7 @@ def simulate_patients(
                 bolus_u=bolus[i].round(4),
                 basal_u_per_h=basal[i].copy(),
                 body_weight_kg=float(cohort.body_weight_kg[i]),
+                age_years=cohort.patients[i].age_years,  # Quest.csv: the glucose task's age groups read it
                 eating_rate_g_per_min=np.where(meals_g[i] > 0, eating_rate_g_per_min, np.nan),
             )
         )

@@ -22,9 +22,11 @@ RANGES = {
     "bolus_u": (0.0, 50.0),  # one bolus
     "basal_u_per_h": (0.0, 15.0),
     "body_weight_kg": (1.0, 400.0),
+    "age_years": (0.0, 120.0),  # at the record's start
     "eating_rate_g_per_min": (0.1, 100.0),  # how fast the meal recorded in that minute was eaten
 }
 MAX_RECORD_DAYS = 366
+STATIC_FIELDS = ("body_weight_kg", "age_years")  # one value per patient, whatever the time it was read at
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class DiabetesRecord:
     # (minutes,) how fast the meal recorded in that minute was eaten (g/min); NaN or None: unknown, the
     # twin then assumes DEFAULT_EATING_RATE_G_PER_MIN (node/twins/uva_padova.py)
     eating_rate_g_per_min: np.ndarray | None = None
+    age_years: float | None = None  # at `start`; None: unknown (the glucose task's age groups leave it out)
 
     def __post_init__(self):
         n = len(self.cgm_mgdl)
@@ -64,6 +67,7 @@ class DiabetesRecord:
             basal_u_per_h=self.basal_u_per_h[part],
             body_weight_kg=self.body_weight_kg,
             eating_rate_g_per_min=None if self.eating_rate_g_per_min is None else self.eating_rate_g_per_min[part],
+            age_years=self.age_years,
         )
 
     def to_clinical(self) -> dict:
@@ -90,6 +94,7 @@ class DiabetesRecord:
             "bolus_u": pairs(self.bolus_u, np.asarray(self.bolus_u) > 0),
             "basal_u_per_h": pairs(basal, changes),
             "body_weight_kg": self.body_weight_kg,
+            "age_years": self.age_years,
         }
 
     @classmethod
@@ -104,6 +109,7 @@ class DiabetesRecord:
             patient_id=patient_id,
             start=datetime.fromisoformat(clinical["start"]),
             body_weight_kg=clinical.get("body_weight_kg"),
+            age_years=clinical.get("age_years"),
             eating_rate_g_per_min=rate,
             **series,
         )
@@ -131,7 +137,7 @@ def check_range(field: str, value: float) -> str | None:
 
 def build_record(patient_id: str, events: list[Event], problems: list[str]) -> DiabetesRecord | None:
     """A patient's events on a minute grid from the first event's minute; problems are appended, not raised."""
-    timed = [e for e in events if e.field != "body_weight_kg"]
+    timed = [e for e in events if e.field not in STATIC_FIELDS]
     if not timed:
         problems.append(f"patient {patient_id}: no CGM, carbohydrate or insulin values")
         return None
@@ -144,10 +150,16 @@ def build_record(patient_id: str, events: list[Event], problems: list[str]) -> D
     carbs, bolus = np.zeros(minutes), np.zeros(minutes)
     rate = np.full(minutes, np.nan)
     basal_changes: dict[int, tuple[float, str]] = {}
-    weight = None
+    weight, age = None, None
     for e in sorted(events, key=lambda e: e.time):
         if e.field == "body_weight_kg":
             weight = e.value
+            continue
+        if e.field == "age_years":
+            if age is not None and age[0] != e.value:
+                problems.append(f"{e.where}: patient {patient_id} has two different ages, {age[0]:g} and {e.value:g} "
+                                f"(also {age[1]}); age_years is the age at the record's start")
+            age = (e.value, e.where)
             continue
         minute = int((e.time - start).total_seconds() // 60)
         if e.field == "cgm_mgdl":
@@ -171,7 +183,8 @@ def build_record(patient_id: str, events: list[Event], problems: list[str]) -> D
         basal[minute:] = basal_changes[minute][0]
     return DiabetesRecord(patient_id=patient_id, start=start.astimezone(timezone.utc), cgm_mgdl=cgm, carbs_g=carbs,
                           bolus_u=bolus, basal_u_per_h=basal, body_weight_kg=weight,
-                          eating_rate_g_per_min=rate if np.isfinite(rate).any() else None)
+                          eating_rate_g_per_min=rate if np.isfinite(rate).any() else None,
+                          age_years=None if age is None else age[0])
 
 
 def parse_time(text: str) -> datetime:

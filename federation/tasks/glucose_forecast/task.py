@@ -26,6 +26,11 @@ the accountant's sample rate counts patients. So the node's epsilon is a patient
 one patient, adding or removing all of their data changes the output distribution by at most (epsilon,
 delta) over the whole study.
 
+**Subgroups.** The headline metric is also reported per age group (`age_years` of the record, the age at its
+start): child under 13, adolescent 13-19, adult 20 and over, the groups of the UVA/Padova simulator's virtual
+cohorts (their published ages, node/twins/data/uva-padova/Quest.csv: children 7-12, adolescents 14-19, adults
+26-68). A record without an age is in no group; the age is read for grouping only, never as a feature.
+
 Federated across hospitals' virtual patients: benchmarks/twin_federation.py (`federated_forecaster_rmse_30min_mgdl`,
 which the twin benchmark calls; federation/ may not import the node or the coordinator, so it lives there).
 
@@ -43,7 +48,7 @@ import numpy as np
 import torch
 
 from federation.tasks.base import FederatedTask, Metric
-from federation.tasks.data_path import RecordReader
+from federation.tasks.data_path import RecordReader, Subgroup
 
 # Fields of a diabetes record (node/twins/records.py DiabetesRecord.to_clinical writes exactly these).
 RECORD_FIELDS = ("start", "minutes", "cgm_mgdl", "carbs_g", "bolus_u", "basal_u_per_h")
@@ -60,6 +65,8 @@ GLUCOSE_CENTRE_MGDL, GLUCOSE_SCALE_MGDL = 140.0, 50.0
 CHANGE_SCALE_MGDL = 20.0
 CARBS_SCALE_G, BOLUS_SCALE_U, BASAL_SCALE_U_PER_H = 50.0, 5.0, 1.0
 TEST_FRACTION, SPLIT_SEED = 1 / 3, 43  # the cohort split of a file read without a cohort
+AGE_GROUPS = ("child", "adolescent", "adult")  # under 13, 13-19, 20 and over (years; the module docstring)
+ADOLESCENT_FROM_YEARS, ADULT_FROM_YEARS = 13, 20
 N_FEATURES = 1 + HISTORY_MIN // STEP_MIN + 2 * (len(BINS_MIN) - 1) + 1
 
 
@@ -152,6 +159,13 @@ def forecast_mgdl(model: torch.nn.Module, series: dict[str, np.ndarray], *, hori
     return times, current + change
 
 
+def age_group(age_years) -> str | None:
+    """The age group of an age in years at the record's start; None when the age is unknown or not an age."""
+    if not isinstance(age_years, (int, float)) or isinstance(age_years, bool) or not 0 <= age_years <= 120:
+        return None  # NaN fails the comparison too
+    return "child" if age_years < ADOLESCENT_FROM_YEARS else "adolescent" if age_years < ADULT_FROM_YEARS else "adult"
+
+
 def _is_pairs(value) -> bool:
     return isinstance(value, list) and all(
         isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in p)
@@ -163,7 +177,7 @@ class GlucoseForecastTask(FederatedTask):
     task_id = "glucose-forecast/v1"
     purpose = "HRESCH"
     record_kind = "diabetes"
-    fields = RECORD_FIELDS
+    fields = RECORD_FIELDS + ("age_years",)  # the age only places the patient in an age group
     headline = Metric("rmse_30min_mgdl", "30-min forecast RMSE", unit="mg/dL", higher_is_better=False, low=0.0,
                       description="root mean squared error of the 30-min forecast over every hospital's test windows")
     evaluation_reads_training_data = False  # fixed feature scales: nothing is fitted on training patients
@@ -173,8 +187,10 @@ class GlucoseForecastTask(FederatedTask):
     description = ("forecasting blood glucose 30 minutes ahead from continuous glucose monitor readings, meals and "
                    "insulin doses")
     data_read = ("your continuous glucose monitor readings, the carbohydrates you ate and the insulin you took (bolus "
-                 "doses and basal rates), with their times")
-    data_categories = {"glucose": 7, "medications": 6}
+                 "doses and basal rates), with their times, and your age (to report how well the forecast serves "
+                 "children, adolescents and adults)")
+    data_categories = {"demographics": 0, "glucose": 7, "medications": 6}
+    subgroups = (Subgroup("age group", AGE_GROUPS, lambda r: age_group(r.get("age_years"))),)
     # Its records are the node's twins (node/twins/records.py); both readers need the node's record builder.
     readers = (
         RecordReader("fhir", "node.records.builtin_readers:is_twin_fhir", "node.records.builtin_readers:read_twin_fhir"),
