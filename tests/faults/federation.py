@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts import ledger as lg
+from contracts.audit import AuditResult, audit_study, load_usage_logs
 from coordinator.report import RunReport
 from coordinator.settings import CoordinatorSettings
 from deploy import processes
 from deploy.consortium import Consortium
+from node import admin as node_admin
 from federation.app_digest import packaged_app_digest
 from federation.ids import StudyId
 
@@ -94,6 +96,13 @@ class Federation:
                 return report
             time.sleep(0.25)
         raise AssertionError(f"not within {timeout_s:g} s; the report: {report and json.dumps(report.as_dict())[:2000]}")
+
+    def audit(self, study_id: StudyId, run_name: str) -> AuditResult:
+        """The independent audit of the study over every node's whole usage log (contracts/audit.py)."""
+        logs = [node_admin.export_usage(node.settings, self.root / "audit" / f"{run_name}-{name}.json")
+                for name, node in self.consortium.nodes.items()]
+        return audit_study(lg.Ledger(self.consortium.w3, self.consortium.deployment), study_id,
+                           load_usage_logs(logs), report=self.report_path(run_name))
 
     def signal_supernode(self, name: str, signum: int) -> None:
         os.kill(self.supernodes[name].process.pid, signum)

@@ -33,8 +33,10 @@ def _done(rounds: int):
 
 
 def test_a_hung_supernode_holds_no_round_past_its_timeout_and_a_killed_one_rejoins_when_restarted(federation):
-    study = federation.open_study(rounds=4)
-    federation.run(study, "nodes", **{"num-rounds": 4, "min-nodes": 1})
+    # Six rounds: the SuperLink frees a killed node's session only after about 20 s (node/supernode.py's
+    # heartbeat), and with one evaluation per run the rounds after the hung one take a few seconds each.
+    study = federation.open_study(rounds=6)
+    federation.run(study, "nodes", **{"num-rounds": 6, "min-nodes": 1})
     federation.wait_for("nodes", _done(1), timeout_s=120)
     federation.signal_supernode("cleveland", signal.SIGSTOP)  # hung: alive, answering nothing
     hungary = federation.supernodes["hungary"]
@@ -55,6 +57,8 @@ def test_a_hung_supernode_holds_no_round_past_its_timeout_and_a_killed_one_rejoi
     assert any("cleveland" in r.used for r in later) and any("hungary" in r.used for r in later), \
         [(r.round, r.used, r.errors) for r in later]
     assert all("node " not in name for r in report.rounds for name in r.errors)  # hospitals, never node ids
+    audit = federation.audit(study, "nodes")  # every use, the hung and the restarted node's too, checked
+    assert audit.violations == 0 and audit.checked > 0, audit.as_dict()
 
 
 def test_a_superlink_killed_mid_run_leaves_a_final_report_saying_why(federation, capsys):
@@ -72,3 +76,5 @@ def test_a_superlink_killed_mid_run_leaves_a_final_report_saying_why(federation,
     assert _check_report(runs_dir, "link", started=0, log="flwr-run.log", flwr_code=run.process.returncode) == 1
     err = capsys.readouterr().err
     assert "(no message)" not in err and "the run is failed: the coordinator's ServerApp was stopped" in err
+    audit = federation.audit(study, "link")  # the cut round's uses too (unanchored), each checked for consent
+    assert audit.violations == 0 and audit.checked > 0, audit.as_dict()
