@@ -285,6 +285,7 @@ class HospitalNode:
                                                 f"{min(trained_at)}; its evaluation must read the same block, not "
                                                 f"{config.block}")
         terms, task, gate = self._check(config)
+        budget = None  # a non-private study's evaluation charges no account
         if terms.epsilon_budget < protocol.NON_PRIVATE_EPSILON:
             budget = self._planned_budget(config, terms)
             if not budget.evaluations_left():  # refused before any record is read
@@ -292,10 +293,10 @@ class HospitalNode:
                                                      "evaluation(s) were all released here")
             spending.check(self, config, budget)
         with self._reading(config, "test", task, gate) as (train, test, commitment):
-            return self._evaluate(config, terms, task, train, test, commitment, global_state)
+            return self._evaluate(config, budget, task, train, test, commitment, global_state)
 
-    def _evaluate(self, config: RoundConfig, terms, task, train, test, commitment, global_state) -> EvaluateOutcome:
-        private = terms.epsilon_budget < protocol.NON_PRIVATE_EPSILON
+    def _evaluate(self, config: RoundConfig, budget, task, train, test, commitment, global_state) -> EvaluateOutcome:
+        private = budget is not None
         if task.evaluation_reads_training_data:  # a task whose normaliser is fitted on training patients
             if not train.pseudonyms:
                 raise Refusal(protocol.NO_CONSENTED_PATIENTS, "no consented training patients to standardise with")
@@ -307,7 +308,7 @@ class HospitalNode:
         sums = self._clipped_sums(task, model, self._one_per_person(test) if private else test.records, shift, scale)
         epsilon = math.inf
         if private:
-            sums, epsilon = self._release(terms, config.round, task, sums)
+            sums, epsilon = self._release(budget, config.round, task, sums)
             monitoring.epsilon_spent(config.study_id, epsilon)
             spending.record(self, config, epsilon)
         count = max(0, round(sums[task.evaluation_count_key]))
@@ -349,11 +350,10 @@ class HospitalNode:
                                                         "partition of its sums: nothing released")
         return total
 
-    def _release(self, terms, round_number: int, task, sums: dict[str, float]) -> tuple[dict[str, float], float]:
-        """The Gaussian release of the sums, charged to the study's account first."""
-        from node.privacy import BudgetSpent, PrivacyBudget, noisy_sums
+    def _release(self, budget, round_number: int, task, sums: dict[str, float]) -> tuple[dict[str, float], float]:
+        """The Gaussian release of the sums, charged first to the study's planned account (`_planned_budget`)."""
+        from node.privacy import BudgetSpent, noisy_sums
 
-        budget = PrivacyBudget.of_study(self.store, terms)
         try:
             epsilon = budget.charge(round_number, "evaluate")
         except BudgetSpent as exc:
