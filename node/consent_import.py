@@ -24,6 +24,7 @@ from contracts.ledger.consent import GRANT_BATCH
 from contracts.ledger.signing import GRANT_TYPES, REVOKE_TYPES, consent_domain
 from federation.ids import Pseudonym, StudyId, from_hex0x
 from node.bulk import BulkFileError, Progress
+from node.records.fhir_input import MAX_JSON_DEPTH, FhirFileError, check_depth
 from node.settings import NodeSettings
 from node.store import Store
 
@@ -77,7 +78,10 @@ def _parse(path: Path, number: int, raw: str) -> SignedLine:
         return BulkFileError(f"{path} line {number}: {why}")
 
     try:
+        check_depth(raw, source=f"{path} line {number}")  # the record importer's guard: before any parser recurses
         item = json.loads(raw)
+    except FhirFileError:
+        raise bad(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
         raise bad(f"not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(item, dict):

@@ -110,6 +110,12 @@ def test_a_malformed_line_stops_the_import_before_anything_is_sent(node, tmp_pat
     assert node.chain.hospital.consent_window(pseudonym, node.chain.study_id) == (0, 0)
 
 
+def test_a_line_nested_too_deep_is_named_not_a_recursion_error(tmp_path):
+    path = _write(tmp_path / "c.jsonl", ["[" * 100_000 + "]" * 100_000])  # the FHIR importer's depth attack
+    with pytest.raises(bulk.BulkFileError, match=r"c.jsonl line 1: nested more than \d+ levels deep"):
+        consent_import.read_signed_consents(path)
+
+
 @pytest.mark.parametrize("bad", [
     {"action": "grant"},  # no patient
     {"record_number": "X", "pseudonym": "0x" + "00" * 32, "action": "grant"},
