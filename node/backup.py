@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from contracts.keystore import KeystoreError, read_passphrase_file
+from node.records.fhir_input import FhirFileError, check_depth
 from node.settings import CONFIG_NAME, NodeSettings
 
 MAGIC = b"TWINLEDGER-NODE-BACKUP\n"
@@ -168,13 +169,15 @@ def _open(archive: Path, passphrase: str) -> bytes:
         raise BackupError(f"{archive} is not a readable node backup: malformed header")
     header_bytes = data[len(MAGIC) + 4:len(MAGIC) + 4 + length]
     try:
-        header = json.loads(header_bytes)
+        text = header_bytes.decode("utf-8")
+        check_depth(text, source=str(archive), limit=2)  # a flat object: refused before the parser recurses
+        header = json.loads(text)
         n, r, p = int(header["n"]), int(header["r"]), int(header["p"])
         salt, nonce = bytes.fromhex(header["salt"]), bytes.fromhex(header["nonce"])
         if header["format"] != FORMAT or n > MAX_SCRYPT_N or n < 2 or n & (n - 1) or not 1 <= r <= 16 \
                 or not 1 <= p <= 4 or len(nonce) != 12:
             raise ValueError("parameters out of bounds")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, FhirFileError) as exc:
         raise BackupError(f"{archive} is not a readable node backup: malformed header ({exc})") from None
     try:
         return AESGCM(_key(passphrase, salt, n=n, r=r, p=p)).decrypt(

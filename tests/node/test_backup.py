@@ -90,6 +90,17 @@ def test_a_wrong_passphrase_or_a_tampered_archive_restores_nothing(home, tmp_pat
     assert not target.exists() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_header_nested_too_deep_is_a_malformed_backup_not_a_recursion_error(tmp_path):
+    from node.backup import MAGIC
+
+    nested = b"[" * 4000 + b"]" * 96  # within the header's size limit, deeper than Python's recursion limit
+    archive = tmp_path / "deep.backup"
+    archive.write_bytes(MAGIC + len(nested).to_bytes(4, "big") + nested)
+    with pytest.raises(BackupError, match="malformed header"):
+        restore_home(archive, tmp_path / "target", passphrase=PASSPHRASE)
+    assert not (tmp_path / "target").exists()
+
+
 def test_a_non_empty_home_is_replaced_only_with_force_and_kept_beside_it(home, tmp_path):
     archive = backup_home(home, tmp_path / "node.backup", passphrase=PASSPHRASE)
     (home.home / "newer.txt").write_text("written after the backup")
