@@ -32,7 +32,7 @@ from contracts import ledger as lg
 from contracts.devchain.anvil import start_anvil
 from contracts.ledger.consent import OWN_CONSENT_BATCH, OWN_CONSENT_BITMAP_SELECTOR
 from deploy import processes
-from deploy.consortium import Consortium, chain_url
+from deploy.consortium import Consortium, chain_now, chain_url
 from federation.ids import Pseudonym
 from node import admin
 from node.portal import security
@@ -129,7 +129,7 @@ def build_site(work: Path, *, rpc_url: str, patients: int, artifacts: dict | Non
         session.commit()
     admin.enrol_patients(node.settings, node.ledger,
                          {p.record_number: Account.from_key(p.key).address for p in people})
-    now = max(int(time.time()), int(node.ledger.w3.eth.get_block("latest")["timestamp"]))
+    now = chain_now(node.ledger)
     far = now + 90 * DAY_S
     grants = []
     for patient in people[::2]:
