@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import solcx
@@ -80,7 +81,11 @@ def compile_contracts(*, use_cache: bool = True) -> dict[str, dict]:
     if missing:
         raise CompileError(f"the compiler produced no output for {sorted(missing)}")
     CACHE_DIR.mkdir(exist_ok=True)
-    cache_file.write_text(json.dumps(artifacts))
+    # Written aside and renamed: two test workers (or a node and a test) may compile at once, and a reader must
+    # never see half a file.
+    partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(artifacts))
+    os.replace(partial, cache_file)
     return artifacts
 
 

@@ -114,6 +114,22 @@ def chain(request, artifacts) -> Chain:
     return Chain(built.w3, built.deployment, operator, hospital, other, coordinator, built.study_id, consortium)
 
 
+# `make test` runs on two pytest-xdist workers (--dist loadgroup). Tests that start the real processes (anvil,
+# SuperLink, SuperNodes, portals, Chromium) share one group, so they run one after another on one worker as they
+# would alone, their timeouts untouched, while the other worker takes the rest, module by module (a module's
+# fixtures are built once).
+PROCESS_MARKS = ("e2e", "browser")
+PROCESS_MODULES = ("tests/faults/", "tests/node/portal/test_portal_load.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        starts_processes = any(item.get_closest_marker(mark) for mark in PROCESS_MARKS) or item.nodeid.startswith(
+            PROCESS_MODULES)
+        item.add_marker(pytest.mark.xdist_group("processes" if starts_processes else item.nodeid.split("::")[0]))
+
+
 def pytest_configure(config):
     # The inner loop deselects slow tests; its fuzz tests then ask for a few examples each (tests/fuzz.py).
     from tests import fuzz
