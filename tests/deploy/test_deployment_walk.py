@@ -178,10 +178,15 @@ def test_path_b_followed_literally_ends_with_an_anchored_audited_round(tmp_path)
         _stop_marked(marker)
     print(f"docs walk of path (b): {took_s:.0f} s")
 
+    # B7's loop prints each trial patient's grant: "recorded <block>" (or "sent null" when the chain took longer
+    # than the portal's relay-wait-s; then the round may leave that patient out), never "failed".
+    patients = int(re.search(r"for i in \$\(seq 1 (\d+)\)", "\n".join(steps)).group(1))
     grants = re.findall(r"^(recorded|sent|failed) (\S+)$", output, re.M)
-    assert len(grants) == 24 and all(status == "recorded" for status, _ in grants), grants
+    assert len(grants) == patients and {status for status, _ in grants} <= {"recorded", "sent"}, grants
+    assert [status for status, _ in grants].count("recorded") >= patients // 2, grants
     report = json.loads((trial / "coordinator" / "coordinator-home" / "runs" / "run" / "report.json").read_text())
     assert report["status"] == "finished"
     assert [r.get("anchor_block") is not None for r in report["rounds"]] == [True], report["rounds"]
     audit = json.loads(output[output.rindex("{\n \"violations\""):].split("\n}\n", 1)[0] + "\n}")
     assert audit["violations"] == 0 and audit["rounds"] == 1 and audit["checked"] > 0, audit
+    print(f"docs walk: {len(grants)} grants, report {report['status']}, audit {json.dumps(audit)}")
