@@ -148,11 +148,22 @@ def _stop_marked(marker: str, *, timeout_s: float = 30.0) -> None:
             return
 
 
+def _slowest(trace: Path, count: int = 6) -> str:
+    """The commands that took longest, from the xtrace lines `+ <epoch seconds> <command>` (substitutions too)."""
+    steps = [(float(m.group(1)), m.group(2)[:60]) for m in re.finditer(r"^\++ (\d+\.\d+) (.*)$",
+                                                                       trace.read_text(errors="replace"), re.M)]
+    spans = sorted(((after[0] - before[0], before[1]) for before, after in zip(steps, steps[1:])), reverse=True)
+    return "; ".join(f"{took:.0f} s {command}" for took, command in spans[:count])
+
+
 @pytest.mark.e2e
 def test_path_b_followed_literally_ends_with_an_anchored_audited_round(tmp_path):
     steps = page.blocks(page.path_section(page.page_text(), "b"))
     script = tmp_path / "walk.sh"
-    script.write_text("set -euo pipefail\n" + "\n".join(steps))
+    trace = tmp_path / "trace.log"
+    # Each command's start time goes to trace.log (bash's xtrace on its own descriptor): where the walk's time goes.
+    script.write_text(f"exec 9>'{trace}'; BASH_XTRACEFD=9; PS4='+ $EPOCHREALTIME '; set -x\n"
+                      "set -euo pipefail\n" + "\n".join(steps))
     trial = tmp_path / "trial"
     marker = uuid.uuid4().hex
     env = {
@@ -176,7 +187,7 @@ def test_path_b_followed_literally_ends_with_an_anchored_audited_round(tmp_path)
         assert walk.returncode == 0, f"the page's steps stopped (status {walk.returncode}):\n{output[-6000:]}"
     finally:
         _stop_marked(marker)
-    print(f"docs walk of path (b): {took_s:.0f} s")
+    print(f"docs walk of path (b): {took_s:.0f} s; slowest commands: {_slowest(trace)}")
 
     # B7's loop prints each trial patient's grant: "recorded <block>" (or "sent null" when the chain took longer
     # than the portal's relay-wait-s; then the round may leave that patient out), never "failed".
