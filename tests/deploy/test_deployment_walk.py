@@ -152,6 +152,7 @@ def _slowest(trace: Path, count: int = 6) -> str:
     """The commands that took longest, from the xtrace lines `+ <epoch seconds> <command>` (substitutions too)."""
     steps = [(float(m.group(1)), m.group(2)[:60]) for m in re.finditer(r"^\++ (\d+\.\d+) (.*)$",
                                                                        trace.read_text(errors="replace"), re.M)]
+    steps.sort()  # a background job traces its line from its own process, possibly after the next command
     spans = sorted(((after[0] - before[0], before[1]) for before, after in zip(steps, steps[1:])), reverse=True)
     return "; ".join(f"{took:.0f} s {command}" for took, command in spans[:count])
 
