@@ -35,6 +35,7 @@ from contracts.ledger.errors import (
     rejection,
     transport_reason,
 )
+from contracts.ledger.governance import GovernanceCalls
 from contracts.ledger.keys import load_key
 from contracts.ledger.records import NodeKeyEvent, RoundAnchor, StudyTerms, from_bytes32, to_bytes32
 from contracts.ledger.signing import sign_round_reply
@@ -51,7 +52,7 @@ def epsilon_micro(epsilon: float) -> int:
     return math.floor(epsilon * MICRO)
 
 
-class Ledger(ConsentCalls):
+class Ledger(ConsentCalls, GovernanceCalls):
     """Reads and writes the TwinLedger contracts as one account (or read-only, without a key)."""
 
     def __init__(self, w3: Web3, deployment: Deployment, *, account_key: str | None = None, receipt_timeout_s: float = 60):
@@ -267,16 +268,9 @@ class Ledger(ConsentCalls):
     def register_hospital(self, account: str, node_id: bytes) -> dict:
         return self._transact(self.consortium.functions.registerHospital(account, node_id))
 
-    def set_hospital_suspended(self, account: str, suspended: bool) -> dict:
-        return self._transact(self.consortium.functions.setHospitalSuspended(account, suspended))
-
     def set_node_key(self, node_key: bytes) -> dict:
         """Record this hospital's SuperNode key (`node_keys.chain_node_key`, 65 bytes); calling again rotates it."""
         return self._transact(self.consortium.functions.setNodeKey(bytes(node_key)))
-
-    def grant_coordinator(self, account: str) -> dict:
-        role = self._read(lambda: self.consortium.functions.COORDINATOR_ROLE().call())
-        return self._transact(self.consortium.functions.grantRole(role, account))
 
     def propose_study(
         self,

@@ -74,7 +74,14 @@ ERROR_TEXT = {
     "WrongSigner": "the signature for {0} is not the patient's",
     "EnrolmentNotCommitted": "enrolment commitment {0} was not made by this hospital in an earlier block (Ledger.enrol commits first)",
     "AccessControlUnauthorizedAccount": "account {0} lacks the role {1}",
+    "AccessControlBadConfirmation": "an account can renounce only its own role",
+    "LastAdmin": ("account {0} is the consortium's last admin: grant the admin role to another account first "
+                  "(twinledger consortium grant-operator --admin)"),
 }
+
+# AccessControl names a missing role by its id: shown by name.
+ROLE_NAMES = {hex0x(b"\0" * 32): "DEFAULT_ADMIN_ROLE"} | {
+    hex0x(keccak(text=name)): name for name in ("OPERATOR_ROLE", "COORDINATOR_ROLE")}
 
 ErrorDecoder = dict[str, tuple[str, list[str]]]
 
@@ -106,6 +113,8 @@ def rejection(exc: Exception, decoder: ErrorDecoder) -> ContractRejected:
             name, types = decoded
             args = eth_abi.decode(types, from_hex0x(data[10:])) if types else ()
             shown = [hex0x(a) if isinstance(a, bytes) else a for a in args]
+            if name == "AccessControlUnauthorizedAccount":
+                shown = [ROLE_NAMES.get(a, a) for a in shown]
             text = ERROR_TEXT.get(name, name + " {}".format(shown)).format(*shown)
             return ContractRejected(text, error_name=name)
     return ContractRejected(f"the contract refused the call: {exc}")

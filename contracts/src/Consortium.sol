@@ -54,11 +54,33 @@ contract Consortium is AccessControl, IConsortium {
     mapping(bytes32 studyId => mapping(uint32 round => bool)) private _anchored;
     // Each hospital's epsilon spent per study, in millionths: only ever grows (recordSpending).
     mapping(bytes32 studyId => mapping(address hospital => uint64 epsilonSpentMicro)) private _spending;
+    // Holders of DEFAULT_ADMIN_ROLE: never brought to zero (_revokeRole), so roles can always be granted again.
+    uint256 private _adminCount;
 
     /// @param operator the consortium operator, who registers hospitals and proposes studies
     constructor(address operator) {
         _grantRole(DEFAULT_ADMIN_ROLE, operator);
         _grantRole(OPERATOR_ROLE, operator);
+    }
+
+    /// @inheritdoc IConsortium
+    function adminCount() external view returns (uint256) {
+        return _adminCount;
+    }
+
+    /// @dev Counts the admins as AccessControl grants the role (the constructor's grant included).
+    function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
+        granted = super._grantRole(role, account);
+        if (granted && role == DEFAULT_ADMIN_ROLE) ++_adminCount;
+    }
+
+    /// @dev Both revokeRole and renounceRole end here: the last admin can be neither revoked nor renounced.
+    function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
+        if (role == DEFAULT_ADMIN_ROLE && hasRole(role, account)) {
+            if (_adminCount == 1) revert LastAdmin(account);
+            --_adminCount;
+        }
+        revoked = super._revokeRole(role, account);
     }
 
     /// @inheritdoc IConsortium

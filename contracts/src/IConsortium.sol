@@ -28,6 +28,9 @@ interface IConsortium {
     error CommitmentLengthMismatch();
     /// @dev A hospital's recorded privacy spending only grows: `offered` is below the `recorded` epsilon.
     error SpendingDecreased(bytes32 studyId, address hospital, uint64 recorded, uint64 offered);
+    /// @dev `account` is the only holder of DEFAULT_ADMIN_ROLE: revoking or renouncing it would leave nobody able
+    /// to grant or revoke a role (operator, coordinator) ever again. Grant the role to another account first.
+    error LastAdmin(address account);
 
     // ---- events ----
 
@@ -55,6 +58,15 @@ interface IConsortium {
     /// @notice `hospital` has spent `epsilonSpentMicro` / 1e6 of its epsilon budget for `studyId` (its node's own
     /// privacy account, after a round).
     event SpendingRecorded(bytes32 indexed studyId, address indexed hospital, uint64 epsilonSpentMicro);
+
+    // ---- roles ----
+    // AccessControl's roles: DEFAULT_ADMIN_ROLE grants and revokes every role (itself included), OPERATOR_ROLE
+    // registers and suspends hospitals and proposes and suspends studies, COORDINATOR_ROLE anchors rounds. Any
+    // address may hold a role, a contract account (a multisig wallet) as well as a key's.
+
+    /// @notice How many accounts hold DEFAULT_ADMIN_ROLE; never zero (revoking or renouncing the last admin
+    /// reverts {LastAdmin}).
+    function adminCount() external view returns (uint256);
 
     // ---- hospitals and their nodes ----
 
