@@ -66,6 +66,18 @@ def _node_record_key(args) -> int:
     return 0
 
 
+def _node_rotate_node_key(args) -> int:
+    from contracts.ledger import Ledger
+    from node.node_keys import rotate_node_keys
+
+    settings = _settings(args)
+    ledger = Ledger.from_settings(settings, key_file=settings.hospital_key_file)
+    point = rotate_node_keys(ledger, settings.home)
+    print(f"new SuperNode key of {ledger.address} on chain: 0x{point.hex()[:16]}…; the old key is no longer "
+          "admitted (the coordinator's node follower drops it): restart the node (twinledger node start)")
+    return 0
+
+
 def _node_import(args) -> int:
     from node import admin
 
@@ -252,6 +264,10 @@ def add_node_commands(subparsers) -> None:
     record = node.add_parser("record-key", help="record the SuperNode's key on chain as the hospital (a transaction)")
     record.add_argument("--home", required=True, help=HOME_HELP)
     record.set_defaults(func=_node_record_key)
+    rotate = node.add_parser("rotate-node-key", help="replace the SuperNode's key: a new one in the node home, "
+                             "recorded on chain, the old one no longer admitted (a transaction)")
+    rotate.add_argument("--home", required=True, help=HOME_HELP)
+    rotate.set_defaults(func=_node_rotate_node_key)
     start = node.add_parser("start", help="run the node's Flower SuperNode")
     start.add_argument("--home", required=True, help=HOME_HELP)
     start.add_argument("--superlink", default="127.0.0.1:8000",
