@@ -1,8 +1,8 @@
 """`twinledger consortium ...`: the operator's governance from the command line (docs/ledger.md, "Roles").
 
-Suspend and reinstate a hospital, suspend and resume a study, revoke the coordinator role, grant the operator
-role to a second account (a colleague's key or a multisig wallet's address) and revoke it, and show who holds
-which role. Each command signs one or two transactions with `--operator-key`; a refusal (a missing role, the last
+Suspend and reinstate a hospital, name a new chain key for a hospital that lost its own, suspend and resume a
+study, revoke the coordinator role, grant the operator role to a second account (a colleague's key or a multisig
+wallet's address) and revoke it, and show who holds which role. Each command signs one or two transactions with `--operator-key`; a refusal (a missing role, the last
 admin) is one line and exit status 2, like every chain command.
 """
 
@@ -54,6 +54,13 @@ def _revoke_operator(args) -> int:
     return 0
 
 
+def _set_hospital_signer(args) -> int:
+    account, signer = account_address(args.account), account_address(args.signer)
+    _operator(args).set_hospital_signer(account, signer)
+    print(f"hospital {account} now acts through {signer}; its previous key can do nothing for it")
+    return 0
+
+
 def _roles(args) -> int:
     account = account_address(args.account)
     operator = _operator(args)
@@ -90,4 +97,8 @@ def add_consortium_commands(subparsers) -> None:
                        help="also the admin role: it grants and revokes roles, the first operator's too")
     command("revoke-operator", "take the operator and admin roles from an account (never the last admin's)",
             _revoke_operator, target="account", target_help="the account address")
+    signer = command("set-hospital-signer", "give a hospital that lost its chain key a new one (the hospital's "
+                     "own rotation is twinledger node rotate-hospital-key)", _set_hospital_signer, target="account",
+                     target_help=hospital)
+    signer.add_argument("signer", help="the new key's account address")
     command("roles", "the roles an account holds", _roles, target="account", target_help="the account address")

@@ -78,6 +78,18 @@ def _node_rotate_node_key(args) -> int:
     return 0
 
 
+def _node_rotate_hospital_key(args) -> int:
+    from contracts.ledger import Ledger
+    from node.hospital_key import rotate_hospital_key
+
+    settings = _settings(args)
+    ledger = Ledger.from_settings(settings, key_file=settings.hospital_key_file, key_role="hospital")
+    signer = rotate_hospital_key(ledger, settings.hospital_key_file)
+    print(f"hospital {ledger.address} now acts through {signer} ({settings.hospital_key_file}); the old key can do "
+          "nothing for it: restart the node and its portal")
+    return 0
+
+
 def _node_import(args) -> int:
     from node import admin
 
@@ -268,6 +280,10 @@ def add_node_commands(subparsers) -> None:
                              "recorded on chain, the old one no longer admitted (a transaction)")
     rotate.add_argument("--home", required=True, help=HOME_HELP)
     rotate.set_defaults(func=_node_rotate_node_key)
+    rotate_chain = node.add_parser("rotate-hospital-key", help="replace the hospital's chain key: a new keystore in "
+                                   "the node home, recorded on chain; the old key can do nothing (transactions)")
+    rotate_chain.add_argument("--home", required=True, help=HOME_HELP)
+    rotate_chain.set_defaults(func=_node_rotate_hospital_key)
     start = node.add_parser("start", help="run the node's Flower SuperNode")
     start.add_argument("--home", required=True, help=HOME_HELP)
     start.add_argument("--superlink", default="127.0.0.1:8000",

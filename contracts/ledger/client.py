@@ -53,13 +53,18 @@ def epsilon_micro(epsilon: float) -> int:
 
 
 class Ledger(ConsentCalls, GovernanceCalls):
-    """Reads and writes the TwinLedger contracts as one account (or read-only, without a key)."""
+    """Reads and writes the TwinLedger contracts as one account (or read-only, without a key).
+
+    `signer` is the key's own address, which sends the transactions; `address` is the account it acts as: for a
+    hospital's current signer the hospital's registration address (its identity on chain, unchanged when its
+    key rotates: `Consortium.hospitalOf`), for any other key its own address."""
 
     def __init__(self, w3: Web3, deployment: Deployment, *, account_key: str | None = None, receipt_timeout_s: float = 60):
         self.w3 = w3
         self.deployment = deployment
         self._key = account_key
-        self.address = Account.from_key(account_key).address if account_key else None
+        self.signer = Account.from_key(account_key).address if account_key else None
+        self.address = self.signer
         self.receipt_timeout_s = receipt_timeout_s
         if w3.eth.chain_id != deployment.chain_id:
             raise LedgerError(
@@ -69,6 +74,8 @@ class Ledger(ConsentCalls, GovernanceCalls):
         self.consent = w3.eth.contract(address=deployment.consent_registry, abi=deployment.abis["ConsentRegistry"])
         self._errors = error_decoder(deployment.abis)
         self.verify_chain()
+        if self.signer is not None:
+            self.address = self.hospital_of(self.signer) or self.signer
 
     @classmethod
     def open(
@@ -367,8 +374,8 @@ class Ledger(ConsentCalls, GovernanceCalls):
         def send():
             tx = fn.build_transaction(
                 {
-                    "from": self.address,
-                    "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),
+                    "from": self.signer,
+                    "nonce": self.w3.eth.get_transaction_count(self.signer, "pending"),
                     "chainId": self.deployment.chain_id,
                 }
             )

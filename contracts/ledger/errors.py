@@ -75,6 +75,7 @@ ERROR_TEXT = {
     "EnrolmentNotCommitted": "enrolment commitment {0} was not made by this hospital in an earlier block (Ledger.enrol commits first)",
     "AccessControlUnauthorizedAccount": "account {0} lacks the role {1}",
     "AccessControlBadConfirmation": "an account can renounce only its own role",
+    "SignerInUse": "account {0} already acts for a hospital, or is the zero address: each hospital needs a key of its own",
     "LastAdmin": ("account {0} is the consortium's last admin: grant the admin role to another account first "
                   "(twinledger consortium grant-operator --admin)"),
 }

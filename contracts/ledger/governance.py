@@ -1,5 +1,7 @@
-"""The operator's governance of the consortium: roles, suspensions. Mixed into :class:`contracts.ledger.client.Ledger`,
-which provides ``self.consortium`` (the Consortium contract), ``self._read`` and ``self._transact``.
+"""The operator's governance of the consortium: roles, suspensions, hospitals' signers (key rotation).
+
+Mixed into :class:`contracts.ledger.client.Ledger`, which provides ``self.consortium`` (the Consortium contract),
+``self._read`` and ``self._transact``.
 
 Roles are OpenZeppelin AccessControl's: DEFAULT_ADMIN_ROLE grants and revokes every role, OPERATOR_ROLE
 registers and suspends hospitals and proposes and suspends studies, COORDINATOR_ROLE anchors rounds. Any address
@@ -72,3 +74,24 @@ class GovernanceCalls:
     def set_study_suspended(self: "Ledger", study_id: bytes, suspended: bool) -> dict:
         """A suspended study is live for no hospital: every node refuses its rounds until it is resumed."""
         return self._transact(self.consortium.functions.setStudySuspended(study_id, suspended))
+
+    # ---- hospitals' signers ----
+
+    def hospital_of(self: "Ledger", signer: str, *, block: int | str = "latest") -> str | None:
+        """The hospital (registration address) `signer` acts for at `block`; None when it acts for none (a
+        rotated-away key, any non-hospital account)."""
+        account = self._read(lambda: self.consortium.functions.hospitalOf(signer).call(block_identifier=block))
+        return None if int(account, 16) == 0 else account
+
+    def signer_of(self: "Ledger", account: str, *, block: int | str = "latest") -> str | None:
+        """The key that acts for hospital `account` at `block`; None for an unregistered account."""
+        record = self._read(lambda: self.consortium.functions.hospital(account).call(block_identifier=block))
+        return None if int(record[4], 16) == 0 else record[4]
+
+    def rotate_hospital_key(self: "Ledger", new_signer: str) -> dict:
+        """As the hospital's current signer, hand the hospital to `new_signer`: this key acts for it no more."""
+        return self._transact(self.consortium.functions.rotateHospitalKey(new_signer))
+
+    def set_hospital_signer(self: "Ledger", account: str, new_signer: str) -> dict:
+        """As the operator, give hospital `account` the signer `new_signer` (the hospital lost its key)."""
+        return self._transact(self.consortium.functions.setHospitalSigner(account, new_signer))
