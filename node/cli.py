@@ -54,12 +54,18 @@ def _node_init(args) -> int:
     return 0
 
 
-def _node_record_key(args) -> int:
+def _hospital_ledger(args):
+    """The node home's settings and the ledger as its hospital (keys/hospital.key)."""
     from contracts.ledger import Ledger
-    from node.node_keys import record_node_key
 
     settings = _settings(args)
-    ledger = Ledger.from_settings(settings, key_file=settings.hospital_key_file)
+    return settings, Ledger.from_settings(settings, key_file=settings.hospital_key_file, key_role="hospital")
+
+
+def _node_record_key(args) -> int:
+    from node.node_keys import record_node_key
+
+    settings, ledger = _hospital_ledger(args)
     point = record_node_key(ledger, settings.home)
     print(f"SuperNode key of {ledger.address} on chain: 0x{point.hex()[:16]}… (the coordinator's node follower "
           "admits it)")
@@ -67,11 +73,9 @@ def _node_record_key(args) -> int:
 
 
 def _node_rotate_node_key(args) -> int:
-    from contracts.ledger import Ledger
     from node.node_keys import rotate_node_keys
 
-    settings = _settings(args)
-    ledger = Ledger.from_settings(settings, key_file=settings.hospital_key_file)
+    settings, ledger = _hospital_ledger(args)
     point = rotate_node_keys(ledger, settings.home)
     print(f"new SuperNode key of {ledger.address} on chain: 0x{point.hex()[:16]}…; the old key is no longer "
           "admitted (the coordinator's node follower drops it): restart the node (twinledger node start)")
@@ -79,11 +83,9 @@ def _node_rotate_node_key(args) -> int:
 
 
 def _node_rotate_hospital_key(args) -> int:
-    from contracts.ledger import Ledger
     from node.hospital_key import rotate_hospital_key
 
-    settings = _settings(args)
-    ledger = Ledger.from_settings(settings, key_file=settings.hospital_key_file, key_role="hospital")
+    settings, ledger = _hospital_ledger(args)
     signer = rotate_hospital_key(ledger, settings.hospital_key_file)
     print(f"hospital {ledger.address} now acts through {signer} ({settings.hospital_key_file}); the old key can do "
           "nothing for it: restart the node and its portal")
