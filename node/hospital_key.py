@@ -19,7 +19,6 @@ from contracts import keystore
 from contracts.ledger import Ledger, LedgerError, load_key
 
 ACCOUNT_FILE = "hospital.account"
-TRANSFER_GAS = 21_000
 
 
 def account_file(key_file: Path) -> Path:
@@ -39,22 +38,6 @@ def _new_key_file(current: Path, pending: Path) -> str:
     return Account.from_key(key).address
 
 
-def _move_ether(ledger: Ledger, to: str) -> int:
-    """Send what the old signer holds, less the transfer's gas, to `to`; returns the wei sent (0 if too little)."""
-    w3 = ledger.w3
-    balance = w3.eth.get_balance(ledger.signer)
-    gas_price = w3.eth.gas_price
-    value = balance - TRANSFER_GAS * gas_price
-    if value <= 0:
-        return 0
-    tx = {"to": to, "value": value, "gas": TRANSFER_GAS, "gasPrice": gas_price, "chainId": ledger.deployment.chain_id,
-          "nonce": w3.eth.get_transaction_count(ledger.signer, "pending")}
-    signed = Account.sign_transaction(tx, ledger._key)
-    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction),
-                                        timeout=ledger.receipt_timeout_s)
-    return value
-
-
 def rotate_hospital_key(ledger: Ledger, key_file: Path) -> str:
     """Hand the hospital `ledger` acts for to a new key written at `key_file` (see the module's docstring).
     Returns the new signer's address. Requires `ledger` opened with `key_file`'s key, a hospital's signer."""
@@ -71,6 +54,6 @@ def rotate_hospital_key(ledger: Ledger, key_file: Path) -> str:
         if not account_file(key_file).exists():  # before the chain changes: a rerun must know the hospital
             account_file(key_file).write_text(hospital + "\n")
         ledger.rotate_hospital_key(new_signer)
-        _move_ether(ledger, new_signer)
+        ledger.send_balance(new_signer)
     pending.replace(key_file)
     return new_signer

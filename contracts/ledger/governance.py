@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from eth_account import Account
+
 if TYPE_CHECKING:
     from contracts.ledger.client import Ledger
+
+TRANSFER_GAS = 21_000  # a plain ether transfer
 
 # The role names as the contract spells its constants (DEFAULT_ADMIN_ROLE is AccessControl's zero role).
 ROLES = ("DEFAULT_ADMIN_ROLE", "OPERATOR_ROLE", "COORDINATOR_ROLE")
@@ -95,3 +99,22 @@ class GovernanceCalls:
     def set_hospital_signer(self: "Ledger", account: str, new_signer: str) -> dict:
         """As the operator, give hospital `account` the signer `new_signer` (the hospital lost its key)."""
         return self._transact(self.consortium.functions.setHospitalSigner(account, new_signer))
+
+    def send_balance(self: "Ledger", to: str) -> int:
+        """Send all this key's ether, less the transfer's gas, to `to` (a rotated hospital key's gas money goes to
+        its successor). Returns the wei sent; 0, and nothing sent, when the balance does not cover the gas."""
+        w3 = self.w3
+        gas_price = self._read(lambda: w3.eth.gas_price)
+        value = self._read(lambda: w3.eth.get_balance(self.signer)) - TRANSFER_GAS * gas_price
+        if value <= 0:
+            return 0
+
+        def send():
+            tx = {"to": to, "value": value, "gas": TRANSFER_GAS, "gasPrice": gas_price,
+                  "chainId": self.deployment.chain_id, "nonce": w3.eth.get_transaction_count(self.signer, "pending")}
+            signed = Account.sign_transaction(tx, self._key)
+            return w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction),
+                                                       timeout=self.receipt_timeout_s)
+
+        self._read(send)
+        return value
