@@ -46,7 +46,8 @@ class ContractRejected(LedgerError):
 # How each custom error reads to a person; arguments are formatted in order.
 ERROR_TEXT = {
     "HospitalAlreadyRegistered": "hospital account {0} is already registered",
-    "UnknownHospital": "account {0} is not a registered hospital",
+    "UnknownHospital": ("account {0} is not a registered hospital, nor the key acting for one (a rotated-away key "
+                        "acts for none)"),
     "HospitalSuspended": "hospital {0} is suspended",
     "InvalidNodeKey": "a node key must be a 65-byte uncompressed P-256 point (0x04, X, Y)",
     "NodeKeyInUse": "the node key with fingerprint {0} is already the node key of another hospital",
