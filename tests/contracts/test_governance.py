@@ -7,10 +7,13 @@ from __future__ import annotations
 import pytest
 
 from contracts import consortium_cli
+from coordinator import admission
+from coordinator.node_follower import NodeFollower
 from contracts import ledger as lg
 from deploy.cli import main
 from federation import protocol
 from node.consent_gate import ConsentGate, Refusal
+from tests.coordinator.test_admission import FakeLink, _point
 
 
 def _cli(monkeypatch, as_ledger: lg.Ledger, *argv: str) -> int:
@@ -24,10 +27,16 @@ def _gate(chain) -> ConsentGate:
     return ConsentGate(chain.hospital, store=None, vault=None, hospital_account=chain.hospital.address)
 
 
-def test_a_suspended_hospitals_node_refuses_and_it_can_accept_nothing(chain, monkeypatch, capsys):
+def test_a_suspended_hospitals_node_refuses_and_is_refused_and_it_can_accept_nothing(chain, monkeypatch, capsys):
+    chain.hospital.set_node_key(_point())
+    link = FakeLink()
+    follower = NodeFollower(chain.operator, link)  # the coordinator's: the SuperLink admits the chain's keys
+    follower.step()
     _gate(chain).check_study(chain.study_id, chain.hospital.block_number())  # live before
     assert _cli(monkeypatch, chain.operator, "suspend-hospital", chain.hospital.address) == 0
     assert "suspended hospital" in capsys.readouterr().out
+    assert len(follower.step().unregistered) == 1  # its SuperNode is shut out of the federation
+    assert all(node.status == admission.UNREGISTERED for node in link.nodes())
     with pytest.raises(Refusal) as refused:
         _gate(chain).check_study(chain.study_id, chain.hospital.block_number())
     assert refused.value.code == protocol.STUDY_NOT_ACCEPTED
