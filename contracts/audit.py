@@ -207,9 +207,13 @@ def _audit_signed_replies(ledger: Ledger, anchor: RoundAnchor, record: Mapping |
             violation(f"a stored reply is malformed or its signature unreadable ({exc})")
             continue
         result.signatures_checked += 1
-        if signer != claimed:
+        try:  # the hospital the signing key acted for at the pinned block (a hospital may rotate its key)
+            acting = ledger.hospital_of(signer, block=anchor.pinned_block)
+        except StateUnavailable:
+            acting = signer  # no state there: a hospital's registration address is its first key
+        if acting != claimed:
             violation(f"the reply stored for {claimed} ({reply.phase}) is not signed by it (the signature recovers "
-                      f"to {signer})")
+                      f"to {signer}); at block {anchor.pinned_block} that key acted for {acting or 'no hospital'}")
             continue
         if (reply.study_id, reply.round, reply.pinned_block) != (anchor.study_id, anchor.round, anchor.pinned_block):
             violation(f"{claimed}'s {reply.phase} reply answers study {reply.study_id.short()} round {reply.round} at "

@@ -197,6 +197,9 @@ def add_study_commands(subparsers):
     add_chain_options(grant, operator=True)
     grant.add_argument("account", help="the coordinator's account address (printed by coordinator init)")
     grant.set_defaults(func=_grant_coordinator)
+    from contracts.consortium_cli import add_consortium_commands  # `twinledger consortium`: suspensions and roles
+
+    add_consortium_commands(subparsers)
     return study
 
 

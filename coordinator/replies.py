@@ -23,9 +23,9 @@ class ReplyRejected(Exception):
 
 def check_reply(reply: Message, *, phase: str, config: RoundConfig, sent: Digest, ledger: Ledger,
                 authenticated: str | None, masked: bool = False) -> tuple[RoundReply, bytes, str]:
-    """The signed RoundReply, its signature and its signer, when all of them hold for this reply: signed by
-    an active hospital at the pinned block (`authenticated`, the hospital the node's key names, when known),
-    for this round (study, round, block, phase) and the model `sent`, over the weights or metrics it
+    """The signed RoundReply, its signature and the hospital it counts for, when all of them hold for this reply:
+    signed by the key that acted for an active hospital at the pinned block (`authenticated`, the hospital the
+    node's key names, when known), for this round (study, round, block, phase) and the model `sent`, over the weights or metrics it
     carries (`masked`, a train reply of secure aggregation: over its SecAgg+ masked vector, the only form in
     which its weights leave the hospital), its examples, commitment and epsilon. Raises ReplyRejected with the
     reason otherwise."""
@@ -65,15 +65,17 @@ def check_reply(reply: Message, *, phase: str, config: RoundConfig, sent: Digest
         raise ReplyRejected("its commitment is not the one signed")
     if numbers["epsilon"] != signed.epsilon_milli:
         raise ReplyRejected("its epsilon is not the one signed")
-    if authenticated is not None and signer != authenticated:
-        raise ReplyRejected(f"signed by {signer}, but the node authenticated as hospital {authenticated}'s node")
     try:
-        active = ledger.is_active_hospital(signer, block=config.block)
+        # The key that signed must act for the hospital at the pinned block: a rotated-away key signs for nobody.
+        hospital = ledger.hospital_of(signer, block=config.block)
+        active = hospital is not None and ledger.is_active_hospital(hospital, block=config.block)
     except LedgerError as exc:
         raise ReplyRejected(f"the signer's standing could not be read from the chain: {exc}") from exc
+    if authenticated is not None and hospital != authenticated:
+        raise ReplyRejected(f"signed by {signer}, but the node authenticated as hospital {authenticated}'s node")
     if not active:
-        raise ReplyRejected(f"signed by {signer}, which is not an active hospital at block {config.block}")
-    return signed, signature, signer
+        raise ReplyRejected(f"signed by {signer}, which is not an active hospital's key at block {config.block}")
+    return signed, signature, hospital
 
 
 def split_replies(node_ids: list[int], replies: list[Message], phase: str, *, name_of: Callable[[int], str],

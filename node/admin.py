@@ -47,7 +47,11 @@ def init_node(home: Path, *, hospital: str, rpc_url: str, deployment_file: Path 
 
 
 def hospital_address(settings: NodeSettings) -> str:
-    return Account.from_key(load_key(settings.hospital_key_file)).address
+    """The hospital's account: its registration address (kept in the home once its key rotated), else its key's."""
+    from node.hospital_key import recorded_hospital_account
+
+    key_file = settings.hospital_key_file
+    return recorded_hospital_account(key_file) or Account.from_key(load_key(key_file)).address
 
 
 def import_records(settings: NodeSettings, path: Path, *, record_prefix: str | None = None,

@@ -54,15 +54,41 @@ def _node_init(args) -> int:
     return 0
 
 
-def _node_record_key(args) -> int:
+def _hospital_ledger(args):
+    """The node home's settings and the ledger as its hospital (keys/hospital.key)."""
     from contracts.ledger import Ledger
-    from node.node_keys import record_node_key
 
     settings = _settings(args)
-    ledger = Ledger.from_settings(settings, key_file=settings.hospital_key_file)
+    return settings, Ledger.from_settings(settings, key_file=settings.hospital_key_file, key_role="hospital")
+
+
+def _node_record_key(args) -> int:
+    from node.node_keys import record_node_key
+
+    settings, ledger = _hospital_ledger(args)
     point = record_node_key(ledger, settings.home)
     print(f"SuperNode key of {ledger.address} on chain: 0x{point.hex()[:16]}… (the coordinator's node follower "
           "admits it)")
+    return 0
+
+
+def _node_rotate_node_key(args) -> int:
+    from node.node_keys import rotate_node_keys
+
+    settings, ledger = _hospital_ledger(args)
+    point = rotate_node_keys(ledger, settings.home)
+    print(f"new SuperNode key of {ledger.address} on chain: 0x{point.hex()[:16]}…; the old key is no longer "
+          "admitted (the coordinator's node follower drops it): restart the node (twinledger node start)")
+    return 0
+
+
+def _node_rotate_hospital_key(args) -> int:
+    from node.hospital_key import rotate_hospital_key
+
+    settings, ledger = _hospital_ledger(args)
+    signer = rotate_hospital_key(ledger, settings.hospital_key_file)
+    print(f"hospital {ledger.address} now acts through {signer} ({settings.hospital_key_file}); the old key can do "
+          "nothing for it: restart the node and its portal")
     return 0
 
 
@@ -252,6 +278,14 @@ def add_node_commands(subparsers) -> None:
     record = node.add_parser("record-key", help="record the SuperNode's key on chain as the hospital (a transaction)")
     record.add_argument("--home", required=True, help=HOME_HELP)
     record.set_defaults(func=_node_record_key)
+    rotate = node.add_parser("rotate-node-key", help="replace the SuperNode's key: a new one in the node home, "
+                             "recorded on chain, the old one no longer admitted (a transaction)")
+    rotate.add_argument("--home", required=True, help=HOME_HELP)
+    rotate.set_defaults(func=_node_rotate_node_key)
+    rotate_chain = node.add_parser("rotate-hospital-key", help="replace the hospital's chain key: a new keystore in "
+                                   "the node home, recorded on chain; the old key can do nothing (transactions)")
+    rotate_chain.add_argument("--home", required=True, help=HOME_HELP)
+    rotate_chain.set_defaults(func=_node_rotate_hospital_key)
     start = node.add_parser("start", help="run the node's Flower SuperNode")
     start.add_argument("--home", required=True, help=HOME_HELP)
     start.add_argument("--superlink", default="127.0.0.1:8000",

@@ -48,14 +48,19 @@ def generate_node_keys(directory: Path, *, comment: str = "twinledger-supernode"
     """
     private_path, public_path = directory / PRIVATE_KEY, directory / PUBLIC_KEY
     if private_path.exists():
-        raise FileExistsError(f"{private_path} exists; a SuperNode key is replaced only by re-registering")
+        raise FileExistsError(f"{private_path} exists; a SuperNode key is replaced only by rotating it on chain "
+                              "(twinledger node rotate-node-key)")
+    return _write_key_pair(NodeKeys(private_path, public_path), comment=comment)
+
+
+def _write_key_pair(keys: NodeKeys, *, comment: str) -> NodeKeys:
     key = ec.generate_private_key(ec.SECP256R1())
-    write_secret(private_path, key.private_bytes(
+    write_secret(keys.private_key, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     ))
     line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    public_path.write_bytes(line + b" " + comment.encode("ascii") + b"\n")
-    return NodeKeys(private_path, public_path)
+    keys.public_key.write_bytes(line + b" " + comment.encode("ascii") + b"\n")
+    return keys
 
 
 def node_keys_of(home: Path) -> NodeKeys:
@@ -119,4 +124,33 @@ def record_node_key(ledger, home: Path) -> bytes:
     point = chain_node_key(load_public_key(ensure_node_keys(home).public_key))
     if ledger.node_key_of(ledger.address) != point:  # recording the same key again would only cost gas
         ledger.set_node_key(point)
+    return point
+
+
+def pending_node_keys_of(home: Path) -> NodeKeys:
+    """Where a rotation keeps the new key pair until the chain has recorded it (`rotate_node_keys`)."""
+    keys = node_keys_of(home)
+    return NodeKeys(keys.private_key.with_name(PRIVATE_KEY + ".new"), keys.public_key.with_name(PUBLIC_KEY + ".new"))
+
+
+def rotate_node_keys(ledger, home: Path) -> bytes:
+    """Replace the node home's SuperNode key: a new pair is written beside the old one, recorded on chain as the
+    hospital (`Consortium.setNodeKey`, which forgets the old key: the coordinator's node follower then unregisters
+    it and admits the new one), and only then moved over the old files. Returns the new 65-byte key.
+
+    A rotation cut short resumes: a pending pair the chain already holds is moved into place; one the chain does
+    not hold (the transaction failed) is discarded and a fresh pair made. The running SuperNode keeps the old key
+    until it restarts (`twinledger node start` reads the files at start)."""
+    current, pending = node_keys_of(home), pending_node_keys_of(home)
+    if not current.private_key.exists():
+        raise ValueError(f"{current.private_key} is missing: a node home without a SuperNode key has "
+                                "nothing to rotate (twinledger node record-key creates and records one)")
+    on_chain = ledger.node_key_of(ledger.address)
+    if not (pending.private_key.exists() and pending.public_key.exists()
+            and chain_node_key(load_public_key(pending.public_key)) == on_chain):
+        _write_key_pair(pending, comment="twinledger-supernode")
+        ledger.set_node_key(chain_node_key(load_public_key(pending.public_key)))
+    point = chain_node_key(load_public_key(pending.public_key))
+    pending.private_key.replace(current.private_key)
+    pending.public_key.replace(current.public_key)
     return point

@@ -1,6 +1,7 @@
 """The Python client of the TwinLedger contracts: one package for nodes, the coordinator, auditors and the portal.
 
 - :mod:`contracts.ledger.client`: :class:`Ledger` (reads at a block, signed writes; the Consortium's calls);
+- :mod:`contracts.ledger.governance`: roles and suspensions (mixed into :class:`Ledger`);
 - :mod:`contracts.ledger.consent`: the ConsentRegistry's calls (mixed into :class:`Ledger`) and :class:`ConsentFollower`;
 - :mod:`contracts.ledger.records`: the value types the reads return;
 - :mod:`contracts.ledger.signing`: what patients sign (EIP-712 grant, revoke, cancel) and hospitals sign (round replies);

@@ -35,6 +35,7 @@ from contracts.ledger.errors import (
     rejection,
     transport_reason,
 )
+from contracts.ledger.governance import GovernanceCalls
 from contracts.ledger.keys import load_key
 from contracts.ledger.records import NodeKeyEvent, RoundAnchor, StudyTerms, from_bytes32, to_bytes32
 from contracts.ledger.signing import sign_round_reply
@@ -51,14 +52,19 @@ def epsilon_micro(epsilon: float) -> int:
     return math.floor(epsilon * MICRO)
 
 
-class Ledger(ConsentCalls):
-    """Reads and writes the TwinLedger contracts as one account (or read-only, without a key)."""
+class Ledger(ConsentCalls, GovernanceCalls):
+    """Reads and writes the TwinLedger contracts as one account (or read-only, without a key).
+
+    `signer` is the key's own address, which sends the transactions; `address` is the account it acts as: for a
+    hospital's current signer the hospital's registration address (its identity on chain, unchanged when its
+    key rotates: `Consortium.hospitalOf`), for any other key its own address."""
 
     def __init__(self, w3: Web3, deployment: Deployment, *, account_key: str | None = None, receipt_timeout_s: float = 60):
         self.w3 = w3
         self.deployment = deployment
         self._key = account_key
-        self.address = Account.from_key(account_key).address if account_key else None
+        self.signer = Account.from_key(account_key).address if account_key else None
+        self.address = self.signer
         self.receipt_timeout_s = receipt_timeout_s
         if w3.eth.chain_id != deployment.chain_id:
             raise LedgerError(
@@ -68,6 +74,9 @@ class Ledger(ConsentCalls):
         self.consent = w3.eth.contract(address=deployment.consent_registry, abi=deployment.abis["ConsentRegistry"])
         self._errors = error_decoder(deployment.abis)
         self.verify_chain()
+        # A deployment from before hospitals could rotate their key has no hospitalOf: there a key acts as itself.
+        if self.signer is not None and any(e.get("name") == "hospitalOf" for e in deployment.abis["Consortium"]):
+            self.address = self.hospital_of(self.signer) or self.signer
 
     @classmethod
     def open(
@@ -267,16 +276,9 @@ class Ledger(ConsentCalls):
     def register_hospital(self, account: str, node_id: bytes) -> dict:
         return self._transact(self.consortium.functions.registerHospital(account, node_id))
 
-    def set_hospital_suspended(self, account: str, suspended: bool) -> dict:
-        return self._transact(self.consortium.functions.setHospitalSuspended(account, suspended))
-
     def set_node_key(self, node_key: bytes) -> dict:
         """Record this hospital's SuperNode key (`node_keys.chain_node_key`, 65 bytes); calling again rotates it."""
         return self._transact(self.consortium.functions.setNodeKey(bytes(node_key)))
-
-    def grant_coordinator(self, account: str) -> dict:
-        role = self._read(lambda: self.consortium.functions.COORDINATOR_ROLE().call())
-        return self._transact(self.consortium.functions.grantRole(role, account))
 
     def propose_study(
         self,
@@ -373,8 +375,8 @@ class Ledger(ConsentCalls):
         def send():
             tx = fn.build_transaction(
                 {
-                    "from": self.address,
-                    "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),
+                    "from": self.signer,
+                    "nonce": self.w3.eth.get_transaction_count(self.signer, "pending"),
                     "chainId": self.deployment.chain_id,
                 }
             )

@@ -110,7 +110,7 @@ class ConsentCalls:
     def enrolment_commitment(self, pseudonyms: Sequence[bytes], keys: Sequence[str]) -> Digest:
         """What this hospital commits to before enrolling exactly these patients (the registry's
         enrolmentCommitment): it binds the hospital's own address, so nobody else can use it."""
-        encoded = eth_abi.encode(["address", "bytes32[]", "address[]"], [self.address, list(pseudonyms), list(keys)])
+        encoded = eth_abi.encode(["address", "bytes32[]", "address[]"], [self.signer, list(pseudonyms), list(keys)])
         return Digest(keccak(encoded))
 
     def enrol(self, pseudonyms: Sequence[bytes], keys: Sequence[str]) -> list[dict]:
@@ -132,7 +132,7 @@ class ConsentCalls:
         for batch in batches:
             fn = self.consent.functions.enrol(*batch)
             try:
-                call = _WithGas(fn, self._read(lambda: fn.estimate_gas({"from": self.address}, block_identifier="pending")))
+                call = _WithGas(fn, self._read(lambda: fn.estimate_gas({"from": self.signer}, block_identifier="pending")))
             except (ContractRejected, ChainUnavailable):
                 raise
             except LedgerError:

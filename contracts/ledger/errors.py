@@ -46,7 +46,8 @@ class ContractRejected(LedgerError):
 # How each custom error reads to a person; arguments are formatted in order.
 ERROR_TEXT = {
     "HospitalAlreadyRegistered": "hospital account {0} is already registered",
-    "UnknownHospital": "account {0} is not a registered hospital",
+    "UnknownHospital": ("account {0} is not a registered hospital, nor the key acting for one (a rotated-away key "
+                        "acts for none)"),
     "HospitalSuspended": "hospital {0} is suspended",
     "InvalidNodeKey": "a node key must be a 65-byte uncompressed P-256 point (0x04, X, Y)",
     "NodeKeyInUse": "the node key with fingerprint {0} is already the node key of another hospital",
@@ -74,7 +75,15 @@ ERROR_TEXT = {
     "WrongSigner": "the signature for {0} is not the patient's",
     "EnrolmentNotCommitted": "enrolment commitment {0} was not made by this hospital in an earlier block (Ledger.enrol commits first)",
     "AccessControlUnauthorizedAccount": "account {0} lacks the role {1}",
+    "AccessControlBadConfirmation": "an account can renounce only its own role",
+    "SignerInUse": "account {0} already acts for a hospital, or is the zero address: each hospital needs a key of its own",
+    "LastAdmin": ("account {0} is the consortium's last admin: grant the admin role to another account first "
+                  "(twinledger consortium grant-operator --admin)"),
 }
+
+# AccessControl names a missing role by its id: shown by name.
+ROLE_NAMES = {hex0x(b"\0" * 32): "DEFAULT_ADMIN_ROLE"} | {
+    hex0x(keccak(text=name)): name for name in ("OPERATOR_ROLE", "COORDINATOR_ROLE")}
 
 ErrorDecoder = dict[str, tuple[str, list[str]]]
 
@@ -106,6 +115,8 @@ def rejection(exc: Exception, decoder: ErrorDecoder) -> ContractRejected:
             name, types = decoded
             args = eth_abi.decode(types, from_hex0x(data[10:])) if types else ()
             shown = [hex0x(a) if isinstance(a, bytes) else a for a in args]
+            if name == "AccessControlUnauthorizedAccount":
+                shown = [ROLE_NAMES.get(a, a) for a in shown]
             text = ERROR_TEXT.get(name, name + " {}".format(shown)).format(*shown)
             return ContractRejected(text, error_name=name)
     return ContractRejected(f"the contract refused the call: {exc}")

@@ -107,7 +107,7 @@ contract ConsentRegistry is SaltedEIP712 {
     /// Emits {EnrolmentCommitted}.
     /// @param commitment keccak256(abi.encode(hospital, pseudonyms, keys)) of the enrolment to come
     function commitEnrolment(bytes32 commitment) external {
-        if (!consortium.isActiveHospital(msg.sender)) revert NotAnActiveHospital(msg.sender);
+        if (!consortium.isActiveHospital(consortium.hospitalOf(msg.sender))) revert NotAnActiveHospital(msg.sender);
         if (_enrolmentCommitments[commitment] == 0) _enrolmentCommitments[commitment] = block.number;
         emit EnrolmentCommitted(msg.sender, commitment);
     }
@@ -131,7 +131,8 @@ contract ConsentRegistry is SaltedEIP712 {
     /// made in an earlier block (it is used up); no key is zero; no pseudonym is enrolled already.
     /// Emits {PatientEnrolled} for each patient.
     function enrol(bytes32[] calldata pseudonyms, address[] calldata keys) external {
-        if (!consortium.isActiveHospital(msg.sender)) revert NotAnActiveHospital(msg.sender);
+        address hospital = consortium.hospitalOf(msg.sender); // the hospital its current signer acts for
+        if (!consortium.isActiveHospital(hospital)) revert NotAnActiveHospital(msg.sender);
         if (pseudonyms.length != keys.length) revert LengthMismatch();
         bytes32 commitment = enrolmentCommitment(msg.sender, pseudonyms, keys);
         uint256 committedAt = _enrolmentCommitments[commitment];
@@ -145,8 +146,8 @@ contract ConsentRegistry is SaltedEIP712 {
             if (_patients[pseudonym].key != address(0)) revert AlreadyEnrolled(pseudonym);
             ++count;
             _patients[pseudonym] = Patient({key: keys[i], nonce: 0, index: uint32(count)});
-            _enrolledBy[pseudonym] = msg.sender;
-            emit PatientEnrolled(pseudonym, msg.sender, keys[i]);
+            _enrolledBy[pseudonym] = hospital;
+            emit PatientEnrolled(pseudonym, hospital, keys[i]);
         }
         patientCount = uint32(count);
     }

@@ -25,6 +25,7 @@ contract Consortium is AccessControl, IConsortium {
         bool registered;
         bool suspended;
         bytes nodeKey; // the SuperNode's auth key, 65-byte uncompressed P-256 point; empty until setNodeKey
+        address signer; // the key that acts for the hospital: its registration address until rotated
     }
 
     struct Study {
@@ -47,6 +48,8 @@ contract Consortium is AccessControl, IConsortium {
 
     mapping(address account => Hospital) private _hospitals;
     mapping(bytes32 nodeId => address account) private _hospitalOfNode;
+    // A hospital's current signer -> the hospital (its registration address, its identity everywhere).
+    mapping(address signer => address account) private _hospitalOfSigner;
     mapping(bytes32 studyId => Study) private _studies;
     mapping(bytes32 studyId => mapping(address hospital => bool)) private _accepted;
     mapping(bytes32 studyId => mapping(uint32 round => bytes32 modelHash)) private _anchors;
@@ -54,6 +57,8 @@ contract Consortium is AccessControl, IConsortium {
     mapping(bytes32 studyId => mapping(uint32 round => bool)) private _anchored;
     // Each hospital's epsilon spent per study, in millionths: only ever grows (recordSpending).
     mapping(bytes32 studyId => mapping(address hospital => uint64 epsilonSpentMicro)) private _spending;
+    // Holders of DEFAULT_ADMIN_ROLE: never brought to zero (_revokeRole), so roles can always be granted again.
+    uint256 private _adminCount;
 
     /// @param operator the consortium operator, who registers hospitals and proposes studies
     constructor(address operator) {
@@ -62,12 +67,69 @@ contract Consortium is AccessControl, IConsortium {
     }
 
     /// @inheritdoc IConsortium
+    function adminCount() external view returns (uint256) {
+        return _adminCount;
+    }
+
+    /// @dev Counts the admins as AccessControl grants the role (the constructor's grant included).
+    function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
+        granted = super._grantRole(role, account);
+        if (granted && role == DEFAULT_ADMIN_ROLE) ++_adminCount;
+    }
+
+    /// @dev Both revokeRole and renounceRole end here: the last admin can be neither revoked nor renounced.
+    function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
+        if (role == DEFAULT_ADMIN_ROLE && hasRole(role, account)) {
+            if (_adminCount == 1) revert LastAdmin(account);
+            --_adminCount;
+        }
+        revoked = super._revokeRole(role, account);
+    }
+
+    /// @inheritdoc IConsortium
     function registerHospital(address account, bytes32 nodeId) external onlyRole(OPERATOR_ROLE) {
         Hospital storage h = _hospitals[account];
         if (h.registered) revert HospitalAlreadyRegistered(account);
+        if (_hospitalOfSigner[account] != address(0)) revert SignerInUse(account);
         h.nodeId = nodeId;
         h.registered = true;
+        h.signer = account;
+        _hospitalOfSigner[account] = account;
         emit HospitalRegistered(account, nodeId);
+    }
+
+    /// @inheritdoc IConsortium
+    function rotateHospitalKey(address newSigner) external {
+        address account = _hospitalOfSigner[msg.sender];
+        if (account == address(0)) revert UnknownHospital(msg.sender);
+        _setSigner(account, newSigner);
+    }
+
+    /// @inheritdoc IConsortium
+    function setHospitalSigner(address account, address newSigner) external onlyRole(OPERATOR_ROLE) {
+        if (!_hospitals[account].registered) revert UnknownHospital(account);
+        _setSigner(account, newSigner);
+    }
+
+    function _setSigner(address account, address newSigner) private {
+        if (newSigner == address(0) || _hospitalOfSigner[newSigner] != address(0)) revert SignerInUse(newSigner);
+        Hospital storage h = _hospitals[account];
+        address previous = h.signer;
+        delete _hospitalOfSigner[previous];
+        _hospitalOfSigner[newSigner] = account;
+        h.signer = newSigner;
+        emit HospitalKeyRotated(account, previous, newSigner);
+    }
+
+    /// @inheritdoc IConsortium
+    function hospitalOf(address signer) public view returns (address) {
+        return _hospitalOfSigner[signer];
+    }
+
+    /// @dev The hospital `msg.sender` signs for; reverts {UnknownHospital} for any other caller.
+    function _callerHospital() private view returns (address account) {
+        account = _hospitalOfSigner[msg.sender];
+        if (account == address(0)) revert UnknownHospital(msg.sender);
     }
 
     /// @inheritdoc IConsortium
@@ -79,19 +141,19 @@ contract Consortium is AccessControl, IConsortium {
 
     /// @inheritdoc IConsortium
     function setNodeKey(bytes calldata nodeKey) external {
-        Hospital storage caller = _hospitals[msg.sender];
-        if (!caller.registered) revert UnknownHospital(msg.sender);
-        if (caller.suspended) revert HospitalSuspended(msg.sender);
+        address account = _callerHospital();
+        Hospital storage caller = _hospitals[account];
+        if (caller.suspended) revert HospitalSuspended(account);
         if (nodeKey.length != 65 || nodeKey[0] != 0x04) revert InvalidNodeKey();
         bytes32 nodeId = sha256(abi.encodePacked(P256_SPKI_PREFIX, nodeKey));
         address holder = _hospitalOfNode[nodeId];
-        if (holder != address(0) && holder != msg.sender) revert NodeKeyInUse(nodeId);
+        if (holder != address(0) && holder != account) revert NodeKeyInUse(nodeId);
         bytes32 previous = caller.nodeId;
-        if (previous != nodeId && _hospitalOfNode[previous] == msg.sender) delete _hospitalOfNode[previous];
-        _hospitalOfNode[nodeId] = msg.sender;
+        if (previous != nodeId && _hospitalOfNode[previous] == account) delete _hospitalOfNode[previous];
+        _hospitalOfNode[nodeId] = account;
         caller.nodeId = nodeId;
         caller.nodeKey = nodeKey;
-        emit NodeKeySet(msg.sender, nodeId, nodeKey);
+        emit NodeKeySet(account, nodeId, nodeKey);
     }
 
     /// @inheritdoc IConsortium
@@ -162,15 +224,14 @@ contract Consortium is AccessControl, IConsortium {
 
     /// @inheritdoc IConsortium
     function acceptStudy(bytes32 studyId) external {
-        Hospital storage caller = _hospitals[msg.sender];
-        if (!caller.registered) revert UnknownHospital(msg.sender);
-        if (caller.suspended) revert HospitalSuspended(msg.sender);
+        address account = _callerHospital();
+        if (_hospitals[account].suspended) revert HospitalSuspended(account);
         Study storage terms = _studies[studyId];
         if (!terms.exists) revert UnknownStudy(studyId);
         if (terms.suspended || block.timestamp >= terms.endsAt) revert StudyNotLive(studyId);
-        _accepted[studyId][msg.sender] = true;
+        _accepted[studyId][account] = true;
         if (!terms.accepted) terms.accepted = true;
-        emit StudyAccepted(studyId, msg.sender);
+        emit StudyAccepted(studyId, account);
     }
 
     /// @inheritdoc IConsortium
@@ -198,12 +259,12 @@ contract Consortium is AccessControl, IConsortium {
 
     /// @inheritdoc IConsortium
     function recordSpending(bytes32 studyId, uint64 epsilonSpentMicro) external {
-        if (!_hospitals[msg.sender].registered) revert UnknownHospital(msg.sender);
+        address account = _callerHospital();
         if (!_studies[studyId].exists) revert UnknownStudy(studyId);
-        uint64 recorded = _spending[studyId][msg.sender];
-        if (epsilonSpentMicro < recorded) revert SpendingDecreased(studyId, msg.sender, recorded, epsilonSpentMicro);
-        _spending[studyId][msg.sender] = epsilonSpentMicro;
-        emit SpendingRecorded(studyId, msg.sender, epsilonSpentMicro);
+        uint64 recorded = _spending[studyId][account];
+        if (epsilonSpentMicro < recorded) revert SpendingDecreased(studyId, account, recorded, epsilonSpentMicro);
+        _spending[studyId][account] = epsilonSpentMicro;
+        emit SpendingRecorded(studyId, account, epsilonSpentMicro);
     }
 
     /// @inheritdoc IConsortium

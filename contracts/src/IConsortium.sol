@@ -28,11 +28,18 @@ interface IConsortium {
     error CommitmentLengthMismatch();
     /// @dev A hospital's recorded privacy spending only grows: `offered` is below the `recorded` epsilon.
     error SpendingDecreased(bytes32 studyId, address hospital, uint64 recorded, uint64 offered);
+    /// @dev `account` is the only holder of DEFAULT_ADMIN_ROLE: revoking or renouncing it would leave nobody able
+    /// to grant or revoke a role (operator, coordinator) ever again. Grant the role to another account first.
+    error LastAdmin(address account);
+    /// @dev `signer` is zero or already acts for a hospital (its current signer or registration address).
+    error SignerInUse(address signer);
 
     // ---- events ----
 
     event HospitalRegistered(address indexed account, bytes32 indexed nodeId);
     event HospitalSuspensionChanged(address indexed account, bool suspended);
+    /// @notice Hospital `account` now acts through `newSigner`; `previousSigner` can no longer act for it.
+    event HospitalKeyRotated(address indexed account, address indexed previousSigner, address indexed newSigner);
     /// @notice `account` names `nodeKey` (fingerprint `nodeId`) as its SuperNode's authentication key.
     event NodeKeySet(address indexed account, bytes32 indexed nodeId, bytes nodeKey);
     event StudyProposed(
@@ -56,13 +63,41 @@ interface IConsortium {
     /// privacy account, after a round).
     event SpendingRecorded(bytes32 indexed studyId, address indexed hospital, uint64 epsilonSpentMicro);
 
+    // ---- roles ----
+    // AccessControl's roles: DEFAULT_ADMIN_ROLE grants and revokes every role (itself included), OPERATOR_ROLE
+    // registers and suspends hospitals and proposes and suspends studies, COORDINATOR_ROLE anchors rounds. Any
+    // address may hold a role, a contract account (a multisig wallet) as well as a key's.
+
+    /// @notice How many accounts hold DEFAULT_ADMIN_ROLE; never zero (revoking or renouncing the last admin
+    /// reverts {LastAdmin}).
+    function adminCount() external view returns (uint256);
+
     // ---- hospitals and their nodes ----
 
     /// @notice Register a hospital's account.
-    /// @dev Requires the operator role and an account not registered yet. Emits {HospitalRegistered}.
+    /// @dev Requires the operator role and an account neither registered yet nor another hospital's signer
+    /// ({SignerInUse}). The account stays the hospital's identity; it is also its first signer ({rotateHospitalKey}).
+    /// Emits {HospitalRegistered}.
     /// @param nodeId an opaque placeholder kept for callers of the first version; the node's authenticated
     /// identity is the key the hospital itself records with {setNodeKey}.
     function registerHospital(address account, bytes32 nodeId) external;
+
+    /// @notice Replace the calling hospital's signer (its chain key) by `newSigner`: from this block on only
+    /// `newSigner` acts for the hospital, whose identity (its registration address: acceptances, enrolments,
+    /// spending, anchors, node key) does not change.
+    /// @dev Requires the caller to be a hospital's current signer (a suspended hospital too: rotating away from a
+    /// leaked key only helps) and `newSigner` non-zero and acting for no hospital ({SignerInUse}).
+    /// Emits {HospitalKeyRotated}.
+    function rotateHospitalKey(address newSigner) external;
+
+    /// @notice The operator's replacement of a hospital's signer, for a hospital that lost its key.
+    /// @dev Requires the operator role, a registered `account` and `newSigner` as in {rotateHospitalKey}.
+    /// Emits {HospitalKeyRotated}.
+    function setHospitalSigner(address account, address newSigner) external;
+
+    /// @notice The hospital (registration address) `signer` currently acts for; zero when none.
+    /// @dev Every hospital call resolves `msg.sender` through this; so do the consent registry's hospital checks.
+    function hospitalOf(address signer) external view returns (address);
 
     /// @notice Suspend or reinstate a hospital; a suspended hospital can neither accept studies nor train, and
     /// the operator's admission syncer shuts its node out of the federation.
@@ -70,7 +105,7 @@ interface IConsortium {
     function setHospitalSuspended(address account, bool suspended) external;
 
     /// @notice Record the calling hospital's SuperNode authentication key; calling again rotates it.
-    /// @dev Requires the caller to be a registered hospital that is not suspended (the hospital's own chain key
+    /// @dev Requires the caller to be a registered hospital's signer, not suspended (the hospital's own chain key
     /// vouches for its node: the operator cannot put a node of its own in its place), `nodeKey` a 65-byte
     /// uncompressed P-256 point, and that key not held by another hospital. The node id is derived here as
     /// sha256(DER SubjectPublicKeyInfo) of the key, the fingerprint of the PEM Flower reports for the node,
@@ -117,7 +152,7 @@ interface IConsortium {
     function setStudySuspended(bytes32 studyId, bool suspended) external;
 
     /// @notice Accept a study (its terms and its app) on behalf of the calling hospital.
-    /// @dev Requires a registered, unsuspended caller and a live study. Emits {StudyAccepted}.
+    /// @dev Requires the caller to be an unsuspended hospital's current signer and a live study. Emits {StudyAccepted}.
     function acceptStudy(bytes32 studyId) external;
 
     /// @notice Whether the hospital `account` may use patient data for `studyId` now (at the block of the call).
@@ -153,7 +188,7 @@ interface IConsortium {
     /// @notice Record the epsilon the calling hospital has spent on `studyId` so far (millionths, rounded down),
     /// as its node's privacy account says after a round. A node refuses to train while its own account shows
     /// less than this (a node database restored from an older backup must not spend the same budget again).
-    /// @dev Requires a registered hospital (a suspended one still records: it only makes its node stricter), a
+    /// @dev Requires the caller to be a hospital's current signer (a suspended one still records: it only makes its node stricter), a
     /// known study and a value no lower than the one recorded (reverts {SpendingDecreased}; an equal value is
     /// accepted, so a retried transaction does no harm). Signed by the hospital's own key: the coordinator
     /// cannot write it. Emits {SpendingRecorded}.
