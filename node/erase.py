@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
 from sqlmodel import delete, select
 
 from contracts.ledger import Ledger, LedgerError, StateUnavailable
@@ -55,12 +56,39 @@ def erase_patient(settings: NodeSettings, patient: str, *, ledger: Ledger | None
     """Erase the patient (record number, or pseudonym as 0x-hex) and write a receipt in <home>/erasures/;
     returns the receipt. `ledger` reads consent (default: opened read-only from the settings, only when a usage
     entry names the patient). ErasureError when no patient of this node has that number or pseudonym, or when
-    the chain cannot be read (nothing is erased then)."""
+    the chain cannot be read or the database written (nothing is erased then)."""
+    store = Store(settings.resolved_database_url)
+    erased_at = now or datetime.now(timezone.utc)
+    try:
+        deleted, redacted, kept, pseudonym = _erase(store, settings, patient, ledger, erased_at)
+        rewritten = _rewrite_file(store)
+    except OperationalError as exc:  # the transaction rolled back: nothing erased
+        raise ErasureError(f"nothing erased: the node's database {store.engine.url.database} cannot be written now "
+                           f"({exc.orig}); run the erase again") from None
+    finally:
+        store.engine.dispose()  # no pooled connection of ours keeps SQLite from checkpointing
+    receipt = {
+        "erased_at": erased_at.isoformat(timespec="seconds"),
+        "pseudonym_sha256": hashlib.sha256(pseudonym.encode()).hexdigest(),
+        "deleted": deleted,
+        "redacted": redacted,  # usage-log entries that no longer name the patient
+        "kept": kept,  # usage-log entries that still do, each with why
+        "database_file": rewritten,
+        "limits": LIMITS,
+    }
+    folder = settings.home / "erasures"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"erasure-{erased_at:%Y%m%dT%H%M%SZ}-{receipt['pseudonym_sha256'][:12]}.json"
+    path.write_text(json.dumps(receipt, indent=1) + "\n")
+    receipt["receipt_file"] = str(path)
+    return receipt
+
+
+def _erase(store: Store, settings: NodeSettings, patient: str, ledger: Ledger | None, erased_at: datetime):
+    """Delete and redact in one transaction; returns (deleted per table, redacted, kept, pseudonym)."""
     from node.portal.models import (
         ConsentRelay, DeviceCookie, EnrolmentCode, LoginFailure, PortalAccount, PortalSession)
 
-    store = Store(settings.resolved_database_url)
-    erased_at = now or datetime.now(timezone.utc)
     deleted: dict[str, int] = {}
     with store.session() as session:
         if store.engine.dialect.name == "sqlite":  # deleted and rewritten cells are zeroed, not left in free space
@@ -103,21 +131,7 @@ def erase_patient(settings: NodeSettings, patient: str, *, ledger: Ledger | None
             session.add(entry)
             redacted.append({**where, "consent_verified_at_block": entry.block})
         session.commit()
-    _rewrite_file(store)
-    receipt = {
-        "erased_at": erased_at.isoformat(timespec="seconds"),
-        "pseudonym_sha256": hashlib.sha256(pseudonym.encode()).hexdigest(),
-        "deleted": deleted,
-        "redacted": redacted,  # usage-log entries that no longer name the patient
-        "kept": kept,  # usage-log entries that still do, each with why
-        "limits": LIMITS,
-    }
-    folder = settings.home / "erasures"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"erasure-{erased_at:%Y%m%dT%H%M%SZ}-{receipt['pseudonym_sha256'][:12]}.json"
-    path.write_text(json.dumps(receipt, indent=1) + "\n")
-    receipt["receipt_file"] = str(path)
-    return receipt
+    return deleted, redacted, kept, pseudonym
 
 
 def _ledger(settings: NodeSettings) -> Ledger:
@@ -152,11 +166,21 @@ def _verify(entries: list[RoundUsage], pseudonym: str, ledger: Ledger | None) ->
     return verdicts
 
 
-def _rewrite_file(store: Store) -> None:
-    """Leave no copy of the erased rows in the database file's free pages or its write-ahead log."""
+def _rewrite_file(store: Store) -> str:
+    """Leave no copy of the erased rows in the database file's free pages or its write-ahead log; says how it went
+    (for the receipt)."""
     if store.engine.dialect.name != "sqlite":
-        return
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql("VACUUM")
-        if connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal":
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return "not SQLite: the database's own tools decide what its files keep"
+    try:
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM")
+            if connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal":
+                busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
+                if busy:
+                    return ("rewritten in its write-ahead log; the main file keeps the old pages until SQLite's next "
+                            "checkpoint (another process was reading): stopping the node's portal and console lets "
+                            "the last connection checkpoint as it closes")
+    except OperationalError as exc:
+        return (f"not rewritten ({exc.orig}): deleted rows were zeroed (secure_delete), but free pages may remain "
+                "until the next VACUUM")
+    return "rewritten (VACUUM): no free page keeps the erased rows"

@@ -90,6 +90,7 @@ def test_erasure_deletes_the_record_keeps_the_audit_and_writes_a_receipt(node, t
     assert receipt["kept"] == []
     written = Path(receipt["receipt_file"]).read_text()
     assert number not in written and pseudonym not in written  # the receipt links to nobody either
+    assert receipt["database_file"].startswith("rewritten (VACUUM)")
     _assert_nowhere_in_the_home_database(node, pseudonym)
     with pytest.raises(ErasureError, match="unknown patient"):
         erase_patient(node.settings, number, ledger=node.ledger)
@@ -106,7 +107,7 @@ def _assert_nowhere_in_the_home_database(node, pseudonym: str) -> None:
         assert bytes.fromhex(pseudonym[2:]) not in content, path.name
 
 
-def test_a_use_that_would_be_a_violation_is_not_redacted_and_erase_says_so(node, tmp_path):
+def test_a_use_that_would_be_a_violation_is_not_redacted_and_erase_says_so(node, tmp_path, monkeypatch, capsys):
     """The patient's pseudonym in an entry read before any consent (a real violation): erasing the patient must
     not hide it. The record goes; that entry keeps the pseudonym, the receipt and the audit both name it."""
     number = node.numbers[0]
@@ -116,8 +117,12 @@ def test_a_use_that_would_be_a_violation_is_not_redacted_and_erase_says_so(node,
         study_id=str(StudyId(node.chain.study_id)), round=2, phase="train", block=node.before_grants,
         commitment=str(pseudonym_commitment(early)), pseudonyms=json.dumps([pseudonym])))
 
-    receipt = erase_patient(node.settings, number, ledger=node.ledger)
+    monkeypatch.setattr("node.erase._ledger", lambda settings: node.ledger)  # the command's read-only ledger
 
+    assert main(["node", "erase", "--home", str(node.settings.home), number]) == 1
+    out, err = capsys.readouterr()
+    receipt = json.loads(out)
+    assert err.splitlines()[-1] == "twinledger: 1 usage-log entries still name the patient (see 'kept')"
     assert number not in {p.record_number for p in node.store.patients()}
     assert [r["round"] for r in receipt["redacted"]] == [1]  # the consented use is redacted
     assert [(k["round"], k["block"]) for k in receipt["kept"]] == [(2, node.before_grants)]
@@ -140,6 +145,29 @@ def test_an_entry_whose_commitment_does_not_match_its_pseudonyms_is_not_redacted
         session.commit()
     receipt = erase_patient(node.settings, number, ledger=node.ledger)
     assert receipt["redacted"] == [] and "commitment" in receipt["kept"][0]["why"]
+
+
+def test_a_reader_of_the_database_during_the_erase_is_named_in_the_receipt(node):
+    """The portal keeps node.db in WAL mode and may be reading: the erase still completes, and the receipt says
+    the main file keeps the old pages until SQLite's next checkpoint, which then leaves none."""
+    import sqlite3
+
+    database = node.store.engine.url.database
+    with sqlite3.connect(database) as connection:
+        connection.execute("PRAGMA journal_mode = WAL")
+    reader = sqlite3.connect(database, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM patient").fetchone()
+    try:
+        receipt = erase_patient(node.settings, node.numbers[0], ledger=node.ledger)
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert "until SQLite's next checkpoint" in receipt["database_file"]
+    assert len(receipt["redacted"]) == 1
+    with sqlite3.connect(database) as connection:  # what SQLite does by itself later (or its last connection's close)
+        assert connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    _assert_nowhere_in_the_home_database(node, node.pseudonyms[node.numbers[0]])
 
 
 def test_erase_refuses_before_deleting_anything_when_the_chain_cannot_be_read(node):
