@@ -175,6 +175,7 @@ def _rewrite_file(store: Store) -> str:
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("VACUUM")
             if connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal":
+                connection.exec_driver_sql("PRAGMA busy_timeout = 1000")  # a reader's moment, not the default 5 s
                 busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
                 if busy:
                     return ("rewritten in its write-ahead log; the main file keeps the old pages until SQLite's next "
