@@ -29,7 +29,6 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import delete, select
 
 from contracts.ledger import Ledger, LedgerError, StateUnavailable
-from federation.commitment import pseudonym_commitment
 from federation.ids import Pseudonym, StudyId
 from node.settings import NodeSettings
 from node.store import Patient, PatientSource, RoundUsage, Store
@@ -146,8 +145,7 @@ def _verify(entries: list[RoundUsage], pseudonym: str, ledger: Ledger | None) ->
     """Whether each entry may drop the pseudonym: the chain's answer at the entry's block, as the audit reads it."""
     verdicts = []
     for entry in entries:
-        if not entry.redaction_list and entry.commitment != str(
-                pseudonym_commitment(Pseudonym.parse(p) for p in entry.pseudonym_list)):
+        if str(entry.phase_commitment()) != entry.commitment:  # checked once, before its first redaction
             verdicts.append(_Verdict(entry, "its stored commitment is not the one its pseudonyms give (a damaged or "
                                             "altered log): kept as it is for the auditor"))
             continue

@@ -95,6 +95,16 @@ class RoundUsage(SQLModel, table=True):
     def redaction_list(self) -> list[dict]:
         return json.loads(self.redactions or "[]")
 
+    def phase_commitment(self) -> bytes:
+        """The commitment to this phase's pseudonyms: recomputed from them, or the stored one once an erased
+        patient's pseudonym left the entry (it can no longer be recomputed)."""
+        from federation.commitment import pseudonym_commitment
+        from federation.ids import Digest, Pseudonym
+
+        if self.redaction_list:
+            return Digest.parse(self.commitment)
+        return pseudonym_commitment(Pseudonym.parse(p) for p in self.pseudonym_list)
+
 
 class PrivacySpend(SQLModel, table=True):
     """One release of the study's privacy account, as the accountant saw it: enough to recompute epsilon.

@@ -196,3 +196,13 @@ def test_the_command_says_unknown_patient_in_one_line(tmp_path, capsys):
     # The last line, after the migration's log lines (and a closed stream of an earlier test may log a traceback).
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("twinledger: unknown patient 'CLE-404'") and "ErasureError" not in err
+
+
+def test_another_patients_round_proof_in_the_portal_still_matches_the_chain_after_an_erase(node):
+    """The portal shows a patient the commitment of a round that used them, from the usage log, beside the
+    chain's: after another patient of the same round is erased, the log's side is the entry's stored commitment."""
+    from node.portal.studies import round_proof
+
+    erase_patient(node.settings, node.numbers[0], ledger=node.ledger)
+    proof = round_proof(node.chain.hospital, node.store, node.pseudonyms[node.numbers[1]], node.chain.study_id, 1)
+    assert proof.commitment_on_chain is not None and proof.commitment_from_log == proof.commitment_on_chain
