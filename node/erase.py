@@ -26,12 +26,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, update
 from sqlmodel import delete, select
 
 from contracts.ledger import Ledger, LedgerError, StateUnavailable
 from federation.ids import Pseudonym, StudyId
 from node.settings import NodeSettings
-from node.store import Patient, PatientSource, RoundUsage, Store
+from node.store import Patient, PatientSource, RoundRefusal, RoundUsage, Store
 
 
 class ErasureError(ValueError):
@@ -117,6 +118,11 @@ def _erase(store: Store, settings: NodeSettings, patient: str, ledger: Ledger | 
         drop("enrolment_codes", delete(EnrolmentCode).where(EnrolmentCode.record_number == number))
         drop("portal_account", delete(PortalAccount).where(PortalAccount.record_number == number))
         drop("record", delete(Patient).where(Patient.pseudonym == row.pseudonym))
+        # A refusal's reason may name the record it could not decrypt by the pseudonym's first characters.
+        prefix = pseudonym[:10]
+        deleted["refusal_reasons_redacted"] = session.exec(update(RoundRefusal).where(
+            RoundRefusal.reason.contains(prefix)).values(reason=func.replace(RoundRefusal.reason, prefix, "(erased)"))
+        ).rowcount
         redacted, kept = [], []
         for verdict in verdicts:
             entry = verdict.entry

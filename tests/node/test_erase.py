@@ -22,7 +22,7 @@ from federation.ids import Pseudonym, StudyId
 from node import admin
 from node.erase import ErasureError, erase_patient
 from node.portal.models import ConsentRelay, EnrolmentCode, PortalAccount
-from node.store import PatientSource, RoundUsage
+from node.store import PatientSource, RoundRefusal, RoundUsage
 from tests.node.test_bulk import FAR, Node
 
 
@@ -67,6 +67,8 @@ def test_erasure_deletes_the_record_keeps_the_audit_and_writes_a_receipt(node, t
         session.add(EnrolmentCode(code_hash="c" * 64, record_number=number,
                                   expires_at=datetime.now(timezone.utc) + timedelta(days=1)))
         session.add(ConsentRelay(account_id=1, study_id="0x" + "00" * 32, action="grant", pseudonym=pseudonym))
+        session.add(RoundRefusal(study_id="0x" + "00" * 32, round=1, phase="train", code=4005,  # as node/vault.py words it
+                                 reason=f"the record of {pseudonym[:10]}… cannot be decrypted: wrong key or tampered data"))
         session.commit()
     before = _audit(node, tmp_path)
     assert (before.violations, before.checked, before.rounds, before.unanchored_phases) == (0, 6, 1, 0)
@@ -87,7 +89,7 @@ def test_erasure_deletes_the_record_keeps_the_audit_and_writes_a_receipt(node, t
     assert any("uses of erased patients, consent verified at erasure: 1" in f for f in after.findings)
     assert receipt["pseudonym_sha256"] == hashlib.sha256(pseudonym.encode()).hexdigest()
     assert receipt["deleted"]["record"] == 1 and receipt["deleted"]["portal_account"] == 1
-    assert receipt["deleted"]["provenance"] == 1
+    assert receipt["deleted"]["provenance"] == 1 and receipt["deleted"]["refusal_reasons_redacted"] == 1
     assert receipt["redacted"] == [{"study": str(StudyId(node.chain.study_id)), "round": 1, "phase": "train",
                                     "consent_verified_at_block": json.loads((tmp_path / "usage.json").read_text())
                                     ["entries"][0]["block"]}]
@@ -106,7 +108,7 @@ def _assert_nowhere_in_the_home_database(node, pseudonym: str) -> None:
     database = Path(node.store.engine.url.database)
     for path in [database, *database.parent.glob(database.name + "-*")]:
         content = path.read_bytes()
-        for form in (pseudonym.lower(), pseudonym.lower()[2:], pseudonym.upper()[2:]):
+        for form in (pseudonym.lower(), pseudonym.lower()[2:], pseudonym.upper()[2:], pseudonym.lower()[:10]):
             assert form.encode() not in content, (path.name, form)
         assert bytes.fromhex(pseudonym[2:]) not in content, path.name
 
