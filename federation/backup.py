@@ -121,11 +121,16 @@ def _home_tar(home: Path) -> bytes:
                 info.type, info.mode = tarfile.DIRTYPE, path.stat().st_mode & 0o777
                 archive.addfile(info)
             elif path.is_file():
-                mode = path.stat().st_mode & 0o777
-                if _is_database(path):
-                    _add(archive, name, _database_copy(path), mode & 0o700)
-                else:
-                    _add(archive, name, path.read_bytes(), mode)
+                try:
+                    mode = path.stat().st_mode & 0o777
+                    if _is_database(path):
+                        _add(archive, name, _database_copy(path), mode & 0o700)
+                    else:
+                        _add(archive, name, path.read_bytes(), mode)
+                except FileNotFoundError:  # removed while the backup ran (a run's temporary file): not in it
+                    continue
+                except (OSError, sqlite3.Error) as exc:
+                    raise BackupError(f"cannot read {path} for the backup ({exc}); nothing was written") from None
     return buffer.getvalue()
 
 

@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import Session, create_engine
 
 from coordinator.console.settings import ConsoleSettings
+from coordinator.home_backup import COORDINATOR_HOME
 from coordinator.settings import CoordinatorSettings
 from deploy.cli import main
 from federation.web import auth
@@ -96,3 +97,31 @@ def test_a_wrong_passphrase_a_node_archive_or_a_non_empty_home_restores_nothing(
     assert main(["console", "restore", "--home", str(home), "--passphrase-file", secret, str(archive)]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert not target.exists() and not (tmp_path / "x.backup").exists()
+
+
+def test_a_file_removed_during_the_backup_is_left_out_and_an_unreadable_one_stops_it_in_one_line(home, tmp_path,
+                                                                                                  monkeypatch):
+    from federation import backup
+
+    home, _ = home
+    (home / "runs" / "run-1" / "gone.tmp").write_text("removed while the backup runs")
+    (home / "runs" / "run-1" / "bad.bin").write_text("unreadable")
+    real = backup.Path.read_bytes
+
+    def read_bytes(path):
+        if path.name == "gone.tmp":
+            raise FileNotFoundError(path)
+        if path.name == "bad.bin":
+            raise OSError(5, "Input/output error")
+        return real(path)
+
+    monkeypatch.setattr(backup.Path, "read_bytes", read_bytes)
+    with pytest.raises(backup.BackupError, match=r"cannot read .*bad.bin for the backup \(.*Input/output error\)"):
+        backup.backup_home(home, tmp_path / "a.backup", kind=COORDINATOR_HOME, passphrase=PASSPHRASE)
+    assert not (tmp_path / "a.backup").exists()
+    (home / "runs" / "run-1" / "bad.bin").unlink()
+    archive = backup.backup_home(home, tmp_path / "b.backup", kind=COORDINATOR_HOME, passphrase=PASSPHRASE)
+    monkeypatch.undo()
+    backup.restore_home(archive, tmp_path / "restored", kind=COORDINATOR_HOME, passphrase=PASSPHRASE)
+    assert (tmp_path / "restored" / "runs" / "run-1" / "report.json").exists()
+    assert not (tmp_path / "restored" / "runs" / "run-1" / "gone.tmp").exists()
