@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordinator.settings import CONFIG_NAME
+from contracts.keystore import read_passphrase_file
 from federation.backup import HomeKind, backup_home, backup_passphrase, restore_home
 
 MAGIC = b"TWINLEDGER-COORDINATOR-BACKUP\n"
@@ -36,9 +37,14 @@ def _outside_the_home(home: Path, kind: HomeKind) -> list[Path]:
     return [] if key.resolve().is_relative_to(home.resolve()) else [key]
 
 
+def _passphrase(args) -> str:
+    given = Path(args.passphrase_file) if args.passphrase_file else None
+    return backup_passphrase(given, read_file=read_passphrase_file)
+
+
 def _backup(args, kind: HomeKind) -> int:
     home = Path(args.home)
-    passphrase = backup_passphrase(Path(args.passphrase_file) if args.passphrase_file else None)
+    passphrase = _passphrase(args)
     out = backup_home(home, Path(args.out), kind=kind, passphrase=passphrase)
     print(f"{kind.name} home {home.resolve()} backed up to {out} (encrypted; keep the passphrase apart from it)")
     for path in _outside_the_home(home, kind):
@@ -47,7 +53,7 @@ def _backup(args, kind: HomeKind) -> int:
 
 
 def _restore(args, kind: HomeKind) -> int:
-    passphrase = backup_passphrase(Path(args.passphrase_file) if args.passphrase_file else None)
+    passphrase = _passphrase(args)
     kept = restore_home(Path(args.archive), Path(args.home), kind=kind, passphrase=passphrase, force=args.force)
     print(f"{kind.name} home {Path(args.home).resolve()} restored from {args.archive}"
           + (f"; the home it replaced is kept at {kept}" if kept else ""))

@@ -28,15 +28,13 @@ import sqlite3
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
-from contracts.keystore import KeystoreError, read_passphrase_file
 
 FORMAT = 1
 PASSPHRASE_ENV = "TWINLEDGER_BACKUP_PASSPHRASE"
@@ -62,16 +60,18 @@ class BackupError(ValueError):
     """A backup or restore that cannot go ahead; the message says why and what to do. Nothing was written."""
 
 
-def backup_passphrase(passphrase_file: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+def backup_passphrase(passphrase_file: Path | None = None, environ: Mapping[str, str] | None = None, *,
+                      read_file: Callable[[Path], str]) -> str:
     """The passphrase from `passphrase_file`, else $TWINLEDGER_BACKUP_PASSPHRASE_FILE, else
-    $TWINLEDGER_BACKUP_PASSPHRASE."""
+    $TWINLEDGER_BACKUP_PASSPHRASE. `read_file` reads a passphrase file, a ValueError saying what is wrong with it
+    (the keystores' reader, contracts/keystore.py: given by the caller, as federation/ imports no other room)."""
     environ = os.environ if environ is None else environ
     try:
         if passphrase_file is not None:
-            return read_passphrase_file(Path(passphrase_file))
+            return read_file(Path(passphrase_file))
         if environ.get(f"{PASSPHRASE_ENV}_FILE"):
-            return read_passphrase_file(Path(environ[f"{PASSPHRASE_ENV}_FILE"]))
-    except KeystoreError as exc:
+            return read_file(Path(environ[f"{PASSPHRASE_ENV}_FILE"]))
+    except ValueError as exc:
         raise BackupError(str(exc)) from None
     if environ.get(PASSPHRASE_ENV):
         return environ[PASSPHRASE_ENV]

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collections.abc import Mapping
+
+from contracts.keystore import read_passphrase_file
 from federation import backup as archive
-from federation.backup import BackupError, HomeKind, backup_passphrase
+from federation.backup import BackupError, HomeKind
 from node.settings import CONFIG_NAME, NodeSettings
 
 __all__ = ["BackupError", "MAGIC", "NODE_HOME", "backup_home", "backup_passphrase", "restore_home"]
@@ -19,6 +22,12 @@ __all__ = ["BackupError", "MAGIC", "NODE_HOME", "backup_home", "backup_passphras
 MAGIC = b"TWINLEDGER-NODE-BACKUP\n"
 NODE_HOME = HomeKind(name="node", magic=MAGIC, required=(CONFIG_NAME,))
 DATABASE_NAME = "node.db"
+
+
+def backup_passphrase(passphrase_file: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The archive's passphrase: --passphrase-file, else $TWINLEDGER_BACKUP_PASSPHRASE_FILE, else
+    $TWINLEDGER_BACKUP_PASSPHRASE."""
+    return archive.backup_passphrase(passphrase_file, environ, read_file=read_passphrase_file)
 
 
 def _check_database(settings: NodeSettings) -> None:
