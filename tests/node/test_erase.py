@@ -208,3 +208,18 @@ def test_another_patients_round_proof_in_the_portal_still_matches_the_chain_afte
     erase_patient(node.settings, node.numbers[0], ledger=node.ledger)
     proof = round_proof(node.chain.hospital, node.store, node.pseudonyms[node.numbers[1]], node.chain.study_id, 1)
     assert proof.commitment_on_chain is not None and proof.commitment_from_log == proof.commitment_on_chain
+
+
+@pytest.mark.parametrize("chain", [pytest.param("anvil", marks=pytest.mark.slow)], indirect=True)
+def test_the_command_reads_consent_from_the_chain_its_home_names(node, tmp_path, capsys, anvil_url):
+    """`twinledger node erase` opens the chain of node.toml itself, read-only, and redacts what it confirms."""
+    deployment = tmp_path / "deployment.json"
+    node.chain.deployment.save(deployment)
+    node.settings.replace(rpc_url=anvil_url, deployment_file=deployment).save()
+    number = node.numbers[0]
+
+    assert main(["node", "erase", "--home", str(node.settings.home), number]) == 0
+
+    receipt = json.loads(capsys.readouterr().out)
+    assert [r["round"] for r in receipt["redacted"]] == [1] and receipt["kept"] == []
+    _assert_nowhere_in_the_home_database(node, node.pseudonyms[number])
