@@ -200,6 +200,7 @@ def test_the_command_says_unknown_patient_in_one_line(tmp_path, capsys):
     assert err.splitlines()[-1].startswith("twinledger: unknown patient 'CLE-404'") and "ErasureError" not in err
 
 
+@ONE_CHAIN
 def test_another_patients_round_proof_in_the_portal_still_matches_the_chain_after_an_erase(node):
     """The portal shows a patient the commitment of a round that used them, from the usage log, beside the
     chain's: after another patient of the same round is erased, the log's side is the entry's stored commitment."""
