@@ -20,6 +20,12 @@ exactly the hospital's training set and an empty evaluation (or the reverse), wh
 other phase. A pseudonym whose consent the chain node can no longer answer (a node restarted from a state
 file keeps no earlier states, docs/operations.md) counts in `unverified`, with a finding.
 
+An entry from which the node redacted erased patients (node/erase.py: their pseudonyms dropped after the chain
+showed their consent at the entry's block) lists them in `redacted`: its commitment cannot be recomputed, so its
+stored commitment is what must match the anchor; its remaining pseudonyms are checked as above; its erased
+patients count in `erased_uses`, neither checked nor unverified nor violations: the node's word, given when it
+verified them on chain at erasure (a redaction at a block other than the entry's is a violation).
+
 Given the coordinator's run report (report.json), the auditor also verifies the hospitals' signed replies it
 keeps for each round (coordinator/study_run.py): for every hospital an anchor names, a reply it signed must be
 there, its signature must recover to that hospital (a forged or swapped signature is a violation), it must
@@ -37,7 +43,7 @@ from typing import Any, Mapping
 
 from contracts.ledger import Ledger, RoundAnchor, StateUnavailable, recover_round_reply
 from federation.commitment import combined_commitment, pseudonym_commitment
-from federation.ids import Pseudonym, StudyId, from_hex0x
+from federation.ids import Digest, Pseudonym, StudyId, from_hex0x
 from federation.protocol import RoundReply
 
 
@@ -50,6 +56,7 @@ class AuditResult:
     unanchored_phases: int = 0  # consent-checked uses no anchor holds, voided reads aside (see above)
     signatures_checked: int = 0  # signed replies verified against the report (0 without a report)
     unverified: int = 0  # pseudonyms whose consent the chain node could not answer at their block
+    erased_uses: int = 0  # uses of erased patients, consent verified on chain by the node at erasure (see above)
     findings: list[str] = field(default_factory=list)
     # every use the anchors do not hold: hospital, account, round, phase, block, status, patients
     unanchored: list[dict] = field(default_factory=list)
@@ -108,7 +115,10 @@ def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict], *,
                     phase_commitments[phase] = b""
                     continue
                 pseudonyms = [Pseudonym.parse(p) for p in entry["pseudonyms"]]
-                phase_commitments[phase] = pseudonym_commitment(pseudonyms)
+                if entry.get("redacted"):
+                    phase_commitments[phase] = Digest.parse(entry["commitment"])  # see the module's docstring
+                else:
+                    phase_commitments[phase] = pseudonym_commitment(pseudonyms)
                 if str(phase_commitments[phase]) != entry["commitment"]:
                     result.commitment_mismatches += 1
                     result.findings.append(f"round {anchor.round} {name} {phase}: logged commitment does not match its pseudonyms")
@@ -139,13 +149,32 @@ def audit_study(ledger: Ledger, study_id: bytes, usage_logs: dict[str, dict], *,
             to_check.setdefault((account, entry["round"], entry["block"]), set()).update(pseudonyms)
     for (account, round_number, block), pseudonyms in sorted(to_check.items(), key=lambda item: item[0][1:]):
         _check_consent(ledger, study_id, names[account], round_number, block, sorted(pseudonyms), result)
+    for account, logged in entries.items():
+        for entry in logged:
+            _redactions(entry, f"round {entry['round']} {names[account]} {entry['phase']}", result)
+    if result.erased_uses:
+        result.findings.append(f"uses of erased patients, consent verified at erasure: {result.erased_uses} (their "
+                               "pseudonyms were redacted from the usage logs; the nodes checked them on chain)")
     return result
+
+
+def _redactions(entry: Mapping, where: str, result: AuditResult) -> None:
+    """Count the entry's erased patients in `erased_uses`; a redaction checked at another block than the entry's
+    is a violation."""
+    redacted = entry.get("redacted") or []
+    for redaction in redacted:
+        if redaction.get("block") != entry["block"]:
+            result.violations += 1
+            result.findings.append(f"{where}: an erased patient's consent was verified at block "
+                                   f"{redaction.get('block')}, the entry used block {entry['block']}")
+    result.erased_uses += len(redacted)
 
 
 def _list_unanchored(account: str, name: str, entry: Mapping, status: str, result: AuditResult) -> None:
     where = f"round {entry['round']} {name} {entry['phase']}"
     result.unanchored.append({"hospital": name, "account": account, "round": entry["round"], "phase": entry["phase"],
-                              "block": entry["block"], "status": status, "patients": len(entry["pseudonyms"])})
+                              "block": entry["block"], "status": status,
+                              "patients": len(entry["pseudonyms"]) + len(entry.get("redacted") or [])})
     if status == "voided":
         result.findings.append(f"{where}: read at block {entry['block']}, then voided (the node refused after "
                                "reading: nothing trained or released); its patients are still checked for consent")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from contracts import ledger as lg
 from contracts.cli import add_plaintext_key, add_rpc_url, gas_hint
-from coordinator import processes
+from coordinator import home_backup, processes
 from federation.defaults import TRAINING
 from federation.ids import StudyId
 
@@ -316,6 +316,7 @@ def add_coordinator_commands(subparsers) -> None:
     link.set_defaults(func=_coordinator_superlink)
     _add_ca_commands(coord)
     _add_nodes_commands(coord)
+    home_backup.add_backup_commands(coord, home_backup.COORDINATOR_HOME, home_help="the coordinator's home directory")
     run = coord.add_parser("run", help="run a study's training on the SuperLink; exits 0 only if the run finished")
     run.add_argument("--home", required=True, help="the coordinator's home (a path on the SuperLink's machine)")
     run.add_argument("--study", required=True, help="the study id (0x and 64 hex digits)")

@@ -136,6 +136,7 @@ def export_usage(settings: NodeSettings, out: Path) -> Path:
         {
             "study_id": u.study_id, "round": u.round, "phase": u.phase, "block": u.block,
             "commitment": u.commitment, "pseudonyms": u.pseudonym_list, "status": u.status,
+            "redacted": u.redaction_list,  # erased patients, their consent verified at erasure (node/erase.py)
         }
         for u in store.usage_log()
     ]

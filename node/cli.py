@@ -222,7 +222,9 @@ def _node_erase(args) -> int:
 
     receipt = erase_patient(_settings(args), args.patient)
     print(json.dumps(receipt, indent=1))
-    return 0
+    if receipt["kept"]:  # never silent: a use without consent stays in the log for the auditor
+        print(f"twinledger: {len(receipt['kept'])} usage-log entries still name the patient (see 'kept')", file=sys.stderr)
+    return 1 if receipt["kept"] else 0
 
 
 def _portal_serve(args) -> int:

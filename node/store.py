@@ -82,10 +82,28 @@ class RoundUsage(SQLModel, table=True):
     pseudonyms: str  # JSON list of 0x-hex pseudonyms
     recorded_at: datetime = Field(default_factory=_now)
     status: str = Field(default=USAGE_COMPLETED, index=True)  # USAGE_INTENT, USAGE_COMPLETED or USAGE_VOIDED
+    # Erased patients whose pseudonyms left `pseudonyms` (node/erase.py): JSON list, one {"block", "verified_at"}
+    # per patient, saying the chain showed their consent at `block` (the entry's) when they were erased. The entry
+    # then keeps `commitment` as the node computed it, over the pseudonyms before redaction.
+    redactions: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
 
     @property
     def pseudonym_list(self) -> list[str]:
         return json.loads(self.pseudonyms)
+
+    @property
+    def redaction_list(self) -> list[dict]:
+        return json.loads(self.redactions or "[]")
+
+    def phase_commitment(self) -> bytes:
+        """The commitment to this phase's pseudonyms: recomputed from them, or the stored one once an erased
+        patient's pseudonym left the entry (it can no longer be recomputed)."""
+        from federation.commitment import pseudonym_commitment
+        from federation.ids import Digest, Pseudonym
+
+        if self.redaction_list:
+            return Digest.parse(self.commitment)
+        return pseudonym_commitment(Pseudonym.parse(p) for p in self.pseudonym_list)
 
 
 class PrivacySpend(SQLModel, table=True):

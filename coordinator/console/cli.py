@@ -1,4 +1,5 @@
-"""`twinledger console serve|token`: `add_console_commands(subparsers)` adds them to the twinledger command."""
+"""`twinledger console serve|token|migrate|backup|restore`: `add_console_commands(subparsers)` adds them to the
+twinledger command."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def _token(args) -> int:
 
 def add_console_commands(subparsers) -> None:
     """`twinledger console serve --home H --port N` and `twinledger console token --home H --name N --role R`."""
+    from coordinator.home_backup import CONSOLE_HOME, add_backup_commands
     from federation.web.serving import add_serving_arguments
 
     console = subparsers.add_parser("console", help="the consortium's operator console (web)")
@@ -90,3 +92,4 @@ def add_console_commands(subparsers) -> None:
                                  "does it on start)")
     migrate.add_argument("--home", required=True, help=home_help)
     migrate.set_defaults(func=_migrate)
+    add_backup_commands(actions, CONSOLE_HOME, home_help=home_help)

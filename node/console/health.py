@@ -77,7 +77,7 @@ def check_database(state: ConsoleState) -> tuple[Check, int, LastRound | None]:
     last = None
     if usage is not None:
         last = LastRound(study_id=usage.study_id, round=usage.round, phase=usage.phase, block=usage.block,
-                         patients_used=len(usage.pseudonym_list), recorded_at=usage.recorded_at)
+                         patients_used=len(usage.pseudonym_list) + len(usage.redaction_list), recorded_at=usage.recorded_at)
     return Check(ok=True, detail=detail), patients, last
 
 

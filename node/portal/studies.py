@@ -13,11 +13,11 @@ from contracts.ledger import (
     Ledger, LedgerError, SignedGrant, SignedRevoke, StudyTerms, sign_grant, sign_revoke,
 )
 from contracts.ledger.signing import CONSENT_DOMAIN_TYPES, GRANT_TYPES, REVOKE_TYPES, consent_domain
-from federation.commitment import combined_commitment, pseudonym_commitment
+from federation.commitment import combined_commitment
 from federation.tasks import TASKS
 from node.portal.accounts import PortalError
 from node.store import RoundUsage, Store
-from federation.ids import Pseudonym, from_hex0x, hex0x
+from federation.ids import from_hex0x, hex0x
 
 # HL7 v3 PurposeOfUse (v3-ActReason) codes in plain language.
 PURPOSES = {
@@ -230,11 +230,8 @@ def round_proof(ledger: Ledger, store: Store, pseudonym: str, study_id: bytes, r
     use = next((u for u in rounds_using(ledger, store, pseudonym, study_id) if u.round == round_number), None)
     if use is None:
         raise PortalError(f"round {round_number} of this study did not use your data", status=404)
-    phases = {u.phase: [Pseudonym.parse(p) for p in json.loads(u.pseudonyms)]
-              for u in store.usage(study_hex(study_id)) if u.round == round_number}
-    recomputed = combined_commitment(
-        pseudonym_commitment(phases["train"]) if "train" in phases else b"",
-        pseudonym_commitment(phases["evaluate"]) if "evaluate" in phases else b"")
+    phases = {u.phase: u.phase_commitment() for u in store.usage(study_hex(study_id)) if u.round == round_number}
+    recomputed = combined_commitment(phases.get("train", b""), phases.get("evaluate", b""))  # node/erase.py aside
     anchor = next((a for a in ledger.round_anchors(study_id) if a.round == round_number), None)
     on_chain = anchor.commitments.get(ledger.address) if anchor else None
     return RoundProof(use, ledger.address, hex0x(on_chain) if on_chain else None, hex0x(recomputed))
