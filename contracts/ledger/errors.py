@@ -15,14 +15,15 @@ import eth_abi
 import requests
 from eth_utils import keccak
 
+from federation.chain_errors import ChainDown, ChainError, ChainRefusal
 from federation.ids import from_hex0x, hex0x
 
 
-class LedgerError(Exception):
+class LedgerError(ChainError):
     """A ledger operation failed; the message says why in the domain's words."""
 
 
-class ChainUnavailable(LedgerError):
+class ChainUnavailable(LedgerError, ChainDown):
     """The chain node could not be reached or did not answer in time."""
 
 
@@ -35,7 +36,7 @@ class StateUnavailable(LedgerError):
     """The chain node no longer serves the state at the block asked (a restarted node that kept no history)."""
 
 
-class ContractRejected(LedgerError):
+class ContractRejected(LedgerError, ChainRefusal):
     """A contract refused the call (a revert), with the decoded reason."""
 
     def __init__(self, message: str, *, error_name: str | None = None):

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contracts.ledger import ChainUnavailable, ContractRejected, LedgerError
+from federation.chain_errors import ChainDown, ChainError, ChainRefusal
 
 log = logging.getLogger("twinledger.web")
 
@@ -105,18 +105,18 @@ def install_error_handlers(app: FastAPI, *, error_page: ErrorPage, chain_name: s
     for kind in (WebError, *refusals):
         app.add_exception_handler(kind, refused)
 
-    @app.exception_handler(ContractRejected)
-    async def rejected(request: Request, exc: ContractRejected) -> Response:
+    @app.exception_handler(ChainRefusal)
+    async def rejected(request: Request, exc: ChainRefusal) -> Response:
         status = 404 if exc.error_name == "UnknownStudy" else 409
         return answer(request, f"the ledger refused: {exc}", status, code="ledger_refused")
 
-    @app.exception_handler(ChainUnavailable)
-    async def unavailable(request: Request, exc: ChainUnavailable) -> Response:
+    @app.exception_handler(ChainDown)
+    async def unavailable(request: Request, exc: ChainDown) -> Response:
         log.warning("chain unavailable: %s", exc)
         return answer(request, f"{chain_name} cannot be reached: try again later", 503, code="chain_unavailable")
 
-    @app.exception_handler(LedgerError)
-    async def ledger_error(request: Request, exc: LedgerError) -> Response:
+    @app.exception_handler(ChainError)
+    async def ledger_error(request: Request, exc: ChainError) -> Response:
         log.warning("ledger error: %s", exc)
         reason = str(exc) if explain_ledger_errors else "try again later"
         return answer(request, f"{chain_name} could not answer: {reason}", 503, code="chain_error")
