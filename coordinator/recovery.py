@@ -8,6 +8,10 @@ Three ways get there (docs/operations.md, "When things fail"):
 
 - the ServerApp is signalled (its SuperLink or SuperExec stopped, `flwr stop`): Flower's exit handlers run
   `end_on_exit`, and the ServerApp's own `except` writes the same report;
+- the ServerApp's SuperExec is gone (it exits when its SuperLink dies): `watch_parent` ends the run from a thread
+  of its own, then interrupts the main thread. Flower's own parent monitor raises SIGINT in *its* thread, and a
+  main thread blocked on a lock (the pushes to a dead SuperLink, retried without end) never ran the handler:
+  the report stayed "running" (the fault suite's flaky SuperLink kill);
 - the ServerApp is killed outright: it leaves `serverapp.pid` beside the report, and whoever looks next on that
   machine ends the run: `twinledger coordinator run` when `flwr run` returns, and a (re)starting SuperLink
   that follows the coordinator's home (`end_abandoned_runs`);
@@ -18,13 +22,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.report import RunReport
 
 log = logging.getLogger("twinledger.coordinator")
 OWNER_FILE = "serverapp.pid"  # "PID HOST" of the ServerApp process writing the run's report
+PARENT_GONE = ("the coordinator's ServerApp was stopped: its SuperExec is gone (the SuperLink that started it "
+               "was stopped or killed)")
 
 
 def claim(run_dir: Path) -> None:
@@ -126,3 +136,30 @@ def stopped_cause(exc: BaseException) -> str:
         return ("the coordinator's ServerApp was stopped (its SuperLink or SuperExec stopped, or the run was "
                 "stopped with flwr stop)")
     return str(exc) or type(exc).__name__
+
+
+def watch_parent(end: Callable[[str], None], *, poll_s: float = 0.25, exit_after_s: float = 15.0) -> threading.Event:
+    """Call `end(PARENT_GONE)` from a thread of its own as soon as this process's parent (the SuperExec) dies,
+    then interrupt the main thread with SIGINT (Flower's graceful exit); `exit_after_s` later, exit outright if it
+    has not. Set the returned event to stop watching (the run ended by itself).
+
+    The parent is taken as gone when `os.getppid()` changes: a dead parent's children are re-parented at once,
+    whereas Flower's `kill(pid, 0)` sees an unreaped (zombie) parent as alive."""
+    parent, stop = os.getppid(), threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(poll_s):
+            if os.getppid() != parent:
+                break
+        else:
+            return
+        try:
+            end(PARENT_GONE)
+        finally:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # a signal *to* the main thread
+            if not stop.wait(exit_after_s):  # wakes a wait on a lock there; a thread's own signal does not
+                log.error("the ServerApp did not exit %g s after its SuperExec died: exiting now", exit_after_s)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="superexec-watch", daemon=True).start()
+    return stop
