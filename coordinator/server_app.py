@@ -62,6 +62,7 @@ def main(grid: Grid, context: Context) -> None:
     options = run_options(config, settings)
     run_dir = settings.runs_dir / str(config.get("run-name", "") or f"run-{context.run_id}")
     try:
+        grid = recovery.WatchedGrid(grid)  # how long the SuperLink leaves a request unanswered (watch_superexec)
         run = StudyRun(grid, Ledger.from_settings(settings, key_file=settings.key_file), options, run_dir)
     except Exception as exc:  # the chain, the key or the study could not be read: the run never started
         recovery.write_failed(run_dir, f"the run could not start: {exc}")
@@ -92,9 +93,12 @@ def end_on_exit(run: StudyRun) -> None:
 
 
 def watch_superexec(run: StudyRun):
-    """End the run with a final report the moment the ServerApp's SuperExec dies (recovery.watch_parent): the
-    SuperLink is gone with it, whatever the main thread is blocked on. The event it returns stops the watch."""
-    return recovery.watch_parent(lambda cause: end_now(run, cause))
+    """End the run with a final report the moment the ServerApp's SuperExec dies (the SuperLink is gone with it),
+    or a request to the SuperLink goes unanswered for longer than the round timeout (it hangs), whatever the main
+    thread is blocked on (recovery.watch_parent). The event it returns stops the watch."""
+    unresponsive = (recovery.superlink_unresponsive(run.grid, timeout_s=run.options.round_timeout_s)
+                    if isinstance(run.grid, recovery.WatchedGrid) else lambda: None)
+    return recovery.watch_parent(lambda cause: end_now(run, cause), also=unresponsive)
 
 
 def end_now(run: StudyRun, cause: str) -> None:

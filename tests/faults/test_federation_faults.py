@@ -2,16 +2,18 @@
 warm SuperNodes, `flwr run` (tests/faults/federation.py; one federation for the module, each test a study of
 its own). A SuperNode killed and restarted rejoins at the next round (and only a node's own key ends its
 session); a hung SuperNode (SIGSTOP) holds no round past its timeout;
-a SuperLink killed mid-run leaves a final report saying why, never "running"."""
+a SuperLink killed mid-run, or hung, leaves a final report saying why, never "running"."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import httpx
 import pytest
 
+from coordinator import recovery
 from coordinator.cli import _check_report
 from coordinator.settings import CoordinatorSettings
 from tests.faults.federation import Federation
@@ -81,6 +83,29 @@ def test_only_a_nodes_own_key_ends_its_session(federation):
             federation.deactivate(cleveland, keys=keys)
         assert refused.value.response.status_code == 401
     assert federation.node_status(cleveland) == "online"
+
+
+def test_a_hung_superlink_ends_the_run_with_a_report_naming_it(federation):
+    """A SuperLink alive but answering nothing (SIGSTOP): Flower retries every request without end; the
+    ServerApp's watch ends the run once a request has waited longer than the round timeout, and exits."""
+    study = federation.open_study(rounds=2)
+    federation.run(study, "hung-link", **{"num-rounds": 2, "min-nodes": 1})
+    federation.wait_for("hung-link", lambda report: True, timeout_s=120)  # the nodes identified; round 1 next
+    serverapp = recovery.owner(federation.report_path("hung-link").parent)
+    os.kill(federation.superlink.process.pid, signal.SIGSTOP)
+    try:
+        report = federation.wait_for("hung-link", lambda r: r.status != "running", timeout_s=ROUND_TIMEOUT_S + 20)
+        deadline = time.monotonic() + 30
+        while serverapp is not None and recovery._alive(serverapp[0]) and time.monotonic() < deadline:
+            time.sleep(0.25)
+    finally:
+        os.kill(federation.superlink.process.pid, signal.SIGCONT)
+    assert report.status == "failed"
+    assert report.message.startswith("the coordinator's ServerApp was stopped: the SuperLink is unresponsive")
+    assert "does not resume" in report.message, report.message
+    assert serverapp is not None and not recovery._alive(serverapp[0]), "the ServerApp outlived its run"
+    audit = federation.audit(study, "hung-link")  # a use the hung link cut short is still checked
+    assert audit.violations == 0, audit.as_dict()
 
 
 def test_a_superlink_killed_mid_run_leaves_a_final_report_saying_why(federation, capsys):

@@ -170,3 +170,27 @@ def test_a_serverapp_blocked_on_a_dead_superlink_ends_its_report_when_its_supere
             except ProcessLookupError:
                 pass
         superexec.wait()
+
+
+def test_a_request_the_superlink_leaves_unanswered_past_the_round_timeout_names_it_unresponsive():
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class HungLink:
+        def pull_messages(self, ids):
+            release.wait(5)
+            return []
+
+    grid = recovery.WatchedGrid(HungLink())
+    check = recovery.superlink_unresponsive(grid, timeout_s=0.2)
+    assert check() is None and grid.unanswered_s() == 0.0
+    caller = threading.Thread(target=grid.pull_messages, args=([],))
+    caller.start()
+    time.sleep(0.4)
+    cause = check()
+    release.set()
+    caller.join()
+    assert cause is not None and cause.startswith("the coordinator's ServerApp was stopped: the SuperLink is unresponsive")
+    assert check() is None  # answered: nothing in flight
