@@ -8,6 +8,14 @@ Three ways get there (docs/operations.md, "When things fail"):
 
 - the ServerApp is signalled (its SuperLink or SuperExec stopped, `flwr stop`): Flower's exit handlers run
   `end_on_exit`, and the ServerApp's own `except` writes the same report;
+- the ServerApp's SuperExec is gone (it exits when its SuperLink dies): `watch_parent` ends the run from a thread
+  of its own, then interrupts the main thread. Flower's own parent monitor raises SIGINT in *its* thread, and a
+  main thread blocked on a lock (the pushes to a dead SuperLink, retried without end) never ran the handler:
+  the report stayed "running" (the fault suite's flaky SuperLink kill);
+- the SuperLink hangs (alive, answering nothing: SIGSTOP, a deadlock, a full disk under its database): Flower
+  retries a request to it without end, so the same watch ends the run once a request to the SuperLink has gone
+  unanswered for longer than the round timeout (`WatchedGrid`; no request of a healthy link takes that long),
+  naming the SuperLink as unresponsive;
 - the ServerApp is killed outright: it leaves `serverapp.pid` beside the report, and whoever looks next on that
   machine ends the run: `twinledger coordinator run` when `flwr run` returns, and a (re)starting SuperLink
   that follows the coordinator's home (`end_abandoned_runs`);
@@ -18,13 +26,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.report import RunReport
 
 log = logging.getLogger("twinledger.coordinator")
 OWNER_FILE = "serverapp.pid"  # "PID HOST" of the ServerApp process writing the run's report
+PARENT_GONE = ("the coordinator's ServerApp was stopped: its SuperExec is gone (the SuperLink that started it "
+               "was stopped or killed)")
 
 
 def claim(run_dir: Path) -> None:
@@ -126,3 +140,73 @@ def stopped_cause(exc: BaseException) -> str:
         return ("the coordinator's ServerApp was stopped (its SuperLink or SuperExec stopped, or the run was "
                 "stopped with flwr stop)")
     return str(exc) or type(exc).__name__
+
+
+class WatchedGrid:
+    """The run's Flower Grid, timing every request to the SuperLink: `unanswered_s` is how long the request in
+    flight (if any) has waited. Flower's own Grid retries a request to an unresponsive SuperLink without end."""
+
+    TIMED = frozenset({"push_messages", "pull_messages", "get_node_ids", "get_nodes"})  # each one request
+
+    def __init__(self, grid):
+        self._grid = grid
+        self._since: float | None = None
+
+    def __getattr__(self, name):
+        attr = getattr(self._grid, name)
+        if name not in self.TIMED:
+            return attr
+
+        def timed(*args, **kwargs):
+            self._since = time.monotonic()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._since = None
+
+        return timed
+
+    def unanswered_s(self) -> float:
+        since = self._since
+        return 0.0 if since is None else time.monotonic() - since
+
+
+def superlink_unresponsive(grid: WatchedGrid, *, timeout_s: float) -> Callable[[], str | None]:
+    """A check for `watch_parent`: the cause to end the run with once a request to the SuperLink has waited
+    longer than `timeout_s`, else None."""
+    def check() -> str | None:
+        waited = grid.unanswered_s()
+        if waited <= timeout_s:
+            return None
+        return (f"the coordinator's ServerApp was stopped: the SuperLink is unresponsive (a request to it waited "
+                f"longer than the round timeout, {timeout_s:g} s; hung or unreachable)")
+    return check
+
+
+def watch_parent(end: Callable[[str], None], *, also: Callable[[], str | None] = lambda: None,
+                 poll_s: float = 0.25, exit_after_s: float = 15.0) -> threading.Event:
+    """Call `end(PARENT_GONE)` from a thread of its own as soon as this process's parent (the SuperExec) dies, or
+    `end(cause)` as soon as the check `also` names one; then interrupt the main thread with SIGINT (Flower's
+    graceful exit) and, `exit_after_s` later, exit outright if it has not. Set the returned event to stop
+    watching (the run ended by itself).
+
+    The parent is taken as gone when `os.getppid()` changes: a dead parent's children are re-parented at once,
+    whereas Flower's `kill(pid, 0)` sees an unreaped (zombie) parent as alive."""
+    parent, stop = os.getppid(), threading.Event()
+
+    def watch() -> None:
+        cause = None
+        while cause is None and not stop.wait(poll_s):
+            cause = PARENT_GONE if os.getppid() != parent else also()
+        if cause is None:
+            return
+        try:
+            end(cause)
+        finally:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # a signal *to* the main thread
+            if not stop.wait(exit_after_s):  # wakes a wait on a lock there; a thread's own signal does not
+                log.error("the ServerApp did not exit %g s after its run ended (%s): exiting now", exit_after_s, cause)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="run-watch", daemon=True).start()
+    return stop

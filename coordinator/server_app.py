@@ -62,6 +62,7 @@ def main(grid: Grid, context: Context) -> None:
     options = run_options(config, settings)
     run_dir = settings.runs_dir / str(config.get("run-name", "") or f"run-{context.run_id}")
     try:
+        grid = recovery.WatchedGrid(grid)  # how long the SuperLink leaves a request unanswered (watch_superexec)
         run = StudyRun(grid, Ledger.from_settings(settings, key_file=settings.key_file), options, run_dir)
     except Exception as exc:  # the chain, the key or the study could not be read: the run never started
         recovery.write_failed(run_dir, f"the run could not start: {exc}")
@@ -70,6 +71,7 @@ def main(grid: Grid, context: Context) -> None:
     # Signalled (the SuperLink or SuperExec stopped, flwr stop), Flower runs its exit handlers and then raises
     # SystemExit here; the report is final before either.
     add_exit_handler(lambda: end_on_exit(run), run_before_force_exit=True)
+    watching = watch_superexec(run)
     try:
         run.run()
     except BaseException as exc:
@@ -80,12 +82,28 @@ def main(grid: Grid, context: Context) -> None:
             monitoring.round_ended(completed=False)  # the round the run stopped in (or before)
         raise
     finally:
+        watching.set()
         recovery.release(run_dir)
     log.info("run finished; report at %s", run.report_path)
 
 
 def end_on_exit(run: StudyRun) -> None:
     """Flower's exit handler: a run still "running" when the ServerApp is made to exit ends with a report."""
+    end_now(run, recovery.stopped_cause(SystemExit()))
+
+
+def watch_superexec(run: StudyRun):
+    """End the run with a final report the moment the ServerApp's SuperExec dies (the SuperLink is gone with it),
+    or a request to the SuperLink goes unanswered for longer than the round timeout (it hangs), whatever the main
+    thread is blocked on (recovery.watch_parent). The event it returns stops the watch."""
+    unresponsive = (recovery.superlink_unresponsive(run.grid, timeout_s=run.options.round_timeout_s)
+                    if isinstance(run.grid, recovery.WatchedGrid) else lambda: None)
+    return recovery.watch_parent(lambda cause: end_now(run, cause), also=unresponsive)
+
+
+def end_now(run: StudyRun, cause: str) -> None:
+    """The run's final report, if it has none yet: `cause`, the round cut, the rounds that stay anchored."""
     if run.report.status == "running":
-        run.fail(recovery.ended_message(run.report, recovery.stopped_cause(SystemExit())))
-        recovery.release(run.run_dir)
+        run.fail(recovery.ended_message(run.report, cause))
+        monitoring.round_ended(completed=False)  # the round the run stopped in (or before)
+    recovery.release(run.run_dir)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,19 +99,23 @@ class StudyRun:
         self.nodes = NodeSet(self)  # who takes part in each round
         self.round_started: float | None = None  # the phases' deadlines count from it (node_set.phase_deadline)
         self.strategy, self.evaluated_rounds = make_strategy(options), options.evaluated_rounds(self.terms.rounds)
+        self._saving = threading.Lock()  # the SuperExec watch (coordinator/server_app.py) may end the run meanwhile
 
     @property
     def report_path(self) -> Path:
         return self.run_dir / "report.json"
 
     def save_report(self) -> None:
-        self.report.save(self.report_path)
+        with self._saving:
+            self.report.save(self.report_path)
 
     def fail(self, message: str) -> None:
-        """Mark the run failed in its report (the ServerApp calls this before it re-raises)."""
-        self.report.status = "failed"
-        self.report.message = message
-        self.save_report()
+        """Mark the run failed in its report (the ServerApp calls this before it re-raises); the first final
+        word stands."""
+        with self._saving:
+            if self.report.status == "running":
+                self.report.status, self.report.message = "failed", message
+            self.report.save(self.report_path)
 
     # ---- the run ----
 
@@ -135,7 +140,9 @@ class StudyRun:
         settle_accounts(self, node_ids)
         # The model first: a report that says "finished" always has its model next to it.
         torch.save(arrays.to_torch_state_dict(), self.run_dir / "model.pt")
-        self.report.status = "finished"
+        with self._saving:
+            if self.report.status == "running":  # not ended meanwhile (its SuperExec died)
+                self.report.status = "finished"
         self.save_report()
         return arrays
 

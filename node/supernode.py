@@ -35,6 +35,15 @@ import types
 from pathlib import Path
 
 from federation.logs import setup_logging
+# A restarted SuperNode takes its hospital's place again at once.
+from node.supernode_rejoin import (
+    HEARTBEAT_S,
+    REJOIN_WAIT_S,
+    ActivationRefused,
+    node_ids_file,
+    rejoin_after_a_crash,
+    replace_stale_session,
+)
 
 log = logging.getLogger("twinledger.supernode")
 
@@ -100,41 +109,6 @@ def _shorten_idle_poll(idle_poll_s: float) -> bool:
     clock.__dict__.update(time.__dict__)
     clock.sleep = lambda seconds: time.sleep(min(seconds, idle_poll_s))
     loop.time = clock
-    return True
-
-
-HEARTBEAT_S = 10.0  # flwr 1.41: 30; the SuperLink holds a silent node "online" for twice this
-REJOIN_WAIT_S = 5.0  # between a refused activation and the next try
-
-
-class ActivationRefused(Exception):
-    """The SuperLink refused to activate this node: it still holds the session of this node's previous process
-    (killed, so it never signed off) until that session's heartbeat lapses."""
-
-
-def _rejoin_after_a_crash(heartbeat_s: float) -> bool:
-    """A SuperNode restarted after a crash rejoins: flwr 1.41's SuperNode exits when the SuperLink refuses to
-    activate it (code 2004: the dead process's session is still "online", for twice the heartbeat interval);
-    here that raises ActivationRefused, which `main` answers by starting again a moment later. A shorter
-    heartbeat also lets the SuperLink tell a dead or hung node sooner (20 s rather than 60 s)."""
-    import flwr
-    from flwr.supercore import heartbeat
-    from flwr.supercore.exit import ExitCode
-    from flwr.supernode import fleet_http_connection as fleet
-
-    if not flwr.__version__.startswith("1.41.") or not hasattr(fleet, "flwr_exit"):
-        log.warning("flwr %s: a restarted SuperNode exits while the SuperLink holds its last session",
-                    flwr.__version__)
-        return False
-    fleet.HEARTBEAT_DEFAULT_INTERVAL = heartbeat.HEARTBEAT_DEFAULT_INTERVAL = heartbeat_s
-    flwr_exit = fleet.flwr_exit
-
-    def exit_unless_refused(code, message=None, *args, **kwargs):
-        if code == ExitCode.SUPERNODE_CONNECTION_ERROR and "[code: 2004]" in (message or ""):
-            raise ActivationRefused(message)
-        return flwr_exit(code, message, *args, **kwargs)
-
-    fleet.flwr_exit = exit_unless_refused
     return True
 
 
@@ -278,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("the warm ClientApps reach the Runtime API over plain HTTP on loopback: no --ssl-* options")
     _shorten_idle_poll(ours.idle_poll_s)  # imports Flower, whose coloured handler setup_logging takes off
     setup_logging()
-    _rejoin_after_a_crash(HEARTBEAT_S)
+    rejoin_after_a_crash(HEARTBEAT_S)
+    if (remembered := node_ids_file(flower_args)) is not None:
+        replace_stale_session(*remembered)
     app_dir = ours.installed_app_dir or default_app_dir()
     if app_dir is None:
         parser.error("no installed Flower app to gate on: give --installed-app-dir")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from coordinator.settings import CoordinatorSettings
 from deploy import processes
 from deploy.consortium import Consortium
 from node import admin as node_admin
+from node.node_keys import node_keys_of
+from node.supernode_rejoin import NODE_IDS_FILE
 from federation.app_digest import packaged_app_digest
 from federation.ids import StudyId
 
@@ -103,6 +106,36 @@ class Federation:
                 for name, node in self.consortium.nodes.items()]
         return audit_study(lg.Ledger(self.consortium.w3, self.consortium.deployment), study_id,
                            load_usage_logs(logs), report=self.report_path(run_name))
+
+    def node_id(self, name: str) -> int:
+        """The Flower node id the SuperLink gave hospital `name`'s node key (node/supernode_rejoin.py keeps it)."""
+        return next(iter(json.loads((self.root / "nodes" / name / "keys" / NODE_IDS_FILE).read_text()).values()))
+
+    def node_keys(self, name: str):
+        """Hospital `name`'s SuperNode key pair, as flower-supernode loads it."""
+        from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+        private_key = load_ssh_private_key(node_keys_of(self.root / "nodes" / name).private_key.read_bytes(), None)
+        return private_key, private_key.public_key()
+
+    def deactivate(self, node_id: int, *, keys) -> None:
+        """A Fleet DeactivateNode for `node_id` through the hospitals' gateway, signed with `keys` (HTTPStatusError
+        when refused)."""
+        from flwr.proto.fleet_pb2 import DeactivateNodeRequest
+        from flwr.supernode.fleet_http_client import FleetHttpClient
+        from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
+
+        with FleetHttpClient.from_server_address(
+                self.superlink.fleet_address, False, str(self.superlink.root_certificates),
+                interceptors=[NodeAuthHttpInterceptor(*keys)]) as client:
+            client.DeactivateNode(DeactivateNodeRequest(node_id=node_id))
+
+    def node_status(self, node_id: int) -> str:
+        """The node's status in the SuperLink's state ("online", "offline", ...), read from its database."""
+        from flwr.supercore.utils import uint64_to_int64
+
+        with sqlite3.connect(f"file:{self.root / 'superlink' / 'state.db'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT status FROM node WHERE node_id = ?", (uint64_to_int64(node_id),)).fetchone()[0]
 
     def signal_supernode(self, name: str, signum: int) -> None:
         os.kill(self.supernodes[name].process.pid, signum)

@@ -103,3 +103,94 @@ def test_the_operator_console_shows_a_killed_runs_end_not_running(tmp_path):
     status, message = status_of(manager, SimpleNamespace(name="run", stopped_at=None),
                                 RunReport.load(tmp_path / "report.json"))
     assert status == "failed" and message.startswith("the coordinator's ServerApp (pid")
+
+
+# The ServerApp as flwr-serverapp runs it (Flower's signal handlers and parent monitor), its main thread blocked
+# where a dead SuperLink leaves it: waiting for pushes that Flower retries without end (a lock, not a sleep).
+# recovery.watch_parent as server_app.watch_superexec starts it (the ServerApp's own imports take seconds).
+_BLOCKED_SERVERAPP = """
+import os, sys, threading
+from pathlib import Path
+from flwr.supercore.app_utils import start_parent_process_monitor
+from flwr.supercore.exit import register_signal_handlers
+from flwr.supercore.telemetry import EventType
+from coordinator import recovery
+from coordinator.report import RoundRecord, RunReport
+
+run_dir = Path(sys.argv[1])
+RunReport(rounds=[RoundRecord(round=1, status="done", anchor_block=40),
+                  RoundRecord(round=2, status="training")]).save(run_dir / "report.json")
+recovery.claim(run_dir)
+register_signal_handlers(event_type=EventType.FLWR_SERVERAPP_RUN_LEAVE, exit_handlers=[])
+start_parent_process_monitor(os.getppid())
+recovery.watch_parent(lambda cause: (recovery.end_run(run_dir / "report.json", cause), recovery.release(run_dir)))
+print("ready", flush=True)
+threading.Event().wait()
+"""
+_SUPEREXEC = """
+import subprocess, sys, time
+serverapp = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=sys.stdout)
+print(serverapp.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_serverapp_blocked_on_a_dead_superlink_ends_its_report_when_its_superexec_dies(tmp_path):
+    """The flaky fault test's cause: Flower's parent monitor raises SIGINT in its own thread, so a main thread
+    blocked on a lock (pushes retried without end) never runs the handler, and the report stayed "running"."""
+    import os
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    superexec = subprocess.Popen([sys.executable, "-c", _SUPEREXEC, _BLOCKED_SERVERAPP, str(run_dir)],
+                                 stdout=subprocess.PIPE, text=True, cwd=__import__("pathlib").Path(__file__).parents[2])
+    serverapp_pid = int(superexec.stdout.readline())
+    try:
+        assert superexec.stdout.readline().strip() == "ready"
+        os.kill(superexec.pid, signal.SIGKILL)  # as the SuperExec dies with its SuperLink
+        superexec.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and RunReport.load(run_dir / "report.json").status == "running":
+            time.sleep(0.1)
+        report = RunReport.load(run_dir / "report.json")
+        assert report.status == "failed", "the report still says running 5 s after the SuperExec died"
+        assert report.message.startswith("the coordinator's ServerApp was stopped")
+        assert "during round 2; rounds 1 stay anchored on chain" in report.message
+        assert not (run_dir / recovery.OWNER_FILE).exists()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and recovery._alive(serverapp_pid):
+            time.sleep(0.1)
+        assert not recovery._alive(serverapp_pid), "the ServerApp outlived its SuperExec"
+    finally:
+        for pid in (superexec.pid, serverapp_pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        superexec.wait()
+
+
+def test_a_request_the_superlink_leaves_unanswered_past_the_round_timeout_names_it_unresponsive():
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class HungLink:
+        def pull_messages(self, ids):
+            release.wait(5)
+            return []
+
+    grid = recovery.WatchedGrid(HungLink())
+    check = recovery.superlink_unresponsive(grid, timeout_s=0.2)
+    assert check() is None and grid.unanswered_s() == 0.0
+    caller = threading.Thread(target=grid.pull_messages, args=([],))
+    caller.start()
+    time.sleep(0.4)
+    cause = check()
+    release.set()
+    caller.join()
+    assert cause is not None and cause.startswith("the coordinator's ServerApp was stopped: the SuperLink is unresponsive")
+    assert check() is None  # answered: nothing in flight
