@@ -14,7 +14,7 @@ from pathlib import Path
 
 from contracts import ledger as lg
 from contracts.cli import add_plaintext_key, add_rpc_url, gas_hint
-from coordinator import home_backup, processes
+from coordinator import home_backup, processes, run_outcome
 from federation.defaults import TRAINING
 from federation.ids import StudyId
 
@@ -228,60 +228,12 @@ def _coordinator_run(args) -> int:
     started = time.time()
     run = processes.flwr_run(federation="consortium", run_config=run_config, flwr_home=flwr_home, log_path=Path(args.log))
     print(f"run submitted to {host}:{port}; streaming its log to {args.log}", flush=True)
-    code = run.process.wait()
     if settings is None:
+        code = run.process.wait()
         print(f"the report is on the coordinator's machine: {home}/runs/{args.run_name or 'run-<Flower run id>'}/report.json")
         return code
-    return _check_report(settings.runs_dir, args.run_name, started=started, log=args.log, flwr_code=code)
-
-
-def _check_report(runs_dir: Path, run_name: str, *, started: float, log: str, flwr_code: int) -> int:
-    """Print the run report's path and outcome; 0 only if this run's report says `finished`."""
-    if run_name:
-        candidates = [runs_dir / run_name / "report.json"]
-    else:  # the ServerApp names the run after Flower's run id: take the newest report
-        candidates = sorted(runs_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:1]
-    report_path = next((p for p in candidates if p.exists() and p.stat().st_mtime >= started - 1), None)
-    if report_path is None:
-        print(f"twinledger: the run wrote no report (flwr run exited with status {flwr_code}); see {log}",
-              file=sys.stderr)
-        return flwr_code or 1
-    report = _final_report(report_path, flwr_code=flwr_code)
-    status = report.get("status")
-    if status != "finished":
-        reason = report.get("message") or "the report gives no reason"
-        label = "still running" if status == "running" else status
-        print(f"twinledger: the run is {label}: {reason}; see {log}", file=sys.stderr)
-        print(f"Report: {report_path}")
-        return 1
-    rounds = report.get("rounds", [])
-    anchored = sum(1 for r in rounds if r.get("anchor_block") is not None)
-    print(f"run finished: {len(rounds)} round(s), {anchored} anchored")
-    print(f"Report: {report_path}")
-    return 0
-
-
-def _final_report(report_path: Path, *, flwr_code: int, wait_s: float = 15.0) -> dict:
-    """The report once it is final. `flwr run` returns when its stream ends, also when the SuperLink stopped:
-    the ServerApp then ends the run itself (coordinator/recovery.py) within moments, or, if it was killed, the
-    run is ended here."""
-    from coordinator import recovery
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        report = recovery.end_abandoned(report_path.parent)
-        if report is None or report.status != "running" or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    if report is None:
-        return json.loads(report_path.read_text())
-    data = report.as_dict()
-    if report.status == "running":
-        claimed = recovery.owner(report_path.parent)
-        where = f"in the ServerApp (pid {claimed[0]}) on the SuperLink's machine" if claimed else "on the SuperLink"
-        data["message"] = (f"flwr run ended (status {flwr_code}) while the run goes on {where}: its report is "
-                           "updated after every round")
-    return data
+    code = run_outcome.wait_for_flwr_run(run.process, settings.runs_dir, args.run_name, started=started)
+    return run_outcome.check_report(settings.runs_dir, args.run_name, started=started, log=args.log, flwr_code=code)
 
 
 def add_coordinator_commands(subparsers) -> None:

@@ -182,8 +182,14 @@ class _FakeRun:
             path.write_text(json.dumps(self.report))
 
         class _Process:
+            returncode = 0
+
             @staticmethod
             def wait():
+                return 0
+
+            @staticmethod
+            def poll():
                 return 0
 
         return type("Service", (), {"process": _Process()})()

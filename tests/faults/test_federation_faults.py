@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from coordinator import recovery
-from coordinator.cli import _check_report
+from coordinator.run_outcome import check_report as _check_report
 from coordinator.settings import CoordinatorSettings
 from tests.faults.federation import Federation
 
