@@ -32,6 +32,9 @@ CONSENT_BITMAP_SELECTOR = keccak(text="consentBitmap(bytes32,bytes32[])")[:4]
 # cold storage read and 32 more bytes of calldata per pseudonym, so half the batch.
 OWN_CONSENT_BATCH = 2048
 OWN_CONSENT_BITMAP_SELECTOR = keccak(text="consentBitmapFor(bytes32,address,bytes32[],address[])")[:4]
+HAS_CONSENT_SELECTOR = keccak(text="hasConsent(bytes32,bytes32)")[:4]
+CONSENT_OF_SELECTOR = keccak(text="consentOf(bytes32,bytes32)")[:4]
+PATIENT_OF_SELECTOR = keccak(text="patientOf(bytes32)")[:4]
 # eth_calls of one bulk read in flight at once (a chain node answers each on a thread of its own).
 CONSENT_READERS = 4
 ENROL_BATCH = 200
@@ -47,7 +50,8 @@ class ConsentCalls:
     # ---- reads ----
 
     def has_consent(self, pseudonym: bytes, study_id: bytes, *, block: int | str = "latest") -> bool:
-        return self._read(lambda: self.consent.functions.hasConsent(pseudonym, study_id).call(block_identifier=block))
+        data = HAS_CONSENT_SELECTOR + _word32(pseudonym, "the pseudonym") + _word32(study_id, "the study id")
+        return bool(self._words(self._raw_call(data, block), 1)[0])
 
     def consents(
         self, study_id: bytes, pseudonyms: Sequence[bytes], *, block: int | str, hospital: str | None = None,
@@ -90,8 +94,8 @@ class ConsentCalls:
         (web3's request formatters skipped); an error answer is asked again through web3, which raises what the
         ledger client raises for it everywhere else (a revert, a block the node does not serve, a reset chain)."""
         provider = self.w3.provider
-        if isinstance(provider, HTTPProvider) and isinstance(block, int):
-            params = [{"to": self.consent.address, "data": "0x" + data.hex()}, hex(block)]
+        if isinstance(provider, HTTPProvider) and (isinstance(block, int) or block == "latest"):
+            params = [{"to": self.consent.address, "data": "0x" + data.hex()}, block if block == "latest" else hex(block)]
             response = self._read(lambda: provider.make_request("eth_call", params))
             result = response.get("result") if isinstance(response, dict) else None
             if "error" not in response and isinstance(result, str) and result.startswith("0x"):
@@ -115,11 +119,20 @@ class ConsentCalls:
 
     def consent_window(self, pseudonym: bytes, study_id: bytes, *, block: int | str = "latest") -> tuple[int, int]:
         """(valid_from, valid_until) in unix seconds; (0, 0) when never granted or revoked."""
-        record = self._read(lambda: self.consent.functions.consentOf(pseudonym, study_id).call(block_identifier=block))
-        return int(record[0]), int(record[1])
+        data = CONSENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym") + _word32(study_id, "the study id")
+        valid_from, valid_until = self._words(self._raw_call(data, block), 2)
+        return valid_from, valid_until
 
     def patient_nonce(self, pseudonym: bytes) -> int:
-        return self._read(lambda: self.consent.functions.patientOf(pseudonym).call())[1]
+        """The patient's next signature nonce (patientOf's second field), at the latest block."""
+        return self._words(self._raw_call(PATIENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym"), "latest"), 3)[1]
+
+    def _words(self, raw: bytes, count: int) -> list[int]:
+        """A view's answer of `count` static words (a bool, a struct of integers and addresses)."""
+        if len(raw) != 32 * count:
+            raise self._reset_or(LedgerError(f"the contract's answer does not decode ({len(raw)} bytes, "
+                                             f"{32 * count} expected)"))
+        return [int.from_bytes(raw[i:i + 32], "big") for i in range(0, len(raw), 32)]
 
     def consent_changes(self, study_id: bytes, *, from_block: int | None = None, to_block: int | str = "latest") -> list[ConsentChange]:
         """Grants and revocations for a study, in chain order (for caches and reports; the authoritative
