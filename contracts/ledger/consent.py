@@ -73,12 +73,12 @@ class ConsentCalls:
         if hospital is None:
             head = CONSENT_BITMAP_SELECTOR + study
         else:
-            head = OWN_CONSENT_BITMAP_SELECTOR + study + _address_word(hospital)
+            head = OWN_CONSENT_BITMAP_SELECTOR + study + address_word(hospital)
         chunks = [(start, min(start + batch, len(pseudonyms))) for start in range(0, len(pseudonyms), batch)]
 
         def read(chunk: tuple[int, int]) -> list[bool]:
             start, end = chunk
-            data = head + _arrays(pseudonyms[start:end], None if keys is None else keys[start:end],
+            data = head + abi_arrays(pseudonyms[start:end], None if keys is None else keys[start:end],
                                   head_words=(len(head) - 4) // 32)
             return self._bitmap(self._raw_call(data, block), end - start)
 
@@ -291,7 +291,7 @@ def _word32(value: bytes, what: str) -> bytes:
     return bytes(value)
 
 
-def _address_word(address: str) -> bytes:
+def address_word(address: str) -> bytes:
     """An address as an ABI word (twelve zero bytes, then its twenty)."""
     if not isinstance(address, str) or not ADDRESS.fullmatch(address):
         raise ValueError(f"not an address: {address!r}")
@@ -315,7 +315,7 @@ def _address_words(keys: Sequence[str]) -> bytes:
     return words.tobytes()
 
 
-def _arrays(pseudonyms: Sequence[bytes], keys: Sequence[str] | None, *, head_words: int) -> bytes:
+def abi_arrays(pseudonyms: Sequence[bytes], keys: Sequence[str] | None, *, head_words: int) -> bytes:
     """abi.encode's tail of (bytes32[] pseudonyms[, address[] keys]) after `head_words` static words."""
     n = len(pseudonyms)
     packed = b"".join(pseudonyms)

@@ -20,8 +20,8 @@ OWN_TYPES = ["bytes32", "address", "bytes32[]", "address[]"]
 
 
 def _own_calldata(study: bytes, hospital: str, pseudonyms, keys) -> bytes:
-    head = consent.OWN_CONSENT_BITMAP_SELECTOR + study + consent._address_word(hospital)
-    return head + consent._arrays(pseudonyms, keys, head_words=2)
+    head = consent.OWN_CONSENT_BITMAP_SELECTOR + study + consent.address_word(hospital)
+    return head + consent.abi_arrays(pseudonyms, keys, head_words=2)
 
 
 @pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 700])
@@ -33,7 +33,7 @@ def test_hand_encoded_calldata_is_eth_abis(n):
     hospital = Account.create().address
     assert _own_calldata(study, hospital, pseudonyms, keys) == consent.OWN_CONSENT_BITMAP_SELECTOR + eth_abi.encode(
         OWN_TYPES, [study, hospital, pseudonyms, keys])
-    assert (consent.CONSENT_BITMAP_SELECTOR + study + consent._arrays(pseudonyms, None, head_words=1)
+    assert (consent.CONSENT_BITMAP_SELECTOR + study + consent.abi_arrays(pseudonyms, None, head_words=1)
             == consent.CONSENT_BITMAP_SELECTOR + eth_abi.encode(["bytes32", "bytes32[]"], [study, pseudonyms]))
 
 
@@ -42,12 +42,12 @@ def test_hand_encoded_calldata_is_eth_abis(n):
 def test_a_malformed_consent_key_is_refused_not_encoded(bad):
     keys = [Account.create().address, bad, Account.create().address]
     with pytest.raises(ValueError, match="address"):
-        consent._arrays([os.urandom(32)] * 3, keys, head_words=2)
+        consent.abi_arrays([os.urandom(32)] * 3, keys, head_words=2)
 
 
 def test_a_pseudonym_of_another_length_is_refused_even_when_the_total_fits():
     with pytest.raises(ValueError, match="32 bytes"):
-        consent._arrays([os.urandom(31), os.urandom(33)], None, head_words=1)
+        consent.abi_arrays([os.urandom(31), os.urandom(33)], None, head_words=1)
 
 
 class _Decoder(consent.ConsentCalls):
