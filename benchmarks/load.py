@@ -262,8 +262,24 @@ def summary(site: Site, outcomes: list[Outcome], rows: list[ConsentRelay]) -> di
     }
 
 
+def unlock_floor(patients: int, *, samples: int = 16) -> dict:
+    """What the password unlock alone costs on this machine, now: one scrypt (node/portal/security.py's cost),
+    and the answer time of the 95th-percentile change if the portal did nothing but unlock `patients` keys at
+    once on every core (scrypt releases the GIL). No portal that unseals the key only inside the request
+    carrying the password (docs/portal.md) answers "sent" faster under this burst."""
+    began = time.perf_counter()
+    security.hash_password(PASSWORD)
+    one_s = time.perf_counter() - began
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        began = time.perf_counter()
+        list(pool.map(lambda _: security.hash_password(PASSWORD), range(samples)))
+        each_s = (time.perf_counter() - began) / samples
+    return {"unlock_s": round(one_s, 3), "accept_floor_p95_s": round(math.ceil(0.95 * patients) * each_s, 3)}
+
+
 def portal_load(*, patients: int = 500, work: Path | None = None, rpc_url: str | None = None) -> dict:
-    """`patients` consent changes sent at once through the portal process; the figures of `summary`."""
+    """`patients` consent changes sent at once through the portal process; the figures of `summary`, and the
+    floor the password unlocks alone set (`unlock_floor`, measured just before the burst)."""
     with tempfile.TemporaryDirectory() as scratch:
         work = work or Path(scratch)
         with chain_url(rpc_url, log_path=work / "anvil.log") as url:
