@@ -5,8 +5,9 @@ study's terms and the chain's clock before signing: three chain reads of tens of
 with the same answer. `ChainView` wraps the hospital's Ledger and keeps those answers briefly:
 
 - the studies this hospital accepted, and each study's terms at the latest block: `studies_ttl_s` (5 s). A study
-  accepted or suspended just now shows so within that time; a grant signed for a study suspended meanwhile is
-  refused by the ledger and the patient is told why ("failed").
+  accepted or suspended just now shows so within that time. A grant queued meanwhile is recorded as the patient
+  asked, as one queued just before a suspension always was: suspension stops the study's use of data (nodes
+  check it every round), not consent.
 - the latest block's timestamp (the chain's clock a signature's validity and deadline start from): `clock_ttl_s` (1 s).
 
 Everything else goes to the ledger unchanged, read fresh: the patient's nonce, the consent itself, the block
