@@ -8,7 +8,8 @@ keys (enrolled in batches), grants half of them consent, starts `twinledger port
 patient in, then sends every patient's change at once (grant without consent, withdraw with). It counts HTTP 5xx,
 changes lost (neither on chain nor reported as failed), the time to "sent" (durably queued) and to the recording
 block, and changes per transaction, beside the floor the password unlocks alone set on this machine
-(`accept_floor_p95_s`: every change unseals the patient's key with scrypt, on the server). The fault suite (tests/node/portal/test_portal_load.py) runs the same site.
+(`accept_floor_p95_s`: every change unseals the patient's key with scrypt, on the server). The fault suite
+(tests/node/portal/test_portal_load.py) runs the same site.
 """
 
 from __future__ import annotations
@@ -294,9 +295,6 @@ def portal_load(*, patients: int = 500, work: Path | None = None, rpc_url: str |
             return {**summary(site, outcomes, rows), **floor, "portal_setup_s": round(site.setup_s, 1)}
 
 
-
-
-
 # ---- the consent of up to 1,000,000 pseudonyms at one pinned block ----
 
 # Set-up only: one enrol transaction per 5,000 patients, on an anvil with a 2e9 block gas limit that keeps the
@@ -357,7 +355,8 @@ def consent_read(*, points: tuple[int, ...] = (10_000, 100_000, 1_000_000), gran
                 commitment = keccak(address_word(hospital.address) + abi_arrays(*batch, head_words=1))
                 _send_data(hospital, COMMIT_SELECTOR + commitment, key, gas=200_000)
             for batch in batches:
-                _send_data(hospital, ENROL_SELECTOR + abi_arrays(*batch, head_words=0), key, gas=60_000 * len(batch[0]) + 1_000_000)
+                _send_data(hospital, ENROL_SELECTOR + abi_arrays(*batch, head_words=0), key,
+                           gas=60_000 * len(batch[0]) + 1_000_000)
             enrolled_s = time.perf_counter() - started
             far = int(time.time()) + 300 * DAY_S
             hospital.relay_grants([

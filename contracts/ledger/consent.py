@@ -95,7 +95,8 @@ class ConsentCalls:
         ledger client raises for it everywhere else (a revert, a block the node does not serve, a reset chain)."""
         provider = self.w3.provider
         if isinstance(provider, HTTPProvider) and (isinstance(block, int) or block == "latest"):
-            params = [{"to": self.consent.address, "data": "0x" + data.hex()}, block if block == "latest" else hex(block)]
+            at = block if block == "latest" else hex(block)
+            params = [{"to": self.consent.address, "data": "0x" + data.hex()}, at]
             response = self._read(lambda: provider.make_request("eth_call", params))
             result = response.get("result") if isinstance(response, dict) else None
             if "error" not in response and isinstance(result, str) and result.startswith("0x"):
