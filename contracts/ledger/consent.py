@@ -98,8 +98,9 @@ class ConsentCalls:
             at = block if block == "latest" else hex(block)
             params = [{"to": self.consent.address, "data": "0x" + data.hex()}, at]
             response = self._read(lambda: provider.make_request("eth_call", params))
-            result = response.get("result") if isinstance(response, dict) else None
-            if "error" not in response and isinstance(result, str) and result.startswith("0x"):
+            answered = isinstance(response, dict) and "error" not in response
+            result = response.get("result") if answered else None
+            if isinstance(result, str) and result.startswith("0x"):
                 try:
                     return bytes.fromhex(result[2:])
                 except ValueError:
