@@ -19,6 +19,7 @@ from federation import ids
 from federation.web.sessions import Caller, Guard, client_ip
 from node.portal import accounts
 from node.portal.accounts import PortalError
+from node.portal.chain_view import ChainView
 from node.portal.models import PortalAccount, PortalSession
 from node.portal.relays import Relayer
 from node.portal.settings import PortalSettings
@@ -41,6 +42,7 @@ class PortalState:
         self._ledger = ledger
         self.chain_lock = threading.Lock()  # one relayed transaction at a time: nonces stay in order
         self.relayer = Relayer(self.store, lambda: self.ledger, self.chain_lock)
+        self.chain = ChainView(lambda: self.ledger)  # what patients' requests read, kept briefly for all of them
 
     @property
     def ledger(self) -> Ledger:
@@ -123,7 +125,8 @@ class PatientRequest:
 
     @property
     def ledger(self) -> Ledger:
-        return self.state.ledger
+        """The hospital's ledger for reading, through the portal's ChainView (studies and clock kept briefly)."""
+        return self.state.chain
 
 
 def patient_request(caller: Annotated[Caller, Depends(current_patient)], db: Annotated[Session, Depends(get_db)],

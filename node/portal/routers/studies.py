@@ -84,7 +84,23 @@ def _result(me: PatientRequest, study_id: str, row, response: Response) -> Conse
         consent=views.consent_out(studies.consent_state(me.ledger, me.pseudonym, _sid(study_id))))
 
 
-async def answer(me: PatientRequest, study_id: str, row, response: Response) -> ConsentChangeResult:
+def queue_change(me: PatientRequest, study_id: str, action: str, *, password: str, valid_until: int | None):
+    """`password_change`, and in the same worker thread the "sent" answer (the consent as the chain holds it
+    now): a patient who is answered at once waits for one thread of the pool, not two."""
+    row = password_change(me, study_id, action, password=password, valid_until=valid_until)
+    me.db.commit()
+    return row, ConsentChangeResult(
+        study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id, status="sent", block=None,
+        consent=views.consent_out(studies.consent_state(me.ledger, me.pseudonym, _sid(study_id))))
+
+
+async def answer(me: PatientRequest, study_id: str, row, response: Response, *,
+                 sent: ConsentChangeResult | None = None) -> ConsentChangeResult:
+    """The change's answer: `sent` at once when the portal waits for no receipt (relay-wait-s 0), otherwise
+    what the change became within relay-wait-s."""
+    if sent is not None and me.settings.relay_wait_s <= 0:
+        response.status_code = 202
+        return sent
     await wait_for_ledger(me, row, timeout_s=me.settings.relay_wait_s)
     return await run_in_threadpool(_result, me, study_id, row, response)
 
@@ -109,14 +125,14 @@ def get_study(study_id: StudyId, me: Me) -> StudyDetailOut:
 @router.post("/{study_id}/grant", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
 async def grant(study_id: StudyId, body: GrantRequest, response: Response, me: Me) -> ConsentChangeResult:
     until = views.seconds_of(body.valid_until) if body.valid_until is not None else None
-    row = await run_in_threadpool(password_change, me, study_id, "grant", password=body.password, valid_until=until)
-    return await answer(me, study_id, row, response)
+    row, sent = await run_in_threadpool(queue_change, me, study_id, "grant", password=body.password, valid_until=until)
+    return await answer(me, study_id, row, response, sent=sent)
 
 
 @router.post("/{study_id}/revoke", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
 async def revoke(study_id: StudyId, body: RevokeRequest, response: Response, me: Me) -> ConsentChangeResult:
-    row = await run_in_threadpool(password_change, me, study_id, "revoke", password=body.password, valid_until=None)
-    return await answer(me, study_id, row, response)
+    row, sent = await run_in_threadpool(queue_change, me, study_id, "revoke", password=body.password, valid_until=None)
+    return await answer(me, study_id, row, response, sent=sent)
 
 
 # ---- changing the consent with the patient's wallet ----

@@ -1,0 +1,57 @@
+"""The portal's ChainView: what patients' requests share (accepted studies, study terms, the chain's clock) is
+asked once per short interval, and everything else, above all the consent and the nonce, is read fresh."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from node.portal.chain_view import ChainView
+
+
+class CountingLedger:
+    address = "0x" + "11" * 20
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.clock = 1000
+
+    def accepted_studies(self, hospital):
+        self.calls.append("accepted")
+        return [b"s" * 32]
+
+    def study(self, study_id, *, block="latest"):
+        self.calls.append(f"study@{block}")
+        return ("terms", study_id)
+
+    def block_timestamp(self, block="latest"):
+        self.calls.append(f"clock@{block}")
+        return self.clock
+
+    def patient_nonce(self, pseudonym):
+        self.calls.append("nonce")
+        return 7
+
+
+def test_many_requests_share_one_read_of_the_studies_terms_and_clock():
+    ledger = CountingLedger()
+    view = ChainView(lambda: ledger)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: (view.accepted_studies(ledger.address), view.study(b"s" * 32), view.block_timestamp(),
+                                 view.patient_nonce(b"p" * 32)), range(50)))
+    assert sorted(set(ledger.calls)) == ["accepted", "clock@latest", "nonce", "study@latest"]
+    assert ledger.calls.count("accepted") == ledger.calls.count("study@latest") == ledger.calls.count("clock@latest") == 1
+    assert ledger.calls.count("nonce") == 50  # a patient's nonce is never kept
+
+
+def test_what_is_kept_is_read_again_after_its_time_and_other_blocks_are_never_kept():
+    ledger = CountingLedger()
+    view = ChainView(lambda: ledger, studies_ttl_s=0.0, clock_ttl_s=0.0)
+    assert view.block_timestamp() == 1000
+    ledger.clock = 1005
+    assert view.block_timestamp() == 1005
+    view.study(b"s" * 32)
+    view.study(b"s" * 32)
+    view.study(b"s" * 32, block=12)
+    view.block_timestamp(12)
+    assert ledger.calls.count("study@latest") == 2 and "study@12" in ledger.calls and "clock@12" in ledger.calls
+    assert view.address == ledger.address  # everything else is the ledger's
