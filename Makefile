@@ -33,7 +33,7 @@ demo: install
 	$(BIN)/twinledger demo --report $(REPORT)
 
 test: install browser
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules demo-run contracts/build

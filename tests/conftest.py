@@ -114,20 +114,30 @@ def chain(request, artifacts) -> Chain:
     return Chain(built.w3, built.deployment, operator, hospital, other, coordinator, built.study_id, consortium)
 
 
-# `make test` runs on two pytest-xdist workers (--dist loadgroup). Tests that start the real processes (anvil,
-# SuperLink, SuperNodes, portals, Chromium) share one group, so they run one after another on one worker as they
-# would alone, their timeouts untouched, while the other worker takes the rest, module by module (a module's
-# fixtures are built once).
-PROCESS_MARKS = ("e2e", "browser")
-PROCESS_MODULES = ("tests/faults/", "tests/node/portal/test_portal_load.py")
+# `make test` runs on two pytest-xdist workers (-n 2 --dist loadscope). The tests that start the real processes
+# (anvil, SuperLink, SuperNodes, portals, Chromium) form one unit of work, so they run one after another on one
+# worker as they would alone, their timeouts untouched, while the other worker takes the rest, module by module
+# (a module's fixtures are built once). The scheduler sees node ids only, hence paths rather than markers.
+# (xdist's own `--dist loadgroup` did not keep a group on one worker in xdist 3.8.0 here.)
+PROCESS_PATHS = ("tests/e2e/", "tests/faults/", "tests/deploy/test_deployment_walk.py",
+                 "tests/node/portal/test_portal_load.py", "tests/deploy/test_wheel.py")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        starts_processes = any(item.get_closest_marker(mark) for mark in PROCESS_MARKS) or item.nodeid.startswith(
-            PROCESS_MODULES)
-        item.add_marker(pytest.mark.xdist_group("processes" if starts_processes else item.nodeid.split("::")[0]))
+def starts_processes(nodeid: str) -> bool:
+    path = nodeid.split("::")[0]
+    return path.startswith(PROCESS_PATHS) or path.endswith("_browser.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessesOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "processes" if starts_processes(nodeid) else nodeid.split("::")[0]
+
+    return ProcessesOnOneWorker(config, log)
 
 
 def pytest_configure(config):

@@ -12,7 +12,7 @@ import pytest
 from flwr.app import Context, MessageType, RecordDict
 
 from coordinator import recovery, server_app
-from coordinator.cli import _check_report
+from coordinator.run_outcome import check_report as _check_report
 from coordinator.report import RoundRecord, RunReport
 from coordinator.settings import CoordinatorSettings
 from coordinator.study_run import StudyRun
