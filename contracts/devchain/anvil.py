@@ -41,6 +41,12 @@ def start_anvil(*, port: int, log_path: Path, chain_id: int = 31337, host: str =
     url = f"http://{reachable_host(host)}:{port}"
     command = [anvil_binary(), "--host", host, "--port", str(port), "--chain-id", str(chain_id), "--accounts", "2",
                *extra_args]
+    # anvil pages old states out to a cache folder, by default ~/.foundry/anvil/tmp, where every killed anvil left
+    # its folder behind (70 GB on this machine after a day of fault tests and benchmarks): keep it beside the
+    # chain's log instead, emptied at each start (nothing in it outlives the process that wrote it).
+    cache = Path(log_path).resolve().parent / f"{Path(log_path).stem}-states"
+    shutil.rmtree(cache, ignore_errors=True)
+    command += ["--cache-path", str(cache)]
     if state_file is not None:
         state_file = Path(state_file).resolve()
         state_file.parent.mkdir(parents=True, exist_ok=True)
