@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Each logs every request it makes at INFO (httpx: every poll of the SuperLink) or chatters at start-up.
-QUIET_LOGGERS = ("web3", "urllib3", "asyncio", "matplotlib", "PIL", "httpx", "httpcore")
+QUIET_LOGGERS = ("web3", "urllib3", "asyncio", "matplotlib", "PIL", "httpx", "httpcore", "alembic")
 # Successful requests to these are not logged: probes and scrapes every few seconds, and Flower's polling APIs.
 POLL_PATHS = ("/healthz", "/readyz", "/metrics", "/health")
 POLL_PREFIXES = ("/v1/fleet/", "/v1/runtime/")
