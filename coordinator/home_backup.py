@@ -16,16 +16,12 @@ from pathlib import Path
 
 from coordinator.settings import CONFIG_NAME
 from contracts.keystore import read_passphrase_file
-from federation.backup import HomeKind, backup_home, backup_passphrase, restore_home
+from federation.backup import HomeKind, add_archive_commands, backup_home, backup_passphrase, restore_home
 
 MAGIC = b"TWINLEDGER-COORDINATOR-BACKUP\n"
 COORDINATOR_HOME = HomeKind(name="coordinator", magic=MAGIC, required=(CONFIG_NAME,))
 CONSOLE_HOME = HomeKind(name="operator console", magic=MAGIC, required=(CONFIG_NAME,))  # console.toml is optional
 COMMANDS = {COORDINATOR_HOME.name: "coordinator", CONSOLE_HOME.name: "console"}
-
-PASSPHRASE_HELP = ("a file holding the archive's passphrase on its first line (default: "
-                   "$TWINLEDGER_BACKUP_PASSPHRASE_FILE, else $TWINLEDGER_BACKUP_PASSPHRASE)")
-
 
 def _outside_the_home(home: Path, kind: HomeKind) -> list[Path]:
     """Files the home's settings name that the archive does not hold (kept outside the home)."""
@@ -62,18 +58,7 @@ def _restore(args, kind: HomeKind) -> int:
 
 def add_backup_commands(actions, kind: HomeKind, *, home_help: str) -> None:
     """`backup --home H --out FILE` and `restore --home H ARCHIVE` in a command group (`actions`)."""
-    command = COMMANDS[kind.name]
-    backup = actions.add_parser("backup", help=f"write the {kind.name}'s home (databases, keys, settings, run "
-                                "reports) to an archive encrypted with a passphrase")
-    backup.add_argument("--home", required=True, help=home_help)
-    backup.add_argument("--out", required=True, help="the archive to write (never overwritten)")
-    backup.add_argument("--passphrase-file", help=PASSPHRASE_HELP)
-    backup.set_defaults(func=lambda args: _backup(args, kind))
-    restore = actions.add_parser("restore", help=f"restore a home from an archive of 'twinledger {command} backup' "
-                                 "(stop the SuperLink, runs and operator console first)")
-    restore.add_argument("--home", required=True, help=home_help + " (empty or missing, unless --force)")
-    restore.add_argument("--passphrase-file", help=PASSPHRASE_HELP)
-    restore.add_argument("--force", action="store_true",
-                         help="replace a home that is not empty (it is kept as <home>.before-restore-<time>)")
-    restore.add_argument("archive", help="the backup archive")
-    restore.set_defaults(func=lambda args: _restore(args, kind))
+    add_archive_commands(actions, command=COMMANDS[kind.name], home_help=home_help,
+                         contents=f"{kind.name}'s home (databases, keys, settings, run reports)",
+                         stop_first="the SuperLink, runs and operator console",
+                         backup=lambda args: _backup(args, kind), restore=lambda args: _restore(args, kind))

@@ -239,3 +239,27 @@ def restore_home(archive: Path, home: Path, *, kind: HomeKind, passphrase: str, 
         os.rename(home, kept)
     os.rename(staging, home)
     return kept
+
+
+PASSPHRASE_HELP = ("a file holding the archive's passphrase on its first line (default: "
+                   f"${PASSPHRASE_ENV}_FILE, else ${PASSPHRASE_ENV})")
+
+
+def add_archive_commands(actions, *, command: str, contents: str, home_help: str, stop_first: str,
+                         backup, restore) -> None:
+    """`backup --home H --out FILE` and `restore --home H ARCHIVE` in a command group (`actions`) of
+    `twinledger <command>`; `backup` and `restore` are their handlers."""
+    archive = actions.add_parser("backup", help=f"write the {contents} to an archive encrypted with a passphrase")
+    archive.add_argument("--home", required=True, help=home_help)
+    archive.add_argument("--out", required=True, help="the archive to write (never overwritten)")
+    archive.add_argument("--passphrase-file", help=PASSPHRASE_HELP)
+    archive.set_defaults(func=backup)
+    back = actions.add_parser("restore", help=f"restore a home from an archive of 'twinledger {command} backup' "
+                              f"(stop {stop_first} first)")
+    back.add_argument("--home", required=True, help=home_help + " (empty or missing, unless --force)")
+    back.add_argument("--passphrase-file", help=PASSPHRASE_HELP)
+    back.add_argument("--force", action="store_true",
+                      help="replace a home that is not empty (it is kept as <home>.before-restore-<time>)")
+    back.add_argument("archive", help="the backup archive")
+    back.set_defaults(func=restore)
+

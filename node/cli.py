@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from contracts.cli import add_plaintext_key, add_rpc_url, gas_hint
+from federation.backup import add_archive_commands
 from federation.ids import StudyId
 
 HOME_HELP = "the node's home directory"
@@ -313,22 +314,8 @@ def add_node_commands(subparsers) -> None:
                               "this version's schema; every node process also does it on start")
     migrate.add_argument("--home", required=True, help=HOME_HELP)
     migrate.set_defaults(func=_node_migrate)
-    passphrase_help = ("a file holding the archive's passphrase on its first line (default: "
-                       "$TWINLEDGER_BACKUP_PASSPHRASE_FILE, else $TWINLEDGER_BACKUP_PASSPHRASE)")
-    backup = node.add_parser("backup", help="write the node home (database, keys, settings) to an archive encrypted "
-                             "with a passphrase")
-    backup.add_argument("--home", required=True, help=HOME_HELP)
-    backup.add_argument("--out", required=True, help="the archive to write (never overwritten)")
-    backup.add_argument("--passphrase-file", help=passphrase_help)
-    backup.set_defaults(func=_node_backup)
-    restore = node.add_parser("restore", help="restore a node home from an archive of 'twinledger node backup' "
-                              "(stop the node, portal and console first)")
-    restore.add_argument("--home", required=True, help=HOME_HELP + " (empty or missing, unless --force)")
-    restore.add_argument("--passphrase-file", help=passphrase_help)
-    restore.add_argument("--force", action="store_true",
-                         help="replace a home that is not empty (it is kept as <home>.before-restore-<time>)")
-    restore.add_argument("archive", help="the backup archive")
-    restore.set_defaults(func=_node_restore)
+    add_archive_commands(node, command="node", contents="node home (database, keys, settings)", home_help=HOME_HELP,
+                         stop_first="the node, portal and console", backup=_node_backup, restore=_node_restore)
     _add_bulk_commands(node)
     from node.console.cli import add_node_console_commands
 
