@@ -75,10 +75,10 @@ def main(grid: Grid, context: Context) -> None:
     try:
         run.run()
     except BaseException as exc:
-        if run.report.status == "running":
-            cause = recovery.stopped_cause(exc)
-            run.fail(recovery.ended_message(run.report, cause) if isinstance(exc, (KeyboardInterrupt, SystemExit))
-                     else cause)
+        cause = recovery.stopped_cause(exc)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            end_now(run, cause)
+        elif run.fail(cause):
             monitoring.round_ended(completed=False)  # the round the run stopped in (or before)
         raise
     finally:
@@ -103,7 +103,6 @@ def watch_superexec(run: StudyRun):
 
 def end_now(run: StudyRun, cause: str) -> None:
     """The run's final report, if it has none yet: `cause`, the round cut, the rounds that stay anchored."""
-    if run.report.status == "running":
-        run.fail(recovery.ended_message(run.report, cause))
-        monitoring.round_ended(completed=False)  # the round the run stopped in (or before)
+    if run.fail(recovery.ended_message(run.report, cause)):  # the watch thread and the main thread may both try
+        monitoring.round_ended(completed=False)  # the round the run stopped in (or before), counted once
     recovery.release(run.run_dir)

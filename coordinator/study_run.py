@@ -109,13 +109,15 @@ class StudyRun:
         with self._saving:
             self.report.save(self.report_path)
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str) -> bool:
         """Mark the run failed in its report (the ServerApp calls this before it re-raises); the first final
-        word stands."""
+        word stands. True when this call ended the run."""
         with self._saving:
-            if self.report.status == "running":
+            ended = self.report.status == "running"
+            if ended:
                 self.report.status, self.report.message = "failed", message
             self.report.save(self.report_path)
+        return ended
 
     # ---- the run ----
 
