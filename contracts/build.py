@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import solcx
+
+from federation.files import write_atomically
 
 CONTRACTS_DIR = Path(__file__).resolve().parent
 SOURCES_DIR = CONTRACTS_DIR / "src"
@@ -81,11 +82,8 @@ def compile_contracts(*, use_cache: bool = True) -> dict[str, dict]:
     if missing:
         raise CompileError(f"the compiler produced no output for {sorted(missing)}")
     CACHE_DIR.mkdir(exist_ok=True)
-    # Written aside and renamed: two test workers (or a node and a test) may compile at once, and a reader must
-    # never see half a file.
-    partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(artifacts))
-    os.replace(partial, cache_file)
+    # Two test workers (or a node and a test) may compile at once: a reader must never see half a file.
+    write_atomically(cache_file, json.dumps(artifacts).encode())
     return artifacts
 
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
+
+from federation.files import write_atomically
 
 log = logging.getLogger("twinledger.supernode")
 
@@ -68,9 +69,7 @@ def remember_node_id(path: Path, superlink: str, node_id: int) -> None:
     if ids.get(superlink) == node_id:
         return
     ids[superlink] = node_id
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ids), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(ids).encode())
 
 
 def refusal_code(exc: Exception) -> int | None:

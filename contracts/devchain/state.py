@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
+
+from federation.files import write_atomically
 
 log = logging.getLogger("twinledger.chain")
 
@@ -45,15 +46,6 @@ def _complete(data: bytes) -> bool:
     return True
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def restore(state_file: Path) -> None:
     """Before anvil starts from `state_file`: if the file is cut short (killed mid-dump), put the kept copy in
     its place. Raises ValueError when there is a state file but no complete copy of it anywhere."""
@@ -66,7 +58,7 @@ def restore(state_file: Path) -> None:
                          f"it) and there is no complete copy at {kept}: the chain cannot be restored")
     log.warning("the chain's state file %s is cut short (killed while writing it); starting from the copy "
                 "kept at %s", state_file, kept)
-    _write_atomically(state_file, kept.read_bytes())
+    write_atomically(state_file, kept.read_bytes())
 
 
 class StateKeeper(threading.Thread):
@@ -98,6 +90,6 @@ class StateKeeper(threading.Thread):
             return False
         if not _complete(data):
             return False  # being written: the next poll takes it
-        _write_atomically(kept_path(self.state_file), data)
+        write_atomically(kept_path(self.state_file), data)
         self._seen = (stat.st_mtime_ns, stat.st_size)
         return True
