@@ -85,10 +85,13 @@ def _result(me: PatientRequest, study_id: str, row, response: Response) -> Conse
 
 
 def queue_change(me: PatientRequest, study_id: str, action: str, *, password: str, valid_until: int | None):
-    """`password_change`, and in the same worker thread the "sent" answer (the consent as the chain holds it
-    now): a patient who is answered at once waits for one thread of the pool, not two."""
+    """`password_change`; when the portal waits for no receipt (relay-wait-s 0), also the "sent" answer (the
+    consent as the chain holds it now) in the same worker thread: a patient answered at once waits for one thread
+    of the pool, not two. Otherwise (row, None): `answer` waits and reads the chain once, afterwards."""
     row = password_change(me, study_id, action, password=password, valid_until=valid_until)
     me.db.commit()
+    if me.settings.relay_wait_s > 0:
+        return row, None
     return row, ConsentChangeResult(
         study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id, status="sent", block=None,
         consent=views.consent_out(studies.consent_state(me.ledger, me.pseudonym, _sid(study_id))))
@@ -96,9 +99,9 @@ def queue_change(me: PatientRequest, study_id: str, action: str, *, password: st
 
 async def answer(me: PatientRequest, study_id: str, row, response: Response, *,
                  sent: ConsentChangeResult | None = None) -> ConsentChangeResult:
-    """The change's answer: `sent` at once when the portal waits for no receipt (relay-wait-s 0), otherwise
-    what the change became within relay-wait-s."""
-    if sent is not None and me.settings.relay_wait_s <= 0:
+    """The change's answer: `sent` when queue_change made it (the portal waits for no receipt), otherwise what
+    the change became within relay-wait-s."""
+    if sent is not None:
         response.status_code = 202
         return sent
     await wait_for_ledger(me, row, timeout_s=me.settings.relay_wait_s)
