@@ -43,8 +43,9 @@ def rotate_hospital_key(ledger: Ledger, key_file: Path) -> str:
     Returns the new signer's address. Requires `ledger` opened with `key_file`'s key, a hospital's signer."""
     pending = key_file.with_name(key_file.name + ".new")
     hospital = recorded_hospital_account(key_file) or ledger.address
-    if pending.exists() and ledger.signer_of(hospital) == Account.from_key(load_key(pending, role="hospital")).address:
-        new_signer = ledger.signer_of(hospital)  # cut short after the chain recorded it: finish
+    pending_signer = Account.from_key(load_key(pending, role="hospital")).address if pending.exists() else None
+    if pending_signer is not None and ledger.signer_of(hospital) == pending_signer:
+        new_signer = pending_signer  # cut short after the chain recorded it: finish
     else:
         if ledger.hospital_of(ledger.signer) != hospital:
             raise LedgerError(f"{key_file} holds the key of {ledger.signer}, which does not act for hospital "

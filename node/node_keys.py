@@ -39,7 +39,10 @@ class NodeKeys:
     public_key: Path
 
 
-def generate_node_keys(directory: Path, *, comment: str = "twinledger-supernode") -> NodeKeys:
+NODE_KEY_COMMENT = "twinledger-supernode"  # the public key file's comment
+
+
+def generate_node_keys(directory: Path, *, comment: str = NODE_KEY_COMMENT) -> NodeKeys:
     """Create an EC P-256 key pair in `directory`: `supernode_auth` (OpenSSH private key, mode 0600) and
     `supernode_auth.pub` (one OpenSSH public-key line, `ecdsa-sha2-nistp256 AAAA... comment`).
 
@@ -145,12 +148,13 @@ def rotate_node_keys(ledger, home: Path) -> bytes:
     if not current.private_key.exists():
         raise ValueError(f"{current.private_key} is missing: a node home without a SuperNode key has "
                                 "nothing to rotate (twinledger node record-key creates and records one)")
-    on_chain = ledger.node_key_of(ledger.address)
-    if not (pending.private_key.exists() and pending.public_key.exists()
-            and chain_node_key(load_public_key(pending.public_key)) == on_chain):
-        _write_key_pair(pending, comment="twinledger-supernode")
-        ledger.set_node_key(chain_node_key(load_public_key(pending.public_key)))
-    point = chain_node_key(load_public_key(pending.public_key))
+    point = None
+    if pending.private_key.exists() and pending.public_key.exists():
+        point = chain_node_key(load_public_key(pending.public_key))
+    if point is None or point != ledger.node_key_of(ledger.address):
+        _write_key_pair(pending, comment=NODE_KEY_COMMENT)
+        point = chain_node_key(load_public_key(pending.public_key))
+        ledger.set_node_key(point)
     pending.private_key.replace(current.private_key)
     pending.public_key.replace(current.public_key)
     return point
