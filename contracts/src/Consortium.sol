@@ -100,9 +100,7 @@ contract Consortium is AccessControl, IConsortium {
 
     /// @inheritdoc IConsortium
     function rotateHospitalKey(address newSigner) external {
-        address account = _hospitalOfSigner[msg.sender];
-        if (account == address(0)) revert UnknownHospital(msg.sender);
-        _setSigner(account, newSigner);
+        _setSigner(_callerHospital(), newSigner);
     }
 
     /// @inheritdoc IConsortium
