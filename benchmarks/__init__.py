@@ -6,7 +6,7 @@
     twinledger bench twin --json       UVA/Padova patient twins: 1,000 patient-days batched vs one patient at a time
     twinledger bench load --json       500 patients changing consent at once through the portal; 1M consents read at a block
 
-One module each (ledger, training, overhead, twin, load; tune_training tunes the training benchmark's settings);
+One module each (ledger, training, overhead, twin, load with consent_read; tune_training tunes the training benchmark's settings);
 every one that needs a federation builds it with deploy/consortium.py. Results go to docs/benchmarks.md.
 
 A wheel installs this folder as the package `twinledger_benchmarks` (setup.py): Opacus 1.6 installs a top-level
