@@ -88,9 +88,14 @@ def open_session(db: Session, holder: AccessToken, *, ttl_s: int) -> OpenedSessi
     return OpenedSession(cookie, csrf, expires)
 
 
+LAST_SEEN_STEP_S = 60
+
+
 def live_session(db: Session, table, cookie_token: str | None, *, idle_s: int):
     """The live row of a cookie in a session table (WebSession, or any table with token_hash, expires_at and
-    last_seen); an expired or idle row is deleted and None returned, a live one has its last_seen moved on."""
+    last_seen); an expired or idle row is deleted and None returned. A live one has its last_seen moved on once
+    it is a tenth of the idle time old (at most a minute): every write to the database is a serialised fsync, and
+    a session ends at most that step early."""
     if not cookie_token or len(cookie_token) > 200:
         return None
     row = db.exec(select(table).where(table.token_hash == hash_token(cookie_token))).first()
@@ -101,9 +106,10 @@ def live_session(db: Session, table, cookie_token: str | None, *, idle_s: int):
         db.delete(row)
         db.commit()
         return None
-    row.last_seen = moment
-    db.add(row)
-    db.commit()
+    if aware(row.last_seen) + timedelta(seconds=min(LAST_SEEN_STEP_S, idle_s / 10)) <= moment:
+        row.last_seen = moment
+        db.add(row)
+        db.commit()
     return row
 
 
