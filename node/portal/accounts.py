@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from eth_account import Account
-from sqlmodel import Session, delete, func, select
+from sqlmodel import Session, delete, func, select, update
 
 from contracts.ledger import Ledger
 from federation.web import auth
@@ -256,15 +256,18 @@ def trust_device(session: Session, settings: PortalSettings, account: PortalAcco
 
 
 def unlock_key(session: Session, settings: PortalSettings, account: PortalAccount, password: str, *,
-               session_id) -> bytes:
+               session_id, login: PortalSession | None = None, token: str = "") -> bytes:
     """The patient's consent key, decrypted in memory for one request; wrong passwords count against this login
-    session (`session_id`), never against the user name's logins."""
+    session (`session_id`), never against the user name's logins. With the login session's row and cookie
+    token, the key wrapped for that session is opened (microseconds); otherwise the sealed key (a scrypt)."""
     if account.key_custody == "wallet":
         raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
                           status=409)
     check_password_attempts(session, settings, account, session_id)
     session.commit()  # no connection held during scrypt
     try:
+        if login is not None and login.consent_key_wrap and token:
+            return security.unwrap_for_session(login.consent_key_wrap, token, password, associated=account.pseudonym)
         return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
     except security.WrongPassword:
         record_password_failure(session, account, session_id)
@@ -278,11 +281,24 @@ class NewSession:
     expires_at: datetime
 
 
-def open_session(session: Session, settings: PortalSettings, account: PortalAccount) -> NewSession:
+def open_session(session: Session, settings: PortalSettings, account: PortalAccount, *, password: str = ""
+                 ) -> NewSession:
+    """A login session. With the (already checked) `password`, a portal-held consent key is opened once (a
+    scrypt) and wrapped for this session, so that the session's changes need the password but no scrypt."""
     token, csrf = auth.new_secret(), auth.new_secret()
     expires = now() + timedelta(seconds=settings.session_ttl_s)
+    wrap = None
+    if password and account.key_custody != "wallet":
+        session.commit()  # no connection held during scrypt
+        try:
+            key = security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
+        except security.WrongPassword:  # a key sealed under another password: its changes say so, one by one
+            key = None
+        if key is not None:
+            wrap = security.wrap_for_session(key, token, password, associated=account.pseudonym)
+        del key
     session.add(PortalSession(token_hash=auth.hash_token(token), account_id=account.id, csrf_token=csrf,
-                              expires_at=expires))
+                              expires_at=expires, consent_key_wrap=wrap))
     session.commit()
     return NewSession(token, csrf, expires)
 
@@ -309,4 +325,6 @@ def change_password(session: Session, settings: PortalSettings, account: PortalA
         account.key_salt, account.sealed_key = security.seal_key(key, new_password, associated=account.pseudonym)
     session.add(account)
     session.exec(delete(PortalSession).where(PortalSession.account_id == account.id, PortalSession.id != session_id))
+    # This session's wrap is under the old password: its next change opens the newly sealed key instead.
+    session.exec(update(PortalSession).where(PortalSession.id == session_id).values(consent_key_wrap=None))
     session.commit()

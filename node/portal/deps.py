@@ -110,6 +110,7 @@ class PatientRequest:
     caller: Caller
     db: Session
     state: PortalState
+    token: str = ""  # the session cookie's secret: it opens the consent key wrapped for this session
 
     @property
     def account(self) -> PortalAccount:
@@ -129,10 +130,11 @@ class PatientRequest:
         return self.state.chain
 
 
-def patient_request(caller: Annotated[Caller, Depends(current_patient)], db: Annotated[Session, Depends(get_db)],
+def patient_request(request: Request, caller: Annotated[Caller, Depends(current_patient)],
+                    db: Annotated[Session, Depends(get_db)],
                     state: Annotated[PortalState, Depends(get_state)]) -> PatientRequest:
     db.commit()  # hand the connection back to the pool: what follows asks the chain, which may be slow
-    return PatientRequest(caller, db, state)
+    return PatientRequest(caller, db, state, token=request.cookies.get(state.settings.cookie_name, ""))
 
 
 Db = Annotated[Session, Depends(get_db)]

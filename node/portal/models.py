@@ -46,6 +46,9 @@ class PortalSession(SQLModel, table=True):
     csrf_token: str
     expires_at: datetime
     last_seen: datetime = Field(default_factory=now)
+    # The consent key wrapped for this session (security.wrap_for_session: the cookie's token and the password);
+    # None for a wallet's patient or a session opened before wraps existed (the sealed key is opened then).
+    consent_key_wrap: bytes | None = None
 
 
 class DeviceCookie(SQLModel, table=True):

@@ -1,5 +1,10 @@
 """Passwords, the patient's sealed consent key, enrolment codes: standard library scrypt and AES-256-GCM
-(session tokens, their hashes and constant-time comparison are the web kit's: federation.web.auth)."""
+(session tokens, their hashes and constant-time comparison are the web kit's: federation.web.auth).
+
+A login also wraps the consent key for its session (`wrap_for_session`): under a key derived with HKDF from the
+session's cookie token and the password. The database holds the wrap and only the token's hash, so neither the
+database alone nor a stolen cookie alone opens it; a change still needs the password, and costs microseconds
+instead of a scrypt."""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ import hmac
 import secrets
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16
 NONCE_BYTES = 12
+SESSION_WRAP_INFO = b"twinledger portal: consent key for one session"
 
 
 class WrongPassword(Exception):
@@ -47,6 +55,25 @@ def seal_key(private_key: bytes, password: str, *, associated: str) -> tuple[byt
 def open_key(sealed: bytes, salt: bytes, password: str, *, associated: str) -> bytes:
     try:
         return AESGCM(_scrypt(password, salt)).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated.encode())
+    except (InvalidTag, ValueError):
+        raise WrongPassword("the password is not correct") from None
+
+
+def _session_key(token: str, password: str) -> bytes:
+    material = token.encode("utf-8") + b"\0" + password.encode("utf-8")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SESSION_WRAP_INFO).derive(material)
+
+
+def wrap_for_session(private_key: bytes, token: str, password: str, *, associated: str) -> bytes:
+    """The consent key encrypted for one login session: `token` is the session cookie's secret."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + AESGCM(_session_key(token, password)).encrypt(nonce, private_key, associated.encode())
+
+
+def unwrap_for_session(wrapped: bytes, token: str, password: str, *, associated: str) -> bytes:
+    try:
+        return AESGCM(_session_key(token, password)).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
+                                                             associated.encode())
     except (InvalidTag, ValueError):
         raise WrongPassword("the password is not correct") from None
 

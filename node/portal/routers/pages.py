@@ -119,7 +119,7 @@ async def login(request: Request, db: Db, settings: Settings) -> Response:
     except PortalError as exc:
         return _form_page(request, settings, "login.html", status=exc.status, title="Log in", error=str(exc),
                           username=form.get("username", ""))
-    opened = accounts.open_session(db, settings, account)
+    opened = await run_in_threadpool(accounts.open_session, db, settings, account, password=body.password)  # scrypt
     response = RedirectResponse("/studies", status_code=303)
     response.set_cookie(settings.cookie_name, opened.token, max_age=settings.session_ttl_s, httponly=True,
                         samesite="strict", secure=settings.cookie_secure, path="/")
@@ -258,7 +258,8 @@ async def change(study_id: StudyId, action: str, request: Request, db: Db, state
     if action not in ("grant", "revoke"):
         raise PortalError("no such page", status=404)
     form = await read_form(request)
-    me = PatientRequest(_logged_in(request, db, state.settings, form), db, state)
+    me = PatientRequest(_logged_in(request, db, state.settings, form), db, state,
+                        token=request.cookies.get(state.settings.cookie_name, ""))
     try:
         until = None
         if action == "grant" and form.get("valid_until"):

@@ -24,7 +24,7 @@ def login(body: LoginRequest, request: Request, response: Response, db: Db, sett
     device = request.cookies.get(accounts.DEVICE_COOKIE)
     account = accounts.authenticate(db, settings, username=body.username, password=body.password,
                                     client_ip=client_ip(request), device_cookie=device)
-    opened = accounts.open_session(db, settings, account)
+    opened = accounts.open_session(db, settings, account, password=body.password)
     response.set_cookie(settings.cookie_name, opened.token, max_age=settings.session_ttl_s, httponly=True,
                         samesite="strict", secure=settings.cookie_secure, path="/")
     set_device_cookie(response, settings, accounts.trust_device(db, settings, account, device))

@@ -53,7 +53,8 @@ def password_change(me: PatientRequest, study_id: str, action: str, *, password:
                                         deadline_s=settings.signature_deadline_s)
     else:
         message = studies.revoke_message(ledger, me.pseudonym, sid, deadline_s=settings.signature_deadline_s)
-    key = accounts.unlock_key(me.db, settings, me.account, password, session_id=me.caller.session.id)
+    key = accounts.unlock_key(me.db, settings, me.account, password, session_id=me.caller.session.id,
+                              login=me.caller.session, token=me.token)
     signed = studies.sign_with_key(ledger, key, message)
     del key
     return me.state.relayer.submit(me.db, me.account, study_id, signed)
