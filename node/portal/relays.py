@@ -22,6 +22,7 @@ from contracts.ledger.consent import GRANT_BATCH, REVOKE_BATCH
 from federation.ids import Pseudonym, StudyId, from_hex0x, hex0x
 from node.portal.accounts import PortalError
 from node.portal.models import ConsentRelay, PortalAccount, now
+from node.portal.outbox import OutboxWriter
 from node.store import Store
 
 log = logging.getLogger("twinledger.portal.relay")
@@ -49,6 +50,7 @@ class Relayer:
     def __init__(self, store: Store, ledger, chain_lock: threading.Lock, *, batch: int = GRANT_BATCH,
                  idle_s: float = 5.0, retry_s: float = 2.0):
         self._store = store
+        self._outbox = OutboxWriter(store)
         self._ledger = ledger  # a function giving the hospital's Ledger (opened on first use)
         self._lock = chain_lock  # one relayed transaction at a time: the hospital account's nonces stay in order
         self.batch, self.idle_s, self.retry_s = batch, idle_s, retry_s
@@ -61,19 +63,15 @@ class Relayer:
 
     def submit(self, db: Session, account: PortalAccount, study_id: str, signed: SignedGrant | SignedRevoke
                ) -> ConsentRelay:
-        """Put the signed change in the outbox (committed: it survives a crash from here on) and wake the worker."""
-        pending = db.exec(select(ConsentRelay.id).where(ConsentRelay.account_id == account.id,
-                                                        ConsentRelay.status == "sent")).first()
-        if pending is not None:
-            db.commit()
-            raise PortalError("your last change is still on its way to the ledger: wait until it is recorded", status=409)
+        """Put the signed change in the outbox (committed, with whatever other requests hand in meanwhile: it
+        survives a crash from here on) and wake the worker."""
+        db.commit()  # the request's own connection goes back: the outbox's writer stores the change
         grant = isinstance(signed, SignedGrant)
         row = ConsentRelay(account_id=account.id, study_id=study_id.lower(), action="grant" if grant else "revoke",
                            pseudonym=hex0x(signed.pseudonym), nonce=signed.nonce, deadline=signed.deadline,
                            valid_from=signed.valid_from if grant else None,
                            valid_until=signed.valid_until if grant else None, signature=hex0x(signed.signature))
-        db.add(row)
-        db.commit()  # releases the connection; expire_on_commit is off, so the row keeps its id
+        row = db.merge(self._outbox.store(row), load=False)  # the request's session follows it from here
         with self._waiters_lock:
             self._waiters[row.id] = Future()
         self.start()
