@@ -152,6 +152,11 @@ class Ledger(ConsentCalls, GovernanceCalls):
     def block_timestamp(self, block: int | str = "latest") -> int:
         return int(self._read(lambda: self.w3.eth.get_block(block)["timestamp"]))
 
+    def head(self) -> tuple[int, int]:
+        """(number, timestamp) of the latest block, from one read."""
+        latest = self._read(lambda: self.w3.eth.get_block("latest"))
+        return int(latest["number"]), int(latest["timestamp"])
+
     def study(self, study_id: bytes, *, block: int | str = "latest") -> StudyTerms:
         raw = self._read(lambda: self.consortium.functions.study(study_id).call(block_identifier=block))
         (purpose, task, categories, eps_milli, delta_exp, rounds, ends_at, _exists, suspended, _accepted,

@@ -42,7 +42,7 @@ def create_app(settings: PortalSettings, *, ledger: Ledger | None = None) -> Fas
     relayer = app.state.portal.relayer
     if relayer.resume():  # one server per node home (docs/portal.md): its outbox is this server's to send
         relayer.start()
-    app.router.lifespan_context = _stopping_relayer(app.router.lifespan_context, relayer)
+    app.router.lifespan_context = _stopping_relayer(app.router.lifespan_context, app.state.portal)
     app.add_exception_handler(OperationalError, _database_busy)
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_busy)
     for module in (staff, enrolment, session, studies, withdrawals, changes, pages):
@@ -76,15 +76,16 @@ async def _database_busy(request: Request, exc: Exception):
     return await request.app.exception_handlers[WebError](request, busy)  # answered as every refusal is
 
 
-def _stopping_relayer(lifespan, relayer):
-    """The app's lifespan, and at the server's stop the worker finishes the batch it is sending (what it has not
-    sent stays in the outbox for the next start)."""
+def _stopping_relayer(lifespan, portal: PortalState):
+    """The app's lifespan: at the server's start the ledger is opened (in the background), and at its stop the
+    worker finishes the batch it is sending (what it has not sent stays in the outbox for the next start)."""
 
     @asynccontextmanager
     async def lifespan_then_stop(app):
+        portal.open_ledger_early()
         async with lifespan(app) as state:
             yield state
-        await run_in_threadpool(relayer.shutdown)
+        await run_in_threadpool(portal.relayer.shutdown)
 
     return lifespan_then_stop
 

@@ -8,7 +8,8 @@ with the same answer. `ChainView` wraps the hospital's Ledger and keeps those an
   accepted or suspended just now shows so within that time. A grant queued meanwhile is recorded as the patient
   asked, as one queued just before a suspension always was: suspension stops the study's use of data (nodes
   check it every round), not consent.
-- the latest block's timestamp (the chain's clock a signature's validity and deadline start from): `clock_ttl_s` (1 s).
+- the latest block's number and timestamp (the chain's clock a signature's validity and deadline start from,
+  and the block a "sent" answer shows the consent at): `clock_ttl_s` (1 s).
 
 Everything else goes to the ledger unchanged, read fresh: the patient's nonce, the consent itself, the block
 number a consent is shown at (a change recorded at block N is never shown from a block before N). Writes never
@@ -32,7 +33,7 @@ class ChainView:
         self._lock = threading.Lock()  # one refresh at a time: the others wait for its answer, not the chain
         self._accepted: tuple[float, str, list[StudyId]] | None = None
         self._terms: dict[bytes, tuple[float, StudyTerms]] = {}
-        self._clock: tuple[float, int] | None = None
+        self._clock: tuple[float, tuple[int, int]] | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -61,7 +62,11 @@ class ChainView:
     def block_timestamp(self, block: int | str = "latest") -> int:
         if block != "latest":
             return self._ledger().block_timestamp(block)
+        return self.head()[1]
+
+    def head(self) -> tuple[int, int]:
+        """(number, timestamp) of the latest block, as of at most `clock_ttl_s` ago."""
         with self._lock:
             if self._clock is None or time.monotonic() - self._clock[0] > self.clock_ttl_s:
-                self._clock = (time.monotonic(), self._ledger().block_timestamp())
+                self._clock = (time.monotonic(), self._ledger().head())
             return self._clock[1]

@@ -4,6 +4,8 @@ token check."""
 
 from __future__ import annotations
 
+import logging
+
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,9 @@ from node.store import Store
 __all__ = ["Caller", "client_ip"]  # the kit's, for the routers
 
 
+log = logging.getLogger("twinledger.portal")
+
+
 class PortalState:
     """What the application holds: settings, the node's store, the hospital's ledger client."""
 
@@ -40,18 +45,33 @@ class PortalState:
         self.store = Store(settings.node.resolved_database_url)  # its migrations cover the portal's tables too
         self.store.engine = _engine_for_many_patients(self.store.engine)
         self._ledger = ledger
+        self._opening = threading.Lock()
         self.chain_lock = threading.Lock()  # one relayed transaction at a time: nonces stay in order
         self.relayer = Relayer(self.store, lambda: self.ledger, self.chain_lock)
         self.chain = ChainView(lambda: self.ledger)  # what patients' requests read, kept briefly for all of them
 
     @property
     def ledger(self) -> Ledger:
-        if self._ledger is None:
-            if self.settings.node.deployment_file is None:
-                raise LedgerError("the node has no deployment file configured (node.toml deployment-file)")
-            node = self.settings.node
-            self._ledger = Ledger.from_settings(node, key_file=node.hospital_key_file)
-        return self._ledger
+        """The hospital's ledger client, opened once (by the first of many requests arriving together)."""
+        with self._opening:
+            if self._ledger is None:
+                if self.settings.node.deployment_file is None:
+                    raise LedgerError("the node has no deployment file configured (node.toml deployment-file)")
+                node = self.settings.node
+                self._ledger = Ledger.from_settings(node, key_file=node.hospital_key_file)
+            return self._ledger
+
+    def open_ledger_early(self) -> None:
+        """At the server's start, in a thread of its own: open the ledger and read the accepted studies, so that
+        the first patients do not wait for it. A chain that cannot be read yet is only logged: each request
+        then opens the ledger itself and answers as it always does when the chain is away."""
+        def open_now() -> None:
+            try:
+                self.chain.accepted_studies(self.ledger.address)
+            except Exception as exc:  # noqa: BLE001 - any failure here is the first request's to report
+                log.warning("the consent ledger could not be opened at the start (%s): trying again on the first request", exc)
+
+        threading.Thread(target=open_now, name="open-ledger", daemon=True).start()
 
 
 def _engine_for_many_patients(engine):
@@ -73,11 +93,14 @@ def _engine_for_many_patients(engine):
     return many
 
 
-def get_state(request: Request) -> PortalState:
+# The dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency on the thread pool, and
+# under a burst every such hop of every request queues for a thread and the GIL behind all the others.
+
+async def get_state(request: Request) -> PortalState:
     return request.app.state.portal
 
 
-def get_settings(state: Annotated[PortalState, Depends(get_state)]) -> PortalSettings:
+async def get_settings(state: Annotated[PortalState, Depends(get_state)]) -> PortalSettings:
     return state.settings
 
 
@@ -130,9 +153,10 @@ class PatientRequest:
         return self.state.chain
 
 
-def patient_request(request: Request, caller: Annotated[Caller, Depends(current_patient)],
-                    db: Annotated[Session, Depends(get_db)],
+def patient_request(request: Request, db: Annotated[Session, Depends(get_db)],
                     state: Annotated[PortalState, Depends(get_state)]) -> PatientRequest:
+    """`current_patient` and what the request works with, in one thread-pool hop."""
+    caller = state.guard.require(request, db)
     db.commit()  # hand the connection back to the pool: what follows asks the chain, which may be slow
     return PatientRequest(caller, db, state, token=request.cookies.get(state.settings.cookie_name, ""))
 

@@ -101,6 +101,14 @@ def consent_state(ledger: Ledger, pseudonym: bytes, study_id: bytes) -> ConsentS
     return ConsentState(ledger.has_consent(pseudonym, study_id, block=block), valid_from, valid_until)
 
 
+def consent_before_change(chain, pseudonym: bytes, study_id: bytes) -> ConsentState:
+    """The consent a "sent" answer shows (the change is not on chain yet): at the ChainView's latest block, at most
+    a second old; one chain read. Granted as ConsentRegistry.hasConsent decides it, from that block's clock."""
+    block, timestamp = chain.head()
+    valid_from, valid_until = chain.consent_window(pseudonym, study_id, block=block)
+    return ConsentState(valid_from <= timestamp < valid_until, valid_from, valid_until)
+
+
 def consent_history(ledger: Ledger, pseudonym: bytes, study_id: bytes) -> list[tuple[bool, int]]:
     return [(c.granted, c.block) for c in ledger.consent_changes(study_id) if c.pseudonym == pseudonym]
 

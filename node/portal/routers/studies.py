@@ -95,7 +95,7 @@ def queue_change(me: PatientRequest, study_id: str, action: str, *, password: st
         return row, None
     return row, ConsentChangeResult(
         study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id, status="sent", block=None,
-        consent=views.consent_out(studies.consent_state(me.ledger, me.pseudonym, _sid(study_id))))
+        consent=views.consent_out(studies.consent_before_change(me.state.chain, me.pseudonym, _sid(study_id))))
 
 
 async def answer(me: PatientRequest, study_id: str, row, response: Response, *,

@@ -27,6 +27,10 @@ class CountingLedger:
         self.calls.append(f"clock@{block}")
         return self.clock
 
+    def head(self):
+        self.calls.append("clock@latest")
+        return 50, self.clock
+
     def patient_nonce(self, pseudonym):
         self.calls.append("nonce")
         return 7
@@ -55,3 +59,4 @@ def test_what_is_kept_is_read_again_after_its_time_and_other_blocks_are_never_ke
     view.block_timestamp(12)
     assert ledger.calls.count("study@latest") == 2 and "study@12" in ledger.calls and "clock@12" in ledger.calls
     assert view.address == ledger.address  # everything else is the ledger's
+    assert view.head() == (50, 1005)
