@@ -8,15 +8,14 @@ The portal part builds a hospital node home on a fresh anvil, opens `patients` p
 keys (enrolled in batches), grants half of them consent, starts `twinledger portal serve` as a process, logs every
 patient in, then sends every patient's change at once (grant without consent, withdraw with). It counts HTTP 5xx,
 changes lost (neither on chain nor reported as failed), the time to "sent" (durably queued) and to the recording
-block, and changes per transaction, beside the floor the password unlocks alone set on this machine
-(`accept_floor_p95_s`: every change unseals the patient's key with scrypt, on the server). The fault suite
+block, and changes per transaction, beside the portal's CPU per change and how busy the machine's cores were
+(the portal is one process: its request threads share one GIL). The fault suite
 (tests/node/portal/test_portal_load.py) runs the same site.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import signal
 import sys
@@ -185,7 +184,7 @@ async def _change(client: httpx.AsyncClient, csrf: dict, outcome: Outcome, study
     outcome.detail = body.get("detail", "") if answer.status_code >= 400 else body.get("status", "")
 
 
-async def _burst(site: Site, *, timeout_s: float) -> list[Outcome]:
+async def _burst(site: Site, *, timeout_s: float, meter: "CpuMeter | None" = None) -> list[Outcome]:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     clients = [httpx.AsyncClient(base_url=site.url, timeout=timeout_s, limits=limits) for _ in site.patients]
     try:
@@ -196,17 +195,21 @@ async def _burst(site: Site, *, timeout_s: float) -> list[Outcome]:
         tasks = [asyncio.create_task(_change(c, csrf, o, site.study, start))
                  for c, csrf, o in zip(clients, csrfs, outcomes)]
         await asyncio.sleep(0.2)
+        if meter is not None:
+            meter.begin()
         start.set()
         await asyncio.gather(*tasks)
+        if meter is not None:
+            meter.end()
         return outcomes
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
 
 
-def change_all_at_once(site: Site, *, timeout_s: float = 120.0) -> list[Outcome]:
+def change_all_at_once(site: Site, *, timeout_s: float = 120.0, meter: "CpuMeter | None" = None) -> list[Outcome]:
     """Every patient logs in, then all send their change at the same moment (grant if without consent,
-    withdraw if with); returns each answer."""
-    return run_in_own_loop(_burst(site, timeout_s=timeout_s))
+    withdraw if with); returns each answer. `meter` is started and stopped around the changes only."""
+    return run_in_own_loop(_burst(site, timeout_s=timeout_s, meter=meter))
 
 
 def run_in_own_loop(coroutine):
@@ -257,42 +260,61 @@ def summary(site: Site, outcomes: list[Outcome], rows: list[ConsentRelay]) -> di
         "http_4xx": sum(1 for o in outcomes if 400 <= o.status < 500),
         "lost": len(lost_changes(site, outcomes, rows)),
         "failed": sum(1 for r in rows if r.status == "failed"),
+        "accept_p50_s": round(percentile([o.accept_s for o in outcomes], 0.50), 3),
         "accept_p95_s": round(percentile([o.accept_s for o in outcomes], 0.95), 3),
         "recorded_p95_s": round(percentile(recorded_s, 0.95), 3),
         "relayed_per_tx": round(len(recorded) / len(transactions), 2) if transactions else 0.0,
     }
 
 
-def unlock_floor(patients: int, *, samples: int = 16) -> dict:
-    """What the password unlock alone costs on this machine, now: one scrypt (node/portal/security.py's cost),
-    and the answer time of the 95th-percentile change if the portal did nothing but unlock `patients` keys at
-    once on every core (scrypt releases the GIL). No portal that unseals the key only inside the request
-    carrying the password (docs/portal.md) answers "sent" faster under this burst."""
-    began = time.perf_counter()
-    security.hash_password(PASSWORD)
-    one_s = time.perf_counter() - began
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        began = time.perf_counter()
-        list(pool.map(lambda _: security.hash_password(PASSWORD), range(samples)))
-        each_s = (time.perf_counter() - began) / samples
-    return {"unlock_s": round(one_s, 3), "accept_floor_p95_s": round(math.ceil(0.95 * patients) * each_s, 3)}
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds process `pid` has used (its threads included), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all cores since boot, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """What the changes cost, from their start to the last answer: the portal's CPU per change (its threads share
+    one GIL: this bounds how fast one portal process answers) and how busy the machine's cores were meanwhile."""
+
+    def __init__(self, pid: int):
+        self.pid, self.figures = pid, {}
+
+    def begin(self) -> None:
+        self._start = (time.perf_counter(), cpu_s(self.pid), machine_busy_s())
+
+    def end(self) -> None:
+        began, portal, machine = self._start
+        busy, total = (after - before for after, before in zip(machine_busy_s(), machine))
+        self.figures = {"burst_s": round(time.perf_counter() - began, 2),
+                        "portal_cpu_s": round(cpu_s(self.pid) - portal, 2),
+                        "cores_busy_share": round(busy / total, 2) if total else 0.0}
 
 
 def portal_load(*, patients: int = 500, work: Path | None = None, rpc_url: str | None = None) -> dict:
-    """`patients` consent changes sent at once through the portal process; the figures of `summary`, and the
-    floor the password unlocks alone set (`unlock_floor`, measured just before the burst)."""
+    """`patients` consent changes sent at once through the portal process (its patients logged in first): the
+    figures of `summary` and of `burst_with_cpu`."""
     with tempfile.TemporaryDirectory() as scratch:
         work = work or Path(scratch)
         with chain_url(rpc_url, log_path=work / "anvil.log") as url:
             site = build_site(work, rpc_url=url, patients=patients)
             site.start_portal(relay_wait_s=0)  # the API answers once the change is in the outbox: "sent"
+            meter = CpuMeter(site.service.process.pid)
             try:
-                floor = unlock_floor(patients)
-                outcomes = change_all_at_once(site)
+                outcomes = change_all_at_once(site, meter=meter)
                 rows = wait_until_settled(site, timeout_s=300)
             finally:
                 site.stop_portal()
-            return {**summary(site, outcomes, rows), **floor, "portal_setup_s": round(site.setup_s, 1)}
+            return {**summary(site, outcomes, rows), **meter.figures,
+                    "portal_cpu_per_change_ms": round(1000 * meter.figures["portal_cpu_s"] / patients, 2),
+                    "portal_setup_s": round(site.setup_s, 1)}
 
 
 def bench_load(*, patients: int = 500) -> dict:
