@@ -143,6 +143,18 @@ def test_a_failed_read_refuses_with_its_code(setting, monkeypatch, failure, code
     assert refused.value.code == code
 
 
+@pytest.mark.parametrize("step", ["enrolment_indexes", "consents_by_index"])
+def test_an_answer_of_the_wrong_length_refuses_as_unclear(setting, monkeypatch, step):
+    chain = setting.chain
+    setting.add("own-1", enrolled_by=chain.hospital)
+    setting.add("own-2", enrolled_by=chain.hospital)
+    answer = [1] if step == "enrolment_indexes" else [True]
+    monkeypatch.setattr(chain.hospital, step, lambda *args, **kwargs: answer)
+    with pytest.raises(Refusal) as refused:
+        setting.consented()
+    assert refused.value.code == protocol.CONSENT_UNCLEAR
+
+
 def test_a_0003_database_upgrades_to_hold_the_registry_index(tmp_path):
     from alembic import command
 
