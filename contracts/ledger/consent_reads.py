@@ -7,7 +7,8 @@ alone (`consents_by_index`): 4 bytes of calldata per patient, and one storage wo
 together, instead of 64 bytes and three cold storage reads.
 
 `ConsentReads` is mixed into :class:`contracts.ledger.consent.ConsentCalls`, which provides ``_raw_call`` and
-``_bitmap``.
+``_bitmap``. The bulk reads' calldata, encoded by hand as abi.encode lays it out (every bulk read's, the read by
+binding's too), is at the end of this module.
 """
 
 from __future__ import annotations
