@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eth_utils import keccak
 from sqlalchemy import bindparam, update
 
 from contracts.ledger import ChainReset, ChainUnavailable, ContractRejected, Ledger, LedgerError
@@ -142,7 +143,7 @@ class ConsentGate:
     def _indexes(self, candidates: list[Patient], block: int) -> list[int]:
         """Each candidate's enrolment index (0: not this hospital's enrolment with the stored key, at `block`):
         stored ones whose verification is still this chain's, the others resolved at `block` and stored."""
-        identity = self.ledger.registry_identity()
+        identity = self._reader_identity()
         trusted = self._trusted_tags({p.registry_index_of for p in candidates if p.registry_index}, identity)
         indexes = [p.registry_index if p.registry_index and p.registry_index_of in trusted else 0 for p in candidates]
         unknown = [i for i, index in enumerate(indexes) if not index]
@@ -170,9 +171,15 @@ class ConsentGate:
                 )
         return indexes
 
+    def _reader_identity(self) -> str:
+        """Who verified a stored index: this deployment of the registry (`Ledger.registry_identity`) and this
+        hospital, whose binding the index stands for."""
+        named = f"{self.ledger.registry_identity()}:{self.hospital_account.lower()}"
+        return keccak(text=named)[:8].hex()
+
     def _trusted_tags(self, tags: set[str | None], identity: str) -> set[str]:
-        """The stored verifications ("<identity>@<block>:<hash>") still true here: made on this registry, at a
-        block this chain still has with that hash. A chain restarted from an older state file, or reorganised,
+        """The stored verifications ("<identity>@<block>:<hash>") still true here: made on this registry for this
+        hospital, at a block this chain still has with that hash. A chain restarted from an older state file, or reorganised,
         may have given the index to another patient; then the patient's index is resolved again. Past
         MAX_VERIFICATIONS blocks, none is trusted: every candidate is resolved again, under one block."""
         if len(tags) > MAX_VERIFICATIONS:

@@ -48,7 +48,7 @@ class Patient(SQLModel, table=True):
     imported_at: datetime = Field(default_factory=_now)
     # The patient's enrolment index on the consent registry, once the consent gate verified at a pinned block that
     # this hospital enrolled `pseudonym` with `consent_key` (node/consent_gate.py), and what it was verified on:
-    # "<registry identity>@<block>:<the block's hash, 16 hex digits>". Enrolments never change, so the gate reads
+    # "<digest of the registry's identity and the hospital>@<block>:<the block's hash, 16 hex digits>". Enrolments never change, so the gate reads
     # consent by index while that block is still the chain's. Whoever changes `pseudonym` or `consent_key` of an
     # enrolled patient must clear both (nothing does today: both are written once, at import and at enrolment).
     registry_index: int | None = None

@@ -70,7 +70,7 @@ def test_only_this_hospitals_own_binding_reads_as_consenting_and_its_index_is_st
     assert setting.consented() == {"own-1", "own-2"}
     rows = setting.rows()
     assert rows["own-1"].registry_index and rows["own-2"].registry_index == rows["own-1"].registry_index + 1
-    assert rows["own-1"].registry_index_of.startswith(chain.hospital.registry_identity() + "@")
+    assert rows["own-1"].registry_index_of.startswith(setting.gate._reader_identity() + "@")
     assert all(rows[n].registry_index is None for n in ("theirs", "other-key", "never"))
     assert setting.consented() == {"own-1", "own-2"}  # the second read, by the stored indexes
 
@@ -102,7 +102,7 @@ def test_an_index_cached_under_another_deployment_is_not_used_but_resolved_again
     assert setting.consented() == set()
     assert setting.rows()["own"].registry_index == theirs_index - 1  # resolved again: its own index
     # The same on this registry, but verified on a block this chain no longer has (restarted from older state).
-    identity = chain.hospital.registry_identity()
+    identity = setting.gate._reader_identity()
     setting.cache("own", theirs_index, f"{identity}@{block}:{'00' * 8}")
     assert setting.consented() == set()
     assert setting.rows()["own"].registry_index == theirs_index - 1
@@ -188,3 +188,13 @@ def test_past_the_limit_of_verification_blocks_every_candidate_is_resolved_again
     assert setting.consented() == {"first", "second"}
     rows = setting.rows()
     assert rows["first"].registry_index_of == rows["second"].registry_index_of  # both again, under one block
+
+
+def test_an_index_verified_for_another_hospital_account_is_not_used(setting):
+    """The same node.db read for another hospital (a node home pointed at another account): the indexes stored
+    for the first hospital's binding are resolved again, and its patients do not consent for the other."""
+    chain = setting.chain
+    setting.add("own", enrolled_by=chain.hospital)
+    assert setting.consented() == {"own"}
+    setting.gate = ConsentGate(chain.hospital, setting.store, None, hospital_account=chain.other_hospital.address)
+    assert setting.consented() == set()
