@@ -13,11 +13,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eth_utils import keccak
+from sqlalchemy import bindparam, update
+
 from contracts.ledger import ChainReset, ChainUnavailable, ContractRejected, Ledger, LedgerError
 from federation import monitoring, protocol
 from federation.ids import Pseudonym, StudyId
 from node.store import Patient, Store
 from node.vault import Vault, VaultError
+
+
+# Distinct blocks the stored enrolment indexes were verified on that a read checks (one block hash each); past it
+# the gate resolves every candidate again. Each round that meets patients new to it adds one.
+MAX_VERIFICATIONS = 32
 
 
 class Refusal(Exception):
@@ -110,15 +118,18 @@ class ConsentGate:
     @monitoring.consent_read()
     def consented(self, study_id: bytes, block: int, *, cohort: str) -> list[Patient]:
         """The candidates of `cohort` whose consent held at `block`, as this hospital enrolled them; nothing is
-        decrypted (the node writes its intent to read them before `open_records`)."""
+        decrypted (the node writes its intent to read them before `open_records`).
+
+        Consent is read by each candidate's enrolment index (`Ledger.consents_by_index`). A candidate without a
+        trusted index has it resolved first, at `block`, from this hospital's own binding of pseudonym and consent
+        key (`Ledger.enrolment_indexes`, consentBitmapFor's check): 0, another hospital's enrolment or another key,
+        means no consent this round. A resolved index is stored with the registry and the block it was verified
+        on, and trusted while that block is still this chain's (`_trusted_tags`): enrolments never change."""
         # Never-enrolled patients have no key to check against: they are no candidates at all.
         candidates: list[Patient] = [p for p in self.store.candidates(cohort) if p.consent_key]
-        pseudonyms = [Pseudonym.parse(p.pseudonym) for p in candidates]
         try:
-            answer = self.ledger.consents(
-                study_id, pseudonyms, block=block, hospital=self.hospital_account,
-                keys=[p.consent_key for p in candidates],
-            )
+            indexes = self._indexes(candidates, block)
+            answer = self.ledger.consents_by_index(study_id, indexes, block=block)
         except ChainUnavailable as exc:
             raise Refusal(protocol.CHAIN_UNAVAILABLE, f"no data used: {exc}") from exc
         except ChainReset as exc:
@@ -127,7 +138,66 @@ class ConsentGate:
             raise Refusal(protocol.CONSENT_UNCLEAR, f"no data used: the consent answer is unclear: {exc}") from exc
         if len(answer) != len(candidates) or not all(isinstance(flag, bool) for flag in answer):
             raise Refusal(protocol.CONSENT_UNCLEAR, "no data used: the consent answer does not match the candidates")
-        return [patient for patient, flag in zip(candidates, answer) if flag]
+        return [patient for patient, index, flag in zip(candidates, indexes, answer) if flag and index]
+
+    def _indexes(self, candidates: list[Patient], block: int) -> list[int]:
+        """Each candidate's enrolment index (0: not this hospital's enrolment with the stored key, at `block`):
+        stored ones whose verification is still this chain's, the others resolved at `block` and stored."""
+        identity = self._reader_identity()
+        trusted = self._trusted_tags({p.registry_index_of for p in candidates if p.registry_index}, identity)
+        indexes = [p.registry_index if p.registry_index and p.registry_index_of in trusted else 0 for p in candidates]
+        unknown = [i for i, index in enumerate(indexes) if not index]
+        if not unknown:
+            return indexes
+        found = self.ledger.enrolment_indexes(
+            [Pseudonym.parse(candidates[i].pseudonym) for i in unknown], [candidates[i].consent_key for i in unknown],
+            hospital=self.hospital_account, block=block,
+        )
+        if len(found) != len(unknown):
+            raise LedgerError("the enrolment indexes do not match the candidates")
+        tag = f"{identity}@{block}:{self.ledger.block_hash(block)[2:18]}"
+        resolved = []
+        for i, index in zip(unknown, found):
+            indexes[i] = index
+            if index:
+                resolved.append({"patient_id": candidates[i].id, "index": index, "tag": tag})
+        if resolved:
+            table = Patient.__table__
+            with self.store.engine.begin() as connection:
+                connection.execute(
+                    update(table).where(table.c.id == bindparam("patient_id"))
+                    .values(registry_index=bindparam("index"), registry_index_of=bindparam("tag")),
+                    resolved,
+                )
+        return indexes
+
+    def _reader_identity(self) -> str:
+        """Who verified a stored index: this deployment of the registry (`Ledger.registry_identity`) and this
+        hospital, whose binding the index stands for."""
+        named = f"{self.ledger.registry_identity()}:{self.hospital_account.lower()}"
+        return keccak(text=named)[:8].hex()
+
+    def _trusted_tags(self, tags: set[str | None], identity: str) -> set[str]:
+        """The stored verifications ("<identity>@<block>:<hash>") still true here: made on this registry for this
+        hospital, at a block this chain still has with that hash. A chain restarted from an older state file, or reorganised,
+        may have given the index to another patient; then the patient's index is resolved again. Past
+        MAX_VERIFICATIONS blocks, none is trusted: every candidate is resolved again, under one block."""
+        if len(tags) > MAX_VERIFICATIONS:
+            return set()
+        trusted = set()
+        for tag in tags:
+            of, _, verified = (tag or "").partition("@")
+            number, _, block_hash = verified.partition(":")
+            if of != identity or not number.isdigit() or len(block_hash) != 16:
+                continue
+            try:
+                if self.ledger.block_hash(int(number))[2:18] == block_hash:
+                    trusted.add(tag)
+            except (ChainUnavailable, ChainReset):
+                raise
+            except LedgerError:  # a block this chain does not have
+                continue
+        return trusted
 
     def open_records(self, study_id: bytes, block: int, patients: list[Patient], *, fields: tuple[str, ...]) -> Admitted:
         """Decrypt the records of `patients` (whose consent `consented` checked); only `fields` leave the gate."""

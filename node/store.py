@@ -46,6 +46,13 @@ class Patient(SQLModel, table=True):
     # person are one unit of privacy (node/privacy.py one_record_per_person). None: the record is its own person.
     person: str | None = Field(default=None, index=True)
     imported_at: datetime = Field(default_factory=_now)
+    # The patient's enrolment index on the consent registry, once the consent gate verified at a pinned block that
+    # this hospital enrolled `pseudonym` with `consent_key` (node/consent_gate.py), and what it was verified on:
+    # "<digest of the registry's identity and the hospital>@<block>:<the block's hash, 16 hex digits>". Enrolments never change, so the gate reads
+    # consent by index while that block is still the chain's. Whoever changes `pseudonym` or `consent_key` of an
+    # enrolled patient must clear both (nothing does today: both are written once, at import and at enrolment).
+    registry_index: int | None = None
+    registry_index_of: str | None = None
 
 
 class PatientSource(SQLModel, table=True):

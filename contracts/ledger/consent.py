@@ -7,15 +7,15 @@ registry contract), ``self.address``, ``self._read`` and ``self._transact``.
 
 from __future__ import annotations
 
-import re
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Sequence
 
 import eth_abi
-import numpy
 from eth_utils import keccak
 from web3 import HTTPProvider
 
+from contracts.ledger.consent_reads import (  # noqa: F401 - the bulk read's calldata, used by tests and benchmarks
+    CONSENT_READERS, ConsentReads, _concurrent, _word32, abi_arrays, address_word,
+)
 from contracts.ledger.errors import ChainUnavailable, ContractRejected, LedgerError
 from contracts.ledger.records import ConsentChange
 from contracts.ledger.signing import SignedCancel, SignedGrant, SignedRevoke
@@ -35,8 +35,6 @@ OWN_CONSENT_BITMAP_SELECTOR = keccak(text="consentBitmapFor(bytes32,address,byte
 HAS_CONSENT_SELECTOR = keccak(text="hasConsent(bytes32,bytes32)")[:4]
 CONSENT_OF_SELECTOR = keccak(text="consentOf(bytes32,bytes32)")[:4]
 PATIENT_OF_SELECTOR = keccak(text="patientOf(bytes32)")[:4]
-# eth_calls of one bulk read in flight at once (a chain node answers each on a thread of its own).
-CONSENT_READERS = 4
 ENROL_BATCH = 200
 GRANT_BATCH = 100
 REVOKE_BATCH = 100
@@ -44,8 +42,8 @@ REVOKE_BATCH = 100
 REFUSALS = ("Valid", "Expired", "UnknownPseudonym", "NonceSpent", "WrongNonce", "WrongSigner")
 
 
-class ConsentCalls:
-    """Reads and writes of the ConsentRegistry."""
+class ConsentCalls(ConsentReads):
+    """Reads and writes of the ConsentRegistry (the consent gate's reads by enrolment index: ConsentReads)."""
 
     # ---- reads ----
 
@@ -74,20 +72,13 @@ class ConsentCalls:
             head = CONSENT_BITMAP_SELECTOR + study
         else:
             head = OWN_CONSENT_BITMAP_SELECTOR + study + address_word(hospital)
-        chunks = [(start, min(start + batch, len(pseudonyms))) for start in range(0, len(pseudonyms), batch)]
 
-        def read(chunk: tuple[int, int]) -> list[bool]:
-            start, end = chunk
+        def read(start: int, end: int) -> list[bool]:
             data = head + abi_arrays(pseudonyms[start:end], None if keys is None else keys[start:end],
                                   head_words=(len(head) - 4) // 32)
             return self._bitmap(self._raw_call(data, block), end - start)
 
-        if len(chunks) > 1 and _concurrent(self.w3):
-            with ThreadPoolExecutor(max_workers=min(CONSENT_READERS, len(chunks))) as pool:
-                parts = list(pool.map(read, chunks))
-        else:
-            parts = [read(chunk) for chunk in chunks]
-        return [consenting for part in parts for consenting in part]
+        return self._in_chunks(read, len(pseudonyms), batch)
 
     def _raw_call(self, data: bytes, block: int | str) -> bytes:
         """One eth_call to the registry at `block`, as raw bytes. Over HTTP it goes to the provider as it is
@@ -280,56 +271,3 @@ class ConsentFollower:
         changes = self.ledger.consent_changes(self.study_id, from_block=self.next_block, to_block=latest)
         self.next_block = latest + 1
         return changes
-
-
-# ---- the bulk read's calldata, by hand (as abi.encode lays it out) ----
-
-ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-
-
-def _word32(value: bytes, what: str) -> bytes:
-    if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
-        raise ValueError(f"{what} must be 32 bytes")
-    return bytes(value)
-
-
-def address_word(address: str) -> bytes:
-    """An address as an ABI word (twelve zero bytes, then its twenty)."""
-    if not isinstance(address, str) or not ADDRESS.fullmatch(address):
-        raise ValueError(f"not an address: {address!r}")
-    return bytes(12) + bytes.fromhex(address[2:])
-
-
-def _address_words(keys: Sequence[str]) -> bytes:
-    """Many addresses as ABI words, checked all at once (0x and 40 hex digits each; any letter case)."""
-    n = len(keys)
-    joined = "".join(keys)
-    if len(joined) != 42 * n or joined[0::42] != "0" * n or joined[1::42].lower() != "x" * n:
-        raise ValueError("every consent key must be an address: 0x and 40 hex digits")
-    try:
-        raw = bytes.fromhex(joined.replace("0x", "").replace("0X", ""))  # an "x" elsewhere leaves raw short
-    except ValueError:
-        raw = b""
-    if len(raw) != 20 * n:
-        raise ValueError("every consent key must be an address: 0x and 40 hex digits")
-    words = numpy.zeros((n, 32), dtype=numpy.uint8)
-    words[:, 12:] = numpy.frombuffer(raw, dtype=numpy.uint8).reshape(n, 20)
-    return words.tobytes()
-
-
-def abi_arrays(pseudonyms: Sequence[bytes], keys: Sequence[str] | None, *, head_words: int) -> bytes:
-    """abi.encode's tail of (bytes32[] pseudonyms[, address[] keys]) after `head_words` static words."""
-    n = len(pseudonyms)
-    packed = b"".join(pseudonyms)
-    if len(packed) != 32 * n or (n and set(map(len, pseudonyms)) != {32}):
-        raise ValueError("every pseudonym must be 32 bytes")
-    first = 32 * (head_words + (1 if keys is None else 2))
-    if keys is None:
-        return first.to_bytes(32, "big") + n.to_bytes(32, "big") + packed
-    head = first.to_bytes(32, "big") + (first + 32 + 32 * n).to_bytes(32, "big")
-    return head + n.to_bytes(32, "big") + packed + n.to_bytes(32, "big") + _address_words(keys)
-
-
-def _concurrent(w3) -> bool:
-    """Whether eth_calls may go out in parallel: over HTTP (the in-process test chain is not thread-safe)."""
-    return isinstance(w3.provider, HTTPProvider)

@@ -86,6 +86,7 @@ contract ConsentRegistry is SaltedEIP712 {
     error WrongSigner(bytes32 pseudonym);
     error TooManyPatients();
     error EnrolmentNotCommitted(bytes32 commitment);
+    error IndexesNotPacked(uint256 length);
 
     event PatientEnrolled(bytes32 indexed pseudonym, address indexed hospital, address indexed key);
     event ConsentGranted(bytes32 indexed pseudonym, bytes32 indexed studyId, uint64 validFrom, uint64 validUntil);
@@ -103,7 +104,8 @@ contract ConsentRegistry is SaltedEIP712 {
 
     /// @notice Commit to an enrolment before making it, so that nobody can enrol the same pseudonyms first.
     /// @dev The commitment is `enrolmentCommitment(msg.sender, pseudonyms, keys)`; it reveals neither.
-    /// Requirements: the caller is an active hospital. A repeated commitment keeps its first block.
+    /// Requirements: the caller is the current signer of an active hospital (Consortium.hospitalOf). A repeated
+    /// commitment keeps its first block.
     /// Emits {EnrolmentCommitted}.
     /// @param commitment keccak256(abi.encode(hospital, pseudonyms, keys)) of the enrolment to come
     function commitEnrolment(bytes32 commitment) external {
@@ -127,8 +129,9 @@ contract ConsentRegistry is SaltedEIP712 {
     /// the hospital must have committed to exactly this enrolment (its own address, the pseudonyms and the
     /// keys) in an earlier block: another hospital that copies the pseudonyms from the pending transaction
     /// has no commitment of its own from before it saw them, and a copied commitment names the wrong hospital.
-    /// Requirements: the caller is an active hospital; the lists have the same length; the commitment was
-    /// made in an earlier block (it is used up); no key is zero; no pseudonym is enrolled already.
+    /// Requirements: the caller is the current signer of an active hospital (Consortium.hospitalOf); the lists
+    /// have the same length; the commitment was made in an earlier block (it is used up); no key is zero; no
+    /// pseudonym is enrolled already.
     /// Emits {PatientEnrolled} for each patient.
     function enrol(bytes32[] calldata pseudonyms, address[] calldata keys) external {
         address hospital = consortium.hospitalOf(msg.sender); // the hospital its current signer acts for
@@ -286,6 +289,60 @@ contract ConsentRegistry is SaltedEIP712 {
                 _enrolledBy[pseudonym] == hospital && _patients[pseudonym].key == keys[i]
                     && hasConsent(pseudonym, studyId)
             ) bits[i >> 8] |= uint256(1) << (i & 255);
+        }
+    }
+
+    /// @notice The enrolment index of each pseudonym, if `hospital` enrolled it bound to the consent key keys[i]
+    /// (the key the hospital stored when it enrolled the patient), else 0: the binding {consentBitmapFor} checks,
+    /// without the consent. An enrolment never changes once made ({enrol} refuses a pseudonym enrolled already and
+    /// nothing else writes the key, the hospital or the index), so an index verified at a block the caller trusts
+    /// stays true: from then on the caller may read the patient's consent by index ({consentBitmapOfIndexes}).
+    /// @dev Requirements: the lists have the same length. Costs two cold storage reads per pseudonym.
+    function enrolmentIndexes(address hospital, bytes32[] calldata pseudonyms, address[] calldata keys)
+        external
+        view
+        returns (uint32[] memory indexes)
+    {
+        if (pseudonyms.length != keys.length) revert LengthMismatch();
+        indexes = new uint32[](pseudonyms.length);
+        for (uint256 i = 0; i < pseudonyms.length; ++i) {
+            bytes32 pseudonym = pseudonyms[i];
+            if (_enrolledBy[pseudonym] != hospital) continue;
+            Patient memory patient = _patients[pseudonym];
+            if (patient.key == keys[i]) indexes[i] = patient.index;
+        }
+    }
+
+    /// @notice Consent for `studyId` at the block of the call of the patients at these enrolment indexes, as a
+    /// bitmap: bit (i % 256) of word (i / 256) is set when the window of the patient at indexes[i] holds
+    /// (validFrom <= block.timestamp < validUntil). Index 0, or one beyond {patientCount}, reads as no consent.
+    /// @dev Reads consent windows only, not who enrolled a patient or with which key: it trusts the caller to pass
+    /// indexes it verified with {enrolmentIndexes} (at a block on this chain), so that an index names the patient
+    /// the caller means. Costs one storage read per four consecutive indexes (one per index at worst).
+    /// Requirements: `indexes` is big-endian uint32s packed four bytes each (4 bytes of calldata per patient).
+    function consentBitmapOfIndexes(bytes32 studyId, bytes calldata indexes)
+        external
+        view
+        returns (uint256[] memory bits)
+    {
+        if (indexes.length % 4 != 0) revert IndexesNotPacked(indexes.length);
+        uint256 count = indexes.length / 4;
+        uint256 patients = patientCount;
+        bits = new uint256[]((count + 255) / 256);
+        mapping(uint256 => uint256) storage words = _windows[studyId];
+        uint256 wordAt = type(uint256).max; // the word last read: consecutive patients share words
+        uint256 word = 0;
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 index = uint32(bytes4(indexes[4 * i:4 * i + 4]));
+            if (index == 0 || index > patients) continue;
+            if (index >> 2 != wordAt) {
+                wordAt = index >> 2;
+                word = words[wordAt];
+            }
+            uint256 lane = word >> ((index & 3) * 64);
+            if (lane & type(uint32).max <= block.timestamp && block.timestamp < (lane >> 32) & type(uint32).max) {
+                bits[i >> 8] |= uint256(1) << (i & 255);
+            }
         }
     }
 

@@ -82,7 +82,8 @@ def test_refuses_when_the_chain_cannot_be_reached(hospital, tmp_path):
 
 
 def test_refuses_a_malformed_consent_answer(hospital, monkeypatch):
-    monkeypatch.setattr(hospital.chain.hospital, "consents", lambda study, pseudonyms, block, **_: [True])
+    # The gate reads consent by enrolment index (node/consent_gate.py `consented`).
+    monkeypatch.setattr(hospital.chain.hospital, "consents_by_index", lambda study, indexes, block, **_: [True])
     with pytest.raises(Refusal) as refusal:
         hospital.node.train(hospital.config(1), fresh_state())
     assert refusal.value.code == protocol.CONSENT_UNCLEAR
