@@ -1,18 +1,18 @@
 """a portal session holds the consent key wrapped for it (docs/portal.md, Key custody)
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-30 16:20:00
 
-Idempotent, like 0003. Sessions opened before have no wrap: their changes open the sealed key, as before.
+Idempotent, like 0003 and 0004. Sessions opened before have no wrap: their changes open the sealed key, as before.
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0004'
-down_revision = '0003'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
