@@ -146,8 +146,7 @@ class Ledger(ConsentCalls, GovernanceCalls):
 
     def block_hash(self, block: int) -> str:
         """The hash (0x hex) of the chain's block at number `block`."""
-        found = self._read(lambda: self.w3.eth.get_block(block))
-        return "0x" + bytes(found["hash"]).hex()
+        return "0x" + bytes(self._read(lambda: self.w3.eth.get_block(block))["hash"]).hex()
 
     def block_timestamp(self, block: int | str = "latest") -> int:
         return int(self._read(lambda: self.w3.eth.get_block(block)["timestamp"]))
