@@ -38,6 +38,7 @@ from contracts.ledger.errors import (
 from contracts.ledger.governance import GovernanceCalls
 from contracts.ledger.keys import load_key
 from contracts.ledger.records import NodeKeyEvent, RoundAnchor, StudyTerms, from_bytes32, to_bytes32
+from contracts.ledger.sending import send_transaction
 from contracts.ledger.signing import sign_round_reply
 from federation.ids import Digest, StudyId, from_hex0x
 from federation.protocol import RoundReply
@@ -377,16 +378,8 @@ class Ledger(ConsentCalls, GovernanceCalls):
             raise LedgerError("this ledger client is read-only: it has no account key")
 
         def send():
-            tx = fn.build_transaction(
-                {
-                    "from": self.signer,
-                    "nonce": self.w3.eth.get_transaction_count(self.signer, "pending"),
-                    "chainId": self.deployment.chain_id,
-                }
-            )
-            signed = Account.sign_transaction(tx, self._key)
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout_s)
+            return send_transaction(self.w3, fn, signer=self.signer, key=self._key, chain_id=self.deployment.chain_id,
+                                    receipt_timeout_s=self.receipt_timeout_s)
 
         try:
             receipt = self._read(send)
