@@ -58,7 +58,7 @@ def withdraw(session: Session, state, account: PortalAccount, *, password: str, 
     if account.key_custody == "wallet":
         raise PortalError("your consent key is in your wallet, not in the portal: log in and sign the withdrawal "
                           "with your wallet", status=409)
-    ledger, sid = state.ledger, ids.StudyId.parse(study_id)
+    ledger, sid = state.chain, ids.StudyId.parse(study_id)  # the ChainView: studies and clock shared
     studies.require_study(ledger, sid)
     message = studies.revoke_message(ledger, ids.Pseudonym.parse(account.pseudonym), sid,
                                      deadline_s=state.settings.signature_deadline_s)
@@ -80,7 +80,7 @@ def revoke_typed_data(state, account: PortalAccount, *, study_id: str) -> dict:
     if account.key_custody != "wallet":
         raise PortalError("the portal keeps your consent key under your password: send it to POST /api/withdrawals",
                           status=409)
-    ledger, sid = state.ledger, ids.StudyId.parse(study_id)
+    ledger, sid = state.chain, ids.StudyId.parse(study_id)  # the ChainView: studies and clock shared
     studies.require_study(ledger, sid)
     message = studies.revoke_message(ledger, ids.Pseudonym.parse(account.pseudonym), sid,
                                      deadline_s=state.settings.signature_deadline_s)
@@ -93,7 +93,7 @@ def relay_signed(session: Session, state, *, username: str, study_id: str, nonce
     before anything is stored; an unknown user name or one without a wallet answers as a wrong signature."""
     account = session.exec(select(PortalAccount).where(PortalAccount.username == username)).first()
     session.commit()  # no connection held while the chain is asked
-    ledger, sid = state.ledger, ids.StudyId.parse(study_id)
+    ledger, sid = state.chain, ids.StudyId.parse(study_id)  # the ChainView: studies and clock shared
     studies.require_study(ledger, sid)
     wallet = account is not None and account.key_custody == "wallet"
     pseudonym = ids.Pseudonym.parse(account.pseudonym) if wallet else bytes(32)
