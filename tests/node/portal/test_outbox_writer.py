@@ -58,3 +58,21 @@ def test_a_patient_with_a_change_on_its_way_is_refused_alone_and_within_one_batc
     writer._commit([(_change(8), first), (_change(8), second)])
     answers = [first.exception(), second.exception()]
     assert answers[0] is None and isinstance(answers[1], PortalError) and answers[1].status == 409
+
+
+def test_a_database_that_cannot_be_written_answers_503_and_stores_nothing(store, monkeypatch):
+    """A full or read-only disk fails the group's commit: each waiting request hears a 503 it can act on."""
+    from sqlalchemy.exc import OperationalError
+
+    writer = OutboxWriter(store)
+
+    def failing_commit(_self):
+        raise OperationalError("COMMIT", {}, Exception("database or disk is full"))
+
+    monkeypatch.setattr("sqlmodel.Session.commit", failing_commit)
+    with pytest.raises(PortalError) as refused:
+        writer.store(_change(9))
+    assert refused.value.status == 503 and "nothing was sent" in str(refused.value)
+    monkeypatch.undo()
+    with store.session() as db:
+        assert db.query(ConsentRelay).count() == 0
