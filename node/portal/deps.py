@@ -5,7 +5,6 @@ token check."""
 from __future__ import annotations
 
 import logging
-
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
