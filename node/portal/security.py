@@ -31,6 +31,19 @@ def _scrypt(password: str, salt: bytes) -> bytes:
     return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
 
 
+def _seal(key: bytes, plaintext: bytes, *, associated: str) -> bytes:
+    """AES-256-GCM under `key`, a fresh nonce in front; `associated` (the pseudonym) binds it to its account."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated.encode())
+
+
+def _open(key: bytes, sealed: bytes, *, associated: str) -> bytes:
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated.encode())
+    except (InvalidTag, ValueError):
+        raise WrongPassword("the password is not correct") from None
+
+
 def hash_password(password: str) -> tuple[bytes, bytes]:
     salt = secrets.token_bytes(SALT_BYTES)
     return salt, _scrypt(password, salt)
@@ -48,15 +61,11 @@ def burn_password_time(password: str) -> None:
 def seal_key(private_key: bytes, password: str, *, associated: str) -> tuple[bytes, bytes]:
     """Encrypt a consent key under a key derived from the password; returns (key_salt, sealed)."""
     salt = secrets.token_bytes(SALT_BYTES)
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    return salt, nonce + AESGCM(_scrypt(password, salt)).encrypt(nonce, private_key, associated.encode())
+    return salt, _seal(_scrypt(password, salt), private_key, associated=associated)
 
 
 def open_key(sealed: bytes, salt: bytes, password: str, *, associated: str) -> bytes:
-    try:
-        return AESGCM(_scrypt(password, salt)).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated.encode())
-    except (InvalidTag, ValueError):
-        raise WrongPassword("the password is not correct") from None
+    return _open(_scrypt(password, salt), sealed, associated=associated)
 
 
 def _session_key(token: str, password: str) -> bytes:
@@ -66,16 +75,11 @@ def _session_key(token: str, password: str) -> bytes:
 
 def wrap_for_session(private_key: bytes, token: str, password: str, *, associated: str) -> bytes:
     """The consent key encrypted for one login session: `token` is the session cookie's secret."""
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    return nonce + AESGCM(_session_key(token, password)).encrypt(nonce, private_key, associated.encode())
+    return _seal(_session_key(token, password), private_key, associated=associated)
 
 
 def unwrap_for_session(wrapped: bytes, token: str, password: str, *, associated: str) -> bytes:
-    try:
-        return AESGCM(_session_key(token, password)).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
-                                                             associated.encode())
-    except (InvalidTag, ValueError):
-        raise WrongPassword("the password is not correct") from None
+    return _open(_session_key(token, password), wrapped, associated=associated)
 
 
 def new_enrolment_code() -> str:
