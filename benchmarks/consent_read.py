@@ -19,7 +19,7 @@ from contracts import ledger as lg
 from contracts.devchain.anvil import start_anvil
 from contracts.ledger.consent import OWN_CONSENT_BATCH, abi_arrays, address_word
 from contracts.ledger.consent_reads import (
-    CONSENT_BY_INDEX_BATCH, CONSENT_BY_INDEX_SELECTOR, CONSENT_READERS, ENROLMENT_INDEX_BATCH, _packed_indexes,
+    CONSENT_BY_INDEX_BATCH, CONSENT_READERS, ENROLMENT_INDEX_BATCH, _packed_indexes, consent_by_index_call,
 )
 from deploy import processes
 from deploy.consortium import Consortium
@@ -58,8 +58,7 @@ def _calls_only_s(ledger: lg.Ledger, study: bytes, indexes: list[int], block: in
     """The read by index with its calldata encoded beforehand and the answers left undecoded: the chain's share."""
     packed = _packed_indexes(indexes)
     step = 4 * CONSENT_BY_INDEX_BATCH
-    calls = [CONSENT_BY_INDEX_SELECTOR + study + (64).to_bytes(32, "big") + len(chunk).to_bytes(32, "big") + chunk
-             + bytes(-len(chunk) % 32) for chunk in (packed[at:at + step] for at in range(0, len(packed), step))]
+    calls = [consent_by_index_call(study, packed[at:at + step]) for at in range(0, len(packed), step)]
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=CONSENT_READERS) as pool:
         list(pool.map(lambda data: ledger._raw_call(data, block), calls))

@@ -63,11 +63,9 @@ class ConsentReads:
         consent windows only: pass indexes `enrolment_indexes` verified on this chain (0 reads as no consent)."""
         study = _word32(study_id, "the study id")
         packed = _packed_indexes(indexes)
-        head = CONSENT_BY_INDEX_SELECTOR + study + (64).to_bytes(32, "big")
 
         def read(start: int, end: int) -> list[bool]:
-            chunk = packed[4 * start: 4 * end]
-            data = head + len(chunk).to_bytes(32, "big") + chunk + bytes(-len(chunk) % 32)
+            data = consent_by_index_call(study, packed[4 * start: 4 * end])
             return self._bitmap(self._raw_call(data, block), end - start)
 
         return self._in_chunks(read, len(packed) // 4, CONSENT_BY_INDEX_BATCH)
@@ -99,6 +97,12 @@ class ConsentReads:
             raise self._reset_or(LedgerError(f"the enrolment indexes of {count} pseudonyms do not decode "
                                              f"({len(raw)} bytes, {64 + 32 * count} expected)"))
         return words[:, 28:].copy().view(">u4").ravel().tolist()
+
+
+def consent_by_index_call(study: bytes, packed: bytes) -> bytes:
+    """consentBitmapOfIndexes(study, packed)'s calldata: the selector, the study, then the bytes argument."""
+    return (CONSENT_BY_INDEX_SELECTOR + study + (64).to_bytes(32, "big") + len(packed).to_bytes(32, "big") + packed
+            + bytes(-len(packed) % 32))
 
 
 def _packed_indexes(indexes: Sequence[int]) -> bytes:
