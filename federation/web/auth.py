@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from federation.web.models import AccessToken, ActionLog, WebSession, aware, now
 
@@ -93,24 +93,33 @@ LAST_SEEN_STEP_S = 60
 
 def live_session(db: Session, table, cookie_token: str | None, *, idle_s: int):
     """The live row of a cookie in a session table (WebSession, or any table with token_hash, expires_at and
-    last_seen); an expired or idle row is deleted and None returned. A live one has its last_seen moved on once
-    it is a tenth of the idle time old (at most a minute): every write to the database is a serialised fsync, and
-    a session ends at most that step early."""
-    if not cookie_token or len(cookie_token) > 200:
-        return None
-    row = db.exec(select(table).where(table.token_hash == hash_token(cookie_token))).first()
-    if row is None:
-        return None
-    moment = now()
-    if aware(row.expires_at) <= moment or aware(row.last_seen) + timedelta(seconds=idle_s) <= moment:
-        db.delete(row)
+    last_seen); an expired or idle row is deleted and None returned (`live_sessions` for one cookie)."""
+    return live_sessions(db, table, [cookie_token], idle_s=idle_s).get(cookie_token or "")
+
+
+def live_sessions(db: Session, table, cookie_tokens: list[str | None], *, idle_s: int) -> dict:
+    """The live rows of many cookies, read with one query: {cookie token: row} (unknown, expired and idle ones
+    left out; expired and idle rows deleted). A live row has its last_seen moved on once it is a tenth of the
+    idle time old (at most a minute): every write to the database is a serialised fsync, and a session ends at
+    most that step early. At most one commit, for all of them."""
+    hashes = {hash_token(t): t for t in cookie_tokens if t and len(t) <= 200}
+    if not hashes:
+        return {}
+    rows = db.exec(select(table).where(col(table.token_hash).in_(list(hashes)))).all()
+    moment, live, written = now(), {}, False
+    for row in rows:
+        if aware(row.expires_at) <= moment or aware(row.last_seen) + timedelta(seconds=idle_s) <= moment:
+            db.delete(row)
+            written = True
+            continue
+        if aware(row.last_seen) + timedelta(seconds=min(LAST_SEEN_STEP_S, idle_s / 10)) <= moment:
+            row.last_seen = moment
+            db.add(row)
+            written = True
+        live[hashes[row.token_hash]] = row
+    if written:
         db.commit()
-        return None
-    if aware(row.last_seen) + timedelta(seconds=min(LAST_SEEN_STEP_S, idle_s / 10)) <= moment:
-        row.last_seen = moment
-        db.add(row)
-        db.commit()
-    return row
+    return live
 
 
 def close_session(db: Session, session: WebSession) -> None:

@@ -49,6 +49,8 @@ class Caller:
 
 # How an app finds the holder of a live session row: (db, session row) -> (holder, name, role) or None.
 HolderOf = Callable[[Session, Any], "tuple[Any, str, str] | None"]
+# Optionally, how it loads the holders of many rows with one query before `HolderOf` is asked for each.
+HoldersOf = Callable[[Session, list], None]
 
 
 def token_holder_of(db: Session, row) -> tuple[Any, str, str] | None:
@@ -64,10 +66,10 @@ class Guard:
     console token may stand in for the cookie (`Authorization: Bearer ...`, scripts)."""
 
     def __init__(self, *, cookie_name: str, idle_s: int, roles: tuple[str, ...] | None = None, bearer: bool = True,
-                 table=auth.WebSession, holder_of: HolderOf = token_holder_of,
+                 table=auth.WebSession, holder_of: HolderOf = token_holder_of, holders_of: HoldersOf | None = None,
                  not_logged_in: str = "not logged in: send Authorization: Bearer <token>, or log in again"):
         self.cookie_name, self.idle_s, self.roles, self.bearer = cookie_name, idle_s, roles, bearer
-        self.table, self.holder_of, self.not_logged_in = table, holder_of, not_logged_in
+        self.table, self.holder_of, self.holders_of, self.not_logged_in = table, holder_of, holders_of, not_logged_in
 
     def identify(self, request: Request, db: Session, *, cookie_only: bool = False) -> Caller | None:
         """The caller of a request: a Bearer token first (unless `cookie_only`), else the session cookie."""
@@ -75,15 +77,29 @@ class Guard:
         if self.bearer and not cookie_only and scheme.lower() == "bearer" and token.strip():
             holder = auth.token_holder(db, token.strip())
             return self._admit(Caller(holder, None, client_ip(request), holder.name, holder.role) if holder else None)
-        row = auth.live_session(db, self.table, request.cookies.get(self.cookie_name), idle_s=self.idle_s)
-        if row is None:
-            return None
-        found = self.holder_of(db, row)
-        if found is None:
-            auth.close_session(db, row)
-            return None
-        holder, name, role = found
-        return self._admit(Caller(holder, row, client_ip(request), name, role))
+        return self.callers(db, [request.cookies.get(self.cookie_name)], [client_ip(request)])[0]
+
+    def callers(self, db: Session, cookies: list[str | None], clients: list[str]) -> list[Caller | None]:
+        """The callers of many requests' session cookies, in order (None where there is none), from one query
+        for the sessions and, with `holders_of`, one for their holders."""
+        rows = auth.live_sessions(db, self.table, cookies, idle_s=self.idle_s)
+        if self.holders_of is not None and rows:
+            self.holders_of(db, list(rows.values()))
+        found_for: dict[str, Caller | None] = {}
+        for cookie, row in rows.items():
+            found = self.holder_of(db, row)
+            if found is None:
+                auth.close_session(db, row)
+                found_for[cookie] = None
+                continue
+            holder, name, role = found
+            found_for[cookie] = Caller(holder, row, "", name, role)
+        callers = []
+        for cookie, client in zip(cookies, clients):
+            caller = found_for.get(cookie or "")
+            callers.append(self._admit(Caller(caller.holder, caller.session, client, caller.name, caller.role)
+                                       if caller else None))
+        return callers
 
     def _admit(self, caller: Caller | None) -> Caller | None:
         return caller if caller and (self.roles is None or caller.role in self.roles) else None
@@ -91,19 +107,27 @@ class Guard:
     def require(self, request: Request, db: Session) -> Caller:
         """The caller of an API request, or WebError: 401 without a valid token or session, 403 when a request
         that changes something comes with a session cookie but without its X-CSRF-Token header."""
-        caller = self.identify(request, db)
+        return self.admit_api(self.identify(request, db), method=request.method,
+                              csrf=request.headers.get("x-csrf-token"))
+
+    def admit_api(self, caller: Caller | None, *, method: str, csrf: str | None) -> Caller:
+        """`require`'s checks of a caller found already (`callers`): 401 for none, 403 for a change without the
+        session's CSRF token."""
         if caller is None:
             raise WebError(self.not_logged_in, status=401,
                            headers={"WWW-Authenticate": "Bearer"} if self.bearer else None)
-        if caller.session is not None and request.method not in SAFE_METHODS:
-            if not auth.csrf_ok(request.headers.get("x-csrf-token"), caller.session):
+        if caller.session is not None and method not in SAFE_METHODS:
+            if not auth.csrf_ok(csrf, caller.session):
                 raise WebError("missing or wrong CSRF token (send the X-CSRF-Token header)", status=403, code="csrf")
         return caller
 
     def require_page(self, request: Request, db: Session, *, form_csrf: str | None = None) -> Caller:
         """The caller of a page (session cookie only; 401 sends the browser to /login). A posted form's
         `csrf_token` field must be the session's: pass it as `form_csrf` ("" when the form had none)."""
-        caller = self.identify(request, db, cookie_only=True)
+        return self.admit_page(self.identify(request, db, cookie_only=True), form_csrf=form_csrf)
+
+    def admit_page(self, caller: Caller | None, *, form_csrf: str | None) -> Caller:
+        """`require_page`'s checks of a caller found already (`callers`)."""
         if caller is None:
             raise WebError("your session has ended: log in again", status=401)
         if form_csrf is not None and not auth.csrf_ok(form_csrf, caller.session):

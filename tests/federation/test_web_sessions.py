@@ -63,3 +63,18 @@ def test_an_idle_session_still_ends_at_its_idle_time_and_a_short_idle_time_is_tr
     with Session(engine) as db:
         assert auth.live_session(db, WebSession, token, idle_s=10) is not None
     assert len(writes) == 1
+
+
+def test_many_cookies_are_checked_with_one_query_and_one_commit_for_what_changed():
+    engine, writes = _db()
+    fresh = [_open(engine, last_seen_ago_s=1) for _ in range(3)]
+    stale, idle = _open(engine, last_seen_ago_s=120), _open(engine, last_seen_ago_s=901)
+    reads: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_a: reads.append(statement)
+                 if statement.lstrip().upper().startswith("SELECT") else None)
+    writes.clear()
+    with Session(engine) as db:
+        live = auth.live_sessions(db, WebSession, [*fresh, stale, idle, "unknown", None, "x" * 300], idle_s=900)
+    assert set(live) == {*fresh, stale}  # the idle one ended, the unknown and malformed ones were never sessions
+    assert len(reads) == 1
+    assert sorted(w.split()[0].upper() for w in writes) == ["DELETE", "UPDATE"]
