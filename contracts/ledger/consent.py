@@ -38,6 +38,7 @@ PATIENT_OF_SELECTOR = keccak(text="patientOf(bytes32)")[:4]
 ENROL_BATCH = 200
 GRANT_BATCH = 100
 REVOKE_BATCH = 100
+RAW_CALLS_PER_BATCH = 500  # eth_calls in one JSON-RPC batch (patient_states)
 # RevocationSkipped's reason, as ConsentRegistry.Refusal numbers it.
 REFUSALS = ("Valid", "Expired", "UnknownPseudonym", "NonceSpent", "WrongNonce", "WrongSigner")
 
@@ -119,6 +120,47 @@ class ConsentCalls(ConsentReads):
     def patient_nonce(self, pseudonym: bytes) -> int:
         """The patient's next signature nonce (patientOf's second field), at the latest block."""
         return self._words(self._raw_call(PATIENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym"), "latest"), 3)[1]
+
+    def patient_states(self, study_id: bytes, pseudonyms: Sequence[bytes], *, window_block: int
+                       ) -> list[tuple[int, int, int]]:
+        """(next nonce at the latest block, valid_from, valid_until at `window_block`) of each pseudonym for
+        `study_id`, in order: what signing many patients' changes at once needs, asked in JSON-RPC batches."""
+        calls = []
+        for pseudonym in pseudonyms:
+            calls.append((PATIENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym"), "latest"))
+            calls.append((CONSENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym") + _word32(study_id, "the study id"),
+                          window_block))
+        answers = self._raw_calls(calls)
+        states = []
+        for i in range(0, len(answers), 2):
+            nonce = self._words(answers[i], 3)[1]
+            valid_from, valid_until = self._words(answers[i + 1], 2)
+            states.append((nonce, valid_from, valid_until))
+        return states
+
+    def _raw_calls(self, calls: list[tuple[bytes, int | str]], *, per_batch: int = RAW_CALLS_PER_BATCH) -> list[bytes]:
+        """Many eth_calls to the registry (data, block) as raw bytes, in order: over HTTP sent as JSON-RPC batches
+        of `per_batch`; a call answered with an error, or any other provider, goes through `_raw_call` alone
+        (which raises what the client raises everywhere else)."""
+        provider = self.w3.provider
+        if not isinstance(provider, HTTPProvider):
+            return [self._raw_call(data, block) for data, block in calls]
+        answers: list[bytes] = []
+        for start in range(0, len(calls), per_batch):
+            chunk = calls[start:start + per_batch]
+            requests = [("eth_call", [{"to": self.consent.address, "data": "0x" + data.hex()},
+                                      block if isinstance(block, str) else hex(block)]) for data, block in chunk]
+            responses = self._read(lambda: provider.make_batch_request(requests))
+            if not isinstance(responses, list) or len(responses) != len(chunk):
+                responses = [None] * len(chunk)  # an error for the whole batch: each call alone says which
+            for (data, block), response in zip(chunk, responses):
+                result = response.get("result") if isinstance(response, dict) and "error" not in response else None
+                try:
+                    answers.append(bytes.fromhex(result[2:]) if isinstance(result, str) and result.startswith("0x")
+                                   else self._raw_call(data, block))
+                except ValueError:
+                    answers.append(self._raw_call(data, block))
+        return answers
 
     def _words(self, raw: bytes, count: int) -> list[int]:
         """A view's answer of `count` static words (a bool, a struct of integers and addresses)."""
