@@ -3,6 +3,8 @@ asked once per short interval, and everything else, above all the consent and th
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from node.portal.chain_view import ChainView
@@ -49,7 +51,7 @@ def test_many_requests_share_one_read_of_the_studies_terms_and_clock():
 
 def test_what_is_kept_is_read_again_after_its_time_and_other_blocks_are_never_kept():
     ledger = CountingLedger()
-    view = ChainView(lambda: ledger, studies_ttl_s=0.0, clock_ttl_s=0.0)
+    view = ChainView(lambda: ledger, studies_ttl_s=0.0, studies_stale_s=0.0, clock_ttl_s=0.0)
     assert view.block_timestamp() == 1000
     ledger.clock = 1005
     assert view.block_timestamp() == 1005
@@ -60,3 +62,36 @@ def test_what_is_kept_is_read_again_after_its_time_and_other_blocks_are_never_ke
     assert ledger.calls.count("study@latest") == 2 and "study@12" in ledger.calls and "clock@12" in ledger.calls
     assert view.address == ledger.address  # everything else is the ledger's
     assert view.head() == (50, 1005)
+
+
+def test_an_old_answer_is_given_at_once_while_one_background_read_renews_it():
+    ledger = CountingLedger()
+    view = ChainView(lambda: ledger, studies_ttl_s=0.0, studies_stale_s=60.0)
+    view.study(b"s" * 32)
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow_study(study_id, *, block="latest"):
+        started.set()
+        release.wait(5)
+        ledger.calls.append("study@latest")
+        return ("new terms", study_id)
+
+    ledger.study = slow_study
+    assert view.study(b"s" * 32) == ("terms", b"s" * 32)  # answered as kept: nobody waits for the chain
+    assert started.wait(5)
+    assert view.study(b"s" * 32) == ("terms", b"s" * 32)  # one renewal at a time
+    release.set()
+    deadline = time.monotonic() + 5
+    while view.study(b"s" * 32) != ("new terms", b"s" * 32) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert view.study(b"s" * 32) == ("new terms", b"s" * 32)
+    assert ledger.calls.count("study@latest") >= 2
+
+
+def test_an_answer_older_than_the_stale_limit_is_read_before_anyone_is_answered():
+    ledger = CountingLedger()
+    view = ChainView(lambda: ledger, studies_ttl_s=0.0, studies_stale_s=0.0)
+    view.accepted_studies(ledger.address)
+    ledger.accepted_studies = lambda hospital: [b"t" * 32]
+    assert view.accepted_studies(ledger.address) == [b"t" * 32]
