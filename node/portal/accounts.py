@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from eth_account import Account
-from sqlmodel import Session, delete, func, select, update
+from sqlmodel import Session, col, delete, func, select, update
 
 from contracts.ledger import Ledger
 from federation.web import auth
@@ -156,9 +156,13 @@ def real(client_ip: str) -> bool:
 
 
 def too_many(settings: PortalSettings):
+    raise too_many_attempts(settings)
+
+
+def too_many_attempts(settings: PortalSettings) -> PortalError:
     minutes = settings.login_window_s // 60
-    raise PortalError(f"too many failed attempts: try again in {minutes} minutes", status=429,
-                      headers={"Retry-After": str(settings.login_window_s)})
+    return PortalError(f"too many failed attempts: try again in {minutes} minutes", status=429,
+                       headers={"Retry-After": str(settings.login_window_s)})
 
 
 def record_failure(session: Session, *, username: str, client_ip: str) -> None:
@@ -181,9 +185,28 @@ def check_password_attempts(session: Session, settings: PortalSettings, account:
         too_many(settings)
 
 
+def sessions_out_of_attempts(session: Session, settings: PortalSettings, logins: list[tuple[PortalAccount, int]]
+                             ) -> set[tuple[int, int]]:
+    """`check_password_attempts` for many (account, session id) pairs with one query: the pairs refused."""
+    subjects = {_session_subject(account, session_id): (account.id, session_id) for account, session_id in logins}
+    if not subjects:
+        return set()
+    since = now() - timedelta(seconds=settings.login_window_s)
+    counts = session.exec(
+        select(LoginFailure.subject, func.count()).where(
+            LoginFailure.kind == "session", col(LoginFailure.subject).in_(list(subjects)), LoginFailure.at > since,
+        ).group_by(LoginFailure.subject)
+    ).all()
+    return {subjects[subject] for subject, count in counts if count >= settings.max_failures_per_account}
+
+
 def record_password_failure(session: Session, account: PortalAccount, session_id) -> None:
-    session.add(LoginFailure(kind="session", subject=_session_subject(account, session_id)))
+    session.add(password_failure(account, session_id))
     session.commit()
+
+
+def password_failure(account: PortalAccount, session_id) -> LoginFailure:
+    return LoginFailure(kind="session", subject=_session_subject(account, session_id))
 
 
 # OWASP's device cookies: a browser that logged in to an account before holds a random token (only its SHA-256
@@ -266,12 +289,18 @@ def unlock_key(session: Session, settings: PortalSettings, account: PortalAccoun
     check_password_attempts(session, settings, account, session_id)
     session.commit()  # no connection held during scrypt
     try:
-        if login is not None and login.consent_key_wrap and token:
-            return security.unwrap_for_session(login.consent_key_wrap, token, password, associated=account.pseudonym)
-        return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
+        return open_consent_key(account, password, login=login, token=token)
     except security.WrongPassword:
         record_password_failure(session, account, session_id)
         raise PortalError("the password is not correct", status=403) from None
+
+
+def open_consent_key(account: PortalAccount, password: str, *, login: PortalSession | None, token: str) -> bytes:
+    """The key wrapped for the login session (microseconds) when there is one, else the sealed key (a scrypt);
+    security.WrongPassword when the password does not open it."""
+    if login is not None and login.consent_key_wrap and token:
+        return security.unwrap_for_session(login.consent_key_wrap, token, password, associated=account.pseudonym)
+    return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
 
 
 @dataclass(frozen=True)
@@ -301,6 +330,12 @@ def open_session(session: Session, settings: PortalSettings, account: PortalAcco
                               expires_at=expires, consent_key_wrap=wrap))
     session.commit()
     return NewSession(token, csrf, expires)
+
+
+def load_patients(session: Session, rows: list[PortalSession]) -> None:
+    """The accounts of many sessions, read with one query (the Guard's `holders_of`: `patient_of` then finds
+    each in the session's identity map)."""
+    session.exec(select(PortalAccount).where(col(PortalAccount.id).in_({row.account_id for row in rows}))).all()
 
 
 def patient_of(session: Session, row: PortalSession) -> tuple[PortalAccount, str, str] | None:

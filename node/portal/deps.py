@@ -21,6 +21,7 @@ from federation.web.sessions import Caller, Guard, client_ip
 from node.portal import accounts
 from node.portal.accounts import PortalError
 from node.portal.chain_view import ChainView
+from node.portal.desk import ChangeDesk
 from node.portal.models import PortalAccount, PortalSession
 from node.portal.relays import Relayer
 from node.portal.settings import PortalSettings
@@ -40,13 +41,15 @@ class PortalState:
         # Patients log in with a password (not a console token): sessions in the portal's own table, no Bearer.
         self.guard = Guard(cookie_name=settings.cookie_name, idle_s=settings.session_idle_s, roles=("patient",),
                            bearer=False, table=PortalSession, holder_of=accounts.patient_of,
+                           holders_of=accounts.load_patients,
                            not_logged_in="not logged in, or the session has ended: log in again")
         self.store = Store(settings.node.resolved_database_url)  # its migrations cover the portal's tables too
         self.store.engine = _engine_for_many_patients(self.store.engine)
         self._ledger = ledger
         self._opening = threading.Lock()
         self.chain_lock = threading.Lock()  # one relayed transaction at a time: nonces stay in order
-        self.relayer = Relayer(self.store, lambda: self.ledger, self.chain_lock)
+        self.desk = ChangeDesk(self)  # patients' password-signed changes, checked, signed and queued in batches
+        self.relayer = Relayer(self.store, lambda: self.ledger, self.chain_lock, yield_to=self.desk.busy)
         self.chain = ChainView(lambda: self.ledger)  # what patients' requests read, kept briefly for all of them
 
     @property
@@ -61,12 +64,14 @@ class PortalState:
             return self._ledger
 
     def open_ledger_early(self) -> None:
-        """At the server's start, in a thread of its own: open the ledger and read the accepted studies, so that
+        """At the server's start, in a thread of its own: open the ledger and read the accepted studies and their
+        terms, so that
         the first patients do not wait for it. A chain that cannot be read yet is only logged: each request
         then opens the ledger itself and answers as it always does when the chain is away."""
         def open_now() -> None:
             try:
-                self.chain.accepted_studies(self.ledger.address)
+                for study_id in self.chain.accepted_studies(self.ledger.address):
+                    self.chain.study(study_id)
             except Exception as exc:  # noqa: BLE001 - any failure here is the first request's to report
                 log.warning("the consent ledger could not be opened at the start (%s): trying again on the first request", exc)
 
@@ -132,7 +137,6 @@ class PatientRequest:
     caller: Caller
     db: Session
     state: PortalState
-    token: str = ""  # the session cookie's secret: it opens the consent key wrapped for this session
 
     @property
     def account(self) -> PortalAccount:
@@ -157,7 +161,7 @@ def patient_request(request: Request, db: Annotated[Session, Depends(get_db)],
     """`current_patient` and what the request works with, in one thread-pool hop."""
     caller = state.guard.require(request, db)
     db.commit()  # hand the connection back to the pool: what follows asks the chain, which may be slow
-    return PatientRequest(caller, db, state, token=request.cookies.get(state.settings.cookie_name, ""))
+    return PatientRequest(caller, db, state)
 
 
 Db = Annotated[Session, Depends(get_db)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 
 from sqlalchemy.exc import OperationalError
@@ -36,16 +37,33 @@ class OutboxWriter:
     def store(self, row: ConsentRelay, *, timeout_s: float = 90.0) -> ConsentRelay:
         """Store `row` (a new change), committed; PortalError 409 while the same patient has a change on its way,
         503 if the database could not be written (nothing stored) or did not answer in time (perhaps stored)."""
-        done: Future = Future()
-        self._handed.put((row, done))
+        stored = self.store_many([row], timeout_s=timeout_s)[0]
+        if isinstance(stored, PortalError):
+            raise stored
+        return stored
+
+    def store_many(self, rows: list[ConsentRelay], *, timeout_s: float = 90.0) -> list[ConsentRelay | PortalError]:
+        """`store` for many changes handed in together: each one's stored row, or the PortalError it met."""
+        handed = []
+        for row in rows:
+            done: Future = Future()
+            self._handed.put((row, done))
+            handed.append(done)
         self._start()
+        deadline = time.monotonic() + timeout_s
+        return [self._outcome(done, deadline) for done in handed]
+
+    @staticmethod
+    def _outcome(done: Future, deadline: float) -> ConsentRelay | PortalError:
         try:
-            return done.result(timeout=timeout_s)
+            return done.result(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            raise PortalError(UNCONFIRMED, status=503) from None
+            return PortalError(UNCONFIRMED, status=503)
         except OperationalError as exc:
-            raise PortalError(f"the portal could not store your change ({exc.orig}): nothing was sent; try again",
-                              status=503) from None
+            return PortalError(f"the portal could not store your change ({exc.orig}): nothing was sent; try again",
+                               status=503)
+        except PortalError as exc:
+            return exc
 
     def _start(self) -> None:
         with self._started:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 
 from sqlmodel import Session, select
@@ -48,8 +49,12 @@ class _Transient(Exception):
 
 class Relayer:
     def __init__(self, store: Store, ledger, chain_lock: threading.Lock, *, batch: int = GRANT_BATCH,
-                 idle_s: float = 5.0, retry_s: float = 2.0):
+                 idle_s: float = 5.0, retry_s: float = 2.0, yield_to=None, most_yield_s: float = 2.0):
         self._store = store
+        # While patients' changes are being signed (`yield_to()` true), the worker waits, up to `most_yield_s`:
+        # building a transaction takes the interpreter lock the signing needs, and a patient waits for "sent",
+        # not for the block; what waits meanwhile joins the next transaction.
+        self._yield_to, self.most_yield_s = yield_to, most_yield_s
         self._outbox = OutboxWriter(store)
         self._ledger = ledger  # a function giving the hospital's Ledger (opened on first use)
         self._lock = chain_lock  # one relayed transaction at a time: the hospital account's nonces stay in order
@@ -66,17 +71,21 @@ class Relayer:
         """Put the signed change in the outbox (committed, with whatever other requests hand in meanwhile: it
         survives a crash from here on) and wake the worker."""
         db.commit()  # the request's own connection goes back: the outbox's writer stores the change
-        grant = isinstance(signed, SignedGrant)
-        row = ConsentRelay(account_id=account.id, study_id=study_id.lower(), action="grant" if grant else "revoke",
-                           pseudonym=hex0x(signed.pseudonym), nonce=signed.nonce, deadline=signed.deadline,
-                           valid_from=signed.valid_from if grant else None,
-                           valid_until=signed.valid_until if grant else None, signature=hex0x(signed.signature))
-        row = db.merge(self._outbox.store(row), load=False)  # the request's session follows it from here
+        stored = self.submit_many([change_row(account, study_id, signed)])[0]
+        if isinstance(stored, PortalError):
+            raise stored
+        return db.merge(stored, load=False)  # the request's session follows it from here
+
+    def submit_many(self, rows: list[ConsentRelay]) -> list[ConsentRelay | PortalError]:
+        """`submit` for changes signed together (the change desk's batch): each one's stored row, or why not."""
+        stored = self._outbox.store_many(rows)
         with self._waiters_lock:
-            self._waiters[row.id] = Future()
+            for row in stored:
+                if not isinstance(row, PortalError):
+                    self._waiters[row.id] = Future()
         self.start()
         self._wake.set()
-        return row
+        return stored
 
     def finished(self, change_id: int) -> Future | None:
         """A future done when the worker has recorded or failed this change (None if it is not waited for here)."""
@@ -115,6 +124,7 @@ class Relayer:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            self._let_signing_finish()
             try:
                 busy = self.relay_waiting()
             except _Transient as exc:
@@ -128,6 +138,11 @@ class Relayer:
             if not busy:
                 self._wake.wait(self.idle_s)
                 self._wake.clear()
+
+    def _let_signing_finish(self) -> None:
+        deadline = time.monotonic() + self.most_yield_s
+        while self._yield_to is not None and self._yield_to() and time.monotonic() < deadline:
+            self._stopping.wait(0.01)
 
     def relay_waiting(self) -> bool:
         """Send one batch from the outbox (withdrawals first); False when nothing was waiting."""
@@ -252,6 +267,15 @@ class Relayer:
                 waiter = self._waiters.pop(row.id, None)
                 if waiter is not None:
                     waiter.set_result(fields.get("status"))
+
+
+def change_row(account: PortalAccount, study_id: str, signed: SignedGrant | SignedRevoke) -> ConsentRelay:
+    """The outbox row of a signed change."""
+    grant = isinstance(signed, SignedGrant)
+    return ConsentRelay(account_id=account.id, study_id=study_id.lower(), action="grant" if grant else "revoke",
+                        pseudonym=hex0x(signed.pseudonym), nonce=signed.nonce, deadline=signed.deadline,
+                        valid_from=signed.valid_from if grant else None,
+                        valid_until=signed.valid_until if grant else None, signature=hex0x(signed.signature))
 
 
 def _transient_guard(send):

@@ -25,7 +25,7 @@ from node.portal import accounts, relays, studies, views
 from node.portal.accounts import PortalError
 from node.portal.deps import Caller, Db, PatientRequest, Settings, State, client_ip
 from node.portal.routers.session import set_device_cookie
-from node.portal.routers.studies import password_change, wait_for_ledger
+from node.portal.routers.studies import change_ask, wait_for_ledger
 from node.portal import withdrawals
 from node.portal.routers.withdrawals import at_the_door, checked_at_the_door
 from node.portal.schemas import (
@@ -161,7 +161,7 @@ async def withdraw(request: Request, db: Db, state: State) -> Response:
         return await run_in_threadpool(_withdraw_page, request, state, status=422, error=_first_error(exc), **again)
     except PortalError as exc:
         return await run_in_threadpool(_withdraw_page, request, state, status=exc.status, error=str(exc), **again)
-    await wait_for_ledger(at_the_door(request, db, state, account), row, timeout_s=state.settings.page_relay_wait_s)
+    await wait_for_ledger(state, row, timeout_s=state.settings.page_relay_wait_s)
     db.refresh(row)
     db.commit()
     return await run_in_threadpool(_withdraw_page, request, state, change=row)
@@ -258,8 +258,7 @@ async def change(study_id: StudyId, action: str, request: Request, db: Db, state
     if action not in ("grant", "revoke"):
         raise PortalError("no such page", status=404)
     form = await read_form(request)
-    me = PatientRequest(_logged_in(request, db, state.settings, form), db, state,
-                        token=request.cookies.get(state.settings.cookie_name, ""))
+    me = PatientRequest(_logged_in(request, db, state.settings, form), db, state)
     try:
         until = None
         if action == "grant" and form.get("valid_until"):
@@ -268,16 +267,16 @@ async def change(study_id: StudyId, action: str, request: Request, db: Db, state
             except ValueError:
                 raise PortalError("the end date must be a date such as 2027-12-31", status=422) from None
             until = views.seconds_of(day)
-        # scrypt and the chain's answers take a while: off the event loop
-        row = await run_in_threadpool(
-            password_change, me, study_id, action, password=form.get("password", "")[:256], valid_until=until)
+        queued = await state.desk.change(change_ask(request, state, study_id, action, valid_until=until,
+                                                    password=form.get("password", "")[:256],
+                                                    form_csrf=form.get("csrf_token", "")))
     except PortalError as exc:
         if exc.status in (401, 404):
             raise
         return await run_in_threadpool(_study_page, request, me, study_id, status=exc.status, error=str(exc))
     # a quick chain answers before the page shows; a slow one is followed by the page
-    await wait_for_ledger(me, row, timeout_s=me.settings.page_relay_wait_s)
-    return RedirectResponse(f"/studies/{study_id}?change={row.id}", status_code=303)
+    await wait_for_ledger(state, queued.row, timeout_s=state.settings.page_relay_wait_s)
+    return RedirectResponse(f"/studies/{study_id}?change={queued.row.id}", status_code=303)
 
 
 @router.get("/studies/{study_id}/rounds/{round_number}", response_class=HTMLResponse)

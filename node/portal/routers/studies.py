@@ -7,16 +7,18 @@ import asyncio
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from contracts.fhir_consent import export_consent
 from contracts.ledger import SignedGrant, SignedRevoke
 from federation import ids
-from node.portal import accounts, studies, views
+from node.portal import studies, views
 from node.portal.accounts import PortalError
-from node.portal.deps import Me, PatientRequest
+from node.portal.deps import Me, PatientRequest, PortalState, State, client_ip
+from node.portal.desk import ChangeAsk
+from node.portal.models import ConsentRelay
 from node.portal.schemas import (
     ERRORS, STUDY_ID_PATTERN, ConsentChangeOut, ConsentChangeResult, GrantRequest, RevokeRequest, RoundOut,
     RoundProofOut, SignedGrantRequest, SignedRevokeRequest, StudyDetailOut, StudyOut, TypedDataOut,
@@ -39,31 +41,22 @@ def _wallet_only(me: PatientRequest) -> None:
                           "POST /api/studies/{id}/grant or /revoke instead", status=409)
 
 
-# ---- one change, from signature to relay (shared with the pages) ----
+# ---- one change, from the desk to its answer (shared with the pages and the withdrawal door) ----
 
-def password_change(me: PatientRequest, study_id: str, action: str, *, password: str, valid_until: int | None):
-    """Unlock the sealed key with the password, sign, put the signed change in the outbox; returns its row."""
-    settings, ledger, sid = me.settings, me.ledger, _sid(study_id)
-    terms = studies.require_study(ledger, sid)
-    if me.account.key_custody == "wallet":
-        raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
-                          status=409)
-    if action == "grant":
-        message = studies.grant_message(ledger, me.pseudonym, terms, valid_until=valid_until,
-                                        deadline_s=settings.signature_deadline_s)
-    else:
-        message = studies.revoke_message(ledger, me.pseudonym, sid, deadline_s=settings.signature_deadline_s)
-    key = accounts.unlock_key(me.db, settings, me.account, password, session_id=me.caller.session.id,
-                              login=me.caller.session, token=me.token)
-    signed = studies.sign_with_key(ledger, key, message)
-    del key
-    return me.state.relayer.submit(me.db, me.account, study_id, signed)
+def change_ask(request: Request, state: PortalState, study_id: str, action: str, *, password: str,
+               valid_until: int | None, form_csrf: str | None = None) -> ChangeAsk:
+    """What the change desk needs of a request: its session cookie, its CSRF token (the header, or a page's
+    form field `form_csrf`), the client, and the change."""
+    page = form_csrf is not None
+    return ChangeAsk(cookie=request.cookies.get(state.settings.cookie_name), client=client_ip(request),
+                     csrf=form_csrf if page else request.headers.get("x-csrf-token"), page=page,
+                     study_id=study_id, action=action, password=password, valid_until=valid_until)
 
 
-async def wait_for_ledger(me: PatientRequest, row, *, timeout_s: float) -> None:
+async def wait_for_ledger(state: PortalState, row, *, timeout_s: float) -> None:
     """Wait up to `timeout_s` for the worker to record (or fail) the change, holding no thread, no database
     connection and no chain call."""
-    finished = me.state.relayer.finished(row.id)
+    finished = state.relayer.finished(row.id)
     if finished is None or timeout_s <= 0:
         return
     try:
@@ -72,41 +65,29 @@ async def wait_for_ledger(me: PatientRequest, row, *, timeout_s: float) -> None:
         pass
 
 
-def _result(me: PatientRequest, study_id: str, row, response: Response) -> ConsentChangeResult:
+def _result(state: PortalState, study_id: str, change_id: int, response: Response) -> ConsentChangeResult:
     """200 once recorded, 202 while still on its way ("sent"), the reason if refused."""
-    me.db.refresh(row)
-    me.db.commit()  # the connection goes back before the chain is asked
+    with state.store.session() as db:
+        row = db.get(ConsentRelay, change_id)
     if row.status == "failed":
         raise PortalError(row.reason or "the change was not recorded", status=row.failure_status or 409)
     if row.status == "sent":
         response.status_code = 202
-    return ConsentChangeResult(
-        study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id, status=row.status, block=row.block,
-        consent=views.consent_out(studies.consent_state(me.ledger, me.pseudonym, _sid(study_id))))
+    consent = studies.consent_state(state.chain, ids.Pseudonym.parse(row.pseudonym), _sid(study_id))
+    return ConsentChangeResult(study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id,
+                               status=row.status, block=row.block, consent=views.consent_out(consent))
 
 
-def queue_change(me: PatientRequest, study_id: str, action: str, *, password: str, valid_until: int | None):
-    """`password_change`; when the portal waits for no receipt (relay-wait-s 0), also the "sent" answer (the
-    consent as the chain holds it now) in the same worker thread: a patient answered at once waits for one thread
-    of the pool, not two. Otherwise (row, None): `answer` waits and reads the chain once, afterwards."""
-    row = password_change(me, study_id, action, password=password, valid_until=valid_until)
-    me.db.commit()
-    if me.settings.relay_wait_s > 0:
-        return row, None
-    return row, ConsentChangeResult(
-        study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id, status="sent", block=None,
-        consent=views.consent_out(studies.consent_before_change(me.state.chain, me.pseudonym, _sid(study_id))))
-
-
-async def answer(me: PatientRequest, study_id: str, row, response: Response, *,
-                 sent: ConsentChangeResult | None = None) -> ConsentChangeResult:
-    """The change's answer: `sent` when queue_change made it (the portal waits for no receipt), otherwise what
-    the change became within relay-wait-s."""
-    if sent is not None:
+async def answer(state: PortalState, study_id: str, row, response: Response, *,
+                 consent_before: studies.ConsentState | None = None) -> ConsentChangeResult:
+    """The change's answer. When the portal waits for no receipt (relay-wait-s 0) and the desk read the consent
+    before the change (`consent_before`), "sent" at once; otherwise what the change became within relay-wait-s."""
+    if consent_before is not None and state.settings.relay_wait_s <= 0:
         response.status_code = 202
-        return sent
-    await wait_for_ledger(me, row, timeout_s=me.settings.relay_wait_s)
-    return await run_in_threadpool(_result, me, study_id, row, response)
+        return ConsentChangeResult(study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id,
+                                   status="sent", block=None, consent=views.consent_out(consent_before))
+    await wait_for_ledger(state, row, timeout_s=state.settings.relay_wait_s)
+    return await run_in_threadpool(_result, state, study_id, row.id, response)
 
 
 # ---- reading ----
@@ -127,16 +108,20 @@ def get_study(study_id: StudyId, me: Me) -> StudyDetailOut:
 # ---- changing the consent with the password-sealed key ----
 
 @router.post("/{study_id}/grant", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-async def grant(study_id: StudyId, body: GrantRequest, response: Response, me: Me) -> ConsentChangeResult:
+async def grant(study_id: StudyId, body: GrantRequest, request: Request, response: Response, state: State
+                ) -> ConsentChangeResult:
     until = views.seconds_of(body.valid_until) if body.valid_until is not None else None
-    row, sent = await run_in_threadpool(queue_change, me, study_id, "grant", password=body.password, valid_until=until)
-    return await answer(me, study_id, row, response, sent=sent)
+    queued = await state.desk.change(change_ask(request, state, study_id, "grant", password=body.password,
+                                                valid_until=until))
+    return await answer(state, study_id, queued.row, response, consent_before=queued.consent_before)
 
 
 @router.post("/{study_id}/revoke", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
-async def revoke(study_id: StudyId, body: RevokeRequest, response: Response, me: Me) -> ConsentChangeResult:
-    row, sent = await run_in_threadpool(queue_change, me, study_id, "revoke", password=body.password, valid_until=None)
-    return await answer(me, study_id, row, response, sent=sent)
+async def revoke(study_id: StudyId, body: RevokeRequest, request: Request, response: Response, state: State
+                 ) -> ConsentChangeResult:
+    queued = await state.desk.change(change_ask(request, state, study_id, "revoke", password=body.password,
+                                                valid_until=None))
+    return await answer(state, study_id, queued.row, response, consent_before=queued.consent_before)
 
 
 # ---- changing the consent with the patient's wallet ----
@@ -178,7 +163,7 @@ async def grant_signed(study_id: StudyId, body: SignedGrantRequest, response: Re
     message = {"pseudonym": me.pseudonym, "studyId": _sid(study_id), "validFrom": body.valid_from,
                "validUntil": body.valid_until, "nonce": body.nonce, "deadline": body.deadline}
     row = await run_in_threadpool(_relay_signed, me, study_id, message, body.signature)
-    return await answer(me, study_id, row, response)
+    return await answer(me.state, study_id, row, response)
 
 
 @router.post("/{study_id}/revoke/signed", response_model=ConsentChangeResult, responses=CHANGE_RESPONSES)
@@ -187,7 +172,7 @@ async def revoke_signed(study_id: StudyId, body: SignedRevokeRequest, response: 
     """Relay a revocation the patient's wallet signed; the signer must be the patient's consent key."""
     message = {"pseudonym": me.pseudonym, "studyId": _sid(study_id), "nonce": body.nonce, "deadline": body.deadline}
     row = await run_in_threadpool(_relay_signed, me, study_id, message, body.signature)
-    return await answer(me, study_id, row, response)
+    return await answer(me.state, study_id, row, response)
 
 
 # ---- rounds and export ----

@@ -47,7 +47,7 @@ async def withdraw(body: WithdrawalRequest, request: Request, response: Response
     a few wrong passwords."""
     me, row = await run_in_threadpool(door, request, db, state, username=body.username, password=body.password,
                                       study_id=body.study_id)
-    return await answer(me, body.study_id, row, response)
+    return await answer(me.state, body.study_id, row, response)
 
 
 @router.post("/withdrawals/typed-data", response_model=TypedDataOut)
@@ -67,4 +67,4 @@ async def withdraw_signed(body: SignedWithdrawalRequest, request: Request, respo
     account, row = await run_in_threadpool(
         withdrawals.relay_signed, db, state, username=body.username, study_id=body.study_id, nonce=body.nonce,
         deadline=body.deadline, signature=body.signature)
-    return await answer(at_the_door(request, db, state, account), body.study_id, row, response)
+    return await answer(state, body.study_id, row, response)
