@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 
-import httpx
 import pytest
 
-from benchmarks.load import (build_site, change_all_at_once, log_in, lost_changes, run_in_own_loop, summary,
-                             wait_until_settled)
+from benchmarks.load import (build_site, change_all_at_once, log_in, lost_changes, patient_client, run_in_own_loop,
+                             summary, wait_until_settled)
 from node.portal import security as portal_security
 
 pytestmark = [pytest.mark.slow]
@@ -37,10 +36,10 @@ def follow_up(site, outcomes) -> None:
     async def ask(outcome, gate: asyncio.Semaphore) -> None:
         if outcome.change_id is None:
             return
-        async with gate, httpx.AsyncClient(base_url=site.url, timeout=60) as client:
+        async with gate, patient_client(site, timeout_s=60) as client:
             await log_in(client, outcome.patient, asyncio.Semaphore(1))
-            answer = await client.get(f"/api/changes/{outcome.change_id}")
-            outcome.final = answer.json() | {"http_status": answer.status_code}
+            async with client.get(f"/api/changes/{outcome.change_id}") as answer:
+                outcome.final = await answer.json() | {"http_status": answer.status}
 
     async def everyone() -> None:
         gate = asyncio.Semaphore(8)
