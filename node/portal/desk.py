@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from federation.web.errors import WebError
 from federation.web.sessions import Caller
 from node.portal import accounts, security, studies
 from node.portal.accounts import PortalError
+from node.portal.batches import Batches
 from node.portal.models import ConsentRelay, PortalAccount
 from node.portal.relays import change_row
 
@@ -99,16 +98,12 @@ class _Read:
 class ChangeDesk:
     def __init__(self, state, *, most_per_batch: int = MOST_PER_BATCH):
         self._state = state  # the PortalState: settings, store, guard, chain view, relayer
-        self.most_per_batch = most_per_batch
-        self._handed: queue.SimpleQueue[_Work] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._started = threading.Lock()
-        self._serving = False
+        self._batches = Batches(self._serve_or_tell, name="consent-desk", most=most_per_batch)
         self._scrypt = ThreadPoolExecutor(max_workers=SCRYPT_THREADS, thread_name_prefix="consent-key")
 
     def busy(self) -> bool:
         """Whether changes wait to be signed or are being signed."""
-        return self._serving or not self._handed.empty()
+        return self._batches.busy()
 
     async def change(self, ask: ChangeAsk) -> Queued:
         """Sign and queue the patient's change; the Queued change, or the WebError / LedgerError it met."""
@@ -119,33 +114,16 @@ class ChangeDesk:
             if not answer.done():
                 answer.set_exception(error) if error is not None else answer.set_result(result)
 
-        self._handed.put(_Work(ask, lambda result, error: loop.call_soon_threadsafe(settle, result, error)))
-        self._start()
+        self._batches.hand(_Work(ask, lambda result, error: loop.call_soon_threadsafe(settle, result, error)))
         return await answer
 
-    def _start(self) -> None:
-        with self._started:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="consent-desk", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._handed.get()]
-            while len(batch) < self.most_per_batch:
-                try:
-                    batch.append(self._handed.get_nowait())
-                except queue.Empty:
-                    break
-            self._serving = True
-            try:
-                self._serve(batch)
-            except Exception as exc:  # noqa: BLE001 - each waiting request hears why, none is left hanging
-                log.exception("a batch of %d consent changes failed", len(batch))
-                for work in batch:
-                    work.settle(None, exc)
-            finally:
-                self._serving = False
+    def _serve_or_tell(self, batch: list[_Work]) -> None:
+        try:
+            self._serve(batch)
+        except Exception as exc:  # noqa: BLE001 - each waiting request hears why, none is left hanging
+            log.exception("a batch of %d consent changes failed", len(batch))
+            for work in batch:
+                work.settle(None, exc)
 
     # ---- one batch ----
 

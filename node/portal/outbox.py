@@ -9,8 +9,6 @@ before its commit.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from concurrent.futures import Future
 
@@ -18,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
 from node.portal.accounts import PortalError
+from node.portal.batches import Batches
 from node.portal.models import ConsentRelay
 from node.store import Store
 
@@ -29,10 +28,7 @@ UNCONFIRMED = ("the portal could not confirm in time that it stored your change:
 class OutboxWriter:
     def __init__(self, store: Store, *, most_per_commit: int = 500):
         self._store = store
-        self.most_per_commit = most_per_commit
-        self._handed: queue.SimpleQueue[tuple[ConsentRelay, Future]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._started = threading.Lock()
+        self._batches = Batches(self._commit_or_tell, name="consent-outbox", most=most_per_commit)
 
     def store(self, row: ConsentRelay, *, timeout_s: float = 90.0) -> ConsentRelay:
         """Store `row` (a new change), committed; PortalError 409 while the same patient has a change on its way,
@@ -47,9 +43,8 @@ class OutboxWriter:
         handed = []
         for row in rows:
             done: Future = Future()
-            self._handed.put((row, done))
+            self._batches.hand((row, done))
             handed.append(done)
-        self._start()
         deadline = time.monotonic() + timeout_s
         return [self._outcome(done, deadline) for done in handed]
 
@@ -65,26 +60,13 @@ class OutboxWriter:
         except PortalError as exc:
             return exc
 
-    def _start(self) -> None:
-        with self._started:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="consent-outbox", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._handed.get()]
-            while len(batch) < self.most_per_commit:
-                try:
-                    batch.append(self._handed.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._commit(batch)
-            except Exception as exc:  # noqa: BLE001 - each waiting request hears why, none is left hanging
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+    def _commit_or_tell(self, batch: list[tuple[ConsentRelay, Future]]) -> None:
+        try:
+            self._commit(batch)
+        except Exception as exc:  # noqa: BLE001 - each waiting request hears why, none is left hanging
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
 
     def _commit(self, batch: list[tuple[ConsentRelay, Future]]) -> None:
         accounts = {row.account_id for row, _ in batch}

@@ -28,21 +28,22 @@ def _ask(portal, client, csrf: dict, *, password: str, study: str | None = None,
 
 def _in_one_batch(state, asks: list[ChangeAsk]) -> tuple[list, list[int]]:
     """Every ask handed to the desk before its thread starts, so that one batch takes them all."""
-    desk, sizes = state.desk, []
-    start, serve = desk._start, desk._serve
-    desk._start = lambda: None
-    desk._serve = lambda batch: sizes.append(len(batch)) or serve(batch)
+    batches, sizes = state.desk._batches, []
+    serve = batches._serve
+    batches.hand = batches._handed.put  # queued; the thread is not started yet
+    batches._serve = lambda batch: sizes.append(len(batch)) or serve(batch)
 
     async def everyone():
-        tasks = [asyncio.create_task(desk.change(ask)) for ask in asks]
+        tasks = [asyncio.create_task(state.desk.change(ask)) for ask in asks]
         await asyncio.sleep(0.05)  # each task has handed its change in and waits for the answer
-        start()
+        batches.start()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     try:
         return run_in_own_loop(everyone()), sizes
     finally:
-        desk._start = start
+        del batches.hand  # the class's again
+        batches._serve = serve
 
 
 @pytest.fixture
