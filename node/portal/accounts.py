@@ -185,19 +185,23 @@ def check_password_attempts(session: Session, settings: PortalSettings, account:
         too_many(settings)
 
 
-def sessions_out_of_attempts(session: Session, settings: PortalSettings, logins: list[tuple[PortalAccount, int]]
-                             ) -> set[tuple[int, int]]:
-    """`check_password_attempts` for many (account, session id) pairs with one query: the pairs refused."""
+def password_attempts_left(session: Session, settings: PortalSettings, logins: list[tuple[PortalAccount, int]]
+                           ) -> dict[tuple[int, int], int]:
+    """`check_password_attempts` for many (account id, session id) pairs with one query: the wrong passwords each
+    may still send before it is refused (429)."""
     subjects = {_session_subject(account, session_id): (account.id, session_id) for account, session_id in logins}
+    left = {pair: settings.max_failures_per_account for pair in subjects.values()}
     if not subjects:
-        return set()
+        return left
     since = now() - timedelta(seconds=settings.login_window_s)
     counts = session.exec(
         select(LoginFailure.subject, func.count()).where(
             LoginFailure.kind == "session", col(LoginFailure.subject).in_(list(subjects)), LoginFailure.at > since,
         ).group_by(LoginFailure.subject)
     ).all()
-    return {subjects[subject] for subject, count in counts if count >= settings.max_failures_per_account}
+    for subject, count in counts:
+        left[subjects[subject]] = max(0, settings.max_failures_per_account - count)
+    return left
 
 
 def record_password_failure(session: Session, account: PortalAccount, session_id) -> None:

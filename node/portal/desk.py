@@ -198,26 +198,33 @@ class ChangeDesk:
                     work.error = exc
 
     def _unlock(self, db, batch: list[_Work]) -> None:
-        """Each patient's key, opened with their password; wrong passwords count against their login session."""
+        """Each patient's key, opened with their password. Wrong passwords count against their login session, and
+        a session's guesses handed in together are tried one after the other, up to what it has left: a stolen
+        cookie gets no more guesses in one batch than one at a time."""
         settings = self._state.settings
         works = list(_pending(batch))
-        refused = accounts.sessions_out_of_attempts(db, settings, [(w.account, w.caller.session.id) for w in works])
+        left = accounts.password_attempts_left(db, settings, [(w.account, w.caller.session.id) for w in works])
         db.commit()
-        opening = []
+        # A session opened before wraps existed opens the sealed key (a scrypt): those run two at a time, and only
+        # as many per session as it has guesses left (any later one, if still allowed, is opened in turn below).
+        budget, slow = dict(left), []
         for work in works:
-            if (work.account.id, work.caller.session.id) in refused:
-                work.error = accounts.too_many_attempts(settings)
-            else:
-                opening.append(work)
-        slow = [w for w in opening if not w.caller.session.consent_key_wrap]
+            login = (work.account.id, work.caller.session.id)
+            if not work.caller.session.consent_key_wrap and budget[login] > 0:
+                budget[login] -= 1
+                slow.append(work)
         keys = dict(zip(map(id, slow), self._scrypt.map(self._open_key, slow))) if slow else {}
         wrong = []
-        for work in opening:
-            key = keys[id(work)] if id(work) in keys else self._open_key(work)
-            if key is None:
+        for work in works:
+            login = (work.account.id, work.caller.session.id)
+            if left[login] <= 0:
+                work.error = accounts.too_many_attempts(settings)
+                continue
+            work.key = keys[id(work)] if id(work) in keys else self._open_key(work)
+            if work.key is None:
+                left[login] -= 1
                 wrong.append(work)
                 work.error = PortalError("the password is not correct", status=403)
-            work.key = key
         if wrong:
             for work in wrong:
                 db.add(accounts.password_failure(work.account, work.caller.session.id))

@@ -100,3 +100,16 @@ def test_a_chain_that_cannot_be_read_refuses_the_batch_and_queues_nothing(two_lo
     client, csrf, _ = people["alice"]
     answer = client.post(f"/api/studies/{portal.study}/grant", json={"password": PASSWORD["alice"]}, headers=csrf)
     assert answer.status_code == 503 and "cannot be reached" in answer.json()["detail"]
+
+
+def test_guesses_sent_together_with_a_stolen_cookie_get_no_more_tries_than_one_at_a_time(two_logged_in):
+    portal, people, state = two_logged_in
+    alice, alice_csrf, _ = people["alice"]
+    allowed = state.settings.max_failures_per_account
+    guesses = [_ask(portal, alice, alice_csrf, password=f"guess number {i}") for i in range(4 * allowed)]
+    answers, sizes = _in_one_batch(state, guesses)
+    assert sizes == [len(guesses)]
+    statuses = [a.status for a in answers]
+    assert statuses.count(403) == allowed and statuses.count(429) == len(guesses) - allowed, statuses
+    with portal.store.session() as db:
+        assert len(db.exec(select(LoginFailure).where(LoginFailure.kind == "session")).all()) == allowed
