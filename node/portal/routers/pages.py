@@ -27,7 +27,7 @@ from node.portal.deps import Caller, Db, PatientRequest, Settings, State, client
 from node.portal.routers.session import set_device_cookie
 from node.portal.routers.studies import change_ask, wait_for_ledger
 from node.portal import withdrawals
-from node.portal.routers.withdrawals import at_the_door, checked_at_the_door
+from node.portal.routers.withdrawals import checked_at_the_door
 from node.portal.schemas import (
     STUDY_ID_PATTERN, ConsentChangeOut, LoginRequest, RedeemRequest, StudyDetailOut, WithdrawalRequest,
 )

@@ -6,17 +6,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from node.portal import accounts, withdrawals
-from node.portal.deps import Caller, Db, PatientRequest, State, client_ip
+from node.portal.deps import Db, State, client_ip
 from node.portal.routers.studies import CHANGE_RESPONSES, answer
 from node.portal.schemas import (
     ERRORS, ConsentChangeResult, SignedWithdrawalRequest, TypedDataOut, WithdrawalRequest,
 )
 
 router = APIRouter(prefix="/api", tags=["studies"], responses=ERRORS)
-
-
-def at_the_door(request: Request, db, state, account) -> PatientRequest:
-    return PatientRequest(Caller(account, None, str(client_ip(request)), account.username, "patient"), db, state)
 
 
 def checked_at_the_door(request: Request, db, state, *, username: str, password: str):
@@ -26,11 +22,9 @@ def checked_at_the_door(request: Request, db, state, *, username: str, password:
 
 
 def door(request: Request, db, state, *, username: str, password: str, study_id: str):
-    """Check the password at the door and put the signed withdrawal in the outbox; the patient's request and
-    the outbox row."""
+    """Check the password at the door and put the signed withdrawal in the outbox; the outbox row."""
     account = checked_at_the_door(request, db, state, username=username, password=password)
-    return at_the_door(request, db, state, account), withdrawals.withdraw(db, state, account, password=password,
-                                                                           study_id=study_id)
+    return withdrawals.withdraw(db, state, account, password=password, study_id=study_id)
 
 
 def wallet_door(request: Request, db, state, *, username: str, password: str, study_id: str) -> dict:
@@ -45,9 +39,9 @@ async def withdraw(body: WithdrawalRequest, request: Request, response: Response
     """Withdraw from a study with your user name and password, without logging in: the login's lockout (which
     anyone can trigger by typing wrong passwords for your user name) does not apply here; each client gets only
     a few wrong passwords."""
-    me, row = await run_in_threadpool(door, request, db, state, username=body.username, password=body.password,
-                                      study_id=body.study_id)
-    return await answer(me.state, body.study_id, row, response)
+    row = await run_in_threadpool(door, request, db, state, username=body.username, password=body.password,
+                                  study_id=body.study_id)
+    return await answer(state, body.study_id, row, response)
 
 
 @router.post("/withdrawals/typed-data", response_model=TypedDataOut)
