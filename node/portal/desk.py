@@ -184,8 +184,7 @@ class ChangeDesk:
                 continue
             read = _Read(timestamp, {p: nonce for p, (nonce, _, _) in zip(pseudonyms, states)})
             for work, pseudonym, (_, valid_from, valid_until) in zip(works, pseudonyms, states):
-                work.consent_before = studies.ConsentState(valid_from <= timestamp < valid_until, valid_from,
-                                                           valid_until)
+                work.consent_before = studies.consent_at(valid_from, valid_until, timestamp=timestamp)
                 try:
                     if work.ask.action == "grant":
                         work.message = studies.grant_message(read, pseudonym, work.terms,

@@ -101,11 +101,9 @@ def consent_state(ledger: Ledger, pseudonym: bytes, study_id: bytes) -> ConsentS
     return ConsentState(ledger.has_consent(pseudonym, study_id, block=block), valid_from, valid_until)
 
 
-def consent_before_change(chain, pseudonym: bytes, study_id: bytes) -> ConsentState:
-    """The consent a "sent" answer shows (the change is not on chain yet): at the ChainView's latest block, at most
-    a second old; one chain read. Granted as ConsentRegistry.hasConsent decides it, from that block's clock."""
-    block, timestamp = chain.head()
-    valid_from, valid_until = chain.consent_window(pseudonym, study_id, block=block)
+def consent_at(valid_from: int, valid_until: int, *, timestamp: int) -> ConsentState:
+    """The consent of a window read at a block whose clock is `timestamp`: granted as ConsentRegistry.hasConsent
+    decides it (what a "sent" answer shows: the change is not on chain yet)."""
     return ConsentState(valid_from <= timestamp < valid_until, valid_from, valid_until)
 
 
