@@ -181,7 +181,7 @@ def _session_subject(account: PortalAccount, session_id) -> str:
 
 
 def check_password_attempts(session: Session, settings: PortalSettings, account: PortalAccount, session_id) -> None:
-    if failures(session, settings, "session", _session_subject(account, session_id)) >= settings.max_failures_per_account:
+    if password_attempts_left(session, settings, [(account, session_id)])[(account.id, session_id)] <= 0:
         too_many(settings)
 
 
@@ -283,20 +283,29 @@ def trust_device(session: Session, settings: PortalSettings, account: PortalAcco
 
 
 def unlock_key(session: Session, settings: PortalSettings, account: PortalAccount, password: str, *,
-               session_id, login: PortalSession | None = None, token: str = "") -> bytes:
-    """The patient's consent key, decrypted in memory for one request; wrong passwords count against this login
-    session (`session_id`), never against the user name's logins. With the login session's row and cookie
-    token, the key wrapped for that session is opened (microseconds); otherwise the sealed key (a scrypt)."""
-    if account.key_custody == "wallet":
-        raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
-                          status=409)
+               session_id) -> bytes:
+    """The patient's sealed consent key, decrypted in memory (a scrypt) to be sealed again under a new password;
+    wrong passwords count against this login session (`session_id`), never against the user name's logins.
+    (Consent changes open the key wrapped for the session instead: node/portal/desk.py.)"""
+    require_portal_key(account)
     check_password_attempts(session, settings, account, session_id)
     session.commit()  # no connection held during scrypt
     try:
-        return open_consent_key(account, password, login=login, token=token)
+        return security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
     except security.WrongPassword:
         record_password_failure(session, account, session_id)
-        raise PortalError("the password is not correct", status=403) from None
+        raise wrong_password() from None
+
+
+def require_portal_key(account: PortalAccount) -> None:
+    """409 for a patient whose consent key is in their own wallet: the portal cannot sign for them."""
+    if account.key_custody == "wallet":
+        raise PortalError("your consent key is in your wallet, not in the portal: sign the change with your wallet",
+                          status=409)
+
+
+def wrong_password() -> PortalError:
+    return PortalError("the password is not correct", status=403)
 
 
 def open_consent_key(account: PortalAccount, password: str, *, login: PortalSession | None, token: str) -> bytes:
@@ -356,7 +365,7 @@ def change_password(session: Session, settings: PortalSettings, account: PortalA
         check_password_attempts(session, settings, account, session_id)
         if not security.verify_password(password, account.password_salt, account.password_hash):
             record_password_failure(session, account, session_id)
-            raise PortalError("the password is not correct", status=403)
+            raise wrong_password()
         account.password_salt, account.password_hash = security.hash_password(new_password)
     else:
         key = unlock_key(session, settings, account, password, session_id=session_id)

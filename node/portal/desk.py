@@ -161,9 +161,7 @@ class ChangeDesk:
         for work in _pending(batch):
             try:
                 work.terms = studies.require_study(self._state.chain, ids.StudyId.parse(work.ask.study_id))
-                if work.account.key_custody == "wallet":
-                    raise PortalError("your consent key is in your wallet, not in the portal: sign the change with "
-                                      "your wallet", status=409)
+                accounts.require_portal_key(work.account)
             except Exception as exc:  # noqa: BLE001 - a refusal, or the chain away: this patient's answer
                 work.error = exc
 
@@ -223,7 +221,7 @@ class ChangeDesk:
             if work.key is None:
                 left[login] -= 1
                 wrong.append(work)
-                work.error = PortalError("the password is not correct", status=403)
+                work.error = accounts.wrong_password()
         if wrong:
             for work in wrong:
                 db.add(accounts.password_failure(work.account, work.caller.session.id))

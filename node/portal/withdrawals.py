@@ -65,7 +65,7 @@ def withdraw(session: Session, state, account: PortalAccount, *, password: str, 
     try:
         key = security.open_key(account.sealed_key, account.key_salt, password, associated=account.pseudonym)
     except security.WrongPassword:  # the password hash matched: the sealed key and the hash disagree
-        raise PortalError("the password is not correct", status=403) from None
+        raise accounts.wrong_password() from None
     signed = studies.sign_with_key(ledger, key, message)
     del key
     return state.relayer.submit(session, account, study_id, signed)
