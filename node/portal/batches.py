@@ -13,8 +13,12 @@ log = logging.getLogger("twinledger.portal")
 
 
 class Batches:
-    def __init__(self, serve: Callable[[list], None], *, name: str, most: int):
-        self._serve, self.name, self.most = serve, name, most
+    """`serve(batch)` answers each item itself; if it raises, `fail(item, error)` tells each item why, and the
+    thread goes on with the next batch."""
+
+    def __init__(self, serve: Callable[[list], None], fail: Callable[[object, Exception], None], *, name: str,
+                 most: int):
+        self._serve, self._fail, self.name, self.most = serve, fail, name, most
         self._handed: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
@@ -44,8 +48,10 @@ class Batches:
                     break
             self._serving = True
             try:
-                self._serve(batch)  # answers each item itself, failures included
-            except Exception:  # noqa: BLE001 - the thread must outlive a batch; its items were answered or time out
+                self._serve(batch)
+            except Exception as exc:  # noqa: BLE001 - each waiting request hears why, none is left hanging
                 log.exception("%s: a batch of %d failed", self.name, len(batch))
+                for item in batch:
+                    self._fail(item, exc)
             finally:
                 self._serving = False

@@ -28,7 +28,7 @@ UNCONFIRMED = ("the portal could not confirm in time that it stored your change:
 class OutboxWriter:
     def __init__(self, store: Store, *, most_per_commit: int = 500):
         self._store = store
-        self._batches = Batches(self._commit_or_tell, name="consent-outbox", most=most_per_commit)
+        self._batches = Batches(self._commit, _tell, name="consent-outbox", most=most_per_commit)
 
     def store(self, row: ConsentRelay, *, timeout_s: float = 90.0) -> ConsentRelay:
         """Store `row` (a new change), committed; PortalError 409 while the same patient has a change on its way,
@@ -60,14 +60,6 @@ class OutboxWriter:
         except PortalError as exc:
             return exc
 
-    def _commit_or_tell(self, batch: list[tuple[ConsentRelay, Future]]) -> None:
-        try:
-            self._commit(batch)
-        except Exception as exc:  # noqa: BLE001 - each waiting request hears why, none is left hanging
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
-
     def _commit(self, batch: list[tuple[ConsentRelay, Future]]) -> None:
         accounts = {row.account_id for row, _ in batch}
         with self._store.session() as session:
@@ -84,3 +76,9 @@ class OutboxWriter:
             session.commit()  # expire_on_commit is off: each row keeps its id
         for row, done in stored:
             done.set_result(row)
+
+
+def _tell(handed: tuple[ConsentRelay, Future], error: Exception) -> None:
+    _, done = handed
+    if not done.done():
+        done.set_exception(error)
