@@ -85,20 +85,18 @@ class Guard:
         rows = auth.live_sessions(db, self.table, cookies, idle_s=self.idle_s)
         if self.holders_of is not None and rows:
             self.holders_of(db, list(rows.values()))
-        found_for: dict[str, Caller | None] = {}
+        held: dict[str, tuple] = {}  # cookie -> (holder, session row, name, role)
         for cookie, row in rows.items():
             found = self.holder_of(db, row)
             if found is None:
                 auth.close_session(db, row)
-                found_for[cookie] = None
                 continue
             holder, name, role = found
-            found_for[cookie] = Caller(holder, row, "", name, role)
+            held[cookie] = (holder, row, name, role)
         callers = []
         for cookie, client in zip(cookies, clients):
-            caller = found_for.get(cookie or "")
-            callers.append(self._admit(Caller(caller.holder, caller.session, client, caller.name, caller.role)
-                                       if caller else None))
+            found = held.get(cookie or "")
+            callers.append(self._admit(Caller(found[0], found[1], client, found[2], found[3]) if found else None))
         return callers
 
     def _admit(self, caller: Caller | None) -> Caller | None:
