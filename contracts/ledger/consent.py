@@ -89,14 +89,9 @@ class ConsentCalls(ConsentReads):
         if isinstance(provider, HTTPProvider) and (isinstance(block, int) or block == "latest"):
             at = block if block == "latest" else hex(block)
             params = [{"to": self.consent.address, "data": "0x" + data.hex()}, at]
-            response = self._read(lambda: provider.make_request("eth_call", params))
-            answered = isinstance(response, dict) and "error" not in response
-            result = response.get("result") if answered else None
-            if isinstance(result, str) and result.startswith("0x"):
-                try:
-                    return bytes.fromhex(result[2:])
-                except ValueError:
-                    pass
+            answer = _answer_bytes(self._read(lambda: provider.make_request("eth_call", params)))
+            if answer is not None:
+                return answer
         return bytes(self._read(lambda: self.w3.eth.call({"to": self.consent.address, "data": data}, block)))
 
     def _bitmap(self, raw: bytes, count: int) -> list[bool]:
@@ -113,13 +108,12 @@ class ConsentCalls(ConsentReads):
 
     def consent_window(self, pseudonym: bytes, study_id: bytes, *, block: int | str = "latest") -> tuple[int, int]:
         """(valid_from, valid_until) in unix seconds; (0, 0) when never granted or revoked."""
-        data = CONSENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym") + _word32(study_id, "the study id")
-        valid_from, valid_until = self._words(self._raw_call(data, block), 2)
+        valid_from, valid_until = self._words(self._raw_call(_consent_of_call(pseudonym, study_id), block), 2)
         return valid_from, valid_until
 
     def patient_nonce(self, pseudonym: bytes) -> int:
         """The patient's next signature nonce (patientOf's second field), at the latest block."""
-        return self._words(self._raw_call(PATIENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym"), "latest"), 3)[1]
+        return self._words(self._raw_call(_patient_of_call(pseudonym), "latest"), 3)[1]
 
     def patient_states(self, study_id: bytes, pseudonyms: Sequence[bytes], *, window_block: int
                        ) -> list[tuple[int, int, int]]:
@@ -127,9 +121,7 @@ class ConsentCalls(ConsentReads):
         `study_id`, in order: what signing many patients' changes at once needs, asked in JSON-RPC batches."""
         calls = []
         for pseudonym in pseudonyms:
-            calls.append((PATIENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym"), "latest"))
-            calls.append((CONSENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym") + _word32(study_id, "the study id"),
-                          window_block))
+            calls += [(_patient_of_call(pseudonym), "latest"), (_consent_of_call(pseudonym, study_id), window_block)]
         answers = self._raw_calls(calls)
         states = []
         for i in range(0, len(answers), 2):
@@ -154,12 +146,8 @@ class ConsentCalls(ConsentReads):
             if not isinstance(responses, list) or len(responses) != len(chunk):
                 responses = [None] * len(chunk)  # an error for the whole batch: each call alone says which
             for (data, block), response in zip(chunk, responses):
-                result = response.get("result") if isinstance(response, dict) and "error" not in response else None
-                try:
-                    answers.append(bytes.fromhex(result[2:]) if isinstance(result, str) and result.startswith("0x")
-                                   else self._raw_call(data, block))
-                except ValueError:
-                    answers.append(self._raw_call(data, block))
+                answer = _answer_bytes(response)
+                answers.append(answer if answer is not None else self._raw_call(data, block))
         return answers
 
     def _words(self, raw: bytes, count: int) -> list[int]:
@@ -313,3 +301,23 @@ class ConsentFollower:
         changes = self.ledger.consent_changes(self.study_id, from_block=self.next_block, to_block=latest)
         self.next_block = latest + 1
         return changes
+
+
+def _patient_of_call(pseudonym: bytes) -> bytes:
+    return PATIENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym")
+
+
+def _consent_of_call(pseudonym: bytes, study_id: bytes) -> bytes:
+    return CONSENT_OF_SELECTOR + _word32(pseudonym, "the pseudonym") + _word32(study_id, "the study id")
+
+
+def _answer_bytes(response) -> bytes | None:
+    """An eth_call's result as bytes, or None for an error answer or one that does not decode (the caller then
+    asks through web3, which raises what the ledger client raises everywhere else)."""
+    result = response.get("result") if isinstance(response, dict) and "error" not in response else None
+    if not (isinstance(result, str) and result.startswith("0x")):
+        return None
+    try:
+        return bytes.fromhex(result[2:])
+    except ValueError:
+        return None
