@@ -65,9 +65,8 @@ class PortalState:
 
     def open_ledger_early(self) -> None:
         """At the server's start, in a thread of its own: open the ledger and read the accepted studies and their
-        terms, so that
-        the first patients do not wait for it. A chain that cannot be read yet is only logged: each request
-        then opens the ledger itself and answers as it always does when the chain is away."""
+        terms, so that the first patients do not wait for them. A chain that cannot be read yet is only logged:
+        each request then opens the ledger itself and answers as it always does when the chain is away."""
         def open_now() -> None:
             try:
                 for study_id in self.chain.accepted_studies(self.ledger.address):

@@ -74,8 +74,13 @@ def _result(state: PortalState, study_id: str, change_id: int, response: Respons
     if row.status == "sent":
         response.status_code = 202
     consent = studies.consent_state(state.chain, ids.Pseudonym.parse(row.pseudonym), _sid(study_id))
+    return _change_result(study_id, row, status=row.status, block=row.block, consent=consent)
+
+
+def _change_result(study_id: str, row, *, status: str, block: int | None, consent: studies.ConsentState
+                   ) -> ConsentChangeResult:
     return ConsentChangeResult(study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id,
-                               status=row.status, block=row.block, consent=views.consent_out(consent))
+                               status=status, block=block, consent=views.consent_out(consent))
 
 
 async def answer(state: PortalState, study_id: str, row, response: Response, *,
@@ -84,8 +89,7 @@ async def answer(state: PortalState, study_id: str, row, response: Response, *,
     before the change (`consent_before`), "sent" at once; otherwise what the change became within relay-wait-s."""
     if consent_before is not None and state.settings.relay_wait_s <= 0:
         response.status_code = 202
-        return ConsentChangeResult(study_id=study_id.lower(), granted=row.action == "grant", change_id=row.id,
-                                   status="sent", block=None, consent=views.consent_out(consent_before))
+        return _change_result(study_id, row, status="sent", block=None, consent=consent_before)
     await wait_for_ledger(state, row, timeout_s=state.settings.relay_wait_s)
     return await run_in_threadpool(_result, state, study_id, row.id, response)
 
